@@ -1,0 +1,116 @@
+#include "fileutil.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+sd_status sd_read_file(const char *path, char **out, size_t *len) {
+    *out = NULL;
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return sd_set_error(SD_ERR_IO, "%s: %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fileno(fp), &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        fclose(fp);
+        return sd_set_error(SD_ERR_IO, "%s: not a regular file", path);
+    }
+    size_t size = (size_t)sb.st_size;
+    char *buf = malloc(size + 1);
+    if (!buf) {
+        fclose(fp);
+        return sd_set_error(SD_ERR_NOMEM, "%s: out of memory", path);
+    }
+    size_t got = fread(buf, 1, size, fp);
+    int err = ferror(fp);
+    fclose(fp);
+    if (err || got != size) {
+        free(buf);
+        return sd_set_error(SD_ERR_IO, "%s: read failed", path);
+    }
+    buf[size] = '\0';
+    *out = buf;
+    if (len) *len = size;
+    return SD_OK;
+}
+
+int sd_file_exists(const char *path) {
+    struct stat sb;
+    return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+int sd_dir_exists(const char *path) {
+    struct stat sb;
+    return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
+}
+
+char *sd_strfmt(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0) return NULL;
+    char *s = malloc((size_t)n + 1);
+    if (!s) return NULL;
+    va_start(ap, fmt);
+    vsnprintf(s, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    return s;
+}
+
+char *sd_path_join(const char *dir, const char *name) {
+    size_t n = strlen(dir);
+    return sd_strfmt("%s%s%s", dir, n && dir[n - 1] == '/' ? "" : "/", name);
+}
+
+sd_status sd_writer_open(sd_file_writer *w, const char *path) {
+    memset(w, 0, sizeof *w);
+    w->path = strdup(path);
+    w->tmp_path = sd_strfmt("%s.tmp-%ld", path, (long)getpid());
+    if (!w->path || !w->tmp_path) {
+        free(w->path);
+        free(w->tmp_path);
+        return sd_set_error(SD_ERR_NOMEM, "%s: out of memory", path);
+    }
+    w->fp = fopen(w->tmp_path, "wb");
+    if (!w->fp) {
+        sd_status st = sd_set_error(SD_ERR_IO, "%s: %s", w->tmp_path, strerror(errno));
+        free(w->path);
+        free(w->tmp_path);
+        memset(w, 0, sizeof *w);
+        return st;
+    }
+    return SD_OK;
+}
+
+void sd_writer_put(sd_file_writer *w, const void *data, size_t n) {
+    if (!w->failed && n && fwrite(data, 1, n, w->fp) != n) w->failed = errno ? errno : EIO;
+}
+
+static void writer_release(sd_file_writer *w) {
+    free(w->path);
+    free(w->tmp_path);
+    memset(w, 0, sizeof *w);
+}
+
+sd_status sd_writer_commit(sd_file_writer *w) {
+    if (fflush(w->fp) != 0 && !w->failed) w->failed = errno ? errno : EIO;
+    if (fclose(w->fp) != 0 && !w->failed) w->failed = errno ? errno : EIO;
+    sd_status st = SD_OK;
+    if (w->failed) {
+        st = sd_set_error(SD_ERR_IO, "%s: write failed: %s", w->path, strerror(w->failed));
+        remove(w->tmp_path);
+    } else if (rename(w->tmp_path, w->path) != 0) {
+        st = sd_set_error(SD_ERR_IO, "%s: %s", w->path, strerror(errno));
+        remove(w->tmp_path);
+    }
+    writer_release(w);
+    return st;
+}
+
+void sd_writer_abort(sd_file_writer *w) {
+    if (w->fp) fclose(w->fp);
+    if (w->tmp_path) remove(w->tmp_path);
+    writer_release(w);
+}

@@ -1,0 +1,114 @@
+#include "weights.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "fileutil.h"
+
+static sd_status add_file(sd_weights *w, const char *path) {
+    st_file *grown = realloc(w->files, (size_t)(w->n_files + 1) * sizeof *grown);
+    if (!grown) return sd_set_error(SD_ERR_NOMEM, "%s: out of memory", path);
+    w->files = grown;
+    SD_TRY(st_open(&w->files[w->n_files], path));
+    w->n_files++;
+    return SD_OK;
+}
+
+/* A sharded checkpoint: {"weight_map": {"tensor": "shard file", ...}}; opens each shard once. */
+static sd_status open_index(sd_weights *w, const char *index_path) {
+    sd_cfg c;
+    SD_TRY(cfg_open(&c, index_path));
+    const cJSON *map = cJSON_GetObjectItemCaseSensitive(c.root, "weight_map");
+    sd_status st = SD_OK;
+    if (!cJSON_IsObject(map))
+        st = sd_set_error(SD_ERR_FORMAT, "%s: missing object 'weight_map'", index_path);
+    for (const cJSON *it = map ? map->child : NULL; it && st == SD_OK; it = it->next) {
+        if (!cJSON_IsString(it) || strchr(it->valuestring, '/')) {
+            st = sd_set_error(SD_ERR_FORMAT, "%s: weight_map entry '%s' is not a file name",
+                              index_path, it->string);
+            break;
+        }
+        int seen = 0;
+        for (const cJSON *prev = map->child; prev != it && !seen; prev = prev->next)
+            seen = !strcmp(prev->valuestring, it->valuestring);
+        if (seen) continue;
+        char *path = sd_path_join(w->dir, it->valuestring);
+        st = path ? add_file(w, path) : sd_set_error(SD_ERR_NOMEM, "out of memory");
+        free(path);
+    }
+    /* Every tensor the index names must be in the shard it names: a mismatch means a broken set. */
+    for (const cJSON *it = map ? map->child : NULL; it && st == SD_OK; it = it->next) {
+        const char *file = weights_file_of(w, it->string);
+        if (!file)
+            st = sd_set_error(SD_ERR_TENSOR, "%s: tensor '%s' is listed but absent from %s",
+                              index_path, it->string, it->valuestring);
+    }
+    cfg_close(&c);
+    return st;
+}
+
+sd_status weights_open(sd_weights *w, const char *dir, const char *stem) {
+    memset(w, 0, sizeof *w);
+    if (!sd_dir_exists(dir)) return sd_set_error(SD_ERR_IO, "%s: no such folder", dir);
+    w->dir = strdup(dir);
+    if (!w->dir) return sd_set_error(SD_ERR_NOMEM, "out of memory");
+    const char *stems[2] = {stem ? stem : "diffusion_pytorch_model", stem ? NULL : "model"};
+    static const char *const suffixes[] = {".safetensors", ".safetensors.index.json",
+                                           ".fp16.safetensors", ".fp16.safetensors.index.json"};
+    for (int s = 0; s < 4; s++)
+        for (int k = 0; k < 2 && stems[k]; k++) {
+            char *name = sd_strfmt("%s%s", stems[k], suffixes[s]);
+            char *path = name ? sd_path_join(dir, name) : NULL;
+            free(name);
+            if (!path) return sd_set_error(SD_ERR_NOMEM, "out of memory");
+            sd_status st = SD_ERR_IO;
+            int found = sd_file_exists(path);
+            if (found) st = (s & 1) ? open_index(w, path) : add_file(w, path);
+            free(path);
+            if (!found) continue;
+            if (st != SD_OK) weights_close(w);
+            return st;
+        }
+    char *bin = sd_path_join(dir, stems[0]);
+    char *bin_path = bin ? sd_strfmt("%s.bin", bin) : NULL;
+    int has_bin = bin_path && sd_file_exists(bin_path);
+    free(bin);
+    free(bin_path);
+    sd_status st = sd_set_error(has_bin ? SD_ERR_UNSUPPORTED : SD_ERR_IO,
+                                "%s: no %s%s.safetensors (or its .index.json / fp16 variant)%s", dir,
+                                stems[0], stems[1] ? " or model" : "",
+                                has_bin ? "; pickled .bin weights are not supported, convert them "
+                                          "to safetensors" : "");
+    weights_close(w);
+    return st;
+}
+
+void weights_close(sd_weights *w) {
+    for (int i = 0; i < w->n_files; i++) st_close(&w->files[i]);
+    free(w->files);
+    free(w->dir);
+    memset(w, 0, sizeof *w);
+}
+
+const st_tensor *weights_find(const sd_weights *w, const char *name) {
+    for (int i = 0; i < w->n_files; i++) {
+        const st_tensor *t = st_find(&w->files[i], name);
+        if (t) return t;
+    }
+    return NULL;
+}
+
+const char *weights_file_of(const sd_weights *w, const char *name) {
+    for (int i = 0; i < w->n_files; i++)
+        if (st_find(&w->files[i], name)) return w->files[i].path;
+    return NULL;
+}
+
+sd_status weights_read_f32(const sd_weights *w, const char *name, int ndim, const int64_t *shape,
+                           float **out) {
+    *out = NULL;
+    for (int i = 0; i < w->n_files; i++)
+        if (st_find(&w->files[i], name)) return st_read_f32(&w->files[i], name, ndim, shape, out);
+    return sd_set_error(SD_ERR_TENSOR, "%s: tensor '%s' not found", w->dir, name);
+}

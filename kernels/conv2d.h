@@ -1,0 +1,33 @@
+/* 2D convolution over NHWC activations.
+ *
+ * x: [n][h][w][cin]; weights: [cout][kh][kw][cin] (PyTorch's [cout][cin][kh][kw] reordered once at
+ * load, so one output pixel is a dot product of a contiguous patch row with a weight row);
+ * y: [n][oh][ow][cout]. Zero padding may differ per side (the VAE encoder pads right/bottom only).
+ * oh = (h + pad_t + pad_b - kh) / stride + 1, likewise ow. */
+#ifndef SD_CONV2D_H
+#define SD_CONV2D_H
+
+#include "../core/arena.h"
+
+typedef struct {
+    int cin, cout, kh, kw, stride;
+    int pad_t, pad_l, pad_b, pad_r;
+} conv2d_shape;
+
+static inline int conv2d_out_h(const conv2d_shape *s, int h) {
+    return (h + s->pad_t + s->pad_b - s->kh) / s->stride + 1;
+}
+static inline int conv2d_out_w(const conv2d_shape *s, int w) {
+    return (w + s->pad_l + s->pad_r - s->kw) / s->stride + 1;
+}
+
+/* `scratch` holds the patch tiles for the duration of the call (released before returning). */
+void conv2d_nhwc(const conv2d_shape *s, const float *x, int n, int h, int w, const float *weight,
+                 const float *bias, float *y, sd_arena *scratch);
+void conv2d_nhwc_ref(const conv2d_shape *s, const float *x, int n, int h, int w, const float *weight,
+                     const float *bias, float *y);
+
+/* Reorders PyTorch [cout][cin][kh][kw] weights into [cout][kh][kw][cin]. */
+void conv2d_weight_from_oihw(const float *oihw, int cout, int cin, int kh, int kw, float *ohwi);
+
+#endif

@@ -1,0 +1,20 @@
+/* Matrix products, row-major float32.
+ *
+ * gemm_nt is the workhorse: C[m][n] = sum_k A[m][k] * B[n][k] (+ bias[n]) (+ C when accumulate),
+ * B being stored as a PyTorch Linear weight [out][in], so no transposed copy is ever made.
+ * gemm_nn multiplies by a [k][n] matrix (attention's P x V). The _ref versions are plain loops kept
+ * as the definition the fast ones are tested against. */
+#ifndef SD_GEMM_H
+#define SD_GEMM_H
+
+void gemm_nt(int m, int n, int k, const float *a, int lda, const float *b, int ldb, float *c, int ldc,
+             const float *bias, int accumulate);
+void gemm_nn(int m, int n, int k, const float *a, int lda, const float *b, int ldb, float *c, int ldc,
+             const float *bias, int accumulate);
+
+void gemm_nt_ref(int m, int n, int k, const float *a, int lda, const float *b, int ldb, float *c,
+                 int ldc, const float *bias, int accumulate);
+void gemm_nn_ref(int m, int n, int k, const float *a, int lda, const float *b, int ldb, float *c,
+                 int ldc, const float *bias, int accumulate);
+
+#endif

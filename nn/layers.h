@@ -1,0 +1,70 @@
+/* The layers models are built from: weights loaded by checkpoint name (shape-checked, converted
+ * to float32 and to the layout the kernel wants once, at load), and a forward call.
+ *
+ * Loaders take the tensor prefix printf-style, e.g.
+ *     nn_linear_load(&l, w, 320, 320, true, "down_blocks.%d.attentions.%d.proj_in", b, i);
+ * reads "<prefix>.weight" ([out][in]) and "<prefix>.bias" ([out]). Every error names the tensor and
+ * the folder. A layer is zero-initialised before load; *_free accepts a zeroed or loaded layer. */
+#ifndef SD_LAYERS_H
+#define SD_LAYERS_H
+
+#include <stdbool.h>
+
+#include "../core/arena.h"
+#include "../core/weights.h"
+#include "../kernels/conv2d.h"
+
+#define NN_FMT __attribute__((format(printf, 6, 7)))
+
+typedef struct {
+    int in, out;
+    float *w; /* [out][in] */
+    float *b; /* [out] or NULL */
+} nn_linear;
+
+sd_status nn_linear_load(nn_linear *l, const sd_weights *w, int in, int out, bool bias,
+                         const char *fmt, ...) NN_FMT;
+/* y[m][out] = x[m][in] W^T + b; x and y must not overlap. */
+void nn_linear_forward(const nn_linear *l, const float *x, float *y, int m);
+void nn_linear_free(nn_linear *l);
+
+typedef struct {
+    conv2d_shape s;
+    float *w; /* [cout][kh][kw][cin] */
+    float *b; /* [cout] or NULL */
+} nn_conv2d;
+
+/* A square kernel k with symmetric padding `pad`; the weight must be [cout][cin][k][k]. Padding can
+ * be changed after loading (the VAE encoder's downsampler pads right and bottom only). Also
+ * accepts a Linear [cout][cin] weight when k == 1 (SD2's linear proj_in stored as conv, or the
+ * reverse, both seen in conversions). */
+sd_status nn_conv2d_load(nn_conv2d *c, const sd_weights *w, int cin, int cout, int k, int stride,
+                         int pad, const char *fmt, ...) __attribute__((format(printf, 8, 9)));
+/* x: [n][h][wd][cin] -> y: [n][oh][ow][cout]. */
+void nn_conv2d_forward(const nn_conv2d *c, const float *x, int n, int h, int wd, float *y,
+                       sd_arena *scratch);
+void nn_conv2d_free(nn_conv2d *c);
+
+typedef struct {
+    int c, groups;
+    float eps;
+    float *gamma, *beta; /* [c] */
+} nn_norm;
+
+/* GroupNorm: "<prefix>.weight" / "<prefix>.bias" of shape [c]; c must divide into groups. */
+sd_status nn_group_norm_load(nn_norm *g, const sd_weights *w, int c, int groups, float eps,
+                             const char *fmt, ...) NN_FMT;
+/* x, y: [n][hw][c] (y may be x); silu: apply SiLU afterwards. */
+void nn_group_norm_forward(const nn_norm *g, const float *x, float *y, int n, int hw, bool silu);
+
+/* LayerNorm over the last dimension; `affine` false for elementwise_affine=False norms. */
+sd_status nn_layer_norm_load(nn_norm *g, const sd_weights *w, int c, bool affine, float eps,
+                             const char *fmt, ...) NN_FMT;
+void nn_layer_norm_forward(const nn_norm *g, const float *x, float *y, int rows);
+void nn_norm_free(nn_norm *g);
+
+/* Reads a float tensor of the given shape (printf-style name) into a malloc'd float32 buffer. */
+sd_status nn_read_tensor(const sd_weights *w, float **out, int ndim, const int64_t *shape,
+                         const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+#endif

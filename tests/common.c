@@ -1,0 +1,139 @@
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../core/safetensors.h"
+#include "test.h"
+
+#ifndef SD_FIXTURES_DIR
+#define SD_FIXTURES_DIR "tests/fixtures"
+#endif
+
+int test_passed, test_failed;
+
+int test_summary(void) {
+    printf("%d passed, %d failed\n", test_passed, test_failed);
+    return test_failed ? 1 : 0;
+}
+
+double rel_l2(const float *got, const float *want, size_t n) {
+    double num = 0.0, den = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)got[i] - want[i];
+        num += d * d;
+        den += (double)want[i] * want[i];
+    }
+    if (isnan(num)) return INFINITY;
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+int check_rel(const char *what, const float *got, const float *want, size_t n, double tol) {
+    double err = rel_l2(got, want, n), maxd = 0.0;
+    size_t at = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)got[i] - want[i]);
+        if (!(d <= maxd)) maxd = d, at = i; /* NaN counts as the largest */
+    }
+    int ok = err < tol;
+    printf("%s %s: rel err %.3g (tol %.0e), max abs diff %.3g at %zu", ok ? "ok  " : "FAIL", what,
+           err, tol, maxd, at);
+    if (!ok && n) printf(" (got %.7g, want %.7g; first: got %.7g want %.7g)", got[at], want[at], got[0], want[0]);
+    printf("\n");
+    CHECK(ok, "%s: relative error %.3g >= %.0e", what, err, tol);
+    return ok;
+}
+
+int check_equal_i32(const char *what, const int32_t *got, const int32_t *want, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (got[i] != want[i]) {
+            CHECK(0, "%s: element %zu is %d, expected %d", what, i, got[i], want[i]);
+            return 0;
+        }
+    CHECK(1, "%s", what);
+    return 1;
+}
+
+const char *fixture(const char *rel) {
+    static char buf[4096];
+    snprintf(buf, sizeof buf, "%s/%s", SD_FIXTURES_DIR, rel);
+    return buf;
+}
+
+const char *tool_path(const char *name) {
+    static char buf[4096];
+    const char *dir = getenv("SD_BIN_DIR");
+    snprintf(buf, sizeof buf, "%s/%s", dir && *dir ? dir : "bin", name);
+    return buf;
+}
+
+void nchw_to_nhwc(const float *src, float *dst, int n, int c, int h, int w) {
+    for (int b = 0; b < n; b++)
+        for (int ch = 0; ch < c; ch++)
+            for (int y = 0; y < h; y++)
+                for (int x = 0; x < w; x++)
+                    dst[(((long)b * h + y) * w + x) * c + ch] = src[(((long)b * c + ch) * h + y) * w + x];
+}
+
+void nhwc_to_nchw(const float *src, float *dst, int n, int h, int w, int c) {
+    for (int b = 0; b < n; b++)
+        for (int ch = 0; ch < c; ch++)
+            for (int y = 0; y < h; y++)
+                for (int x = 0; x < w; x++)
+                    dst[(((long)b * c + ch) * h + y) * w + x] = src[(((long)b * h + y) * w + x) * c + ch];
+}
+
+void fill_random(float *x, size_t n, uint64_t seed) {
+    uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
+    for (size_t i = 0; i < n; i++) {
+        s ^= s << 13, s ^= s >> 7, s ^= s << 17; /* xorshift64 */
+        x[i] = (float)((double)(s >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+    }
+}
+
+static void *read_fixture_tensor(const char *file, const char *name, int64_t *shape, int *ndim,
+                                 int as_ids) {
+    st_file f;
+    if (st_open(&f, fixture(file)) != SD_OK) {
+        CHECK(0, "fixture %s: %s", file, sd_last_error());
+        return NULL;
+    }
+    const st_tensor *t = st_find(&f, name);
+    void *out = NULL;
+    if (!t) {
+        CHECK(0, "fixture %s has no tensor '%s'", file, name);
+    } else {
+        int64_t n = st_numel(t);
+        if (shape) memcpy(shape, t->shape, sizeof t->shape);
+        if (ndim) *ndim = t->ndim;
+        out = malloc((size_t)(n ? n : 1) * 4);
+        for (int64_t i = 0; i < n; i++) {
+            double v;
+            if (t->dtype == ST_I32) { int32_t x; memcpy(&x, (const char *)t->data + 4 * i, 4); v = x; }
+            else if (t->dtype == ST_I64) { int64_t x; memcpy(&x, (const char *)t->data + 8 * i, 8); v = (double)x; }
+            else { v = NAN; }
+            if (st_is_float(t->dtype)) break;
+            if (as_ids) ((int32_t *)out)[i] = (int32_t)v;
+            else ((float *)out)[i] = (float)v;
+        }
+        if (st_is_float(t->dtype)) {
+            if (as_ids) {
+                float *tmpf = malloc((size_t)(n ? n : 1) * 4);
+                st_to_f32(t, tmpf);
+                for (int64_t i = 0; i < n; i++) ((int32_t *)out)[i] = (int32_t)tmpf[i];
+                free(tmpf);
+            } else {
+                st_to_f32(t, out);
+            }
+        }
+    }
+    st_close(&f);
+    return out;
+}
+
+float *fixture_tensor(const char *file, const char *name, int64_t *shape, int *ndim) {
+    return read_fixture_tensor(file, name, shape, ndim, 0);
+}
+
+int32_t *fixture_ids(const char *file, const char *name, int64_t *shape, int *ndim) {
+    return read_fixture_tensor(file, name, shape, ndim, 1);
+}

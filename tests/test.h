@@ -1,0 +1,63 @@
+/* A minimal test harness: CHECK records a pass or a failure (printing where and why), numeric
+ * comparisons print the error they measured, and test_summary() prints "N passed, N failed" as the
+ * last line, which tests/run.sh adds up over all test programs. */
+#ifndef SD_TEST_H
+#define SD_TEST_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "../core/error.h"
+
+extern int test_passed, test_failed;
+
+#define CHECK(cond, ...)                                                                           \
+    do {                                                                                           \
+        if (cond) {                                                                                \
+            test_passed++;                                                                         \
+        } else {                                                                                   \
+            test_failed++;                                                                         \
+            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                            \
+            printf(__VA_ARGS__);                                                                   \
+            printf("\n");                                                                          \
+        }                                                                                          \
+    } while (0)
+
+/* A library call that must succeed; prints sd_last_error() when it does not. */
+#define CHECK_OK(expr)                                                                             \
+    do {                                                                                           \
+        sd_status check_ok_st_ = (expr);                                                           \
+        CHECK(check_ok_st_ == SD_OK, "%s -> %s: %s", #expr, sd_status_name(check_ok_st_),          \
+              sd_last_error());                                                                    \
+    } while (0)
+
+/* Prints the totals line and returns the process exit code. */
+int test_summary(void);
+
+/* Relative L2 error ||got - want|| / ||want|| (absolute L2 when want is all zero). */
+double rel_l2(const float *got, const float *want, size_t n);
+/* Records a check that rel_l2 < tol and prints "ok/FAIL what: rel err, max abs diff". */
+int check_rel(const char *what, const float *got, const float *want, size_t n, double tol);
+/* Records a check that the arrays are identical. */
+int check_equal_i32(const char *what, const int32_t *got, const int32_t *want, size_t n);
+
+/* Absolute path of a file under tests/fixtures (static buffer, valid until the next call). */
+const char *fixture(const char *rel);
+/* Path of a built tool: $SD_BIN_DIR/name (the runner sets it), else bin/name. */
+const char *tool_path(const char *name);
+
+/* Layout conversions for comparing NHWC engine tensors with NCHW references. */
+void nchw_to_nhwc(const float *src, float *dst, int n, int c, int h, int w);
+void nhwc_to_nchw(const float *src, float *dst, int n, int h, int w, int c);
+
+/* Reads tensor `name` of tests/fixtures/<file> as float32 (malloc'd; F32/F16/BF16, or I32/I64
+ * converted). Fills shape/ndim when not NULL. Returns NULL (after a recorded failure) when absent. */
+float *fixture_tensor(const char *file, const char *name, int64_t *shape, int *ndim);
+/* Same for integer tensors (I32 or I64), as int32. */
+int32_t *fixture_ids(const char *file, const char *name, int64_t *shape, int *ndim);
+
+/* Deterministic pseudo-random floats in [-1, 1) for kernel tests. */
+void fill_random(float *x, size_t n, uint64_t seed);
+
+#endif

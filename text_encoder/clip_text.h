@@ -1,0 +1,40 @@
+/* CLIPTextModel and CLIPTextModelWithProjection (transformers), from a text_encoder folder:
+ * config.json + model.safetensors, with or without the `text_model.` key prefix. */
+#ifndef SD_CLIP_TEXT_H
+#define SD_CLIP_TEXT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "../core/error.h"
+
+typedef struct {
+    int vocab_size, hidden_size, intermediate_size, num_layers, num_heads;
+    int max_position_embeddings, projection_dim;
+    int eos_token_id;
+    float layer_norm_eps;
+    bool with_projection; /* CLIPTextModelWithProjection: text_projection [projection_dim][hidden] */
+    char hidden_act[32];  /* "quick_gelu" or "gelu" (also accepts "gelu_new"/"gelu_pytorch_tanh") */
+} clip_text_config;
+
+typedef struct clip_text clip_text;
+
+sd_status clip_text_load(clip_text **out, const char *dir);
+void clip_text_free(clip_text *m);
+const clip_text_config *clip_text_get_config(const clip_text *m);
+
+/* Runs `batch` sequences of `len` ids (len <= max_position_embeddings).
+ *
+ * hidden_out [batch][len][hidden]: hidden_states[layer] in transformers' numbering (0 = the
+ * embeddings, k = output of encoder layer k, num_layers = the last layer's output), passed through
+ * the final layer norm when `final_norm` is set. So:
+ *   SD 1.x/2.x, no clip skip:  layer = num_layers,            final_norm = true (last_hidden_state)
+ *   SD 1.x/2.x, clip_skip k:   layer = num_layers - k,        final_norm = true
+ *   SDXL / SD3 (penultimate):  layer = num_layers - 1 - k,    final_norm = false
+ * pooled_out (may be NULL) [batch][projection_dim or hidden]: the final-norm hidden state at the
+ * first EOS token (transformers' rule, including its legacy argmax when eos_token_id == 2), times
+ * text_projection for the WithProjection model. hidden_out may be NULL when only pooled is needed. */
+sd_status clip_text_encode(clip_text *m, const int32_t *ids, int batch, int len, int layer,
+                           bool final_norm, float *hidden_out, float *pooled_out);
+
+#endif

@@ -1,0 +1,52 @@
+/* UNet2DConditionModel (diffusers) for SD 1.x, SD 2.x and SDXL configs, activations in NHWC.
+ * Loaded from a unet folder: config.json (diffusers' defaults for absent keys) and
+ * diffusion_pytorch_model.safetensors (F32/F16/BF16, sharded or fp16 variant). */
+#ifndef SD_UNET_H
+#define SD_UNET_H
+
+#include <stdbool.h>
+
+#include "../core/error.h"
+
+#define UNET_MAX_BLOCKS 8
+
+typedef struct {
+    int in_channels, out_channels, sample_size;
+    int n_blocks; /* len(block_out_channels) == len(down_block_types) */
+    int block_out_channels[UNET_MAX_BLOCKS];
+    int layers_per_block;
+    int cross_attention_dim;
+    int norm_num_groups;
+    float norm_eps;
+    bool down_has_attn[UNET_MAX_BLOCKS]; /* CrossAttnDownBlock2D vs DownBlock2D */
+    bool up_has_attn[UNET_MAX_BLOCKS];   /* in up-block order */
+    int heads[UNET_MAX_BLOCKS];          /* per down block; see the attention_head_dim quirk */
+    int transformer_layers[UNET_MAX_BLOCKS];
+    bool use_linear_projection, upcast_attention;
+    bool flip_sin_to_cos;
+    int freq_shift;
+    /* SDXL: addition_embed_type "text_time" */
+    bool text_time;
+    int addition_time_embed_dim, projection_class_embeddings_input_dim;
+} unet_config;
+
+typedef struct unet unet;
+
+sd_status unet_load(unet **out, const char *dir);
+void unet_free(unet *m);
+const unet_config *unet_get_config(const unet *m);
+
+/* SDXL's added conditions, per batch item: text_embeds [batch][pooled_dim] and time_ids
+ * [batch][6]. NULL for models without addition_embed_type. */
+typedef struct {
+    const float *text_embeds;
+    const float *time_ids;
+} unet_added_cond;
+
+/* x [batch][h][w][in_channels] (NHWC), timestep t (float: schedulers pass fractional ones),
+ * context [batch][ctx_len][cross_attention_dim] -> out [batch][h][w][out_channels].
+ * h and w must be multiples of 2^(n_blocks - 1). */
+sd_status unet_forward(unet *m, const float *x, int batch, int h, int w, float t,
+                       const float *context, int ctx_len, const unet_added_cond *added, float *out);
+
+#endif

@@ -1,0 +1,46 @@
+/* AutoencoderKL (diffusers): decoder and encoder, activations in NHWC. Loaded from a vae folder:
+ * config.json + diffusion_pytorch_model.safetensors. */
+#ifndef SD_VAE_H
+#define SD_VAE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "../core/error.h"
+
+#define VAE_MAX_BLOCKS 8
+
+typedef struct {
+    int in_channels, out_channels, latent_channels;
+    int n_blocks;
+    int block_out_channels[VAE_MAX_BLOCKS];
+    int layers_per_block;
+    int norm_num_groups;
+    float scaling_factor;
+    bool has_shift_factor;
+    float shift_factor;
+    bool use_quant_conv, use_post_quant_conv, mid_block_add_attention, force_upcast;
+} vae_config;
+
+typedef struct vae vae;
+
+sd_status vae_load(vae **out, const char *dir);
+void vae_free(vae *m);
+const vae_config *vae_get_config(const vae *m);
+
+/* Pipeline latents -> what the decoder takes: z / scaling_factor (+ shift_factor when set), as
+ * diffusers' pipelines do before vae.decode. out may equal in. */
+void vae_unscale_latents(const vae *m, const float *in, float *out, size_t n);
+/* The reverse (after encoding): (z - shift_factor) * scaling_factor. */
+void vae_scale_latents(const vae *m, const float *in, float *out, size_t n);
+
+/* z [n][h][w][latent_channels] (already unscaled) -> image [n][8h][8w][out_channels] in about
+ * [-1, 1] (not clamped), through post_quant_conv when the model has one. */
+sd_status vae_decode(vae *m, const float *z, int n, int h, int w, float *image);
+
+/* image [n][h][w][in_channels] in [-1, 1] (h, w multiples of 8) -> posterior mean and logvar
+ * [n][h/8][w/8][latent_channels] (logvar clamped to [-30, 20] as DiagonalGaussianDistribution
+ * does), through quant_conv when the model has one. */
+sd_status vae_encode(vae *m, const float *image, int n, int h, int w, float *mean, float *logvar);
+
+#endif
