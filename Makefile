@@ -20,6 +20,9 @@ LIB := $(BUILD)/libsd.a
 
 CLI_SRC := $(wildcard cli/*.c)
 BINS := $(CLI_SRC:cli/%.c=$(BINDIR)/%)
+# Option parsing and helpers shared by the tools.
+CLI_COMMON_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(wildcard cli/common/*.c))
+CLI_LIB := $(BUILD)/libsdcli.a
 
 TEST_COMMON := $(BUILD)/tests/common.o
 TEST_SRC := $(wildcard tests/test_*.c)
@@ -36,11 +39,15 @@ $(LIB): $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
-$(BINDIR)/%: $(BUILD)/cli/%.o $(LIB)
+$(CLI_LIB): $(CLI_COMMON_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(BINDIR)/%: $(BUILD)/cli/%.o $(CLI_LIB) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
-$(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_COMMON) $(LIB)
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_COMMON) $(CLI_LIB) $(LIB)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
 test: all
@@ -54,4 +61,5 @@ test-asan:
 clean:
 	rm -rf build build-asan bin
 
--include $(LIB_OBJ:.o=.d) $(TESTS:=.d) $(TEST_COMMON:.o=.d) $(CLI_SRC:cli/%.c=$(BUILD)/cli/%.d)
+-include $(LIB_OBJ:.o=.d) $(TESTS:=.d) $(TEST_COMMON:.o=.d) $(CLI_SRC:cli/%.c=$(BUILD)/cli/%.d) \
+    $(CLI_COMMON_OBJ:.o=.d)

@@ -1,0 +1,275 @@
+#include "options.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static char err_buf[512];
+
+static const char *errf(const char *fmt, const char *a, const char *b) {
+    snprintf(err_buf, sizeof err_buf, fmt, a, b ? b : "");
+    return err_buf;
+}
+
+static bool parse_int(const char *opt, const char *v, long lo, long hi, long *out, const char **err) {
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (!*v || *end || errno || x < lo || x > hi) {
+        char range[64];
+        snprintf(range, sizeof range, "%ld..%ld", lo, hi);
+        snprintf(err_buf, sizeof err_buf, "%s: '%s' is not an integer in %s", opt, v, range);
+        *err = err_buf;
+        return false;
+    }
+    *out = x;
+    return true;
+}
+
+static bool parse_u64(const char *opt, const char *v, uint64_t *out, const char **err) {
+    char *end;
+    errno = 0;
+    unsigned long long x = strtoull(v, &end, 10);
+    if (!*v || *end || errno || v[0] == '-') {
+        *err = errf("%s: '%s' is not a seed (0 .. 18446744073709551615)", opt, v);
+        return false;
+    }
+    *out = (uint64_t)x;
+    return true;
+}
+
+static bool parse_double(const char *opt, const char *v, double *out, const char **err) {
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (!*v || *end || errno || x != x) {
+        *err = errf("%s: '%s' is not a number", opt, v);
+        return false;
+    }
+    *out = x;
+    return true;
+}
+
+/* Options that take a value: name(s), and the parser applying it. */
+typedef enum {
+    O_MODEL, O_NEG, O_OUT, O_W, O_H, O_SEED, O_STEPS, O_GUIDANCE, O_SCHED, O_SCHED_OPT,
+    O_RESCALE, O_ETA, O_BATCH, O_CLIP_SKIP, O_THREADS, O_SAVE_LATENTS, O_QUALITY,
+    /* flags */
+    O_PRINT_TOKENS, O_HELP, O_VERSION, O_QUIET,
+} opt_id;
+
+static const struct {
+    const char *long_name;
+    char short_name;
+    opt_id id;
+    bool takes_value;
+} table[] = {
+    {"model", 'm', O_MODEL, true},         {"negative", 'n', O_NEG, true},
+    {"output", 'o', O_OUT, true},          {"width", 'W', O_W, true},
+    {"height", 'H', O_H, true},            {"seed", 's', O_SEED, true},
+    {"steps", 0, O_STEPS, true},           {"guidance", 'g', O_GUIDANCE, true},
+    {"scheduler", 0, O_SCHED, true},       {"scheduler-opt", 0, O_SCHED_OPT, true},
+    {"guidance-rescale", 0, O_RESCALE, true}, {"eta", 0, O_ETA, true},
+    {"batch", 0, O_BATCH, true},           {"clip-skip", 0, O_CLIP_SKIP, true},
+    {"threads", 't', O_THREADS, true},     {"save-latents", 0, O_SAVE_LATENTS, true},
+    {"quality", 0, O_QUALITY, true},       {"print-tokens", 0, O_PRINT_TOKENS, false},
+    {"help", 'h', O_HELP, false},          {"version", 0, O_VERSION, false},
+    {"quiet", 'q', O_QUIET, false},
+};
+enum { N_OPTS = sizeof table / sizeof table[0] };
+
+static bool apply(cli_options *o, opt_id id, const char *name, const char *v, const char **err) {
+    long x;
+    switch (id) {
+    case O_MODEL: o->model = v; return true;
+    case O_NEG: o->gen.negative_prompt = v; return true;
+    case O_OUT: o->output = v; return true;
+    case O_W: return parse_int(name, v, 8, 16384, &x, err) && (o->gen.width = (int)x, true);
+    case O_H: return parse_int(name, v, 8, 16384, &x, err) && (o->gen.height = (int)x, true);
+    case O_SEED: o->seed_given = true; return parse_u64(name, v, &o->gen.seed, err);
+    case O_STEPS: return parse_int(name, v, 1, 10000, &x, err) && (o->gen.steps = (int)x, true);
+    case O_GUIDANCE: return parse_double(name, v, &o->gen.guidance, err);
+    case O_SCHED: o->gen.scheduler = v; return true;
+    case O_SCHED_OPT:
+        if (!strchr(v, '=') || v[0] == '=') {
+            *err = errf("%s: '%s' should be KEY=VALUE", name, v);
+            return false;
+        }
+        if (o->n_sched_opts == CLI_MAX_SCHED_OPTS) {
+            *err = errf("%s: too many scheduler options%s", name, NULL);
+            return false;
+        }
+        o->sched_opts[o->n_sched_opts++] = v;
+        return true;
+    case O_RESCALE: return parse_double(name, v, &o->gen.guidance_rescale, err);
+    case O_ETA: return parse_double(name, v, &o->gen.eta, err);
+    case O_BATCH: return parse_int(name, v, 1, 64, &x, err) && (o->gen.batch = (int)x, true);
+    case O_CLIP_SKIP: return parse_int(name, v, 0, 64, &x, err) && (o->gen.clip_skip = (int)x, true);
+    case O_THREADS: return parse_int(name, v, 0, 4096, &x, err) && (o->threads = (int)x, true);
+    case O_SAVE_LATENTS: o->save_latents = v; return true;
+    case O_QUALITY: return parse_int(name, v, 1, 100, &x, err) && (o->quality = (int)x, true);
+    case O_PRINT_TOKENS: o->print_tokens = true; return true;
+    case O_HELP: o->show_help = true; return true;
+    case O_VERSION: o->show_version = true; return true;
+    case O_QUIET: o->quiet = true; return true;
+    }
+    return false;
+}
+
+bool cli_parse(cli_options *o, int argc, char **argv, cli_extra_fn extra, void *extra_ctx,
+               const char **err) {
+    memset(o, 0, sizeof *o);
+    sd_gen_params_init(&o->gen);
+    o->gen.prompt = NULL;
+    o->model = getenv("SD_MODEL");
+    if (o->model && !*o->model) o->model = NULL;
+    o->output = "out.png";
+    o->quality = 90;
+    bool only_positional = false;
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        if (only_positional || arg[0] != '-' || !strcmp(arg, "-")) {
+            if (o->gen.prompt) {
+                *err = errf("unexpected argument '%s' (the prompt is already '%s'; quote prompts "
+                            "with spaces)", arg, o->gen.prompt);
+                return false;
+            }
+            o->gen.prompt = arg;
+            continue;
+        }
+        if (!strcmp(arg, "--")) {
+            only_positional = true;
+            continue;
+        }
+        /* --name, --name=value, -x, -x value */
+        char name[64];
+        const char *inline_value = NULL;
+        int found = -1;
+        if (arg[1] == '-') {
+            const char *eq = strchr(arg + 2, '=');
+            size_t len = eq ? (size_t)(eq - arg - 2) : strlen(arg + 2);
+            if (len >= sizeof name) len = sizeof name - 1;
+            memcpy(name, arg + 2, len);
+            name[len] = '\0';
+            inline_value = eq ? eq + 1 : NULL;
+            for (int k = 0; k < N_OPTS; k++)
+                if (!strcmp(name, table[k].long_name)) found = k;
+        } else {
+            snprintf(name, sizeof name, "%c", arg[1]);
+            if (arg[2]) inline_value = arg + 2;
+            for (int k = 0; k < N_OPTS; k++)
+                if (table[k].short_name && table[k].short_name == arg[1]) found = k;
+        }
+        if (found < 0) {
+            if (extra) {
+                const char *value = inline_value ? inline_value : (i + 1 < argc ? argv[i + 1] : NULL);
+                int used = extra(extra_ctx, arg, value, err);
+                if (used == -2) return false; /* the tool reported an error */
+                if (used >= 0) {
+                    if (used == 1 && !inline_value) i++;
+                    continue;
+                }
+            }
+            *err = errf("unknown option '%s' (see --help)%s", arg, NULL);
+            return false;
+        }
+        const char *value = NULL;
+        if (table[found].takes_value) {
+            value = inline_value;
+            if (!value) {
+                if (i + 1 >= argc) {
+                    *err = errf("option '%s' needs a value%s", arg, NULL);
+                    return false;
+                }
+                value = argv[++i];
+            }
+        } else if (inline_value) {
+            *err = errf("option '%s' takes no value%s", arg, NULL);
+            return false;
+        }
+        if (!apply(o, table[found].id, arg, value, err)) return false;
+    }
+    return true;
+}
+
+bool cli_build_sched_overrides(cli_options *o, const char **err) {
+    if (!o->n_sched_opts) return true;
+    cJSON *obj = cJSON_CreateObject();
+    for (int i = 0; i < o->n_sched_opts; i++) {
+        const char *kv = o->sched_opts[i], *eq = strchr(kv, '=');
+        char key[128];
+        size_t len = (size_t)(eq - kv) < sizeof key - 1 ? (size_t)(eq - kv) : sizeof key - 1;
+        memcpy(key, kv, len);
+        key[len] = '\0';
+        cJSON *value = cJSON_Parse(eq + 1);
+        if (!value) value = cJSON_CreateString(eq + 1); /* a bare word: trailing, karras, ... */
+        cJSON_DeleteItemFromObjectCaseSensitive(obj, key); /* the last one given wins */
+        cJSON_AddItemToObject(obj, key, value);
+    }
+    o->sched_overrides_json = cJSON_PrintUnformatted(obj);
+    cJSON_Delete(obj);
+    if (!o->sched_overrides_json) {
+        *err = "out of memory";
+        return false;
+    }
+    o->gen.scheduler_overrides = o->sched_overrides_json;
+    return true;
+}
+
+void cli_options_free(cli_options *o) {
+    cJSON_free(o->sched_overrides_json);
+    o->sched_overrides_json = NULL;
+}
+
+const char *cli_gen_options_help(void) {
+    return "  -m, --model DIR          diffusers model folder (default: $SD_MODEL)\n"
+           "  -n, --negative TEXT      negative prompt\n"
+           "  -W, --width N            image width, a multiple of 8 (default: the model's)\n"
+           "  -H, --height N           image height, a multiple of 8 (default: the model's)\n"
+           "  -s, --seed N             seed of the torch-compatible generator (default: random)\n"
+           "      --steps N            denoising steps (default 50)\n"
+           "  -g, --guidance X         classifier-free guidance scale; <= 1 disables it (default 7.5)\n"
+           "      --guidance-rescale X rescale guided noise toward the text branch's std (0..1)\n"
+           "      --scheduler CLASS    diffusers scheduler class or alias; 'help' lists them\n"
+           "      --scheduler-opt K=V  scheduler config override, V as JSON (repeatable)\n"
+           "      --eta X              DDIM eta (default 0)\n"
+           "      --batch N            images per prompt from one noise draw (out-0.png, out-1.png...)\n"
+           "      --clip-skip N        use the text encoder's N-th from last layer\n"
+           "  -t, --threads N          threads (default: all cores)\n";
+}
+
+char *cli_indexed_path(const char *path, int i, int n) {
+    size_t len = strlen(path);
+    char *out = malloc(len + 24);
+    if (!out) return NULL;
+    if (n <= 1) {
+        memcpy(out, path, len + 1);
+        return out;
+    }
+    const char *dot = strrchr(path, '.'), *slash = strrchr(path, '/');
+    if (!dot || (slash && dot < slash)) dot = path + len;
+    snprintf(out, len + 24, "%.*s-%d%s", (int)(dot - path), path, i, dot);
+    return out;
+}
+
+char *cli_parameters_text(const sd_gen_params *g, const char *scheduler, int width, int height,
+                          const char *model) {
+    const char *prompt = g->prompt ? g->prompt : "", *neg = g->negative_prompt;
+    const char *slash = model ? strrchr(model, '/') : NULL;
+    const char *model_name = model ? (slash && slash[1] ? slash + 1 : model) : "";
+    size_t size = strlen(prompt) + (neg ? strlen(neg) : 0) + strlen(model_name) + 512;
+    char *s = malloc(size);
+    if (!s) return NULL;
+    size_t used = (size_t)snprintf(s, size, "%s\n", prompt);
+    if (neg) used += (size_t)snprintf(s + used, size - used, "Negative prompt: %s\n", neg);
+    used += (size_t)snprintf(s + used, size - used,
+                             "Steps: %d, Sampler: %s, CFG scale: %g, Seed: %llu, Size: %dx%d, "
+                             "Model: %s", g->steps, scheduler, g->guidance,
+                             (unsigned long long)g->seed, width, height, model_name);
+    if (g->clip_skip) used += (size_t)snprintf(s + used, size - used, ", Clip skip: %d", g->clip_skip);
+    if (g->eta > 0) snprintf(s + used, size - used, ", Eta: %g", g->eta);
+    return s;
+}

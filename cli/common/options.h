@@ -1,0 +1,50 @@
+/* Command-line options shared by gen and the tools built on it (sd-compare, sd-regress):
+ * parsing into sd_gen_params plus the CLI-only settings, with errors that name the option. */
+#ifndef SD_CLI_OPTIONS_H
+#define SD_CLI_OPTIONS_H
+
+#include <stdbool.h>
+
+#include "../../include/sd.h"
+
+#define CLI_MAX_SCHED_OPTS 32
+
+typedef struct {
+    const char *model;        /* -m; default $SD_MODEL */
+    const char *output;       /* -o; default "out.png" */
+    const char *save_latents; /* --save-latents */
+    int threads;              /* --threads; 0: all cores */
+    int quality;              /* --quality (JPEG), default 90 */
+    bool seed_given;
+    bool print_tokens, show_help, show_version, quiet;
+    int n_sched_opts;
+    const char *sched_opts[CLI_MAX_SCHED_OPTS]; /* KEY=VALUE as typed */
+    char *sched_overrides_json;                 /* built from sched_opts (malloc'd) */
+    sd_gen_params gen;
+} cli_options;
+
+/* Parses argv (argv[0] skipped). Unknown options, missing or malformed values: a one-line error
+ * in *err (static buffer) and false. `extra` lets a tool accept more options: it is called with
+ * the option name and its value (NULL when the option takes none and value-taking is unknown);
+ * it returns 1 if it consumed the value, 0 if it consumed only the flag, -1 if it does not know
+ * the option. */
+typedef int (*cli_extra_fn)(void *ctx, const char *name, const char *value, const char **err);
+bool cli_parse(cli_options *o, int argc, char **argv, cli_extra_fn extra, void *extra_ctx,
+               const char **err);
+void cli_options_free(cli_options *o);
+
+/* Builds the scheduler override JSON object from KEY=VALUE pairs: VALUE is taken as JSON when it
+ * parses (true, 3, 0.5, "x", [1,2]) and as a string otherwise. */
+bool cli_build_sched_overrides(cli_options *o, const char **err);
+
+/* The help text of the generation options (for tools that embed them). */
+const char *cli_gen_options_help(void);
+
+/* "out.png" with batch index i of n: out.png when n == 1, else out-<i>.png. malloc'd. */
+char *cli_indexed_path(const char *path, int i, int n);
+
+/* The A1111-style "parameters" text: prompt, negative prompt, then one line of settings. */
+char *cli_parameters_text(const sd_gen_params *g, const char *scheduler, int width, int height,
+                          const char *model);
+
+#endif

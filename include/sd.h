@@ -1,0 +1,116 @@
+/* sd.h: the engine's public interface.
+ *
+ * Load a diffusers model folder once, then generate as often as needed:
+ *
+ *     sd_pipeline *p;
+ *     if (sd_pipeline_load(&p, "models/sd15", NULL) != SD_OK) { puts(sd_last_error()); ... }
+ *     sd_gen_params g;
+ *     sd_gen_params_init(&g);
+ *     g.prompt = "a lighthouse at dawn";
+ *     sd_result r;
+ *     if (sd_generate(p, &g, &r) == SD_OK) { ... r.images[0] ... sd_result_free(&r); }
+ *     sd_pipeline_free(p);
+ *
+ * Every call returns an sd_status; on failure sd_last_error() holds a one-line message naming the
+ * file, tensor, key or argument at fault. The library never prints and never exits. */
+#ifndef SD_H
+#define SD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../core/error.h"
+#include "../core/image.h"
+
+#define SD_VERSION "0.1.0"
+
+typedef struct sd_pipeline sd_pipeline;
+
+typedef enum { SD_FAMILY_SD = 0, SD_FAMILY_SDXL, SD_FAMILY_SD3, SD_FAMILY_FLUX } sd_family;
+
+/* A tensor handed to callbacks, in the engine's layout: [batch][h][w][c] for latents (h, w in
+ * latent pixels), [batch][tokens][c] for embeddings (h = tokens, w = 1). Valid during the call. */
+typedef struct {
+    const float *data;
+    int batch, h, w, c;
+} sd_tensor;
+
+typedef enum {
+    SD_EVENT_PROMPT_EMBEDS,   /* tensor: prompt embeddings [B][tokens][dim] (cond) */
+    SD_EVENT_NEGATIVE_EMBEDS, /* tensor: negative prompt embeddings (only with CFG) */
+    SD_EVENT_MODEL_INPUT,     /* tensor: the denoiser's input at call `index` (uncond half first) */
+    SD_EVENT_MODEL_OUTPUT,    /* tensor: the denoiser's raw output at call `index` */
+    SD_EVENT_STEP,            /* tensor: the latents after scheduler step `index` */
+    SD_EVENT_DECODE,          /* before the VAE decode (tensor: the final latents) */
+} sd_event_kind;
+
+typedef struct {
+    sd_event_kind kind;
+    int index, total;  /* model call / step index and count */
+    double timestep;   /* for MODEL_INPUT / MODEL_OUTPUT / STEP */
+    sd_tensor tensor;
+} sd_event;
+
+/* Called during sd_generate (progress bars, tests comparing intermediates). */
+typedef void (*sd_event_fn)(void *user, const sd_event *ev);
+
+typedef struct {
+    int threads; /* 0: every core available */
+} sd_load_params;
+
+void sd_load_params_init(sd_load_params *p);
+
+/* Loads the pipeline that model_index.json describes (SD 1.x/2.x now; the family decides). */
+sd_status sd_pipeline_load(sd_pipeline **out, const char *model_dir, const sd_load_params *params);
+void sd_pipeline_free(sd_pipeline *p);
+
+sd_family sd_pipeline_family(const sd_pipeline *p);
+const char *sd_pipeline_class(const sd_pipeline *p); /* model_index.json's _class_name */
+/* Default image size: unet sample_size * VAE scale factor. */
+void sd_pipeline_default_size(const sd_pipeline *p, int *width, int *height);
+/* The model's scheduler class (scheduler_config.json's _class_name). */
+const char *sd_pipeline_scheduler_class(const sd_pipeline *p);
+
+/* Threads for every parallel kernel (0: all cores). */
+void sd_set_threads(int threads);
+
+typedef struct {
+    const char *prompt;
+    const char *negative_prompt; /* NULL: none (SD 1.x/2.x then encode "" for CFG, as diffusers) */
+    int width, height;           /* 0: the model's default */
+    uint64_t seed;
+    int steps;                   /* num_inference_steps (default 50) */
+    double guidance;             /* guidance_scale (default 7.5); <= 1 disables CFG */
+    double guidance_rescale;     /* default 0 */
+    double eta;                  /* DDIM eta (default 0) */
+    int batch;                   /* num_images_per_prompt (default 1) */
+    int clip_skip;               /* 0: none */
+    const char *scheduler;       /* class name or alias; NULL: the model's */
+    /* Scheduler config overrides as a JSON object text, e.g. "{\"use_karras_sigmas\": true}". */
+    const char *scheduler_overrides;
+    sd_event_fn on_event;
+    void *user;
+} sd_gen_params;
+
+void sd_gen_params_init(sd_gen_params *g);
+
+typedef struct {
+    int n_images;
+    sd_image *images;
+    /* The final latents before the VAE, NCHW [batch][C][H/8][W/8] as diffusers holds them. */
+    float *latents;
+    int latent_shape[4];
+    int model_calls;
+    double seconds;
+    const char *scheduler_class; /* the class actually used (static string) */
+} sd_result;
+
+sd_status sd_generate(sd_pipeline *p, const sd_gen_params *g, sd_result *out);
+void sd_result_free(sd_result *r);
+
+/* Prints nothing: returns the padded token ids per tokenizer folder of the pipeline as a JSON
+ * object text (malloc'd), e.g. {"tokenizer": [49406, ...]}. */
+sd_status sd_tokenize_json(const sd_pipeline *p, const char *prompt, char **json);
+
+#endif

@@ -1,0 +1,371 @@
+/* bin/gen as a user runs it: every recorded text-to-image run reproduced through the binary
+ * (pixels of the written PNG against the fixture's PNG, latents written by --save-latents against
+ * the recorded final latents), --print-tokens, batches, JPEG output, and the bad inputs the
+ * issue lists: each must give a one-line error naming the culprit and a non-zero exit, never a
+ * crash, and never damage a file the user already has. */
+#include <cjson/cJSON.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "../core/fileutil.h"
+#include "../core/image.h"
+#include "../core/safetensors.h"
+#include "test.h"
+
+static char tmpdir[256];
+static char output[65536];
+
+static const char *tmp(const char *name) {
+    static char buf[4][512];
+    static int k;
+    k = (k + 1) % 4;
+    snprintf(buf[k], sizeof buf[k], "%s/%s", tmpdir, name);
+    return buf[k];
+}
+
+/* Runs bin/gen with the given arguments (NULL-terminated), capturing stdout+stderr in `output`.
+ * Returns the exit status, or 128+signal when it crashed. */
+static int run_gen(const char *first, ...) {
+    const char *argv[64];
+    int n = 0;
+    argv[n++] = tool_path("gen");
+    va_list ap;
+    va_start(ap, first);
+    for (const char *a = first; a && n < 63; a = va_arg(ap, const char *)) argv[n++] = a;
+    va_end(ap);
+    argv[n] = NULL;
+    int fds[2];
+    if (pipe(fds) != 0) return -1;
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(fds[1], 1);
+        dup2(fds[1], 2);
+        close(fds[0]);
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    close(fds[1]);
+    size_t used = 0;
+    ssize_t got;
+    while ((got = read(fds[0], output + used, sizeof output - 1 - used)) > 0) used += (size_t)got;
+    output[used] = '\0';
+    close(fds[0]);
+    int status;
+    waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/* The command failed cleanly: exit status 1 or 2, one line of error text containing `needle`. */
+static void expect_error(const char *what, int rc, const char *needle) {
+    int lines = 0;
+    for (const char *c = output; *c; c++) lines += *c == '\n';
+    CHECK(rc == 1 || rc == 2, "%s: exit status %d (output: %s)", what, rc, output);
+    CHECK(strstr(output, needle) != NULL, "%s: error '%s' does not mention '%s'", what, output, needle);
+    CHECK(lines == 1, "%s: expected a one-line error, got %d lines: %s", what, lines, output);
+}
+
+/* Returns how many 8-bit values differ (-1 when unreadable or of another size); sets the largest
+ * difference and the number of values compared. */
+static int compare_png(const char *got_path, const char *want_rel, int *maxd_out, int *total) {
+    sd_image got, want;
+    int differ = -1;
+    if (image_read(got_path, &got) != SD_OK) return -1;
+    if (image_read(fixture(want_rel), &want) == SD_OK) {
+        if (got.width == want.width && got.height == want.height) {
+            differ = 0;
+            int maxd = 0;
+            for (size_t i = 0; i < (size_t)got.width * got.height * 3; i++) {
+                int d = abs((int)got.rgb[i] - want.rgb[i]);
+                differ += d > 0;
+                if (d > maxd) maxd = d;
+            }
+            *maxd_out = maxd;
+            *total = got.width * got.height * 3;
+        }
+        image_free(&want);
+    }
+    image_free(&got);
+    return differ;
+}
+
+static void reproduce_run(const char *model, const char *run) {
+    char rel[256], model_dir[512];
+    snprintf(rel, sizeof rel, "%s/expected/%s.json", model, run);
+    snprintf(model_dir, sizeof model_dir, "%s", fixture(model));
+    strcat(model_dir, "/pipeline");
+    char *text;
+    if (sd_read_file(fixture(rel), &text, NULL) != SD_OK) {
+        CHECK(0, "%s", sd_last_error());
+        return;
+    }
+    cJSON *j = cJSON_Parse(text);
+    free(text);
+    char seed[32], steps[16], guidance[32], w[16], h[16], batch[16] = "1", rescale[32] = "0";
+    const cJSON *v;
+    snprintf(seed, sizeof seed, "%.0f", cJSON_GetObjectItem(j, "seed")->valuedouble);
+    snprintf(steps, sizeof steps, "%d", cJSON_GetObjectItem(j, "num_inference_steps")->valueint);
+    snprintf(guidance, sizeof guidance, "%.17g", cJSON_GetObjectItem(j, "guidance_scale")->valuedouble);
+    snprintf(w, sizeof w, "%d", cJSON_GetObjectItem(j, "width")->valueint);
+    snprintf(h, sizeof h, "%d", cJSON_GetObjectItem(j, "height")->valueint);
+    if ((v = cJSON_GetObjectItem(j, "num_images_per_prompt")) && cJSON_IsNumber(v))
+        snprintf(batch, sizeof batch, "%d", v->valueint);
+    if ((v = cJSON_GetObjectItem(j, "guidance_rescale")) && cJSON_IsNumber(v))
+        snprintf(rescale, sizeof rescale, "%.17g", v->valuedouble);
+    v = cJSON_GetObjectItem(j, "negative_prompt");
+    const char *neg = cJSON_IsString(v) ? v->valuestring : NULL;
+    const char *prompt = cJSON_GetObjectItem(j, "prompt")->valuestring;
+    const char *sched = cJSON_GetObjectItem(j, "scheduler_class")->valuestring;
+    const char *out = tmp("run.png"), *lat = tmp("run.safetensors");
+    int rc = neg ? run_gen("-m", model_dir, "-s", seed, "--steps", steps, "-g", guidance, "-W", w,
+                           "-H", h, "--batch", batch, "--guidance-rescale", rescale, "--scheduler",
+                           sched, "-o", out, "--save-latents", lat, "-q", "-n", neg, prompt, NULL)
+                 : run_gen("-m", model_dir, "-s", seed, "--steps", steps, "-g", guidance, "-W", w,
+                           "-H", h, "--batch", batch, "--guidance-rescale", rescale, "--scheduler",
+                           sched, "-o", out, "--save-latents", lat, "-q", prompt, NULL);
+    CHECK(rc == 0, "gen %s/%s: exit %d: %s", model, run, rc, output);
+    int n = atoi(batch);
+    for (int b = 0; b < n && rc == 0; b++) {
+        char name[64], png[256];
+        snprintf(name, sizeof name, n > 1 ? "run-%d.png" : "run.png", b);
+        snprintf(png, sizeof png, "%s/expected/%s-%d.png", model, run, b);
+        int maxd = 99, total = 0, differ = compare_png(tmp(name), png, &maxd, &total);
+        int ok = differ >= 0 && differ * 1000 <= total && maxd <= 2;
+        printf("%s gen %s/%s image %d: %d of %d pixel values differ from the fixture PNG, max %d\n",
+               ok ? "ok  " : "FAIL", model, run, b, differ, total, maxd);
+        CHECK(ok, "gen %s/%s image %d: %d values differ, max %d", model, run, b, differ, maxd);
+    }
+    if (rc == 0) {
+        st_file f;
+        CHECK_OK(st_open(&f, lat));
+        const st_tensor *t = st_find(&f, "latents");
+        int64_t shape[8];
+        char st_rel[256];
+        snprintf(st_rel, sizeof st_rel, "%s/expected/%s.safetensors", model, run);
+        float *steps_rec = fixture_tensor(st_rel, "latents_steps", shape, NULL);
+        if (t && steps_rec) {
+            size_t per = (size_t)(st_numel(t));
+            float *got = malloc(per * sizeof *got);
+            st_to_f32(t, got);
+            char what[128];
+            snprintf(what, sizeof what, "gen --save-latents %s/%s", model, run);
+            check_rel(what, got, steps_rec + (size_t)(shape[0] - 1) * per, per, 1e-4);
+            free(got);
+        } else {
+            CHECK(0, "no latents tensor written");
+        }
+        free(steps_rec);
+        st_close(&f);
+    }
+    cJSON_Delete(j);
+}
+
+static void test_print_tokens(void) {
+    char model_dir[512];
+    snprintf(model_dir, sizeof model_dir, "%s", fixture("sd2v-tiny/pipeline"));
+    int rc = run_gen("-m", model_dir, "--print-tokens", "a photo of a cat", NULL);
+    CHECK(rc == 0, "--print-tokens: exit %d: %s", rc, output);
+    cJSON *j = cJSON_Parse(output);
+    const cJSON *ids = cJSON_GetObjectItem(j, "tokenizer");
+    CHECK(cJSON_IsArray(ids) && cJSON_GetArraySize(ids) == 77, "--print-tokens: 77 ids under \"tokenizer\": %s", output);
+    if (cJSON_IsArray(ids) && cJSON_GetArraySize(ids) == 77) {
+        /* From tokenizer_cases.json: "a photo of a cat", padded with "!" (id 0) in SD2. */
+        const int want[8] = {49406, 320, 1125, 539, 320, 2368, 49407, 0};
+        int ok = 1;
+        for (int i = 0; i < 8; i++) ok &= cJSON_GetArrayItem(ids, i)->valueint == want[i];
+        ok &= cJSON_GetArrayItem(ids, 76)->valueint == 0;
+        CHECK(ok, "--print-tokens ids: %s", output);
+    }
+    cJSON_Delete(j);
+}
+
+/* A copy of sd15-tiny in tmp that a test may break. */
+static const char *copy_model(const char *name) {
+    const char *dst = tmp(name);
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' && cp -r '%s' '%s'", dst, fixture("sd15-tiny/pipeline"), dst);
+    CHECK(system(cmd) == 0, "copying the model failed");
+    return dst;
+}
+
+static void write_text(const char *path, const char *text) {
+    FILE *fp = fopen(path, "w");
+    fputs(text, fp);
+    fclose(fp);
+}
+
+static void test_bad_inputs(void) {
+    const char *model = fixture("sd15-tiny/pipeline");
+    char model_dir[512];
+    snprintf(model_dir, sizeof model_dir, "%s", model);
+    const char *out = tmp("bad.png");
+    int rc;
+
+    rc = run_gen("-m", tmp("no-such-model"), "-o", out, "x", NULL);
+    expect_error("missing model folder", rc, "no-such-model");
+
+    const char *m = copy_model("unsupported");
+    char path[600];
+    snprintf(path, sizeof path, "%s/model_index.json", m);
+    write_text(path, "{\"_class_name\": \"KandinskyPipeline\", \"unet\": [\"diffusers\", \"UNet2DConditionModel\"]}");
+    rc = run_gen("-m", m, "-o", out, "x", NULL);
+    expect_error("unsupported pipeline class", rc, "KandinskyPipeline");
+
+    write_text(path, "{\"_class_name\": \"StableDiffusionPipeline\",");
+    rc = run_gen("-m", m, "-o", out, "x", NULL);
+    expect_error("bad model_index JSON", rc, "model_index.json");
+
+    m = copy_model("badconfig");
+    snprintf(path, sizeof path, "%s/unet/config.json", m);
+    write_text(path, "{\"in_channels\": 4, \"block_out_channels\": [16, 16, 32, 32],}");
+    rc = run_gen("-m", m, "-o", out, "x", NULL);
+    expect_error("bad unet config JSON", rc, "unet/config.json");
+
+    m = copy_model("truncated");
+    snprintf(path, sizeof path, "%s/unet/diffusion_pytorch_model.safetensors", m);
+    CHECK(truncate(path, 1000000) == 0, "truncate");
+    rc = run_gen("-m", m, "-o", out, "x", NULL);
+    expect_error("truncated safetensors", rc, "diffusion_pytorch_model.safetensors");
+
+    /* A header whose offsets point past the end of the file. */
+    m = copy_model("lying");
+    snprintf(path, sizeof path, "%s/vae/diffusion_pytorch_model.safetensors", m);
+    {
+        float x[4] = {0};
+        st_entry e = {"decoder.conv_in.weight", ST_F32, 1, {4}, x};
+        CHECK_OK(st_write(path, &e, 1, NULL, 0));
+        /* rewrite the header's end offset from 16 to 1600 (same length: pad with a space) */
+        char *data;
+        size_t len;
+        CHECK_OK(sd_read_file(path, &data, &len));
+        char *at = strstr(data, "[0,16]");
+        CHECK(at != NULL, "offsets [0,16] in the header");
+        if (at) memcpy(at, "[0,99]", 6); /* same length, so the header stays valid JSON */
+        FILE *fp = fopen(path, "wb");
+        fwrite(data, 1, len, fp);
+        fclose(fp);
+        free(data);
+    }
+    rc = run_gen("-m", m, "-o", out, "x", NULL);
+    expect_error("offsets past the end", rc, "vae");
+
+    /* A tensor of the wrong shape. */
+    m = copy_model("wrongshape");
+    snprintf(path, sizeof path, "%s/text_encoder/model.safetensors", m);
+    {
+        st_file f;
+        CHECK_OK(st_open(&f, path));
+        st_entry *es = calloc((size_t)f.n_tensors, sizeof *es);
+        float *bad = calloc(17, sizeof *bad);
+        for (int i = 0; i < f.n_tensors; i++) {
+            const st_tensor *t = &f.tensors[i];
+            es[i] = (st_entry){t->name, t->dtype, t->ndim, {0}, t->data};
+            memcpy(es[i].shape, t->shape, sizeof t->shape);
+            if (!strcmp(t->name, "text_model.final_layer_norm.weight")) {
+                es[i].shape[0] = 17;
+                es[i].data = bad;
+            }
+        }
+        char *tmp_path = sd_strfmt("%s.new", path);
+        CHECK_OK(st_write(tmp_path, es, f.n_tensors, NULL, 0));
+        st_close(&f);
+        rename(tmp_path, path);
+        free(tmp_path), free(es), free(bad);
+    }
+    rc = run_gen("-m", m, "-o", out, "x", NULL);
+    expect_error("wrong tensor shape", rc, "final_layer_norm.weight");
+
+    rc = run_gen("-m", model_dir, "--scheduler", "NoSuchScheduler", "-o", out, "x", NULL);
+    expect_error("unknown scheduler", rc, "NoSuchScheduler");
+    rc = run_gen("-m", model_dir, "--scheduler-opt", "timestep_spacing=sideways", "--steps", "2", "-o", out, "x", NULL);
+    expect_error("bad scheduler option value", rc, "sideways");
+    rc = run_gen("-m", model_dir, "--no-such-flag", "x", NULL);
+    expect_error("unknown option", rc, "--no-such-flag");
+    rc = run_gen("-m", model_dir, "-W", "100", "-o", out, "x", NULL);
+    expect_error("width not a multiple of 8", rc, "multiple of 8");
+    rc = run_gen("-m", model_dir, "--steps", "0", "-o", out, "x", NULL);
+    expect_error("steps 0", rc, "--steps");
+    rc = run_gen("-m", model_dir, "--steps", "abc", "-o", out, "x", NULL);
+    expect_error("steps not a number", rc, "abc");
+    rc = run_gen("-m", model_dir, "-o", tmp("out.bmp"), "--steps", "1", "x", NULL);
+    expect_error("unsupported output extension", rc, "out.bmp");
+    rc = run_gen("-m", model_dir, "-o", tmp("no-such-dir/out.png"), "--steps", "1", "x", NULL);
+    expect_error("output folder missing", rc, "no-such-dir");
+
+    /* An existing file survives a failed run, and a successful one replaces it whole. */
+    const char *keep = tmp("keep.png");
+    write_text(keep, "precious");
+    rc = run_gen("-m", tmp("no-such-model"), "-o", keep, "x", NULL);
+    char *content;
+    CHECK(sd_read_file(keep, &content, NULL) == SD_OK && !strcmp(content, "precious"),
+          "a failed run left the existing output alone");
+    free(content);
+    rc = run_gen("-m", model_dir, "-o", keep, "--steps", "1", "-s", "1", "x", NULL);
+    sd_image im;
+    CHECK(rc == 0 && image_read(keep, &im) == SD_OK, "overwrite: %s", output);
+    if (rc == 0) image_free(&im);
+    /* no temporary files left behind */
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "ls '%s' | grep -q tmp-", tmpdir);
+    CHECK(system(cmd) != 0, "temporary files left in %s", tmpdir);
+
+    rc = run_gen("-m", model_dir, NULL);
+    expect_error("no prompt", rc, "prompt");
+}
+
+static void test_no_model_message(void) {
+    unsetenv("SD_MODEL");
+    int rc = run_gen("a cat", NULL);
+    CHECK(rc == 2 && strstr(output, "SD_MODEL") && strstr(output, "-m"),
+          "no model: the message says how to get one: %s", output);
+    CHECK(strstr(output, "1.x") != NULL, "no model: the message lists the supported families");
+}
+
+static void test_help_version_jpeg_batch(void) {
+    char model_dir[512];
+    snprintf(model_dir, sizeof model_dir, "%s", fixture("sd15-tiny/pipeline"));
+    int rc = run_gen("--help", NULL);
+    CHECK(rc == 0 && strstr(output, "--scheduler") && strstr(output, "--save-latents"), "--help");
+    rc = run_gen("--version", NULL);
+    CHECK(rc == 0 && strstr(output, "gen "), "--version: %s", output);
+    rc = run_gen("--scheduler", "help", NULL);
+    CHECK(rc == 0 && strstr(output, "EulerDiscreteScheduler") && strstr(output, "DDIMScheduler"),
+          "--scheduler help lists schedulers");
+    rc = run_gen("-m", model_dir, "-o", tmp("j.jpg"), "--steps", "2", "-s", "3", "--quality", "95",
+                 "-q", "a cat", NULL);
+    sd_image im;
+    CHECK(rc == 0 && image_read(tmp("j.jpg"), &im) == SD_OK, "JPEG output: %s", output);
+    if (rc == 0) {
+        CHECK(im.width == 128 && im.height == 128, "JPEG size %dx%d", im.width, im.height);
+        image_free(&im);
+    }
+    rc = run_gen("-m", model_dir, "-o", tmp("b.png"), "--steps", "2", "-s", "3", "--batch", "2",
+                 "-q", "a cat", NULL);
+    CHECK(rc == 0 && sd_file_exists(tmp("b-0.png")) && sd_file_exists(tmp("b-1.png")),
+          "--batch 2 writes b-0.png and b-1.png: %s", output);
+}
+
+static const char *const sd15_runs[] = {"pndm", "ddim", "euler", "euler_a", "dpmpp2m",
+                                        "dpmpp2m_karras", "heun", "unipc", "lcm_nocfg", "batch2"};
+static const char *const sd2v_runs[] = {"ddim_v", "ddim_v_trailing_zsnr", "dpmpp2m_v", "euler_a_v",
+                                        "euler_v_zsnr"};
+
+int main(void) {
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/sd-test-gen-%d", (int)getpid());
+    mkdir(tmpdir, 0755);
+    for (size_t i = 0; i < sizeof sd15_runs / sizeof *sd15_runs; i++) reproduce_run("sd15-tiny", sd15_runs[i]);
+    for (size_t i = 0; i < sizeof sd2v_runs / sizeof *sd2v_runs; i++) reproduce_run("sd2v-tiny", sd2v_runs[i]);
+    test_print_tokens();
+    test_bad_inputs();
+    test_no_model_message();
+    test_help_version_jpeg_batch();
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    if (system(cmd) != 0) printf("note: could not remove %s\n", tmpdir);
+    return test_summary();
+}
