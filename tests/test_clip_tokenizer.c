@@ -245,6 +245,64 @@ static void test_bad_folders(void) {
         clip_tokenizer_free(t);
     }
 
+    /* A special token with "normalized": true is matched after normalization (lower-casing
+     * here), as the tokenizers library does for such added tokens: "<|StartOfText|>literal" then
+     * reads as the fixture's "<|startoftext|>literal". */
+    write_config("{\"bos_token\": {\"content\": \"<|startoftext|>\", \"normalized\": true}}");
+    st = clip_tokenizer_load(&t, tmp_dir);
+    CHECK(st == SD_OK, "normalized bos_token: %s %s", sd_status_name(st), sd_last_error());
+    if (t) {
+        char *text = NULL;
+        sd_read_file(fixture("tokenizer_cases.json"), &text, NULL);
+        cJSON *root = text ? cJSON_Parse(text) : NULL;
+        const cJSON *c;
+        cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(root, "cases")) {
+            if (strcmp(cJSON_GetObjectItemCaseSensitive(c, "prompt")->valuestring,
+                       "<|startoftext|>literal") != 0)
+                continue;
+            int32_t *ids = NULL;
+            int n = 0;
+            CHECK_OK(clip_tokenize(t, "<|StartOfText|>literal", &ids, &n));
+            check_ids("normalized special token", "<|StartOfText|>literal", ids, n,
+                      cJSON_GetObjectItemCaseSensitive(c, "ids"));
+            free(ids);
+        }
+        cJSON_Delete(root);
+        free(text);
+        clip_tokenizer_free(t);
+    }
+    write_config("{\"pad_token\": {\"content\": \"!\", \"single_word\": true}}");
+    expect_load_error("single_word token", SD_ERR_UNSUPPORTED, "pad_token");
+
+    /* A vocab.json that the one-pass reader leaves to cJSON (an entry whose value is not a
+     * number, which the tokenizers library skips): both readers must give the same table. */
+    reset_folder();
+    char *vocab = NULL;
+    size_t vlen = 0;
+    sd_read_file(fixture("clip_tokenizer/vocab.json"), &vocab, &vlen);
+    char *end = vocab ? strrchr(vocab, '}') : NULL;
+    if (end) {
+        const char *extra = ", \"zz_not_an_id\": \"x\"}";
+        char *edited = malloc((size_t)(end - vocab) + strlen(extra) + 1);
+        memcpy(edited, vocab, (size_t)(end - vocab));
+        strcpy(edited + (end - vocab), extra);
+        write_file("vocab.json", edited, strlen(edited));
+        free(edited);
+        clip_tokenizer *slow = NULL, *fast = NULL;
+        CHECK_OK(clip_tokenizer_load(&slow, tmp_dir));
+        CHECK_OK(clip_tokenizer_load(&fast, fixture("clip_tokenizer")));
+        int differ = -1;
+        for (int id = 0; slow && fast && id < 49408 && differ < 0; id++) {
+            const char *a = clip_tokenizer_token(slow, id), *b = clip_tokenizer_token(fast, id);
+            if (!a || !b || strcmp(a, b) != 0) differ = id;
+        }
+        CHECK(slow && fast && differ < 0, "vocab.json read by cJSON and by the one-pass reader "
+              "differ at id %d", differ);
+        clip_tokenizer_free(slow);
+        clip_tokenizer_free(fast);
+    }
+    free(vocab);
+
     for (int i = 0; i < 3; i++) remove_file(files[i]);
     rmdir(tmp_dir);
 }

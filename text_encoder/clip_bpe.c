@@ -8,6 +8,7 @@
 
 #include "../core/config.h"
 #include "../core/fileutil.h"
+#include "unicode.h"
 
 struct clip_bpe_entry {
     uint32_t off, len; /* token bytes: pool + off */
@@ -58,52 +59,167 @@ int32_t clip_bpe_lookup(const clip_bpe *b, const char *s, size_t len) {
 
 int clip_bpe_vocab_size(const clip_bpe *b) { return b->n_entries; }
 
-static sd_status load_vocab(clip_bpe *b, const char *path) {
-    char *text;
-    SD_TRY(sd_read_file(path, &text, NULL));
+static sd_status vocab_alloc(clip_bpe *b, size_t max_entries, size_t pool_size, const char *path) {
+    b->pool = malloc(pool_size ? pool_size : 1);
+    b->entries = malloc((max_entries ? max_entries : 1) * sizeof *b->entries);
+    b->slot_mask = table_size(max_entries) - 1;
+    b->slots = malloc(((size_t)b->slot_mask + 1) * sizeof *b->slots);
+    if (!b->pool || !b->entries || !b->slots)
+        return sd_set_error(SD_ERR_NOMEM, "%s: out of memory for %zu tokens", path, max_entries);
+    memset(b->slots, 0xFF, ((size_t)b->slot_mask + 1) * sizeof *b->slots);
+    b->max_id = -1;
+    return SD_OK;
+}
+
+/* Adds key -> id; the key is copied to the pool at *pool_used unless already there. A repeated
+ * key takes the last id, as a JSON map does. */
+static void vocab_insert(clip_bpe *b, const char *key, size_t len, int32_t id, size_t *pool_used) {
+    int32_t *slot = vocab_slot(b, key, len);
+    if (*slot >= 0) {
+        b->entries[*slot].id = id;
+    } else {
+        if (b->pool + *pool_used != key) memmove(b->pool + *pool_used, key, len);
+        b->pool[*pool_used + len] = 0;
+        b->entries[b->n_entries] = (struct clip_bpe_entry){(uint32_t)*pool_used, (uint32_t)len, id};
+        *slot = b->n_entries++;
+        *pool_used += len + 1;
+    }
+    if (id > b->max_id) b->max_id = id;
+}
+
+static void vocab_reset(clip_bpe *b) {
+    free(b->pool), free(b->entries), free(b->slots);
+    b->pool = NULL, b->entries = NULL, b->slots = NULL;
+    b->n_entries = 0;
+}
+
+static size_t skip_ws(const char *t, size_t i, size_t len) {
+    while (i < len && (t[i] == ' ' || t[i] == '\n' || t[i] == '\r' || t[i] == '\t')) i++;
+    return i;
+}
+
+static int hex4(const char *t, size_t i, size_t len, uint32_t *v) {
+    if (i + 4 > len) return 0;
+    *v = 0;
+    for (int k = 0; k < 4; k++) {
+        char c = t[i + k];
+        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+              : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+        if (d < 0) return 0;
+        *v = *v * 16 + (uint32_t)d;
+    }
+    return 1;
+}
+
+/* Decodes the JSON string starting after its opening quote at t[*i] into out (never longer than
+ * its escaped form); returns its length, or -1 for anything unusual. */
+static long json_string(const char *t, size_t *i, size_t len, char *out) {
+    size_t o = 0, p = *i;
+    while (p < len && t[p] != '"') {
+        unsigned char c = (unsigned char)t[p++];
+        if (c < 0x20) return -1;
+        if (c != '\\') {
+            out[o++] = (char)c;
+            continue;
+        }
+        if (p >= len) return -1;
+        char e = t[p++];
+        const char *simple = strchr("\"\\/bfnrt", e);
+        if (e && simple) {
+            out[o++] = "\"\\/\b\f\n\r\t"[simple - "\"\\/bfnrt"];
+            continue;
+        }
+        uint32_t cp, lo;
+        if (e != 'u' || !hex4(t, p, len, &cp)) return -1;
+        p += 4;
+        if (cp >= 0xD800 && cp <= 0xDBFF) {
+            if (p + 6 > len || t[p] != '\\' || t[p + 1] != 'u' || !hex4(t, p + 2, len, &lo) ||
+                lo < 0xDC00 || lo > 0xDFFF)
+                return -1;
+            p += 6;
+            cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+        } else if ((cp >= 0xDC00 && cp <= 0xDFFF) || cp == 0) {
+            return -1;
+        }
+        o += (size_t)unicode_utf8_encode(cp, out + o);
+    }
+    if (p >= len) return -1;
+    *i = p + 1;
+    return (long)o;
+}
+
+/* The usual vocab.json, {"token": id, ...} with integer ids, read in one pass straight into the
+ * tables (cJSON takes several times longer on its 49408 entries). Returns 0 when the file holds
+ * anything else; the caller then reads it with cJSON, which handles (or reports) every case. */
+static int vocab_fast(clip_bpe *b, const char *t, size_t len, const char *path) {
+    size_t colons = 0, used = 0;
+    for (const char *p = t; (p = memchr(p, ':', len - (size_t)(p - t))); p++) colons++;
+    if (vocab_alloc(b, colons, len + 1, path) != SD_OK) return 0;
+    size_t i = skip_ws(t, 0, len);
+    if (i >= len || t[i++] != '{') return 0;
+    i = skip_ws(t, i, len);
+    if (i < len && t[i] == '}') return skip_ws(t, i + 1, len) == len;
+    for (;;) {
+        if (i >= len || t[i++] != '"') return 0;
+        /* The key is decoded in place into the pool, which is as large as the file. */
+        char *key = b->pool + used;
+        long klen = json_string(t, &i, len, key);
+        if (klen < 0) return 0;
+        i = skip_ws(t, i, len);
+        if (i >= len || t[i++] != ':') return 0;
+        i = skip_ws(t, i, len);
+        int64_t id = 0;
+        size_t digits = 0;
+        while (i < len && t[i] >= '0' && t[i] <= '9' && digits < 9) id = id * 10 + (t[i++] - '0'), digits++;
+        if (!digits || (digits > 1 && t[i - digits] == '0') || id > CLIP_BPE_MAX_ID) return 0;
+        if (i < len && (t[i] == '.' || t[i] == 'e' || t[i] == 'E' || (t[i] >= '0' && t[i] <= '9')))
+            return 0;
+        vocab_insert(b, key, (size_t)klen, (int32_t)id, &used);
+        i = skip_ws(t, i, len);
+        if (i < len && t[i] == ',') {
+            i = skip_ws(t, i + 1, len);
+            continue;
+        }
+        if (i < len && t[i] == '}') return skip_ws(t, i + 1, len) == len;
+        return 0;
+    }
+}
+
+static sd_status vocab_cjson(clip_bpe *b, const char *text, const char *path) {
     cJSON *root;
-    sd_status st = sd_json_parse(text, path, &root);
-    free(text);
-    if (st != SD_OK) return st;
+    SD_TRY(sd_json_parse(text, path, &root));
     if (!cJSON_IsObject(root)) {
         cJSON_Delete(root);
         return sd_set_error(SD_ERR_FORMAT, "%s: expected a JSON object mapping tokens to ids", path);
     }
-    size_t n = 0, pool_size = 0;
+    size_t n = 0, pool_size = 0, used = 0;
     for (cJSON *it = root->child; it; it = it->next) n++, pool_size += strlen(it->string) + 1;
-    b->pool = malloc(pool_size ? pool_size : 1);
-    b->entries = malloc((n ? n : 1) * sizeof *b->entries);
-    b->slot_mask = table_size(n) - 1;
-    b->slots = malloc(((size_t)b->slot_mask + 1) * sizeof *b->slots);
-    if (!b->pool || !b->entries || !b->slots) {
-        cJSON_Delete(root);
-        return sd_set_error(SD_ERR_NOMEM, "%s: out of memory for %zu tokens", path, n);
-    }
-    memset(b->slots, 0xFF, ((size_t)b->slot_mask + 1) * sizeof *b->slots);
-    size_t off = 0;
-    b->max_id = -1;
-    for (cJSON *it = root->child; it; it = it->next) {
+    sd_status st = vocab_alloc(b, n, pool_size, path);
+    for (cJSON *it = root->child; it && st == SD_OK; it = it->next) {
         /* Like the tokenizers library: entries whose value is not a number are skipped. */
         if (!cJSON_IsNumber(it)) continue;
         double v = it->valuedouble;
-        if (!(v >= 0 && v <= CLIP_BPE_MAX_ID) || v != (double)(int32_t)v) {
-            cJSON_Delete(root);
-            return sd_set_error(SD_ERR_FORMAT, "%s: token \"%s\" has id %g, not an integer in [0, %d]",
-                                path, it->string, v, CLIP_BPE_MAX_ID);
-        }
-        size_t len = strlen(it->string);
-        int32_t *slot = vocab_slot(b, it->string, len);
-        if (*slot >= 0) { /* a repeated key: the last one wins, as in a JSON map */
-            b->entries[*slot].id = (int32_t)v;
-        } else {
-            memcpy(b->pool + off, it->string, len + 1);
-            b->entries[b->n_entries] = (struct clip_bpe_entry){(uint32_t)off, (uint32_t)len, (int32_t)v};
-            *slot = b->n_entries++;
-            off += len + 1;
-        }
-        if ((int32_t)v > b->max_id) b->max_id = (int32_t)v;
+        if (!(v >= 0 && v <= CLIP_BPE_MAX_ID) || v != (double)(int32_t)v)
+            st = sd_set_error(SD_ERR_FORMAT, "%s: token \"%s\" has id %g, not an integer in [0, %d]",
+                              path, it->string, v, CLIP_BPE_MAX_ID);
+        else
+            vocab_insert(b, it->string, strlen(it->string), (int32_t)v, &used);
     }
     cJSON_Delete(root);
+    return st;
+}
+
+static sd_status load_vocab(clip_bpe *b, const char *path) {
+    char *text;
+    size_t len;
+    SD_TRY(sd_read_file(path, &text, &len));
+    sd_status st = SD_OK;
+    if (!vocab_fast(b, text, len, path)) {
+        vocab_reset(b);
+        st = vocab_cjson(b, text, path);
+    }
+    free(text);
+    SD_TRY(st);
     b->id_to_token = calloc((size_t)b->max_id + 2, sizeof *b->id_to_token);
     if (!b->id_to_token) return sd_set_error(SD_ERR_NOMEM, "%s: out of memory", path);
     for (int i = 0; i < b->n_entries; i++)
