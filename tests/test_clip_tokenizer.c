@@ -50,7 +50,8 @@ static void test_cases(void) {
           cJSON_GetArraySize(cases));
     if (!tok || !bang || !cases) goto done;
 
-    CHECK(clip_tokenizer_max_length(tok) == 77, "model_max_length %d", clip_tokenizer_max_length(tok));
+    CHECK(clip_tokenizer_max_length(tok) == 77, "model_max_length %d",
+          clip_tokenizer_max_length(tok));
     int n_full = 0, n_ok = 0;
     const cJSON *c;
     cJSON_ArrayForEach(c, cases) {
@@ -78,7 +79,8 @@ static void test_cases(void) {
                   "pad id %d", clip_tokenizer_pad_id(tok));
             CHECK(clip_tokenizer_pad_id(bang) == cJSON_GetArrayItem(want_bang, 76)->valuedouble,
                   "pad id (\"!\") %d", clip_tokenizer_pad_id(bang));
-            const char *cat = clip_tokenizer_token(tok, (int)cJSON_GetArrayItem(want_ids, 5)->valuedouble);
+            const char *cat =
+                clip_tokenizer_token(tok, (int)cJSON_GetArrayItem(want_ids, 5)->valuedouble);
             CHECK(cat && strcmp(cat, "cat</w>") == 0, "token of 'cat' is %s", cat ? cat : "NULL");
         }
     }
@@ -106,13 +108,13 @@ static void test_bad_prompts(void) {
     CHECK_OK(clip_tokenizer_load(&tok, fixture("clip_tokenizer")));
     if (!tok) return;
     static const char *const bad[] = {
-        "caf\xC3",            /* truncated sequence at the end */
-        "a \xC3\x28 b",       /* bad continuation byte */
-        "\xC0\xAF",           /* overlong "/" */
-        "\xED\xA0\x80",       /* UTF-16 surrogate */
-        "\xF4\x90\x80\x80",   /* above U+10FFFF */
-        "\xFF",               /* never valid */
-        "ok \x80",            /* lone continuation byte */
+        "caf\xC3",          /* truncated sequence at the end */
+        "a \xC3\x28 b",     /* bad continuation byte */
+        "\xC0\xAF",         /* overlong "/" */
+        "\xED\xA0\x80",     /* UTF-16 surrogate */
+        "\xF4\x90\x80\x80", /* above U+10FFFF */
+        "\xFF",             /* never valid */
+        "ok \x80",          /* lone continuation byte */
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         int32_t *ids = NULL, padded[77];
@@ -172,7 +174,9 @@ static void expect_load_error(const char *what, sd_status want, const char *need
     clip_tokenizer_free(t);
 }
 
-static void write_config(const char *text) { write_file("tokenizer_config.json", text, strlen(text)); }
+static void write_config(const char *text) {
+    write_file("tokenizer_config.json", text, strlen(text));
+}
 
 static void test_bad_folders(void) {
     clip_tokenizer *t = NULL;
@@ -222,9 +226,10 @@ static void test_bad_folders(void) {
 
     /* Tokens given as objects, as older releases save them, behave like the strings: the "!"
      * padding fixture again, with pad_token as an AddedToken object. */
-    write_config("{\"bos_token\": {\"__type\": \"AddedToken\", \"content\": \"<|startoftext|>\", "
-                 "\"lstrip\": false, \"normalized\": false, \"rstrip\": false, \"single_word\": false},"
-                 " \"pad_token\": {\"content\": \"!\"}, \"model_max_length\": 77}");
+    write_config(
+        "{\"bos_token\": {\"__type\": \"AddedToken\", \"content\": \"<|startoftext|>\", "
+        "\"lstrip\": false, \"normalized\": false, \"rstrip\": false, \"single_word\": false},"
+        " \"pad_token\": {\"content\": \"!\"}, \"model_max_length\": 77}");
     st = clip_tokenizer_load(&t, tmp_dir);
     CHECK(st == SD_OK, "object-form tokens: %s %s", sd_status_name(st), sd_last_error());
     if (t) {
@@ -296,8 +301,10 @@ static void test_bad_folders(void) {
             const char *a = clip_tokenizer_token(slow, id), *b = clip_tokenizer_token(fast, id);
             if (!a || !b || strcmp(a, b) != 0) differ = id;
         }
-        CHECK(slow && fast && differ < 0, "vocab.json read by cJSON and by the one-pass reader "
-              "differ at id %d", differ);
+        CHECK(slow && fast && differ < 0,
+              "vocab.json read by cJSON and by the one-pass reader "
+              "differ at id %d",
+              differ);
         clip_tokenizer_free(slow);
         clip_tokenizer_free(fast);
     }
@@ -312,8 +319,10 @@ static void check_nfc(const char *what, const uint32_t *in, size_t n, const uint
                       size_t n_want) {
     uint32_t out[32];
     size_t m = unicode_nfc(in, n, out);
-    CHECK(m == n_want && memcmp(out, want, m * sizeof *out) == 0, "NFC %s: got %zu code points "
-          "starting U+%04X", what, m, m ? out[0] : 0);
+    CHECK(m == n_want && memcmp(out, want, m * sizeof *out) == 0,
+          "NFC %s: got %zu code points "
+          "starting U+%04X",
+          what, m, m ? out[0] : 0);
 }
 
 static void test_unicode(void) {
@@ -326,7 +335,8 @@ static void test_unicode(void) {
               2);
     check_nfc("Hangul L V T", (uint32_t[]){0x1100, 0x1161, 0x11A8}, 3, (uint32_t[]){0xAC01}, 1);
     check_nfc("Hangul LV + T", (uint32_t[]){0xAC00, 0x11A8}, 2, (uint32_t[]){0xAC01}, 1);
-    check_nfc("blocked mark", (uint32_t[]){0x61, 0x305, 0x301}, 3, (uint32_t[]){0x61, 0x305, 0x301}, 3);
+    check_nfc("blocked mark", (uint32_t[]){0x61, 0x305, 0x301}, 3, (uint32_t[]){0x61, 0x305, 0x301},
+              3);
     check_nfc("ligature kept", (uint32_t[]){0xFB01}, 1, (uint32_t[]){0xFB01}, 1);
     uint32_t low[3];
     int n = unicode_lower(0x130, low);

@@ -57,7 +57,9 @@ int32_t clip_bpe_lookup(const clip_bpe *b, const char *s, size_t len) {
     return e < 0 ? -1 : b->entries[e].id;
 }
 
-int clip_bpe_vocab_size(const clip_bpe *b) { return b->n_entries; }
+int clip_bpe_vocab_size(const clip_bpe *b) {
+    return b->n_entries;
+}
 
 static sd_status vocab_alloc(clip_bpe *b, size_t max_entries, size_t pool_size, const char *path) {
     b->pool = malloc(pool_size ? pool_size : 1);
@@ -103,8 +105,10 @@ static int hex4(const char *t, size_t i, size_t len, uint32_t *v) {
     *v = 0;
     for (int k = 0; k < 4; k++) {
         char c = t[i + k];
-        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
-              : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+        int d = c >= '0' && c <= '9'   ? c - '0'
+                : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                       : -1;
         if (d < 0) return 0;
         *v = *v * 16 + (uint32_t)d;
     }
@@ -170,7 +174,8 @@ static int vocab_fast(clip_bpe *b, const char *t, size_t len, const char *path) 
         i = skip_ws(t, i, len);
         int64_t id = 0;
         size_t digits = 0;
-        while (i < len && t[i] >= '0' && t[i] <= '9' && digits < 9) id = id * 10 + (t[i++] - '0'), digits++;
+        while (i < len && t[i] >= '0' && t[i] <= '9' && digits < 9)
+            id = id * 10 + (t[i++] - '0'), digits++;
         if (!digits || (digits > 1 && t[i - digits] == '0') || id > CLIP_BPE_MAX_ID) return 0;
         if (i < len && (t[i] == '.' || t[i] == 'e' || t[i] == 'E' || (t[i] >= '0' && t[i] <= '9')))
             return 0;
@@ -190,7 +195,8 @@ static sd_status vocab_cjson(clip_bpe *b, const char *text, const char *path) {
     SD_TRY(sd_json_parse(text, path, &root));
     if (!cJSON_IsObject(root)) {
         cJSON_Delete(root);
-        return sd_set_error(SD_ERR_FORMAT, "%s: expected a JSON object mapping tokens to ids", path);
+        return sd_set_error(SD_ERR_FORMAT, "%s: expected a JSON object mapping tokens to ids",
+                            path);
     }
     size_t n = 0, pool_size = 0, used = 0;
     for (cJSON *it = root->child; it; it = it->next) n++, pool_size += strlen(it->string) + 1;
@@ -200,8 +206,9 @@ static sd_status vocab_cjson(clip_bpe *b, const char *text, const char *path) {
         if (!cJSON_IsNumber(it)) continue;
         double v = it->valuedouble;
         if (!(v >= 0 && v <= CLIP_BPE_MAX_ID) || v != (double)(int32_t)v)
-            st = sd_set_error(SD_ERR_FORMAT, "%s: token \"%s\" has id %g, not an integer in [0, %d]",
-                              path, it->string, v, CLIP_BPE_MAX_ID);
+            st =
+                sd_set_error(SD_ERR_FORMAT, "%s: token \"%s\" has id %g, not an integer in [0, %d]",
+                             path, it->string, v, CLIP_BPE_MAX_ID);
         else
             vocab_insert(b, it->string, strlen(it->string), (int32_t)v, &used);
     }
@@ -227,7 +234,9 @@ static sd_status load_vocab(clip_bpe *b, const char *path) {
     return SD_OK;
 }
 
-static uint64_t pair_key(int32_t a, int32_t c) { return ((uint64_t)(uint32_t)a << 32) | (uint32_t)c; }
+static uint64_t pair_key(int32_t a, int32_t c) {
+    return ((uint64_t)(uint32_t)a << 32) | (uint32_t)c;
+}
 
 static uint32_t pair_slot(const clip_bpe *b, uint64_t key) {
     uint32_t i = (uint32_t)((key * 0x9E3779B97F4A7C15ull) >> 32) & b->merge_mask;
@@ -277,8 +286,9 @@ static sd_status load_merges(clip_bpe *b, const char *path) {
         if (len >= 8 && memcmp(line, "#version", 8) == 0) continue;
         const char *sp = memchr(line, ' ', len);
         if (!sp || memchr(sp + 1, ' ', len - (size_t)(sp + 1 - line))) {
-            st = sd_set_error(SD_ERR_FORMAT, "%s line %zu: expected two tokens separated by one space",
-                              path, line_no);
+            st = sd_set_error(SD_ERR_FORMAT,
+                              "%s line %zu: expected two tokens separated by one space", path,
+                              line_no);
             goto done;
         }
         size_t la = (size_t)(sp - line), lb = len - la - 1;
@@ -309,7 +319,8 @@ done:
 /* The byte-level alphabet (GPT-2's bytes_to_unicode): printable bytes stand for themselves, the
  * others (controls, space, 0x7F-0xA0, soft hyphen) for U+0100 upwards in byte order. */
 static uint32_t byte_char(int byte) {
-    int printable = (byte >= 0x21 && byte <= 0x7E) || (byte >= 0xA1 && byte <= 0xAC) || byte >= 0xAE;
+    int printable =
+        (byte >= 0x21 && byte <= 0x7E) || (byte >= 0xA1 && byte <= 0xAC) || byte >= 0xAE;
     if (printable) return (uint32_t)byte;
     int n = 0;
     for (int k = 0; k < byte; k++)
@@ -330,8 +341,10 @@ sd_status clip_bpe_load(clip_bpe *b, const char *vocab_path, const char *merges_
         char buf[8];
         /* The alphabet is U+0021..U+0143: one or two UTF-8 bytes. */
         size_t n = ch < 0x80 ? 1 : 2;
-        if (n == 1) buf[0] = (char)ch;
-        else buf[0] = (char)(0xC0 | (ch >> 6)), buf[1] = (char)(0x80 | (ch & 0x3F));
+        if (n == 1)
+            buf[0] = (char)ch;
+        else
+            buf[0] = (char)(0xC0 | (ch >> 6)), buf[1] = (char)(0x80 | (ch & 0x3F));
         b->byte_id[byte] = clip_bpe_lookup(b, buf, n);
         memcpy(buf + n, "</w>", 4);
         b->byte_eow_id[byte] = clip_bpe_lookup(b, buf, n + 4);
@@ -394,16 +407,20 @@ sd_status clip_bpe_word(const clip_bpe *b, clip_bpe_scratch *s, const unsigned c
         s->symbols = malloc(len * sizeof *s->symbols);
         s->heap = malloc(3 * len * sizeof *s->heap);
         s->cap = s->symbols && s->heap ? len : 0;
-        if (!s->cap) return sd_set_error(SD_ERR_NOMEM, "BPE: out of memory for a %zu-byte word", len);
+        if (!s->cap)
+            return sd_set_error(SD_ERR_NOMEM, "BPE: out of memory for a %zu-byte word", len);
     }
     struct clip_bpe_symbol *sym = s->symbols;
     for (size_t i = 0; i < len; i++) {
         int32_t id = i + 1 == len ? b->byte_eow_id[word[i]] : b->byte_id[word[i]];
         if (id < 0) id = unk_id; /* unknown pieces are not fused: one unk per byte */
         if (id < 0)
-            return sd_set_error(SD_ERR_FORMAT, "BPE: byte 0x%02X has no token and the unknown token "
-                                "is not in the vocabulary", word[i]);
-        sym[i] = (struct clip_bpe_symbol){id, (int32_t)i - 1, i + 1 == len ? -1 : (int32_t)i + 1, 1};
+            return sd_set_error(SD_ERR_FORMAT,
+                                "BPE: byte 0x%02X has no token and the unknown token "
+                                "is not in the vocabulary",
+                                word[i]);
+        sym[i] =
+            (struct clip_bpe_symbol){id, (int32_t)i - 1, i + 1 == len ? -1 : (int32_t)i + 1, 1};
     }
     size_t n_heap = 0;
     uint32_t rank;
@@ -423,7 +440,8 @@ sd_status clip_bpe_word(const clip_bpe *b, clip_bpe_scratch *s, const unsigned c
         right->alive = 0;
         if (left->next >= 0) sym[left->next].prev = (int32_t)top.pos;
         if (left->prev >= 0 && find_merge(b, sym[left->prev].id, left->id, &rank, &new_id))
-            heap_push(s->heap, &n_heap, (struct clip_bpe_merge){rank, (uint32_t)left->prev, new_id});
+            heap_push(s->heap, &n_heap,
+                      (struct clip_bpe_merge){rank, (uint32_t)left->prev, new_id});
         if (left->next >= 0 && find_merge(b, left->id, sym[left->next].id, &rank, &new_id))
             heap_push(s->heap, &n_heap, (struct clip_bpe_merge){rank, top.pos, new_id});
     }

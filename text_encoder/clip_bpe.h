@@ -12,15 +12,15 @@
 
 typedef struct {
     /* vocab.json: token string -> id, open addressing over `entries`. */
-    char *pool;                 /* every token, NUL-terminated */
+    char *pool; /* every token, NUL-terminated */
     struct clip_bpe_entry *entries;
     int n_entries;
-    int32_t *slots;             /* index into entries, -1 = empty */
+    int32_t *slots; /* index into entries, -1 = empty */
     uint32_t slot_mask;
-    const char **id_to_token;   /* [max_id + 1], NULL where no token has the id */
+    const char **id_to_token; /* [max_id + 1], NULL where no token has the id */
     int32_t max_id;
     /* merges.txt: (left id, right id) -> (rank, merged id). */
-    uint64_t *merge_keys;       /* UINT64_MAX = empty */
+    uint64_t *merge_keys; /* UINT64_MAX = empty */
     uint32_t *merge_rank;
     int32_t *merge_new;
     uint32_t merge_mask;

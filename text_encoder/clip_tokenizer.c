@@ -124,7 +124,8 @@ static int find_special(const clip_tokenizer *t, const uint32_t *s, size_t n, si
 
 /* Normalizes a piece between raw-text special tokens, cuts out the normalized special tokens,
  * and encodes the rest. */
-static sd_status encode_plain(const clip_tokenizer *t, const uint32_t *raw, size_t n, id_list *ids) {
+static sd_status encode_plain(const clip_tokenizer *t, const uint32_t *raw, size_t n,
+                              id_list *ids) {
     uint32_t *s;
     size_t m;
     SD_TRY(clip_normalize(raw, n, &s, &m));
@@ -150,7 +151,8 @@ static sd_status encode(const clip_tokenizer *t, const char *text, id_list *ids)
     if (!text) return sd_set_error(SD_ERR_ARG, "tokenizer: prompt is NULL");
     size_t len = strlen(text), bad_at = 0;
     uint32_t *cps = malloc((len + 1) * sizeof *cps);
-    if (!cps) return sd_set_error(SD_ERR_NOMEM, "tokenizer: out of memory for a %zu-byte prompt", len);
+    if (!cps)
+        return sd_set_error(SD_ERR_NOMEM, "tokenizer: out of memory for a %zu-byte prompt", len);
     long n = unicode_utf8_decode(text, len, cps, &bad_at);
     if (n < 0) {
         free(cps);
@@ -214,10 +216,18 @@ sd_status clip_tokenize_padded(const clip_tokenizer *t, const char *text, int32_
     return SD_OK;
 }
 
-int clip_tokenizer_max_length(const clip_tokenizer *t) { return t->max_length; }
-int clip_tokenizer_pad_id(const clip_tokenizer *t) { return t->pad_id; }
-int clip_tokenizer_bos_id(const clip_tokenizer *t) { return t->bos_id; }
-int clip_tokenizer_eos_id(const clip_tokenizer *t) { return t->eos_id; }
+int clip_tokenizer_max_length(const clip_tokenizer *t) {
+    return t->max_length;
+}
+int clip_tokenizer_pad_id(const clip_tokenizer *t) {
+    return t->pad_id;
+}
+int clip_tokenizer_bos_id(const clip_tokenizer *t) {
+    return t->bos_id;
+}
+int clip_tokenizer_eos_id(const clip_tokenizer *t) {
+    return t->eos_id;
+}
 
 const char *clip_tokenizer_token(const clip_tokenizer *t, int id) {
     for (int k = 0; k < t->n_special; k++) /* added tokens shadow the vocabulary */
@@ -265,7 +275,8 @@ static sd_status read_special(clip_tokenizer *t, sd_cfg *c, const char *key, con
     } else if (cJSON_IsObject(v)) {
         const cJSON *cv = cJSON_GetObjectItemCaseSensitive(v, "content");
         if (!cJSON_IsString(cv))
-            return sd_set_error(SD_ERR_CONFIG, "%s: key '%s' has no string \"content\"", c->path, key);
+            return sd_set_error(SD_ERR_CONFIG, "%s: key '%s' has no string \"content\"", c->path,
+                                key);
         content = cv->valuestring;
         for (int f = 0; f < 4; f++) {
             const cJSON *fv = cJSON_GetObjectItemCaseSensitive(v, flag_names[f]);
@@ -275,13 +286,16 @@ static sd_status read_special(clip_tokenizer *t, sd_cfg *c, const char *key, con
             flags[f] = cJSON_IsTrue(fv);
         }
     } else if (v && !cJSON_IsNull(v)) {
-        return sd_set_error(SD_ERR_CONFIG, "%s: key '%s' should be a string or an object with "
-                            "\"content\"", c->path, key);
-    }
-    if (!*content) return sd_set_error(SD_ERR_CONFIG, "%s: key '%s' is an empty token", c->path, key);
-    if (flags[3])
-        return sd_set_error(SD_ERR_UNSUPPORTED, "%s: key '%s': single_word tokens are not supported",
+        return sd_set_error(SD_ERR_CONFIG,
+                            "%s: key '%s' should be a string or an object with "
+                            "\"content\"",
                             c->path, key);
+    }
+    if (!*content)
+        return sd_set_error(SD_ERR_CONFIG, "%s: key '%s' is an empty token", c->path, key);
+    if (flags[3])
+        return sd_set_error(SD_ERR_UNSUPPORTED,
+                            "%s: key '%s': single_word tokens are not supported", c->path, key);
     SD_TRY(add_special(t, content, flags[0], flags[1], flags[2], c->path));
     for (int k = 0; k < t->n_special; k++)
         if (strcmp(t->special[k].content, content) == 0) *id = t->special[k].id;
@@ -292,7 +306,8 @@ static sd_status load_config(clip_tokenizer *t, const char *path) {
     sd_cfg c;
     SD_TRY(cfg_open(&c, path));
     int32_t unk_added = -1;
-    /* The order in which transformers adds them, which decides whose flags a shared content gets. */
+    /* The order in which transformers adds them, which decides whose flags a shared content gets.
+     */
     sd_status st = read_special(t, &c, "bos_token", "<|startoftext|>", &t->bos_id);
     if (st == SD_OK) st = read_special(t, &c, "eos_token", "<|endoftext|>", &t->eos_id);
     if (st == SD_OK) st = read_special(t, &c, "unk_token", "<|endoftext|>", &unk_added);
@@ -302,13 +317,16 @@ static sd_status load_config(clip_tokenizer *t, const char *path) {
     /* transformers writes 1e30 for "no limit"; a CLIP text model has 77 positions, and a pipeline
      * pads every prompt to this length, so anything huge is refused rather than guessed. */
     if (st == SD_OK && !(max_len >= 2 && max_len <= 65536 && max_len == (int)max_len))
-        st = sd_set_error(SD_ERR_CONFIG, "%s: key 'model_max_length' is %g, expected an integer "
-                          "in [2, 65536]", path, max_len);
+        st = sd_set_error(SD_ERR_CONFIG,
+                          "%s: key 'model_max_length' is %g, expected an integer "
+                          "in [2, 65536]",
+                          path, max_len);
     t->max_length = (int)max_len;
     /* The BPE model's unknown token is looked up in vocab.json alone. */
     for (int k = 0; st == SD_OK && k < t->n_special; k++)
         if (t->special[k].id == unk_added)
-            t->unk_id = clip_bpe_lookup(&t->bpe, t->special[k].content, strlen(t->special[k].content));
+            t->unk_id =
+                clip_bpe_lookup(&t->bpe, t->special[k].content, strlen(t->special[k].content));
     cfg_close(&c);
     return st;
 }
@@ -348,7 +366,8 @@ sd_status clip_tokenizer_load(clip_tokenizer **out, const char *dir) {
     char *config = sd_path_join(dir, "tokenizer_config.json");
     clip_tokenizer *t = calloc(1, sizeof *t);
     sd_status st = SD_OK;
-    if (!vocab || !merges || !config || !t) st = sd_set_error(SD_ERR_NOMEM, "%s: out of memory", dir);
+    if (!vocab || !merges || !config || !t)
+        st = sd_set_error(SD_ERR_NOMEM, "%s: out of memory", dir);
     if (st == SD_OK) st = clip_bpe_load(&t->bpe, vocab, merges);
     if (st == SD_OK) st = load_config(t, config);
     if (st == SD_OK) st = prepare_specials(t, config);

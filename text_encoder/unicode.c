@@ -4,7 +4,9 @@
 
 #include "unicode_tables.h"
 
-const char *unicode_version(void) { return unicode_tables_version; }
+const char *unicode_version(void) {
+    return unicode_tables_version;
+}
 
 long unicode_utf8_decode(const char *s, size_t len, uint32_t *out, size_t *bad_at) {
     const unsigned char *p = (const unsigned char *)s;
@@ -71,9 +73,12 @@ static uint32_t range_lookup(const unicode_range *r, int n, uint32_t cp) {
     int lo = 0, hi = n - 1;
     while (lo <= hi) {
         int mid = (lo + hi) / 2;
-        if (cp < r[mid].first) hi = mid - 1;
-        else if (cp > r[mid].last) lo = mid + 1;
-        else return r[mid].value;
+        if (cp < r[mid].first)
+            hi = mid - 1;
+        else if (cp > r[mid].last)
+            lo = mid + 1;
+        else
+            return r[mid].value;
     }
     return 0;
 }
@@ -88,9 +93,15 @@ static uint32_t char_class(uint32_t cp) {
     return range_lookup(unicode_class_ranges, unicode_class_ranges_count, cp);
 }
 
-bool unicode_is_letter(uint32_t cp) { return char_class(cp) == 1; }
-bool unicode_is_number(uint32_t cp) { return char_class(cp) == 2; }
-bool unicode_is_space(uint32_t cp) { return char_class(cp) == 3; }
+bool unicode_is_letter(uint32_t cp) {
+    return char_class(cp) == 1;
+}
+bool unicode_is_number(uint32_t cp) {
+    return char_class(cp) == 2;
+}
+bool unicode_is_space(uint32_t cp) {
+    return char_class(cp) == 3;
+}
 
 int unicode_lower(uint32_t cp, uint32_t out[3]) {
     if (cp < 0x80) {
@@ -99,7 +110,8 @@ int unicode_lower(uint32_t cp, uint32_t out[3]) {
     }
     for (int i = 0; i < unicode_lower_multis_count; i++)
         if (unicode_lower_multis[i].cp == cp) {
-            for (int k = 0; k < unicode_lower_multis[i].n; k++) out[k] = unicode_lower_multis[i].to[k];
+            for (int k = 0; k < unicode_lower_multis[i].n; k++)
+                out[k] = unicode_lower_multis[i].to[k];
             return unicode_lower_multis[i].n;
         }
     int lo = 0, hi = unicode_lower_runs_count - 1;
@@ -126,18 +138,27 @@ int unicode_combining_class(uint32_t cp) {
 
 /* Hangul syllables compose and decompose by arithmetic (Unicode section 3.12). */
 enum {
-    HANGUL_S = 0xAC00, HANGUL_L = 0x1100, HANGUL_V = 0x1161, HANGUL_T = 0x11A7,
-    HANGUL_LCOUNT = 19, HANGUL_VCOUNT = 21, HANGUL_TCOUNT = 28,
-    HANGUL_NCOUNT = HANGUL_VCOUNT * HANGUL_TCOUNT, HANGUL_SCOUNT = HANGUL_LCOUNT * HANGUL_NCOUNT,
+    HANGUL_S = 0xAC00,
+    HANGUL_L = 0x1100,
+    HANGUL_V = 0x1161,
+    HANGUL_T = 0x11A7,
+    HANGUL_LCOUNT = 19,
+    HANGUL_VCOUNT = 21,
+    HANGUL_TCOUNT = 28,
+    HANGUL_NCOUNT = HANGUL_VCOUNT * HANGUL_TCOUNT,
+    HANGUL_SCOUNT = HANGUL_LCOUNT * HANGUL_NCOUNT,
 };
 
 static const unicode_decomp *find_decomp(uint32_t cp) {
     int lo = 0, hi = unicode_decomps_count - 1;
     while (lo <= hi) {
         int mid = (lo + hi) / 2;
-        if (cp < unicode_decomps[mid].cp) hi = mid - 1;
-        else if (cp > unicode_decomps[mid].cp) lo = mid + 1;
-        else return &unicode_decomps[mid];
+        if (cp < unicode_decomps[mid].cp)
+            hi = mid - 1;
+        else if (cp > unicode_decomps[mid].cp)
+            lo = mid + 1;
+        else
+            return &unicode_decomps[mid];
     }
     return NULL;
 }
@@ -174,9 +195,12 @@ static uint32_t compose(uint32_t a, uint32_t b) {
     while (lo <= hi) {
         int mid = (lo + hi) / 2;
         const unicode_decomp *d = &unicode_decomps[unicode_compositions[mid]];
-        if (a < d->a || (a == d->a && b < d->b)) hi = mid - 1;
-        else if (a > d->a || b > d->b) lo = mid + 1;
-        else return d->cp;
+        if (a < d->a || (a == d->a && b < d->b))
+            hi = mid - 1;
+        else if (a > d->a || b > d->b)
+            lo = mid + 1;
+        else
+            return d->cp;
     }
     return 0;
 }
