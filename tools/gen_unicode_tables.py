@@ -12,6 +12,13 @@ Tables (their C types are declared in text_encoder/unicode_tables.h):
     with a stride and a delta, plus the few one-to-many mappings;
   - canonical combining classes (ranges), one-level canonical decompositions and the primary
     composites (the pairs that NFC recomposes), for NFC. Hangul syllables are algorithmic and absent.
+
+Unicode versions: Python 3.11 has Unicode 14.0. The reference (the tokenizers library) takes its
+regex classes from the Oniguruma it bundles, its lower case from the Rust standard library and its
+NFC from the unicode-normalization-alignments crate, each with its own Unicode version, so results
+may differ on characters added or changed between those versions (none is in the test prompts).
+Here a character unassigned in 14.0 is "other" (neither letter, number nor space), has no case
+mapping and is a starter.
 """
 import sys
 import unicodedata as ud
