@@ -28,4 +28,8 @@ int clip_tokenizer_pad_id(const clip_tokenizer *t);
 int clip_tokenizer_bos_id(const clip_tokenizer *t);
 int clip_tokenizer_eos_id(const clip_tokenizer *t);
 
+/* The token spelled by an id (an added token's content, else its vocab.json key, in byte-level
+ * form), or NULL for an unknown id. Lives as long as the tokenizer. */
+const char *clip_tokenizer_token(const clip_tokenizer *t, int id);
+
 #endif
