@@ -8,18 +8,38 @@
 
 #include "error.h"
 
+/* Larger images are refused rather than allocated: the pixel limit is Pillow's
+ * decompression-bomb limit, the side limit a 16-bit size. */
+#define IMAGE_MAX_PIXELS 178956970LL
+#define IMAGE_MAX_SIDE   65535
+
 typedef struct {
     int width, height;
     uint8_t *rgb; /* [height][width][3] */
 } sd_image;
 
 /* Reads a PNG or JPEG (by content, not extension) as 8-bit RGB: grey is expanded, alpha dropped
- * (composited on nothing: the colour channels are kept), 16-bit reduced. */
+ * (composited on nothing: the colour channels are kept), 16-bit reduced (high byte, as Pillow
+ * does for RGB), and an EXIF orientation (JPEG APP1 or PNG eXIf) applied, as diffusers'
+ * load_image does with PIL.ImageOps.exif_transpose. A missing, truncated or corrupt file is an
+ * error naming the path; *out is then empty. */
 sd_status image_read(const char *path, sd_image *out);
+
+/* Reads the text stored under `key` in a PNG's tEXt, zTXt or iTXt chunks (the first one), as a
+ * malloc'd UTF-8 string (tEXt/zTXt are Latin-1 and are converted); *value is NULL when the PNG has
+ * no such key. A file that is not a readable PNG is an error. */
+sd_status image_read_png_text(const char *path, const char *key, char **value);
+
+/* A zero-filled width x height image (sides 1..IMAGE_MAX_SIDE, at most IMAGE_MAX_PIXELS pixels). */
+sd_status image_alloc(sd_image *img, int width, int height);
 
 /* Writes .png or .jpg/.jpeg (case-insensitive extension; anything else is SD_ERR_ARG).
  * `text` is an optional list of n_text key/value pairs stored as PNG tEXt chunks (ignored for
- * JPEG, which stores none); quality is used for JPEG only (1..100). */
+ * JPEG, which stores none); quality is used for JPEG only (1..100).
+ * text[2*i] is a key (1..79 printable ASCII characters, no leading, trailing or double spaces),
+ * text[2*i+1] its UTF-8 value: ASCII values go in tEXt (where A1111 and ComfyUI read
+ * "parameters"), others in iTXt (UTF-8), which the same readers understand. JPEG sides are at
+ * most 65500 (libjpeg's limit). */
 sd_status image_write(const char *path, const sd_image *img, const char *const *text, int n_text,
                       int quality);
 
