@@ -19,7 +19,13 @@ typedef struct {
 
 typedef struct clip_text clip_text;
 
+/* The class is config.json's architectures[0]; without it, a `text_projection.weight` tensor makes
+ * the model a CLIPTextModelWithProjection. */
 sd_status clip_text_load(clip_text **out, const char *dir);
+/* Same, with the class given by the pipeline's model_index.json ("CLIPTextModel" or
+ * "CLIPTextModelWithProjection"), which is what diffusers instantiates whatever config.json says;
+ * NULL decides as clip_text_load does. Any other name is an SD_ERR_UNSUPPORTED. */
+sd_status clip_text_load_class(clip_text **out, const char *dir, const char *class_name);
 void clip_text_free(clip_text *m);
 const clip_text_config *clip_text_get_config(const clip_text *m);
 
@@ -33,7 +39,8 @@ const clip_text_config *clip_text_get_config(const clip_text *m);
  *   SDXL / SD3 (penultimate):  layer = num_layers - 1 - k,    final_norm = false
  * pooled_out (may be NULL) [batch][projection_dim or hidden]: the final-norm hidden state at the
  * first EOS token (transformers' rule, including its legacy argmax when eos_token_id == 2), times
- * text_projection for the WithProjection model. hidden_out may be NULL when only pooled is needed. */
+ * text_projection for the WithProjection model. hidden_out may be NULL when only pooled is needed.
+ * Ids must lie in [0, vocab_size). A model runs one encode at a time (it owns its scratch). */
 sd_status clip_text_encode(clip_text *m, const int32_t *ids, int batch, int len, int layer,
                            bool final_norm, float *hidden_out, float *pooled_out);
 
