@@ -67,7 +67,8 @@ static sd_status load_sd(sd_pipeline *p) {
         if (st != SD_OK) return st;                                                                \
     } while (0)
     LOAD("tokenizer", clip_tokenizer_load(&p->tokenizer, dir));
-    LOAD("text_encoder", clip_text_load(&p->text_encoder, dir));
+    LOAD("text_encoder", clip_text_load_class(&p->text_encoder, dir,
+                                             model_index_get(&p->mi, "text_encoder")->cls));
     LOAD("unet", unet_load(&p->unet, dir));
     LOAD("vae", vae_load(&p->vae, dir));
 #undef LOAD
