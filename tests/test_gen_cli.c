@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "../core/config.h"
 #include "../core/fileutil.h"
 #include "../core/image.h"
 #include "../core/safetensors.h"
@@ -104,8 +105,13 @@ static void reproduce_run(const char *model, const char *run) {
         CHECK(0, "%s", sd_last_error());
         return;
     }
-    cJSON *j = cJSON_Parse(text);
+    cJSON *j = NULL;
+    sd_status parsed = sd_json_parse(text, rel, &j); /* Python's -Infinity needs this */
     free(text);
+    if (parsed != SD_OK) {
+        CHECK(0, "%s", sd_last_error());
+        return;
+    }
     char seed[32], steps[16], guidance[32], w[16], h[16], batch[16] = "1", rescale[32] = "0";
     const cJSON *v;
     snprintf(seed, sizeof seed, "%.0f", cJSON_GetObjectItem(j, "seed")->valuedouble);

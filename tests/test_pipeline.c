@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../core/config.h"
 #include "../core/fileutil.h"
 #include "../core/safetensors.h"
 #include "../include/sd.h"
@@ -93,8 +94,13 @@ static void run_one(sd_pipeline *p, const char *model, const char *run) {
         CHECK(0, "%s", sd_last_error());
         return;
     }
-    cJSON *j = cJSON_Parse(text);
+    cJSON *j = NULL;
+    sd_status parsed = sd_json_parse(text, path, &j); /* Python's -Infinity needs this */
     free(text);
+    if (parsed != SD_OK) {
+        CHECK(0, "%s", sd_last_error());
+        return;
+    }
     sd_gen_params g;
     sd_gen_params_init(&g);
     const cJSON *v;
