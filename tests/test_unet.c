@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "../core/config.h"
+#include "../core/fileutil.h"
 #include "../core/safetensors.h"
 #include "../unet/unet.h"
 #include "test.h"
@@ -181,6 +182,172 @@ static void test_runs_with_embeddings(unet *m, const char *model) {
     CHECK(runs > 0, "%s: no run records prompt embeddings", model);
 }
 
+/* ---- load errors: variants of sd15-tiny's unet written to a temporary folder ---- */
+
+static char tmpdir[256];
+
+/* <tmpdir>/<name>/config.json: sd15-tiny's config with one key replaced by `value` (JSON text;
+ * NULL removes the key). */
+static void write_config(const char *dir, const char *key, const char *value) {
+    char *text = NULL;
+    CHECK_OK(sd_read_file(fixture("sd15-tiny/pipeline/unet/config.json"), &text, NULL));
+    cJSON *root = cJSON_Parse(text);
+    free(text);
+    if (key) {
+        cJSON_DeleteItemFromObjectCaseSensitive(root, key);
+        if (value) cJSON_AddItemToObject(root, key, cJSON_Parse(value));
+    }
+    char *out = cJSON_Print(root), path[512];
+    fmt(path, sizeof path, "%s/config.json", dir);
+    FILE *fp = fopen(path, "w");
+    fputs(out, fp);
+    fclose(fp);
+    cJSON_free(out);
+    cJSON_Delete(root);
+}
+
+/* sd15-tiny's weights without `drop`, and with `reshape` (if not NULL) given shape [n0] and only
+ * its first n0 values. */
+static void write_weights(const char *dir, const char *drop, const char *reshape, int64_t n0) {
+    st_file f;
+    CHECK_OK(st_open(&f, fixture("sd15-tiny/pipeline/unet/diffusion_pytorch_model.safetensors")));
+    st_entry *e = calloc((size_t)f.n_tensors, sizeof *e);
+    int n = 0;
+    for (int i = 0; i < f.n_tensors; i++) {
+        const st_tensor *t = &f.tensors[i];
+        if (drop && !strcmp(t->name, drop)) continue;
+        e[n] = (st_entry){t->name, t->dtype, t->ndim, {0}, t->data};
+        memcpy(e[n].shape, t->shape, sizeof t->shape);
+        if (reshape && !strcmp(t->name, reshape)) e[n].ndim = 1, e[n].shape[0] = n0;
+        n++;
+    }
+    char path[512];
+    fmt(path, sizeof path, "%s/diffusion_pytorch_model.safetensors", dir);
+    CHECK_OK(st_write(path, e, n, NULL, 0));
+    free(e);
+    st_close(&f);
+}
+
+static const char *variant_dir(const char *name) {
+    static char dir[512];
+    fmt(dir, sizeof dir, "%s/%s", tmpdir, name);
+    mkdir(dir, 0755);
+    return dir;
+}
+
+/* Loading must fail with `want` and a message containing every needle. */
+static void expect_load_error(const char *what, const char *dir, sd_status want, const char *needle1,
+                              const char *needle2) {
+    unet *m = NULL;
+    sd_status st = unet_load(&m, dir);
+    const char *msg = sd_last_error();
+    CHECK(st == want, "%s: got %s (%s), expected %s", what, sd_status_name(st), msg, sd_status_name(want));
+    CHECK(m == NULL, "%s: a model came back with the error", what);
+    CHECK(strstr(msg, needle1) != NULL, "%s: message '%s' lacks '%s'", what, msg, needle1);
+    if (needle2) CHECK(strstr(msg, needle2) != NULL, "%s: message '%s' lacks '%s'", what, msg, needle2);
+    printf("ok   %s: %s\n", what, msg);
+    unet_free(m);
+}
+
+static void test_load_errors(void) {
+    const char *tensor = "down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k.weight";
+    const char *dir = variant_dir("missing");
+    write_config(dir, NULL, NULL);
+    write_weights(dir, tensor, NULL, 0);
+    expect_load_error("missing tensor", dir, SD_ERR_TENSOR, tensor, NULL);
+
+    dir = variant_dir("shape");
+    write_config(dir, NULL, NULL);
+    write_weights(dir, NULL, "mid_block.resnets.1.conv2.weight", 32);
+    expect_load_error("wrong shape", dir, SD_ERR_TENSOR, "mid_block.resnets.1.conv2.weight", NULL);
+
+    /* a config that disagrees with the weights: cross_attention_dim sizes attn2.to_k */
+    dir = variant_dir("crossdim");
+    write_config(dir, "cross_attention_dim", "24");
+    write_weights(dir, NULL, NULL, 0);
+    expect_load_error("config/weights mismatch", dir, SD_ERR_TENSOR, "attn2.to_k.weight", "[16, 16]");
+
+    /* refused config values: the config is read before any weight */
+    static const struct {
+        const char *key, *value, *needle;
+        sd_status want;
+    } bad[] = {
+        {"down_block_types", "[\"CrossAttnDownBlock2D\", \"SimpleCrossAttnDownBlock2D\", \"CrossAttnDownBlock2D\", "
+                             "\"DownBlock2D\"]", "SimpleCrossAttnDownBlock2D", SD_ERR_UNSUPPORTED},
+        {"up_block_types", "[\"UpBlock2D\", \"AttnUpBlock2D\", \"CrossAttnUpBlock2D\", \"CrossAttnUpBlock2D\"]",
+         "AttnUpBlock2D", SD_ERR_UNSUPPORTED},
+        {"mid_block_type", "\"UNetMidBlock2DSimpleCrossAttn\"", "UNetMidBlock2DSimpleCrossAttn", SD_ERR_UNSUPPORTED},
+        {"mid_block_type", "null", "null", SD_ERR_UNSUPPORTED},
+        {"class_embed_type", "\"timestep\"", "timestep", SD_ERR_UNSUPPORTED},
+        {"num_class_embeds", "10", "10", SD_ERR_UNSUPPORTED},
+        {"time_cond_proj_dim", "256", "256", SD_ERR_UNSUPPORTED},
+        {"attention_type", "\"gated\"", "gated", SD_ERR_UNSUPPORTED},
+        {"addition_embed_type", "\"text\"", "text", SD_ERR_UNSUPPORTED},
+        {"encoder_hid_dim", "32", "32", SD_ERR_UNSUPPORTED},
+        {"only_cross_attention", "true", "true", SD_ERR_UNSUPPORTED},
+        {"dual_cross_attention", "true", "true", SD_ERR_UNSUPPORTED},
+        {"resnet_time_scale_shift", "\"scale_shift\"", "scale_shift", SD_ERR_UNSUPPORTED},
+        {"time_embedding_type", "\"fourier\"", "fourier", SD_ERR_UNSUPPORTED},
+        {"act_fn", "\"gelu\"", "gelu", SD_ERR_UNSUPPORTED},
+        {"cross_attention_dim", "[16, 16, 16, 16]", "per-block", SD_ERR_UNSUPPORTED},
+        {"transformer_layers_per_block", "[[1, 1], [1, 1], [1, 1], [1, 1]]", "list of lists", SD_ERR_UNSUPPORTED},
+        {"norm_num_groups", "7", "= 7 groups", SD_ERR_CONFIG},
+        {"norm_num_groups", "null", "null", SD_ERR_UNSUPPORTED},
+        {"attention_head_dim", "[4, 4]", "2 entries", SD_ERR_CONFIG},
+        {"attention_head_dim", "3", "3 attention heads", SD_ERR_CONFIG},
+        {"num_attention_heads", "[2, 2, 3, 2]", "3 attention heads", SD_ERR_CONFIG},
+        {"block_out_channels", "\"wide\"", "block_out_channels", SD_ERR_CONFIG},
+    };
+    dir = variant_dir("config");
+    write_weights(dir, NULL, NULL, 0);
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        char what[160];
+        write_config(dir, bad[i].key, bad[i].value);
+        fmt(what, sizeof what, "config %s = %s", bad[i].key, bad[i].value);
+        expect_load_error(what, dir, bad[i].want, bad[i].key, bad[i].needle);
+    }
+    /* num_attention_heads, when set, is the head count and attention_head_dim is ignored: the same
+     * model as sd15-tiny (4 heads) with a head "dim" that would not even divide the channels */
+    dir = variant_dir("numheads");
+    write_config(dir, "num_attention_heads", "4");
+    char path[600];
+    fmt(path, sizeof path, "%s/config.json", dir);
+    char *text = NULL;
+    CHECK_OK(sd_read_file(path, &text, NULL));
+    cJSON *root = cJSON_Parse(text);
+    cJSON_ReplaceItemInObjectCaseSensitive(root, "attention_head_dim", cJSON_CreateNumber(5));
+    char *out = cJSON_Print(root);
+    FILE *fp = fopen(path, "w");
+    fputs(out, fp);
+    fclose(fp);
+    free(text), cJSON_free(out), cJSON_Delete(root);
+    write_weights(dir, NULL, NULL, 0);
+    unet *m = NULL;
+    CHECK_OK(unet_load(&m, dir));
+    if (m) {
+        CHECK(unet_get_config(m)->heads[0] == 4 && unet_get_config(m)->heads[3] == 4, "num_attention_heads read");
+        const char *file = "sd15-tiny/expected/unet_direct.safetensors";
+        int64_t xs[8], cs[8];
+        float *sample = fixture_tensor(file, "sample", xs, NULL);
+        float *ehs = fixture_tensor(file, "encoder_hidden_states", cs, NULL);
+        float *want = fixture_tensor(file, "out_t999.0", NULL, NULL);
+        if (sample && ehs && want)
+            check_call(m, "num_attention_heads = 4, attention_head_dim = 5: unet_direct t=999", sample, (int)xs[0],
+                       (int)xs[1], (int)xs[2], (int)xs[3], 999.0f, ehs, (int)cs[1], NULL, want);
+        free(sample), free(ehs), free(want);
+        unet_free(m);
+    }
+    expect_load_error("no such folder", "/nonexistent/unet", SD_ERR_IO, "/nonexistent/unet", NULL);
+}
+
+static void test_forward_errors(unet *m) {
+    float x[4 * 12 * 16] = {0}, ctx[77 * 16] = {0}, y[4 * 12 * 16];
+    CHECK(unet_forward(m, x, 1, 12, 16, 1.0f, ctx, 77, NULL, y) == SD_ERR_ARG && strstr(sd_last_error(), "12x16"),
+          "latent size not a multiple of 8 refused: %s", sd_last_error());
+    CHECK(unet_forward(m, x, 0, 8, 8, 1.0f, ctx, 77, NULL, y) == SD_ERR_ARG, "batch 0 refused");
+    CHECK(unet_forward(m, x, 1, 8, 8, 1.0f, NULL, 77, NULL, y) == SD_ERR_ARG, "NULL context refused");
+}
+
 /* After one call at a size, later calls at that size must not grow the arena; prints the time of
  * one forward (information only, not asserted). */
 static void test_scratch_and_time(unet *m) {
@@ -214,7 +381,14 @@ int main(void) {
         test_direct(m);
         test_runs_with_embeddings(m, "sd15-tiny");
         test_scratch_and_time(m);
+        test_forward_errors(m);
         unet_free(m);
     }
+    fmt(tmpdir, sizeof tmpdir, "/tmp/sd-test-unet-%d", (int)getpid());
+    mkdir(tmpdir, 0755);
+    test_load_errors();
+    char cmd[300];
+    fmt(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    if (system(cmd) != 0) printf("note: could not remove %s\n", tmpdir);
     return test_summary();
 }

@@ -50,10 +50,11 @@ static sd_status load_down(unet *m, const sd_weights *w, int i) {
     return SD_OK;
 }
 
-/* CrossAttnUpBlock2D / UpBlock2D number i, working at level k = n - 1 - i. diffusers sizes each
- * resnet's input as (previous output) + (skip) with its own formula; `skip_ch` is the stack of
- * skip channels the down path really leaves, checked against it. */
-static sd_status load_up(unet *m, const sd_weights *w, int i, int *skip_ch, int *n_skips) {
+/* CrossAttnUpBlock2D / UpBlock2D number i, working at level k = n - 1 - i. Resnet j reads the
+ * previous output concatenated with a skip; diffusers sizes them as below, which always matches
+ * the skips the down path leaves: level k pushed layers_per_block[k] outputs of its own width, and
+ * below them lies level k-1's downsampler output (or conv_in's) of width `in`. */
+static sd_status load_up(unet *m, const sd_weights *w, int i) {
     const unet_config *c = &m->cfg;
     const int n = c->n_blocks, k = n - 1 - i;
     unet_block *b = &m->up[i];
@@ -66,11 +67,6 @@ static sd_status load_up(unet *m, const sd_weights *w, int i, int *skip_ch, int 
     for (int j = 0; j < b->n_layers; j++) {
         int skip = j == b->n_layers - 1 ? in : cout;
         int rin = j == 0 ? prev : cout;
-        if (*n_skips == 0 || skip_ch[*n_skips - 1] != skip)
-            return sd_set_error(SD_ERR_CONFIG,
-                                "unet config: up_blocks.%d.resnets.%d expects a %d-channel skip connection "
-                                "that the down blocks do not provide (layers_per_block mismatch)", i, j, skip);
-        (*n_skips)--;
         snprintf(name, sizeof name, "up_blocks.%d.resnets.%d", i, j);
         SD_TRY(unet_resnet_load(&b->resnets[j], w, c, rin + skip, cout, 1.0f, name));
         if (!b->attns) continue;
@@ -96,28 +92,14 @@ static sd_status load_all(unet *m, const sd_weights *w) {
      * downsampler output. */
     m->max_skips = 1;
     for (int i = 0; i < n; i++) m->max_skips += c->layers_per_block[i] + (i < n - 1);
-    int *skip_ch = malloc((size_t)m->max_skips * sizeof *skip_ch);
-    m->skips = calloc((size_t)m->max_skips, sizeof *m->skips);
-    if (!skip_ch || !m->skips) {
-        free(skip_ch);
+    if (!(m->skips = calloc((size_t)m->max_skips, sizeof *m->skips)))
         return sd_set_error(SD_ERR_NOMEM, "unet: out of memory");
-    }
-    int n_skips = 0;
-    skip_ch[n_skips++] = c0;
-    sd_status st = SD_OK;
-    for (int i = 0; i < n && st == SD_OK; i++) {
-        st = load_down(m, w, i);
-        for (int j = 0; j < c->layers_per_block[i] + (i < n - 1); j++) skip_ch[n_skips++] = c->block_out_channels[i];
-    }
-    if (st == SD_OK) st = unet_resnet_load(&m->mid_resnets[0], w, c, clast, clast, c->mid_block_scale_factor,
-                                           "mid_block.resnets.0");
-    if (st == SD_OK) st = unet_transformer_load(&m->mid_attn, w, c, clast, c->heads[n - 1],
-                                                c->transformer_layers[n - 1], "mid_block.attentions.0");
-    if (st == SD_OK) st = unet_resnet_load(&m->mid_resnets[1], w, c, clast, clast, c->mid_block_scale_factor,
-                                           "mid_block.resnets.1");
-    for (int i = 0; i < n && st == SD_OK; i++) st = load_up(m, w, i, skip_ch, &n_skips);
-    free(skip_ch);
-    SD_TRY(st);
+    for (int i = 0; i < n; i++) SD_TRY(load_down(m, w, i));
+    SD_TRY(unet_resnet_load(&m->mid_resnets[0], w, c, clast, clast, c->mid_block_scale_factor, "mid_block.resnets.0"));
+    SD_TRY(unet_transformer_load(&m->mid_attn, w, c, clast, c->heads[n - 1], c->transformer_layers[n - 1],
+                                 "mid_block.attentions.0"));
+    SD_TRY(unet_resnet_load(&m->mid_resnets[1], w, c, clast, clast, c->mid_block_scale_factor, "mid_block.resnets.1"));
+    for (int i = 0; i < n; i++) SD_TRY(load_up(m, w, i));
     SD_TRY(nn_group_norm_load(&m->norm_out, w, c0, c->norm_num_groups, c->norm_eps, "conv_norm_out"));
     return nn_conv2d_load(&m->conv_out, w, c0, c->out_channels, c->conv_out_kernel, 1,
                           (c->conv_out_kernel - 1) / 2, "conv_out");

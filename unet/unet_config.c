@@ -190,14 +190,16 @@ static sd_status validate(const unet_config *u, const char *path) {
     for (int i = 0; i < u->n_blocks; i++) {
         int ch = u->block_out_channels[i];
         if (ch < 1 || ch % u->norm_num_groups)
-            return sd_set_error(SD_ERR_CONFIG, "%s: block_out_channels[%d] = %d does not split into %d groups",
+            return sd_set_error(SD_ERR_CONFIG,
+                                "%s: block_out_channels[%d] = %d does not split into norm_num_groups = %d groups",
                                 path, i, ch, u->norm_num_groups);
         if (u->layers_per_block[i] < 1) return bad_value(path, "layers_per_block", u->layers_per_block[i]);
         if (u->transformer_layers[i] < 1)
             return bad_value(path, "transformer_layers_per_block", u->transformer_layers[i]);
         if (u->heads[i] < 1 || ch % u->heads[i])
-            return sd_set_error(SD_ERR_CONFIG, "%s: %d attention heads do not divide %d channels (block %d)",
-                                path, u->heads[i], ch, i);
+            return sd_set_error(SD_ERR_CONFIG,
+                                "%s: %d attention heads (attention_head_dim, or num_attention_heads when set) "
+                                "do not divide block_out_channels[%d] = %d", path, u->heads[i], i, ch);
     }
     if (u->text_time) {
         if (u->addition_time_embed_dim < 2 || u->addition_time_embed_dim % 2)
