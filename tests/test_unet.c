@@ -1,8 +1,8 @@
 /* UNet2DConditionModel against diffusers: single calls (unet_direct), every denoiser call of the
  * recorded pipeline runs, and load errors (missing tensor, wrong shape, unsupported config). */
 #include <dirent.h>
-#include <stdarg.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -12,13 +12,19 @@
 #include "../core/config.h"
 #include "../core/fileutil.h"
 #include "../core/safetensors.h"
+#include "../core/weights.h"
+#include "../kernels/act.h"
+#include "../kernels/attention.h"
+#include "../kernels/gemm.h"
+#include "../kernels/norm.h"
 #include "../unet/unet.h"
 #include "test.h"
 
 static const double TOL = 1e-5;
 
 /* snprintf that records a failure instead of silently truncating a path or a label. */
-static void fmt(char *buf, size_t size, const char *format, ...) __attribute__((format(printf, 3, 4)));
+static void fmt(char *buf, size_t size, const char *format, ...)
+    __attribute__((format(printf, 3, 4)));
 static void fmt(char *buf, size_t size, const char *format, ...) {
     va_list ap;
     va_start(ap, format);
@@ -34,11 +40,13 @@ static double now_s(void) {
 }
 
 /* One UNet call on NCHW input, compared (NCHW) with the recorded output. */
-static int check_call(unet *m, const char *what, const float *x_nchw, int n, int c, int h, int w, float t,
-                      const float *ctx, int ctx_len, const unet_added_cond *added, const float *want_nchw) {
+static int check_call(unet *m, const char *what, const float *x_nchw, int n, int c, int h, int w,
+                      float t, const float *ctx, int ctx_len, const unet_added_cond *added,
+                      const float *want_nchw) {
     const unet_config *cfg = unet_get_config(m);
     size_t in_n = (size_t)n * c * h * w, out_n = (size_t)n * cfg->out_channels * h * w;
-    float *x = malloc(in_n * sizeof *x), *y = malloc(out_n * sizeof *y), *y_nchw = malloc(out_n * sizeof *y);
+    float *x = malloc(in_n * sizeof *x), *y = malloc(out_n * sizeof *y),
+          *y_nchw = malloc(out_n * sizeof *y);
     nchw_to_nhwc(x_nchw, x, n, c, h, w);
     sd_status st = unet_forward(m, x, n, h, w, t, ctx, ctx_len, added, y);
     CHECK(st == SD_OK, "%s: unet_forward: %s", what, sd_last_error());
@@ -63,8 +71,8 @@ static void test_direct(unet *m) {
         float *want = fixture_tensor(file, name, NULL, NULL);
         fmt(what, sizeof what, "sd15-tiny unet_direct t=%g", ts[i]);
         if (want)
-            check_call(m, what, sample, (int)xs[0], (int)xs[1], (int)xs[2], (int)xs[3], ts[i], ehs, (int)cs[1],
-                       NULL, want);
+            check_call(m, what, sample, (int)xs[0], (int)xs[1], (int)xs[2], (int)xs[3], ts[i], ehs,
+                       (int)cs[1], NULL, want);
         free(want);
     }
     free(sample);
@@ -74,8 +82,8 @@ static void test_direct(unet *m) {
 /* The conditioning diffusers builds for a run: with CFG, [negative; positive], each half holding
  * every prompt's embeddings repeated num_images_per_prompt times in a row (encode_prompt's
  * repeat + view); without CFG, the positive half alone. */
-static float *run_context(const float *pos, const float *neg, int n_prompts, int per_prompt, int len, int dim,
-                          int cfg) {
+static float *run_context(const float *pos, const float *neg, int n_prompts, int per_prompt,
+                          int len, int dim, int cfg) {
     const size_t one = (size_t)len * dim;
     const int half = n_prompts * per_prompt;
     float *ctx = malloc((size_t)(cfg ? 2 : 1) * half * one * sizeof *ctx);
@@ -112,8 +120,8 @@ static int has_tensor(const char *rel, const char *name) {
 
 /* Every call k of one run: unet(model_inputs[k], model_timesteps[k], context) vs model_outputs[k].
  * `context_pos`/`context_neg` override the recorded prompt embeddings (NULL: read them). */
-static void test_run(unet *m, const char *model, const char *run, const float *ctx_pos, const float *ctx_neg,
-                     int *calls) {
+static void test_run(unet *m, const char *model, const char *run, const float *ctx_pos,
+                     const float *ctx_neg, int *calls) {
     char rel[256], json[256], what[160];
     fmt(rel, sizeof rel, "%s/expected/%s.safetensors", model, run);
     fmt(json, sizeof json, "%s/expected/%s.json", model, run);
@@ -134,15 +142,17 @@ static void test_run(unet *m, const char *model, const char *run, const float *c
     }
     const float *p = ctx_pos ? ctx_pos : pos, *ng = ctx_neg ? ctx_neg : neg;
     if (inputs && outputs && steps && p && ng) {
-        const int k_calls = (int)is[0], nb = (int)is[1], c = (int)is[2], h = (int)is[3], w = (int)is[4];
+        const int k_calls = (int)is[0], nb = (int)is[1], c = (int)is[2], h = (int)is[3],
+                  w = (int)is[4];
         const int n_prompts = (int)es[0];
-        CHECK(nb == (cfg ? 2 : 1) * n_prompts * per_prompt, "%s/%s: batch %d does not match cfg=%d x %d x %d",
-              model, run, nb, cfg, n_prompts, per_prompt);
+        CHECK(nb == (cfg ? 2 : 1) * n_prompts * per_prompt,
+              "%s/%s: batch %d does not match cfg=%d x %d x %d", model, run, nb, cfg, n_prompts,
+              per_prompt);
         float *ctx = run_context(p, ng, n_prompts, per_prompt, (int)es[1], (int)es[2], cfg);
         const size_t per_call = (size_t)nb * c * h * w;
         for (int k = 0; k < k_calls; k++) {
-            fmt(what, sizeof what, "%s/%s call %d/%d (t=%g, batch %d, %dx%d)", model, run, k + 1, k_calls,
-                     steps[k], nb, h, w);
+            fmt(what, sizeof what, "%s/%s call %d/%d (t=%g, batch %d, %dx%d)", model, run, k + 1,
+                k_calls, steps[k], nb, h, w);
             check_call(m, what, inputs + k * per_call, nb, c, h, w, steps[k], ctx, (int)es[1], NULL,
                        outputs + k * per_call);
             (*calls)++;
@@ -180,6 +190,161 @@ static void test_runs_with_embeddings(unet *m, const char *model) {
     }
     printf("%s: %d runs with prompt embeddings, %d denoiser calls checked\n", model, runs, calls);
     CHECK(runs > 0, "%s: no run records prompt embeddings", model);
+}
+
+/* ---- sd2v-tiny: its runs record token ids but no prompt embeddings, so a plain CLIP text
+ * encoder (transformers' CLIPTextModel, last hidden state after the final layer norm, as the SD
+ * pipelines use it) turns the recorded ids into the conditioning. It is checked first against
+ * the prompt embeddings sd15-tiny's runs do record. ---- */
+
+/* "<prefix>encoder.layers.<layer>.<name>" (layer >= 0) or "<prefix><name>", shape [d0] or [d0][d1].
+ */
+static float *clip_read(const sd_weights *w, const char *prefix, int layer, const char *name,
+                        int64_t d0, int64_t d1) {
+    char full[256];
+    if (layer >= 0)
+        fmt(full, sizeof full, "%sencoder.layers.%d.%s", prefix, layer, name);
+    else
+        fmt(full, sizeof full, "%s%s", prefix, name);
+    int64_t shape[2] = {d0, d1};
+    float *x = NULL;
+    if (weights_read_f32(w, full, d1 ? 2 : 1, shape, &x) != SD_OK)
+        CHECK(0, "clip reference: %s", sd_last_error());
+    return x;
+}
+
+/* ids [len] -> hidden [len][dim] (malloc'd); NULL after a recorded failure. */
+static float *clip_encode(const char *dir, const int32_t *ids, int len, int *dim_out) {
+    char path[512];
+    fmt(path, sizeof path, "%s/config.json", dir);
+    sd_cfg c;
+    if (cfg_open(&c, path) != SD_OK) return NULL;
+    const int d = cfg_int(&c, "hidden_size", 0), heads = cfg_int(&c, "num_attention_heads", 0);
+    const int layers = cfg_int(&c, "num_hidden_layers", 0),
+              inter = cfg_int(&c, "intermediate_size", 0);
+    const float eps = (float)cfg_num(&c, "layer_norm_eps", 1e-5);
+    const int quick = !strcmp(cfg_str(&c, "hidden_act", "quick_gelu"), "quick_gelu");
+    cfg_close(&c);
+    sd_weights w;
+    if (weights_open(&w, dir, "model") != SD_OK) return NULL;
+    const char *pre =
+        weights_find(&w, "text_model.embeddings.token_embedding.weight") ? "text_model." : "";
+    float *x = calloc((size_t)len * d, sizeof *x), *h = malloc((size_t)len * d * sizeof *h);
+    float *q = malloc((size_t)len * d * sizeof *q), *k = malloc((size_t)len * d * sizeof *k);
+    float *v = malloc((size_t)len * d * sizeof *v), *f = malloc((size_t)len * inter * sizeof *f);
+    float *tok = clip_read(&w, pre, -1, "embeddings.token_embedding.weight", 49408, d);
+    float *pos = clip_read(&w, pre, -1, "embeddings.position_embedding.weight", 77, d);
+    for (int i = 0; tok && pos && i < len; i++)
+        for (int j = 0; j < d; j++) x[i * d + j] = tok[(size_t)ids[i] * d + j] + pos[i * d + j];
+    free(tok), free(pos);
+    /* one layer's tensors: name, rows and columns (0: a vector), in units of d or inter */
+    enum { LN1W, LN1B, LN2W, LN2B, WQ, BQ, WK, BK, WV, BV, WO, BO, W1, B1, W2, B2, NT };
+    static const struct {
+        const char *name;
+        char rows, cols; /* 'd' = hidden size, 'i' = intermediate size, 0 = none */
+    } spec[NT] = {
+        {"layer_norm1.weight", 'd', 0},
+        {"layer_norm1.bias", 'd', 0},
+        {"layer_norm2.weight", 'd', 0},
+        {"layer_norm2.bias", 'd', 0},
+        {"self_attn.q_proj.weight", 'd', 'd'},
+        {"self_attn.q_proj.bias", 'd', 0},
+        {"self_attn.k_proj.weight", 'd', 'd'},
+        {"self_attn.k_proj.bias", 'd', 0},
+        {"self_attn.v_proj.weight", 'd', 'd'},
+        {"self_attn.v_proj.bias", 'd', 0},
+        {"self_attn.out_proj.weight", 'd', 'd'},
+        {"self_attn.out_proj.bias", 'd', 0},
+        {"mlp.fc1.weight", 'i', 'd'},
+        {"mlp.fc1.bias", 'i', 0},
+        {"mlp.fc2.weight", 'd', 'i'},
+        {"mlp.fc2.bias", 'd', 0},
+    };
+    const int hd = d / heads;
+    for (int l = 0; l < layers; l++) {
+        float *t[NT];
+        int ok = 1;
+        for (int i = 0; i < NT; i++) {
+            int64_t r = spec[i].rows == 'd' ? d : inter, c = !spec[i].cols         ? 0
+                                                             : spec[i].cols == 'd' ? d
+                                                                                   : inter;
+            ok &= (t[i] = clip_read(&w, pre, l, spec[i].name, r, c)) != NULL;
+        }
+        if (ok) {
+            layer_norm_ref(x, h, len, d, eps, t[LN1W], t[LN1B]);
+            gemm_nt_ref(len, d, d, h, d, t[WQ], d, q, d, t[BQ], 0);
+            gemm_nt_ref(len, d, d, h, d, t[WK], d, k, d, t[BK], 0);
+            gemm_nt_ref(len, d, d, h, d, t[WV], d, v, d, t[BV], 0);
+            attn_shape as = {1, heads, len, len, hd, d, d, d, d, (float)(1.0 / sqrt((double)hd)),
+                             1};
+            attention_ref(&as, q, k, v, h);
+            gemm_nt_ref(len, d, d, h, d, t[WO], d, x, d, t[BO], 1); /* x += out_proj(attention) */
+            layer_norm_ref(x, h, len, d, eps, t[LN2W], t[LN2B]);
+            gemm_nt_ref(len, inter, d, h, d, t[W1], d, f, inter, t[B1], 0);
+            if (quick)
+                act_quick_gelu(f, (size_t)len * inter);
+            else
+                act_gelu(f, (size_t)len * inter);
+            gemm_nt_ref(len, d, inter, f, inter, t[W2], inter, x, d, t[B2], 1); /* x += mlp */
+        }
+        for (int i = 0; i < NT; i++) free(t[i]);
+    }
+    float *fw = clip_read(&w, pre, -1, "final_layer_norm.weight", d, 0),
+          *fb = clip_read(&w, pre, -1, "final_layer_norm.bias", d, 0);
+    if (fw && fb) layer_norm_ref(x, x, len, d, eps, fw, fb);
+    free(fw), free(fb), free(h), free(q), free(k), free(v), free(f);
+    weights_close(&w);
+    *dim_out = d;
+    return x;
+}
+
+/* The reference encoder reproduces sd15-tiny's recorded prompt embeddings. */
+static void test_clip_reference(void) {
+    const char *rel = "sd15-tiny/expected/euler.safetensors";
+    static const char *const kinds[2][2] = {{"tokenizer_prompt_ids", "prompt_embeds"},
+                                            {"tokenizer_negative_ids", "negative_prompt_embeds"}};
+    for (int i = 0; i < 2; i++) {
+        int32_t *ids = fixture_ids(rel, kinds[i][0], NULL, NULL);
+        float *want = fixture_tensor(rel, kinds[i][1], NULL, NULL);
+        int d = 0;
+        float *got =
+            ids ? clip_encode(fixture("sd15-tiny/pipeline/text_encoder"), ids, 77, &d) : NULL;
+        if (got && want)
+            check_rel(i ? "CLIP reference: sd15-tiny euler negative_prompt_embeds"
+                        : "CLIP reference: sd15-tiny euler prompt_embeds",
+                      got, want, (size_t)77 * d, TOL);
+        free(ids), free(want), free(got);
+    }
+}
+
+/* Every sd2v-tiny run, conditioned on the reference encoder's embeddings of its recorded ids. */
+static void test_sd2v(void) {
+    unet *m = NULL;
+    CHECK_OK(unet_load(&m, fixture("sd2v-tiny/pipeline/unet")));
+    if (!m) return;
+    const unet_config *c = unet_get_config(m);
+    CHECK(c->use_linear_projection && c->upcast_attention && c->heads[0] == 2 && c->heads[2] == 4,
+          "sd2v-tiny config: linear projection, upcast attention, per-block heads [2 2 4 4]");
+    static const char *const runs[] = {"ddim_v", "ddim_v_trailing_zsnr", "dpmpp2m_v", "euler_a_v",
+                                       "euler_v_zsnr"};
+    int calls = 0;
+    for (size_t r = 0; r < sizeof runs / sizeof *runs; r++) {
+        char rel[256];
+        fmt(rel, sizeof rel, "sd2v-tiny/expected/%s.safetensors", runs[r]);
+        int32_t *pid = fixture_ids(rel, "tokenizer_prompt_ids", NULL, NULL);
+        int32_t *nid = fixture_ids(rel, "tokenizer_negative_ids", NULL, NULL);
+        int d = 0;
+        float *pos =
+            pid ? clip_encode(fixture("sd2v-tiny/pipeline/text_encoder"), pid, 77, &d) : NULL;
+        float *neg =
+            nid ? clip_encode(fixture("sd2v-tiny/pipeline/text_encoder"), nid, 77, &d) : NULL;
+        CHECK(d == c->cross_attention_dim, "sd2v text width %d vs cross_attention_dim %d", d,
+              c->cross_attention_dim);
+        if (pos && neg) test_run(m, "sd2v-tiny", runs[r], pos, neg, &calls);
+        free(pid), free(nid), free(pos), free(neg);
+    }
+    printf("sd2v-tiny: %zu runs, %d denoiser calls checked\n", sizeof runs / sizeof *runs, calls);
+    unet_free(m);
 }
 
 /* ---- load errors: variants of sd15-tiny's unet written to a temporary folder ---- */
@@ -236,15 +401,17 @@ static const char *variant_dir(const char *name) {
 }
 
 /* Loading must fail with `want` and a message containing every needle. */
-static void expect_load_error(const char *what, const char *dir, sd_status want, const char *needle1,
-                              const char *needle2) {
+static void expect_load_error(const char *what, const char *dir, sd_status want,
+                              const char *needle1, const char *needle2) {
     unet *m = NULL;
     sd_status st = unet_load(&m, dir);
     const char *msg = sd_last_error();
-    CHECK(st == want, "%s: got %s (%s), expected %s", what, sd_status_name(st), msg, sd_status_name(want));
+    CHECK(st == want, "%s: got %s (%s), expected %s", what, sd_status_name(st), msg,
+          sd_status_name(want));
     CHECK(m == NULL, "%s: a model came back with the error", what);
     CHECK(strstr(msg, needle1) != NULL, "%s: message '%s' lacks '%s'", what, msg, needle1);
-    if (needle2) CHECK(strstr(msg, needle2) != NULL, "%s: message '%s' lacks '%s'", what, msg, needle2);
+    if (needle2)
+        CHECK(strstr(msg, needle2) != NULL, "%s: message '%s' lacks '%s'", what, msg, needle2);
     printf("ok   %s: %s\n", what, msg);
     unet_free(m);
 }
@@ -265,18 +432,23 @@ static void test_load_errors(void) {
     dir = variant_dir("crossdim");
     write_config(dir, "cross_attention_dim", "24");
     write_weights(dir, NULL, NULL, 0);
-    expect_load_error("config/weights mismatch", dir, SD_ERR_TENSOR, "attn2.to_k.weight", "[16, 16]");
+    expect_load_error("config/weights mismatch", dir, SD_ERR_TENSOR, "attn2.to_k.weight",
+                      "[16, 16]");
 
     /* refused config values: the config is read before any weight */
     static const struct {
         const char *key, *value, *needle;
         sd_status want;
     } bad[] = {
-        {"down_block_types", "[\"CrossAttnDownBlock2D\", \"SimpleCrossAttnDownBlock2D\", \"CrossAttnDownBlock2D\", "
-                             "\"DownBlock2D\"]", "SimpleCrossAttnDownBlock2D", SD_ERR_UNSUPPORTED},
-        {"up_block_types", "[\"UpBlock2D\", \"AttnUpBlock2D\", \"CrossAttnUpBlock2D\", \"CrossAttnUpBlock2D\"]",
+        {"down_block_types",
+         "[\"CrossAttnDownBlock2D\", \"SimpleCrossAttnDownBlock2D\", \"CrossAttnDownBlock2D\", "
+         "\"DownBlock2D\"]",
+         "SimpleCrossAttnDownBlock2D", SD_ERR_UNSUPPORTED},
+        {"up_block_types",
+         "[\"UpBlock2D\", \"AttnUpBlock2D\", \"CrossAttnUpBlock2D\", \"CrossAttnUpBlock2D\"]",
          "AttnUpBlock2D", SD_ERR_UNSUPPORTED},
-        {"mid_block_type", "\"UNetMidBlock2DSimpleCrossAttn\"", "UNetMidBlock2DSimpleCrossAttn", SD_ERR_UNSUPPORTED},
+        {"mid_block_type", "\"UNetMidBlock2DSimpleCrossAttn\"", "UNetMidBlock2DSimpleCrossAttn",
+         SD_ERR_UNSUPPORTED},
         {"mid_block_type", "null", "null", SD_ERR_UNSUPPORTED},
         {"class_embed_type", "\"timestep\"", "timestep", SD_ERR_UNSUPPORTED},
         {"num_class_embeds", "10", "10", SD_ERR_UNSUPPORTED},
@@ -290,7 +462,8 @@ static void test_load_errors(void) {
         {"time_embedding_type", "\"fourier\"", "fourier", SD_ERR_UNSUPPORTED},
         {"act_fn", "\"gelu\"", "gelu", SD_ERR_UNSUPPORTED},
         {"cross_attention_dim", "[16, 16, 16, 16]", "per-block", SD_ERR_UNSUPPORTED},
-        {"transformer_layers_per_block", "[[1, 1], [1, 1], [1, 1], [1, 1]]", "list of lists", SD_ERR_UNSUPPORTED},
+        {"transformer_layers_per_block", "[[1, 1], [1, 1], [1, 1], [1, 1]]", "list of lists",
+         SD_ERR_UNSUPPORTED},
         {"norm_num_groups", "7", "= 7 groups", SD_ERR_CONFIG},
         {"norm_num_groups", "null", "null", SD_ERR_UNSUPPORTED},
         {"attention_head_dim", "[4, 4]", "2 entries", SD_ERR_CONFIG},
@@ -325,15 +498,17 @@ static void test_load_errors(void) {
     unet *m = NULL;
     CHECK_OK(unet_load(&m, dir));
     if (m) {
-        CHECK(unet_get_config(m)->heads[0] == 4 && unet_get_config(m)->heads[3] == 4, "num_attention_heads read");
+        CHECK(unet_get_config(m)->heads[0] == 4 && unet_get_config(m)->heads[3] == 4,
+              "num_attention_heads read");
         const char *file = "sd15-tiny/expected/unet_direct.safetensors";
         int64_t xs[8], cs[8];
         float *sample = fixture_tensor(file, "sample", xs, NULL);
         float *ehs = fixture_tensor(file, "encoder_hidden_states", cs, NULL);
         float *want = fixture_tensor(file, "out_t999.0", NULL, NULL);
         if (sample && ehs && want)
-            check_call(m, "num_attention_heads = 4, attention_head_dim = 5: unet_direct t=999", sample, (int)xs[0],
-                       (int)xs[1], (int)xs[2], (int)xs[3], 999.0f, ehs, (int)cs[1], NULL, want);
+            check_call(m, "num_attention_heads = 4, attention_head_dim = 5: unet_direct t=999",
+                       sample, (int)xs[0], (int)xs[1], (int)xs[2], (int)xs[3], 999.0f, ehs,
+                       (int)cs[1], NULL, want);
         free(sample), free(ehs), free(want);
         unet_free(m);
     }
@@ -342,10 +517,12 @@ static void test_load_errors(void) {
 
 static void test_forward_errors(unet *m) {
     float x[4 * 12 * 16] = {0}, ctx[77 * 16] = {0}, y[4 * 12 * 16];
-    CHECK(unet_forward(m, x, 1, 12, 16, 1.0f, ctx, 77, NULL, y) == SD_ERR_ARG && strstr(sd_last_error(), "12x16"),
+    CHECK(unet_forward(m, x, 1, 12, 16, 1.0f, ctx, 77, NULL, y) == SD_ERR_ARG &&
+              strstr(sd_last_error(), "12x16"),
           "latent size not a multiple of 8 refused: %s", sd_last_error());
     CHECK(unet_forward(m, x, 0, 8, 8, 1.0f, ctx, 77, NULL, y) == SD_ERR_ARG, "batch 0 refused");
-    CHECK(unet_forward(m, x, 1, 8, 8, 1.0f, NULL, 77, NULL, y) == SD_ERR_ARG, "NULL context refused");
+    CHECK(unet_forward(m, x, 1, 8, 8, 1.0f, NULL, 77, NULL, y) == SD_ERR_ARG,
+          "NULL context refused");
 }
 
 /* After one call at a size, later calls at that size must not grow the arena; prints the time of
@@ -369,8 +546,8 @@ static void test_scratch_and_time(unet *m) {
     double per = (now_s() - t0) / reps;
     unet_scratch_stats(m, &bytes, &grew);
     CHECK(grew == 0, "repeated forwards grew the arena %zu times", grew);
-    printf("sd15-tiny forward, batch %d, %dx%d latents: %.2f ms; scratch %.1f KiB\n", n, h, w, per * 1e3,
-           bytes / 1024.0);
+    printf("sd15-tiny forward, batch %d, %dx%d latents: %.2f ms; scratch %.1f KiB\n", n, h, w,
+           per * 1e3, bytes / 1024.0);
     free(x), free(ctx), free(y);
 }
 
@@ -384,6 +561,8 @@ int main(void) {
         test_forward_errors(m);
         unet_free(m);
     }
+    test_clip_reference();
+    test_sd2v();
     fmt(tmpdir, sizeof tmpdir, "/tmp/sd-test-unet-%d", (int)getpid());
     mkdir(tmpdir, 0755);
     test_load_errors();

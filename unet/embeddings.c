@@ -6,7 +6,9 @@
 #include "../kernels/act.h"
 #include "unet_internal.h"
 
-sd_status unet_nomem(void) { return sd_set_error(SD_ERR_NOMEM, "unet: out of scratch memory"); }
+sd_status unet_nomem(void) {
+    return sd_set_error(SD_ERR_NOMEM, "unet: out of scratch memory");
+}
 
 void unet_timestep_embedding(float t, int dim, bool flip_sin_to_cos, int freq_shift, float *out) {
     const int half = dim / 2;
@@ -27,7 +29,8 @@ void unet_timestep_embedding(float t, int dim, bool flip_sin_to_cos, int freq_sh
     }
 }
 
-sd_status unet_time_mlp_load(unet_time_mlp *e, const sd_weights *w, int in, int out, const char *prefix) {
+sd_status unet_time_mlp_load(unet_time_mlp *e, const sd_weights *w, int in, int out,
+                             const char *prefix) {
     memset(e, 0, sizeof *e);
     sd_status st = nn_linear_load(&e->linear_1, w, in, out, true, "%s.linear_1", prefix);
     if (st == SD_OK) st = nn_linear_load(&e->linear_2, w, out, out, true, "%s.linear_2", prefix);
@@ -35,7 +38,8 @@ sd_status unet_time_mlp_load(unet_time_mlp *e, const sd_weights *w, int in, int 
     return st;
 }
 
-sd_status unet_time_mlp_forward(const unet_time_mlp *e, const float *x, float *y, int rows, sd_arena *a) {
+sd_status unet_time_mlp_forward(const unet_time_mlp *e, const float *x, float *y, int rows,
+                                sd_arena *a) {
     sd_arena_mark mark = sd_arena_get_mark(a);
     float *hidden = sd_arena_floats(a, (size_t)rows * e->linear_1.out);
     if (!hidden) return unet_nomem();

@@ -6,8 +6,8 @@
 
 #include "unet_internal.h"
 
-sd_status unet_resnet_load(unet_resnet *r, const sd_weights *w, const unet_config *c, int cin, int cout,
-                           float output_scale_factor, const char *prefix) {
+sd_status unet_resnet_load(unet_resnet *r, const sd_weights *w, const unet_config *c, int cin,
+                           int cout, float output_scale_factor, const char *prefix) {
     memset(r, 0, sizeof *r);
     r->cin = cin;
     r->cout = cout;
@@ -18,7 +18,8 @@ sd_status unet_resnet_load(unet_resnet *r, const sd_weights *w, const unet_confi
     sd_status st = nn_group_norm_load(&r->norm1, w, cin, g, eps, "%s.norm1", prefix);
     if (st == SD_OK) st = nn_conv2d_load(&r->conv1, w, cin, cout, 3, 1, 1, "%s.conv1", prefix);
     if (st == SD_OK)
-        st = nn_linear_load(&r->time_emb_proj, w, c->time_embed_dim, cout, true, "%s.time_emb_proj", prefix);
+        st = nn_linear_load(&r->time_emb_proj, w, c->time_embed_dim, cout, true, "%s.time_emb_proj",
+                            prefix);
     if (st == SD_OK) st = nn_group_norm_load(&r->norm2, w, cout, g, eps, "%s.norm2", prefix);
     if (st == SD_OK) st = nn_conv2d_load(&r->conv2, w, cout, cout, 3, 1, 1, "%s.conv2", prefix);
     if (st == SD_OK && r->has_shortcut)

@@ -21,7 +21,8 @@ static sd_status stack_linears(nn_linear *dst, nn_linear *parts, int n_parts) {
     for (int i = 0; i < n_parts; i++) out += parts[i].out;
     memset(dst, 0, sizeof *dst);
     dst->w = malloc((size_t)out * in * sizeof *dst->w);
-    if (!dst->w) return sd_set_error(SD_ERR_NOMEM, "unet: out of memory stacking attention weights");
+    if (!dst->w)
+        return sd_set_error(SD_ERR_NOMEM, "unet: out of memory stacking attention weights");
     dst->in = in;
     dst->out = out;
     float *p = dst->w;
@@ -33,8 +34,8 @@ static sd_status stack_linears(nn_linear *dst, nn_linear *parts, int n_parts) {
     return SD_OK;
 }
 
-static sd_status load_stacked(nn_linear *dst, const sd_weights *w, int in, int dim, const char *prefix,
-                              const char *const *names, int n_names) {
+static sd_status load_stacked(nn_linear *dst, const sd_weights *w, int in, int dim,
+                              const char *prefix, const char *const *names, int n_names) {
     nn_linear parts[3];
     memset(parts, 0, sizeof parts);
     sd_status st = SD_OK;
@@ -58,7 +59,8 @@ static void tblock_free(unet_tblock *b) {
     nn_linear_free(&b->ff_out);
 }
 
-static sd_status tblock_load(unet_tblock *b, const sd_weights *w, const unet_transformer *t, const char *prefix) {
+static sd_status tblock_load(unet_tblock *b, const sd_weights *w, const unet_transformer *t,
+                             const char *prefix) {
     static const char *const qkv[3] = {"attn1.to_q", "attn1.to_k", "attn1.to_v"};
     static const char *const kv[2] = {"attn2.to_k", "attn2.to_v"};
     const int dim = t->dim;
@@ -72,14 +74,16 @@ static sd_status tblock_load(unet_tblock *b, const sd_weights *w, const unet_tra
     if (st == SD_OK) st = load_stacked(&b->kv2, w, t->cross_dim, dim, prefix, kv, 2);
     if (st == SD_OK) st = nn_linear_load(&b->out2, w, dim, dim, true, "%s.attn2.to_out.0", prefix);
     if (st == SD_OK) st = nn_layer_norm_load(&b->norm3, w, dim, true, 1e-5f, "%s.norm3", prefix);
-    if (st == SD_OK) st = nn_linear_load(&b->ff_in, w, dim, 2 * t->ff_dim, true, "%s.ff.net.0.proj", prefix);
-    if (st == SD_OK) st = nn_linear_load(&b->ff_out, w, t->ff_dim, dim, true, "%s.ff.net.2", prefix);
+    if (st == SD_OK)
+        st = nn_linear_load(&b->ff_in, w, dim, 2 * t->ff_dim, true, "%s.ff.net.0.proj", prefix);
+    if (st == SD_OK)
+        st = nn_linear_load(&b->ff_out, w, t->ff_dim, dim, true, "%s.ff.net.2", prefix);
     if (st != SD_OK) tblock_free(b);
     return st;
 }
 
-sd_status unet_transformer_load(unet_transformer *t, const sd_weights *w, const unet_config *c, int dim,
-                                int heads, int n_layers, const char *prefix) {
+sd_status unet_transformer_load(unet_transformer *t, const sd_weights *w, const unet_config *c,
+                                int dim, int heads, int n_layers, const char *prefix) {
     memset(t, 0, sizeof *t);
     t->dim = dim;
     t->heads = heads;
@@ -87,7 +91,8 @@ sd_status unet_transformer_load(unet_transformer *t, const sd_weights *w, const 
     t->cross_dim = c->cross_attention_dim;
     t->ff_dim = 4 * dim; /* FeedForward's mult = 4 */
     /* Transformer2DModel's GroupNorm has eps 1e-6 whatever the config says. */
-    sd_status st = nn_group_norm_load(&t->norm, w, dim, c->norm_num_groups, 1e-6f, "%s.norm", prefix);
+    sd_status st =
+        nn_group_norm_load(&t->norm, w, dim, c->norm_num_groups, 1e-6f, "%s.norm", prefix);
     if (st == SD_OK) st = nn_conv2d_load(&t->proj_in, w, dim, dim, 1, 1, 0, "%s.proj_in", prefix);
     if (st == SD_OK) st = nn_conv2d_load(&t->proj_out, w, dim, dim, 1, 1, 0, "%s.proj_out", prefix);
     if (st == SD_OK && !(t->layers = calloc((size_t)n_layers, sizeof *t->layers)))
@@ -107,8 +112,8 @@ static void add_into(float *x, const float *y, size_t n) {
 }
 
 /* One BasicTransformerBlock on x [n][hw][dim], in place. */
-static sd_status tblock_forward(const unet_transformer *t, const unet_tblock *b, float *x, int n, int hw,
-                                const float *context, int ctx_len, sd_arena *a) {
+static sd_status tblock_forward(const unet_transformer *t, const unet_tblock *b, float *x, int n,
+                                int hw, const float *context, int ctx_len, sd_arena *a) {
     const int dim = t->dim;
     const long m = (long)n * hw;
     const size_t md = (size_t)m * dim;
@@ -134,7 +139,8 @@ static sd_status tblock_forward(const unet_transformer *t, const unet_tblock *b,
     nn_layer_norm_forward(&b->norm2, x, nrm, (int)m);
     nn_linear_forward(&b->q2, nrm, qkv, (int)m);
     nn_linear_forward(&b->kv2, context, kv, n * ctx_len);
-    attn_shape cross = {n, t->heads, hw, ctx_len, t->head_dim, dim, 2 * dim, 2 * dim, dim, scale, 0};
+    attn_shape cross = {n,       t->heads, hw,    ctx_len, t->head_dim, dim, 2 * dim,
+                        2 * dim, dim,      scale, 0};
     attention(&cross, qkv, kv, kv + dim, att, a);
     nn_linear_forward(&b->out2, att, nrm, (int)m);
     add_into(x, nrm, md);

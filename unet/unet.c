@@ -20,7 +20,8 @@ static void block_free(unet_block *b) {
 static sd_status block_alloc(unet_block *b, int n_layers, bool attn) {
     b->resnets = calloc((size_t)n_layers, sizeof *b->resnets);
     b->attns = attn ? calloc((size_t)n_layers, sizeof *b->attns) : NULL;
-    if (!b->resnets || (attn && !b->attns)) return sd_set_error(SD_ERR_NOMEM, "unet: out of memory");
+    if (!b->resnets || (attn && !b->attns))
+        return sd_set_error(SD_ERR_NOMEM, "unet: out of memory");
     b->n_layers = n_layers;
     return SD_OK;
 }
@@ -39,13 +40,15 @@ static sd_status load_down(unet *m, const sd_weights *w, int i) {
         SD_TRY(unet_resnet_load(&b->resnets[j], w, c, j == 0 ? cin : cout, cout, 1.0f, name));
         if (!b->attns) continue;
         snprintf(name, sizeof name, "down_blocks.%d.attentions.%d", i, j);
-        SD_TRY(unet_transformer_load(&b->attns[j], w, c, cout, c->heads[i], c->transformer_layers[i], name));
+        SD_TRY(unet_transformer_load(&b->attns[j], w, c, cout, c->heads[i],
+                                     c->transformer_layers[i], name));
     }
     if (i == c->n_blocks - 1) return SD_OK;
     /* Downsample2D: 3x3 stride 2; padding 0 means one row/column of zeros on the bottom/right. */
     b->has_sampler = true;
     int pad = c->downsample_padding;
-    SD_TRY(nn_conv2d_load(&b->sampler, w, cout, cout, 3, 2, pad, "down_blocks.%d.downsamplers.0.conv", i));
+    SD_TRY(nn_conv2d_load(&b->sampler, w, cout, cout, 3, 2, pad,
+                          "down_blocks.%d.downsamplers.0.conv", i));
     if (pad == 0) b->sampler.s.pad_b = b->sampler.s.pad_r = 1;
     return SD_OK;
 }
@@ -71,7 +74,8 @@ static sd_status load_up(unet *m, const sd_weights *w, int i) {
         SD_TRY(unet_resnet_load(&b->resnets[j], w, c, rin + skip, cout, 1.0f, name));
         if (!b->attns) continue;
         snprintf(name, sizeof name, "up_blocks.%d.attentions.%d", i, j);
-        SD_TRY(unet_transformer_load(&b->attns[j], w, c, cout, c->heads[k], c->transformer_layers[k], name));
+        SD_TRY(unet_transformer_load(&b->attns[j], w, c, cout, c->heads[k],
+                                     c->transformer_layers[k], name));
     }
     if (i == n - 1) return SD_OK;
     b->has_sampler = true; /* Upsample2D: nearest 2x, then a 3x3 conv */
@@ -81,8 +85,8 @@ static sd_status load_up(unet *m, const sd_weights *w, int i) {
 static sd_status load_all(unet *m, const sd_weights *w) {
     const unet_config *c = &m->cfg;
     const int n = c->n_blocks, c0 = c->block_out_channels[0], clast = c->block_out_channels[n - 1];
-    SD_TRY(nn_conv2d_load(&m->conv_in, w, c->in_channels, c0, c->conv_in_kernel, 1, (c->conv_in_kernel - 1) / 2,
-                          "conv_in"));
+    SD_TRY(nn_conv2d_load(&m->conv_in, w, c->in_channels, c0, c->conv_in_kernel, 1,
+                          (c->conv_in_kernel - 1) / 2, "conv_in"));
     SD_TRY(unet_time_mlp_load(&m->time_embedding, w, c0, c->time_embed_dim, "time_embedding"));
     if (c->text_time)
         SD_TRY(unet_time_mlp_load(&m->add_embedding, w, c->projection_class_embeddings_input_dim,
@@ -95,12 +99,15 @@ static sd_status load_all(unet *m, const sd_weights *w) {
     if (!(m->skips = calloc((size_t)m->max_skips, sizeof *m->skips)))
         return sd_set_error(SD_ERR_NOMEM, "unet: out of memory");
     for (int i = 0; i < n; i++) SD_TRY(load_down(m, w, i));
-    SD_TRY(unet_resnet_load(&m->mid_resnets[0], w, c, clast, clast, c->mid_block_scale_factor, "mid_block.resnets.0"));
-    SD_TRY(unet_transformer_load(&m->mid_attn, w, c, clast, c->heads[n - 1], c->transformer_layers[n - 1],
-                                 "mid_block.attentions.0"));
-    SD_TRY(unet_resnet_load(&m->mid_resnets[1], w, c, clast, clast, c->mid_block_scale_factor, "mid_block.resnets.1"));
+    SD_TRY(unet_resnet_load(&m->mid_resnets[0], w, c, clast, clast, c->mid_block_scale_factor,
+                            "mid_block.resnets.0"));
+    SD_TRY(unet_transformer_load(&m->mid_attn, w, c, clast, c->heads[n - 1],
+                                 c->transformer_layers[n - 1], "mid_block.attentions.0"));
+    SD_TRY(unet_resnet_load(&m->mid_resnets[1], w, c, clast, clast, c->mid_block_scale_factor,
+                            "mid_block.resnets.1"));
     for (int i = 0; i < n; i++) SD_TRY(load_up(m, w, i));
-    SD_TRY(nn_group_norm_load(&m->norm_out, w, c0, c->norm_num_groups, c->norm_eps, "conv_norm_out"));
+    SD_TRY(
+        nn_group_norm_load(&m->norm_out, w, c0, c->norm_num_groups, c->norm_eps, "conv_norm_out"));
     return nn_conv2d_load(&m->conv_out, w, c0, c->out_channels, c->conv_out_kernel, 1,
                           (c->conv_out_kernel - 1) / 2, "conv_out");
 }
@@ -148,4 +155,6 @@ void unet_free(unet *m) {
     free(m);
 }
 
-const unet_config *unet_get_config(const unet *m) { return &m->cfg; }
+const unet_config *unet_get_config(const unet *m) {
+    return &m->cfg;
+}

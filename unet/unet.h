@@ -29,9 +29,9 @@ typedef struct {
     bool flip_sin_to_cos;
     int freq_shift;
     bool center_input_sample;
-    int time_embed_dim;          /* time_embedding_dim, or 4 * block_out_channels[0] */
+    int time_embed_dim;           /* time_embedding_dim, or 4 * block_out_channels[0] */
     float mid_block_scale_factor; /* the mid block's resnets divide their sum by it */
-    int downsample_padding;      /* 1: symmetric; 0: diffusers pads right/bottom by one */
+    int downsample_padding;       /* 1: symmetric; 0: diffusers pads right/bottom by one */
     int conv_in_kernel, conv_out_kernel;
     /* SDXL: addition_embed_type "text_time" */
     bool text_time;

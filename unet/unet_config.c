@@ -63,14 +63,18 @@ static sd_status read_block_types(sd_cfg *c, const char *key, int n, const char 
         return SD_OK;
     }
     if (got != n)
-        return sd_set_error(SD_ERR_CONFIG, "%s: key '%s' has %d entries, expected %d (block_out_channels)",
+        return sd_set_error(SD_ERR_CONFIG,
+                            "%s: key '%s' has %d entries, expected %d (block_out_channels)",
                             c->path, key, got, n);
     for (int i = 0; i < n; i++) {
         const char *name = names[i];
         if (!strncmp(name, "UNetRes", 7)) name += 7;
-        if (!strcmp(name, with_attn)) has_attn[i] = true;
-        else if (!strcmp(name, without)) has_attn[i] = false;
-        else return unsupported(c->path, key, names[i]);
+        if (!strcmp(name, with_attn))
+            has_attn[i] = true;
+        else if (!strcmp(name, without))
+            has_attn[i] = false;
+        else
+            return unsupported(c->path, key, names[i]);
     }
     return SD_OK;
 }
@@ -89,9 +93,10 @@ static sd_status read_transformer_layers(sd_cfg *c, int *out, int n) {
 
 static sd_status check_unsupported(sd_cfg *c) {
     static const char *must_be_null[] = {
-        "class_embed_type", "num_class_embeds", "time_cond_proj_dim", "encoder_hid_dim",
-        "encoder_hid_dim_type", "time_embedding_act_fn", "timestep_post_act",
-        "reverse_transformer_layers_per_block",
+        "class_embed_type",     "num_class_embeds",
+        "time_cond_proj_dim",   "encoder_hid_dim",
+        "encoder_hid_dim_type", "time_embedding_act_fn",
+        "timestep_post_act",    "reverse_transformer_layers_per_block",
     };
     for (size_t i = 0; i < sizeof must_be_null / sizeof *must_be_null; i++)
         SD_TRY(require_null(c, must_be_null[i]));
@@ -100,10 +105,13 @@ static sd_status check_unsupported(sd_cfg *c) {
     SD_TRY(require_str(c, "act_fn", "silu", "silu", "swish"));
     SD_TRY(require_str(c, "resnet_time_scale_shift", "default", "default", NULL));
     SD_TRY(require_str(c, "time_embedding_type", "positional", "positional", NULL));
-    SD_TRY(require_str(c, "mid_block_type", "UNetMidBlock2DCrossAttn", "UNetMidBlock2DCrossAttn", NULL));
-    if (raw(c, "mid_block_type") == NULL && cJSON_GetObjectItemCaseSensitive(c->root, "mid_block_type"))
+    SD_TRY(require_str(c, "mid_block_type", "UNetMidBlock2DCrossAttn", "UNetMidBlock2DCrossAttn",
+                       NULL));
+    if (raw(c, "mid_block_type") == NULL &&
+        cJSON_GetObjectItemCaseSensitive(c->root, "mid_block_type"))
         return unsupported(c->path, "mid_block_type", "null");
-    if (cfg_bool(c, "dual_cross_attention", false)) return unsupported(c->path, "dual_cross_attention", "true");
+    if (cfg_bool(c, "dual_cross_attention", false))
+        return unsupported(c->path, "dual_cross_attention", "true");
     SD_TRY(require_false_or_list(c, "only_cross_attention"));
     if (cJSON_IsArray(raw(c, "cross_attention_dim")))
         return unsupported(c->path, "cross_attention_dim", "a per-block list");
@@ -112,8 +120,9 @@ static sd_status check_unsupported(sd_cfg *c) {
     const char *add = cfg_str(c, "addition_embed_type", NULL);
     if (add && strcmp(add, "text_time")) return unsupported(c->path, "addition_embed_type", add);
     /* resnet_skip_time_act, resnet_out_scale_factor, cross_attention_norm,
-     * mid_block_only_cross_attention and addition_embed_type_num_heads only reach the Simple/KDiffusion
-     * block types and "text" embeddings, all refused above; dropout is inactive at inference. */
+     * mid_block_only_cross_attention and addition_embed_type_num_heads only reach the
+     * Simple/KDiffusion block types and "text" embeddings, all refused above; dropout is inactive
+     * at inference. */
     return cfg_status(c);
 }
 
@@ -126,8 +135,9 @@ static sd_status read_sizes(sd_cfg *c, unet_config *u) {
     }
     SD_TRY(cfg_status(c));
     if (n < 1 || n > UNET_MAX_BLOCKS)
-        return sd_set_error(SD_ERR_CONFIG, "%s: block_out_channels has %d entries (1 to %d supported)",
-                            c->path, n, UNET_MAX_BLOCKS);
+        return sd_set_error(SD_ERR_CONFIG,
+                            "%s: block_out_channels has %d entries (1 to %d supported)", c->path, n,
+                            UNET_MAX_BLOCKS);
     u->n_blocks = n;
     u->in_channels = cfg_int(c, "in_channels", 4);
     u->out_channels = cfg_int(c, "out_channels", 4);
@@ -139,7 +149,8 @@ static sd_status read_sizes(sd_cfg *c, unet_config *u) {
     /* The naming quirk (diffusers issue 2011): attention_head_dim holds the head COUNT unless
      * num_attention_heads is given. */
     cfg_int_or_list(c, "attention_head_dim", u->heads, n, 8);
-    if (cfg_has(c, "num_attention_heads")) cfg_int_or_list(c, "num_attention_heads", u->heads, n, 8);
+    if (cfg_has(c, "num_attention_heads"))
+        cfg_int_or_list(c, "num_attention_heads", u->heads, n, 8);
     SD_TRY(read_transformer_layers(c, u->transformer_layers, n));
     u->use_linear_projection = cfg_bool(c, "use_linear_projection", false);
     u->upcast_attention = cfg_bool(c, "upcast_attention", false);
@@ -154,15 +165,21 @@ static sd_status read_sizes(sd_cfg *c, unet_config *u) {
     const char *add = cfg_str(c, "addition_embed_type", NULL);
     u->text_time = add != NULL;
     if (u->text_time) {
-        if (!cfg_has(c, "addition_time_embed_dim") || !cfg_has(c, "projection_class_embeddings_input_dim"))
-            return sd_set_error(SD_ERR_CONFIG,
-                                "%s: addition_embed_type 'text_time' needs addition_time_embed_dim and "
-                                "projection_class_embeddings_input_dim", c->path);
+        if (!cfg_has(c, "addition_time_embed_dim") ||
+            !cfg_has(c, "projection_class_embeddings_input_dim"))
+            return sd_set_error(
+                SD_ERR_CONFIG,
+                "%s: addition_embed_type 'text_time' needs addition_time_embed_dim and "
+                "projection_class_embeddings_input_dim",
+                c->path);
         u->addition_time_embed_dim = cfg_int(c, "addition_time_embed_dim", 0);
-        u->projection_class_embeddings_input_dim = cfg_int(c, "projection_class_embeddings_input_dim", 0);
+        u->projection_class_embeddings_input_dim =
+            cfg_int(c, "projection_class_embeddings_input_dim", 0);
     }
-    SD_TRY(read_block_types(c, "down_block_types", n, "CrossAttnDownBlock2D", "DownBlock2D", u->down_has_attn));
-    SD_TRY(read_block_types(c, "up_block_types", n, "CrossAttnUpBlock2D", "UpBlock2D", u->up_has_attn));
+    SD_TRY(read_block_types(c, "down_block_types", n, "CrossAttnDownBlock2D", "DownBlock2D",
+                            u->down_has_attn));
+    SD_TRY(read_block_types(c, "up_block_types", n, "CrossAttnUpBlock2D", "UpBlock2D",
+                            u->up_has_attn));
     return cfg_status(c);
 }
 
@@ -173,39 +190,51 @@ static sd_status bad_value(const char *path, const char *key, int v) {
 static sd_status validate(const unet_config *u, const char *path) {
     if (u->in_channels < 1) return bad_value(path, "in_channels", u->in_channels);
     if (u->out_channels < 1) return bad_value(path, "out_channels", u->out_channels);
-    if (u->cross_attention_dim < 1) return bad_value(path, "cross_attention_dim", u->cross_attention_dim);
+    if (u->cross_attention_dim < 1)
+        return bad_value(path, "cross_attention_dim", u->cross_attention_dim);
     if (u->norm_num_groups < 1) return bad_value(path, "norm_num_groups", u->norm_num_groups);
-    if (!(u->norm_eps > 0)) return sd_set_error(SD_ERR_CONFIG, "%s: norm_eps must be positive", path);
+    if (!(u->norm_eps > 0))
+        return sd_set_error(SD_ERR_CONFIG, "%s: norm_eps must be positive", path);
     if (!(u->mid_block_scale_factor != 0))
         return sd_set_error(SD_ERR_CONFIG, "%s: mid_block_scale_factor must not be 0", path);
     if (u->time_embed_dim < 1) return bad_value(path, "time_embedding_dim", u->time_embed_dim);
     if (u->downsample_padding != 0 && u->downsample_padding != 1)
-        return sd_set_error(SD_ERR_UNSUPPORTED, "%s: downsample_padding = %d is not supported (0 or 1)",
-                            path, u->downsample_padding);
-    if (u->conv_in_kernel < 1 || u->conv_in_kernel % 2 == 0) return bad_value(path, "conv_in_kernel", u->conv_in_kernel);
-    if (u->conv_out_kernel < 1 || u->conv_out_kernel % 2 == 0) return bad_value(path, "conv_out_kernel", u->conv_out_kernel);
+        return sd_set_error(SD_ERR_UNSUPPORTED,
+                            "%s: downsample_padding = %d is not supported (0 or 1)", path,
+                            u->downsample_padding);
+    if (u->conv_in_kernel < 1 || u->conv_in_kernel % 2 == 0)
+        return bad_value(path, "conv_in_kernel", u->conv_in_kernel);
+    if (u->conv_out_kernel < 1 || u->conv_out_kernel % 2 == 0)
+        return bad_value(path, "conv_out_kernel", u->conv_out_kernel);
     if (u->block_out_channels[0] % 2)
-        return sd_set_error(SD_ERR_CONFIG, "%s: block_out_channels[0] = %d must be even (sinusoidal time embedding)",
-                            path, u->block_out_channels[0]);
+        return sd_set_error(
+            SD_ERR_CONFIG,
+            "%s: block_out_channels[0] = %d must be even (sinusoidal time embedding)", path,
+            u->block_out_channels[0]);
     for (int i = 0; i < u->n_blocks; i++) {
         int ch = u->block_out_channels[i];
         if (ch < 1 || ch % u->norm_num_groups)
-            return sd_set_error(SD_ERR_CONFIG,
-                                "%s: block_out_channels[%d] = %d does not split into norm_num_groups = %d groups",
-                                path, i, ch, u->norm_num_groups);
-        if (u->layers_per_block[i] < 1) return bad_value(path, "layers_per_block", u->layers_per_block[i]);
+            return sd_set_error(
+                SD_ERR_CONFIG,
+                "%s: block_out_channels[%d] = %d does not split into norm_num_groups = %d groups",
+                path, i, ch, u->norm_num_groups);
+        if (u->layers_per_block[i] < 1)
+            return bad_value(path, "layers_per_block", u->layers_per_block[i]);
         if (u->transformer_layers[i] < 1)
             return bad_value(path, "transformer_layers_per_block", u->transformer_layers[i]);
         if (u->heads[i] < 1 || ch % u->heads[i])
-            return sd_set_error(SD_ERR_CONFIG,
-                                "%s: %d attention heads (attention_head_dim, or num_attention_heads when set) "
-                                "do not divide block_out_channels[%d] = %d", path, u->heads[i], i, ch);
+            return sd_set_error(
+                SD_ERR_CONFIG,
+                "%s: %d attention heads (attention_head_dim, or num_attention_heads when set) "
+                "do not divide block_out_channels[%d] = %d",
+                path, u->heads[i], i, ch);
     }
     if (u->text_time) {
         if (u->addition_time_embed_dim < 2 || u->addition_time_embed_dim % 2)
             return bad_value(path, "addition_time_embed_dim", u->addition_time_embed_dim);
         if (u->projection_class_embeddings_input_dim < 1)
-            return bad_value(path, "projection_class_embeddings_input_dim", u->projection_class_embeddings_input_dim);
+            return bad_value(path, "projection_class_embeddings_input_dim",
+                             u->projection_class_embeddings_input_dim);
     }
     return SD_OK;
 }

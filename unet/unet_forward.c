@@ -43,8 +43,8 @@ static sd_status time_embedding(const unet *m, int batch, float t, const unet_ad
             float *row = in + (size_t)b * pd;
             memcpy(row, added->text_embeds + (size_t)b * text_dim, (size_t)text_dim * sizeof *row);
             for (int k = 0; k < n_ids; k++)
-                unet_timestep_embedding(added->time_ids[(size_t)b * n_ids + k], ad, c->flip_sin_to_cos,
-                                        c->freq_shift, row + text_dim + k * ad);
+                unet_timestep_embedding(added->time_ids[(size_t)b * n_ids + k], ad,
+                                        c->flip_sin_to_cos, c->freq_shift, row + text_dim + k * ad);
         }
         SD_TRY(unet_time_mlp_forward(&m->add_embedding, in, aug, batch, a));
         for (size_t i = 0; i < (size_t)batch * td; i++) emb[i] = emb[i] + aug[i];
@@ -63,7 +63,8 @@ static void upsample_nearest2x(const float *x, int n, int h, int w, int ch, floa
 }
 
 /* torch.cat([hidden, skip], dim=1) in NHWC: per pixel, hidden's channels then the skip's. */
-static void concat_channels(const float *x, int cx, const float *s, int cs, size_t pixels, float *y) {
+static void concat_channels(const float *x, int cx, const float *s, int cs, size_t pixels,
+                            float *y) {
     for (size_t p = 0; p < pixels; p++) {
         memcpy(y + p * (cx + cs), x + p * cx, (size_t)cx * sizeof *y);
         memcpy(y + p * (cx + cs) + cx, s + p * cs, (size_t)cs * sizeof *y);
@@ -77,7 +78,8 @@ typedef struct {
     int ctx_len;
 } fwd_args;
 
-static sd_status down_path(unet *m, const fwd_args *f, float *cur, int *ch, int *h, int *w, int *n_skips) {
+static sd_status down_path(unet *m, const fwd_args *f, float *cur, int *ch, int *h, int *w,
+                           int *n_skips) {
     sd_arena *a = &m->arena;
     const int n = f->batch;
     for (int i = 0; i < m->cfg.n_blocks; i++) {
@@ -88,7 +90,8 @@ static sd_status down_path(unet *m, const fwd_args *f, float *cur, int *ch, int 
             if (!o) return unet_nomem();
             SD_TRY(unet_resnet_forward(&b->resnets[j], cur, n, *h, *w, f->temb_act, o, a));
             if (b->attns)
-                SD_TRY(unet_transformer_forward(&b->attns[j], o, n, *h * *w, f->context, f->ctx_len, a));
+                SD_TRY(unet_transformer_forward(&b->attns[j], o, n, *h * *w, f->context, f->ctx_len,
+                                                a));
             cur = o;
             *ch = b->cout;
             m->skips[(*n_skips)++] = (unet_skip){cur, *ch, *h, *w, mark};
@@ -107,7 +110,8 @@ static sd_status down_path(unet *m, const fwd_args *f, float *cur, int *ch, int 
 }
 
 /* The mid block on the last skip; returns its output (at the arena's top) in *out. */
-static sd_status mid_block(unet *m, const fwd_args *f, const float *cur, int ch, int h, int w, float **out) {
+static sd_status mid_block(unet *m, const fwd_args *f, const float *cur, int ch, int h, int w,
+                           float **out) {
     sd_arena *a = &m->arena;
     const int n = f->batch;
     const size_t size = (size_t)n * h * w * ch;
@@ -121,7 +125,8 @@ static sd_status mid_block(unet *m, const fwd_args *f, const float *cur, int ch,
     return SD_OK;
 }
 
-static sd_status up_path(unet *m, const fwd_args *f, float **curp, int *ch, int *h, int *w, int *n_skips) {
+static sd_status up_path(unet *m, const fwd_args *f, float **curp, int *ch, int *h, int *w,
+                         int *n_skips) {
     sd_arena *a = &m->arena;
     const int n = f->batch;
     float *cur = *curp;
@@ -141,7 +146,8 @@ static sd_status up_path(unet *m, const fwd_args *f, float **curp, int *ch, int 
             cur_mark = s.mark;
             *ch = b->cout;
             if (b->attns)
-                SD_TRY(unet_transformer_forward(&b->attns[j], cur, n, *h * *w, f->context, f->ctx_len, a));
+                SD_TRY(unet_transformer_forward(&b->attns[j], cur, n, *h * *w, f->context,
+                                                f->ctx_len, a));
         }
         if (!b->has_sampler) continue;
         const size_t big = (size_t)n * 4 * *h * *w * *ch;
@@ -156,33 +162,41 @@ static sd_status up_path(unet *m, const fwd_args *f, float **curp, int *ch, int 
     return SD_OK;
 }
 
-static sd_status check_args(const unet *m, const float *x, int batch, int h, int w, const float *context,
-                            int ctx_len, const unet_added_cond *added, const float *out) {
+static sd_status check_args(const unet *m, const float *x, int batch, int h, int w,
+                            const float *context, int ctx_len, const unet_added_cond *added,
+                            const float *out) {
     const unet_config *c = &m->cfg;
     const int factor = 1 << (c->n_blocks - 1);
-    if (!x || !context || !out) return sd_set_error(SD_ERR_ARG, "unet_forward: NULL input, context or output");
+    if (!x || !context || !out)
+        return sd_set_error(SD_ERR_ARG, "unet_forward: NULL input, context or output");
     if (batch < 1 || ctx_len < 1)
-        return sd_set_error(SD_ERR_ARG, "unet_forward: batch %d and context length %d must be positive", batch,
+        return sd_set_error(SD_ERR_ARG,
+                            "unet_forward: batch %d and context length %d must be positive", batch,
                             ctx_len);
     if (h < 1 || w < 1 || h % factor || w % factor)
-        return sd_set_error(SD_ERR_ARG, "unet_forward: latent size %dx%d is not a positive multiple of %d", h, w,
-                            factor);
+        return sd_set_error(SD_ERR_ARG,
+                            "unet_forward: latent size %dx%d is not a positive multiple of %d", h,
+                            w, factor);
     if (c->text_time) {
         if (!added || !added->text_embeds || !added->time_ids)
-            return sd_set_error(SD_ERR_ARG, "unet_forward: this UNet (addition_embed_type 'text_time') needs "
-                                            "text_embeds and time_ids");
-        int n_ids = added->n_time_ids ? added->n_time_ids : 6;
-        if (n_ids < 0 || c->projection_class_embeddings_input_dim - n_ids * c->addition_time_embed_dim < 1)
             return sd_set_error(SD_ERR_ARG,
-                                "unet_forward: %d time ids of %d values leave no room for text_embeds in "
-                                "projection_class_embeddings_input_dim = %d",
-                                n_ids, c->addition_time_embed_dim, c->projection_class_embeddings_input_dim);
+                                "unet_forward: this UNet (addition_embed_type 'text_time') needs "
+                                "text_embeds and time_ids");
+        int n_ids = added->n_time_ids ? added->n_time_ids : 6;
+        if (n_ids < 0 ||
+            c->projection_class_embeddings_input_dim - n_ids * c->addition_time_embed_dim < 1)
+            return sd_set_error(
+                SD_ERR_ARG,
+                "unet_forward: %d time ids of %d values leave no room for text_embeds in "
+                "projection_class_embeddings_input_dim = %d",
+                n_ids, c->addition_time_embed_dim, c->projection_class_embeddings_input_dim);
     }
     return SD_OK;
 }
 
-static sd_status forward(unet *m, const float *x, int batch, int h, int w, float t, const float *context,
-                         int ctx_len, const unet_added_cond *added, float *out) {
+static sd_status forward(unet *m, const float *x, int batch, int h, int w, float t,
+                         const float *context, int ctx_len, const unet_added_cond *added,
+                         float *out) {
     const unet_config *c = &m->cfg;
     sd_arena *a = &m->arena;
     const int c0 = c->block_out_channels[0];
@@ -214,8 +228,9 @@ static sd_status forward(unet *m, const float *x, int batch, int h, int w, float
     return SD_OK;
 }
 
-sd_status unet_forward(unet *m, const float *x, int batch, int h, int w, float t, const float *context,
-                       int ctx_len, const unet_added_cond *added, float *out) {
+sd_status unet_forward(unet *m, const float *x, int batch, int h, int w, float t,
+                       const float *context, int ctx_len, const unet_added_cond *added,
+                       float *out) {
     if (!m) return sd_set_error(SD_ERR_ARG, "unet_forward: NULL model");
     SD_TRY(check_args(m, x, batch, h, w, context, ctx_len, added, out));
     sd_status st = forward(m, x, batch, h, w, t, context, ctx_len, added, out);

@@ -23,9 +23,11 @@ typedef struct {
     nn_linear linear_1, linear_2;
 } unet_time_mlp;
 
-sd_status unet_time_mlp_load(unet_time_mlp *e, const sd_weights *w, int in, int out, const char *prefix);
+sd_status unet_time_mlp_load(unet_time_mlp *e, const sd_weights *w, int in, int out,
+                             const char *prefix);
 /* x [rows][in] -> y [rows][out]. */
-sd_status unet_time_mlp_forward(const unet_time_mlp *e, const float *x, float *y, int rows, sd_arena *a);
+sd_status unet_time_mlp_forward(const unet_time_mlp *e, const float *x, float *y, int rows,
+                                sd_arena *a);
 void unet_time_mlp_free(unet_time_mlp *e);
 
 /* ---- resnet.c: ResnetBlock2D ("default" time embedding norm, SiLU) ---- */
@@ -40,8 +42,8 @@ typedef struct {
     float output_scale_factor;
 } unet_resnet;
 
-sd_status unet_resnet_load(unet_resnet *r, const sd_weights *w, const unet_config *c, int cin, int cout,
-                           float output_scale_factor, const char *prefix);
+sd_status unet_resnet_load(unet_resnet *r, const sd_weights *w, const unet_config *c, int cin,
+                           int cout, float output_scale_factor, const char *prefix);
 /* x [n][hw][cin], temb_act = SiLU(temb) [n][temb_dim] -> out [n][hw][cout] (out != x). */
 sd_status unet_resnet_forward(const unet_resnet *r, const float *x, int n, int h, int w,
                               const float *temb_act, float *out, sd_arena *a);
@@ -62,13 +64,13 @@ typedef struct {
 
 typedef struct {
     int dim, heads, head_dim, cross_dim, ff_dim, n_layers;
-    nn_norm norm;              /* GroupNorm, eps 1e-6 */
+    nn_norm norm;                /* GroupNorm, eps 1e-6 */
     nn_conv2d proj_in, proj_out; /* 1x1 conv or Linear (use_linear_projection): same numbers */
     unet_tblock *layers;
 } unet_transformer;
 
-sd_status unet_transformer_load(unet_transformer *t, const sd_weights *w, const unet_config *c, int dim,
-                                int heads, int n_layers, const char *prefix);
+sd_status unet_transformer_load(unet_transformer *t, const sd_weights *w, const unet_config *c,
+                                int dim, int heads, int n_layers, const char *prefix);
 /* x [n][hw][dim] in place: x += proj_out(blocks(proj_in(norm(x)))), attending over
  * context [n][ctx_len][cross_dim]. */
 sd_status unet_transformer_forward(const unet_transformer *t, float *x, int n, int hw,
@@ -103,7 +105,7 @@ struct unet {
     unet_block down[UNET_MAX_BLOCKS], up[UNET_MAX_BLOCKS];
     unet_resnet mid_resnets[2];
     unet_transformer mid_attn;
-    int max_skips; /* skip connections held between the down and up paths */
+    int max_skips;    /* skip connections held between the down and up paths */
     unet_skip *skips; /* [max_skips] */
     sd_arena arena;
     size_t last_spills; /* arena growths during the last forward (read before its reset) */
