@@ -95,15 +95,23 @@ static float *run_context(const float *pos, const float *neg, int n_prompts, int
     return ctx;
 }
 
-/* The run's JSON: guidance scale and images per prompt. */
-static int read_run_json(const char *rel, double *guidance, int *per_prompt) {
+/* What a run's JSON says about the call. */
+typedef struct {
+    double guidance;
+    int per_prompt;    /* num_images_per_prompt */
+    int height, width; /* pixels (0 when absent) */
+} run_info;
+
+static int read_run_json(const char *rel, run_info *r) {
     sd_cfg c;
     if (cfg_open(&c, fixture(rel)) != SD_OK) {
         CHECK(0, "%s: %s", rel, sd_last_error());
         return 0;
     }
-    *guidance = cfg_num(&c, "guidance_scale", 7.5);
-    *per_prompt = cfg_int(&c, "num_images_per_prompt", 1);
+    r->guidance = cfg_num(&c, "guidance_scale", 7.5);
+    r->per_prompt = cfg_int(&c, "num_images_per_prompt", 1);
+    r->height = cfg_int(&c, "height", 0);
+    r->width = cfg_int(&c, "width", 0);
     int ok = cfg_status(&c) == SD_OK;
     CHECK(ok, "%s: %s", rel, sd_last_error());
     cfg_close(&c);
@@ -118,22 +126,42 @@ static int has_tensor(const char *rel, const char *name) {
     return has;
 }
 
+/* SDXL's added conditions for a run, in the context's batch order: pooled text embeddings
+ * ([negative; positive] with CFG) and time ids (original size, crop top-left, target size; the
+ * pipeline's defaults: both sizes are the requested image size, no crop, same for both halves). */
+static int run_added_cond(const char *rel, const run_info *r, int cfg, int nb, int h, int w,
+                          unet_added_cond *added, float **text, float **ids) {
+    int64_t ps[8];
+    float *pos = fixture_tensor(rel, "pooled_prompt_embeds", ps, NULL);
+    float *neg = fixture_tensor(rel, "negative_pooled_prompt_embeds", NULL, NULL);
+    *text =
+        pos && neg ? run_context(pos, neg, (int)ps[0], r->per_prompt, 1, (int)ps[1], cfg) : NULL;
+    *ids = malloc((size_t)nb * 6 * sizeof **ids);
+    const float height = r->height ? r->height : 8 * h, width = r->width ? r->width : 8 * w;
+    for (int b = 0; b < nb; b++) {
+        float *row = *ids + b * 6;
+        row[0] = height, row[1] = width, row[2] = 0, row[3] = 0, row[4] = height, row[5] = width;
+    }
+    free(pos), free(neg);
+    *added = (unet_added_cond){*text, *ids, 6};
+    return *text != NULL;
+}
+
 /* Every call k of one run: unet(model_inputs[k], model_timesteps[k], context) vs model_outputs[k].
- * `context_pos`/`context_neg` override the recorded prompt embeddings (NULL: read them). */
+ * `ctx_pos`/`ctx_neg` [77][cross_dim] replace the recorded prompt embeddings when not NULL. */
 static void test_run(unet *m, const char *model, const char *run, const float *ctx_pos,
                      const float *ctx_neg, int *calls) {
     char rel[256], json[256], what[160];
     fmt(rel, sizeof rel, "%s/expected/%s.safetensors", model, run);
     fmt(json, sizeof json, "%s/expected/%s.json", model, run);
-    double guidance;
-    int per_prompt;
-    if (!read_run_json(json, &guidance, &per_prompt)) return;
-    const int cfg = guidance > 1.0;
+    run_info info;
+    if (!read_run_json(json, &info)) return;
+    const int cfg = info.guidance > 1.0;
     int64_t is[8], es[8];
     float *inputs = fixture_tensor(rel, "model_inputs", is, NULL);
     float *outputs = fixture_tensor(rel, "model_outputs", NULL, NULL);
     float *steps = fixture_tensor(rel, "model_timesteps", NULL, NULL);
-    float *pos = NULL, *neg = NULL;
+    float *pos = NULL, *neg = NULL, *text = NULL, *ids = NULL;
     if (!ctx_pos) {
         pos = fixture_tensor(rel, "prompt_embeds", es, NULL);
         neg = fixture_tensor(rel, "negative_prompt_embeds", NULL, NULL);
@@ -145,21 +173,25 @@ static void test_run(unet *m, const char *model, const char *run, const float *c
         const int k_calls = (int)is[0], nb = (int)is[1], c = (int)is[2], h = (int)is[3],
                   w = (int)is[4];
         const int n_prompts = (int)es[0];
-        CHECK(nb == (cfg ? 2 : 1) * n_prompts * per_prompt,
+        CHECK(nb == (cfg ? 2 : 1) * n_prompts * info.per_prompt,
               "%s/%s: batch %d does not match cfg=%d x %d x %d", model, run, nb, cfg, n_prompts,
-              per_prompt);
-        float *ctx = run_context(p, ng, n_prompts, per_prompt, (int)es[1], (int)es[2], cfg);
+              info.per_prompt);
+        float *ctx = run_context(p, ng, n_prompts, info.per_prompt, (int)es[1], (int)es[2], cfg);
+        unet_added_cond added, *ap = NULL;
+        if (unet_get_config(m)->text_time &&
+            run_added_cond(rel, &info, cfg, nb, h, w, &added, &text, &ids))
+            ap = &added;
         const size_t per_call = (size_t)nb * c * h * w;
         for (int k = 0; k < k_calls; k++) {
             fmt(what, sizeof what, "%s/%s call %d/%d (t=%g, batch %d, %dx%d)", model, run, k + 1,
                 k_calls, steps[k], nb, h, w);
-            check_call(m, what, inputs + k * per_call, nb, c, h, w, steps[k], ctx, (int)es[1], NULL,
+            check_call(m, what, inputs + k * per_call, nb, c, h, w, steps[k], ctx, (int)es[1], ap,
                        outputs + k * per_call);
             (*calls)++;
         }
         free(ctx);
     }
-    free(inputs), free(outputs), free(steps), free(pos), free(neg);
+    free(inputs), free(outputs), free(steps), free(pos), free(neg), free(text), free(ids);
 }
 
 /* Every run of <model>/expected that records prompt embeddings and denoiser calls. */
@@ -344,6 +376,26 @@ static void test_sd2v(void) {
         free(pid), free(nid), free(pos), free(neg);
     }
     printf("sd2v-tiny: %zu runs, %d denoiser calls checked\n", sizeof runs / sizeof *runs, calls);
+    unet_free(m);
+}
+
+/* SDXL: text_time added embeddings, transformer_layers_per_block [1, 1, 2], no attention at
+ * level 0, cross_attention_dim 32 (two encoders concatenated). */
+static void test_sdxl(void) {
+    unet *m = NULL;
+    CHECK_OK(unet_load(&m, fixture("sdxl-tiny/pipeline/unet")));
+    if (!m) return;
+    const unet_config *c = unet_get_config(m);
+    CHECK(c->text_time && c->transformer_layers[2] == 2 && !c->down_has_attn[0] &&
+              !c->up_has_attn[2],
+          "sdxl-tiny config read");
+    test_runs_with_embeddings(m, "sdxl-tiny");
+
+    /* text_time conditions are required */
+    float x[4 * 8 * 8] = {0}, ctx[77 * 32] = {0}, y[4 * 8 * 8];
+    CHECK(unet_forward(m, x, 1, 8, 8, 1.0f, ctx, 77, NULL, y) == SD_ERR_ARG &&
+              strstr(sd_last_error(), "text_time"),
+          "missing added conditions refused: %s", sd_last_error());
     unet_free(m);
 }
 
@@ -563,6 +615,7 @@ int main(void) {
     }
     test_clip_reference();
     test_sd2v();
+    test_sdxl();
     fmt(tmpdir, sizeof tmpdir, "/tmp/sd-test-unet-%d", (int)getpid());
     mkdir(tmpdir, 0755);
     test_load_errors();
