@@ -600,6 +600,25 @@ static void test_scratch_and_time(unet *m) {
     CHECK(grew == 0, "repeated forwards grew the arena %zu times", grew);
     printf("sd15-tiny forward, batch %d, %dx%d latents: %.2f ms; scratch %.1f KiB\n", n, h, w,
            per * 1e3, bytes / 1024.0);
+
+    /* A larger size grows the arena over several blocks on its first call (results moved across
+     * blocks by the up path); the second call runs in one consolidated block. Same numbers. */
+    const int bh = 48, bw = 40;
+    float *bx = malloc(sizeof(float) * bh * bw * c->in_channels);
+    float *y1 = malloc(sizeof(float) * bh * bw * c->out_channels);
+    float *y2 = malloc(sizeof(float) * bh * bw * c->out_channels);
+    fill_random(bx, (size_t)bh * bw * c->in_channels, 3);
+    CHECK_OK(unet_forward(m, bx, 1, bh, bw, 250.0f, ctx, len, NULL, y1));
+    unet_scratch_stats(m, NULL, &grew);
+    CHECK(grew > 1, "the first %dx%d call grew the arena %zu times (expected several)", bh, bw,
+          grew);
+    CHECK_OK(unet_forward(m, bx, 1, bh, bw, 250.0f, ctx, len, NULL, y2));
+    unet_scratch_stats(m, &bytes, &grew);
+    CHECK(grew == 0, "second %dx%d call grew the arena %zu times", bh, bw, grew);
+    check_rel("48x40: first call (arena growing) vs second (one block)", y1, y2,
+              (size_t)bh * bw * c->out_channels, 1e-7);
+    printf("sd15-tiny scratch for batch 1, %dx%d: %.1f KiB\n", bh, bw, bytes / 1024.0);
+    free(bx), free(y1), free(y2);
     free(x), free(ctx), free(y);
 }
 

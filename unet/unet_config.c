@@ -57,7 +57,13 @@ static sd_status read_block_types(sd_cfg *c, const char *key, int n, const char 
     int got = cfg_str_list(c, key, names, UNET_MAX_BLOCKS + 1);
     if (cfg_status(c) != SD_OK) return cfg_status(c);
     if (got < 0) {
-        /* Absent: diffusers' default SD layout (CrossAttn x3 then plain, mirrored for up). */
+        /* Absent: diffusers' default, the 4-level SD layout (CrossAttn x3 then plain, mirrored
+         * for up), which only fits 4 block_out_channels. */
+        if (n != 4)
+            return sd_set_error(SD_ERR_CONFIG,
+                                "%s: key '%s' is absent and its 4-entry default does not match %d "
+                                "block_out_channels",
+                                c->path, key, n);
         bool up = !strcmp(key, "up_block_types");
         for (int i = 0; i < n; i++) has_attn[i] = up ? i != 0 : i != n - 1;
         return SD_OK;
