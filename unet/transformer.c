@@ -130,7 +130,16 @@ static sd_status tblock_forward(const unet_transformer *t, const unet_tblock *b,
     /* self-attention: Q, K and V interleaved in one [m][3 dim] product */
     nn_layer_norm_forward(&b->norm1, x, nrm, (int)m);
     nn_linear_forward(&b->qkv, nrm, qkv, (int)m);
-    attn_shape self = {n, t->heads, hw, hw, t->head_dim, 3 * dim, 3 * dim, 3 * dim, dim, scale, 0};
+    attn_shape self = {.batch = n,
+                       .heads = t->heads,
+                       .nq = hw,
+                       .nk = hw,
+                       .d = t->head_dim,
+                       .q_stride = 3 * dim,
+                       .k_stride = 3 * dim,
+                       .v_stride = 3 * dim,
+                       .out_stride = dim,
+                       .scale = scale};
     attention(&self, qkv, qkv + dim, qkv + 2 * dim, att, a);
     nn_linear_forward(&b->out1, att, nrm, (int)m);
     add_into(x, nrm, md);
@@ -139,8 +148,16 @@ static sd_status tblock_forward(const unet_transformer *t, const unet_tblock *b,
     nn_layer_norm_forward(&b->norm2, x, nrm, (int)m);
     nn_linear_forward(&b->q2, nrm, qkv, (int)m);
     nn_linear_forward(&b->kv2, context, kv, n * ctx_len);
-    attn_shape cross = {n,       t->heads, hw,    ctx_len, t->head_dim, dim, 2 * dim,
-                        2 * dim, dim,      scale, 0};
+    attn_shape cross = {.batch = n,
+                        .heads = t->heads,
+                        .nq = hw,
+                        .nk = ctx_len,
+                        .d = t->head_dim,
+                        .q_stride = dim,
+                        .k_stride = 2 * dim,
+                        .v_stride = 2 * dim,
+                        .out_stride = dim,
+                        .scale = scale};
     attention(&cross, qkv, kv, kv + dim, att, a);
     nn_linear_forward(&b->out2, att, nrm, (int)m);
     add_into(x, nrm, md);
