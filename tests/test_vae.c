@@ -170,7 +170,7 @@ static void test_sd3(void) {
 
 static char tmpdir[64];
 
-typedef enum { EDIT_NONE, EDIT_DROP, EDIT_RESHAPE, EDIT_LEGACY } edit_kind;
+typedef enum { EDIT_NONE, EDIT_DROP, EDIT_RESHAPE, EDIT_LEGACY, EDIT_NO_ATTN } edit_kind;
 
 /* The pre-0.14 attention names, written as [c][c][1][1] conv weights. */
 static const char *legacy_name(const char *name, char *buf, size_t size) {
@@ -203,6 +203,7 @@ static int write_variant(edit_kind kind, const char *target, const char *config)
     for (int i = 0; i < f.n_tensors; i++) {
         const st_tensor *t = &f.tensors[i];
         if (kind == EDIT_DROP && !strcmp(t->name, target)) continue;
+        if (kind == EDIT_NO_ATTN && strstr(t->name, ".attentions.")) continue;
         st_entry *o = &e[n];
         o->name = t->name;
         o->dtype = t->dtype;
@@ -273,6 +274,58 @@ static void test_legacy_names(void) {
     vae_free(m);
 }
 
+/* mid_block_add_attention false: a mid block of two resnets, no attention tensors needed. The
+ * fixtures have no such model, so only loading and running are checked, plus that dropping the
+ * attention changes the output. */
+static void test_no_attention(void) {
+    char *text = NULL;
+    if (sd_read_file(fixture("sd15-tiny/pipeline/vae/config.json"), &text, NULL) != SD_OK) {
+        CHECK(0, "read sd15 vae config: %s", sd_last_error());
+        return;
+    }
+    const char *key = "\"mid_block_add_attention\": true";
+    char *at = strstr(text, key), *edited = NULL;
+    CHECK(at != NULL, "sd15 vae config has %s", key);
+    if (at) edited = sd_strfmt("%.*s\"mid_block_add_attention\": false%s", (int)(at - text), text,
+                               at + strlen(key));
+    int ok = edited && write_variant(EDIT_NO_ATTN, NULL, edited);
+    free(edited);
+    free(text);
+    if (!ok) return;
+    char dir[128];
+    snprintf(dir, sizeof dir, "%s/vae", tmpdir);
+    vae *plain = NULL, *m = load(SD15_VAE);
+    CHECK_OK(vae_load(&plain, dir));
+    if (plain && m) {
+        CHECK(!vae_get_config(plain)->mid_block_add_attention, "mid_block_add_attention read as false");
+        float z[4 * 2 * 2], a[16 * 16 * 3], b[16 * 16 * 3];
+        fill_random(z, sizeof z / sizeof *z, 3);
+        CHECK_OK(vae_decode(m, z, 1, 2, 2, a));
+        CHECK_OK(vae_decode(plain, z, 1, 2, 2, b));
+        CHECK(memcmp(a, b, sizeof a) != 0, "the attention-free mid block gives another image");
+    }
+    vae_free(plain);
+    vae_free(m);
+}
+
+/* Decoding needs no encoder weights: a decoder-only load decodes the same and refuses to encode. */
+static void test_decoder_only(void) {
+    vae *full = load(SD15_VAE), *dec = NULL;
+    CHECK_OK(vae_load_opt(&dec, fixture(SD15_VAE), false));
+    if (full && dec) {
+        float z[4 * 3 * 3], a[24 * 24 * 3], b[24 * 24 * 3], mean[36], lv[36];
+        fill_random(z, sizeof z / sizeof *z, 11);
+        CHECK_OK(vae_decode(full, z, 1, 3, 3, a));
+        CHECK_OK(vae_decode(dec, z, 1, 3, 3, b));
+        CHECK(!memcmp(a, b, sizeof a), "decoder-only load decodes the same");
+        CHECK(vae_encode(dec, a, 1, 24, 24, mean, lv) == SD_ERR_ARG &&
+                  strstr(sd_last_error(), "encoder"),
+              "decoder-only encode refused: %s", sd_last_error());
+    }
+    vae_free(full);
+    vae_free(dec);
+}
+
 static void test_errors(void) {
     if (write_variant(EDIT_DROP, "decoder.up_blocks.2.resnets.1.conv2.weight", NULL))
         expect_load_error("missing tensor", SD_ERR_TENSOR, "decoder.up_blocks.2.resnets.1.conv2.weight");
@@ -322,9 +375,11 @@ int main(void) {
     test_direct();
     test_runs();
     test_sd3();
+    test_decoder_only();
     snprintf(tmpdir, sizeof tmpdir, "/tmp/test_vae_XXXXXX");
     if (mkdtemp(tmpdir)) {
         test_legacy_names();
+        test_no_attention();
         test_errors();
         remove_tmp();
     } else {

@@ -76,7 +76,9 @@ static sd_status read_config(vae_config *v, const char *path) {
     return st;
 }
 
-sd_status vae_load(vae **out, const char *dir) {
+sd_status vae_load(vae **out, const char *dir) { return vae_load_opt(out, dir, true); }
+
+sd_status vae_load_opt(vae **out, const char *dir, bool with_encoder) {
     *out = NULL;
     vae *m = calloc(1, sizeof *m);
     char *path = sd_path_join(dir, "config.json");
@@ -101,8 +103,9 @@ sd_status vae_load(vae **out, const char *dir) {
     const vae_config *c = &m->cfg;
     const int l = c->latent_channels;
     st = vae_decoder_load(&m->dec, &w, c);
-    if (st == SD_OK) st = vae_encoder_load(&m->enc, &w, c);
-    m->has_quant = c->use_quant_conv;
+    m->has_encoder = with_encoder;
+    if (st == SD_OK && with_encoder) st = vae_encoder_load(&m->enc, &w, c);
+    m->has_quant = with_encoder && c->use_quant_conv; /* quant_conv only follows the encoder */
     m->has_post_quant = c->use_post_quant_conv;
     if (st == SD_OK && m->has_quant)
         st = nn_conv2d_load(&m->quant_conv, &w, 2 * l, 2 * l, 1, 1, 0, "quant_conv");
@@ -149,7 +152,6 @@ void vae_scale_latents(const vae *m, const float *in, float *out, size_t n) {
 
 /* Carves the three activation buffers of a pass from the arena. */
 static sd_status take_buffers(vae *m, vae_bufs *b, size_t floats, const char *what) {
-    b->cap = floats;
     b->scratch = &m->arena;
     for (int i = 0; i < 3; i++) {
         b->buf[i] = sd_arena_floats(&m->arena, floats);
@@ -191,6 +193,8 @@ sd_status vae_decode(vae *m, const float *z, int n, int h, int w, float *image) 
 }
 
 sd_status vae_encode(vae *m, const float *image, int n, int h, int w, float *mean, float *logvar) {
+    if (!m->has_encoder)
+        return sd_set_error(SD_ERR_ARG, "vae encode: this vae was loaded without its encoder");
     const int f = vae_scale_factor(m);
     if (h < f || w < f || h % f || w % f)
         return sd_set_error(SD_ERR_ARG, "vae encode: image size %d x %d is not a multiple of %d", w,

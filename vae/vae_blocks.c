@@ -9,8 +9,12 @@
 #include "../kernels/gemm.h"
 #include "vae_internal.h"
 
+/* Below this many floats a parallel region costs more than the copy it splits (and leaves OpenMP
+ * threads spinning against OpenBLAS's own threads). */
+enum { PARALLEL_MIN = 1 << 20 };
+
 void vae_add(float *x, const float *y, size_t n) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= PARALLEL_MIN)
     for (size_t i = 0; i < n; i++) x[i] += y[i];
 }
 
@@ -171,7 +175,7 @@ int vae_upsample_forward(const nn_conv2d *conv, vae_bufs *b, int cur, int h, int
     const int c = conv->s.cin, w2 = 2 * w;
     const float *x = b->buf[cur];
     float *up = b->buf[(cur + 1) % 3], *y = b->buf[(cur + 2) % 3];
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)4 * h * w * c >= PARALLEL_MIN)
     for (int oy = 0; oy < 2 * h; oy++)
         for (int ox = 0; ox < w2; ox++)
             memcpy(up + ((size_t)oy * w2 + ox) * c, x + ((size_t)(oy / 2) * w + ox / 2) * c,

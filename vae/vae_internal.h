@@ -77,6 +77,7 @@ typedef struct {
 struct vae {
     vae_config cfg;
     vae_decoder dec;
+    bool has_encoder; /* false when loaded for decoding only */
     vae_encoder enc;
     bool has_quant, has_post_quant;
     nn_conv2d quant_conv;      /* 1x1, 2L -> 2L */
@@ -84,10 +85,10 @@ struct vae {
     sd_arena arena;
 };
 
-/* The three activation buffers of one pass, `cap` floats each. */
+/* The three activation buffers of one pass (equal sizes, from vae_*_buffer_floats) and the arena
+ * that kernels take their temporaries from. */
 typedef struct {
     float *buf[3];
-    size_t cap;
     sd_arena *scratch;
 } vae_bufs;
 
