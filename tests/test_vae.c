@@ -9,7 +9,9 @@
 
 #include "../core/fileutil.h"
 #include "../core/safetensors.h"
+#include "../kernels/conv2d.h"
 #include "../vae/vae.h"
+#include "../vae/vae_internal.h"
 #include "test.h"
 
 static const char *SD15_VAE = "sd15-tiny/pipeline/vae";
@@ -164,6 +166,46 @@ static void test_sd3(void) {
     CHECK(fabsf(back[0] - x[0]) < 1e-6f && fabsf(back[1] - x[1]) < 1e-6f, "scale undoes unscale");
     check_run(m, "sd3", "flow_euler");
     vae_free(m);
+}
+
+/* The upsampler works in bands of rows (the fixtures' sizes fit in one band): every band count,
+ * against nearest upsampling written out whole and the reference convolution. */
+static void test_upsample_bands(void) {
+    const int c = 8, co = 6, h = 7, w = 5, h2 = 2 * h, w2 = 2 * w;
+    nn_conv2d conv = {.s = {c, co, 3, 3, 1, 1, 1, 1, 1}};
+    conv.w = malloc((size_t)co * 9 * c * sizeof *conv.w);
+    conv.b = malloc((size_t)co * sizeof *conv.b);
+    fill_random(conv.w, (size_t)co * 9 * c, 21);
+    fill_random(conv.b, co, 22);
+    float *x = malloc((size_t)h * w * c * sizeof *x), *up = malloc((size_t)h2 * w2 * c * sizeof *up);
+    float *want = malloc((size_t)h2 * w2 * co * sizeof *want);
+    fill_random(x, (size_t)h * w * c, 23);
+    for (int y = 0; y < h2; y++)
+        for (int xo = 0; xo < w2; xo++)
+            memcpy(up + ((size_t)y * w2 + xo) * c, x + ((size_t)(y / 2) * w + xo / 2) * c, c * sizeof *x);
+    conv2d_nhwc_ref(&conv.s, up, 1, h2, w2, conv.w, conv.b, want);
+    const size_t cap = 4 * (size_t)h2 * w2 * c;
+    float *region = malloc(cap * sizeof *region);
+    sd_arena arena;
+    sd_arena_init(&arena);
+    static const int rows[] = {1, 2, 3, 5, 13, 14, 100};
+    for (size_t i = 0; i < sizeof rows / sizeof *rows; i++) {
+        vae_act a;
+        vae_act_init(&a, region, cap, &arena);
+        float *in = vae_act_far(&a, (size_t)h * w * c);
+        memcpy(in, x, (size_t)h * w * c * sizeof *x);
+        vae_act_set(&a, in, (size_t)h * w * c);
+        vae_upsample_bands(&conv, &a, h, w, rows[i]);
+        char what[64];
+        snprintf(what, sizeof what, "upsample 7x5 -> 14x10 in bands of %d rows", rows[i]);
+        check_rel(what, a.x, want, (size_t)h2 * w2 * co, 1e-6);
+    }
+    sd_arena_free(&arena);
+    free(region);
+    free(x);
+    free(up);
+    free(want);
+    nn_conv2d_free(&conv);
 }
 
 /* ---- A modified copy of the sd15 VAE folder, for legacy names and load errors. ---- */
@@ -376,6 +418,7 @@ int main(void) {
     test_runs();
     test_sd3();
     test_decoder_only();
+    test_upsample_bands();
     snprintf(tmpdir, sizeof tmpdir, "/tmp/test_vae_XXXXXX");
     if (mkdtemp(tmpdir)) {
         test_legacy_names();

@@ -150,17 +150,21 @@ void vae_scale_latents(const vae *m, const float *in, float *out, size_t n) {
         for (size_t i = 0; i < n; i++) out[i] = in[i] * sf;
 }
 
-/* Carves the three activation buffers of a pass from the arena. */
-static sd_status take_buffers(vae *m, vae_bufs *b, size_t floats, const char *what) {
-    b->scratch = &m->arena;
-    for (int i = 0; i < 3; i++) {
-        b->buf[i] = sd_arena_floats(&m->arena, floats);
-        if (!b->buf[i]) {
-            sd_arena_reset(&m->arena);
-            return sd_set_error(SD_ERR_NOMEM, "vae %s: out of memory for 3 activation buffers of %zu MB",
-                                what, floats * sizeof(float) >> 20);
-        }
+/* Room left above the region for kernel temporaries (conv patch tiles, attention scores), so that
+ * even the first pass at a new size does not spill into extra arena blocks. */
+enum { KERNEL_SLACK_FLOATS = 4 << 20 };
+
+/* Carves the pass's region from the arena. */
+static sd_status take_region(vae *m, vae_act *a, size_t floats, const char *what) {
+    sd_arena_mark mark = sd_arena_get_mark(&m->arena);
+    float *p = sd_arena_floats(&m->arena, floats + KERNEL_SLACK_FLOATS);
+    if (!p) {
+        sd_arena_reset(&m->arena);
+        return sd_set_error(SD_ERR_NOMEM, "vae %s: out of memory for %zu MB of activations", what,
+                            (floats + KERNEL_SLACK_FLOATS) * sizeof(float) >> 20);
     }
+    sd_arena_release(&m->arena, mark);
+    vae_act_init(a, sd_arena_floats(&m->arena, floats), floats, &m->arena);
     return SD_OK;
 }
 
@@ -178,15 +182,18 @@ sd_status vae_decode(vae *m, const float *z, int n, int h, int w, float *image) 
     const int f = vae_scale_factor(m);
     const size_t in_floats = (size_t)h * w * c->latent_channels;
     const size_t out_floats = (size_t)h * f * w * f * c->out_channels;
-    vae_bufs b;
-    SD_TRY(take_buffers(m, &b, vae_decoder_buffer_floats(c, h, w), "decode"));
+    vae_act a;
+    SD_TRY(take_region(m, &a, vae_decoder_region_floats(&m->dec, c, h, w), "decode"));
     for (int i = 0; i < n; i++) {
+        vae_act_init(&a, a.base, a.cap, a.scratch);
         const float *zi = z + i * in_floats;
-        if (m->has_post_quant) { /* into buf[1]: the decoder's conv_in writes buf[0] */
-            nn_conv2d_forward(&m->post_quant_conv, zi, 1, h, w, b.buf[1], b.scratch);
-            zi = b.buf[1];
+        if (m->has_post_quant) {
+            float *pq = vae_act_far(&a, in_floats);
+            nn_conv2d_forward(&m->post_quant_conv, zi, 1, h, w, pq, a.scratch);
+            vae_act_set(&a, pq, in_floats);
+            zi = pq;
         }
-        vae_decoder_forward(&m->dec, &b, zi, h, w, image + i * out_floats);
+        vae_decoder_forward(&m->dec, &a, zi, h, w, image + i * out_floats);
     }
     sd_arena_reset(&m->arena);
     return SD_OK;
@@ -203,18 +210,15 @@ sd_status vae_encode(vae *m, const float *image, int n, int h, int w, float *mea
     const vae_config *c = &m->cfg;
     const int l = c->latent_channels, hw = (h / f) * (w / f);
     const size_t in_floats = (size_t)h * w * c->in_channels;
-    vae_bufs b;
-    SD_TRY(take_buffers(m, &b, vae_encoder_buffer_floats(c, h, w), "encode"));
+    vae_act a;
+    SD_TRY(take_region(m, &a, vae_encoder_region_floats(&m->enc, c, h, w), "encode"));
     for (int i = 0; i < n; i++) {
-        int cur = vae_encoder_forward(&m->enc, &b, image + i * in_floats, h, w);
-        if (m->has_quant) {
-            const int next = (cur + 1) % 3;
-            nn_conv2d_forward(&m->quant_conv, b.buf[cur], 1, h / f, w / f, b.buf[next], b.scratch);
-            cur = next;
-        }
+        vae_act_init(&a, a.base, a.cap, a.scratch);
+        vae_encoder_forward(&m->enc, &a, image + i * in_floats, h, w);
+        if (m->has_quant) vae_conv_forward(&m->quant_conv, &a, h / f, w / f);
         /* DiagonalGaussianDistribution: the first L channels are the mean, the next L the log
          * variance, clamped to [-30, 20]. */
-        const float *mom = b.buf[cur];
+        const float *mom = a.x;
         float *mi = mean + (size_t)i * hw * l, *li = logvar + (size_t)i * hw * l;
         for (int p = 0; p < hw; p++)
             for (int k = 0; k < l; k++) {

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "../kernels/attention.h"
+#include "../kernels/conv2d.h"
 #include "../kernels/gemm.h"
 #include "vae_internal.h"
 
@@ -43,22 +44,44 @@ void vae_resnet_free(vae_resnet *r) {
     nn_conv2d_free(&r->shortcut);
 }
 
-int vae_resnet_forward(const vae_resnet *r, vae_bufs *b, int cur, int h, int w) {
-    const int hw = h * w;
-    float *x = b->buf[cur], *t1 = b->buf[(cur + 1) % 3], *t2 = b->buf[(cur + 2) % 3];
-    nn_group_norm_forward(&r->norm1, x, t1, 1, hw, true);
-    nn_conv2d_forward(&r->conv1, t1, 1, h, w, t2, b->scratch);
-    nn_group_norm_forward(&r->norm2, t2, t2, 1, hw, true);
-    nn_conv2d_forward(&r->conv2, t2, 1, h, w, t1, b->scratch);
-    if (r->has_shortcut) {
-        /* The 1x1 shortcut is a plain product over pixels; accumulating it straight into the conv2
-         * output saves a buffer of cout channels. */
-        const nn_conv2d *s = &r->shortcut;
-        gemm_nt(hw, r->cout, r->cin, x, r->cin, s->w, r->cin, t1, r->cout, s->b, 1);
-        return (cur + 1) % 3;
+size_t vae_resnet_floats(int cin, int cout, size_t hw) {
+    const size_t in = vae_round((size_t)cin * hw), out = vae_round((size_t)cout * hw);
+    if (cin == cout) return 3 * in;
+    return in + 2 * out + (out > in ? out : 0);
+}
+
+void vae_resnet_forward(const vae_resnet *r, vae_act *a, int h, int w) {
+    const size_t hw = (size_t)h * w, in_n = vae_round(hw * r->cin), out_n = vae_round(hw * r->cout);
+    float *x = a->x;
+    if (!r->has_shortcut) {
+        /* In place: x += conv2(silu(norm2(conv1(silu(norm1(x)))))), two temporaries in the gap. */
+        float *t1 = vae_act_gap(a, 0, 0, out_n), *t2 = vae_act_gap(a, 0, out_n, out_n);
+        nn_group_norm_forward(&r->norm1, x, t1, 1, (int)hw, true);
+        nn_conv2d_forward(&r->conv1, t1, 1, h, w, t2, a->scratch);
+        nn_group_norm_forward(&r->norm2, t2, t2, 1, (int)hw, true);
+        nn_conv2d_forward(&r->conv2, t2, 1, h, w, t1, a->scratch);
+        vae_add(x, t1, hw * r->cout);
+        return;
     }
-    vae_add(x, t1, (size_t)hw * r->cout);
-    return cur;
+    /* The shortcut is taken first, so the input is dead after norm1 and can be normalised in
+     * place: that saves a full-size buffer in the widest layer of the decoder. */
+    float *out = vae_act_far(a, out_n), *t = vae_act_gap(a, out_n, 0, out_n);
+    const nn_conv2d *s = &r->shortcut; /* a 1x1 conv: a product over pixels */
+    gemm_nt((int)hw, r->cout, r->cin, x, r->cin, s->w, r->cin, out, r->cout, s->b, 0);
+    nn_group_norm_forward(&r->norm1, x, x, 1, (int)hw, true);
+    nn_conv2d_forward(&r->conv1, x, 1, h, w, t, a->scratch);
+    nn_group_norm_forward(&r->norm2, t, t, 1, (int)hw, true);
+    float *y = out_n <= in_n ? x : vae_act_gap(a, out_n, out_n, out_n);
+    nn_conv2d_forward(&r->conv2, t, 1, h, w, y, a->scratch);
+    vae_add(out, y, hw * r->cout);
+    vae_act_set(a, out, hw * r->cout);
+}
+
+void vae_conv_forward(const nn_conv2d *conv, vae_act *a, int h, int w) {
+    const size_t out_n = (size_t)conv2d_out_h(&conv->s, h) * conv2d_out_w(&conv->s, w) * conv->s.cout;
+    float *out = vae_act_far(a, out_n);
+    nn_conv2d_forward(conv, a->x, 1, h, w, out, a->scratch);
+    vae_act_set(a, out, out_n);
 }
 
 /* Reads one attention projection into rows of a fused weight. Accepts a Linear [c][c] weight, the
@@ -122,22 +145,22 @@ static sd_status attention_load(vae_attention *a, const sd_weights *w, int c, in
     return st;
 }
 
-/* In place on b->buf[cur]: x += to_out(attention(group_norm(x))). */
-static void attention_forward(const vae_attention *a, vae_bufs *b, int cur, int hw) {
-    const int c = a->c;
-    /* The buffer plan reserves 3 * c * hw floats for the fused QKV rows. */
-    float *x = b->buf[cur], *normed = b->buf[(cur + 1) % 3], *qkv = b->buf[(cur + 2) % 3];
-    nn_group_norm_forward(&a->norm, x, normed, 1, hw, false);
-    gemm_nt(hw, 3 * c, c, normed, c, a->w_qkv, c, qkv, 3 * c, a->b_qkv, 0);
+/* In place on the current activation: x += to_out(attention(group_norm(x))). */
+static void attention_forward(const vae_attention *at, vae_act *a, int hw) {
+    const int c = at->c;
+    const size_t n = vae_round((size_t)hw * c);
+    float *x = a->x, *normed = vae_act_gap(a, 0, 0, n), *qkv = vae_act_gap(a, 0, n, 3 * n);
+    nn_group_norm_forward(&at->norm, x, normed, 1, hw, false);
+    gemm_nt(hw, 3 * c, c, normed, c, at->w_qkv, c, qkv, 3 * c, at->b_qkv, 0);
     const attn_shape s = {
         .batch = 1, .heads = 1, .nq = hw, .nk = hw, .d = c,
         .q_stride = 3 * c, .k_stride = 3 * c, .v_stride = 3 * c, .out_stride = c,
         .scale = 1.0f / sqrtf((float)c), .causal = 0,
     };
-    attention(&s, qkv, qkv + c, qkv + 2 * c, normed, b->scratch);
+    attention(&s, qkv, qkv + c, qkv + 2 * c, normed, a->scratch);
     /* residual_connection: the projection is accumulated onto the input; rescale_output_factor is
      * 1 in the VAE. */
-    gemm_nt(hw, c, c, normed, c, a->w_out, c, x, c, a->b_out, 1);
+    gemm_nt(hw, c, c, normed, c, at->w_out, c, x, c, at->b_out, 1);
 }
 
 sd_status vae_mid_block_load(vae_mid_block *m, const sd_weights *w, int c, int groups, bool attn,
@@ -165,23 +188,55 @@ void vae_mid_block_free(vae_mid_block *m) {
     m->has_attn = false;
 }
 
-int vae_mid_block_forward(const vae_mid_block *m, vae_bufs *b, int cur, int h, int w) {
-    cur = vae_resnet_forward(&m->res[0], b, cur, h, w);
-    if (m->has_attn) attention_forward(&m->attn, b, cur, h * w);
-    return vae_resnet_forward(&m->res[1], b, cur, h, w);
+size_t vae_mid_block_floats(const vae_mid_block *m, int c, size_t hw) {
+    const size_t n = vae_round((size_t)c * hw), res = vae_resnet_floats(c, c, hw);
+    return m->has_attn && 5 * n > res ? 5 * n : res; /* attention: x, normed, QKV */
 }
 
-int vae_upsample_forward(const nn_conv2d *conv, vae_bufs *b, int cur, int h, int w) {
-    const int c = conv->s.cin, w2 = 2 * w;
-    const float *x = b->buf[cur];
-    float *up = b->buf[(cur + 1) % 3], *y = b->buf[(cur + 2) % 3];
-#pragma omp parallel for schedule(static) if ((size_t)4 * h * w * c >= PARALLEL_MIN)
-    for (int oy = 0; oy < 2 * h; oy++)
-        for (int ox = 0; ox < w2; ox++)
-            memcpy(up + ((size_t)oy * w2 + ox) * c, x + ((size_t)(oy / 2) * w + ox / 2) * c,
-                   (size_t)c * sizeof *x);
-    nn_conv2d_forward(conv, up, 1, 2 * h, w2, y, b->scratch);
-    return (cur + 2) % 3;
+void vae_mid_block_forward(const vae_mid_block *m, vae_act *a, int h, int w) {
+    vae_resnet_forward(&m->res[0], a, h, w);
+    if (m->has_attn) attention_forward(&m->attn, a, h * w);
+    vae_resnet_forward(&m->res[1], a, h, w);
+}
+
+/* Output rows per band of the upsampler: about 8 MB of upsampled input per band. */
+static int band_rows(int c, int w2, int h2) {
+    long rows = (2L << 20) / ((long)w2 * c);
+    return rows < 1 ? 1 : rows > h2 ? h2 : (int)rows;
+}
+
+size_t vae_upsample_floats(int c, int h, int w) {
+    const size_t band = (size_t)(band_rows(c, 2 * w, 2 * h) + 2) * 2 * w * c;
+    return vae_round((size_t)c * h * w) + vae_round((size_t)4 * c * h * w) + vae_round(band);
+}
+
+void vae_upsample_forward(const nn_conv2d *conv, vae_act *a, int h, int w) {
+    vae_upsample_bands(conv, a, h, w, band_rows(conv->s.cin, 2 * w, 2 * h));
+}
+
+void vae_upsample_bands(const nn_conv2d *conv, vae_act *a, int h, int w, int rows) {
+    const int c = conv->s.cin, co = conv->s.cout, h2 = 2 * h, w2 = 2 * w;
+    rows = rows < 1 ? 1 : rows > h2 ? h2 : rows;
+    const size_t out_n = (size_t)h2 * w2 * co;
+    const float *x = a->x;
+    float *out = vae_act_far(a, out_n);
+    float *band = vae_act_gap(a, out_n, 0, (size_t)(rows + 2) * w2 * c);
+    for (int r0 = 0; r0 < h2; r0 += rows) {
+        const int r1 = r0 + rows < h2 ? r0 + rows : h2;
+        /* Upsampled rows r0 - 1 .. r1 (the 3x3 kernel's reach), clipped to the image; the conv
+         * pads only where the band meets the image's top or bottom edge. */
+        const int lo = r0 > 0 ? r0 - 1 : 0, hi = r1 < h2 ? r1 + 1 : h2;
+#pragma omp parallel for schedule(static) if ((size_t)(hi - lo) * w2 * c >= PARALLEL_MIN)
+        for (int y = lo; y < hi; y++)
+            for (int xo = 0; xo < w2; xo++)
+                memcpy(band + ((size_t)(y - lo) * w2 + xo) * c, x + ((size_t)(y / 2) * w + xo / 2) * c,
+                       (size_t)c * sizeof *x);
+        conv2d_shape s = conv->s;
+        s.pad_t = r0 == 0 ? s.pad_t : 0;
+        s.pad_b = r1 == h2 ? s.pad_b : 0;
+        conv2d_nhwc(&s, band, 1, hi - lo, w2, conv->w, conv->b, out + (size_t)r0 * w2 * co, a->scratch);
+    }
+    vae_act_set(a, out, out_n);
 }
 
 void vae_level_free(vae_level *l) {

@@ -60,36 +60,45 @@ static void grow(size_t *max, size_t v) {
     if (v > *max) *max = v;
 }
 
-size_t vae_decoder_buffer_floats(const vae_config *cfg, int h, int w) {
+size_t vae_decoder_region_floats(const vae_decoder *d, const vae_config *cfg, int h, int w) {
     size_t hw = (size_t)h * w, need = 0;
-    const int top = cfg->block_out_channels[cfg->n_blocks - 1];
-    grow(&need, hw * cfg->latent_channels); /* post_quant_conv output */
-    grow(&need, hw * top * 3);              /* mid-block attention's fused QKV */
-    for (int i = 0; i < cfg->n_blocks; i++) {
-        const int prev = i ? level_channels(cfg, i - 1) : top, c = level_channels(cfg, i);
-        grow(&need, hw * (prev > c ? prev : c));
-        if (i < cfg->n_blocks - 1) {
+    const int top = cfg->block_out_channels[cfg->n_blocks - 1], l = cfg->latent_channels;
+    grow(&need, vae_round(hw * l) + vae_round(hw * top)); /* post_quant_conv output -> conv_in */
+    grow(&need, vae_mid_block_floats(&d->mid, top, hw));
+    int prev = top;
+    for (int i = 0; i < d->n_levels; i++) {
+        const vae_level *lv = &d->levels[i];
+        const int c = level_channels(cfg, i);
+        for (int j = 0; j < lv->n_res; j++) grow(&need, vae_resnet_floats(j ? c : prev, c, hw));
+        if (lv->has_sample) {
+            grow(&need, vae_upsample_floats(c, (int)(hw / w), w));
             hw *= 4;
-            grow(&need, hw * c); /* the upsampled copy and the upsampler's conv output */
+            w *= 2;
         }
+        prev = c;
     }
+    grow(&need, 2 * vae_round(hw * prev)); /* conv_norm_out's output beside its input */
     return need;
 }
 
-void vae_decoder_forward(const vae_decoder *d, vae_bufs *b, const float *z, int h, int w,
+void vae_decoder_forward(const vae_decoder *d, vae_act *a, const float *z, int h, int w,
                          float *image) {
-    nn_conv2d_forward(&d->conv_in, z, 1, h, w, b->buf[0], b->scratch);
-    int cur = vae_mid_block_forward(&d->mid, b, 0, h, w);
+    const size_t n0 = (size_t)h * w * d->conv_in.s.cout;
+    float *x0 = vae_act_far(a, n0);
+    nn_conv2d_forward(&d->conv_in, z, 1, h, w, x0, a->scratch);
+    vae_act_set(a, x0, n0);
+    vae_mid_block_forward(&d->mid, a, h, w);
     for (int i = 0; i < d->n_levels; i++) {
         const vae_level *l = &d->levels[i];
-        for (int j = 0; j < l->n_res; j++) cur = vae_resnet_forward(&l->res[j], b, cur, h, w);
+        for (int j = 0; j < l->n_res; j++) vae_resnet_forward(&l->res[j], a, h, w);
         if (l->has_sample) {
-            cur = vae_upsample_forward(&l->sample, b, cur, h, w);
+            vae_upsample_forward(&l->sample, a, h, w);
             h *= 2;
             w *= 2;
         }
     }
-    float *t = b->buf[(cur + 1) % 3];
-    nn_group_norm_forward(&d->norm_out, b->buf[cur], t, 1, h * w, true);
-    nn_conv2d_forward(&d->conv_out, t, 1, h, w, image, b->scratch);
+    const size_t n = (size_t)h * w * d->norm_out.c;
+    float *t = vae_act_gap(a, 0, 0, n);
+    nn_group_norm_forward(&d->norm_out, a->x, t, 1, h * w, true);
+    nn_conv2d_forward(&d->conv_out, t, 1, h, w, image, a->scratch);
 }

@@ -59,38 +59,46 @@ static void grow(size_t *max, size_t v) {
     if (v > *max) *max = v;
 }
 
-size_t vae_encoder_buffer_floats(const vae_config *cfg, int h, int w) {
+size_t vae_encoder_region_floats(const vae_encoder *e, const vae_config *cfg, int h, int w) {
     size_t hw = (size_t)h * w, need = 0;
     int prev = cfg->block_out_channels[0];
-    grow(&need, hw * prev); /* conv_in output */
-    for (int i = 0; i < cfg->n_blocks; i++) {
+    grow(&need, vae_round(hw * prev)); /* conv_in output */
+    for (int i = 0; i < e->n_levels; i++) {
+        const vae_level *lv = &e->levels[i];
         const int c = cfg->block_out_channels[i];
-        grow(&need, hw * (prev > c ? prev : c));
-        if (i < cfg->n_blocks - 1) hw /= 4;
+        for (int j = 0; j < lv->n_res; j++) grow(&need, vae_resnet_floats(j ? c : prev, c, hw));
+        if (lv->has_sample) {
+            grow(&need, vae_round(hw * c) + vae_round(hw / 4 * c));
+            hw /= 4;
+        }
         prev = c;
     }
-    grow(&need, hw * prev * 3);                    /* mid-block attention's fused QKV */
-    grow(&need, hw * 2 * cfg->latent_channels);    /* conv_out / quant_conv moments */
+    grow(&need, vae_mid_block_floats(&e->mid, prev, hw));
+    const size_t moments = vae_round(hw * 2 * cfg->latent_channels);
+    grow(&need, 2 * vae_round(hw * prev) + moments); /* conv_norm_out beside its input, conv_out */
+    grow(&need, 2 * moments);                        /* quant_conv */
     return need;
 }
 
-int vae_encoder_forward(const vae_encoder *e, vae_bufs *b, const float *x, int h, int w) {
-    nn_conv2d_forward(&e->conv_in, x, 1, h, w, b->buf[0], b->scratch);
-    int cur = 0;
+void vae_encoder_forward(const vae_encoder *e, vae_act *a, const float *x, int h, int w) {
+    /* The input lies outside the region: conv_in writes the region's first activation. */
+    const size_t n0 = (size_t)h * w * e->conv_in.s.cout;
+    float *out = vae_act_far(a, n0);
+    nn_conv2d_forward(&e->conv_in, x, 1, h, w, out, a->scratch);
+    vae_act_set(a, out, n0);
     for (int i = 0; i < e->n_levels; i++) {
         const vae_level *l = &e->levels[i];
-        for (int j = 0; j < l->n_res; j++) cur = vae_resnet_forward(&l->res[j], b, cur, h, w);
+        for (int j = 0; j < l->n_res; j++) vae_resnet_forward(&l->res[j], a, h, w);
         if (l->has_sample) {
-            const int next = (cur + 1) % 3;
-            nn_conv2d_forward(&l->sample, b->buf[cur], 1, h, w, b->buf[next], b->scratch);
+            vae_conv_forward(&l->sample, a, h, w);
             h = conv2d_out_h(&l->sample.s, h);
             w = conv2d_out_w(&l->sample.s, w);
-            cur = next;
         }
     }
-    cur = vae_mid_block_forward(&e->mid, b, cur, h, w);
-    const int next = (cur + 1) % 3, out = (cur + 2) % 3;
-    nn_group_norm_forward(&e->norm_out, b->buf[cur], b->buf[next], 1, h * w, true);
-    nn_conv2d_forward(&e->conv_out, b->buf[next], 1, h, w, b->buf[out], b->scratch);
-    return out;
+    vae_mid_block_forward(&e->mid, a, h, w);
+    const size_t n = (size_t)h * w * e->norm_out.c, on = (size_t)h * w * e->conv_out.s.cout;
+    float *mom = vae_act_far(a, on), *t = vae_act_gap(a, on, 0, n);
+    nn_group_norm_forward(&e->norm_out, a->x, t, 1, h * w, true);
+    nn_conv2d_forward(&e->conv_out, t, 1, h, w, mom, a->scratch);
+    vae_act_set(a, mom, on);
 }

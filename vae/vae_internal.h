@@ -2,13 +2,16 @@
  * vae_encoder.c. Not part of the public API.
  *
  * Memory plan: one image of a batch is processed at a time (every layer of the VAE is per-sample),
- * and its activations live in three buffers of equal capacity carved from the model's arena at the
- * start of a pass. A layer reads the current activation from one buffer and uses the other two for
- * its intermediates, so only live activations exist: at 512x512 with SD's channels that is three
- * buffers of 256 MB (the 256-channel 512x512 upsample output), never one per layer. Short-lived
- * temporaries (conv patches, the attention's fused QKV) are taken above them with arena marks. */
+ * inside one region carved from the model's arena. The current activation sits at one end of the
+ * region; a layer writes its output at the other end (or in place) and puts its temporaries in
+ * the gap between, so the region only ever holds live data and nothing is copied between layers.
+ * Its size is the largest (input + output + temporaries) of any layer, computed up front: for SD's
+ * decoder at 512x512 that is the 256 -> 128 channel resnet at full resolution, 512 MB. Kernel
+ * temporaries (conv patches, attention scores) come from the arena above the region. */
 #ifndef SD_VAE_INTERNAL_H
 #define SD_VAE_INTERNAL_H
+
+#include <assert.h>
 
 #include "../core/arena.h"
 #include "../core/weights.h"
@@ -85,12 +88,44 @@ struct vae {
     sd_arena arena;
 };
 
-/* The three activation buffers of one pass (equal sizes, from vae_*_buffer_floats) and the arena
- * that kernels take their temporaries from. */
+/* The region of one pass and where the current activation lies in it. Sizes are kept rounded to
+ * 16 floats so that every placement stays 64-byte aligned. */
 typedef struct {
-    float *buf[3];
+    float *base;
+    size_t cap;   /* floats */
+    float *x;     /* the current activation: at base (x_low) or ending at base + cap */
+    size_t x_n;   /* its rounded size; 0 before the first layer */
+    bool x_low;
     sd_arena *scratch;
-} vae_bufs;
+} vae_act;
+
+static inline size_t vae_round(size_t n) { return (n + 15) & ~(size_t)15; }
+
+static inline void vae_act_init(vae_act *a, float *base, size_t cap, sd_arena *scratch) {
+    *a = (vae_act){.base = base, .cap = cap, .scratch = scratch};
+}
+
+/* Where an output of n floats goes: the end of the region away from the current activation. */
+static inline float *vae_act_far(const vae_act *a, size_t n) {
+    n = vae_round(n);
+    assert(a->x_n + n <= a->cap);
+    return a->x_low ? a->base + a->cap - n : a->base;
+}
+
+/* n floats of the gap between the current activation and an output of out_n floats at the far
+ * end (0 for a layer working in place), starting `offset` (rounded) floats into the gap. */
+static inline float *vae_act_gap(const vae_act *a, size_t out_n, size_t offset, size_t n) {
+    out_n = vae_round(out_n);
+    assert(a->x_n + out_n + offset + vae_round(n) <= a->cap);
+    return a->base + (a->x_low ? a->x_n : out_n) + offset;
+}
+
+/* The layer's output (at an end of the region) becomes the current activation. */
+static inline void vae_act_set(vae_act *a, float *p, size_t n) {
+    a->x = p;
+    a->x_n = vae_round(n);
+    a->x_low = p == a->base;
+}
 
 /* Loading (errors name the tensor; the struct is left freeable on failure). */
 sd_status vae_resnet_load(vae_resnet *r, const sd_weights *w, int cin, int cout, int groups,
@@ -101,29 +136,37 @@ sd_status vae_mid_block_load(vae_mid_block *m, const sd_weights *w, int c, int g
 void vae_mid_block_free(vae_mid_block *m);
 void vae_level_free(vae_level *l);
 
-/* Forward passes over one image of h x w pixels held in b->buf[cur]; each returns the index of the
- * buffer that holds its output (the other two are free again). */
-int vae_resnet_forward(const vae_resnet *r, vae_bufs *b, int cur, int h, int w);
-int vae_mid_block_forward(const vae_mid_block *m, vae_bufs *b, int cur, int h, int w);
-/* Nearest 2x upsampling then the 3x3 conv: output is (2h) x (2w). */
-int vae_upsample_forward(const nn_conv2d *conv, vae_bufs *b, int cur, int h, int w);
+/* Forward passes over one image of h x w pixels, from and to the current activation of `a`. */
+void vae_resnet_forward(const vae_resnet *r, vae_act *a, int h, int w);
+void vae_mid_block_forward(const vae_mid_block *m, vae_act *a, int h, int w);
+/* Nearest 2x upsampling then the 3x3 conv (output (2h) x (2w)), done in bands of rows so the
+ * upsampled copy never exists whole. */
+void vae_upsample_forward(const nn_conv2d *conv, vae_act *a, int h, int w);
+/* The same with bands of `rows` output rows (the gap must hold rows + 2 upsampled rows). */
+void vae_upsample_bands(const nn_conv2d *conv, vae_act *a, int h, int w, int rows);
+/* A 1x1 or plain conv from the current activation to the far end. */
+void vae_conv_forward(const nn_conv2d *conv, vae_act *a, int h, int w);
+/* Region floats each of them needs (input, output and temporaries together). */
+size_t vae_resnet_floats(int cin, int cout, size_t hw);
+size_t vae_mid_block_floats(const vae_mid_block *m, int c, size_t hw);
+size_t vae_upsample_floats(int c, int h, int w);
 /* x += y over n floats. */
 void vae_add(float *x, const float *y, size_t n);
 
 sd_status vae_decoder_load(vae_decoder *d, const sd_weights *w, const vae_config *cfg);
 void vae_decoder_free(vae_decoder *d);
-/* Floats per buffer needed to decode an h x w latent. */
-size_t vae_decoder_buffer_floats(const vae_config *cfg, int h, int w);
-/* One image: z [h][w][latent_channels] (after post_quant_conv; not in b->buf[0]) ->
- * image [8h][8w][out_channels]. */
-void vae_decoder_forward(const vae_decoder *d, vae_bufs *b, const float *z, int h, int w,
+/* Region floats needed to decode an h x w latent. */
+size_t vae_decoder_region_floats(const vae_decoder *d, const vae_config *cfg, int h, int w);
+/* One image: z [h][w][latent_channels] (after post_quant_conv; outside the region or its current
+ * activation) -> image [8h][8w][out_channels], outside the region. */
+void vae_decoder_forward(const vae_decoder *d, vae_act *a, const float *z, int h, int w,
                          float *image);
 
 sd_status vae_encoder_load(vae_encoder *e, const sd_weights *w, const vae_config *cfg);
 void vae_encoder_free(vae_encoder *e);
-size_t vae_encoder_buffer_floats(const vae_config *cfg, int h, int w);
-/* One image: x [h][w][in_channels] -> the encoder's conv_out moments [h/8][w/8][2L] (before
- * quant_conv), in buffer b->buf[returned index]. */
-int vae_encoder_forward(const vae_encoder *e, vae_bufs *b, const float *x, int h, int w);
+size_t vae_encoder_region_floats(const vae_encoder *e, const vae_config *cfg, int h, int w);
+/* One image: x [h][w][in_channels] (outside the region) -> the conv_out moments
+ * [h/8][w/8][2L] (before quant_conv) as the current activation of `a`. */
+void vae_encoder_forward(const vae_encoder *e, vae_act *a, const float *x, int h, int w);
 
 #endif
