@@ -66,8 +66,7 @@ void vae_resnet_forward(const vae_resnet *r, vae_act *a, int h, int w) {
     /* The shortcut is taken first, so the input is dead after norm1 and can be normalised in
      * place: that saves a full-size buffer in the widest layer of the decoder. */
     float *out = vae_act_far(a, out_n), *t = vae_act_gap(a, out_n, 0, out_n);
-    const nn_conv2d *s = &r->shortcut; /* a 1x1 conv: a product over pixels */
-    gemm_nt((int)hw, r->cout, r->cin, x, r->cin, s->w, r->cin, out, r->cout, s->b, 0);
+    nn_conv2d_forward(&r->shortcut, x, 1, h, w, out, a->scratch);
     nn_group_norm_forward(&r->norm1, x, x, 1, (int)hw, true);
     nn_conv2d_forward(&r->conv1, x, 1, h, w, t, a->scratch);
     nn_group_norm_forward(&r->norm2, t, t, 1, (int)hw, true);
