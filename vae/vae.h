@@ -24,9 +24,17 @@ typedef struct {
 
 typedef struct vae vae;
 
+/* Loads config.json and the weights (both encoder and decoder, copied to float32). A vae holds
+ * its scratch arena: calls on one vae must not run concurrently. */
 sd_status vae_load(vae **out, const char *dir);
+/* The same, skipping the encoder's weights (and quant_conv) when with_encoder is false: text-to-
+ * image only decodes, and the encoder is about 40% of the weights. vae_encode then fails with
+ * SD_ERR_ARG. */
+sd_status vae_load_opt(vae **out, const char *dir, bool with_encoder);
 void vae_free(vae *m);
 const vae_config *vae_get_config(const vae *m);
+/* Image pixels per latent pixel along each side: 2^(len(block_out_channels) - 1), 8 for SD. */
+int vae_scale_factor(const vae *m);
 
 /* Pipeline latents -> what the decoder takes: z / scaling_factor (+ shift_factor when set), as
  * diffusers' pipelines do before vae.decode. out may equal in. */
