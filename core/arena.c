@@ -34,9 +34,8 @@ void *sd_arena_alloc(sd_arena *a, size_t bytes) {
     sd_arena_block *b = a->blocks;
     if (!b || b->size - b->used < bytes) {
         /* Spill: a new block big enough for this and some more, so small allocations that follow
-         * do not each spill again. */
+         * do not each spill again (but not as big as the previous block: that may be huge). */
         size_t size = bytes > (1u << 20) ? bytes : (1u << 20);
-        if (b && size < b->size) size = b->size;
         sd_arena_block *nb = block_new(size);
         if (!nb) return NULL;
         nb->next = b;

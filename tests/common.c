@@ -103,7 +103,7 @@ static void *read_fixture_tensor(const char *file, const char *name, int64_t *sh
         CHECK(0, "fixture %s has no tensor '%s'", file, name);
     } else {
         int64_t n = st_numel(t);
-        if (shape) memcpy(shape, t->shape, sizeof t->shape);
+        if (shape) memcpy(shape, t->shape, (size_t)t->ndim * sizeof *shape); /* caller sized for ndim */
         if (ndim) *ndim = t->ndim;
         out = malloc((size_t)(n ? n : 1) * 4);
         for (int64_t i = 0; i < n; i++) {

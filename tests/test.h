@@ -52,7 +52,7 @@ void nchw_to_nhwc(const float *src, float *dst, int n, int c, int h, int w);
 void nhwc_to_nchw(const float *src, float *dst, int n, int h, int w, int c);
 
 /* Reads tensor `name` of tests/fixtures/<file> as float32 (malloc'd; F32/F16/BF16, or I32/I64
- * converted). Fills shape/ndim when not NULL. Returns NULL (after a recorded failure) when absent. */
+ * converted). Fills shape[0..ndim) and ndim when not NULL. Returns NULL (after a recorded failure) when absent. */
 float *fixture_tensor(const char *file, const char *name, int64_t *shape, int *ndim);
 /* Same for integer tensors (I32 or I64), as int32. */
 int32_t *fixture_ids(const char *file, const char *name, int64_t *shape, int *ndim);
