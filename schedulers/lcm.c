@@ -62,13 +62,19 @@ static sd_status lcm_set_timesteps(sd_scheduler *s, int n, const sched_timestep_
         return sd_set_error(SD_ERR_ARG, "LCMScheduler: num_inference_steps %d exceeds "
                                         "original_inference_steps %d",
                             n, orig);
-    /* the LCM training schedule: k-1, 2k-1, ..., orig*k - 1, taken from the top */
-    int k = N / orig;
+    /* the LCM training schedule k-1, 2k-1, ..., L*k - 1 (L = original steps times strength),
+     * sampled from the top at floor(linspace(0, L, n, endpoint=False)) */
+    double strength = opts->strength > 0 ? opts->strength : 1.0;
+    int k = N / orig, L = (int)(orig * strength);
+    if (L / n < 1)
+        return sd_set_error(SD_ERR_ARG, "LCMScheduler: %d steps need at least as many of the %d "
+                                        "original steps kept by strength %g",
+                            n, L, strength);
     SD_TRY(sched_alloc_timesteps(s, n));
-    double step = (double)orig / n; /* np.linspace(0, orig, n, endpoint=False) */
+    double step = (double)L / n;
     for (int i = 0; i < n; i++) {
         int idx = (int)floor(i * step);
-        s->timesteps[i] = (double)(orig - idx) * k - 1;
+        s->timesteps[i] = (double)(L - idx) * k - 1;
     }
     s->n_sigmas = 0;
     return SD_OK;

@@ -29,6 +29,8 @@ typedef struct {
     double mu;
     const double *sigmas; /* custom sigmas (Flux passes linspace(1, 1/n, n)); NULL if none */
     int n_sigmas;         /* FlowMatch: n (the final 0 is appended); Euler: n + 1 (all of them) */
+    double strength;      /* LCM img2img: schedule over the first strength * original steps;
+                             0 (a zeroed struct) means 1 */
 } sched_timestep_opts;
 
 /* Builds `class_name` (a diffusers class name or an alias; NULL: the config's _class_name) from

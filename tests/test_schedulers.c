@@ -252,6 +252,14 @@ static void error_cases(void) {
     if (s) {
         expect_error("LCM steps > original_inference_steps", sched_set_timesteps(s, 60, NULL),
                      SD_ERR_ARG, "original_inference_steps");
+        /* img2img strength 0.5 keeps 25 of the 50 original steps (k = 20): diffusers picks
+         * indices floor(linspace(0, 25, 4, endpoint=False)) = 0, 6, 12, 18 of 499, 479, ..., 19 */
+        sched_timestep_opts o = {.strength = 0.5};
+        CHECK_OK(sched_set_timesteps(s, 4, &o));
+        const double want[4] = {499, 379, 259, 139};
+        for (int i = 0; i < 4; i++)
+            CHECK(sched_timestep(s, i) == want[i], "LCM strength 0.5: timestep %d is %g, want %g",
+                  i, sched_timestep(s, i), want[i]);
         sched_free(s);
     }
     CHECK_OK(create_with("flow_euler", NULL, "{\"use_dynamic_shifting\": true}", &s));
