@@ -43,8 +43,7 @@ static sd_status ddim_init(sd_scheduler *s) {
     ddim_state *st = calloc(1, sizeof *st);
     if (!st) return sd_set_error(SD_ERR_NOMEM, "DDIMScheduler: out of memory");
     s->state = st;
-    st->final_alpha_cumprod =
-        sched_cfg_bool(s, "set_alpha_to_one") ? 1.0f : s->alphas_cumprod[0];
+    st->final_alpha_cumprod = sched_cfg_bool(s, "set_alpha_to_one") ? 1.0f : s->alphas_cumprod[0];
     return SD_OK;
 }
 

@@ -48,13 +48,16 @@ static sd_status ddpm_init(sd_scheduler *s) {
     ddpm_state *st = calloc(1, sizeof *st);
     if (!st) return sd_set_error(SD_ERR_NOMEM, "DDPMScheduler: out of memory");
     s->state = st;
-    if (!strcmp(vt, "fixed_small")) st->variance = VAR_FIXED_SMALL;
-    else if (!strcmp(vt, "fixed_small_log")) st->variance = VAR_FIXED_SMALL_LOG;
-    else if (!strcmp(vt, "fixed_large")) st->variance = VAR_FIXED_LARGE;
+    if (!strcmp(vt, "fixed_small"))
+        st->variance = VAR_FIXED_SMALL;
+    else if (!strcmp(vt, "fixed_small_log"))
+        st->variance = VAR_FIXED_SMALL_LOG;
+    else if (!strcmp(vt, "fixed_large"))
+        st->variance = VAR_FIXED_LARGE;
     else
-        return sched_cfg_error(s, SD_ERR_UNSUPPORTED, "variance_type '%s' is not supported "
-                                                      "(learned variances need the model's extra "
-                                                      "channels)",
+        return sched_cfg_error(s, SD_ERR_UNSUPPORTED,
+                               "variance_type '%s' is not supported (learned variances need "
+                               "the model's extra channels)",
                                vt);
     return sched_build_alphas_cumprod(s, false);
 }
@@ -92,17 +95,23 @@ static sd_status ddpm_step(sd_scheduler *s, int i, const float *e, float *x, siz
         /* _get_variance: the posterior variance, clamped away from 0 */
         float var = (1.0f - a_prev) / (1.0f - a_t) * (1.0f - a_t / a_prev);
         if (var < 1e-20f) var = 1e-20f;
-        if (st->variance == VAR_FIXED_SMALL) std = sqrtf(var);
-        else if (st->variance == VAR_FIXED_SMALL_LOG) std = expf(0.5f * logf(var));
-        else std = sqrtf(cur_beta);
+        if (st->variance == VAR_FIXED_SMALL)
+            std = sqrtf(var);
+        else if (st->variance == VAR_FIXED_SMALL_LOG)
+            std = expf(0.5f * logf(var));
+        else
+            std = sqrtf(cur_beta);
         SD_TRY(sched_state_buffer(&st->noise, &st->n, n, 1));
         sched_draw_noise(noise, ctx, st->noise, n);
     }
     for (size_t k = 0; k < n; k++) {
         float x0;
-        if (s->pred == PRED_EPSILON) x0 = (x[k] - sb * e[k]) / sa;
-        else if (s->pred == PRED_SAMPLE) x0 = e[k];
-        else x0 = sa * x[k] - sb * e[k];
+        if (s->pred == PRED_EPSILON)
+            x0 = (x[k] - sb * e[k]) / sa;
+        else if (s->pred == PRED_SAMPLE)
+            x0 = e[k];
+        else
+            x0 = sa * x[k] - sb * e[k];
         if (clip) x0 = x0 < -range ? -range : x0 > range ? range : x0;
         float prev = c_x0 * x0 + c_x * x[k];
         if (t > 0) prev = prev + std * st->noise[k];

@@ -34,7 +34,8 @@ static const sched_param dpm_params[] = {
     SP_B("thresholding", 0),
     SP_N("dynamic_thresholding_ratio", 0.995),
     SP_N("sample_max_value", 1.0),
-    SP_S("algorithm_type", "dpmsolver++", "dpmsolver|dpmsolver++|sde-dpmsolver|sde-dpmsolver++|deis"),
+    SP_S("algorithm_type", "dpmsolver++",
+         "dpmsolver|dpmsolver++|sde-dpmsolver|sde-dpmsolver++|deis"),
     SP_S("solver_type", "midpoint", "midpoint|heun|logrho|bh1|bh2"),
     SP_B("lower_order_final", 1),
     SP_B("euler_at_final", 0),
@@ -88,20 +89,23 @@ static sd_status dpm_init(sd_scheduler *s) {
     st->euler_at_final = sched_cfg_bool(s, "euler_at_final");
     st->final_zero = sched_cfg_is(s, "final_sigmas_type", "zero");
     if ((st->algo == ALG_DPM || st->algo == ALG_SDE_DPM) && st->final_zero)
-        return sched_cfg_error(s, SD_ERR_CONFIG, "final_sigmas_type 'zero' needs algorithm_type "
-                                                 "dpmsolver++ or sde-dpmsolver++ (got %s)",
+        return sched_cfg_error(s, SD_ERR_CONFIG,
+                               "final_sigmas_type 'zero' needs algorithm_type "
+                               "dpmsolver++ or sde-dpmsolver++ (got %s)",
                                alg);
     if (st->algo == ALG_SDE_DPM && st->order == 3)
         return sched_cfg_error(s, SD_ERR_UNSUPPORTED, "sde-dpmsolver has no third-order update");
     if (sched_cfg_bool(s, "thresholding"))
         return sched_cfg_error(s, SD_ERR_UNSUPPORTED, "thresholding = true is not supported");
     if (sched_cfg_str(s, "variance_type"))
-        return sched_cfg_error(s, SD_ERR_UNSUPPORTED, "variance_type '%s' (learned variance "
-                                                      "channels) is not supported",
+        return sched_cfg_error(s, SD_ERR_UNSUPPORTED,
+                               "variance_type '%s' (learned variance "
+                               "channels) is not supported",
                                sched_cfg_str(s, "variance_type"));
     if (sched_cfg_bool(s, "use_flow_sigmas") || sched_cfg_bool(s, "use_dynamic_shifting"))
-        return sched_cfg_error(s, SD_ERR_UNSUPPORTED, "use_flow_sigmas / use_dynamic_shifting "
-                                                      "are not supported");
+        return sched_cfg_error(s, SD_ERR_UNSUPPORTED,
+                               "use_flow_sigmas / use_dynamic_shifting "
+                               "are not supported");
     return sched_build_alphas_cumprod(s, true);
 }
 
@@ -160,8 +164,8 @@ static sd_status dpm_set_timesteps(sd_scheduler *s, int n, const sched_timestep_
     }
     bool round_t = !sched_cfg_is(s, "beta_schedule", "squaredcos_cap_v2");
     bool karras = sched_cfg_bool(s, "use_karras_sigmas");
-    if (karras || (sched_cfg_bool(s, "use_exponential_sigmas") &&
-                   !sched_cfg_bool(s, "use_lu_lambdas"))) {
+    if (karras ||
+        (sched_cfg_bool(s, "use_exponential_sigmas") && !sched_cfg_bool(s, "use_lu_lambdas"))) {
         double in[2] = {train[N - 1], train[0]}; /* the flipped schedule's ends */
         sched_convert_sigmas(s, in, 2, n, sig);
         for (int i = 0; i < n; i++) {
@@ -222,8 +226,12 @@ static void dpm_coefficients(const sd_scheduler *s, int i, int k, dpm_update *u)
     u->noise = st->algo == ALG_SDE_DPMPP || st->algo == ALG_SDE_DPM;
     float em = expf(-h) - 1.0f, ep = expf(h) - 1.0f, e2 = 1.0f - expf(-2.0f * h);
     switch (st->algo) {
-    case ALG_DPMPP: u->A = sgt / s0, u->B0 = -(at * em); break;
-    case ALG_DPM: u->A = at / a0, u->B0 = -(sgt * ep); break;
+    case ALG_DPMPP:
+        u->A = sgt / s0, u->B0 = -(at * em);
+        break;
+    case ALG_DPM:
+        u->A = at / a0, u->B0 = -(sgt * ep);
+        break;
     case ALG_SDE_DPMPP:
         u->A = sgt / s0 * expf(-h), u->B0 = at * e2, u->C = sgt * sqrtf(e2);
         break;
@@ -238,9 +246,15 @@ static void dpm_coefficients(const sd_scheduler *s, int i, int k, dpm_update *u)
     u->inv_r0 = 1.0f / r0;
     if (k == 2) {
         switch (st->algo) {
-        case ALG_DPMPP: u->B1 = st->heun ? at * (em / h + 1.0f) : -(0.5f * (at * em)); break;
-        case ALG_DPM: u->B1 = st->heun ? -(sgt * (ep / h - 1.0f)) : -(0.5f * (sgt * ep)); break;
-        case ALG_SDE_DPMPP: u->B1 = st->heun ? at * (e2 / (-2.0f * h) + 1.0f) : 0.5f * (at * e2); break;
+        case ALG_DPMPP:
+            u->B1 = st->heun ? at * (em / h + 1.0f) : -(0.5f * (at * em));
+            break;
+        case ALG_DPM:
+            u->B1 = st->heun ? -(sgt * (ep / h - 1.0f)) : -(0.5f * (sgt * ep));
+            break;
+        case ALG_SDE_DPMPP:
+            u->B1 = st->heun ? at * (e2 / (-2.0f * h) + 1.0f) : 0.5f * (at * e2);
+            break;
         case ALG_SDE_DPM:
             u->B1 = st->heun ? -(2.0f * (sgt * (ep / h - 1.0f))) : -(sgt * ep);
             break;
@@ -279,8 +293,8 @@ static sd_status dpm_step(sd_scheduler *s, int i, const float *e, float *x, size
     if (st->steps_seen == 0) SD_TRY(sched_state_buffer(&st->outputs, &st->n, n, order));
     st->steps_seen++;
     bool last = i == len - 1, second_last = i == len - 2;
-    bool lower_final = last && (st->euler_at_final || (st->lower_order_final && len < 15) ||
-                                st->final_zero);
+    bool lower_final =
+        last && (st->euler_at_final || (st->lower_order_final && len < 15) || st->final_zero);
     bool lower_second = second_last && st->lower_order_final && len < 15;
 
     /* convert_model_output into the newest history slot */
@@ -293,12 +307,17 @@ static sd_status dpm_step(sd_scheduler *s, int i, const float *e, float *x, size
     for (size_t k = 0; k < n; k++) {
         float v = e[k];
         if (data_pred) {
-            if (s->pred == PRED_EPSILON) v = (x[k] - sgt * e[k]) / at;
-            else if (s->pred == PRED_V) v = at * x[k] - sgt * e[k];
-            else if (s->pred == PRED_FLOW) v = x[k] - sigma * e[k];
+            if (s->pred == PRED_EPSILON)
+                v = (x[k] - sgt * e[k]) / at;
+            else if (s->pred == PRED_V)
+                v = at * x[k] - sgt * e[k];
+            else if (s->pred == PRED_FLOW)
+                v = x[k] - sigma * e[k];
         } else {
-            if (s->pred == PRED_SAMPLE) v = (x[k] - at * e[k]) / sgt;
-            else if (s->pred == PRED_V) v = at * e[k] + sgt * x[k];
+            if (s->pred == PRED_SAMPLE)
+                v = (x[k] - at * e[k]) / sgt;
+            else if (s->pred == PRED_V)
+                v = at * e[k] + sgt * x[k];
         }
         m0[k] = v;
     }
@@ -307,7 +326,7 @@ static sd_status dpm_step(sd_scheduler *s, int i, const float *e, float *x, size
         SD_TRY(sched_state_buffer(&st->noise, &st->noise_n, n, 1));
         sched_draw_noise(noise, ctx, st->noise, n);
     }
-    int k_order = order == 1 || st->lower_order_nums < 1 || lower_final ? 1
+    int k_order = order == 1 || st->lower_order_nums < 1 || lower_final    ? 1
                   : order == 2 || st->lower_order_nums < 2 || lower_second ? 2
                                                                            : 3;
     dpm_update u;

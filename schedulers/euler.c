@@ -60,8 +60,9 @@ static sd_status euler_set_timesteps(sd_scheduler *s, int n, const sched_timeste
     if (custom) {
         n_sig = opts->n_sigmas;
         if (n_sig < 2 || (n > 0 && n != n_sig - 1)) {
-            st = sd_set_error(SD_ERR_ARG, "EulerDiscreteScheduler: custom sigmas need steps + 1 "
-                                          "values (got %d for %d steps)",
+            st = sd_set_error(SD_ERR_ARG,
+                              "EulerDiscreteScheduler: custom sigmas need steps + 1 "
+                              "values (got %d for %d steps)",
                               n_sig, n);
             goto done;
         }
@@ -130,9 +131,12 @@ static sd_status euler_step(sd_scheduler *s, int i, const float *e, float *x, si
     float v_c1 = -sigma / sqrtf(sigma * sigma + 1.0f), v_c2 = sigma * sigma + 1.0f;
     for (size_t k = 0; k < n; k++) {
         float x0;
-        if (s->pred == PRED_EPSILON) x0 = x[k] - sigma_hat * e[k];
-        else if (s->pred == PRED_V) x0 = e[k] * v_c1 + x[k] / v_c2;
-        else x0 = e[k];
+        if (s->pred == PRED_EPSILON)
+            x0 = x[k] - sigma_hat * e[k];
+        else if (s->pred == PRED_V)
+            x0 = e[k] * v_c1 + x[k] / v_c2;
+        else
+            x0 = e[k];
         float derivative = (x[k] - x0) / sigma_hat;
         x[k] = x[k] + derivative * dt;
     }

@@ -35,7 +35,8 @@ static sd_status euler_a_init(sd_scheduler *s) {
     SD_TRY(sched_read_common(s));
     SD_TRY(sched_build_alphas_cumprod(s, true));
     s->state = calloc(1, sizeof(euler_a_state));
-    if (!s->state) return sd_set_error(SD_ERR_NOMEM, "EulerAncestralDiscreteScheduler: out of memory");
+    if (!s->state)
+        return sd_set_error(SD_ERR_NOMEM, "EulerAncestralDiscreteScheduler: out of memory");
     int N = s->num_train_timesteps;
     SD_TRY(sched_alloc_sigmas(s, N + 1));
     sched_train_sigmas(s, s->sigmas);

@@ -73,8 +73,9 @@ static sd_status flow_set_timesteps(sd_scheduler *s, int n, const sched_timestep
                                         "use_dynamic_shifting is true");
     bool custom = opts->sigmas && opts->n_sigmas > 0;
     if (custom && n > 0 && n != opts->n_sigmas)
-        return sd_set_error(SD_ERR_ARG, "FlowMatchEulerDiscreteScheduler: %d custom sigmas for %d "
-                                        "steps",
+        return sd_set_error(SD_ERR_ARG,
+                            "FlowMatchEulerDiscreteScheduler: %d custom sigmas for %d "
+                            "steps",
                             opts->n_sigmas, n);
     if (custom) n = s->num_inference_steps = opts->n_sigmas;
     double *sig = malloc((size_t)n * sizeof *sig), *conv = malloc((size_t)n * sizeof *conv);
@@ -89,8 +90,10 @@ static sd_status flow_set_timesteps(sd_scheduler *s, int n, const sched_timestep
         float fs_m1 = (float)(shift - 1);
         for (int i = 0; i < n; i++) {
             float t = (float)opts->sigmas[i];
-            if (dynamic) t = e_mu / (e_mu + (1.0f / t - 1.0f));
-            else t = fs * t / (1.0f + fs_m1 * t);
+            if (dynamic)
+                t = e_mu / (e_mu + (1.0f / t - 1.0f));
+            else
+                t = fs * t / (1.0f + fs_m1 * t);
             sig[i] = t;
         }
         if (!isnan(terminal) && terminal != 0) {

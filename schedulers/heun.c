@@ -92,7 +92,8 @@ static sd_status heun_step(sd_scheduler *s, int i, const float *e, float *x, siz
     if (!st->prev_derivative || st->n != n) {
         free(st->prev_derivative);
         st->prev_derivative = malloc(2 * n * sizeof *st->prev_derivative);
-        if (!st->prev_derivative) return sd_set_error(SD_ERR_NOMEM, "HeunDiscreteScheduler: out of memory");
+        if (!st->prev_derivative)
+            return sd_set_error(SD_ERR_NOMEM, "HeunDiscreteScheduler: out of memory");
         st->sample = st->prev_derivative + n;
         st->n = n;
     }
@@ -109,9 +110,12 @@ static sd_status heun_step(sd_scheduler *s, int i, const float *e, float *x, siz
     float dt = first ? sigma_next - sigma_hat : st->dt;
     for (size_t k = 0; k < n; k++) {
         float x0;
-        if (s->pred == PRED_EPSILON) x0 = x[k] - si * e[k];
-        else if (s->pred == PRED_V) x0 = e[k] * v_c1 + x[k] / v_c2;
-        else x0 = e[k];
+        if (s->pred == PRED_EPSILON)
+            x0 = x[k] - si * e[k];
+        else if (s->pred == PRED_V)
+            x0 = e[k] * v_c1 + x[k] / v_c2;
+        else
+            x0 = e[k];
         if (clip) x0 = x0 < -range ? -range : x0 > range ? range : x0;
         if (first) {
             float d = (x[k] - x0) / sigma_hat;

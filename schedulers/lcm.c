@@ -59,16 +59,18 @@ static sd_status lcm_set_timesteps(sd_scheduler *s, int n, const sched_timestep_
         return sched_cfg_error(s, SD_ERR_CONFIG, "original_inference_steps %d must be in 1..%d",
                                orig, N);
     if (n > orig)
-        return sd_set_error(SD_ERR_ARG, "LCMScheduler: num_inference_steps %d exceeds "
-                                        "original_inference_steps %d",
+        return sd_set_error(SD_ERR_ARG,
+                            "LCMScheduler: num_inference_steps %d exceeds "
+                            "original_inference_steps %d",
                             n, orig);
     /* the LCM training schedule k-1, 2k-1, ..., L*k - 1 (L = original steps times strength),
      * sampled from the top at floor(linspace(0, L, n, endpoint=False)) */
     double strength = opts->strength > 0 ? opts->strength : 1.0;
     int k = N / orig, L = (int)(orig * strength);
     if (L / n < 1)
-        return sd_set_error(SD_ERR_ARG, "LCMScheduler: %d steps need at least as many of the %d "
-                                        "original steps kept by strength %g",
+        return sd_set_error(SD_ERR_ARG,
+                            "LCMScheduler: %d steps need at least as many of the %d "
+                            "original steps kept by strength %g",
                             n, L, strength);
     SD_TRY(sched_alloc_timesteps(s, n));
     double step = (double)L / n;
@@ -103,9 +105,12 @@ static sd_status lcm_step(sd_scheduler *s, int i, const float *e, float *x, size
     float sa_prev = sqrtf(a_prev), sb_prev = sqrtf(b_prev);
     for (size_t k = 0; k < n; k++) {
         float x0;
-        if (s->pred == PRED_EPSILON) x0 = (x[k] - sb * e[k]) / sa;
-        else if (s->pred == PRED_SAMPLE) x0 = e[k];
-        else x0 = sa * x[k] - sb * e[k];
+        if (s->pred == PRED_EPSILON)
+            x0 = (x[k] - sb * e[k]) / sa;
+        else if (s->pred == PRED_SAMPLE)
+            x0 = e[k];
+        else
+            x0 = sa * x[k] - sb * e[k];
         if (clip) x0 = x0 < -range ? -range : x0 > range ? range : x0;
         float denoised = c_out * x0 + c_skip * x[k];
         x[k] = renoise ? sa_prev * denoised + sb_prev * st->noise[k] : denoised;

@@ -11,8 +11,8 @@
 #include "sched_internal.h"
 
 typedef struct {
-    int n_derivs;     /* kept derivatives (at most 4) */
-    float *derivs;    /* [4][n], oldest first */
+    int n_derivs;  /* kept derivatives (at most 4) */
+    float *derivs; /* [4][n], oldest first */
     size_t n;
     int steps_seen;
 } lms_state;
@@ -112,12 +112,17 @@ static double lms_basis_at(const lms_basis *b, double tau) {
  * (resabs) and of |f - mean| (resasc). */
 static double qk21(const lms_basis *bs, double a, double b, double *abserr, double *resabs,
                    double *resasc_out) {
-    static const double xgk[11] = {
-        0.995657163025808080735527280689003, 0.973906528517171720077964012084452,
-        0.930157491355708226001207180059508, 0.865063366688984510732096688423493,
-        0.780817726586416897063717578345042, 0.679409568299024406234327365114874,
-        0.562757134668604683339000099272694, 0.433395394129247190799265943165784,
-        0.294392862701460198131126603103866, 0.148874338981631210884826001129720, 0.0};
+    static const double xgk[11] = {0.995657163025808080735527280689003,
+                                   0.973906528517171720077964012084452,
+                                   0.930157491355708226001207180059508,
+                                   0.865063366688984510732096688423493,
+                                   0.780817726586416897063717578345042,
+                                   0.679409568299024406234327365114874,
+                                   0.562757134668604683339000099272694,
+                                   0.433395394129247190799265943165784,
+                                   0.294392862701460198131126603103866,
+                                   0.148874338981631210884826001129720,
+                                   0.0};
     static const double wgk[11] = {
         0.011694638867371874278064396062192, 0.032558162307964727478818972459390,
         0.054755896574351996031381300244580, 0.075039674810919952767043140916190,
@@ -125,11 +130,10 @@ static double qk21(const lms_basis *bs, double a, double b, double *abserr, doub
         0.123491976262065851077208977408160, 0.134709217311473325928054001771707,
         0.142775938577060080797094273138717, 0.147739104901338491374841515972068,
         0.149445554002916905664936468389821};
-    static const double wg[5] = {0.066671344308688137593568809893332,
-                                 0.149451349150580593145776339657697,
-                                 0.219086362515982043995534934228163,
-                                 0.269266719309996355091226921569469,
-                                 0.295524224714752870173892994651338};
+    static const double wg[5] = {
+        0.066671344308688137593568809893332, 0.149451349150580593145776339657697,
+        0.219086362515982043995534934228163, 0.269266719309996355091226921569469,
+        0.295524224714752870173892994651338};
     double centr = 0.5 * (a + b), hlgth = 0.5 * (b - a), dhlgth = fabs(hlgth);
     double fv1[10], fv2[10];
     double resg = 0, fc = lms_basis_at(bs, centr), resk = wgk[10] * fc;
@@ -154,7 +158,8 @@ static double qk21(const lms_basis *bs, double a, double b, double *abserr, doub
         *resabs = *resabs + wgk[jtwm1] * (fabs(f1) + fabs(f2));
     }
     double reskh = resk * 0.5, resasc = wgk[10] * fabs(fc - reskh);
-    for (int j = 0; j < 10; j++) resasc = resasc + wgk[j] * (fabs(fv1[j] - reskh) + fabs(fv2[j] - reskh));
+    for (int j = 0; j < 10; j++)
+        resasc = resasc + wgk[j] * (fabs(fv1[j] - reskh) + fabs(fv2[j] - reskh));
     double result = resk * hlgth;
     *resabs = *resabs * dhlgth;
     resasc = resasc * dhlgth;
@@ -209,9 +214,12 @@ static sd_status lms_step(sd_scheduler *s, int i, const float *e, float *x, size
     st->n_derivs++;
     for (size_t k = 0; k < n; k++) {
         float x0;
-        if (s->pred == PRED_EPSILON) x0 = x[k] - sigma * e[k];
-        else if (s->pred == PRED_V) x0 = e[k] * v_c1 + x[k] / v_c2;
-        else x0 = e[k];
+        if (s->pred == PRED_EPSILON)
+            x0 = x[k] - sigma * e[k];
+        else if (s->pred == PRED_V)
+            x0 = e[k] * v_c1 + x[k] / v_c2;
+        else
+            x0 = e[k];
         d[k] = (x[k] - x0) / sigma;
     }
     int order = i + 1 < 4 ? i + 1 : 4;

@@ -16,8 +16,8 @@ typedef struct {
     int n_prk;          /* PRK calls at the start of the timesteps */
     int *prk_timesteps; /* [n_prk] */
     int counter;
-    int n_ets;     /* model outputs kept (at most 4) */
-    float *ets;    /* [4][n], oldest first */
+    int n_ets;               /* model outputs kept (at most 4) */
+    float *ets;              /* [4][n], oldest first */
     float *cur_model_output; /* [n]: PRK running sum */
     float *cur_sample;       /* [n] */
     bool has_cur_sample;
@@ -53,8 +53,7 @@ static sd_status pndm_init(sd_scheduler *s) {
     pndm_state *st = calloc(1, sizeof *st);
     if (!st) return sd_set_error(SD_ERR_NOMEM, "PNDMScheduler: out of memory");
     s->state = st;
-    st->final_alpha_cumprod =
-        sched_cfg_bool(s, "set_alpha_to_one") ? 1.0f : s->alphas_cumprod[0];
+    st->final_alpha_cumprod = sched_cfg_bool(s, "set_alpha_to_one") ? 1.0f : s->alphas_cumprod[0];
     st->skip_prk = sched_cfg_bool(s, "skip_prk_steps");
     return SD_OK;
 }
@@ -95,13 +94,15 @@ static sd_status pndm_set_timesteps(sd_scheduler *s, int n, const sched_timestep
         }
     } else if (len < 4) {
         /* diffusers' PRK warm-up needs the last 4 timesteps (it fails with a shape error) */
-        status = sd_set_error(SD_ERR_ARG, "PNDMScheduler: PRK steps need at least 4 inference "
-                                          "steps (got %d); set skip_prk_steps",
+        status = sd_set_error(SD_ERR_ARG,
+                              "PNDMScheduler: PRK steps need at least 4 inference "
+                              "steps (got %d); set skip_prk_steps",
                               n);
     } else {
         int half = N / n / 2;
         double base[8], rep[14];
-        for (int j = 0; j < 4; j++) base[2 * j] = asc[len - 4 + j], base[2 * j + 1] = asc[len - 4 + j] + half;
+        for (int j = 0; j < 4; j++)
+            base[2 * j] = asc[len - 4 + j], base[2 * j + 1] = asc[len - 4 + j] + half;
         for (int j = 0; j < 7; j++) rep[2 * j] = rep[2 * j + 1] = base[j]; /* [:-1].repeat(2) */
         int m = 12 + (len - 3);
         st->prk_timesteps = malloc(12 * sizeof *st->prk_timesteps);

@@ -31,6 +31,7 @@ typedef struct {
     const char *choices; /* SP_STR / SP_OPT_STR: allowed values separated by '|', NULL: any */
 } sched_param;
 
+/* clang-format off */
 #define SP_I(k, d) {k, SP_INT, d, NULL, NULL}
 #define SP_N(k, d) {k, SP_NUM, d, NULL, NULL}
 #define SP_B(k, d) {k, SP_BOOL, d, NULL, NULL}
@@ -39,12 +40,13 @@ typedef struct {
 #define SP_OS(k, choices) {k, SP_OPT_STR, 0, NULL, choices}
 #define SP_J(k, d) {k, SP_JSON, 0, d, NULL}
 #define SP_END {NULL, SP_INT, 0, NULL, NULL}
+/* clang-format on */
 
 /* ---- the class vtable ------------------------------------------------------------------------ */
 
 typedef struct sched_class {
-    const char *name;        /* diffusers class name */
-    const char *aliases;     /* comma-separated short names (for sched_list) */
+    const char *name;    /* diffusers class name */
+    const char *aliases; /* comma-separated short names (for sched_list) */
     const char *description;
     const sched_param *params;
     int order; /* diffusers' class attribute `order` */
@@ -55,8 +57,8 @@ typedef struct sched_class {
     void (*scale_model_input)(sd_scheduler *s, int i, const float *x, float *out, size_t n);
     sd_status (*step)(sd_scheduler *s, int i, const float *model_output, float *sample, size_t n,
                       sched_noise_fn noise, void *noise_ctx);
-    void (*add_noise)(const sd_scheduler *s, int i, const float *x0, const float *noise,
-                      float *out, size_t n);
+    void (*add_noise)(const sd_scheduler *s, int i, const float *x0, const float *noise, float *out,
+                      size_t n);
     /* Frees `state` (NULL: plain free). */
     void (*free_state)(void *state);
 } sched_class;

@@ -18,7 +18,8 @@ void np_linspace(double start, double stop, int num, double *out) {
         return;
     }
     double delta = stop - start, step = delta / (num - 1);
-    for (int i = 0; i < num; i++) out[i] = step != 0 ? i * step + start : i / (double)(num - 1) * delta + start;
+    for (int i = 0; i < num; i++)
+        out[i] = step != 0 ? i * step + start : i / (double)(num - 1) * delta + start;
     out[num - 1] = stop;
 }
 
@@ -51,11 +52,17 @@ float np_logf(float x) {
      * log(1 + y) on the mantissa normalised to (sqrt(1/2), sqrt(2)], with fused multiply-adds; it
      * is up to ~4 ulp away from the correctly rounded log, and diffusers' Karras timesteps see the
      * difference. Positive finite normal x only (sigmas). */
-    static const float p[6] = {0.0f, 9.999999999999998702752e-01f, 2.112677543073053063722e+00f,
-                               1.480000633576506585156e+00f, 3.808837741388407920751e-01f,
+    static const float p[6] = {0.0f,
+                               9.999999999999998702752e-01f,
+                               2.112677543073053063722e+00f,
+                               1.480000633576506585156e+00f,
+                               3.808837741388407920751e-01f,
                                2.589979117907922693523e-02f};
-    static const float q[6] = {1.0f, 2.612677543073109236779e+00f, 2.453006071784736363091e+00f,
-                               9.864942958519418960339e-01f, 1.546476374983906719538e-01f,
+    static const float q[6] = {1.0f,
+                               2.612677543073109236779e+00f,
+                               2.453006071784736363091e+00f,
+                               9.864942958519418960339e-01f,
+                               1.546476374983906719538e-01f,
                                5.875095403124574342950e-03f};
     if (!(x > 0) || isinf(x) || x < 0x1p-126f) return logf(x);
     uint32_t bits;
@@ -104,7 +111,9 @@ static double alpha_bar_cosine(double t) {
     return c * c;
 }
 
-static double alpha_bar_exp(double t) { return exp(t * -12.0); }
+static double alpha_bar_exp(double t) {
+    return exp(t * -12.0);
+}
 
 static double alpha_bar_laplace(double t) {
     double lmb = -0.5 * copysign(1.0, 0.5 - t) * log(1 - 2 * fabs(0.5 - t) + 1e-6);
@@ -254,7 +263,8 @@ void sched_karras_sigmas(double sigma_min, double sigma_max, int n, double *out)
     const double rho = 7.0;
     double min_inv_rho = pow(sigma_min, 1 / rho), max_inv_rho = pow(sigma_max, 1 / rho);
     np_linspace(0, 1, n, out);
-    for (int i = 0; i < n; i++) out[i] = pow(max_inv_rho + out[i] * (min_inv_rho - max_inv_rho), rho);
+    for (int i = 0; i < n; i++)
+        out[i] = pow(max_inv_rho + out[i] * (min_inv_rho - max_inv_rho), rho);
 }
 
 void sched_exponential_sigmas(double sigma_min, double sigma_max, int n, double *out) {
@@ -321,9 +331,10 @@ sd_status sched_check_sigma_switches(const sd_scheduler *s) {
     int on = sched_cfg_bool(s, "use_karras_sigmas") + sched_cfg_bool(s, "use_exponential_sigmas") +
              sched_cfg_bool(s, "use_beta_sigmas");
     if (on > 1)
-        return sched_cfg_error(s, SD_ERR_CONFIG, "only one of use_karras_sigmas, "
-                                                 "use_exponential_sigmas, use_beta_sigmas can be "
-                                                 "true");
+        return sched_cfg_error(s, SD_ERR_CONFIG,
+                               "only one of use_karras_sigmas, "
+                               "use_exponential_sigmas, use_beta_sigmas can be "
+                               "true");
     if (sched_cfg_bool(s, "use_beta_sigmas"))
         return sched_cfg_error(s, SD_ERR_UNSUPPORTED,
                                "use_beta_sigmas (scipy's beta.ppf) is not supported");

@@ -22,9 +22,9 @@ extern const sched_class sched_ddim, sched_pndm, sched_euler, sched_euler_ancest
     sched_flow_euler;
 
 static const sched_class *const classes[] = {
-    &sched_ddim,  &sched_pndm, &sched_euler, &sched_euler_ancestral, &sched_dpm_multistep,
-    &sched_lcm,   &sched_heun, &sched_lms,   &sched_unipc,           &sched_ddpm,
-    &sched_flow_euler,
+    &sched_ddim,          &sched_pndm, &sched_euler,      &sched_euler_ancestral,
+    &sched_dpm_multistep, &sched_lcm,  &sched_heun,       &sched_lms,
+    &sched_unipc,         &sched_ddpm, &sched_flow_euler,
 };
 #define N_CLASSES ((int)(sizeof classes / sizeof classes[0]))
 
@@ -95,8 +95,9 @@ static bool in_choices(const char *value, const char *choices) {
  * when it has the wrong type or an unknown value; *why then says which. */
 static cJSON *param_value(const sched_param *p, const cJSON *v, const char **why) {
     bool null = !v || cJSON_IsNull(v);
-    static const char *const want[] = {"an integer", "a number", "true or false", "a string",
-                                       "a number or null", "a string or null", "JSON"};
+    static const char *const want[] = {"an integer", "a number",         "true or false",
+                                       "a string",   "a number or null", "a string or null",
+                                       "JSON"};
     *why = want[p->type];
     switch (p->type) {
     case SP_INT:
@@ -194,15 +195,19 @@ static sd_status resolve_config(const sched_class *cls, const cJSON *config,
             cJSON_Delete(eff);
             return st;
         }
-        if (cJSON_GetObjectItem(eff, p->key)) cJSON_ReplaceItemInObject(eff, p->key, val);
-        else cJSON_AddItemToObject(eff, p->key, val);
+        if (cJSON_GetObjectItem(eff, p->key))
+            cJSON_ReplaceItemInObject(eff, p->key, val);
+        else
+            cJSON_AddItemToObject(eff, p->key, val);
     }
     if (cJSON_GetArraySize(defaults_used) > 0)
         cJSON_AddItemToObject(eff, "_use_default_values", defaults_used);
-    else cJSON_Delete(defaults_used);
+    else
+        cJSON_Delete(defaults_used);
     if (cJSON_GetObjectItem(eff, "_class_name"))
         cJSON_ReplaceItemInObject(eff, "_class_name", cJSON_CreateString(cls->name));
-    else cJSON_AddItemToObject(eff, "_class_name", cJSON_CreateString(cls->name));
+    else
+        cJSON_AddItemToObject(eff, "_class_name", cJSON_CreateString(cls->name));
     *out = eff;
     return SD_OK;
 }
@@ -251,8 +256,10 @@ sd_status sched_create(sd_scheduler **out, const char *class_name, const cJSON *
 void sched_free(sd_scheduler *s) {
     if (!s) return;
     if (s->state) {
-        if (s->cls->free_state) s->cls->free_state(s->state);
-        else free(s->state);
+        if (s->cls->free_state)
+            s->cls->free_state(s->state);
+        else
+            free(s->state);
     }
     free(s->alphas_cumprod);
     free(s->timesteps);
@@ -313,10 +320,14 @@ sd_status sched_read_common(sd_scheduler *s) {
         return sched_cfg_error(s, SD_ERR_CONFIG, "num_train_timesteps %d is out of range",
                                s->num_train_timesteps);
     const char *pt = sched_cfg_str(s, "prediction_type");
-    if (!pt || !strcmp(pt, "epsilon")) s->pred = PRED_EPSILON;
-    else if (!strcmp(pt, "v_prediction")) s->pred = PRED_V;
-    else if (!strcmp(pt, "sample") || !strcmp(pt, "original_sample")) s->pred = PRED_SAMPLE;
-    else s->pred = PRED_FLOW;
+    if (!pt || !strcmp(pt, "epsilon"))
+        s->pred = PRED_EPSILON;
+    else if (!strcmp(pt, "v_prediction"))
+        s->pred = PRED_V;
+    else if (!strcmp(pt, "sample") || !strcmp(pt, "original_sample"))
+        s->pred = PRED_SAMPLE;
+    else
+        s->pred = PRED_FLOW;
     return SD_OK;
 }
 
@@ -359,19 +370,33 @@ sd_status sched_set_timesteps(sd_scheduler *s, int num_inference_steps,
     bool custom = opts->sigmas && opts->n_sigmas > 0;
     /* with custom sigmas the class derives the step count from them (and checks the argument) */
     if (!custom && (num_inference_steps <= 0 || num_inference_steps > s->num_train_timesteps))
-        return sd_set_error(SD_ERR_ARG, "%s: num_inference_steps %d must be in 1..%d",
-                            s->cls->name, num_inference_steps, s->num_train_timesteps);
+        return sd_set_error(SD_ERR_ARG, "%s: num_inference_steps %d must be in 1..%d", s->cls->name,
+                            num_inference_steps, s->num_train_timesteps);
     s->num_inference_steps = num_inference_steps;
     return s->cls->set_timesteps(s, num_inference_steps, opts);
 }
 
-const char *sched_class_name(const sd_scheduler *s) { return s->cls->name; }
-int sched_order(const sd_scheduler *s) { return s->cls->order; }
-int sched_len(const sd_scheduler *s) { return s->n_timesteps; }
-int sched_num_sigmas(const sd_scheduler *s) { return s->n_sigmas; }
-double sched_init_noise_sigma(const sd_scheduler *s) { return s->init_noise_sigma; }
-const cJSON *sched_config(const sd_scheduler *s) { return s->config; }
-void sched_set_eta(sd_scheduler *s, double eta) { s->eta = eta; }
+const char *sched_class_name(const sd_scheduler *s) {
+    return s->cls->name;
+}
+int sched_order(const sd_scheduler *s) {
+    return s->cls->order;
+}
+int sched_len(const sd_scheduler *s) {
+    return s->n_timesteps;
+}
+int sched_num_sigmas(const sd_scheduler *s) {
+    return s->n_sigmas;
+}
+double sched_init_noise_sigma(const sd_scheduler *s) {
+    return s->init_noise_sigma;
+}
+const cJSON *sched_config(const sd_scheduler *s) {
+    return s->config;
+}
+void sched_set_eta(sd_scheduler *s, double eta) {
+    s->eta = eta;
+}
 
 double sched_timestep(const sd_scheduler *s, int i) {
     return i >= 0 && i < s->n_timesteps ? s->timesteps[i] : NAN;
@@ -404,8 +429,8 @@ sd_status sched_step(sd_scheduler *s, int i, const float *model_output, float *s
     return s->cls->step(s, i, model_output, sample, n, noise, noise_ctx);
 }
 
-void sched_add_noise(const sd_scheduler *s, int i, const float *x0, const float *noise,
-                     float *out, size_t n) {
+void sched_add_noise(const sd_scheduler *s, int i, const float *x0, const float *noise, float *out,
+                     size_t n) {
     if (i < 0 || i >= s->n_timesteps) i = s->n_timesteps - 1;
     s->cls->add_noise(s, i, x0, noise, out, n);
 }

@@ -14,7 +14,7 @@ typedef struct {
     int lower_order_nums, this_order;
     bool has_last;
     int steps_seen;
-    float *outputs; /* [order][n], oldest first */
+    float *outputs;            /* [order][n], oldest first */
     float *last_sample, *conv; /* [n] each (one slab with outputs) */
     size_t n;
 } unipc_state;
@@ -78,11 +78,13 @@ static sd_status unipc_init(sd_scheduler *s) {
     st->final_zero = sched_cfg_is(s, "final_sigmas_type", "zero");
     const cJSON *dc = sched_cfg_item(s, "disable_corrector");
     if (!cJSON_IsArray(dc))
-        return sched_cfg_error(s, SD_ERR_CONFIG, "disable_corrector should be a list of step "
-                                                 "indices");
+        return sched_cfg_error(s, SD_ERR_CONFIG,
+                               "disable_corrector should be a list of step "
+                               "indices");
     st->n_disable = cJSON_GetArraySize(dc);
     st->disable_corrector = calloc((size_t)st->n_disable + 1, sizeof *st->disable_corrector);
-    if (!st->disable_corrector) return sd_set_error(SD_ERR_NOMEM, "UniPCMultistepScheduler: out of memory");
+    if (!st->disable_corrector)
+        return sd_set_error(SD_ERR_NOMEM, "UniPCMultistepScheduler: out of memory");
     int j = 0;
     for (const cJSON *e = dc->child; e; e = e->next, j++) {
         if (!cJSON_IsNumber(e))
@@ -94,11 +96,13 @@ static sd_status unipc_init(sd_scheduler *s) {
     if (sched_cfg_bool(s, "thresholding"))
         return sched_cfg_error(s, SD_ERR_UNSUPPORTED, "thresholding = true is not supported");
     if (sched_cfg_bool(s, "use_flow_sigmas") || sched_cfg_bool(s, "use_dynamic_shifting"))
-        return sched_cfg_error(s, SD_ERR_UNSUPPORTED, "use_flow_sigmas / use_dynamic_shifting "
-                                                      "are not supported");
+        return sched_cfg_error(s, SD_ERR_UNSUPPORTED,
+                               "use_flow_sigmas / use_dynamic_shifting "
+                               "are not supported");
     if (!isnan(sched_cfg_num(s, "shift_terminal")))
-        return sched_cfg_error(s, SD_ERR_CONFIG, "shift_terminal is only supported with "
-                                                 "use_flow_sigmas");
+        return sched_cfg_error(s, SD_ERR_CONFIG,
+                               "shift_terminal is only supported with "
+                               "use_flow_sigmas");
     return sched_build_alphas_cumprod(s, true);
 }
 
@@ -244,8 +248,10 @@ static void unipc_corrector(const sd_scheduler *s, int i, const float *m_t, floa
     unipc_coef c;
     unipc_coefficients(st, order, rks, h, &c);
     float rho[3];
-    if (order == 1) rho[0] = 0.5f;
-    else unipc_rhos(&c, order, rho);
+    if (order == 1)
+        rho[0] = 0.5f;
+    else
+        unipc_rhos(&c, order, rho);
     float A = st->predict_x0 ? sgt / s0 : at / a0;
     float Bm = st->predict_x0 ? at * c.h_phi_1 : sgt * c.h_phi_1;
     float Bc = st->predict_x0 ? at * c.B_h : sgt * c.B_h;
@@ -322,12 +328,17 @@ static sd_status unipc_step(sd_scheduler *s, int i, const float *e, float *x, si
     for (size_t k = 0; k < n; k++) {
         float v = e[k];
         if (st->predict_x0) {
-            if (s->pred == PRED_EPSILON) v = (x[k] - sgt * e[k]) / at;
-            else if (s->pred == PRED_V) v = at * x[k] - sgt * e[k];
-            else if (s->pred == PRED_FLOW) v = x[k] - sigma * e[k];
+            if (s->pred == PRED_EPSILON)
+                v = (x[k] - sgt * e[k]) / at;
+            else if (s->pred == PRED_V)
+                v = at * x[k] - sgt * e[k];
+            else if (s->pred == PRED_FLOW)
+                v = x[k] - sigma * e[k];
         } else {
-            if (s->pred == PRED_SAMPLE) v = (x[k] - at * e[k]) / sgt;
-            else if (s->pred == PRED_V) v = at * e[k] + sgt * x[k];
+            if (s->pred == PRED_SAMPLE)
+                v = (x[k] - at * e[k]) / sgt;
+            else if (s->pred == PRED_V)
+                v = at * e[k] + sgt * x[k];
         }
         st->conv[k] = v;
     }

@@ -23,7 +23,9 @@
 #include "../schedulers/scheduler.h"
 #include "test.h"
 
-static void rng_noise(void *ctx, float *out, size_t n) { rng_randn(ctx, out, n); }
+static void rng_noise(void *ctx, float *out, size_t n) {
+    rng_randn(ctx, out, n);
+}
 
 typedef struct {
     char name[64];
@@ -86,13 +88,15 @@ static void check_config(const char *run, const cJSON *ours, const cJSON *record
         bool ok;
         if (!strcmp(e->string, "_use_default_values")) {
             ok = cJSON_GetArraySize(e) == (mine ? cJSON_GetArraySize(mine) : 0);
-            for (const cJSON *k = e->child; ok && k; k = k->next) ok = in_list(mine, k->valuestring);
+            for (const cJSON *k = e->child; ok && k; k = k->next)
+                ok = in_list(mine, k->valuestring);
         } else {
             ok = json_equal(mine, e);
         }
         if (!ok) {
             char *a = mine ? cJSON_PrintUnformatted(mine) : NULL, *b = cJSON_PrintUnformatted(e);
-            printf("FAIL %s: config key %s is %s, recorded %s\n", run, e->string, a ? a : "absent", b);
+            printf("FAIL %s: config key %s is %s, recorded %s\n", run, e->string, a ? a : "absent",
+                   b);
             free(a), free(b);
             bad++;
         }
@@ -206,7 +210,8 @@ static void replay(const char *root, const char *model, const char *run) {
     want_t = read_all(rt.timesteps);
     int n_t = (int)st_numel(rt.timesteps), exact = 0;
     CHECK(n_t == sched_len(s), "%s: %d timesteps, recorded %d", label, sched_len(s), n_t);
-    for (int i = 0; i < n_t && i < sched_len(s); i++) exact += (float)sched_timestep(s, i) == want_t[i];
+    for (int i = 0; i < n_t && i < sched_len(s); i++)
+        exact += (float)sched_timestep(s, i) == want_t[i];
     CHECK(exact == n_t, "%s: %d of %d timesteps exact", label, exact, n_t);
     double sig_err = 0;
     if (rt.sigmas) {
@@ -229,8 +234,10 @@ static void replay(const char *root, const char *model, const char *run) {
         int init_steps = (int)(steps * strength) < steps ? (int)(steps * strength) : steps;
         start = (steps - init_steps > 0 ? steps - init_steps : 0) * sched_order(s);
     }
-    CHECK(start + calls == sched_len(s), "%s: %d recorded model calls from index %d, scheduler "
-          "has %d", label, calls, start, sched_len(s));
+    CHECK(start + calls == sched_len(s),
+          "%s: %d recorded model calls from index %d, scheduler "
+          "has %d",
+          label, calls, start, sched_len(s));
     if (start + calls != sched_len(s)) goto done;
 
     /* initial latents: randn (NCHW, packed 2x2 for Flux) times init_noise_sigma */
@@ -263,14 +270,16 @@ static void replay(const char *root, const char *model, const char *run) {
         for (size_t k = 0; k < n; k++) x[k] = in[k] / f;
     }
     float *mt = rt.model_t ? read_all(rt.model_t) : NULL;
-    double g = num_or(rj.root, "guidance_scale", 1), rescale = num_or(rj.root, "guidance_rescale", 0);
+    double g = num_or(rj.root, "guidance_scale", 1),
+           rescale = num_or(rj.root, "guidance_rescale", 0);
     double worst_in = 0, worst_step = 0;
     size_t call_in = n * (cfg ? 2 : 1);
     for (int k = 0; k < calls && st == SD_OK; k++) {
         int i = start + k;
         double t = sched_timestep(s, i);
-        if (mt) CHECK((float)t == mt[k] || (float)t / 1000.0f == mt[k],
-                      "%s: call %d timestep %.9g, recorded %.9g", label, k, t, mt[k]);
+        if (mt)
+            CHECK((float)t == mt[k] || (float)t / 1000.0f == mt[k],
+                  "%s: call %d timestep %.9g, recorded %.9g", label, k, t, mt[k]);
         sched_scale_model_input(s, i, x, e, n);
         for (int half = 0; half < (cfg ? 2 : 1); half++) {
             double err = rel_l2(e, in + (size_t)k * call_in + half * n, n);
@@ -347,7 +356,8 @@ int main(int argc, char **argv) {
         snprintf(root, sizeof root, "%s", fixture(""));
         root[strlen(root) - 1] = '\0'; /* drop the trailing slash */
         int a = replay_model(root, "sd15-tiny"), b = replay_model(root, "sd2v-tiny");
-        CHECK(a == 12 && b == 5, "expected 12 sd15-tiny and 5 sd2v-tiny runs, found %d and %d", a, b);
+        CHECK(a == 12 && b == 5, "expected 12 sd15-tiny and 5 sd2v-tiny runs, found %d and %d", a,
+              b);
         runs = a + b;
     }
     printf("\n%d runs; worst figures per class:\n", runs);

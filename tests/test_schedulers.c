@@ -17,7 +17,9 @@
 
 #define SCHED_FILE "schedulers.safetensors"
 
-static void rng_noise(void *ctx, float *out, size_t n) { rng_randn(ctx, out, n); }
+static void rng_noise(void *ctx, float *out, size_t n) {
+    rng_randn(ctx, out, n);
+}
 
 /* Worst figures per class, for the summary. */
 typedef struct {
@@ -73,10 +75,11 @@ static void run_case(const st_file *f, const cJSON *c, uint64_t seed, const floa
     sched_timestep_opts opts = {0};
     if (cJSON_GetObjectItem(options, "mu_for_seq_len")) {
         opts.has_mu = true;
-        opts.mu = sched_flux_mu((int)num_or(options, "mu_for_seq_len", 0),
-                                (int)num_or(config, "base_image_seq_len", 256),
-                                (int)num_or(config, "max_image_seq_len", 4096),
-                                num_or(config, "base_shift", 0.5), num_or(config, "max_shift", 1.15));
+        opts.mu =
+            sched_flux_mu((int)num_or(options, "mu_for_seq_len", 0),
+                          (int)num_or(config, "base_image_seq_len", 256),
+                          (int)num_or(config, "max_image_seq_len", 4096),
+                          num_or(config, "base_shift", 0.5), num_or(config, "max_shift", 1.15));
     }
     st = sched_set_timesteps(s, steps, &opts);
     CHECK_OK(st);
@@ -213,15 +216,19 @@ static void error_cases(void) {
 
     expect_error("unknown class", create_with("NoSuchScheduler", config, NULL, &s), SD_ERR_ARG,
                  "NoSuchScheduler");
-    expect_error("bad spacing option", create_with("ddim", config, "{\"timestep_spacing\": \"sideways\"}", &s),
+    expect_error("bad spacing option",
+                 create_with("ddim", config, "{\"timestep_spacing\": \"sideways\"}", &s),
                  SD_ERR_ARG, "sideways");
-    expect_error("unknown option", create_with("euler_a", config, "{\"use_karras_sigmas\": true}", &s),
-                 SD_ERR_ARG, "use_karras_sigmas");
-    expect_error("option of the wrong type", create_with("euler", config, "{\"steps_offset\": \"one\"}", &s),
-                 SD_ERR_ARG, "steps_offset");
+    expect_error("unknown option",
+                 create_with("euler_a", config, "{\"use_karras_sigmas\": true}", &s), SD_ERR_ARG,
+                 "use_karras_sigmas");
+    expect_error("option of the wrong type",
+                 create_with("euler", config, "{\"steps_offset\": \"one\"}", &s), SD_ERR_ARG,
+                 "steps_offset");
     expect_error("solver_order 5", create_with("dpm++2m", config, "{\"solver_order\": 5}", &s),
                  SD_ERR_CONFIG, "solver_order");
-    expect_error("thresholding", create_with("DDIMScheduler", config, "{\"thresholding\": true}", &s),
+    expect_error("thresholding",
+                 create_with("DDIMScheduler", config, "{\"thresholding\": true}", &s),
                  SD_ERR_UNSUPPORTED, "thresholding");
 
     cJSON *bad = cJSON_Duplicate(config, 1);
@@ -238,7 +245,8 @@ static void error_cases(void) {
     CHECK_OK(sched_create(&s, "euler", config, NULL));
     if (s) {
         expect_error("steps 0", sched_set_timesteps(s, 0, NULL), SD_ERR_ARG, "num_inference_steps");
-        expect_error("steps -3", sched_set_timesteps(s, -3, NULL), SD_ERR_ARG, "num_inference_steps");
+        expect_error("steps -3", sched_set_timesteps(s, -3, NULL), SD_ERR_ARG,
+                     "num_inference_steps");
         expect_error("steps 1001", sched_set_timesteps(s, 1001, NULL), SD_ERR_ARG, "1001");
         float x[4] = {0}, e[4] = {0};
         expect_error("step before set_timesteps", sched_step(s, 0, e, x, 4, NULL, NULL), SD_ERR_ARG,
@@ -264,7 +272,8 @@ static void error_cases(void) {
     }
     CHECK_OK(create_with("flow_euler", NULL, "{\"use_dynamic_shifting\": true}", &s));
     if (s) {
-        expect_error("dynamic shifting without mu", sched_set_timesteps(s, 4, NULL), SD_ERR_ARG, "mu");
+        expect_error("dynamic shifting without mu", sched_set_timesteps(s, 4, NULL), SD_ERR_ARG,
+                     "mu");
         sched_free(s);
     }
 
@@ -312,8 +321,8 @@ static void error_cases(void) {
             }
             bool finite = true;
             for (int k = 0; k < 40; k++) finite &= isfinite(x[k]);
-            CHECK(st == SD_OK && finite, "'%s': 5-step run %s, finite %d", tok,
-                  sd_status_name(st), finite);
+            CHECK(st == SD_OK && finite, "'%s': 5-step run %s, finite %d", tok, sd_status_name(st),
+                  finite);
             sched_free(s);
         }
     }
