@@ -58,7 +58,7 @@ static sd_status ddim_set_timesteps(sd_scheduler *s, int n, const sched_timestep
         for (int i = 0; i < len; i++) s->timesteps[i] = nearbyint(s->timesteps[i]);
     s->n_timesteps = len;
     s->n_sigmas = 0;
-    return SD_OK;
+    return sched_check_timestep_range(s);
 }
 
 /* alphas_cumprod at a (possibly out of range) training timestep. */

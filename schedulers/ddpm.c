@@ -72,7 +72,7 @@ static sd_status ddpm_set_timesteps(sd_scheduler *s, int n, const sched_timestep
         for (int i = 0; i < len; i++) s->timesteps[i] = nearbyint(s->timesteps[i]);
     s->n_timesteps = len;
     s->n_sigmas = 0;
-    return SD_OK;
+    return sched_check_timestep_range(s);
 }
 
 static sd_status ddpm_step(sd_scheduler *s, int i, const float *e, float *x, size_t n,

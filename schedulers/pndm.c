@@ -123,7 +123,7 @@ static sd_status pndm_set_timesteps(sd_scheduler *s, int n, const sched_timestep
     free(st->buf);
     st->buf = NULL;
     st->n = 0;
-    return status;
+    return status != SD_OK ? status : sched_check_timestep_range(s);
 }
 
 static float pndm_alpha(const sd_scheduler *s, int t) {

@@ -111,6 +111,10 @@ sched_spacing sched_cfg_spacing(const sd_scheduler *s);
 /* SD_OK when opts hold neither custom sigmas nor mu (for classes that take neither). */
 sd_status sched_plain_opts(const sd_scheduler *s, const sched_timestep_opts *opts);
 
+/* Classes that index alphas_cumprod by timestep: every timestep must be a training timestep
+ * (a large steps_offset can push one past the end, where diffusers fails with an IndexError). */
+sd_status sched_check_timestep_range(const sd_scheduler *s);
+
 /* Allocates s->timesteps / s->sigmas for n entries (frees the old ones). */
 sd_status sched_alloc_timesteps(sd_scheduler *s, int n);
 sd_status sched_alloc_sigmas(sd_scheduler *s, int n);

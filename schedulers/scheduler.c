@@ -345,6 +345,17 @@ sd_status sched_plain_opts(const sd_scheduler *s, const sched_timestep_opts *opt
     return SD_OK;
 }
 
+sd_status sched_check_timestep_range(const sd_scheduler *s) {
+    for (int i = 0; i < s->n_timesteps; i++)
+        if (s->timesteps[i] < 0 || s->timesteps[i] >= s->num_train_timesteps)
+            return sd_set_error(SD_ERR_CONFIG,
+                                "%s: timestep %g (steps_offset %d, %d steps) is outside the %d "
+                                "training timesteps",
+                                s->cls->name, s->timesteps[i], sched_cfg_int(s, "steps_offset"),
+                                s->num_inference_steps, s->num_train_timesteps);
+    return SD_OK;
+}
+
 sd_status sched_alloc_timesteps(sd_scheduler *s, int n) {
     free(s->timesteps);
     s->timesteps = calloc((size_t)(n > 0 ? n : 1), sizeof *s->timesteps);

@@ -256,6 +256,12 @@ static void error_cases(void) {
                      "step 7");
         sched_free(s);
     }
+    CHECK_OK(sched_create(&s, "ddpm", config, NULL)); /* steps_offset 1 in this config */
+    if (s) {
+        expect_error("DDPM leading timesteps past the end", sched_set_timesteps(s, 1000, NULL),
+                     SD_ERR_CONFIG, "steps_offset");
+        sched_free(s);
+    }
     CHECK_OK(sched_create(&s, "lcm", config, NULL));
     if (s) {
         expect_error("LCM steps > original_inference_steps", sched_set_timesteps(s, 60, NULL),
