@@ -28,7 +28,9 @@ typedef struct {
     bool has_mu;          /* dynamic shifting (FlowMatch with use_dynamic_shifting) */
     double mu;
     const double *sigmas; /* custom sigmas (Flux passes linspace(1, 1/n, n)); NULL if none */
-    int n_sigmas;
+    int n_sigmas;         /* FlowMatch: n (the final 0 is appended); Euler: n + 1 (all of them) */
+    double strength;      /* LCM img2img: schedule over the first strength * original steps;
+                             0 (a zeroed struct) means 1 */
 } sched_timestep_opts;
 
 /* Builds `class_name` (a diffusers class name or an alias; NULL: the config's _class_name) from
@@ -43,6 +45,10 @@ sd_status sched_set_timesteps(sd_scheduler *s, int num_inference_steps,
                               const sched_timestep_opts *opts);
 
 const char *sched_class_name(const sd_scheduler *s);
+/* The resolved config, as diffusers' `scheduler.config` holds it: every parameter of the class
+ * (with `_use_default_values` listing those that took the class default), plus the keys of the
+ * source config that the class does not know. Owned by the scheduler. */
+const cJSON *sched_config(const sd_scheduler *s);
 int sched_order(const sd_scheduler *s);        /* diffusers' `order` (2 for Heun) */
 int sched_len(const sd_scheduler *s);          /* model calls = len(timesteps) */
 double sched_timestep(const sd_scheduler *s, int i); /* the value the model is called with */
@@ -66,6 +72,11 @@ sd_status sched_step(sd_scheduler *s, int i, const float *model_output, float *s
  * matching). out may equal x0. */
 void sched_add_noise(const sd_scheduler *s, int i, const float *x0, const float *noise, float *out,
                      size_t n);
+
+/* mu for dynamic shifting as diffusers' Flux pipeline computes it (calculate_shift) from the image
+ * sequence length and the scheduler config's base/max_image_seq_len and base/max_shift. */
+double sched_flux_mu(int image_seq_len, int base_seq, int max_seq, double base_shift,
+                     double max_shift);
 
 /* Every supported class: name, aliases (comma-separated) and a one-line description, for
  * `gen --scheduler help`. Returns the count; entries are static. */
