@@ -89,6 +89,9 @@ typedef struct {
     const char *scheduler;       /* class name or alias; NULL: the model's */
     /* Scheduler config overrides as a JSON object text, e.g. "{\"use_karras_sigmas\": true}". */
     const char *scheduler_overrides;
+    /* Starting noise instead of drawing it from the seed, as diffusers' `latents=` argument: NCHW
+     * [batch][C][H/8][W/8], before scaling by init_noise_sigma. NULL: drawn from `seed`. */
+    const float *latents;
     sd_event_fn on_event;
     void *user;
 } sd_gen_params;

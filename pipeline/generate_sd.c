@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "../core/config.h"
+#include "../core/layout.h"
 #include "../core/rng.h"
 #include "../schedulers/scheduler.h"
 #include "pipeline_internal.h"
@@ -37,12 +38,7 @@ static void draw_noise(void *ctx, float *out, size_t n) {
     noise_source *ns = ctx;
     (void)n; /* always the latents' size */
     rng_randn(ns->rng, ns->nchw, (size_t)ns->batch * ns->c * ns->h * ns->w);
-    for (int b = 0; b < ns->batch; b++)
-        for (int ch = 0; ch < ns->c; ch++)
-            for (int y = 0; y < ns->h; y++)
-                for (int x = 0; x < ns->w; x++)
-                    out[(((size_t)b * ns->h + y) * ns->w + x) * ns->c + ch] =
-                        ns->nchw[(((size_t)b * ns->c + ch) * ns->h + y) * ns->w + x];
+    layout_nchw_to_nhwc(ns->nchw, out, ns->batch, ns->c, ns->h, ns->w);
 }
 
 static sd_status check_params(const sd_pipeline *p, const sd_gen_params *g, int width, int height) {
@@ -172,12 +168,7 @@ static sd_status decode(sd_pipeline *p, const sd_gen_params *g, sd_work *w, int 
     w->decoded = malloc((size_t)B * lh * f * lw * f * 3 * sizeof(float));
     if (!out->latents || !out->images || !w->decoded) return sd_set_error(SD_ERR_NOMEM, "out of memory");
     out->latent_shape[0] = B, out->latent_shape[1] = c, out->latent_shape[2] = lh, out->latent_shape[3] = lw;
-    for (int b = 0; b < B; b++) /* NHWC -> NCHW, as diffusers holds latents */
-        for (int ch = 0; ch < c; ch++)
-            for (int y = 0; y < lh; y++)
-                for (int x = 0; x < lw; x++)
-                    out->latents[(((size_t)b * c + ch) * lh + y) * lw + x] =
-                        w->latents[(((size_t)b * lh + y) * lw + x) * c + ch];
+    layout_nhwc_to_nchw(w->latents, out->latents, B, lh, lw, c); /* as diffusers holds them */
     vae_unscale_latents(p->vae, w->latents, w->latents, n);
     SD_TRY(vae_decode(p->vae, w->latents, B, lh, lw, w->decoded));
     const int W = lw * f, H = lh * f;
@@ -244,7 +235,11 @@ sd_status sd_generate_sd(sd_pipeline *p, const sd_gen_params *g, sd_result *out)
     rng_seed(&rng, g->seed);
     if (st == SD_OK) {
         w.noise = (noise_source){&rng, B, c, lh, lw, w.noise.nchw};
-        draw_noise(&w.noise, w.latents, n);
+        if (g->latents) { /* given noise, NCHW as diffusers takes it */
+            layout_nchw_to_nhwc(g->latents, w.latents, B, c, lh, lw);
+        } else {
+            draw_noise(&w.noise, w.latents, n);
+        }
         const float sigma = (float)sched_init_noise_sigma(w.sched);
         for (size_t k = 0; k < n; k++) w.latents[k] *= sigma;
     }

@@ -1,7 +1,10 @@
+#include <cjson/cJSON.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "../core/layout.h"
 #include "../core/safetensors.h"
 #include "test.h"
 
@@ -67,19 +70,11 @@ const char *tool_path(const char *name) {
 }
 
 void nchw_to_nhwc(const float *src, float *dst, int n, int c, int h, int w) {
-    for (int b = 0; b < n; b++)
-        for (int ch = 0; ch < c; ch++)
-            for (int y = 0; y < h; y++)
-                for (int x = 0; x < w; x++)
-                    dst[(((long)b * h + y) * w + x) * c + ch] = src[(((long)b * c + ch) * h + y) * w + x];
+    layout_nchw_to_nhwc(src, dst, n, c, h, w);
 }
 
 void nhwc_to_nchw(const float *src, float *dst, int n, int h, int w, int c) {
-    for (int b = 0; b < n; b++)
-        for (int ch = 0; ch < c; ch++)
-            for (int y = 0; y < h; y++)
-                for (int x = 0; x < w; x++)
-                    dst[(((long)b * c + ch) * h + y) * w + x] = src[(((long)b * h + y) * w + x) * c + ch];
+    layout_nhwc_to_nchw(src, dst, n, h, w, c);
 }
 
 void fill_random(float *x, size_t n, uint64_t seed) {
@@ -137,3 +132,39 @@ float *fixture_tensor(const char *file, const char *name, int64_t *shape, int *n
 int32_t *fixture_ids(const char *file, const char *name, int64_t *shape, int *ndim) {
     return read_fixture_tensor(file, name, shape, ndim, 1);
 }
+
+/* Exact JSON equality (numbers compared as doubles, so -inf == -inf). */
+bool fixture_json_equal(const cJSON *a, const cJSON *b) {
+    if (!a || !b) return a == b;
+    if (cJSON_IsNumber(a) && cJSON_IsNumber(b)) return a->valuedouble == b->valuedouble;
+    if (cJSON_IsBool(a) && cJSON_IsBool(b)) return cJSON_IsTrue(a) == cJSON_IsTrue(b);
+    if (cJSON_IsNull(a) || cJSON_IsNull(b)) return cJSON_IsNull(a) && cJSON_IsNull(b);
+    if (cJSON_IsString(a) && cJSON_IsString(b)) return !strcmp(a->valuestring, b->valuestring);
+    if (cJSON_IsArray(a) && cJSON_IsArray(b)) {
+        if (cJSON_GetArraySize(a) != cJSON_GetArraySize(b)) return false;
+        for (const cJSON *x = a->child, *y = b->child; x; x = x->next, y = y->next)
+            if (!fixture_json_equal(x, y)) return false;
+        return true;
+    }
+    return false;
+}
+
+bool fixture_json_in_list(const cJSON *array, const char *s) {
+    for (const cJSON *e = array ? array->child : NULL; e; e = e->next)
+        if (cJSON_IsString(e) && !strcmp(e->valuestring, s)) return true;
+    return false;
+}
+
+/* The options a run passed to from_config: recorded keys the class set explicitly (not in
+ * _use_default_values) whose value the pipeline config does not already give. */
+cJSON *fixture_run_overrides(const cJSON *recorded, const cJSON *pipeline) {
+    cJSON *ov = cJSON_CreateObject();
+    const cJSON *defaults = cJSON_GetObjectItem(recorded, "_use_default_values");
+    for (const cJSON *e = recorded->child; e; e = e->next) {
+        if (e->string[0] == '_' || fixture_json_in_list(defaults, e->string)) continue;
+        if (!fixture_json_equal(e, cJSON_GetObjectItem(pipeline, e->string)))
+            cJSON_AddItemToObject(ov, e->string, cJSON_Duplicate(e, 1));
+    }
+    return ov;
+}
+

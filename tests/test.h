@@ -4,6 +4,8 @@
 #ifndef SD_TEST_H
 #define SD_TEST_H
 
+#include <cjson/cJSON.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -56,6 +58,14 @@ void nhwc_to_nchw(const float *src, float *dst, int n, int h, int w, int c);
 float *fixture_tensor(const char *file, const char *name, int64_t *shape, int *ndim);
 /* Same for integer tensors (I32 or I64), as int32. */
 int32_t *fixture_ids(const char *file, const char *name, int64_t *shape, int *ndim);
+
+/* Exact JSON equality (numbers as doubles, so -inf == -inf); membership of a string in an array. */
+bool fixture_json_equal(const cJSON *a, const cJSON *b);
+bool fixture_json_in_list(const cJSON *array, const char *s);
+/* The options a fixture run passed to from_config: keys of the recorded scheduler config that the
+ * class set explicitly (not in _use_default_values) and the pipeline's config does not already
+ * give. A new object; the caller deletes it. */
+cJSON *fixture_run_overrides(const cJSON *recorded, const cJSON *pipeline);
 
 /* Deterministic pseudo-random floats in [-1, 1) for kernel tests. */
 void fill_random(float *x, size_t n, uint64_t seed);

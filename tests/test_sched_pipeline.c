@@ -45,41 +45,6 @@ static class_stats *stats_for(const char *name) {
     return s;
 }
 
-/* Exact JSON equality (numbers compared as doubles, so -inf == -inf). */
-static bool json_equal(const cJSON *a, const cJSON *b) {
-    if (!a || !b) return a == b;
-    if (cJSON_IsNumber(a) && cJSON_IsNumber(b)) return a->valuedouble == b->valuedouble;
-    if (cJSON_IsBool(a) && cJSON_IsBool(b)) return cJSON_IsTrue(a) == cJSON_IsTrue(b);
-    if (cJSON_IsNull(a) || cJSON_IsNull(b)) return cJSON_IsNull(a) && cJSON_IsNull(b);
-    if (cJSON_IsString(a) && cJSON_IsString(b)) return !strcmp(a->valuestring, b->valuestring);
-    if (cJSON_IsArray(a) && cJSON_IsArray(b)) {
-        if (cJSON_GetArraySize(a) != cJSON_GetArraySize(b)) return false;
-        for (const cJSON *x = a->child, *y = b->child; x; x = x->next, y = y->next)
-            if (!json_equal(x, y)) return false;
-        return true;
-    }
-    return false;
-}
-
-static bool in_list(const cJSON *array, const char *s) {
-    for (const cJSON *e = array ? array->child : NULL; e; e = e->next)
-        if (cJSON_IsString(e) && !strcmp(e->valuestring, s)) return true;
-    return false;
-}
-
-/* The options a run passed to from_config: recorded keys the class set explicitly (not in
- * _use_default_values) whose value the pipeline config does not already give. */
-static cJSON *derive_overrides(const cJSON *recorded, const cJSON *pipeline) {
-    cJSON *ov = cJSON_CreateObject();
-    const cJSON *defaults = cJSON_GetObjectItem(recorded, "_use_default_values");
-    for (const cJSON *e = recorded->child; e; e = e->next) {
-        if (e->string[0] == '_' || in_list(defaults, e->string)) continue;
-        if (!json_equal(e, cJSON_GetObjectItem(pipeline, e->string)))
-            cJSON_AddItemToObject(ov, e->string, cJSON_Duplicate(e, 1));
-    }
-    return ov;
-}
-
 /* Every recorded key must equal ours; _use_default_values compares as a set. */
 static void check_config(const char *run, const cJSON *ours, const cJSON *recorded) {
     int bad = 0, checked = 0;
@@ -89,9 +54,9 @@ static void check_config(const char *run, const cJSON *ours, const cJSON *record
         if (!strcmp(e->string, "_use_default_values")) {
             ok = cJSON_GetArraySize(e) == (mine ? cJSON_GetArraySize(mine) : 0);
             for (const cJSON *k = e->child; ok && k; k = k->next)
-                ok = in_list(mine, k->valuestring);
+                ok = fixture_json_in_list(mine, k->valuestring);
         } else {
-            ok = json_equal(mine, e);
+            ok = fixture_json_equal(mine, e);
         }
         if (!ok) {
             char *a = mine ? cJSON_PrintUnformatted(mine) : NULL, *b = cJSON_PrintUnformatted(e);
@@ -150,7 +115,7 @@ static void replay(const char *root, const char *model, const char *run) {
     }
     const cJSON *recorded = cJSON_GetObjectItem(rj.root, "scheduler_config");
     const char *cls = cJSON_GetObjectItem(rj.root, "scheduler_class")->valuestring;
-    cJSON *ov = derive_overrides(recorded, pc.root);
+    cJSON *ov = fixture_run_overrides(recorded, pc.root);
     sd_scheduler *s = NULL;
     sd_status st = sched_create(&s, cls, pc.root, ov);
     CHECK_OK(st);
