@@ -13,7 +13,7 @@ CFLAGS += -std=c11 $(OPT) $(SAN) -fopenmp -Wall -Wextra -MMD -MP
 LDFLAGS += $(SAN) -fopenmp
 LDLIBS += -lopenblas -lcjson -lpng -ljpeg -lm
 
-SRC_DIRS := core kernels nn text_encoder unet vae schedulers pipeline
+SRC_DIRS := core kernels nn text_encoder unet vae schedulers pipeline dit
 LIB_SRC := $(foreach d,$(SRC_DIRS),$(wildcard $(d)/*.c))
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 LIB := $(BUILD)/libsd.a
@@ -27,9 +27,13 @@ CLI_LIB := $(BUILD)/libsdcli.a
 TEST_COMMON := $(BUILD)/tests/common.o
 TEST_SRC := $(wildcard tests/test_*.c)
 TESTS := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+# Full-size models with random weights (minutes each, many GB of memory and /tmp): built with
+# everything, run only by `make test-full`.
+FULL_SRC := $(wildcard tests/full_*.c)
+FULLS := $(FULL_SRC:tests/%.c=$(BUILD)/tests/%)
 
 .PHONY: all test test-asan test-full clean
-all: $(BINS) $(TESTS)
+all: $(BINS) $(TESTS) $(FULLS)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -53,6 +57,9 @@ $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_COMMON) $(CLI_LIB) $(LIB)
 test: all
 	@tests/run.sh $(BUILD)/tests $(BINDIR)
 
+test-full: $(FULLS)
+	@failed=0; for t in $(FULLS); do echo "== $$(basename $$t)"; $$t || failed=1; done; exit $$failed
+
 # Sanitizers slow everything down ~3x; the suite is sized so this stays in minutes.
 test-asan:
 	$(MAKE) BUILD=build-asan BINDIR=build-asan/bin OPT="-O1 -g" \
@@ -61,5 +68,5 @@ test-asan:
 clean:
 	rm -rf build build-asan bin
 
--include $(LIB_OBJ:.o=.d) $(TESTS:=.d) $(TEST_COMMON:.o=.d) $(CLI_SRC:cli/%.c=$(BUILD)/cli/%.d) \
+-include $(LIB_OBJ:.o=.d) $(TESTS:=.d) $(FULLS:=.d) $(TEST_COMMON:.o=.d) $(CLI_SRC:cli/%.c=$(BUILD)/cli/%.d) \
     $(CLI_COMMON_OBJ:.o=.d)
