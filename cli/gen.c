@@ -148,7 +148,6 @@ int main(int argc, char **argv) {
         o.gen.on_event = on_event;
         o.gen.user = &pr;
     }
-    if (!o.seed_given && !o.quiet) fprintf(stderr, "seed %llu\n", (unsigned long long)o.gen.seed);
     sd_result r;
     if (sd_generate(p, &o.gen, &r) != SD_OK) {
         fprintf(stderr, "gen: %s\n", sd_last_error());
@@ -165,7 +164,8 @@ int main(int argc, char **argv) {
             fprintf(stderr, "gen: %s\n", path ? sd_last_error() : "out of memory");
             rc = 1;
         } else if (!o.quiet) {
-            fprintf(stderr, "wrote %s (%dx%d, %.1f s)\n", path, width, height, r.seconds);
+            fprintf(stderr, "wrote %s (%dx%d, seed %llu, %.1f s)\n", path, width, height,
+                    (unsigned long long)o.gen.seed, r.seconds);
         }
         free(path);
     }

@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../core/config.h"
+#include "../core/fileutil.h"
 #include "../core/layout.h"
 #include "../core/safetensors.h"
 #include "test.h"
@@ -168,3 +170,53 @@ cJSON *fixture_run_overrides(const cJSON *recorded, const cJSON *pipeline) {
     return ov;
 }
 
+
+bool fixture_run_load(fixture_run *r, const char *model, const char *run) {
+    memset(r, 0, sizeof *r);
+    char rel[512], sched_rel[512];
+    snprintf(rel, sizeof rel, "%s/expected/%s.json", model, run);
+    snprintf(sched_rel, sizeof sched_rel, "%s/pipeline/scheduler/scheduler_config.json", model);
+    char *text;
+    sd_cfg pc;
+    if (sd_read_file(fixture(rel), &text, NULL) != SD_OK) {
+        CHECK(0, "%s", sd_last_error());
+        return false;
+    }
+    sd_status st = sd_json_parse(text, rel, &r->json); /* Python writes -Infinity */
+    free(text);
+    if (st != SD_OK || cfg_open(&pc, fixture(sched_rel)) != SD_OK) {
+        CHECK(0, "%s", sd_last_error());
+        cJSON_Delete(r->json);
+        r->json = NULL;
+        return false;
+    }
+    const cJSON *j = r->json, *v;
+    sd_gen_params *g = &r->g;
+    sd_gen_params_init(g);
+    g->prompt = cJSON_GetObjectItem(j, "prompt")->valuestring;
+    v = cJSON_GetObjectItem(j, "negative_prompt");
+    g->negative_prompt = cJSON_IsString(v) ? v->valuestring : NULL;
+    g->seed = (uint64_t)cJSON_GetObjectItem(j, "seed")->valuedouble;
+    g->steps = cJSON_GetObjectItem(j, "num_inference_steps")->valueint;
+    g->guidance = cJSON_GetObjectItem(j, "guidance_scale")->valuedouble;
+    g->width = cJSON_GetObjectItem(j, "width")->valueint;
+    g->height = cJSON_GetObjectItem(j, "height")->valueint;
+    if ((v = cJSON_GetObjectItem(j, "guidance_rescale")) && cJSON_IsNumber(v)) g->guidance_rescale = v->valuedouble;
+    if ((v = cJSON_GetObjectItem(j, "num_images_per_prompt")) && cJSON_IsNumber(v)) g->batch = v->valueint;
+    if ((v = cJSON_GetObjectItem(j, "eta")) && cJSON_IsNumber(v)) g->eta = v->valuedouble;
+    if ((v = cJSON_GetObjectItem(j, "clip_skip")) && cJSON_IsNumber(v)) g->clip_skip = v->valueint;
+    g->scheduler = cJSON_GetObjectItem(j, "scheduler_class")->valuestring;
+    /* The run built its scheduler as CLASS.from_config(pipeline config, **overrides). */
+    r->overrides = fixture_run_overrides(cJSON_GetObjectItem(j, "scheduler_config"), pc.root);
+    r->overrides_text = cJSON_PrintUnformatted(r->overrides);
+    g->scheduler_overrides = r->overrides_text;
+    cfg_close(&pc);
+    return true;
+}
+
+void fixture_run_free(fixture_run *r) {
+    cJSON_free(r->overrides_text);
+    cJSON_Delete(r->overrides);
+    cJSON_Delete(r->json);
+    memset(r, 0, sizeof *r);
+}

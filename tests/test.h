@@ -11,6 +11,7 @@
 #include <stdio.h>
 
 #include "../core/error.h"
+#include "../include/sd.h"
 
 extern int test_passed, test_failed;
 
@@ -66,6 +67,18 @@ bool fixture_json_in_list(const cJSON *array, const char *s);
  * class set explicitly (not in _use_default_values) and the pipeline's config does not already
  * give. A new object; the caller deletes it. */
 cJSON *fixture_run_overrides(const cJSON *recorded, const cJSON *pipeline);
+
+/* A recorded pipeline run (tests/fixtures/<model>/expected/<run>.json) as generation settings:
+ * prompt, negative prompt, seed, steps, guidance (and rescale), size, batch, eta, clip skip, the
+ * scheduler class, and the scheduler overrides it was built with (as JSON text). */
+typedef struct {
+    cJSON *json;
+    sd_gen_params g;
+    cJSON *overrides;
+    char *overrides_text;
+} fixture_run;
+bool fixture_run_load(fixture_run *r, const char *model, const char *run);
+void fixture_run_free(fixture_run *r);
 
 /* Deterministic pseudo-random floats in [-1, 1) for kernel tests. */
 void fill_random(float *x, size_t n, uint64_t seed);

@@ -146,44 +146,11 @@ static double run_sensitivity(sd_pipeline *p, const sd_gen_params *base, const f
 }
 
 static void run_one(sd_pipeline *p, const char *model, const char *run) {
-    char path[512], st_path[512], sched_path[512];
-    snprintf(path, sizeof path, "%s/expected/%s.json", model, run);
+    char st_path[512];
     snprintf(st_path, sizeof st_path, "%s/expected/%s.safetensors", model, run);
-    snprintf(sched_path, sizeof sched_path, "%s/pipeline/scheduler/scheduler_config.json", model);
-    char *text;
-    if (sd_read_file(fixture(path), &text, NULL) != SD_OK) {
-        CHECK(0, "%s", sd_last_error());
-        return;
-    }
-    cJSON *j = NULL;
-    sd_status parsed = sd_json_parse(text, path, &j); /* Python's -Infinity needs this */
-    free(text);
-    sd_cfg pipeline_sched;
-    if (parsed != SD_OK || cfg_open(&pipeline_sched, fixture(sched_path)) != SD_OK) {
-        CHECK(0, "%s", sd_last_error());
-        cJSON_Delete(j);
-        return;
-    }
-    sd_gen_params g;
-    sd_gen_params_init(&g);
-    const cJSON *v;
-    g.prompt = cJSON_GetObjectItem(j, "prompt")->valuestring;
-    v = cJSON_GetObjectItem(j, "negative_prompt");
-    g.negative_prompt = cJSON_IsString(v) ? v->valuestring : NULL;
-    g.seed = (uint64_t)cJSON_GetObjectItem(j, "seed")->valuedouble;
-    g.steps = cJSON_GetObjectItem(j, "num_inference_steps")->valueint;
-    g.guidance = cJSON_GetObjectItem(j, "guidance_scale")->valuedouble;
-    g.width = cJSON_GetObjectItem(j, "width")->valueint;
-    g.height = cJSON_GetObjectItem(j, "height")->valueint;
-    if ((v = cJSON_GetObjectItem(j, "guidance_rescale")) && cJSON_IsNumber(v)) g.guidance_rescale = v->valuedouble;
-    if ((v = cJSON_GetObjectItem(j, "num_images_per_prompt")) && cJSON_IsNumber(v)) g.batch = v->valueint;
-    if ((v = cJSON_GetObjectItem(j, "eta")) && cJSON_IsNumber(v)) g.eta = v->valuedouble;
-    if ((v = cJSON_GetObjectItem(j, "clip_skip")) && cJSON_IsNumber(v)) g.clip_skip = v->valueint;
-    g.scheduler = cJSON_GetObjectItem(j, "scheduler_class")->valuestring;
-    /* The run built its scheduler as CLASS.from_config(pipeline config, **overrides). */
-    cJSON *overrides = fixture_run_overrides(cJSON_GetObjectItem(j, "scheduler_config"), pipeline_sched.root);
-    char *overrides_text = cJSON_PrintUnformatted(overrides);
-    g.scheduler_overrides = overrides_text;
+    fixture_run fr;
+    if (!fixture_run_load(&fr, model, run)) return;
+    sd_gen_params g = fr.g;
 
     run_check rc = {0};
     rc.file = st_path;
@@ -231,10 +198,7 @@ static void run_one(sd_pipeline *p, const char *model, const char *run) {
     }
     free(rc.model_inputs), free(rc.model_outputs), free(rc.latents_steps), free(rc.own_steps);
     free(rc.prompt_embeds), free(rc.negative_embeds), free(image);
-    cJSON_free(overrides_text);
-    cJSON_Delete(overrides);
-    cfg_close(&pipeline_sched);
-    cJSON_Delete(j);
+    fixture_run_free(&fr);
 }
 
 static const char *const sd15_runs[] = {"pndm", "ddim", "euler", "euler_a", "dpmpp2m",
