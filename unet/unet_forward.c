@@ -7,6 +7,7 @@
  * result is moved down to where the consumed skip began, so the arena never holds more than the
  * live skips, the current activation and one step's temporaries. The arena is reset at the end,
  * so later calls at the same size allocate nothing. */
+#include <math.h>
 #include <string.h>
 
 #include "../kernels/act.h"
@@ -54,12 +55,22 @@ static sd_status time_embedding(const unet *m, int batch, float t, const unet_ad
     return SD_OK;
 }
 
-static void upsample_nearest2x(const float *x, int n, int h, int w, int ch, float *y) {
+/* F.interpolate(mode="nearest") to (oh, ow): source index floor(dst * (in / out)) with the scale in
+ * float, as torch computes it. For out = 2 * in it is plain pixel doubling; other sizes happen when
+ * the latent size is not a multiple of 2^(blocks - 1) and diffusers upsamples to the skip's size. */
+static void upsample_nearest(const float *x, int n, int h, int w, int ch, int oh, int ow, float *y) {
+    const float sy = (float)h / (float)oh, sx = (float)w / (float)ow;
     for (int b = 0; b < n; b++)
-        for (int yy = 0; yy < 2 * h; yy++)
-            for (int xx = 0; xx < 2 * w; xx++)
-                memcpy(y + (((size_t)b * 2 * h + yy) * 2 * w + xx) * ch,
-                       x + (((size_t)b * h + yy / 2) * w + xx / 2) * ch, (size_t)ch * sizeof *y);
+        for (int yy = 0; yy < oh; yy++) {
+            int iy = (int)floorf((float)yy * sy);
+            if (iy > h - 1) iy = h - 1;
+            for (int xx = 0; xx < ow; xx++) {
+                int ix = (int)floorf((float)xx * sx);
+                if (ix > w - 1) ix = w - 1;
+                memcpy(y + (((size_t)b * oh + yy) * ow + xx) * ch,
+                       x + (((size_t)b * h + iy) * w + ix) * ch, (size_t)ch * sizeof *y);
+            }
+        }
 }
 
 /* torch.cat([hidden, skip], dim=1) in NHWC: per pixel, hidden's channels then the skip's. */
@@ -150,11 +161,15 @@ static sd_status up_path(unet *m, const fwd_args *f, float **curp, int *ch, int 
                                                 f->ctx_len, a));
         }
         if (!b->has_sampler) continue;
-        const size_t big = (size_t)n * 4 * *h * *w * *ch;
+        /* Upsample to the size of the skip the next block concatenates (diffusers'
+         * forward_upsample_size): twice the size, or one less after an odd-sized downsample. */
+        const int oh = *n_skips ? m->skips[*n_skips - 1].h : 2 * *h;
+        const int ow = *n_skips ? m->skips[*n_skips - 1].w : 2 * *w;
+        const size_t big = (size_t)n * oh * ow * *ch;
         float *up = sd_arena_floats(a, big), *o = sd_arena_floats(a, big);
         if (!up || !o) return unet_nomem();
-        upsample_nearest2x(cur, n, *h, *w, *ch, up);
-        *h *= 2, *w *= 2;
+        upsample_nearest(cur, n, *h, *w, *ch, oh, ow, up);
+        *h = oh, *w = ow;
         nn_conv2d_forward(&b->sampler, up, n, *h, *w, o, a);
         if (!(cur = compact(a, cur_mark, o, big))) return unet_nomem();
     }
@@ -166,17 +181,14 @@ static sd_status check_args(const unet *m, const float *x, int batch, int h, int
                             const float *context, int ctx_len, const unet_added_cond *added,
                             const float *out) {
     const unet_config *c = &m->cfg;
-    const int factor = 1 << (c->n_blocks - 1);
     if (!x || !context || !out)
         return sd_set_error(SD_ERR_ARG, "unet_forward: NULL input, context or output");
     if (batch < 1 || ctx_len < 1)
         return sd_set_error(SD_ERR_ARG,
                             "unet_forward: batch %d and context length %d must be positive", batch,
                             ctx_len);
-    if (h < 1 || w < 1 || h % factor || w % factor)
-        return sd_set_error(SD_ERR_ARG,
-                            "unet_forward: latent size %dx%d is not a positive multiple of %d", h,
-                            w, factor);
+    if (h < 1 || w < 1)
+        return sd_set_error(SD_ERR_ARG, "unet_forward: latent size %dx%d is empty", h, w);
     if (c->text_time) {
         if (!added || !added->text_embeds || !added->time_ids)
             return sd_set_error(SD_ERR_ARG,
