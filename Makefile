@@ -13,7 +13,7 @@ CFLAGS += -std=c11 $(OPT) $(SAN) -fopenmp -Wall -Wextra -MMD -MP
 LDFLAGS += $(SAN) -fopenmp
 LDLIBS += -lopenblas -lcjson -lpng -ljpeg -lm
 
-SRC_DIRS := core kernels nn text_encoder unet vae schedulers pipeline
+SRC_DIRS := core kernels nn text_encoder unet vae schedulers pipeline dit
 LIB_SRC := $(foreach d,$(SRC_DIRS),$(wildcard $(d)/*.c))
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 LIB := $(BUILD)/libsd.a
