@@ -2,6 +2,7 @@
 #   make            library + tools
 #   make test       the test suite (the README's test command); ends with "N passed, N failed"
 #   make test-asan  the same suite under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make test-full  full-size model checks (tests/full_*.c; minutes, tens of GB of disk)
 #   make clean
 CC ?= gcc
 BUILD ?= build
@@ -27,6 +28,9 @@ CLI_LIB := $(BUILD)/libsdcli.a
 TEST_COMMON := $(BUILD)/tests/common.o
 TEST_SRC := $(wildcard tests/test_*.c)
 TESTS := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+# Full-size checks (minutes, large downloads or files): built and run by `make test-full` only.
+FULL_SRC := $(wildcard tests/full_*.c)
+FULLS := $(FULL_SRC:tests/%.c=$(BUILD)/tests/%)
 
 .PHONY: all test test-asan test-full clean
 all: $(BINS) $(TESTS)
@@ -53,6 +57,9 @@ $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_COMMON) $(CLI_LIB) $(LIB)
 test: all
 	@tests/run.sh $(BUILD)/tests $(BINDIR)
 
+test-full: $(FULLS)
+	@set -e; for t in $(FULLS); do echo "== $$(basename $$t)"; $$t; done
+
 # Sanitizers slow everything down ~3x; the suite is sized so this stays in minutes.
 test-asan:
 	$(MAKE) BUILD=build-asan BINDIR=build-asan/bin OPT="-O1 -g" \
@@ -61,5 +68,5 @@ test-asan:
 clean:
 	rm -rf build build-asan bin
 
--include $(LIB_OBJ:.o=.d) $(TESTS:=.d) $(TEST_COMMON:.o=.d) $(CLI_SRC:cli/%.c=$(BUILD)/cli/%.d) \
+-include $(LIB_OBJ:.o=.d) $(TESTS:=.d) $(FULLS:=.d) $(TEST_COMMON:.o=.d) $(CLI_SRC:cli/%.c=$(BUILD)/cli/%.d) \
     $(CLI_COMMON_OBJ:.o=.d)
