@@ -2,6 +2,7 @@
 #   make            library + tools
 #   make test       the test suite (the README's test command); ends with "N passed, N failed"
 #   make test-asan  the same suite under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make test-full  full-size model checks (tests/full_*.c; minutes, tens of GB of disk)
 #   make clean
 CC ?= gcc
 BUILD ?= build

@@ -69,11 +69,25 @@ static void run_case(const st_file *f, const cJSON *c, uint64_t seed, const floa
 
     sd_scheduler *s = NULL;
     sd_status st = sched_create(&s, cls, config, NULL);
+    const cJSON *refused = cJSON_GetObjectItem(c, "error");
+    if (refused) { /* diffusers refused this combination: so must we, with a message */
+        sched_timestep_opts none = {0};
+        if (st == SD_OK) st = sched_set_timesteps(s, steps, &none);
+        printf("%s %-8s %-32s steps %2d: diffusers refuses (%.60s); we say: %s\n",
+               st != SD_OK ? "ok  " : "FAIL", key, cls, steps, refused->valuestring,
+               st != SD_OK ? sd_last_error() : "(accepted)");
+        CHECK(st != SD_OK, "%s: diffusers refuses %s, we accept it", key, refused->valuestring);
+        sched_free(s);
+        return;
+    }
     CHECK_OK(st);
     if (st != SD_OK) return;
     if (cJSON_GetObjectItem(options, "eta")) sched_set_eta(s, num_or(options, "eta", 0));
     sched_timestep_opts opts = {0};
-    if (cJSON_GetObjectItem(options, "mu_for_seq_len")) {
+    if (cJSON_GetObjectItem(options, "mu")) {
+        opts.has_mu = true;
+        opts.mu = num_or(options, "mu", 0);
+    } else if (cJSON_GetObjectItem(options, "mu_for_seq_len")) {
         opts.has_mu = true;
         opts.mu =
             sched_flux_mu((int)num_or(options, "mu_for_seq_len", 0),
@@ -159,28 +173,43 @@ static void run_case(const st_file *f, const cJSON *c, uint64_t seed, const floa
     sched_free(s);
 }
 
-static void fixture_cases(void) {
+/* Runs every case of a scheduler reference file. The shared schedulers.json holds 84; the extra
+ * file (tools/reference/extra_refs.py, recorded by diffusers the same way, from the same x0 and
+ * generator seed 42) covers options the shared one does not. */
+static void case_file(const char *json, const char *tensors, int expect_cases, const float *x0,
+                      size_t n_x0) {
     sd_cfg cfg;
-    CHECK_OK(cfg_open(&cfg, fixture("schedulers.json")));
+    CHECK_OK(cfg_open(&cfg, fixture(json)));
     if (!cfg.root) return;
     st_file f;
-    sd_status st = st_open(&f, fixture(SCHED_FILE));
+    sd_status st = st_open(&f, fixture(tensors));
     CHECK_OK(st);
     if (st == SD_OK) {
-        int64_t n_x0 = 0;
-        const float *x0_view = tensor_or_null(&f, "x0", &n_x0);
-        float *x0 = malloc((size_t)n_x0 * sizeof *x0);
-        memcpy(x0, x0_view, (size_t)n_x0 * sizeof *x0);
-        uint64_t seed = (uint64_t)num_or(cfg.root, "generator_seed", 0);
+        uint64_t seed = (uint64_t)num_or(cfg.root, "generator_seed", 42);
         int n_cases = 0;
         const cJSON *cases = cJSON_GetObjectItem(cfg.root, "cases");
         for (const cJSON *c = cases ? cases->child : NULL; c; c = c->next, n_cases++)
-            run_case(&f, c, seed, x0, (size_t)n_x0);
-        CHECK(n_cases == 84, "schedulers.json has %d cases", n_cases);
-        free(x0);
+            run_case(&f, c, seed, x0, n_x0);
+        CHECK(n_cases == expect_cases, "%s has %d cases", json, n_cases);
         st_close(&f);
     }
     cfg_close(&cfg);
+}
+
+static void fixture_cases(void) {
+    st_file f;
+    if (st_open(&f, fixture(SCHED_FILE)) != SD_OK) {
+        CHECK(0, "%s", sd_last_error());
+        return;
+    }
+    int64_t n_x0 = 0;
+    const float *x0_view = tensor_or_null(&f, "x0", &n_x0);
+    float *x0 = malloc((size_t)n_x0 * sizeof *x0);
+    memcpy(x0, x0_view, (size_t)n_x0 * sizeof *x0);
+    st_close(&f);
+    case_file("schedulers.json", SCHED_FILE, 84, x0, (size_t)n_x0);
+    case_file("extra/schedulers_extra.json", "extra/schedulers_extra.safetensors", 108, x0, (size_t)n_x0);
+    free(x0);
     printf("\nworst figures per class (fixture cases):\n");
     for (int i = 0; i < n_stats; i++)
         printf("  %-32s %2d cases  timesteps %3d/%3d exact  sigmas %.2e  trajectory %.2e  "
