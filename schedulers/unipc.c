@@ -292,16 +292,15 @@ static void unipc_predictor(const sd_scheduler *s, int i, float *x, size_t n) {
     float Bc = st->predict_x0 ? at * c.B_h : sgt * c.B_h;
     for (size_t k = 0; k < n; k++) {
         float r = A * x[k] - Bm * m0[k];
-        if (order > 1) {
-            float res = 0;
-            for (int j = 1; j < order; j++) {
-                const float *mj = m0 - (size_t)j * n;
-                float d = (mj[k] - m0[k]) / rks[j - 1];
-                res = j == 1 ? rho[0] * d : res + rho[j - 1] * d;
-            }
-            r = r - Bc * res;
+        /* diffusers subtracts alpha_t * B_h * pred_res even when pred_res is 0 (order 1): with
+         * bh1 at a zero final sigma B_h is infinite and the result NaN, which we reproduce. */
+        float res = 0;
+        for (int j = 1; j < order; j++) {
+            const float *mj = m0 - (size_t)j * n;
+            float d = (mj[k] - m0[k]) / rks[j - 1];
+            res = j == 1 ? rho[0] * d : res + rho[j - 1] * d;
         }
-        x[k] = r;
+        x[k] = r - Bc * res;
     }
 }
 

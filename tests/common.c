@@ -171,6 +171,29 @@ cJSON *fixture_run_overrides(const cJSON *recorded, const cJSON *pipeline) {
 }
 
 
+/* Generation settings from a run's JSON object (the shared fixtures' expected/<run>.json and the
+ * entries of extra/extra_runs.json have the same keys). */
+static void run_params(fixture_run *r) {
+    const cJSON *j = r->json, *v;
+    sd_gen_params *g = &r->g;
+    sd_gen_params_init(g);
+    g->prompt = cJSON_GetObjectItem(j, "prompt")->valuestring;
+    v = cJSON_GetObjectItem(j, "negative_prompt");
+    g->negative_prompt = cJSON_IsString(v) ? v->valuestring : NULL;
+    g->seed = (uint64_t)cJSON_GetObjectItem(j, "seed")->valuedouble;
+    g->steps = cJSON_GetObjectItem(j, "num_inference_steps")->valueint;
+    g->guidance = cJSON_GetObjectItem(j, "guidance_scale")->valuedouble;
+    g->width = cJSON_GetObjectItem(j, "width")->valueint;
+    g->height = cJSON_GetObjectItem(j, "height")->valueint;
+    if ((v = cJSON_GetObjectItem(j, "guidance_rescale")) && cJSON_IsNumber(v)) g->guidance_rescale = v->valuedouble;
+    if ((v = cJSON_GetObjectItem(j, "num_images_per_prompt")) && cJSON_IsNumber(v)) g->batch = v->valueint;
+    if ((v = cJSON_GetObjectItem(j, "eta")) && cJSON_IsNumber(v)) g->eta = v->valuedouble;
+    if ((v = cJSON_GetObjectItem(j, "clip_skip")) && cJSON_IsNumber(v)) g->clip_skip = v->valueint;
+    g->scheduler = cJSON_GetObjectItem(j, "scheduler_class")->valuestring;
+    r->overrides_text = cJSON_PrintUnformatted(r->overrides);
+    g->scheduler_overrides = r->overrides_text;
+}
+
 bool fixture_run_load(fixture_run *r, const char *model, const char *run) {
     memset(r, 0, sizeof *r);
     char rel[512], sched_rel[512];
@@ -190,28 +213,19 @@ bool fixture_run_load(fixture_run *r, const char *model, const char *run) {
         r->json = NULL;
         return false;
     }
-    const cJSON *j = r->json, *v;
-    sd_gen_params *g = &r->g;
-    sd_gen_params_init(g);
-    g->prompt = cJSON_GetObjectItem(j, "prompt")->valuestring;
-    v = cJSON_GetObjectItem(j, "negative_prompt");
-    g->negative_prompt = cJSON_IsString(v) ? v->valuestring : NULL;
-    g->seed = (uint64_t)cJSON_GetObjectItem(j, "seed")->valuedouble;
-    g->steps = cJSON_GetObjectItem(j, "num_inference_steps")->valueint;
-    g->guidance = cJSON_GetObjectItem(j, "guidance_scale")->valuedouble;
-    g->width = cJSON_GetObjectItem(j, "width")->valueint;
-    g->height = cJSON_GetObjectItem(j, "height")->valueint;
-    if ((v = cJSON_GetObjectItem(j, "guidance_rescale")) && cJSON_IsNumber(v)) g->guidance_rescale = v->valuedouble;
-    if ((v = cJSON_GetObjectItem(j, "num_images_per_prompt")) && cJSON_IsNumber(v)) g->batch = v->valueint;
-    if ((v = cJSON_GetObjectItem(j, "eta")) && cJSON_IsNumber(v)) g->eta = v->valuedouble;
-    if ((v = cJSON_GetObjectItem(j, "clip_skip")) && cJSON_IsNumber(v)) g->clip_skip = v->valueint;
-    g->scheduler = cJSON_GetObjectItem(j, "scheduler_class")->valuestring;
     /* The run built its scheduler as CLASS.from_config(pipeline config, **overrides). */
-    r->overrides = fixture_run_overrides(cJSON_GetObjectItem(j, "scheduler_config"), pc.root);
-    r->overrides_text = cJSON_PrintUnformatted(r->overrides);
-    g->scheduler_overrides = r->overrides_text;
+    r->overrides = fixture_run_overrides(cJSON_GetObjectItem(r->json, "scheduler_config"), pc.root);
     cfg_close(&pc);
+    run_params(r);
     return true;
+}
+
+void fixture_run_from_json(fixture_run *r, const cJSON *run) {
+    memset(r, 0, sizeof *r);
+    r->json = cJSON_Duplicate(run, 1);
+    const cJSON *ov = cJSON_GetObjectItem(run, "scheduler_overrides");
+    r->overrides = ov ? cJSON_Duplicate(ov, 1) : cJSON_CreateObject();
+    run_params(r);
 }
 
 void fixture_run_free(fixture_run *r) {

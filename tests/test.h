@@ -78,6 +78,8 @@ typedef struct {
     char *overrides_text;
 } fixture_run;
 bool fixture_run_load(fixture_run *r, const char *model, const char *run);
+/* The same from an entry of extra/extra_runs.json, which names its overrides itself. */
+void fixture_run_from_json(fixture_run *r, const cJSON *run);
 void fixture_run_free(fixture_run *r);
 
 /* Deterministic pseudo-random floats in [-1, 1) for kernel tests. */

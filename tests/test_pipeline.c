@@ -145,37 +145,49 @@ static double run_sensitivity(sd_pipeline *p, const sd_gen_params *base, const f
     return s;
 }
 
-static void run_one(sd_pipeline *p, const char *model, const char *run) {
-    char st_path[512];
-    snprintf(st_path, sizeof st_path, "%s/expected/%s.safetensors", model, run);
-    fixture_run fr;
-    if (!fixture_run_load(&fr, model, run)) return;
-    sd_gen_params g = fr.g;
+/* Fixture tensor `prefix + name` (the extra runs share one file, prefixed by run). */
+static float *run_tensor(const char *file, const char *prefix, const char *name, int64_t *shape) {
+    char full[256];
+    snprintf(full, sizeof full, "%s%s", prefix, name);
+    return fixture_tensor(file, full, shape, NULL);
+}
+
+static int has_tensor(const char *file, const char *prefix, const char *name) {
+    char full[256];
+    snprintf(full, sizeof full, "%s%s", prefix, name);
+    st_file f;
+    int found = 0;
+    if (st_open(&f, fixture(file)) == SD_OK) {
+        found = st_find(&f, full) != NULL;
+        st_close(&f);
+    }
+    return found;
+}
+
+/* Generates one recorded run and compares it as it goes; `name` is for messages, the tensors are
+ * `prefix + name` in `st_path`. */
+static void check_run(sd_pipeline *p, const char *name, fixture_run *fr, const char *st_path,
+                      const char *prefix) {
+    sd_gen_params g = fr->g;
 
     run_check rc = {0};
     rc.file = st_path;
-    int nd;
-    rc.model_inputs = fixture_tensor(st_path, "model_inputs", rc.in_shape, &nd);
-    rc.model_outputs = fixture_tensor(st_path, "model_outputs", NULL, NULL);
-    rc.latents_steps = fixture_tensor(st_path, "latents_steps", rc.lat_shape, &nd);
+    rc.model_inputs = run_tensor(st_path, prefix, "model_inputs", rc.in_shape);
+    rc.model_outputs = run_tensor(st_path, prefix, "model_outputs", NULL);
+    rc.latents_steps = run_tensor(st_path, prefix, "latents_steps", rc.lat_shape);
     rc.n_calls = (int)rc.in_shape[0];
     rc.n_steps = (int)rc.lat_shape[0];
     const size_t per_step = (size_t)rc.lat_shape[1] * rc.lat_shape[2] * rc.lat_shape[3] * rc.lat_shape[4];
     rc.own_steps = calloc((size_t)rc.n_steps * per_step, sizeof(float));
     /* Not every run records embeddings (sd2v euler_v_zsnr does not). */
-    st_file f;
-    if (st_open(&f, fixture(st_path)) == SD_OK) {
-        if (st_find(&f, "prompt_embeds")) rc.prompt_embeds = fixture_tensor(st_path, "prompt_embeds", NULL, NULL);
-        if (st_find(&f, "negative_prompt_embeds"))
-            rc.negative_embeds = fixture_tensor(st_path, "negative_prompt_embeds", NULL, NULL);
-        st_close(&f);
-    }
-    float *image = fixture_tensor(st_path, "image", NULL, NULL);
+    if (has_tensor(st_path, prefix, "prompt_embeds"))
+        rc.prompt_embeds = run_tensor(st_path, prefix, "prompt_embeds", NULL);
+    if (has_tensor(st_path, prefix, "negative_prompt_embeds"))
+        rc.negative_embeds = run_tensor(st_path, prefix, "negative_prompt_embeds", NULL);
+    float *image = run_tensor(st_path, prefix, "image", NULL);
     g.on_event = on_event;
     g.user = &rc;
     sd_result r;
-    char name[128];
-    snprintf(name, sizeof name, "%.20s/%s", model, run);
     sd_status st = sd_generate(p, &g, &r);
     CHECK(st == SD_OK, "%s: %s", name, sd_last_error());
     if (st == SD_OK) {
@@ -198,7 +210,38 @@ static void run_one(sd_pipeline *p, const char *model, const char *run) {
     }
     free(rc.model_inputs), free(rc.model_outputs), free(rc.latents_steps), free(rc.own_steps);
     free(rc.prompt_embeds), free(rc.negative_embeds), free(image);
+}
+
+static void run_one(sd_pipeline *p, const char *model, const char *run) {
+    char st_path[512], name[128];
+    snprintf(st_path, sizeof st_path, "%s/expected/%s.safetensors", model, run);
+    snprintf(name, sizeof name, "%.20s/%s", model, run);
+    fixture_run fr;
+    if (!fixture_run_load(&fr, model, run)) return;
+    check_run(p, name, &fr, st_path, "");
     fixture_run_free(&fr);
+}
+
+/* Runs recorded by tools/reference/extra_refs.py: latent sizes that are not multiples of 8, clip
+ * skip, DDIM eta > 0 and SDE noise with a batch (noise drawn in the pipeline's order). */
+static void extra_runs(sd_pipeline *p, const char *model) {
+    sd_cfg c;
+    CHECK_OK(cfg_open(&c, fixture("extra/extra_runs.json")));
+    if (!c.root) return;
+    int seen = 0;
+    for (const cJSON *run = c.root->child; run; run = run->next) {
+        const cJSON *m = cJSON_GetObjectItem(run, "model");
+        if (!cJSON_IsString(m) || strcmp(m->valuestring, model)) continue;
+        char prefix[128];
+        snprintf(prefix, sizeof prefix, "%s.", run->string);
+        fixture_run fr;
+        fixture_run_from_json(&fr, run);
+        check_run(p, run->string, &fr, "extra/extra_runs.safetensors", prefix);
+        fixture_run_free(&fr);
+        seen++;
+    }
+    CHECK(seen >= 2, "%d extra runs for %s", seen, model);
+    cfg_close(&c);
 }
 
 static const char *const sd15_runs[] = {"pndm", "ddim", "euler", "euler_a", "dpmpp2m",
@@ -211,11 +254,13 @@ int main(void) {
     CHECK_OK(sd_pipeline_load(&p, fixture("sd15-tiny/pipeline"), NULL));
     if (p) {
         for (size_t i = 0; i < sizeof sd15_runs / sizeof *sd15_runs; i++) run_one(p, "sd15-tiny", sd15_runs[i]);
+        extra_runs(p, "sd15-tiny");
         sd_pipeline_free(p);
     }
     CHECK_OK(sd_pipeline_load(&p, fixture("sd2v-tiny/pipeline"), NULL));
     if (p) {
         for (size_t i = 0; i < sizeof sd2v_runs / sizeof *sd2v_runs; i++) run_one(p, "sd2v-tiny", sd2v_runs[i]);
+        extra_runs(p, "sd2v-tiny");
         sd_pipeline_free(p);
     }
     return test_summary();
