@@ -105,7 +105,7 @@ static void test_cases(void) {
         cJSON *call = read_json(rel);
         const cJSON *prompt = cJSON_GetObjectItemCaseSensitive(call, "prompt");
         snprintf(rel, sizeof rel, "flux-tiny/expected/%s.safetensors", runs[r]);
-        int64_t shape[4];
+        int64_t shape[8];
         int ndim = 0;
         int32_t *want = fixture_ids(rel, "tokenizer_2_prompt_ids", shape, &ndim);
         if (cJSON_IsString(prompt) && want && ndim == 2 && shape[1] == 64) {
