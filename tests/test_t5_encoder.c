@@ -13,7 +13,7 @@
 #include "../text_encoder/t5_encoder.h"
 #include "test.h"
 
-#define TOL 1e-5
+#define TOL     1e-5
 #define ENC_DIR "flux-tiny/pipeline/text_encoder_2"
 enum { SEQ = 64, D = 16 };
 
@@ -70,9 +70,9 @@ done:
  * 16 buckets per direction, exact up to 7, then 8 + floor(log(n / 8) / log(16) * 8). */
 static void test_buckets(void) {
     static const int cases[][2] = {
-        {0, 0},    {-1, 1},  {-7, 7},    {-8, 8},   {-11, 8},  {-12, 9},   {-16, 10},
+        {0, 0},    {-1, 1},   {-7, 7},   {-8, 8},    {-11, 8},    {-12, 9}, {-16, 10},
         {-32, 12}, {-64, 14}, {-90, 14}, {-127, 15}, {-5000, 15}, {1, 17},  {7, 23},
-        {8, 24},   {16, 26}, {63, 29},   {128, 31}, {5000, 31},
+        {8, 24},   {16, 26},  {63, 29},  {128, 31},  {5000, 31},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         int got = t5_relative_bucket(cases[i][0], 32, 128);
@@ -126,8 +126,8 @@ static void write_model(const char *dir, st_dtype dtype, const char *tok_name, c
             h[k] = dtype == ST_BF16 ? st_f32_to_bf16(v[k]) : st_f32_to_f16(v[k]);
         data[n] = dtype == ST_F32 ? (void *)v : (void *)h;
         free(dtype == ST_F32 ? (void *)h : (void *)v);
-        e[n] = (st_entry){!strcmp(t->name, "shared.weight") ? tok_name : t->name, dtype, t->ndim,
-                          {0}, data[n]};
+        e[n] = (st_entry){
+            !strcmp(t->name, "shared.weight") ? tok_name : t->name, dtype, t->ndim, {0}, data[n]};
         memcpy(e[n].shape, t->shape, sizeof t->shape);
         n++;
     }
@@ -144,7 +144,8 @@ static void write_model(const char *dir, st_dtype dtype, const char *tok_name, c
 static void test_dtypes(void) {
     char *dir = tmp_path("bf16");
     write_model(dir, ST_BF16, "encoder.embed_tokens.weight", NULL);
-    /* The reference ran float32 weights; rounding them to bf16 / f16 costs about their precision. */
+    /* The reference ran float32 weights; rounding them to bf16 / f16 costs about their precision.
+     */
     check_model("bf16 weights", dir, 2e-2);
     free(dir);
     dir = tmp_path("f16");

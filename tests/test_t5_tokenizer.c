@@ -83,7 +83,8 @@ static void test_cases(void) {
                   t5_tokenizer_eos_id(tok));
             CHECK(t5_tokenizer_pad_id(tok) == cJSON_GetArrayItem(want_pad, 63)->valuedouble,
                   "pad id %d", t5_tokenizer_pad_id(tok));
-            const char *cat = t5_tokenizer_token(tok, (int)cJSON_GetArrayItem(want_ids, 9)->valuedouble);
+            const char *cat =
+                t5_tokenizer_token(tok, (int)cJSON_GetArrayItem(want_ids, 9)->valuedouble);
             CHECK(cat && strcmp(cat, "cat") == 0, "token of 'cat' is %s", cat ? cat : "NULL");
             const char *eos = t5_tokenizer_token(tok, t5_tokenizer_eos_id(tok));
             CHECK(eos && strcmp(eos, "</s>") == 0, "eos token %s", eos ? eos : "NULL");
@@ -203,18 +204,24 @@ static void check_graphemes(const char *utf8, const char *want) {
 /* Boundaries from UAX #29's rules (examples as in its GraphemeBreakTest). */
 static void test_graphemes(void) {
     check_graphemes("abc", "111");
-    check_graphemes("e\xCC\x81x", "21");                 /* GB9: e + combining acute */
-    check_graphemes("\r\n\n\r", "211");                  /* GB3-GB5 */
-    check_graphemes("a\xE2\x80\x8D" "b", "21");          /* GB9: ZWJ extends "a" */
-    check_graphemes("\xE1\x84\x80\xE1\x85\xA1\xE1\x86\xA8" "a", "31"); /* GB6-GB8: Hangul L V T */
+    check_graphemes("e\xCC\x81x", "21"); /* GB9: e + combining acute */
+    check_graphemes("\r\n\n\r", "211");  /* GB3-GB5 */
+    check_graphemes("a\xE2\x80\x8D"
+                    "b",
+                    "21"); /* GB9: ZWJ extends "a" */
+    check_graphemes("\xE1\x84\x80\xE1\x85\xA1\xE1\x86\xA8"
+                    "a",
+                    "31"); /* GB6-GB8: Hangul L V T */
     check_graphemes("\xF0\x9F\x87\xBA\xF0\x9F\x87\xB8\xF0\x9F\x87\xAB", "21"); /* GB12: flags */
-    check_graphemes("\xF0\x9F\x91\xA8\xE2\x80\x8D\xF0\x9F\x91\xA9", "3");       /* GB11 */
-    check_graphemes("a\xE2\x80\x8D\xF0\x9F\x91\xA9", "21"); /* no GB11 without a pictograph */
+    check_graphemes("\xF0\x9F\x91\xA8\xE2\x80\x8D\xF0\x9F\x91\xA9", "3");      /* GB11 */
+    check_graphemes("a\xE2\x80\x8D\xF0\x9F\x91\xA9", "21");       /* no GB11 without a pictograph */
     check_graphemes("\xE0\xA4\x95\xE0\xA5\x8D\xE0\xA4\xB7", "3"); /* GB9c: ka virama ssa */
-    check_graphemes("\xE0\xA4\x95\xE0\xA4\xB7", "11");             /* no linker: two */
-    check_graphemes("\xD8\x80" "a", "2");                         /* GB9b: prepend */
-    check_graphemes("\xE0\xA4\x95\xE0\xA4\xBE", "2");             /* GB9a: spacing mark */
-    check_graphemes("\x01\xCC\x81", "11");                        /* GB4: control breaks */
+    check_graphemes("\xE0\xA4\x95\xE0\xA4\xB7", "11");            /* no linker: two */
+    check_graphemes("\xD8\x80"
+                    "a",
+                    "2");                             /* GB9b: prepend */
+    check_graphemes("\xE0\xA4\x95\xE0\xA4\xBE", "2"); /* GB9a: spacing mark */
+    check_graphemes("\x01\xCC\x81", "11");            /* GB4: control breaks */
     printf("grapheme data: Unicode %s\n", grapheme_unicode_version_string());
 }
 
@@ -225,11 +232,13 @@ static void test_normalizer(void) {
     CHECK_OK(tok_normalizer_load(&nz, cJSON_GetObjectItemCaseSensitive(root, "normalizer"),
                                  "tokenizer.json"));
     static const char *const cases[][2] = {
-        {"\xEF\xBC\xA1\xEF\xBC\xA2", "AB"},       /* full-width letters */
-        {"\xEF\xAC\x81", "fi"},                   /* ligature */
-        {"a\xC2\xA0" "b", "a b"},                 /* no-break space */
-        {"e\xCC\x81", "\xC3\xA9"},                /* composition of a cluster */
-        {"x   y  z", "x y z"},                    /* the Replace step */
+        {"\xEF\xBC\xA1\xEF\xBC\xA2", "AB"}, /* full-width letters */
+        {"\xEF\xAC\x81", "fi"},             /* ligature */
+        {"a\xC2\xA0"
+         "b",
+         "a b"},                   /* no-break space */
+        {"e\xCC\x81", "\xC3\xA9"}, /* composition of a cluster */
+        {"x   y  z", "x y z"},     /* the Replace step */
         {"plain text", "plain text"},
     };
     for (size_t i = 0; nz && i < sizeof cases / sizeof *cases; i++) {
@@ -255,7 +264,8 @@ static void test_bad_prompts(void) {
     CHECK_OK(t5_tokenizer_load(&tok, fixture(TOK_DIR)));
     if (!tok) return;
     static const char *const bad[] = {
-        "caf\xC3", "a \xC3\x28 b", "\xC0\xAF", "\xED\xA0\x80", "\xF4\x90\x80\x80", "\xFF", "ok \x80",
+        "caf\xC3",          "a \xC3\x28 b", "\xC0\xAF", "\xED\xA0\x80",
+        "\xF4\x90\x80\x80", "\xFF",         "ok \x80",
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         int32_t *ids = NULL, padded[8];
@@ -361,7 +371,9 @@ static void test_bad_folders(void) {
     write_file("tokenizer_config.json", "{\"pad_token\": \"<unk>\"}");
     write_file("special_tokens_map.json", "{\"pad_token\": \"</s>\"}");
     CHECK_OK(t5_tokenizer_load(&t, tmp_dir));
-    if (t) CHECK(t5_tokenizer_pad_id(t) == 1, "pad from special_tokens_map: %d", t5_tokenizer_pad_id(t));
+    if (t)
+        CHECK(t5_tokenizer_pad_id(t) == 1, "pad from special_tokens_map: %d",
+              t5_tokenizer_pad_id(t));
     t5_tokenizer_free(t);
 
     remove_file("special_tokens_map.json");

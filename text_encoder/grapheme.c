@@ -56,10 +56,10 @@ static int incb(uint8_t p) {
  * cluster it is exact: the contexts those rules look at (Extend, ZWJ, Linker, RI runs) never
  * follow a boundary except after a control, which resets them anyway. */
 typedef struct {
-    int ri_run;     /* regional indicators ending at the previous character */
-    bool pict_ext;  /* the text so far ends with Extended_Pictographic Extend* */
-    bool pict_zwj;  /* ... ends with Extended_Pictographic Extend* ZWJ */
-    int conjunct;   /* ends with InCB Consonant [Extend|Linker]*: 1 without, 2 with a Linker */
+    int ri_run;    /* regional indicators ending at the previous character */
+    bool pict_ext; /* the text so far ends with Extended_Pictographic Extend* */
+    bool pict_zwj; /* ... ends with Extended_Pictographic Extend* ZWJ */
+    int conjunct;  /* ends with InCB Consonant [Extend|Linker]*: 1 without, 2 with a Linker */
 } gb_state;
 
 static void advance(gb_state *st, uint8_t p) {
@@ -85,14 +85,14 @@ static bool is_break(const gb_state *st, uint8_t pa, uint8_t pb) {
     if (a == GCB_L && (b == GCB_L || b == GCB_V || b == GCB_LV || b == GCB_LVT)) /* GB6 */
         return false;
     if ((a == GCB_LV || a == GCB_V) && (b == GCB_V || b == GCB_T)) return false; /* GB7 */
-    if ((a == GCB_LVT || a == GCB_T) && b == GCB_T) return false;                 /* GB8 */
-    if (b == GCB_EXTEND || b == GCB_ZWJ) return false;                            /* GB9 */
-    if (b == GCB_SPACING_MARK) return false;                                      /* GB9a */
-    if (a == GCB_PREPEND) return false;                                           /* GB9b */
-    if (incb(pb) == INCB_CONSONANT && st->conjunct == 2) return false;            /* GB9c */
-    if (st->pict_zwj && ext_pict(pb)) return false;                               /* GB11 */
-    if (a == GCB_RI && b == GCB_RI) return st->ri_run % 2 == 0;                   /* GB12/13 */
-    return true;                                                                  /* GB999 */
+    if ((a == GCB_LVT || a == GCB_T) && b == GCB_T) return false;                /* GB8 */
+    if (b == GCB_EXTEND || b == GCB_ZWJ) return false;                           /* GB9 */
+    if (b == GCB_SPACING_MARK) return false;                                     /* GB9a */
+    if (a == GCB_PREPEND) return false;                                          /* GB9b */
+    if (incb(pb) == INCB_CONSONANT && st->conjunct == 2) return false;           /* GB9c */
+    if (st->pict_zwj && ext_pict(pb)) return false;                              /* GB11 */
+    if (a == GCB_RI && b == GCB_RI) return st->ri_run % 2 == 0;                  /* GB12/13 */
+    return true;                                                                 /* GB999 */
 }
 
 size_t grapheme_next(const uint32_t *s, size_t n) {

@@ -41,7 +41,12 @@ struct t5_encoder {
 };
 
 /* Bounds far above any real model so int size arithmetic cannot overflow. */
-enum { T5_MAX_DIM = 1 << 16, T5_MAX_VOCAB = 1 << 24, T5_MAX_LAYERS = 1024, T5_MAX_TOKENS = 1 << 16 };
+enum {
+    T5_MAX_DIM = 1 << 16,
+    T5_MAX_VOCAB = 1 << 24,
+    T5_MAX_LAYERS = 1024,
+    T5_MAX_TOKENS = 1 << 16
+};
 
 /* ---- config ---- */
 
@@ -151,8 +156,8 @@ static sd_status load_qkv(nn_linear *qkv, const sd_weights *w, int d, int inner,
     if (!qkv->w) return sd_set_error(SD_ERR_NOMEM, "out of memory for block %d's attention", i);
     for (int p = 0; p < 3; p++) {
         nn_linear part;
-        SD_TRY(nn_linear_load(&part, w, d, inner, false, "encoder.block.%d.layer.0.SelfAttention.%s",
-                              i, names[p]));
+        SD_TRY(nn_linear_load(&part, w, d, inner, false,
+                              "encoder.block.%d.layer.0.SelfAttention.%s", i, names[p]));
         memcpy(qkv->w + (size_t)p * inner * d, part.w, (size_t)inner * d * sizeof *part.w);
         nn_linear_free(&part);
     }
@@ -162,10 +167,11 @@ static sd_status load_qkv(nn_linear *qkv, const sd_weights *w, int d, int inner,
 static sd_status load_block(t5_block *b, const sd_weights *w, const t5_encoder_config *c, int i) {
     const int d = c->d_model, inner = c->num_heads * c->d_kv, f = c->d_ff;
     const int64_t norm_shape[1] = {d};
-    SD_TRY(nn_read_tensor(w, &b->ln_attn, 1, norm_shape, "encoder.block.%d.layer.0.layer_norm.weight",
-                          i));
+    SD_TRY(nn_read_tensor(w, &b->ln_attn, 1, norm_shape,
+                          "encoder.block.%d.layer.0.layer_norm.weight", i));
     SD_TRY(load_qkv(&b->qkv, w, d, inner, i));
-    SD_TRY(nn_linear_load(&b->o, w, inner, d, false, "encoder.block.%d.layer.0.SelfAttention.o", i));
+    SD_TRY(
+        nn_linear_load(&b->o, w, inner, d, false, "encoder.block.%d.layer.0.SelfAttention.o", i));
     SD_TRY(nn_read_tensor(w, &b->ln_ff, 1, norm_shape, "encoder.block.%d.layer.1.layer_norm.weight",
                           i));
     char ff[64];
@@ -308,7 +314,8 @@ static void position_bias(const t5_encoder *m, int len, float *bias) {
     const int span = 2 * len - 1;
     for (int r = 0; r < span; r++) {
         const int b = t5_relative_bucket(r - (len - 1), c->num_buckets, c->max_distance);
-        for (int h = 0; h < c->num_heads; h++) bias[(size_t)h * span + r] = m->rel_bias[b * c->num_heads + h];
+        for (int h = 0; h < c->num_heads; h++)
+            bias[(size_t)h * span + r] = m->rel_bias[b * c->num_heads + h];
     }
 }
 

@@ -14,8 +14,8 @@ typedef struct {
     int vocab_size, d_model, d_kv, num_heads, d_ff, num_layers;
     int num_buckets, max_distance; /* relative_attention_num_buckets / _max_distance */
     float layer_norm_eps;
-    bool gated;          /* is_gated_act: wi_0 (activated) * wi_1, else a single wi */
-    char dense_act[32];  /* "gelu_new", "relu", "gelu", "gelu_pytorch_tanh", "silu" */
+    bool gated;         /* is_gated_act: wi_0 (activated) * wi_1, else a single wi */
+    char dense_act[32]; /* "gelu_new", "relu", "gelu", "gelu_pytorch_tanh", "silu" */
 } t5_encoder_config;
 
 typedef struct t5_encoder t5_encoder;

@@ -27,6 +27,7 @@ static int find_added(const t5_tokenizer *t, const uint32_t *s, size_t n, size_t
         for (int k = 0; k < t->n_added; k++) {
             const t5_added_token *a = &t->added[k];
             if (a->normalized != normalized || a->n == 0 || a->n > n - pos) continue;
+            if (s[pos] != a->cps[0]) continue; /* cheap reject before the full compare */
             if (best >= 0 && a->n <= t->added[best].n) continue;
             if (memcmp(s + pos, a->cps, a->n * sizeof *s)) continue;
             if (a->single_word && ((pos > 0 && is_word_char(s[pos - 1])) ||

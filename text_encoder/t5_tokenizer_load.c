@@ -109,8 +109,8 @@ static sd_status load_tokenizer_json(t5_tokenizer *t, const char *path) {
         token_flags f;
         const cJSON *id = cJSON_GetObjectItemCaseSensitive(e, "id");
         st = read_token(e, path, "added_tokens[]", &content, &f);
-        if (st == SD_OK && (!content || !cJSON_IsNumber(id) || id->valuedouble < 0 ||
-                            id->valuedouble > (1 << 30)))
+        if (st == SD_OK &&
+            (!content || !cJSON_IsNumber(id) || id->valuedouble < 0 || id->valuedouble > (1 << 30)))
             st = sd_set_error(SD_ERR_FORMAT, "%s: an added token has no content or id", path);
         if (st == SD_OK) st = add_token(t, content, f, (int32_t)id->valuedouble, path);
     }

@@ -108,7 +108,8 @@ static bool parse_regex(step *s, const char *re) {
                   : ((unsigned char)p[0] < 0xE0) ? 2
                   : ((unsigned char)p[0] < 0xF0) ? 3
                                                  : 4;
-        if ((int)strnlen(p, (size_t)len) < len || unicode_utf8_decode(p, (size_t)len, cps, &bad) != 1)
+        if ((int)strnlen(p, (size_t)len) < len ||
+            unicode_utf8_decode(p, (size_t)len, cps, &bad) != 1)
             return false;
         s->ch = cps[0];
         p += len;
@@ -214,7 +215,8 @@ static sd_status load_step(tok_normalizer *nz, const cJSON *j, const char *path,
     }
     if (!strcmp(type, "Prepend")) {
         const char *text = get_string(j, "prepend");
-        if (!text) return sd_set_error(SD_ERR_FORMAT, "%s: Prepend normalizer has no \"prepend\"", path);
+        if (!text)
+            return sd_set_error(SD_ERR_FORMAT, "%s: Prepend normalizer has no \"prepend\"", path);
         SD_TRY(add_step(nz, &s, path));
         s->kind = STEP_PREPEND;
         return decode_string(text, &s->content, &s->n_content, path, "Prepend text");

@@ -79,8 +79,8 @@ sd_status unigram_load(unigram *u, const cJSON *model, const char *path) {
     if (unk && !cJSON_IsNull(unk)) {
         if (!cJSON_IsNumber(unk) || unk->valuedouble < 0 || unk->valuedouble >= n ||
             unk->valuedouble != (int)unk->valuedouble)
-            return sd_set_error(SD_ERR_FORMAT, "%s: Unigram unk_id is not an index of the %d pieces",
-                                path, n);
+            return sd_set_error(SD_ERR_FORMAT,
+                                "%s: Unigram unk_id is not an index of the %d pieces", path, n);
         u->unk_id = unk->valueint;
     }
     if (fb && !cJSON_IsNull(fb) && !cJSON_IsBool(fb))
@@ -160,7 +160,8 @@ static sd_status emit(const unigram *u, const char *s, size_t len, int32_t id, u
     bool bytes = u->byte_fallback;
     for (size_t k = 0; k < len && bytes; k++) bytes = byte_piece(u, (unsigned char)s[k]) >= 0;
     if (!bytes) return unigram_ids_push(out, u->unk_id);
-    for (size_t k = 0; k < len; k++) SD_TRY(unigram_ids_push(out, byte_piece(u, (unsigned char)s[k])));
+    for (size_t k = 0; k < len; k++)
+        SD_TRY(unigram_ids_push(out, byte_piece(u, (unsigned char)s[k])));
     return SD_OK;
 }
 
@@ -169,7 +170,8 @@ sd_status unigram_encode(const unigram *u, const char *s, size_t len, unigram_id
     if (len > (size_t)INT32_MAX / 2)
         return sd_set_error(SD_ERR_ARG, "tokenizer: word of %zu bytes is too long", len);
     best_node *best = malloc((len + 1) * sizeof *best);
-    if (!best) return sd_set_error(SD_ERR_NOMEM, "tokenizer: out of memory for a %zu-byte word", len);
+    if (!best)
+        return sd_set_error(SD_ERR_NOMEM, "tokenizer: out of memory for a %zu-byte word", len);
     for (size_t i = 0; i <= len; i++) best[i] = (best_node){0.0, 0, -1};
     const double unk_score = u->min_score - UNK_PENALTY;
     sd_status st = SD_OK;
