@@ -3,6 +3,7 @@
  * tokenizer_2 ids; grapheme clusters and NFKC facts of the precompiled normalizer; error
  * handling. */
 #include <cjson/cJSON.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -259,6 +260,46 @@ static void test_normalizer(void) {
     cJSON_Delete(root);
 }
 
+/* Random text over tricky ranges (controls, combining marks, Hangul jamo, Indic, emoji, flags,
+ * ZWJ, specials' characters): every prompt must tokenize, with ids inside the vocabulary and EOS
+ * last. */
+static void test_random_text(void) {
+    t5_tokenizer *tok = NULL;
+    CHECK_OK(t5_tokenizer_load(&tok, fixture(TOK_DIR)));
+    if (!tok) return;
+    static const uint32_t pool[] = {
+        'a',    'Z',    ' ',    '\t',    '\n',    '\r',    '<',     '>',    '/',      's',
+        '_',    0x00,   0x7F,   0xA0,    0xAD,    0x301,   0x308,   0x1100, 0x1161,   0x11A8,
+        0xAC00, 0x915,  0x94D,  0x937,   0x93E,   0x200B,  0x200C,  0x200D, 0x2581,   0x3000,
+        0xFB01, 0xFF21, 0xFE0F, 0x1F468, 0x1F3FB, 0x1F1FA, 0x1F1F8, 0x600,  0x10FFFF, 0xE000,
+    };
+    enum { NP = sizeof pool / sizeof *pool };
+    uint64_t state = 12345;
+    int bad = 0, vocab = t5_tokenizer_vocab_size(tok);
+    for (int r = 0; r < 300; r++) {
+        char text[512];
+        size_t len = 0;
+        int n_chars = (int)(state % 60);
+        for (int k = 0; k < n_chars; k++) {
+            state = state * 6364136223846793005ull + 1442695040888963407ull;
+            uint32_t cp = pool[(state >> 33) % NP];
+            if (cp == 0) cp = 1; /* a C string ends at NUL */
+            len += (size_t)unicode_utf8_encode(cp, text + len);
+        }
+        state = state * 6364136223846793005ull + 1442695040888963407ull;
+        text[len] = 0;
+        int32_t *ids = NULL;
+        int n = 0;
+        sd_status st = t5_tokenize(tok, text, &ids, &n);
+        bool ok = st == SD_OK && n >= 1 && ids[n - 1] == t5_tokenizer_eos_id(tok);
+        for (int i = 0; ok && i < n; i++) ok = ids[i] >= 0 && ids[i] < vocab;
+        bad += !ok;
+        free(ids);
+    }
+    CHECK(bad == 0, "%d of 300 random prompts failed or gave ids outside the vocabulary", bad);
+    t5_tokenizer_free(tok);
+}
+
 static void test_bad_prompts(void) {
     t5_tokenizer *tok = NULL;
     CHECK_OK(t5_tokenizer_load(&tok, fixture(TOK_DIR)));
@@ -388,6 +429,7 @@ int main(void) {
     test_added_tokens();
     test_graphemes();
     test_normalizer();
+    test_random_text();
     test_bad_prompts();
     test_bad_folders();
     return test_summary();
