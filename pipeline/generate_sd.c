@@ -25,6 +25,45 @@ static sd_status encode_text(sd_pipeline *p, const char *text, int clip_skip, fl
     return st;
 }
 
+sd_status sd_load_sd(sd_pipeline *p) {
+    static const char *const tok[] = {"CLIPTokenizer", "CLIPTokenizerFast", NULL};
+    static const char *const te[] = {"CLIPTextModel", NULL};
+    static const char *const un[] = {"UNet2DConditionModel", NULL};
+    SD_TRY(pl_expect_component(p, "tokenizer", tok));
+    SD_TRY(pl_expect_component(p, "text_encoder", te));
+    SD_TRY(pl_expect_component(p, "unet", un));
+    char *dir = pl_component_dir(p, "tokenizer");
+    sd_status st = dir ? clip_tokenizer_load(&p->tokenizer, dir) : SD_ERR_NOMEM;
+    free(dir);
+    if (st == SD_OK) {
+        dir = pl_component_dir(p, "text_encoder");
+        st = dir ? clip_text_load_class(&p->text_encoder, dir, "CLIPTextModel") : SD_ERR_NOMEM;
+        free(dir);
+    }
+    if (st == SD_OK) {
+        dir = pl_component_dir(p, "unet");
+        st = dir ? unet_load(&p->unet, dir) : SD_ERR_NOMEM;
+        free(dir);
+    }
+    if (st == SD_ERR_NOMEM) return sd_set_error(SD_ERR_NOMEM, "out of memory");
+    if (st != SD_OK) return st;
+    const vae_config *vc = vae_get_config(p->vae);
+    const unet_config *uc = unet_get_config(p->unet);
+    if (uc->in_channels != vc->latent_channels && uc->in_channels != 2 * vc->latent_channels + 1)
+        return sd_set_error(SD_ERR_CONFIG, "%s: unet in_channels %d does not fit the vae's %d "
+                            "latent channels", p->mi.dir, uc->in_channels, vc->latent_channels);
+    if (uc->cross_attention_dim != clip_text_get_config(p->text_encoder)->hidden_size)
+        return sd_set_error(SD_ERR_CONFIG, "%s: unet cross_attention_dim %d differs from the text "
+                            "encoder's hidden_size %d", p->mi.dir, uc->cross_attention_dim,
+                            clip_text_get_config(p->text_encoder)->hidden_size);
+    return SD_OK;
+}
+
+/* diffusers: unet.config.sample_size * vae_scale_factor. */
+void sd_default_size_unet(const sd_pipeline *p, int *width, int *height) {
+    *width = *height = unet_get_config(p->unet)->sample_size * p->vae_scale_factor;
+}
+
 typedef struct {
     unet *unet;
     const float *context; /* [mb][tokens][dim] */

@@ -7,22 +7,6 @@
 #include "../core/config.h"
 #include "../core/fileutil.h"
 
-static const struct {
-    const char *cls;
-    sd_family family;
-} pipelines[] = {
-    {"StableDiffusionPipeline", SD_FAMILY_SD},
-    {"StableDiffusionImg2ImgPipeline", SD_FAMILY_SD},
-    {"StableDiffusionInpaintPipeline", SD_FAMILY_SD},
-};
-enum { N_PIPELINES = sizeof pipelines / sizeof pipelines[0] };
-
-/* Recognised but not (yet) implemented: named in the error so the user knows what they have. */
-static const char *const known_unsupported[] = {
-    "StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline", "StableDiffusion3Pipeline",
-    "FluxPipeline",
-};
-
 sd_status model_index_load(model_index *mi, const char *dir) {
     memset(mi, 0, sizeof *mi);
     if (!sd_dir_exists(dir))
@@ -43,20 +27,8 @@ sd_status model_index_load(model_index *mi, const char *dir) {
     mi->dir = strdup(dir);
     const char *cls = cfg_str(&c, "_class_name", NULL);
     if (!cls) st = sd_set_error(SD_ERR_CONFIG, "%s: missing key '_class_name'", c.path);
-    int found = -1;
-    for (int i = 0; st == SD_OK && i < N_PIPELINES; i++)
-        if (!strcmp(cls, pipelines[i].cls)) found = i;
-    if (st == SD_OK && found < 0) {
-        int known = 0;
-        for (size_t i = 0; i < sizeof known_unsupported / sizeof *known_unsupported; i++)
-            known |= !strcmp(cls, known_unsupported[i]);
-        st = sd_set_error(SD_ERR_UNSUPPORTED, "%s: pipeline class '%s' is %s; supported: "
-                          "StableDiffusionPipeline (SD 1.x, 2.x) and its img2img/inpaint variants",
-                          c.path, cls, known ? "not supported yet" : "unknown");
-    }
     if (st == SD_OK) {
         snprintf(mi->class_name, sizeof mi->class_name, "%s", cls);
-        mi->family = pipelines[found].family;
         for (const cJSON *it = c.root->child; it && st == SD_OK; it = it->next) {
             if (it->string[0] == '_' || !cJSON_IsArray(it)) continue; /* _class_name, flags */
             if (cJSON_GetArraySize(it) != 2) {

@@ -21,13 +21,12 @@ typedef struct {
 typedef struct {
     char *dir;
     char class_name[64];
-    sd_family family;
+    sd_family family; /* set by the pipeline once it knows the class */
     int n;
     mi_component comps[MI_MAX_COMPONENTS];
 } model_index;
 
-/* Reads <dir>/model_index.json; an unsupported pipeline class is SD_ERR_UNSUPPORTED with the list
- * of supported ones. */
+/* Reads <dir>/model_index.json: the pipeline class and every component entry. */
 sd_status model_index_load(model_index *mi, const char *dir);
 void model_index_free(model_index *mi);
 

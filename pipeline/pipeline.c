@@ -1,4 +1,5 @@
-/* Loading a pipeline from a diffusers folder, and the small public entry points. */
+/* Loading a pipeline from a diffusers folder (model_index.json picks the family), and the small
+ * public entry points. Each family's components and generation live in their own file. */
 #include <cblas.h>
 #include <omp.h>
 #include <stdio.h>
@@ -9,6 +10,20 @@
 #include "../core/fileutil.h"
 #include "pipeline_internal.h"
 
+static const sd_family_ops families[] = {
+    {"StableDiffusionPipeline", SD_FAMILY_SD, sd_load_sd, sd_default_size_unet, sd_generate_sd},
+    /* Same components; which task runs depends on the call (init image, mask), not the folder. */
+    {"StableDiffusionImg2ImgPipeline", SD_FAMILY_SD, sd_load_sd, sd_default_size_unet, sd_generate_sd},
+    {"StableDiffusionInpaintPipeline", SD_FAMILY_SD, sd_load_sd, sd_default_size_unet, sd_generate_sd},
+};
+enum { N_FAMILIES = sizeof families / sizeof families[0] };
+
+/* Recognised but not (yet) implemented: named in the error so the user knows what they have. */
+static const char *const known_unsupported[] = {
+    "StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline", "StableDiffusion3Pipeline",
+    "FluxPipeline",
+};
+
 void sd_load_params_init(sd_load_params *p) { memset(p, 0, sizeof *p); }
 
 void sd_set_threads(int threads) {
@@ -17,20 +32,26 @@ void sd_set_threads(int threads) {
     openblas_set_num_threads(threads);
 }
 
-/* The component must be listed with the class we implement; the error says what was found. */
-static sd_status expect_component(const model_index *mi, const char *name, const char *const *classes) {
-    const mi_component *c = model_index_get(mi, name);
+char *pl_component_dir(const sd_pipeline *p, const char *name) {
+    return model_index_path(&p->mi, name);
+}
+
+sd_status pl_expect_component(const sd_pipeline *p, const char *name, const char *const *classes) {
+    const mi_component *c = model_index_get(&p->mi, name);
     if (!c)
-        return sd_set_error(SD_ERR_CONFIG, "%s/model_index.json: component '%s' is missing", mi->dir,
-                            name);
+        return sd_set_error(SD_ERR_CONFIG, "%s/model_index.json: component '%s' is missing",
+                            p->mi.dir, name);
     for (int i = 0; classes[i]; i++)
         if (!strcmp(c->cls, classes[i])) return SD_OK;
     return sd_set_error(SD_ERR_UNSUPPORTED, "%s/model_index.json: component '%s' is a %s, which is "
-                        "not supported (expected %s)", mi->dir, name, c->cls, classes[0]);
+                        "not supported (expected %s)", p->mi.dir, name, c->cls, classes[0]);
 }
 
 static sd_status load_scheduler_config(sd_pipeline *p) {
-    char *dir = model_index_path(&p->mi, "scheduler");
+    if (!model_index_get(&p->mi, "scheduler"))
+        return sd_set_error(SD_ERR_CONFIG, "%s/model_index.json: component 'scheduler' is missing",
+                            p->mi.dir);
+    char *dir = pl_component_dir(p, "scheduler");
     char *path = dir ? sd_path_join(dir, "scheduler_config.json") : NULL;
     free(dir);
     if (!path) return sd_set_error(SD_ERR_NOMEM, "out of memory");
@@ -44,46 +65,35 @@ static sd_status load_scheduler_config(sd_pipeline *p) {
     return SD_OK;
 }
 
-static sd_status load_sd(sd_pipeline *p) {
-    static const char *const tok[] = {"CLIPTokenizer", "CLIPTokenizerFast", NULL};
-    static const char *const te[] = {"CLIPTextModel", NULL};
-    static const char *const un[] = {"UNet2DConditionModel", NULL};
-    static const char *const va[] = {"AutoencoderKL", NULL};
-    SD_TRY(expect_component(&p->mi, "tokenizer", tok));
-    SD_TRY(expect_component(&p->mi, "text_encoder", te));
-    SD_TRY(expect_component(&p->mi, "unet", un));
-    SD_TRY(expect_component(&p->mi, "vae", va));
-    if (!model_index_get(&p->mi, "scheduler"))
-        return sd_set_error(SD_ERR_CONFIG, "%s/model_index.json: component 'scheduler' is missing",
-                            p->mi.dir);
-    char *dir;
-    sd_status st = SD_OK;
-#define LOAD(name, call)                                                                           \
-    do {                                                                                           \
-        dir = model_index_path(&p->mi, name);                                                      \
-        if (!dir) return sd_set_error(SD_ERR_NOMEM, "out of memory");                             \
-        st = call;                                                                                 \
-        free(dir);                                                                                 \
-        if (st != SD_OK) return st;                                                                \
-    } while (0)
-    LOAD("tokenizer", clip_tokenizer_load(&p->tokenizer, dir));
-    LOAD("text_encoder", clip_text_load_class(&p->text_encoder, dir,
-                                             model_index_get(&p->mi, "text_encoder")->cls));
-    LOAD("unet", unet_load(&p->unet, dir));
-    LOAD("vae", vae_load(&p->vae, dir));
-#undef LOAD
-    SD_TRY(load_scheduler_config(p));
-    const vae_config *vc = vae_get_config(p->vae);
-    p->vae_scale_factor = 1 << (vc->n_blocks - 1);
-    const unet_config *uc = unet_get_config(p->unet);
-    if (uc->in_channels != vc->latent_channels && uc->in_channels != 2 * vc->latent_channels + 1)
-        return sd_set_error(SD_ERR_CONFIG, "%s: unet in_channels %d does not fit the vae's %d "
-                            "latent channels", p->mi.dir, uc->in_channels, vc->latent_channels);
-    if (uc->cross_attention_dim != clip_text_get_config(p->text_encoder)->hidden_size)
-        return sd_set_error(SD_ERR_CONFIG, "%s: unet cross_attention_dim %d differs from the text "
-                            "encoder's hidden_size %d", p->mi.dir, uc->cross_attention_dim,
-                            clip_text_get_config(p->text_encoder)->hidden_size);
+static sd_status load_vae(sd_pipeline *p) {
+    static const char *const classes[] = {"AutoencoderKL", NULL};
+    SD_TRY(pl_expect_component(p, "vae", classes));
+    char *dir = pl_component_dir(p, "vae");
+    if (!dir) return sd_set_error(SD_ERR_NOMEM, "out of memory");
+    sd_status st = vae_load(&p->vae, dir);
+    free(dir);
+    if (st != SD_OK) return st;
+    p->vae_scale_factor = vae_scale_factor(p->vae);
     return SD_OK;
+}
+
+static sd_status pick_family(sd_pipeline *p) {
+    for (int i = 0; i < N_FAMILIES; i++)
+        if (!strcmp(p->mi.class_name, families[i].pipeline_class)) {
+            p->ops = &families[i];
+            p->mi.family = families[i].family;
+            return SD_OK;
+        }
+    int known = 0;
+    for (size_t i = 0; i < sizeof known_unsupported / sizeof *known_unsupported; i++)
+        known |= !strcmp(p->mi.class_name, known_unsupported[i]);
+    char list[512] = "";
+    for (int i = 0; i < N_FAMILIES; i++)
+        snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? ", " : "",
+                 families[i].pipeline_class);
+    return sd_set_error(SD_ERR_UNSUPPORTED, "%s/model_index.json: pipeline class '%s' is %s; "
+                        "supported: %s", p->mi.dir, p->mi.class_name,
+                        known ? "not supported yet" : "unknown", list);
 }
 
 sd_status sd_pipeline_load(sd_pipeline **out, const char *model_dir, const sd_load_params *params) {
@@ -97,7 +107,10 @@ sd_status sd_pipeline_load(sd_pipeline **out, const char *model_dir, const sd_lo
     sd_pipeline *p = calloc(1, sizeof *p);
     if (!p) return sd_set_error(SD_ERR_NOMEM, "out of memory");
     sd_status st = model_index_load(&p->mi, model_dir);
-    if (st == SD_OK) st = load_sd(p);
+    if (st == SD_OK) st = pick_family(p);
+    if (st == SD_OK) st = load_scheduler_config(p);
+    if (st == SD_OK) st = load_vae(p);
+    if (st == SD_OK) st = p->ops->load(p);
     if (st != SD_OK) {
         sd_pipeline_free(p);
         return st;
@@ -109,8 +122,14 @@ sd_status sd_pipeline_load(sd_pipeline **out, const char *model_dir, const sd_lo
 void sd_pipeline_free(sd_pipeline *p) {
     if (!p) return;
     if (p->tokenizer) clip_tokenizer_free(p->tokenizer);
+    if (p->tokenizer_2) clip_tokenizer_free(p->tokenizer_2);
     if (p->text_encoder) clip_text_free(p->text_encoder);
+    if (p->text_encoder_2) clip_text_free(p->text_encoder_2);
+    if (p->t5_tokenizer) t5_tokenizer_free(p->t5_tokenizer);
+    if (p->t5) t5_encoder_free(p->t5);
     if (p->unet) unet_free(p->unet);
+    if (p->sd3) sd3_free(p->sd3);
+    if (p->flux) flux_free(p->flux);
     if (p->vae) vae_free(p->vae);
     cJSON_Delete(p->scheduler_config);
     model_index_free(&p->mi);
@@ -121,8 +140,7 @@ sd_family sd_pipeline_family(const sd_pipeline *p) { return p->mi.family; }
 const char *sd_pipeline_class(const sd_pipeline *p) { return p->mi.class_name; }
 
 void sd_pipeline_default_size(const sd_pipeline *p, int *width, int *height) {
-    int s = unet_get_config(p->unet)->sample_size * p->vae_scale_factor;
-    *width = *height = s;
+    p->ops->default_size(p, width, height);
 }
 
 const char *sd_pipeline_scheduler_class(const sd_pipeline *p) {
@@ -147,23 +165,33 @@ void sd_result_free(sd_result *r) {
 
 sd_status sd_generate(sd_pipeline *p, const sd_gen_params *g, sd_result *out) {
     memset(out, 0, sizeof *out);
-    return sd_generate_sd(p, g, out);
+    return p->ops->generate(p, g, out);
 }
 
+/* {"tokenizer": [ids...], "tokenizer_2": [...]}: every CLIP and T5 tokenizer the pipeline has,
+ * padded as the pipeline pads them. */
 sd_status sd_tokenize_json(const sd_pipeline *p, const char *prompt, char **json) {
     *json = NULL;
-    int n = clip_tokenizer_max_length(p->tokenizer);
-    int32_t *ids = malloc((size_t)n * sizeof *ids);
-    if (!ids) return sd_set_error(SD_ERR_NOMEM, "out of memory");
-    sd_status st = clip_tokenize_padded(p->tokenizer, prompt, ids, n);
-    if (st == SD_OK) {
-        cJSON *root = cJSON_CreateObject();
-        cJSON *arr = cJSON_AddArrayToObject(root, "tokenizer");
-        for (int i = 0; i < n; i++) cJSON_AddItemToArray(arr, cJSON_CreateNumber(ids[i]));
-        *json = cJSON_PrintUnformatted(root);
-        cJSON_Delete(root);
-        if (!*json) st = sd_set_error(SD_ERR_NOMEM, "out of memory");
+    cJSON *root = cJSON_CreateObject();
+    const struct {
+        const char *name;
+        const clip_tokenizer *tok;
+    } clips[] = {{"tokenizer", p->tokenizer}, {"tokenizer_2", p->tokenizer_2}};
+    sd_status st = SD_OK;
+    for (size_t k = 0; k < 2 && st == SD_OK; k++) {
+        if (!clips[k].tok) continue;
+        int n = clip_tokenizer_max_length(clips[k].tok);
+        int32_t *ids = malloc((size_t)n * sizeof *ids);
+        if (!ids) st = sd_set_error(SD_ERR_NOMEM, "out of memory");
+        if (st == SD_OK) st = clip_tokenize_padded(clips[k].tok, prompt, ids, n);
+        if (st == SD_OK) {
+            cJSON *arr = cJSON_AddArrayToObject(root, clips[k].name);
+            for (int i = 0; i < n; i++) cJSON_AddItemToArray(arr, cJSON_CreateNumber(ids[i]));
+        }
+        free(ids);
     }
-    free(ids);
+    if (st == SD_OK) *json = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    if (st == SD_OK && !*json) st = sd_set_error(SD_ERR_NOMEM, "out of memory");
     return st;
 }

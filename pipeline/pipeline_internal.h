@@ -4,24 +4,53 @@
 
 #include <cjson/cJSON.h>
 
+#include "../dit/flux.h"
+#include "../dit/sd3.h"
 #include "../include/sd.h"
 #include "../text_encoder/clip_text.h"
 #include "../text_encoder/clip_tokenizer.h"
+#include "../text_encoder/t5_encoder.h"
+#include "../text_encoder/t5_tokenizer.h"
 #include "../unet/unet.h"
 #include "../vae/vae.h"
 #include "model_index.h"
 
+typedef struct sd_family_ops sd_family_ops;
+
+/* Components a family does not use stay NULL; sd_pipeline_free frees whatever is there. */
 struct sd_pipeline {
     model_index mi;
-    clip_tokenizer *tokenizer;
-    clip_text *text_encoder;
+    const sd_family_ops *ops;
+    clip_tokenizer *tokenizer, *tokenizer_2; /* CLIP tokenizers (SDXL/SD3 have two) */
+    clip_text *text_encoder, *text_encoder_2;
+    t5_tokenizer *t5_tokenizer;              /* SD3 tokenizer_3, Flux tokenizer_2 */
+    t5_encoder *t5;                          /* SD3 text_encoder_3, Flux text_encoder_2 */
     unet *unet;
+    sd3_model *sd3;
+    flux_model *flux;
     vae *vae;
     cJSON *scheduler_config; /* scheduler/scheduler_config.json */
     int vae_scale_factor;    /* 2^(len(vae.block_out_channels) - 1) */
 };
 
-/* The SD 1.x/2.x generation (pipeline/generate_sd.c). */
+/* What a family provides: loading its components (model_index.json is read and the VAE and
+ * scheduler config are loaded by the caller), its default image size, and generation. */
+struct sd_family_ops {
+    const char *pipeline_class; /* model_index.json _class_name */
+    sd_family family;
+    sd_status (*load)(sd_pipeline *p);
+    void (*default_size)(const sd_pipeline *p, int *width, int *height);
+    sd_status (*generate)(sd_pipeline *p, const sd_gen_params *g, sd_result *out);
+};
+
+/* Loads component `name` through `load(out, dir)` after checking model_index.json lists it with
+ * one of `classes` (NULL-terminated); the error names what was found instead. */
+sd_status pl_expect_component(const sd_pipeline *p, const char *name, const char *const *classes);
+char *pl_component_dir(const sd_pipeline *p, const char *name); /* malloc'd */
+
+/* SD 1.x/2.x (pipeline/generate_sd.c). */
+sd_status sd_load_sd(sd_pipeline *p);
+void sd_default_size_unet(const sd_pipeline *p, int *width, int *height);
 sd_status sd_generate_sd(sd_pipeline *p, const sd_gen_params *g, sd_result *out);
 
 #endif
