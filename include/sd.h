@@ -18,6 +18,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <math.h>
 #include <stdint.h>
 
 #include "../core/error.h"
@@ -78,10 +79,14 @@ void sd_set_threads(int threads);
 typedef struct {
     const char *prompt;
     const char *negative_prompt; /* NULL: none (SD 1.x/2.x then encode "" for CFG, as diffusers) */
+    /* Text for the second / third text encoder (SDXL, SD3; Flux's T5 takes prompt_2); NULL: the
+     * same as prompt / negative_prompt, as diffusers does. */
+    const char *prompt_2, *negative_prompt_2, *prompt_3, *negative_prompt_3;
     int width, height;           /* 0: the model's default */
     uint64_t seed;
-    int steps;                   /* num_inference_steps (default 50) */
-    double guidance;             /* guidance_scale (default 7.5); <= 1 disables CFG */
+    int steps;                   /* num_inference_steps; 0: the family's default (50 SD/SDXL, 28 SD3/Flux) */
+    double guidance;             /* guidance_scale; NAN: the family's default (7.5 SD, 5 SDXL, 7 SD3,
+                                  * 3.5 Flux); <= 1 disables CFG */
     double guidance_rescale;     /* default 0 */
     double eta;                  /* DDIM eta (default 0) */
     int batch;                   /* num_images_per_prompt (default 1) */
@@ -89,6 +94,14 @@ typedef struct {
     const char *scheduler;       /* class name or alias; NULL: the model's */
     /* Scheduler config overrides as a JSON object text, e.g. "{\"use_karras_sigmas\": true}". */
     const char *scheduler_overrides;
+    /* SDXL micro-conditioning; 0: diffusers' defaults (original = target = the image size, crop
+     * top-left 0,0). */
+    int original_width, original_height, crop_top, crop_left, target_width, target_height;
+    int max_sequence_length;     /* T5 tokens (SD3, Flux); 0: the pipeline's default */
+    /* Image-to-image and inpainting: the start image, and (inpainting) the mask, white = repaint. */
+    const sd_image *init_image;
+    const sd_image *mask_image;
+    double strength;             /* how much of the schedule runs; NAN: 0.8 (img2img), 1 (inpaint) */
     /* Starting noise instead of drawing it from the seed, as diffusers' `latents=` argument: NCHW
      * [batch][C][H/8][W/8], before scaling by init_noise_sigma. NULL: drawn from `seed`. */
     const float *latents;

@@ -1,6 +1,7 @@
 /* Loading a pipeline from a diffusers folder (model_index.json picks the family), and the small
  * public entry points. Each family's components and generation live in their own file. */
 #include <cblas.h>
+#include <math.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,10 +12,12 @@
 #include "pipeline_internal.h"
 
 static const sd_family_ops families[] = {
-    {"StableDiffusionPipeline", SD_FAMILY_SD, sd_load_sd, sd_default_size_unet, sd_generate_sd},
+    {"StableDiffusionPipeline", SD_FAMILY_SD, 50, 7.5, sd_load_sd, sd_default_size_unet, sd_generate_sd},
     /* Same components; which task runs depends on the call (init image, mask), not the folder. */
-    {"StableDiffusionImg2ImgPipeline", SD_FAMILY_SD, sd_load_sd, sd_default_size_unet, sd_generate_sd},
-    {"StableDiffusionInpaintPipeline", SD_FAMILY_SD, sd_load_sd, sd_default_size_unet, sd_generate_sd},
+    {"StableDiffusionImg2ImgPipeline", SD_FAMILY_SD, 50, 7.5, sd_load_sd, sd_default_size_unet,
+     sd_generate_sd},
+    {"StableDiffusionInpaintPipeline", SD_FAMILY_SD, 50, 7.5, sd_load_sd, sd_default_size_unet,
+     sd_generate_sd},
 };
 enum { N_FAMILIES = sizeof families / sizeof families[0] };
 
@@ -151,8 +154,9 @@ const char *sd_pipeline_scheduler_class(const sd_pipeline *p) {
 void sd_gen_params_init(sd_gen_params *g) {
     memset(g, 0, sizeof *g);
     g->prompt = "";
-    g->steps = 50;
-    g->guidance = 7.5;
+    g->steps = 0;       /* the family's default */
+    g->guidance = NAN;  /* the family's default */
+    g->strength = NAN;  /* the task's default */
     g->batch = 1;
 }
 
@@ -165,7 +169,11 @@ void sd_result_free(sd_result *r) {
 
 sd_status sd_generate(sd_pipeline *p, const sd_gen_params *g, sd_result *out) {
     memset(out, 0, sizeof *out);
-    return p->ops->generate(p, g, out);
+    /* Defaults that differ by family, as each diffusers pipeline's __call__ has them. */
+    sd_gen_params resolved = *g;
+    if (resolved.steps == 0) resolved.steps = p->ops->default_steps;
+    if (isnan(resolved.guidance)) resolved.guidance = p->ops->default_guidance;
+    return p->ops->generate(p, &resolved, out);
 }
 
 /* {"tokenizer": [ids...], "tokenizer_2": [...]}: every CLIP and T5 tokenizer the pipeline has,

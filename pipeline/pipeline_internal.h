@@ -38,6 +38,8 @@ struct sd_pipeline {
 struct sd_family_ops {
     const char *pipeline_class; /* model_index.json _class_name */
     sd_family family;
+    int default_steps;          /* num_inference_steps default of the diffusers pipeline */
+    double default_guidance;    /* guidance_scale default */
     sd_status (*load)(sd_pipeline *p);
     void (*default_size)(const sd_pipeline *p, int *width, int *height);
     sd_status (*generate)(sd_pipeline *p, const sd_gen_params *g, sd_result *out);
