@@ -106,3 +106,13 @@ void rms_norm(const float *x, float *y, int rows, int c, float eps, const float 
         for (int i = 0; i < c; i++) yr[i] = xr[i] * rs * (gamma ? gamma[i] : 1.0f);
     }
 }
+
+void rms_norm_ref(const float *x, float *y, int rows, int c, float eps, const float *gamma) {
+    for (int r = 0; r < rows; r++) {
+        double sq = 0.0;
+        for (int i = 0; i < c; i++) sq += (double)x[(long)r * c + i] * x[(long)r * c + i];
+        double rs = 1.0 / sqrt(sq / c + eps);
+        for (int i = 0; i < c; i++)
+            y[(long)r * c + i] = (float)(x[(long)r * c + i] * rs) * (gamma ? gamma[i] : 1.0f);
+    }
+}

@@ -18,5 +18,6 @@ void layer_norm_ref(const float *x, float *y, int rows, int c, float eps, const 
 
 /* Per row: x / sqrt(mean(x^2) + eps) * gamma (gamma may be NULL). */
 void rms_norm(const float *x, float *y, int rows, int c, float eps, const float *gamma);
+void rms_norm_ref(const float *x, float *y, int rows, int c, float eps, const float *gamma);
 
 #endif
