@@ -2,6 +2,7 @@
 #   make            library + tools
 #   make test       the test suite (the README's test command); ends with "N passed, N failed"
 #   make test-asan  the same suite under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make bench-kernels  kernel micro-benchmark (GFLOP/s and % of the measured FMA peak); not a test
 #   make clean
 CC ?= gcc
 BUILD ?= build
@@ -25,7 +26,9 @@ TEST_COMMON := $(BUILD)/tests/common.o
 TEST_SRC := $(wildcard tests/test_*.c)
 TESTS := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
-.PHONY: all test test-asan test-full clean
+BENCH_KERNELS := $(BUILD)/bench/kernels
+
+.PHONY: all test test-asan test-full clean bench-kernels
 all: $(BINS) $(TESTS)
 
 $(BUILD)/%.o: %.c
@@ -43,6 +46,12 @@ $(BINDIR)/%: $(BUILD)/cli/%.o $(LIB)
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_COMMON) $(LIB)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
+$(BENCH_KERNELS): $(BUILD)/bench/kernels.o $(BUILD)/bench/peak.o $(LIB)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+bench-kernels: $(BENCH_KERNELS)
+	$(BENCH_KERNELS)
+
 test: all
 	@tests/run.sh $(BUILD)/tests $(BINDIR)
 
@@ -54,4 +63,5 @@ test-asan:
 clean:
 	rm -rf build build-asan bin
 
+-include $(BUILD)/bench/kernels.d $(BUILD)/bench/peak.d
 -include $(LIB_OBJ:.o=.d) $(TESTS:=.d) $(TEST_COMMON:.o=.d) $(CLI_SRC:cli/%.c=$(BUILD)/cli/%.d)

@@ -12,6 +12,14 @@ void gemm_nt(int m, int n, int k, const float *a, int lda, const float *b, int l
 void gemm_nn(int m, int n, int k, const float *a, int lda, const float *b, int ldb, float *c, int ldc,
              const float *bias, int accumulate);
 
+/* A B operand packed once for repeated products (weights): gemm_packed_size floats, 64-byte
+ * aligned storage recommended; the packing depends only on n and k, not on the CPU. */
+#include <stddef.h>
+size_t gemm_packed_size(int n, int k);
+void gemm_pack_b_nt(int n, int k, const float *b, int ldb, float *packed);
+void gemm_nt_packed(int m, int n, int k, const float *a, int lda, const float *packed, float *c,
+                    int ldc, const float *bias, int accumulate);
+
 void gemm_nt_ref(int m, int n, int k, const float *a, int lda, const float *b, int ldb, float *c,
                  int ldc, const float *bias, int accumulate);
 void gemm_nn_ref(int m, int n, int k, const float *a, int lda, const float *b, int ldb, float *c,

@@ -8,6 +8,7 @@
 #include "../core/arena.h"
 #include "../core/safetensors.h"
 #include "../kernels/conv2d.h"
+#include "../kernels/cpu.h"
 #include "../kernels/gemm.h"
 #include "../nn/layers.h"
 #include "kernel_check.h"
@@ -36,6 +37,15 @@ static void gemm_one(kc_group *g, int nn, gemm_case c, uint64_t seed) {
     }
     kc_case(g, got, want, (size_t)c.m * ldc, "m=%d n=%d k=%d pad=%d bias=%d acc=%d", c.m, c.n, c.k,
             c.pad, c.bias, c.accumulate);
+    if (!nn) { /* B packed once: the very same numbers */
+        float *packed = malloc((gemm_packed_size(c.n, c.k) + 1) * sizeof *packed);
+        gemm_pack_b_nt(c.n, c.k, b, ldb, packed);
+        float *again = kc_copy(before, (size_t)c.m * ldc);
+        gemm_nt_packed(c.m, c.n, c.k, a, lda, packed, again, ldc, bias, c.accumulate);
+        kc_expect(g, !memcmp(got, again, (size_t)c.m * ldc * sizeof *got),
+                  "m=%d n=%d k=%d: gemm_nt_packed differs from gemm_nt", c.m, c.n, c.k);
+        free(packed), free(again);
+    }
     int pad_ok = 1;
     for (int i = 0; i < c.m; i++)
         for (int j = c.n; j < ldc; j++) pad_ok &= got[(long)i * ldc + j] == before[(long)i * ldc + j];
@@ -43,12 +53,20 @@ static void gemm_one(kc_group *g, int nn, gemm_case c, uint64_t seed) {
     free(a), free(b), free(bias), free(got), free(want), free(before);
 }
 
+static char group_name[64];
+
+/* "what [isa]": every group runs once per instruction set level the machine has. */
+static const char *gname(const char *what) {
+    snprintf(group_name, sizeof group_name, "%s [%s]", what, kern_isa_name(kern_isa_active()));
+    return group_name;
+}
+
 static void test_gemm(int nn) {
     static const int sizes[] = {1, 2, 7, 16, 17, 31, 32, 33, 63, 65, 129};
     static const int ks[] = {1, 7, 17, 64, 65, 300};
     const int ns = (int)(sizeof sizes / sizeof *sizes), nk = (int)(sizeof ks / sizeof *ks);
     kc_group g;
-    kc_begin(&g, nn ? "gemm_nn" : "gemm_nt", 1e-5);
+    kc_begin(&g, gname(nn ? "gemm_nn" : "gemm_nt"), 1e-5);
     int idx = 0;
     for (int i = 0; i < ns; i++)
         for (int j = 0; j < ns; j++)
@@ -105,7 +123,7 @@ static conv2d_shape conv_shape(const conv_case *c) {
 
 static void test_conv(void) {
     kc_group g;
-    kc_begin(&g, "conv2d_nhwc", 1e-5);
+    kc_begin(&g, gname("conv2d_nhwc"), 1e-5);
     sd_arena arena;
     sd_arena_init(&arena);
     for (size_t i = 0; i < sizeof conv_cases / sizeof *conv_cases; i++) {
@@ -122,6 +140,12 @@ static void test_conv(void) {
                 c->h, c->w, c->cin, c->cout, c->kh, c->kw, c->stride, c->pad_t, c->pad_l, c->pad_b,
                 c->pad_r);
         kc_expect(&g, arena.used_total == 0, "#%zu: scratch not released", i);
+        /* Weights packed once: the very same numbers. */
+        float *packed = malloc(conv2d_packed_size(&s) * sizeof *packed), *again = malloc(ny * sizeof *again);
+        conv2d_pack_weights(&s, w, packed);
+        conv2d_nhwc_packed(&s, x, c->n, c->h, c->w, packed, b, again, &arena);
+        kc_expect(&g, !memcmp(got, again, ny * sizeof *got), "#%zu: packed weights give other numbers", i);
+        free(packed), free(again);
         free(x), free(w), free(b), free(got), free(want);
     }
     sd_arena_free(&arena);
@@ -228,7 +252,8 @@ static void test_thread_invariance(void) {
               t + 1);
         CHECK(!memcmp(y[0], y[t], ny * sizeof *y[0]), "conv2d_nhwc: %d threads differ from 1", t + 1);
     }
-    printf("ok   gemm_nt and conv2d_nhwc bit-identical with 1, 2 and 3 threads\n");
+    printf("ok   gemm_nt and conv2d_nhwc bit-identical with 1, 2 and 3 threads [%s]\n",
+           kern_isa_name(kern_isa_active()));
     for (int t = 0; t < 3; t++) free(c[t]), free(y[t]);
     free(a), free(b), free(bias), free(x), free(w), free(cb);
     sd_arena_free(&arena);
@@ -240,11 +265,16 @@ int main(void) {
         CHECK(0, "mkdtemp failed");
         return test_summary();
     }
-    test_gemm(0);
-    test_gemm(1);
-    test_conv();
+    const kern_isa best = kern_isa_supported();
+    for (int isa = best; isa >= KERN_ISA_GENERIC; isa--) {
+        kern_isa_set((kern_isa)isa);
+        test_gemm(0);
+        test_gemm(1);
+        test_conv();
+        test_thread_invariance();
+    }
+    kern_isa_set(best);
     test_layers();
-    test_thread_invariance();
     rmdir(tmpdir);
     return test_summary();
 }
