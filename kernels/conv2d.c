@@ -84,8 +84,13 @@ static void run(const conv2d_shape *s, const float *x, int n, int h, int w, cons
 
 void conv2d_nhwc(const conv2d_shape *s, const float *x, int n, int h, int w, const float *weight,
                  const float *bias, float *y, sd_arena *scratch) {
-    (void)scratch; /* weights are packed block by block into the engine's static buffer */
-    run(s, x, n, h, w, weight, NULL, bias, y);
+    /* Packing the weights whole lets the engine carry each block of output through all of k in
+     * cache; without room for that it packs block by block (same numbers either way). */
+    sd_arena_mark mark = sd_arena_get_mark(scratch);
+    float *packed = sd_arena_floats(scratch, conv2d_packed_size(s));
+    if (packed) conv2d_pack_weights(s, weight, packed);
+    run(s, x, n, h, w, weight, packed, bias, y);
+    sd_arena_release(scratch, mark);
 }
 
 size_t conv2d_packed_size(const conv2d_shape *s) {

@@ -32,64 +32,134 @@ static void init_only(const gemm_problem *p) {
 /* Problems below this many multiply-adds run on the calling thread: waking a team costs more. */
 enum { PARALLEL_MIN_WORK = 1 << 17 };
 
-void gemm_run(const gemm_problem *p) {
-    if (p->m <= 0 || p->n <= 0) return;
-    if (p->k <= 0) {
-        init_only(p);
-        return;
-    }
-    const gemm_kernel *kern = gemm_kernel_for(kern_isa_active());
-    const int mr = kern->mr, m = p->m, n = p->n, k = p->k;
-    /* k blocks of near-equal size; they depend on k only, which keeps the sums' order fixed. */
-    const int nkb = (k + GEMM_KC - 1) / GEMM_KC;
-    const int panels = (n + GEMM_NR - 1) / GEMM_NR, max_block_panels = GEMM_NC / GEMM_NR;
-    const int njb = (panels + max_block_panels - 1) / max_block_panels;
-    const int block_panels = (panels + njb - 1) / njb;
-    const int tiles = (m + mr - 1) / mr;
-    float *shared = p->packed ? NULL : b_block;
+/* What every block of a product needs. */
+typedef struct {
+    const gemm_problem *p;
+    const gemm_kernel *kern;
+    int nkb;   /* k blocks */
+    int tiles; /* row tiles of kern->mr rows */
+} plan;
 
-    int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
-    if ((double)m * n * k < PARALLEL_MIN_WORK) threads = 1;
+/* k block kb is [*p0, *p0 + *kc): near-equal blocks that depend on k only, which keeps the order
+ * of every sum fixed. */
+static inline void k_block(const plan *pl, int kb, int *p0, int *kc) {
+    const long k = pl->p->k;
+    *p0 = (int)(k * kb / pl->nkb);
+    *kc = (int)(k * (kb + 1) / pl->nkb) - *p0;
+}
+
+/* Row tiles [t0, t1) times panels j0 + [q0, q1) over k block kb. Panel j0 + q of B is at
+ * bbase + q * bstride (kc rows of GEMM_NR). */
+static void multiply(const plan *pl, int t0, int t1, int j0, int q0, int q1, int kb,
+                     const float *bbase, long bstride, float *abuf) {
+    const gemm_problem *p = pl->p;
+    const int mr = pl->kern->mr;
+    int p0, kc;
+    k_block(pl, kb, &p0, &kc);
+    for (int t = t0; t < t1; t++) {
+        const int r0 = t * mr, rows = p->m - r0 < mr ? p->m - r0 : mr;
+        p->load_a(p->a_ctx, r0, rows, p0, kc, abuf);
+        for (int q = q0; q < q1; q++) {
+            const int col = (j0 + q) * GEMM_NR, cols = p->n - col < GEMM_NR ? p->n - col : GEMM_NR;
+            pl->kern->kernel(kc, abuf, bbase + q * bstride, p->c + r0 * p->ldc + col, p->ldc, rows,
+                             cols, kb == 0 && p->bias ? p->bias + col : NULL,
+                             kb == 0 ? p->accumulate : 1);
+        }
+    }
+}
+
+static int threads_for(const gemm_problem *p) {
+    if (omp_in_parallel() || (double)p->m * p->n * p->k < PARALLEL_MIN_WORK) return 1;
+    return omp_get_max_threads();
+}
+
+/* B packed for the whole k: each work item is a block of C (row tiles x panels) carried through
+ * all of k, so that block, its rows of A and the panels' current k block stay in cache, and
+ * threads never wait for each other. */
+static void run_packed(const plan *pl) {
+    const gemm_problem *p = pl->p;
+    const int mr = pl->kern->mr, panels = (p->n + GEMM_NR - 1) / GEMM_NR, threads = threads_for(p);
+    /* At most 16 panels (512 columns) per item, and about 64K floats of C. */
+    int pgroups = (panels + 15) / 16;
+    int per_pg = (panels + pgroups - 1) / pgroups;
+    int per_rg = 65536 / (mr * per_pg * GEMM_NR);
+    if (per_rg < 1) per_rg = 1;
+    /* Enough items for the threads to balance: smaller row groups first, then narrower ones. */
+    while (per_rg > 1 && (long)((pl->tiles + per_rg - 1) / per_rg) * pgroups < 4 * threads) per_rg /= 2;
+    if ((long)pl->tiles * pgroups < 4 * threads) {
+        pgroups = (4 * threads + pl->tiles - 1) / pl->tiles;
+        if (pgroups > panels) pgroups = panels;
+        per_pg = (panels + pgroups - 1) / pgroups;
+        pgroups = (panels + per_pg - 1) / per_pg;
+    }
+    const int rgroups = (pl->tiles + per_rg - 1) / per_rg;
+    const long bstride = (long)p->k * GEMM_NR;
+#pragma omp parallel num_threads(threads) if (threads > 1)
+    {
+        float abuf[GEMM_MR_MAX * GEMM_APITCH] __attribute__((aligned(64)));
+#pragma omp for schedule(dynamic, 1)
+        for (int item = 0; item < rgroups * pgroups; item++) {
+            const int rg = item / pgroups, pg = item % pgroups;
+            const int t0 = rg * per_rg, t1 = t0 + per_rg < pl->tiles ? t0 + per_rg : pl->tiles;
+            const int q0 = pg * per_pg, q1 = q0 + per_pg < panels ? q0 + per_pg : panels;
+            for (int kb = 0; kb < pl->nkb; kb++) {
+                int p0, kc;
+                k_block(pl, kb, &p0, &kc);
+                multiply(pl, t0, t1, 0, q0, q1, kb, p->packed + (long)p0 * GEMM_NR, bstride, abuf);
+            }
+        }
+    }
+}
+
+/* B packed block by block (GEMM_NC columns x one k block) into the caller's static buffer, which
+ * the team fills together and then shares; a barrier separates packing from use. */
+static void run_blocked(const plan *pl) {
+    const gemm_problem *p = pl->p;
+    const int panels = (p->n + GEMM_NR - 1) / GEMM_NR, max_block_panels = GEMM_NC / GEMM_NR;
+    const int njb = (panels + max_block_panels - 1) / max_block_panels;
+    const int block_panels = (panels + njb - 1) / njb, threads = threads_for(p);
+    float *shared = b_block;
     /* Few row tiles: split the panels of a block into groups too, so every thread has work. */
     int groups = 1;
-    if (threads > 1 && tiles < 4 * threads) {
-        groups = (4 * threads + tiles - 1) / tiles;
+    if (threads > 1 && pl->tiles < 4 * threads) {
+        groups = (4 * threads + pl->tiles - 1) / pl->tiles;
         if (groups > block_panels) groups = block_panels;
     }
-
 #pragma omp parallel num_threads(threads) if (threads > 1)
     {
         float abuf[GEMM_MR_MAX * GEMM_APITCH] __attribute__((aligned(64)));
         for (int jb = 0; jb < njb; jb++) {
             const int j0 = jb * block_panels;
             const int np = panels - j0 < block_panels ? panels - j0 : block_panels;
-            for (int kb = 0; kb < nkb; kb++) {
-                const int p0 = (int)((long)k * kb / nkb), kc = (int)((long)k * (kb + 1) / nkb) - p0;
-                if (shared) {
+            const int per_group = (np + groups - 1) / groups;
+            for (int kb = 0; kb < pl->nkb; kb++) {
+                int p0, kc;
+                k_block(pl, kb, &p0, &kc);
 #pragma omp for schedule(static)
-                    for (int q = 0; q < np; q++)
-                        p->pack_b(p->b_ctx, (j0 + q) * GEMM_NR, p0, kc, shared + (long)q * kc * GEMM_NR);
-                }
-                const int per_group = (np + groups - 1) / groups;
+                for (int q = 0; q < np; q++)
+                    p->pack_b(p->b_ctx, (j0 + q) * GEMM_NR, p0, kc, shared + (long)q * kc * GEMM_NR);
+                const long bstride = (long)kc * GEMM_NR;
 #pragma omp for schedule(dynamic, 1)
-                for (int item = 0; item < tiles * groups; item++) {
+                for (int item = 0; item < pl->tiles * groups; item++) {
                     const int t = item / groups, g = item % groups;
                     const int q0 = g * per_group, q1 = q0 + per_group < np ? q0 + per_group : np;
-                    if (q0 >= q1) continue;
-                    const int r0 = t * mr, rows = m - r0 < mr ? m - r0 : mr;
-                    p->load_a(p->a_ctx, r0, rows, p0, kc, abuf);
-                    for (int q = q0; q < q1; q++) {
-                        const int col = (j0 + q) * GEMM_NR, cols = n - col < GEMM_NR ? n - col : GEMM_NR;
-                        const float *bp = shared ? shared + (long)q * kc * GEMM_NR
-                                                 : p->packed + ((long)(j0 + q) * k + p0) * GEMM_NR;
-                        kern->kernel(kc, abuf, bp, p->c + r0 * p->ldc + col, p->ldc, rows, cols,
-                                     kb == 0 && p->bias ? p->bias + col : NULL,
-                                     kb == 0 ? p->accumulate : 1);
-                    }
+                    if (q0 < q1) multiply(pl, t, t + 1, j0, q0, q1, kb, shared, bstride, abuf);
                 }
             }
         }
     }
+}
+
+void gemm_run(const gemm_problem *p) {
+    if (p->m <= 0 || p->n <= 0) return;
+    if (p->k <= 0) {
+        init_only(p);
+        return;
+    }
+    plan pl = {p, gemm_kernel_for(kern_isa_active()), (p->k + GEMM_KC - 1) / GEMM_KC, 0};
+    pl.tiles = (p->m + pl.kern->mr - 1) / pl.kern->mr;
+    if (p->packed) run_packed(&pl);
+    else run_blocked(&pl);
 }
 
 /* B stored [n][k] (a Linear weight): panel columns are rows of b. */
