@@ -6,12 +6,17 @@
  *   build/bench/kernels gemm conv           only some groups (peak, gemm, blas, conv, attn, norm)
  *   SD_KERNEL_ISA=avx2 build/bench/kernels  a lower instruction set
  *
- * Each figure is the best of several runs (other processes only ever slow a run down). */
+ * Each figure is the best of several runs (other processes only ever slow a run down). On a busy
+ * machine, BENCH_CPUTIME=1 times one-thread runs by the thread's CPU time instead of the wall
+ * clock, which leaves out the time the thread spent descheduled. */
+#ifndef BENCH_NO_BLAS /* for building on a machine without OpenBLAS headers */
 #include <cblas.h>
+#endif
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "../core/arena.h"
 #include "../kernels/attention.h"
@@ -19,7 +24,6 @@
 #include "../kernels/cpu.h"
 #include "../kernels/gemm.h"
 #include "../kernels/norm.h"
-#include "../nn/layers.h"
 #include "peak.h"
 
 static double peak1, peakn; /* GFLOP/s: one thread, all threads */
@@ -35,14 +39,23 @@ static float *randbuf(size_t n) {
     return x;
 }
 
+static int use_cputime;
+
+static double now(void) {
+    if (!use_cputime || omp_get_max_threads() > 1) return omp_get_wtime();
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
 /* Best seconds over `reps` runs of fn(ctx) (one warm-up run first). */
 static double best_time(void (*fn)(void *), void *ctx, int reps) {
     fn(ctx);
     double best = 1e30;
     for (int r = 0; r < reps; r++) {
-        double t0 = omp_get_wtime();
+        double t0 = now();
         fn(ctx);
-        double t = omp_get_wtime() - t0;
+        double t = now() - t0;
         if (t < best) best = t;
     }
     return best;
@@ -54,7 +67,9 @@ static void report(const char *name, double flops, void (*fn)(void *), void *ctx
     int counts[2] = {1, nthreads};
     for (int i = 0; i < (nthreads > 1 ? 2 : 1); i++) {
         omp_set_num_threads(counts[i]);
+#ifndef BENCH_NO_BLAS
         openblas_set_num_threads(counts[i]);
+#endif
         double t = best_time(fn, ctx, reps), gf = flops / t * 1e-9;
         printf(" | %dT %7.1f GFLOP/s %5.1f%% %8.2f ms", counts[i], gf,
                100.0 * gf / (i ? peakn : peak1), t * 1e3);
@@ -74,10 +89,13 @@ typedef struct {
 
 static void run_gemm(void *p) {
     gemm_ctx *g = p;
+#ifndef BENCH_NO_BLAS
     if (g->blas)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, g->m, g->n, g->k, 1.0f, g->a, g->k,
                     g->b, g->k, 0.0f, g->c, g->n);
-    else if (g->packed)
+    else
+#endif
+    if (g->packed)
         gemm_nt_packed(g->m, g->n, g->k, g->a, g->k, g->packed, g->c, g->n, g->bias, 0);
     else
         gemm_nt(g->m, g->n, g->k, g->a, g->k, g->b, g->k, g->c, g->n, g->bias, 0);
@@ -125,6 +143,7 @@ static void run_conv(void *p) {
         conv2d_nhwc_packed(&c->s, c->x, c->n, c->h, c->w, c->packed, c->bias, c->y, &c->arena);
     else
         conv2d_nhwc(&c->s, c->x, c->n, c->h, c->w, c->wt, c->bias, c->y, &c->arena);
+    sd_arena_reset(&c->arena);
 }
 
 static void bench_conv(void) {
@@ -175,6 +194,7 @@ typedef struct {
 static void run_attn(void *p) {
     attn_ctx *a = p;
     attention(&a->s, a->q, a->k, a->v, a->o, &a->arena);
+    sd_arena_reset(&a->arena); /* as a model does after each pass */
 }
 
 static void bench_attn(void) {
@@ -251,6 +271,7 @@ static int wanted(int argc, char **argv, const char *group) {
 
 int main(int argc, char **argv) {
     nthreads = omp_get_max_threads();
+    use_cputime = getenv("BENCH_CPUTIME") && atoi(getenv("BENCH_CPUTIME"));
     const kern_isa isa = kern_isa_active();
     printf("kernels: %s (machine supports %s), %d threads\n", kern_isa_name(isa),
            kern_isa_name(kern_isa_supported()), nthreads);
@@ -258,7 +279,9 @@ int main(int argc, char **argv) {
     printf("FP32 FMA peak (%s): %.1f GFLOP/s on 1 thread, %.1f GFLOP/s on %d threads\n",
            kern_isa_name(isa), peak1, peakn, nthreads);
     if (wanted(argc, argv, "gemm")) bench_gemm(0);
+#ifndef BENCH_NO_BLAS
     if (wanted(argc, argv, "blas")) bench_gemm(1);
+#endif
     if (wanted(argc, argv, "conv")) bench_conv();
     if (wanted(argc, argv, "attn")) bench_attn();
     if (wanted(argc, argv, "norm")) bench_norm();

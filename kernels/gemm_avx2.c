@@ -1,6 +1,7 @@
 /* GEMM microkernel for AVX2 + FMA: a 6 x 16 tile of C in 12 ymm registers, run on each half of a
  * 32-column panel. Compiled for AVX2 whatever the build flags; only called when the CPU has it. */
 #include <immintrin.h>
+
 #include "gemm_internal.h"
 
 #pragma GCC push_options

@@ -3,10 +3,12 @@
  * latency on two FMA pipes). Compiled for AVX-512 whatever the build flags; only called when the
  * CPU has it. */
 #include <immintrin.h>
+
 #include "gemm_internal.h"
 
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,avx512f")
+#include "simd_avx512.h"
 
 enum { MR = 14 };
 
@@ -57,34 +59,6 @@ static void ukernel(int kc, const float *a, const float *b, float *c, long ldc, 
     }
 }
 
-/* Transposes a 16 x 16 block held as 16 row vectors, in place. */
-static inline __attribute__((always_inline)) void transpose16(__m512 r[16]) {
-    __m512 t[16];
-    for (int i = 0; i < 16; i += 2) {
-        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-    }
-    for (int i = 0; i < 16; i += 4) {
-        r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
-        r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
-        r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
-        r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
-    }
-    /* r[i]: 4-float groups; now gather the 128-bit lanes across rows 0,4,8,12 etc. */
-    for (int i = 0; i < 4; i++) {
-        t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
-        t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xDD);
-        t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
-        t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xDD);
-    }
-    for (int i = 0; i < 4; i++) {
-        r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
-        r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xDD);
-        r[i + 4] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0x88);
-        r[i + 12] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0xDD);
-    }
-}
-
 /* gemm_pack_nt_panel with 16 x 16 register transposes. */
 static void pack_nt(const float *b, long ldb, int n, int j0, int p0, int kc, float *dst) {
     const int cols = n - j0 < GEMM_NR ? n - j0 : GEMM_NR;
@@ -98,7 +72,7 @@ static void pack_nt(const float *b, long ldb, int n, int j0, int p0, int kc, flo
             for (int i = 0; i < 16; i++)
                 r[i] = i < cn ? _mm512_maskz_loadu_ps(m, b + (j0 + c0 + i) * ldb + p0 + q)
                               : _mm512_setzero_ps();
-            transpose16(r);
+            simd_transpose16(r);
             for (int i = 0; i < qn; i++) _mm512_storeu_ps(dst + (q + i) * GEMM_NR + c0, r[i]);
         }
     }
