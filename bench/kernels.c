@@ -246,10 +246,9 @@ static void bench_norm(void) {
         gn_ctx g = {shapes[i][0], shapes[i][1], shapes[i][2], 0, 0, 0, 0};
         const size_t len = (size_t)g.n * g.hw * g.c;
         g.x = randbuf(len), g.y = randbuf(len), g.gamma = randbuf(g.c), g.beta = randbuf(g.c);
-        printf("%-40s", "");
         char name[96];
         snprintf(name, sizeof name, "group_norm+silu %dx%dx%d", g.n, g.hw, g.c);
-        printf("\r%-40s", name);
+        printf("%-40s", name);
         int counts[2] = {1, nthreads};
         for (int t = 0; t < (nthreads > 1 ? 2 : 1); t++) {
             omp_set_num_threads(counts[t]);
