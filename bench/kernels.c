@@ -3,7 +3,7 @@
  * norm at Stable Diffusion 1.5 shapes, on one thread and on all threads.
  *
  *   make bench-kernels                      everything
- *   build/bench/kernels gemm conv           only some groups (peak, gemm, blas, conv, attn, norm)
+ *   build/bench/kernels gemm conv           only some groups (gemm, blas, conv, attn, norm, act)
  *   SD_KERNEL_ISA=avx2 build/bench/kernels  a lower instruction set
  *
  * Each figure is the best of several runs (other processes only ever slow a run down). On a busy
@@ -19,6 +19,7 @@
 #include <time.h>
 
 #include "../core/arena.h"
+#include "../kernels/act.h"
 #include "../kernels/attention.h"
 #include "../kernels/conv2d.h"
 #include "../kernels/cpu.h"
@@ -261,6 +262,50 @@ static void bench_norm(void) {
     }
 }
 
+/* ---- layer norm and activations (memory bound: GB/s of one read and one write) ---- */
+
+typedef struct {
+    int which, rows, c;
+    float *x, *y, *gamma, *beta;
+} elt_ctx;
+
+static void run_elt(void *p) {
+    elt_ctx *e = p;
+    const size_t n = (size_t)e->rows * e->c;
+    switch (e->which) {
+    case 0: layer_norm(e->x, e->y, e->rows, e->c, 1e-5f, e->gamma, e->beta); break;
+    case 1: memcpy(e->y, e->x, n * sizeof *e->y), act_silu(e->y, n); break;
+    case 2: memcpy(e->y, e->x, n * sizeof *e->y), act_gelu(e->y, n); break;
+    case 3: act_geglu(e->x, e->y, e->rows, e->c / 2); break;
+    }
+}
+
+static void bench_elementwise(void) {
+    static const struct {
+        const char *name;
+        int which, rows, c;
+    } cases[] = {
+        {"layer_norm 8192x320", 0, 8192, 320},     {"layer_norm 512x1280", 0, 512, 1280},
+        {"silu (copy+) 8192x1280", 1, 8192, 1280}, {"gelu (copy+) 8192x1280", 2, 8192, 1280},
+        {"geglu 8192x2560->1280", 3, 8192, 2560},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        elt_ctx e = {cases[i].which, cases[i].rows, cases[i].c, 0, 0, 0, 0};
+        const size_t n = (size_t)e.rows * e.c;
+        e.x = randbuf(n), e.y = randbuf(n), e.gamma = randbuf(e.c), e.beta = randbuf(e.c);
+        printf("%-40s", cases[i].name);
+        int counts[2] = {1, nthreads};
+        for (int t = 0; t < (nthreads > 1 ? 2 : 1); t++) {
+            omp_set_num_threads(counts[t]);
+            double sec = best_time(run_elt, &e, 10);
+            printf(" | %dT %7.2f GB/s %8.2f ms", counts[t], 2.0 * n * 4 / sec * 1e-9, sec * 1e3);
+        }
+        omp_set_num_threads(nthreads);
+        printf("\n");
+        free(e.x), free(e.y), free(e.gamma), free(e.beta);
+    }
+}
+
 static int wanted(int argc, char **argv, const char *group) {
     if (argc < 2) return 1;
     for (int i = 1; i < argc; i++)
@@ -284,5 +329,6 @@ int main(int argc, char **argv) {
     if (wanted(argc, argv, "conv")) bench_conv();
     if (wanted(argc, argv, "attn")) bench_attn();
     if (wanted(argc, argv, "norm")) bench_norm();
+    if (wanted(argc, argv, "act")) bench_elementwise();
     return 0;
 }

@@ -25,7 +25,27 @@ static void apply_generic(const float *x, float *y, long pixels, int c, const fl
         }
 }
 
-static const norm_kernels generic = {sums_generic, apply_generic};
+static void row_sums_generic(const float *x, int c, double *sum, double *sq) {
+    double s = 0.0, q = 0.0;
+    for (int i = 0; i < c; i++) s += x[i], q += (double)x[i] * x[i];
+    *sum = s, *sq = q;
+}
+
+static void row_apply_generic(const float *x, float *y, int c, float mean, float rstd,
+                              const float *gamma, const float *beta) {
+    for (int i = 0; i < c; i++) {
+        float v = (x[i] - mean) * rstd;
+        if (gamma) v = v * gamma[i];
+        if (beta) v = v + beta[i];
+        y[i] = v;
+    }
+}
+
+static const norm_kernels generic = {sums_generic, apply_generic, row_sums_generic, row_apply_generic};
+
+static const norm_kernels *kernels(void) {
+    return kern_isa_active() == KERN_ISA_AVX512 ? norm_kernels_avx512() : &generic;
+}
 
 enum { GN_MAX_CHUNKS = 64, GN_MIN_CHUNK = 64, GN_PART_MAX = 8192 };
 
@@ -34,7 +54,7 @@ enum { GN_MAX_CHUNKS = 64, GN_MIN_CHUNK = 64, GN_PART_MAX = 8192 };
 void group_norm_nhwc(const float *x, float *y, int n, int hw, int c, int groups, float eps,
                      const float *gamma, const float *beta, int silu_after) {
     if (n <= 0 || hw <= 0 || c <= 0 || groups <= 0) return;
-    const norm_kernels *k = kern_isa_active() == KERN_ISA_AVX512 ? norm_kernels_avx512() : &generic;
+    const norm_kernels *k = kernels();
     const int cpg = c / groups;
     /* The chunks depend on the shape only; their per-group sums live on the stack (at most
      * GN_PART_MAX doubles, whatever the group count). */
@@ -107,24 +127,21 @@ void group_norm_nhwc_ref(const float *x, float *y, int n, int hw, int c, int gro
         }
 }
 
+/* One pass of double sums per row (mean and variance from sum and sum of squares), then one
+ * that normalises; rows are independent, so threads split them freely. */
 void layer_norm(const float *x, float *y, int rows, int c, float eps, const float *gamma,
                 const float *beta) {
-#pragma omp parallel for schedule(static)
+    if (rows <= 0 || c <= 0) return;
+    const norm_kernels *k = kernels();
+#pragma omp parallel for schedule(static) if ((long)rows * c > (1L << 15))
     for (int r = 0; r < rows; r++) {
-        const float *xr = x + (long)r * c;
-        float *yr = y + (long)r * c;
-        double sum = 0.0, sq = 0.0;
-        for (int i = 0; i < c; i++) sum += xr[i];
+        double sum, sq;
+        k->row_sums(x + (long)r * c, c, &sum, &sq);
         const double mean = sum / c;
-        for (int i = 0; i < c; i++) {
-            double d = xr[i] - mean;
-            sq += d * d;
-        }
-        const float m = (float)mean, rstd = (float)(1.0 / sqrt(sq / c + eps));
-        for (int i = 0; i < c; i++) {
-            float v = (xr[i] - m) * rstd;
-            yr[i] = v * (gamma ? gamma[i] : 1.0f) + (beta ? beta[i] : 0.0f);
-        }
+        double var = sq / c - mean * mean;
+        if (var < 0.0) var = 0.0;
+        k->row_apply(x + (long)r * c, y + (long)r * c, c, (float)mean, (float)(1.0 / sqrt(var + eps)),
+                     gamma, beta);
     }
 }
 

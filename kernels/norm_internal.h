@@ -10,6 +10,11 @@ typedef struct {
     /* y = (x - mean[ch]) * scale[ch] + beta[ch], then SiLU if asked, over `pixels` rows. */
     void (*apply)(const float *x, float *y, long pixels, int c, const float *mean,
                   const float *scale, const float *beta, int silu);
+    /* Sum and sum of squares of one row of c values, in double. */
+    void (*row_sums)(const float *x, int c, double *sum, double *sq);
+    /* y = (x - mean) * rstd * gamma + beta over one row (gamma, beta may be NULL). */
+    void (*row_apply)(const float *x, float *y, int c, float mean, float rstd, const float *gamma,
+                      const float *beta);
 } norm_kernels;
 
 const norm_kernels *norm_kernels_avx512(void);
