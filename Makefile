@@ -46,7 +46,7 @@ $(BINDIR)/%: $(BUILD)/cli/%.o $(LIB)
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_COMMON) $(LIB)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
-$(BENCH_KERNELS): $(BUILD)/bench/kernels.o $(BUILD)/bench/peak.o $(LIB)
+$(BENCH_KERNELS): $(BUILD)/bench/kernels.o $(BUILD)/bench/model.o $(BUILD)/bench/peak.o $(LIB)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
 bench-kernels: $(BENCH_KERNELS)
@@ -63,5 +63,5 @@ test-asan:
 clean:
 	rm -rf build build-asan bin
 
--include $(BUILD)/bench/kernels.d $(BUILD)/bench/peak.d
+-include $(BUILD)/bench/kernels.d $(BUILD)/bench/model.d $(BUILD)/bench/peak.d
 -include $(LIB_OBJ:.o=.d) $(TESTS:=.d) $(TEST_COMMON:.o=.d) $(CLI_SRC:cli/%.c=$(BUILD)/cli/%.d)

@@ -3,7 +3,8 @@
  * norm at Stable Diffusion 1.5 shapes, on one thread and on all threads.
  *
  *   make bench-kernels                      everything
- *   build/bench/kernels gemm conv           only some groups (gemm, blas, conv, attn, norm, act)
+ *   build/bench/kernels gemm conv           only some groups (gemm, blas, conv, attn, norm, act,
+ *                                           unet, vae: whole-model estimates)
  *   SD_KERNEL_ISA=avx2 build/bench/kernels  a lower instruction set
  *
  * Each figure is the best of several runs (other processes only ever slow a run down). On a busy
@@ -25,12 +26,13 @@
 #include "../kernels/cpu.h"
 #include "../kernels/gemm.h"
 #include "../kernels/norm.h"
+#include "bench.h"
 #include "peak.h"
 
-static double peak1, peakn; /* GFLOP/s: one thread, all threads */
-static int nthreads;
+double bench_peak1, bench_peakn;
+int bench_threads;
 
-static float *randbuf(size_t n) {
+float *bench_randbuf(size_t n) {
     float *x = aligned_alloc(64, ((n * sizeof *x + 63) / 64) * 64 + 64);
     unsigned s = 12345;
     for (size_t i = 0; i < n; i++) {
@@ -49,8 +51,7 @@ static double now(void) {
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-/* Best seconds over `reps` runs of fn(ctx) (one warm-up run first). */
-static double best_time(void (*fn)(void *), void *ctx, int reps) {
+double bench_best_time(void (*fn)(void *), void *ctx, int reps) {
     fn(ctx);
     double best = 1e30;
     for (int r = 0; r < reps; r++) {
@@ -65,17 +66,17 @@ static double best_time(void (*fn)(void *), void *ctx, int reps) {
 /* Runs fn on 1 thread and on all threads; prints GFLOP/s and % of the matching peak. */
 static void report(const char *name, double flops, void (*fn)(void *), void *ctx, int reps) {
     printf("%-40s", name);
-    int counts[2] = {1, nthreads};
-    for (int i = 0; i < (nthreads > 1 ? 2 : 1); i++) {
+    int counts[2] = {1, bench_threads};
+    for (int i = 0; i < (bench_threads > 1 ? 2 : 1); i++) {
         omp_set_num_threads(counts[i]);
 #ifndef BENCH_NO_BLAS
         openblas_set_num_threads(counts[i]);
 #endif
-        double t = best_time(fn, ctx, reps), gf = flops / t * 1e-9;
+        double t = bench_best_time(fn, ctx, reps), gf = flops / t * 1e-9;
         printf(" | %dT %7.1f GFLOP/s %5.1f%% %8.2f ms", counts[i], gf,
-               100.0 * gf / (i ? peakn : peak1), t * 1e3);
+               100.0 * gf / (i ? bench_peakn : bench_peak1), t * 1e3);
     }
-    omp_set_num_threads(nthreads);
+    omp_set_num_threads(bench_threads);
     printf("\n");
     fflush(stdout);
 }
@@ -111,8 +112,8 @@ static const int gemm_shapes[][3] = {
 static void bench_gemm(int blas) {
     for (size_t i = 0; i < sizeof gemm_shapes / sizeof *gemm_shapes; i++) {
         gemm_ctx g = {gemm_shapes[i][0], gemm_shapes[i][1], gemm_shapes[i][2], 0, 0, 0, 0, 0, blas};
-        g.a = randbuf((size_t)g.m * g.k), g.b = randbuf((size_t)g.n * g.k);
-        g.c = randbuf((size_t)g.m * g.n), g.bias = randbuf(g.n);
+        g.a = bench_randbuf((size_t)g.m * g.k), g.b = bench_randbuf((size_t)g.n * g.k);
+        g.c = bench_randbuf((size_t)g.m * g.n), g.bias = bench_randbuf(g.n);
         const double flops = 2.0 * g.m * g.n * g.k;
         const int reps = flops > 5e9 ? 3 : flops > 5e8 ? 5 : 20;
         char name[64];
@@ -166,10 +167,10 @@ static void bench_conv(void) {
         c.s = (conv2d_shape){shapes[i].cin, shapes[i].cout, k, k, shapes[i].stride, pad, pad, pad, pad};
         c.n = shapes[i].n, c.h = shapes[i].h, c.w = shapes[i].w;
         const int oh = conv2d_out_h(&c.s, c.h), ow = conv2d_out_w(&c.s, c.w);
-        c.x = randbuf((size_t)c.n * c.h * c.w * c.s.cin);
-        c.wt = randbuf((size_t)c.s.cout * k * k * c.s.cin);
-        c.bias = randbuf(c.s.cout);
-        c.y = randbuf((size_t)c.n * oh * ow * c.s.cout);
+        c.x = bench_randbuf((size_t)c.n * c.h * c.w * c.s.cin);
+        c.wt = bench_randbuf((size_t)c.s.cout * k * k * c.s.cin);
+        c.bias = bench_randbuf(c.s.cout);
+        c.y = bench_randbuf((size_t)c.n * oh * ow * c.s.cout);
         c.packed = aligned_alloc(64, conv2d_packed_size(&c.s) * sizeof(float));
         conv2d_pack_weights(&c.s, c.wt, c.packed);
         sd_arena_init(&c.arena);
@@ -211,10 +212,10 @@ static void bench_attn(void) {
         const int hd = shapes[i].heads * shapes[i].d;
         a.s = (attn_shape){shapes[i].batch, shapes[i].heads, shapes[i].nq, shapes[i].nk, shapes[i].d,
                            hd, hd, hd, hd, 0.15f, shapes[i].causal};
-        a.q = randbuf((size_t)a.s.batch * a.s.nq * hd);
-        a.k = randbuf((size_t)a.s.batch * a.s.nk * hd);
-        a.v = randbuf((size_t)a.s.batch * a.s.nk * hd);
-        a.o = randbuf((size_t)a.s.batch * a.s.nq * hd);
+        a.q = bench_randbuf((size_t)a.s.batch * a.s.nq * hd);
+        a.k = bench_randbuf((size_t)a.s.batch * a.s.nk * hd);
+        a.v = bench_randbuf((size_t)a.s.batch * a.s.nk * hd);
+        a.o = bench_randbuf((size_t)a.s.batch * a.s.nq * hd);
         sd_arena_init(&a.arena);
         /* QK^T and PV: 4 flops per query, key and channel (the exp is not counted). */
         double flops = 4.0 * a.s.batch * a.s.heads * (double)a.s.nq * a.s.nk * a.s.d;
@@ -246,17 +247,17 @@ static void bench_norm(void) {
     for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) {
         gn_ctx g = {shapes[i][0], shapes[i][1], shapes[i][2], 0, 0, 0, 0};
         const size_t len = (size_t)g.n * g.hw * g.c;
-        g.x = randbuf(len), g.y = randbuf(len), g.gamma = randbuf(g.c), g.beta = randbuf(g.c);
+        g.x = bench_randbuf(len), g.y = bench_randbuf(len), g.gamma = bench_randbuf(g.c), g.beta = bench_randbuf(g.c);
         char name[96];
         snprintf(name, sizeof name, "group_norm+silu %dx%dx%d", g.n, g.hw, g.c);
         printf("%-40s", name);
-        int counts[2] = {1, nthreads};
-        for (int t = 0; t < (nthreads > 1 ? 2 : 1); t++) {
+        int counts[2] = {1, bench_threads};
+        for (int t = 0; t < (bench_threads > 1 ? 2 : 1); t++) {
             omp_set_num_threads(counts[t]);
-            double s = best_time(run_gn, &g, 10);
+            double s = bench_best_time(run_gn, &g, 10);
             printf(" | %dT %7.2f GB/s %8.2f ms", counts[t], 2.0 * len * 4 / s * 1e-9, s * 1e3);
         }
-        omp_set_num_threads(nthreads);
+        omp_set_num_threads(bench_threads);
         printf("\n");
         free(g.x), free(g.y), free(g.gamma), free(g.beta);
     }
@@ -292,15 +293,15 @@ static void bench_elementwise(void) {
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         elt_ctx e = {cases[i].which, cases[i].rows, cases[i].c, 0, 0, 0, 0};
         const size_t n = (size_t)e.rows * e.c;
-        e.x = randbuf(n), e.y = randbuf(n), e.gamma = randbuf(e.c), e.beta = randbuf(e.c);
+        e.x = bench_randbuf(n), e.y = bench_randbuf(n), e.gamma = bench_randbuf(e.c), e.beta = bench_randbuf(e.c);
         printf("%-40s", cases[i].name);
-        int counts[2] = {1, nthreads};
-        for (int t = 0; t < (nthreads > 1 ? 2 : 1); t++) {
+        int counts[2] = {1, bench_threads};
+        for (int t = 0; t < (bench_threads > 1 ? 2 : 1); t++) {
             omp_set_num_threads(counts[t]);
-            double sec = best_time(run_elt, &e, 10);
+            double sec = bench_best_time(run_elt, &e, 10);
             printf(" | %dT %7.2f GB/s %8.2f ms", counts[t], 2.0 * n * 4 / sec * 1e-9, sec * 1e3);
         }
-        omp_set_num_threads(nthreads);
+        omp_set_num_threads(bench_threads);
         printf("\n");
         free(e.x), free(e.y), free(e.gamma), free(e.beta);
     }
@@ -314,14 +315,14 @@ static int wanted(int argc, char **argv, const char *group) {
 }
 
 int main(int argc, char **argv) {
-    nthreads = omp_get_max_threads();
+    bench_threads = omp_get_max_threads();
     use_cputime = getenv("BENCH_CPUTIME") && atoi(getenv("BENCH_CPUTIME"));
     const kern_isa isa = kern_isa_active();
     printf("kernels: %s (machine supports %s), %d threads\n", kern_isa_name(isa),
-           kern_isa_name(kern_isa_supported()), nthreads);
-    peak_measure(isa, nthreads, &peak1, &peakn);
+           kern_isa_name(kern_isa_supported()), bench_threads);
+    peak_measure(isa, bench_threads, &bench_peak1, &bench_peakn);
     printf("FP32 FMA peak (%s): %.1f GFLOP/s on 1 thread, %.1f GFLOP/s on %d threads\n",
-           kern_isa_name(isa), peak1, peakn, nthreads);
+           kern_isa_name(isa), bench_peak1, bench_peakn, bench_threads);
     if (wanted(argc, argv, "gemm")) bench_gemm(0);
 #ifndef BENCH_NO_BLAS
     if (wanted(argc, argv, "blas")) bench_gemm(1);
@@ -330,5 +331,7 @@ int main(int argc, char **argv) {
     if (wanted(argc, argv, "attn")) bench_attn();
     if (wanted(argc, argv, "norm")) bench_norm();
     if (wanted(argc, argv, "act")) bench_elementwise();
+    if (wanted(argc, argv, "unet")) bench_model_unet();
+    if (wanted(argc, argv, "vae")) bench_model_vae();
     return 0;
 }

@@ -1,5 +1,7 @@
 /* Blocking, packing and threading for the GEMM engine (see gemm_internal.h). */
 #include <omp.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "gemm_internal.h"
@@ -12,8 +14,8 @@ const gemm_kernel *gemm_kernel_for(kern_isa isa) {
     }
 }
 
-/* One packed block of B per calling thread (the team shares its caller's). Static storage, so a
- * product never allocates and cannot fail. */
+/* One packed block of B per calling thread (the team shares its caller's), for the block-by-block
+ * path: static storage, which cannot fail. */
 static _Thread_local float b_block[GEMM_KC * GEMM_NC] __attribute__((aligned(64)));
 
 size_t gemm_packed_floats(int n, int k) {
@@ -30,7 +32,7 @@ static void init_only(const gemm_problem *p) {
 }
 
 /* Problems below this many multiply-adds run on the calling thread: waking a team costs more. */
-enum { PARALLEL_MIN_WORK = 1 << 17 };
+enum { PARALLEL_MIN_WORK = 1 << 20 };
 
 /* What every block of a product needs. */
 typedef struct {
@@ -73,12 +75,13 @@ static int threads_for(const gemm_problem *p) {
     return omp_get_max_threads();
 }
 
-/* B packed for the whole k: each work item is a block of C (row tiles x panels) carried through
- * all of k, so that block, its rows of A and the panels' current k block stay in cache, and
- * threads never wait for each other. */
-static void run_packed(const plan *pl) {
+/* B packed for the whole k, panels [j0, j0 + panels) at `packed` (panel j0 + q at
+ * packed + q * k * GEMM_NR); with `pack`, the team packs them there first. Each work item is a
+ * block of C (row tiles x panels) carried through all of k, so that block, its rows of A and the
+ * panels' current k block stay in cache, and threads never wait for each other. */
+static void run_packed(const plan *pl, float *packed, int j0, int panels, int pack) {
     const gemm_problem *p = pl->p;
-    const int mr = pl->kern->mr, panels = (p->n + GEMM_NR - 1) / GEMM_NR, threads = threads_for(p);
+    const int mr = pl->kern->mr, threads = threads_for(p);
     /* At most 16 panels (512 columns) per item, and about 64K floats of C. */
     int pgroups = (panels + 15) / 16;
     int per_pg = (panels + pgroups - 1) / pgroups;
@@ -97,6 +100,10 @@ static void run_packed(const plan *pl) {
 #pragma omp parallel num_threads(threads) if (threads > 1)
     {
         float abuf[GEMM_MR_MAX * GEMM_APITCH] __attribute__((aligned(64)));
+        if (pack) {
+#pragma omp for schedule(static)
+            for (int q = 0; q < panels; q++) p->pack_b(p->b_ctx, (j0 + q) * GEMM_NR, 0, p->k, packed + q * bstride);
+        }
 #pragma omp for schedule(dynamic, 1)
         for (int item = 0; item < rgroups * pgroups; item++) {
             const int rg = item / pgroups, pg = item % pgroups;
@@ -105,11 +112,52 @@ static void run_packed(const plan *pl) {
             for (int kb = 0; kb < pl->nkb; kb++) {
                 int p0, kc;
                 k_block(pl, kb, &p0, &kc);
-                multiply(pl, t0, t1, 0, q0, q1, kb, p->packed + (long)p0 * GEMM_NR, bstride, abuf);
+                multiply(pl, t0, t1, j0, q0, q1, kb, packed + (long)p0 * GEMM_NR, bstride, abuf);
             }
         }
     }
 }
+
+/* The calling thread's buffer for packing B whole: grown on first need and kept, so later
+ * products of the same size allocate nothing; freed when the thread ends. */
+typedef struct {
+    float *data;
+    size_t cap;
+} pack_buffer;
+
+static pthread_once_t buffer_once = PTHREAD_ONCE_INIT;
+static pthread_key_t buffer_key;
+static size_t pack_limit = GEMM_PACK_LIMIT;
+
+static void buffer_free(void *ptr) {
+    pack_buffer *b = ptr;
+    free(b->data);
+    free(b);
+}
+
+static void buffer_key_init(void) {
+    if (pthread_key_create(&buffer_key, buffer_free)) buffer_key = 0;
+}
+
+static float *pack_buffer_get(size_t floats) {
+    pthread_once(&buffer_once, buffer_key_init);
+    pack_buffer *b = pthread_getspecific(buffer_key);
+    if (!b) {
+        b = calloc(1, sizeof *b);
+        if (!b || pthread_setspecific(buffer_key, b)) {
+            free(b);
+            return NULL;
+        }
+    }
+    if (b->cap < floats) {
+        free(b->data);
+        b->data = aligned_alloc(64, (floats * sizeof(float) + 63) / 64 * 64);
+        b->cap = b->data ? floats : 0;
+    }
+    return b->data;
+}
+
+void gemm_set_pack_limit(size_t floats) { pack_limit = floats; }
 
 /* B packed block by block (GEMM_NC columns x one k block) into the caller's static buffer, which
  * the team fills together and then shares; a barrier separates packing from use. */
@@ -158,8 +206,24 @@ void gemm_run(const gemm_problem *p) {
     }
     plan pl = {p, gemm_kernel_for(kern_isa_active()), (p->k + GEMM_KC - 1) / GEMM_KC, 0};
     pl.tiles = (p->m + pl.kern->mr - 1) / pl.kern->mr;
-    if (p->packed) run_packed(&pl);
-    else run_blocked(&pl);
+    const int panels = (p->n + GEMM_NR - 1) / GEMM_NR;
+    if (p->packed) {
+        run_packed(&pl, (float *)p->packed, 0, panels, 0);
+        return;
+    }
+    /* Pack B whole, a range of columns at a time when it is large, then run as pre-packed. */
+    const long panel_floats = (long)p->k * GEMM_NR;
+    int per_range = (int)(pack_limit / (size_t)panel_floats);
+    if (per_range > panels) per_range = panels;
+    float *buf = per_range > 0 ? pack_buffer_get((size_t)per_range * panel_floats) : NULL;
+    if (!buf) { /* no room: pack and multiply block by block with the static buffer */
+        run_blocked(&pl);
+        return;
+    }
+    const int ranges = (panels + per_range - 1) / per_range;
+    per_range = (panels + ranges - 1) / ranges;
+    for (int j0 = 0; j0 < panels; j0 += per_range)
+        run_packed(&pl, buf, j0, panels - j0 < per_range ? panels - j0 : per_range, 1);
 }
 
 /* B stored [n][k] (a Linear weight): panel columns are rows of b. */

@@ -28,6 +28,10 @@ enum {
     GEMM_MR_MAX = 14,
 };
 
+/* Most floats of B packed whole per product (16 MB); larger B is packed a column range at a
+ * time. */
+#define GEMM_PACK_LIMIT ((size_t)4 << 20)
+
 /* C[0..mr)[0..nr) = (load_c ? C : 0) + A * B (+ bias[0..nr) when bias is not NULL).
  * a: mr rows, pitch GEMM_APITCH, kc values each; b: kc rows of GEMM_NR floats. */
 typedef void (*gemm_ukernel_fn)(int kc, const float *a, const float *b, float *c, long ldc, int mr,
@@ -67,6 +71,9 @@ typedef struct {
 } gemm_problem;
 
 void gemm_run(const gemm_problem *p);
+
+/* For tests: the most floats packed whole (0 forces the block-by-block path). */
+void gemm_set_pack_limit(size_t floats);
 
 /* Packed size of a [n][k] weight (PyTorch Linear layout) and the packing itself. */
 size_t gemm_packed_floats(int n, int k);

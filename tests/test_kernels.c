@@ -10,6 +10,7 @@
 #include "../kernels/conv2d.h"
 #include "../kernels/cpu.h"
 #include "../kernels/gemm.h"
+#include "../kernels/gemm_internal.h"
 #include "../nn/layers.h"
 #include "kernel_check.h"
 
@@ -37,6 +38,16 @@ static void gemm_one(kc_group *g, int nn, gemm_case c, uint64_t seed) {
     }
     kc_case(g, got, want, (size_t)c.m * ldc, "m=%d n=%d k=%d pad=%d bias=%d acc=%d", c.m, c.n, c.k,
             c.pad, c.bias, c.accumulate);
+    { /* B packed block by block (the path taken when B cannot be packed whole): same numbers */
+        float *again = kc_copy(before, (size_t)c.m * ldc);
+        gemm_set_pack_limit(0);
+        if (nn) gemm_nn(c.m, c.n, c.k, a, lda, b, ldb, again, ldc, bias, c.accumulate);
+        else gemm_nt(c.m, c.n, c.k, a, lda, b, ldb, again, ldc, bias, c.accumulate);
+        gemm_set_pack_limit(GEMM_PACK_LIMIT);
+        kc_expect(g, !memcmp(got, again, (size_t)c.m * ldc * sizeof *got),
+                  "m=%d n=%d k=%d: block-by-block packing gives other numbers", c.m, c.n, c.k);
+        free(again);
+    }
     if (!nn) { /* B packed once: the very same numbers */
         float *packed = malloc((gemm_packed_size(c.n, c.k) + 1) * sizeof *packed);
         gemm_pack_b_nt(c.n, c.k, b, ldb, packed);
@@ -228,6 +239,8 @@ static void test_layers(void) {
 /* Bit-identical results with 1, 2 and 3 threads (3 on a 2-core machine splits work unevenly). */
 static void test_thread_invariance(void) {
     const int m = 203, n = 333, k = 517;
+    /* B packed a few panels at a time (several column ranges) */
+    gemm_set_pack_limit((size_t)k * GEMM_NR * 3);
     float *a = kc_random((size_t)m * k, 21), *b = kc_random((size_t)n * k, 22), *bias = kc_random(n, 23);
     float *c[3];
     const conv_case cc = {2, 19, 23, 37, 70, 3, 3, 1, 1, 1, 1, 1, 1};
@@ -247,6 +260,7 @@ static void test_thread_invariance(void) {
         conv2d_nhwc(&s, x, cc.n, cc.h, cc.w, w, cb, y[t], &arena);
     }
     omp_set_num_threads(saved);
+    gemm_set_pack_limit(GEMM_PACK_LIMIT);
     for (int t = 1; t < 3; t++) {
         CHECK(!memcmp(c[0], c[t], (size_t)m * n * sizeof *c[0]), "gemm_nt: %d threads differ from 1",
               t + 1);
