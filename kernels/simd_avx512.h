@@ -34,9 +34,12 @@ static inline __attribute__((always_inline)) void simd_transpose16(__m512 r[16])
 }
 
 /* e^x to about 1 ulp (Cephes' expf polynomial on x - n ln 2, scaled by 2^n). Arguments below
- * -120 (and -inf) give exactly 0; no NaN input is expected. */
+ * -87 (and -inf) give exactly 0 rather than a subnormal: subnormal operands make later FMAs take
+ * slow microcode paths (a peaked softmax has many such terms), and e^-87 ~ 1.6e-38 is below
+ * anything they could add. No NaN input is expected. */
 static inline __attribute__((always_inline)) __m512 simd_exp(__m512 x) {
-    x = _mm512_max_ps(x, _mm512_set1_ps(-120.0f));
+    const __mmask16 normal = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.0f), _CMP_GE_OQ);
+    x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
     x = _mm512_min_ps(x, _mm512_set1_ps(88.7f));
     const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
                                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -49,7 +52,7 @@ static inline __attribute__((always_inline)) __m512 simd_exp(__m512 x) {
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
     p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-    return _mm512_scalef_ps(p, n);
+    return _mm512_maskz_mov_ps(normal, _mm512_scalef_ps(p, n));
 }
 
 #endif
