@@ -22,7 +22,8 @@
 enum {
     GEMM_NR = 32,                /* panel width (columns of B and C per microkernel call) */
     GEMM_KC = 256,               /* most of k handled per block */
-    GEMM_NC = 512,               /* most columns per packed block of B (a multiple of GEMM_NR) */
+    GEMM_NC = 128,               /* columns per block of B when packed block by block (the
+                                  * fallback path; a multiple of GEMM_NR) */
     GEMM_APITCH = GEMM_KC + 16,  /* row pitch of the A buffer; the extra 64 bytes keep rows
                                   * from landing in the same L1 set */
     GEMM_MR_MAX = 14,

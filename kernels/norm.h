@@ -1,5 +1,6 @@
-/* Normalisations over NHWC / row-major activations. Statistics are accumulated in double, so the
- * result does not depend on summation order (and hence not on the thread count). */
+/* Normalisations over NHWC / row-major activations. Statistics are sums in double over pieces
+ * that depend on the shape only, added in a fixed order, so results do not depend on the thread
+ * count. The fast versions use AVX-512 when the CPU has it (cpu.h). */
 #ifndef SD_NORM_H
 #define SD_NORM_H
 
