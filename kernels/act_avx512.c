@@ -1,9 +1,12 @@
 /* Activations for AVX-512, from the vector exp; GELU through erfc (Numerical Recipes' Chebyshev
  * fit, fractional error below 1.2e-7 everywhere) so that both tails keep their relative precision:
  * gelu(x) = x (1 - erfc(x / sqrt 2) / 2) for x >= 0 and x erfc(-x / sqrt 2) / 2 below. */
-#include <immintrin.h>
-
 #include "act_internal.h"
+
+/* x86 only; elsewhere the stub below keeps the link whole (never called: cpu.c reports no
+ * AVX there). */
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
 
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,avx512f")
@@ -72,3 +75,10 @@ void act_avx512_geglu_row(const float *in, float *out, int d) {
 }
 
 #pragma GCC pop_options
+
+#else
+
+void act_avx512_apply(act_kind kind, float *x, size_t n) { (void)kind, (void)x, (void)n; }
+void act_avx512_geglu_row(const float *in, float *out, int d) { (void)in, (void)out, (void)d; }
+
+#endif

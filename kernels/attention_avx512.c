@@ -3,11 +3,14 @@
  * microkernel); the output update is a 14-channel x 32-query register tile over the block's keys,
  * with V broadcast straight from its rows. */
 #include <float.h>
-#include <immintrin.h>
 #include <math.h>
 #include <string.h>
-
 #include "attention_internal.h"
+
+/* x86 only; elsewhere the stub below keeps the link whole (never called: cpu.c reports no
+ * AVX there). */
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
 
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,avx512f")
@@ -219,3 +222,9 @@ static void item(const attn_shape *s, const float *q, const float *kp, const flo
 #pragma GCC pop_options
 
 attn_tile_fn attn_tile_avx512(void) { return item; }
+
+#else
+
+attn_tile_fn attn_tile_avx512(void) { return NULL; }
+
+#endif

@@ -1,8 +1,11 @@
 /* GEMM microkernel for AVX2 + FMA: a 6 x 16 tile of C in 12 ymm registers, run on each half of a
  * 32-column panel. Compiled for AVX2 whatever the build flags; only called when the CPU has it. */
-#include <immintrin.h>
-
 #include "gemm_internal.h"
+
+/* x86 only; elsewhere the stub below keeps the link whole (never called: cpu.c reports no
+ * AVX there). */
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
 
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
@@ -76,3 +79,9 @@ const gemm_kernel *gemm_kernel_avx2(void) {
     static const gemm_kernel k = {MR, ukernel, NULL};
     return &k;
 }
+
+#else
+
+const gemm_kernel *gemm_kernel_avx2(void) { return gemm_kernel_generic(); }
+
+#endif

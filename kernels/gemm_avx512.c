@@ -2,9 +2,12 @@
  * vector loads of B, fourteen broadcasts of A, 28 independent FMAs (enough to hide the FMA
  * latency on two FMA pipes). Compiled for AVX-512 whatever the build flags; only called when the
  * CPU has it. */
-#include <immintrin.h>
-
 #include "gemm_internal.h"
+
+/* x86 only; elsewhere the stub below keeps the link whole (never called: cpu.c reports no
+ * AVX there). */
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
 
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,avx512f")
@@ -84,3 +87,9 @@ const gemm_kernel *gemm_kernel_avx512(void) {
     static const gemm_kernel k = {MR, ukernel, pack_nt};
     return &k;
 }
+
+#else
+
+const gemm_kernel *gemm_kernel_avx512(void) { return gemm_kernel_generic(); }
+
+#endif

@@ -1,7 +1,12 @@
 /* Group norm pieces for AVX-512 (see norm_internal.h). */
-#include <immintrin.h>
+#include <stddef.h>
 
 #include "norm_internal.h"
+
+/* x86 only; elsewhere the stub below keeps the link whole (never called: cpu.c reports no
+ * AVX there). */
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
 
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,avx512f")
@@ -74,3 +79,9 @@ const norm_kernels *norm_kernels_avx512(void) {
     static const norm_kernels k = {sums, apply, row_sums, row_apply};
     return &k;
 }
+
+#else
+
+const norm_kernels *norm_kernels_avx512(void) { return NULL; }
+
+#endif
