@@ -37,6 +37,10 @@ static void pack_values(const attn_shape *s, const float *v, float *vp) {
         }
 }
 
+static long pack_limit = ATT_PACK_LIMIT;
+
+void attn_set_pack_limit(long floats) { pack_limit = floats; }
+
 void attention(const attn_shape *s, const float *q, const float *k, const float *v, float *out,
                sd_arena *scratch) {
     if (s->batch <= 0 || s->heads <= 0 || s->nq <= 0 || s->d <= 0) return;
@@ -50,46 +54,57 @@ void attention(const attn_shape *s, const float *q, const float *k, const float 
     const int fast = kern_isa_active() == KERN_ISA_AVX512;
     const long kp_floats = fast ? attn_kp_floats(s->nk, d) + attn_vp_floats(s->nk, d) : 0;
     const long work_floats = fast ? attn_work_floats(d) : attn_generic_work_floats(d);
-    sd_arena_mark mark = sd_arena_get_mark(scratch);
-    float *kp = fast ? sd_arena_floats(scratch, (size_t)(pairs * kp_floats)) : NULL;
-    float *work = sd_arena_floats(scratch, (size_t)(threads * work_floats));
-    if ((fast && !kp) || !work) { /* out of memory for scratch: the plain version still works */
-        sd_arena_release(scratch, mark);
-        attention_ref(s, q, k, v, out);
-        return;
-    }
-    if (fast) {
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
-        for (int bh = 0; bh < pairs; bh++) {
-            const int b = bh / heads, h = bh % heads;
-            float *kvp = kp + bh * kp_floats;
-            pack_keys(s, k + (long)b * s->nk * s->k_stride + h * d, kvp);
-            pack_values(s, v + (long)b * s->nk * s->v_stride + h * d, kvp + attn_kp_floats(s->nk, d));
-        }
-    }
-    const int per_tile = fast ? ATT_TILES * ATT_QT : ATT_GQ, tiles = (s->nq + per_tile - 1) / per_tile;
-    const attn_tile_fn tile = fast ? attn_tile_avx512() : NULL;
     /* When one batch's keys and values are small (cross-attention on 77 tokens), an item takes
      * its queries through every head: it then reads and writes whole rows of q and out, which
      * streams far better than one head's slice of each row. Otherwise an item stays in one head
      * so that head's keys and values stay in cache. */
     const int heads_inner = fast && kp_floats * heads * (long)sizeof(float) <= (256L << 10);
     const int per_item = heads_inner ? heads : 1;
-    /* Every tile is computed whole by one thread: the thread count changes nothing. */
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (threads > 1)
-    for (long item = 0; item < (long)pairs / per_item * tiles; item++) {
-        const int group = (int)(item / tiles), i0 = (int)(item % tiles) * per_tile;
-        float *w = work + omp_get_thread_num() * work_floats;
-        for (int bh = group * per_item; bh < (group + 1) * per_item; bh++) {
-            const int b = bh / heads, h = bh % heads;
-            const float *qb = q + (long)b * s->nq * s->q_stride + h * d;
-            float *ob = out + (long)b * s->nq * s->out_stride + h * d;
+    /* (batch, head) pairs are packed and processed a group at a time, so the packed keys and
+     * values take at most ATT_PACK_LIMIT floats of scratch however many heads and tokens. */
+    int per_group = fast ? (int)(pack_limit / kp_floats) / per_item * per_item : pairs;
+    if (per_group < per_item) per_group = per_item;
+    if (per_group > pairs) per_group = pairs;
+    sd_arena_mark mark = sd_arena_get_mark(scratch);
+    float *kp = fast ? sd_arena_floats(scratch, (size_t)(per_group * kp_floats)) : NULL;
+    float *work = sd_arena_floats(scratch, (size_t)(threads * work_floats));
+    if ((fast && !kp) || !work) { /* out of memory for scratch: the plain version still works */
+        sd_arena_release(scratch, mark);
+        attention_ref(s, q, k, v, out);
+        return;
+    }
+    const int per_tile = fast ? ATT_TILES * ATT_QT : ATT_GQ, tiles = (s->nq + per_tile - 1) / per_tile;
+    const attn_tile_fn tile = fast ? attn_tile_avx512() : NULL;
+    for (int first = 0; first < pairs; first += per_group) {
+        const int count = pairs - first < per_group ? pairs - first : per_group;
+#pragma omp parallel num_threads(threads) if (threads > 1)
+        {
             if (fast) {
-                const float *kvp = kp + bh * kp_floats;
-                tile(s, qb, kvp, kvp + attn_kp_floats(s->nk, d), ob, i0, w);
-            } else {
-                attn_generic_block(s, qb, k + (long)b * s->nk * s->k_stride + h * d,
-                                   v + (long)b * s->nk * s->v_stride + h * d, ob, i0, w);
+#pragma omp for schedule(static)
+                for (int i = 0; i < count; i++) {
+                    const int b = (first + i) / heads, h = (first + i) % heads;
+                    float *kvp = kp + i * kp_floats;
+                    pack_keys(s, k + (long)b * s->nk * s->k_stride + h * d, kvp);
+                    pack_values(s, v + (long)b * s->nk * s->v_stride + h * d, kvp + attn_kp_floats(s->nk, d));
+                }
+            }
+            /* Every tile is computed whole by one thread: the thread count changes nothing. */
+#pragma omp for schedule(dynamic, 1)
+            for (long item = 0; item < (long)count / per_item * tiles; item++) {
+                const int unit = (int)(item / tiles), i0 = (int)(item % tiles) * per_tile;
+                float *w = work + omp_get_thread_num() * work_floats;
+                for (int i = unit * per_item; i < (unit + 1) * per_item; i++) {
+                    const int b = (first + i) / heads, h = (first + i) % heads;
+                    const float *qb = q + (long)b * s->nq * s->q_stride + h * d;
+                    float *ob = out + (long)b * s->nq * s->out_stride + h * d;
+                    if (fast) {
+                        const float *kvp = kp + i * kp_floats;
+                        tile(s, qb, kvp, kvp + attn_kp_floats(s->nk, d), ob, i0, w);
+                    } else {
+                        attn_generic_block(s, qb, k + (long)b * s->nk * s->k_stride + h * d,
+                                           v + (long)b * s->nk * s->v_stride + h * d, ob, i0, w);
+                    }
+                }
             }
         }
     }

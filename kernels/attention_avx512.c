@@ -1,7 +1,7 @@
 /* Flash-attention tile for AVX-512 (see attention_internal.h): 32 queries in two vectors of
  * lanes. Scores come from a 14-key x 32-query register tile (28 zmm accumulators, like the GEMM
  * microkernel); the output update is a 14-channel x 32-query register tile over the block's keys,
- * with V broadcast straight from its rows. */
+ * with V broadcast from its packed channel groups. */
 #include <float.h>
 #include <math.h>
 #include <string.h>

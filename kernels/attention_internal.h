@@ -21,6 +21,11 @@ enum {
     ATT_TILES = 2, /* tiles per work item */
 };
 
+/* Most floats of packed keys and values held at once (32 MB); tests lower it to exercise the
+ * grouping. */
+#define ATT_PACK_LIMIT (8L << 20)
+void attn_set_pack_limit(long floats);
+
 /* Packed K and V of one (batch, head), in floats. */
 static inline long attn_kp_floats(int nk, int d) { return (long)(nk + ATT_KG - 1) / ATT_KG * ATT_KG * d; }
 static inline long attn_vp_floats(int nk, int d) { return (long)(d + ATT_KG - 1) / ATT_KG * ATT_KG * nk; }

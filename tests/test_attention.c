@@ -5,6 +5,7 @@
 
 #include "../core/arena.h"
 #include "../kernels/attention.h"
+#include "../kernels/attention_internal.h"
 #include "../kernels/cpu.h"
 #include "kernel_check.h"
 
@@ -113,6 +114,11 @@ static void test_thread_invariance(void) {
     omp_set_num_threads(saved);
     for (int t = 1; t < 3; t++)
         CHECK(!memcmp(out[0], out[t], no * sizeof *out[0]), "attention: %d threads differ from 1", t + 1);
+    /* Keys and values packed a few heads at a time: the same numbers. */
+    attn_set_pack_limit(3L * (attn_kp_floats(nk, d) + attn_vp_floats(nk, d)));
+    attention(&s, q, k, v, out[1], &arena);
+    attn_set_pack_limit(ATT_PACK_LIMIT);
+    CHECK(!memcmp(out[0], out[1], no * sizeof *out[0]), "attention: packing heads in groups changes the result");
     printf("ok   attention bit-identical with 1, 2 and 3 threads [%s]\n", kern_isa_name(kern_isa_active()));
     for (int t = 0; t < 3; t++) free(out[t]);
     free(q), free(k), free(v);
