@@ -82,18 +82,26 @@ static int threads_for(const gemm_problem *p) {
 static void run_packed(const plan *pl, float *packed, int j0, int panels, int pack) {
     const gemm_problem *p = pl->p;
     const int mr = pl->kern->mr, threads = threads_for(p);
-    /* At most 16 panels (512 columns) per item, and about 64K floats of C. */
-    int pgroups = (panels + 15) / 16;
-    int per_pg = (panels + pgroups - 1) / pgroups;
+    /* At most 16 panels (512 columns) per item, split evenly, and about 64K floats of C. */
+    int pgroups = (panels + 15) / 16, per_pg = (panels + pgroups - 1) / pgroups;
     int per_rg = 65536 / (mr * per_pg * GEMM_NR);
     if (per_rg < 1) per_rg = 1;
-    /* Enough items for the threads to balance: smaller row groups first, then narrower ones. */
-    while (per_rg > 1 && (long)((pl->tiles + per_rg - 1) / per_rg) * pgroups < 4 * threads) per_rg /= 2;
-    if ((long)pl->tiles * pgroups < 4 * threads) {
-        pgroups = (4 * threads + pl->tiles - 1) / pl->tiles;
-        if (pgroups > panels) pgroups = panels;
-        per_pg = (panels + pgroups - 1) / pgroups;
-        pgroups = (panels + per_pg - 1) / per_pg;
+    if (per_rg > pl->tiles) per_rg = pl->tiles;
+    /* Enough items for the threads to balance. Narrower items make each row of A be gathered
+     * once more, shorter ones each panel of B be streamed once more: split the side whose part
+     * of an item is larger (weights when there are few rows, rows when there are many). */
+    const long want = threads > 1 ? 4L * threads : 1;
+    for (;;) {
+        const long items = (long)((pl->tiles + per_rg - 1) / per_rg) * pgroups;
+        if (items >= want || (per_rg == 1 && per_pg == 1)) break;
+        const long a_part = (long)per_rg * mr, b_part = (long)per_pg * GEMM_NR;
+        if ((b_part >= a_part && per_pg > 1) || per_rg == 1) {
+            per_pg--; /* every step makes progress, so the loop ends */
+            pgroups = (panels + per_pg - 1) / per_pg;
+            per_pg = (panels + pgroups - 1) / pgroups; /* even again */
+        } else {
+            per_rg = (per_rg + 1) / 2;
+        }
     }
     const int rgroups = (pl->tiles + per_rg - 1) / per_rg;
     const long bstride = (long)p->k * GEMM_NR;
