@@ -13,7 +13,9 @@
 #include "../kernels/conv2d.h"
 #include "../kernels/gemm.h"
 #include "../kernels/norm.h"
+#include "../kernels/cpu.h"
 #include "bench.h"
+#include "peak.h"
 
 typedef enum { OP_CONV, OP_LINEAR, OP_ATTN, OP_GN, OP_LN, OP_GEGLU, OP_KINDS } op_kind;
 
@@ -158,6 +160,10 @@ static void run_all(const char *model, double quoted_tflop) {
         }
         printf("\n");
     }
+    /* The peak again: a busy moment at start-up would otherwise inflate every percentage. */
+    peak_measure(kern_isa_active(), bench_threads, &bench_peak1, &bench_peakn);
+    printf("  FP32 FMA peak (best measured): %.1f GFLOP/s on 1 thread, %.1f on %d\n", bench_peak1,
+           bench_peakn, bench_threads);
     for (int t = 0; t < passes; t++) {
         double sum = 0.0;
         for (int k = 0; k < OP_KINDS; k++) sum += t_kind[t][k];
