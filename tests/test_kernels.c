@@ -227,6 +227,13 @@ static void test_layers(void) {
     CHECK(strstr(sd_last_error(), "conv.weight") != NULL, "error lacks the name: %s", sd_last_error());
     nn_conv2d_free(&bad);
 
+    /* Channels that do not split into the groups: the loader refuses (the kernel assumes valid
+     * input), naming the layer. */
+    nn_norm gn;
+    CHECK(nn_group_norm_load(&gn, &wts, 37, 32, 1e-5f, "norm1") != SD_OK, "37 channels in 32 groups accepted");
+    CHECK(strstr(sd_last_error(), "norm1") != NULL, "error lacks the name: %s", sd_last_error());
+    nn_norm_free(&gn);
+
     weights_close(&wts);
     sd_arena_free(&arena);
     free(conv_w), free(conv_b), free(pw_w), free(lin_w), free(lin_b), free(x), free(got), free(want);
