@@ -49,6 +49,10 @@ void attention(const attn_shape *s, const float *q, const float *k, const float 
             for (int h = 0; h < s->heads; h++) memset(out + i * s->out_stride + h * s->d, 0, (size_t)s->d * sizeof *out);
         return;
     }
+    if (!scratch) { /* no scratch to work in: the plain version still gives the answer */
+        attention_ref(s, q, k, v, out);
+        return;
+    }
     const int heads = s->heads, d = s->d, pairs = s->batch * heads;
     const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
     const int fast = kern_isa_active() == KERN_ISA_AVX512;

@@ -86,6 +86,10 @@ void conv2d_nhwc(const conv2d_shape *s, const float *x, int n, int h, int w, con
                  const float *bias, float *y, sd_arena *scratch) {
     /* Packing the weights whole lets the engine carry each block of output through all of k in
      * cache; without room for that it packs block by block (same numbers either way). */
+    if (!scratch) {
+        run(s, x, n, h, w, weight, NULL, bias, y);
+        return;
+    }
     sd_arena_mark mark = sd_arena_get_mark(scratch);
     float *packed = sd_arena_floats(scratch, conv2d_packed_size(s));
     if (packed) conv2d_pack_weights(s, weight, packed);

@@ -156,6 +156,8 @@ static void test_conv(void) {
         conv2d_pack_weights(&s, w, packed);
         conv2d_nhwc_packed(&s, x, c->n, c->h, c->w, packed, b, again, &arena);
         kc_expect(&g, !memcmp(got, again, ny * sizeof *got), "#%zu: packed weights give other numbers", i);
+        conv2d_nhwc(&s, x, c->n, c->h, c->w, w, b, again, NULL); /* no scratch: packed per block */
+        kc_expect(&g, !memcmp(got, again, ny * sizeof *got), "#%zu: without scratch, other numbers", i);
         free(packed), free(again);
         free(x), free(w), free(b), free(got), free(want);
     }
