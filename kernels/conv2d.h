@@ -24,7 +24,8 @@ static inline int conv2d_out_w(const conv2d_shape *s, int w) {
 }
 
 /* The convolution runs as a GEMM whose rows (output pixels) are gathered from x a few at a time,
- * so no im2col buffer is made; `scratch` is accepted for callers and may go unused. Results do not
+ * so no im2col buffer is made. conv2d_nhwc packs the weights into `scratch` for the call (released
+ * before returning; with NULL it packs them block by block, same numbers). Results do not
  * depend on the number of threads. */
 void conv2d_nhwc(const conv2d_shape *s, const float *x, int n, int h, int w, const float *weight,
                  const float *bias, float *y, sd_arena *scratch);
