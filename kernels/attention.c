@@ -7,6 +7,7 @@
 
 #include "attention_internal.h"
 #include "cpu.h"
+#include "gemm.h"
 
 /* K of one (batch, head) as [group][d][ATT_KG], zeros past nk. */
 static void pack_keys(const attn_shape *s, const float *k, float *kp) {
@@ -55,8 +56,11 @@ void attention(const attn_shape *s, const float *q, const float *k, const float 
     }
     const int heads = s->heads, d = s->d, pairs = s->batch * heads;
     const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
-    const int fast = kern_isa_active() == KERN_ISA_AVX512;
-    const long kp_floats = fast ? attn_kp_floats(s->nk, d) + attn_vp_floats(s->nk, d) : 0;
+    const int fast = kern_isa_active() == KERN_ISA_AVX512, avx2 = kern_isa_active() == KERN_ISA_AVX2;
+    /* Per (batch, head): keys and values packed for the AVX-512 tiles, or keys packed as the
+     * GEMM engine's B for the portable path. */
+    const long kp_floats = fast ? attn_kp_floats(s->nk, d) + attn_vp_floats(s->nk, d)
+                                : (long)gemm_packed_size(s->nk, d);
     const long work_floats = fast ? attn_work_floats(d) : attn_generic_work_floats(d);
     /* When one batch's keys and values are small (cross-attention on 77 tokens), an item takes
      * its queries through every head: it then reads and writes whole rows of q and out, which
@@ -66,13 +70,13 @@ void attention(const attn_shape *s, const float *q, const float *k, const float 
     const int per_item = heads_inner ? heads : 1;
     /* (batch, head) pairs are packed and processed a group at a time, so the packed keys and
      * values take at most ATT_PACK_LIMIT floats of scratch however many heads and tokens. */
-    int per_group = fast ? (int)(pack_limit / kp_floats) / per_item * per_item : pairs;
+    int per_group = (int)(pack_limit / kp_floats) / per_item * per_item;
     if (per_group < per_item) per_group = per_item;
     if (per_group > pairs) per_group = pairs;
     sd_arena_mark mark = sd_arena_get_mark(scratch);
-    float *kp = fast ? sd_arena_floats(scratch, (size_t)(per_group * kp_floats)) : NULL;
+    float *kp = sd_arena_floats(scratch, (size_t)(per_group * kp_floats));
     float *work = sd_arena_floats(scratch, (size_t)(threads * work_floats));
-    if ((fast && !kp) || !work) { /* out of memory for scratch: the plain version still works */
+    if (!kp || !work) { /* out of memory for scratch: the plain version still works */
         sd_arena_release(scratch, mark);
         attention_ref(s, q, k, v, out);
         return;
@@ -83,13 +87,16 @@ void attention(const attn_shape *s, const float *q, const float *k, const float 
         const int count = pairs - first < per_group ? pairs - first : per_group;
 #pragma omp parallel num_threads(threads) if (threads > 1)
         {
-            if (fast) {
 #pragma omp for schedule(static)
-                for (int i = 0; i < count; i++) {
-                    const int b = (first + i) / heads, h = (first + i) % heads;
-                    float *kvp = kp + i * kp_floats;
-                    pack_keys(s, k + (long)b * s->nk * s->k_stride + h * d, kvp);
+            for (int i = 0; i < count; i++) {
+                const int b = (first + i) / heads, h = (first + i) % heads;
+                const float *kb = k + (long)b * s->nk * s->k_stride + h * d;
+                float *kvp = kp + i * kp_floats;
+                if (fast) {
+                    pack_keys(s, kb, kvp);
                     pack_values(s, v + (long)b * s->nk * s->v_stride + h * d, kvp + attn_kp_floats(s->nk, d));
+                } else {
+                    gemm_pack_b_nt(s->nk, d, kb, s->k_stride, kvp);
                 }
             }
             /* Every tile is computed whole by one thread: the thread count changes nothing. */
@@ -105,8 +112,10 @@ void attention(const attn_shape *s, const float *q, const float *k, const float 
                         const float *kvp = kp + i * kp_floats;
                         tile(s, qb, kvp, kvp + attn_kp_floats(s->nk, d), ob, i0, w);
                     } else {
-                        attn_generic_block(s, qb, k + (long)b * s->nk * s->k_stride + h * d,
-                                           v + (long)b * s->nk * s->v_stride + h * d, ob, i0, w);
+                        const float *kvp = kp + i * kp_floats;
+                        const float *vb = v + (long)b * s->nk * s->v_stride + h * d;
+                        if (avx2) attn_generic_block_avx2(s, qb, kvp, vb, ob, i0, w);
+                        else attn_generic_block(s, qb, kvp, vb, ob, i0, w);
                     }
                 }
             }

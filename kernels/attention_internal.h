@@ -45,10 +45,14 @@ typedef void (*attn_tile_fn)(const attn_shape *s, const float *q, const float *k
 attn_tile_fn attn_tile_avx512(void);
 
 /* The path for CPUs without AVX-512: blocks of ATT_GQ queries x ATT_GK keys through the GEMM
- * engine (q, k, v, out offset to the (batch, head) as above; k unpacked). */
+ * engine (q, v, out offset to the (batch, head) as above; kp: the head's keys packed by
+ * gemm_pack_b_nt(nk, d, ...)). */
 enum { ATT_GQ = 64, ATT_GK = 256 };
-long attn_generic_work_floats(int d);
-void attn_generic_block(const attn_shape *s, const float *q, const float *k, const float *v,
+static inline long attn_generic_work_floats(int d) { return (long)ATT_GQ * (ATT_GK + d + 2); }
+void attn_generic_block(const attn_shape *s, const float *q, const float *kp, const float *v,
                         float *out, int i0, float *work);
+/* The same compiled for AVX2 + FMA (attention_generic_avx2.c). */
+void attn_generic_block_avx2(const attn_shape *s, const float *q, const float *kp, const float *v,
+                             float *out, int i0, float *work);
 
 #endif
