@@ -3,6 +3,7 @@
 #   make test       the test suite (the README's test command); ends with "N passed, N failed"
 #   make test-asan  the same suite under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make test-full  full-size model checks (tests/full_*.c; minutes, tens of GB of disk)
+#   make bench-kernels  kernel micro-benchmark (GFLOP/s and % of the measured FMA peak); not a test
 #   make clean
 CC ?= gcc
 BUILD ?= build
@@ -33,7 +34,9 @@ TESTS := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 FULL_SRC := $(wildcard tests/full_*.c)
 FULLS := $(FULL_SRC:tests/%.c=$(BUILD)/tests/%)
 
-.PHONY: all test test-asan test-full clean
+BENCH_KERNELS := $(BUILD)/bench/kernels
+
+.PHONY: all test test-asan test-full clean bench-kernels
 all: $(BINS) $(TESTS) $(FULLS)
 
 $(BUILD)/%.o: %.c
@@ -55,6 +58,12 @@ $(BINDIR)/%: $(BUILD)/cli/%.o $(CLI_LIB) $(LIB)
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_COMMON) $(CLI_LIB) $(LIB)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
+$(BENCH_KERNELS): $(BUILD)/bench/kernels.o $(BUILD)/bench/model.o $(BUILD)/bench/peak.o $(LIB)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+bench-kernels: $(BENCH_KERNELS)
+	$(BENCH_KERNELS)
+
 test: all
 	@tests/run.sh $(BUILD)/tests $(BINDIR)
 
@@ -69,5 +78,6 @@ test-asan:
 clean:
 	rm -rf build build-asan bin
 
+-include $(BUILD)/bench/kernels.d $(BUILD)/bench/model.d $(BUILD)/bench/peak.d
 -include $(LIB_OBJ:.o=.d) $(TESTS:=.d) $(FULLS:=.d) $(TEST_COMMON:.o=.d) $(CLI_SRC:cli/%.c=$(BUILD)/cli/%.d) \
     $(CLI_COMMON_OBJ:.o=.d)

@@ -1,55 +1,126 @@
 #include "attention.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
+#include <string.h>
 
+#include "attention_internal.h"
+#include "cpu.h"
 #include "gemm.h"
 
-enum { Q_BLOCK = 64 };
-
-/* One (batch, head, block of queries): scores for the block against all keys, row softmax, then
- * a product with V. Holds Q_BLOCK x nk scores at most. */
-static void attend_block(const attn_shape *s, const float *q, const float *k, const float *v,
-                         float *out, int i0, int rows, float *scores) {
-    const int nk = s->nk;
-    gemm_nt(rows, nk, s->d, q + (long)i0 * s->q_stride, s->q_stride, k, s->k_stride, scores, nk,
-            NULL, 0);
-    for (int r = 0; r < rows; r++) {
-        float *row = scores + (long)r * nk;
-        int limit = s->causal ? i0 + r + 1 : nk;
-        if (limit > nk) limit = nk;
-        float mx = -INFINITY;
-        for (int j = 0; j < limit; j++) {
-            row[j] *= s->scale;
-            if (row[j] > mx) mx = row[j];
+/* K of one (batch, head) as [group][d][ATT_KG], zeros past nk. */
+static void pack_keys(const attn_shape *s, const float *k, float *kp) {
+    const int groups = (s->nk + ATT_KG - 1) / ATT_KG, d = s->d;
+    for (int g = 0; g < groups; g++)
+        for (int r = 0; r < ATT_KG; r++) {
+            const int key = g * ATT_KG + r;
+            float *dst = kp + (long)g * d * ATT_KG + r;
+            if (key < s->nk) {
+                const float *src = k + (long)key * s->k_stride;
+                for (int t = 0; t < d; t++) dst[t * ATT_KG] = src[t];
+            } else {
+                for (int t = 0; t < d; t++) dst[t * ATT_KG] = 0.0f;
+            }
         }
-        double sum = 0.0;
-        for (int j = 0; j < limit; j++) {
-            row[j] = expf(row[j] - mx);
-            sum += row[j];
-        }
-        const float inv = (float)(1.0 / sum);
-        for (int j = 0; j < limit; j++) row[j] *= inv;
-        for (int j = limit; j < nk; j++) row[j] = 0.0f;
-    }
-    gemm_nn(rows, s->d, nk, scores, nk, v, s->v_stride, out + (long)i0 * s->out_stride,
-            s->out_stride, NULL, 0);
 }
+
+/* V of one (batch, head) as [channel group][key][ATT_KG], zeros past d. */
+static void pack_values(const attn_shape *s, const float *v, float *vp) {
+    const int groups = (s->d + ATT_KG - 1) / ATT_KG;
+    for (int g = 0; g < groups; g++)
+        for (int key = 0; key < s->nk; key++) {
+            const float *src = v + (long)key * s->v_stride + g * ATT_KG;
+            float *dst = vp + ((long)g * s->nk + key) * ATT_KG;
+            const int n = s->d - g * ATT_KG < ATT_KG ? s->d - g * ATT_KG : ATT_KG;
+            for (int r = 0; r < n; r++) dst[r] = src[r];
+            for (int r = n; r < ATT_KG; r++) dst[r] = 0.0f;
+        }
+}
+
+static long pack_limit = ATT_PACK_LIMIT;
+
+void attn_set_pack_limit(long floats) { pack_limit = floats; }
 
 void attention(const attn_shape *s, const float *q, const float *k, const float *v, float *out,
                sd_arena *scratch) {
+    if (s->batch <= 0 || s->heads <= 0 || s->nq <= 0 || s->d <= 0) return;
+    if (s->nk <= 0) { /* nothing to attend to: the empty sum */
+        for (long i = 0; i < (long)s->batch * s->nq; i++)
+            for (int h = 0; h < s->heads; h++) memset(out + i * s->out_stride + h * s->d, 0, (size_t)s->d * sizeof *out);
+        return;
+    }
+    if (!scratch) { /* no scratch to work in: the plain version still gives the answer */
+        attention_ref(s, q, k, v, out);
+        return;
+    }
+    const int heads = s->heads, d = s->d, pairs = s->batch * heads;
+    const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+    const int fast = kern_isa_active() == KERN_ISA_AVX512, avx2 = kern_isa_active() == KERN_ISA_AVX2;
+    /* Per (batch, head): keys and values packed for the AVX-512 tiles, or keys packed as the
+     * GEMM engine's B for the portable path. */
+    const long kp_floats = fast ? attn_kp_floats(s->nk, d) + attn_vp_floats(s->nk, d)
+                                : (long)gemm_packed_size(s->nk, d);
+    const long work_floats = fast ? attn_work_floats(d) : attn_generic_work_floats(d);
+    /* When one batch's keys and values are small (cross-attention on 77 tokens), an item takes
+     * its queries through every head: it then reads and writes whole rows of q and out, which
+     * streams far better than one head's slice of each row. Otherwise an item stays in one head
+     * so that head's keys and values stay in cache. */
+    const int heads_inner = fast && kp_floats * heads * (long)sizeof(float) <= (256L << 10);
+    const int per_item = heads_inner ? heads : 1;
+    /* (batch, head) pairs are packed and processed a group at a time, so the packed keys and
+     * values take at most ATT_PACK_LIMIT floats of scratch however many heads and tokens. */
+    int per_group = (int)(pack_limit / kp_floats) / per_item * per_item;
+    if (per_group < per_item) per_group = per_item;
+    if (per_group > pairs) per_group = pairs;
     sd_arena_mark mark = sd_arena_get_mark(scratch);
-    float *scores = sd_arena_floats(scratch, (size_t)Q_BLOCK * s->nk);
-    for (int b = 0; b < s->batch; b++)
-        for (int h = 0; h < s->heads; h++) {
-            const float *qb = q + (long)b * s->nq * s->q_stride + h * s->d;
-            const float *kb = k + (long)b * s->nk * s->k_stride + h * s->d;
-            const float *vb = v + (long)b * s->nk * s->v_stride + h * s->d;
-            float *ob = out + (long)b * s->nq * s->out_stride + h * s->d;
-            for (int i0 = 0; i0 < s->nq; i0 += Q_BLOCK)
-                attend_block(s, qb, kb, vb, ob, i0, s->nq - i0 < Q_BLOCK ? s->nq - i0 : Q_BLOCK,
-                             scores);
+    float *kp = sd_arena_floats(scratch, (size_t)(per_group * kp_floats));
+    float *work = sd_arena_floats(scratch, (size_t)(threads * work_floats));
+    if (!kp || !work) { /* out of memory for scratch: the plain version still works */
+        sd_arena_release(scratch, mark);
+        attention_ref(s, q, k, v, out);
+        return;
+    }
+    const int per_tile = fast ? ATT_TILES * ATT_QT : ATT_GQ, tiles = (s->nq + per_tile - 1) / per_tile;
+    const attn_tile_fn tile = fast ? attn_tile_avx512() : NULL;
+    for (int first = 0; first < pairs; first += per_group) {
+        const int count = pairs - first < per_group ? pairs - first : per_group;
+#pragma omp parallel num_threads(threads) if (threads > 1)
+        {
+#pragma omp for schedule(static)
+            for (int i = 0; i < count; i++) {
+                const int b = (first + i) / heads, h = (first + i) % heads;
+                const float *kb = k + (long)b * s->nk * s->k_stride + h * d;
+                float *kvp = kp + i * kp_floats;
+                if (fast) {
+                    pack_keys(s, kb, kvp);
+                    pack_values(s, v + (long)b * s->nk * s->v_stride + h * d, kvp + attn_kp_floats(s->nk, d));
+                } else {
+                    gemm_pack_b_nt(s->nk, d, kb, s->k_stride, kvp);
+                }
+            }
+            /* Every tile is computed whole by one thread: the thread count changes nothing. */
+#pragma omp for schedule(dynamic, 1)
+            for (long item = 0; item < (long)count / per_item * tiles; item++) {
+                const int unit = (int)(item / tiles), i0 = (int)(item % tiles) * per_tile;
+                float *w = work + omp_get_thread_num() * work_floats;
+                for (int i = unit * per_item; i < (unit + 1) * per_item; i++) {
+                    const int b = (first + i) / heads, h = (first + i) % heads;
+                    const float *qb = q + (long)b * s->nq * s->q_stride + h * d;
+                    float *ob = out + (long)b * s->nq * s->out_stride + h * d;
+                    if (fast) {
+                        const float *kvp = kp + i * kp_floats;
+                        tile(s, qb, kvp, kvp + attn_kp_floats(s->nk, d), ob, i0, w);
+                    } else {
+                        const float *kvp = kp + i * kp_floats;
+                        const float *vb = v + (long)b * s->nk * s->v_stride + h * d;
+                        if (avx2) attn_generic_block_avx2(s, qb, kvp, vb, ob, i0, w);
+                        else attn_generic_block(s, qb, kvp, vb, ob, i0, w);
+                    }
+                }
+            }
         }
+    }
     sd_arena_release(scratch, mark);
 }
 

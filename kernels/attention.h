@@ -17,6 +17,8 @@ typedef struct {
     int causal;
 } attn_shape;
 
+/* `scratch` holds packed keys and values (at most 32 MB) and per-thread tiles for the call,
+ * released before returning. Results do not depend on the number of threads. */
 void attention(const attn_shape *s, const float *q, const float *k, const float *v, float *out,
                sd_arena *scratch);
 void attention_ref(const attn_shape *s, const float *q, const float *k, const float *v, float *out);

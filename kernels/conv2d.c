@@ -2,7 +2,7 @@
 
 #include <string.h>
 
-#include "gemm.h"
+#include "gemm_internal.h"
 
 void conv2d_weight_from_oihw(const float *oihw, int cout, int cin, int kh, int kw, float *ohwi) {
     for (int o = 0; o < cout; o++)
@@ -12,54 +12,104 @@ void conv2d_weight_from_oihw(const float *oihw, int cout, int cin, int kh, int k
                     ohwi[(((long)o * kh + y) * kw + x) * cin + i] = oihw[(((long)o * cin + i) * kh + y) * kw + x];
 }
 
-/* Patch rows for output pixels [row0, row0 + rows) of image `img`: each row is the kh*kw*cin
- * input values under the kernel, zeros where the kernel hangs over the padding. */
-static void im2col_rows(const conv2d_shape *s, const float *img, int h, int w, int ow, int row0,
-                        int rows, float *cols) {
-    const int cin = s->cin;
-    const long k = (long)s->kh * s->kw * cin;
-    for (int oy = row0; oy < row0 + rows; oy++)
-        for (int ox = 0; ox < ow; ox++) {
-            float *dst = cols + ((long)(oy - row0) * ow + ox) * k;
-            for (int ky = 0; ky < s->kh; ky++) {
-                int iy = oy * s->stride - s->pad_t + ky;
-                for (int kx = 0; kx < s->kw; kx++, dst += cin) {
-                    int ix = ox * s->stride - s->pad_l + kx;
-                    if (iy < 0 || iy >= h || ix < 0 || ix >= w) memset(dst, 0, cin * sizeof *dst);
-                    else memcpy(dst, img + ((long)iy * w + ix) * cin, cin * sizeof *dst);
-                }
-            }
+/* The convolution is a GEMM: rows are output pixels, k runs over (ky, kx, cin) and B is the
+ * weight matrix [cout][kh * kw * cin]. The engine asks for rows of A a few at a time; they are
+ * gathered here straight from the NHWC input (zeros over the padding), so no im2col buffer
+ * exists beyond the engine's few-kilobyte tile. */
+typedef struct {
+    const conv2d_shape *s;
+    const float *x;
+    int h, w, oh, ow;
+} patch_src;
+
+static void load_patches(const void *ctx, int row0, int rows, int p0, int kc, float *buf) {
+    const patch_src *ps = ctx;
+    const conv2d_shape *s = ps->s;
+    const int cin = s->cin, pixels = ps->oh * ps->ow;
+    for (int r = 0; r < rows; r++) {
+        const int q = row0 + r, b = q / pixels, oy = q % pixels / ps->ow, ox = q % ps->ow;
+        const int iy0 = oy * s->stride - s->pad_t, ix0 = ox * s->stride - s->pad_l;
+        const float *img = ps->x + (long)b * ps->h * ps->w * cin;
+        float *dst = buf + r * GEMM_APITCH;
+        int tap = p0 / cin, ci = p0 % cin;
+        for (int left = kc; left > 0; tap++, ci = 0) {
+            const int run = cin - ci < left ? cin - ci : left;
+            const int iy = iy0 + tap / s->kw, ix = ix0 + tap % s->kw;
+            if (iy >= 0 && iy < ps->h && ix >= 0 && ix < ps->w)
+                memcpy(dst, img + ((long)iy * ps->w + ix) * cin + ci, (size_t)run * sizeof *dst);
+            else
+                memset(dst, 0, (size_t)run * sizeof *dst);
+            dst += run;
+            left -= run;
         }
+    }
+}
+
+/* A 1x1, stride-1, unpadded convolution reads its rows straight from the input. */
+typedef struct {
+    const float *x;
+    int cin;
+} pixel_src;
+
+static void load_pixels(const void *ctx, int row0, int rows, int p0, int kc, float *buf) {
+    const pixel_src *ps = ctx;
+    for (int r = 0; r < rows; r++)
+        memcpy(buf + r * GEMM_APITCH, ps->x + (long)(row0 + r) * ps->cin + p0, (size_t)kc * sizeof *buf);
+}
+
+typedef struct {
+    const float *w;
+    int cout, k;
+} weight_src;
+
+static void pack_weights(const void *ctx, int j0, int p0, int kc, float *dst) {
+    const weight_src *ws = ctx;
+    gemm_pack_nt_panel(ws->w, ws->k, ws->cout, j0, p0, kc, dst);
+}
+
+static void run(const conv2d_shape *s, const float *x, int n, int h, int w, const float *weight,
+                const float *packed, const float *bias, float *y) {
+    const int oh = conv2d_out_h(s, h), ow = conv2d_out_w(s, w), k = s->kh * s->kw * s->cin;
+    const int pointwise = s->kh == 1 && s->kw == 1 && s->stride == 1 && !s->pad_t && !s->pad_l &&
+                          !s->pad_b && !s->pad_r;
+    const patch_src patches = {s, x, h, w, oh, ow};
+    const pixel_src pixels = {x, s->cin};
+    const weight_src ws = {weight, s->cout, k};
+    gemm_problem p = {n * oh * ow, s->cout, k, NULL, NULL, packed, packed ? NULL : pack_weights,
+                      &ws, y, s->cout, bias, 0};
+    if (pointwise) p.load_a = load_pixels, p.a_ctx = &pixels;
+    else p.load_a = load_patches, p.a_ctx = &patches;
+    gemm_run(&p);
 }
 
 void conv2d_nhwc(const conv2d_shape *s, const float *x, int n, int h, int w, const float *weight,
                  const float *bias, float *y, sd_arena *scratch) {
-    const int oh = conv2d_out_h(s, h), ow = conv2d_out_w(s, w);
-    const int k = s->kh * s->kw * s->cin;
-    const int pointwise = s->kh == 1 && s->kw == 1 && s->stride == 1 && !s->pad_t && !s->pad_l &&
-                          !s->pad_b && !s->pad_r;
-    if (pointwise) { /* a 1x1 convolution is a plain matrix product over all pixels */
-        gemm_nt(n * h * w, s->cout, s->cin, x, s->cin, weight, s->cin, y, s->cout, bias, 0);
+    /* Packing the weights whole lets the engine carry each block of output through all of k in
+     * cache; without room for that it packs block by block (same numbers either way). */
+    if (!scratch) {
+        run(s, x, n, h, w, weight, NULL, bias, y);
         return;
     }
-    /* Tile over output rows so the patch buffer stays around 8 MB whatever the image size. */
-    long row_bytes = (long)ow * k * (long)sizeof(float);
-    int tile = (int)((8L << 20) / (row_bytes ? row_bytes : 1));
-    if (tile < 1) tile = 1;
-    if (tile > oh) tile = oh;
     sd_arena_mark mark = sd_arena_get_mark(scratch);
-    float *cols = sd_arena_floats(scratch, (size_t)tile * ow * k);
-    for (int b = 0; b < n; b++) {
-        const float *img = x + (long)b * h * w * s->cin;
-        float *out = y + (long)b * oh * ow * s->cout;
-        for (int r = 0; r < oh; r += tile) {
-            int rows = oh - r < tile ? oh - r : tile;
-            im2col_rows(s, img, h, w, ow, r, rows, cols);
-            gemm_nt(rows * ow, s->cout, k, cols, k, weight, k, out + (long)r * ow * s->cout, s->cout,
-                    bias, 0);
-        }
-    }
+    float *packed = sd_arena_floats(scratch, conv2d_packed_size(s));
+    if (packed) conv2d_pack_weights(s, weight, packed);
+    run(s, x, n, h, w, weight, packed, bias, y);
     sd_arena_release(scratch, mark);
+}
+
+size_t conv2d_packed_size(const conv2d_shape *s) {
+    return gemm_packed_floats(s->cout, s->kh * s->kw * s->cin);
+}
+
+void conv2d_pack_weights(const conv2d_shape *s, const float *ohwi, float *packed) {
+    const int k = s->kh * s->kw * s->cin;
+    gemm_pack_nt(s->cout, k, ohwi, k, packed);
+}
+
+void conv2d_nhwc_packed(const conv2d_shape *s, const float *x, int n, int h, int w,
+                        const float *packed, const float *bias, float *y, sd_arena *scratch) {
+    (void)scratch;
+    run(s, x, n, h, w, NULL, packed, bias, y);
 }
 
 void conv2d_nhwc_ref(const conv2d_shape *s, const float *x, int n, int h, int w, const float *weight,

@@ -7,6 +7,8 @@
 #ifndef SD_CONV2D_H
 #define SD_CONV2D_H
 
+#include <stddef.h>
+
 #include "../core/arena.h"
 
 typedef struct {
@@ -21,11 +23,22 @@ static inline int conv2d_out_w(const conv2d_shape *s, int w) {
     return (w + s->pad_l + s->pad_r - s->kw) / s->stride + 1;
 }
 
-/* `scratch` holds the patch tiles for the duration of the call (released before returning). */
+/* The convolution runs as a GEMM whose rows (output pixels) are gathered from x a few at a time,
+ * so no im2col buffer is made. conv2d_nhwc packs the weights into `scratch` for the call (released
+ * before returning; with NULL it packs them block by block, same numbers). Results do not
+ * depend on the number of threads. */
 void conv2d_nhwc(const conv2d_shape *s, const float *x, int n, int h, int w, const float *weight,
                  const float *bias, float *y, sd_arena *scratch);
 void conv2d_nhwc_ref(const conv2d_shape *s, const float *x, int n, int h, int w, const float *weight,
                      const float *bias, float *y);
+
+/* Weights packed once (at load) into the GEMM engine's panel layout: conv2d_packed_size floats
+ * (64-byte aligned storage), from [cout][kh][kw][cin] weights. conv2d_nhwc_packed then skips the
+ * per-call packing; the results are bit-identical to conv2d_nhwc. */
+size_t conv2d_packed_size(const conv2d_shape *s);
+void conv2d_pack_weights(const conv2d_shape *s, const float *ohwi, float *packed);
+void conv2d_nhwc_packed(const conv2d_shape *s, const float *x, int n, int h, int w,
+                        const float *packed, const float *bias, float *y, sd_arena *scratch);
 
 /* Reorders PyTorch [cout][cin][kh][kw] weights into [cout][kh][kw][cin]. */
 void conv2d_weight_from_oihw(const float *oihw, int cout, int cin, int kh, int kw, float *ohwi);

@@ -2,33 +2,104 @@
 
 #include <math.h>
 
+#include "cpu.h"
+#include "norm_internal.h"
+
 static inline float silu(float v) { return v / (1.0f + expf(-v)); }
 
+static void sums_generic(const float *x, long pixels, int c, double *sum, double *sq) {
+    for (long p = 0; p < pixels; p++, x += c)
+        for (int ch = 0; ch < c; ch++) {
+            const double v = x[ch];
+            sum[ch] += v;
+            sq[ch] += v * v;
+        }
+}
+
+static void apply_generic(const float *x, float *y, long pixels, int c, const float *mean,
+                          const float *scale, const float *beta, int silu_after) {
+    for (long p = 0; p < pixels; p++, x += c, y += c)
+        for (int ch = 0; ch < c; ch++) {
+            const float v = (x[ch] - mean[ch]) * scale[ch] + beta[ch];
+            y[ch] = silu_after ? silu(v) : v;
+        }
+}
+
+static void row_sums_generic(const float *x, int c, double *sum, double *sq) {
+    double s = 0.0, q = 0.0;
+    for (int i = 0; i < c; i++) s += x[i], q += (double)x[i] * x[i];
+    *sum = s, *sq = q;
+}
+
+static void row_apply_generic(const float *x, float *y, int c, float mean, float rstd,
+                              const float *gamma, const float *beta) {
+    for (int i = 0; i < c; i++) {
+        float v = (x[i] - mean) * rstd;
+        if (gamma) v = v * gamma[i];
+        if (beta) v = v + beta[i];
+        y[i] = v;
+    }
+}
+
+static const norm_kernels generic = {sums_generic, apply_generic, row_sums_generic, row_apply_generic};
+
+static const norm_kernels *kernels(void) {
+    return kern_isa_active() == KERN_ISA_AVX512 ? norm_kernels_avx512() : &generic;
+}
+
+enum { GN_MAX_CHUNKS = 64, GN_MIN_CHUNK = 64, GN_PART_MAX = 8192 };
+
+/* Statistics from one pass of double sums (sum and sum of squares) over fixed pixel chunks, the
+ * chunks' per-group totals added in chunk order; then one pass that normalises. */
 void group_norm_nhwc(const float *x, float *y, int n, int hw, int c, int groups, float eps,
                      const float *gamma, const float *beta, int silu_after) {
+    if (n <= 0 || hw <= 0 || c <= 0 || groups <= 0) return;
+    const norm_kernels *k = kernels();
     const int cpg = c / groups;
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int b = 0; b < n; b++)
-        for (int g = 0; g < groups; g++) {
-            const float *xb = x + (long)b * hw * c + g * cpg;
-            float *yb = y + (long)b * hw * c + g * cpg;
-            double sum = 0.0, sq = 0.0;
-            for (long p = 0; p < hw; p++)
-                for (int i = 0; i < cpg; i++) sum += xb[p * c + i];
-            const double count = (double)hw * cpg, mean = sum / count;
-            for (long p = 0; p < hw; p++)
-                for (int i = 0; i < cpg; i++) {
-                    double d = xb[p * c + i] - mean;
-                    sq += d * d;
-                }
-            const float m = (float)mean, rstd = (float)(1.0 / sqrt(sq / count + eps));
-            for (long p = 0; p < hw; p++)
-                for (int i = 0; i < cpg; i++) {
-                    int ch = g * cpg + i;
-                    float v = (xb[p * c + i] - m) * rstd * gamma[ch] + beta[ch];
-                    yb[p * c + i] = silu_after ? silu(v) : v;
-                }
+    /* The chunks depend on the shape only; their per-group sums live on the stack (at most
+     * GN_PART_MAX doubles, whatever the group count). */
+    int chunks = hw / GN_MIN_CHUNK;
+    if (chunks > GN_MAX_CHUNKS) chunks = GN_MAX_CHUNKS;
+    if (chunks > GN_PART_MAX / (2 * groups)) chunks = GN_PART_MAX / (2 * groups);
+    if (chunks < 1) chunks = 1;
+    for (int b = 0; b < n; b++) {
+        const float *xb = x + (long)b * hw * c;
+        float *yb = y + (long)b * hw * c;
+        double gsum[groups], gsq[groups];
+        for (int g = 0; g < groups; g++) gsum[g] = gsq[g] = 0.0;
+        double cpart[chunks][2][groups];
+#pragma omp parallel for schedule(static)
+        for (int ck = 0; ck < chunks; ck++) {
+            const long p0 = (long)hw * ck / chunks, p1 = (long)hw * (ck + 1) / chunks;
+            double acc[2 * c];
+            for (int i = 0; i < 2 * c; i++) acc[i] = 0.0;
+            k->sums(xb + p0 * c, p1 - p0, c, acc, acc + c);
+            for (int g = 0; g < groups; g++) {
+                double s = 0.0, q = 0.0;
+                for (int i = 0; i < cpg; i++) s += acc[g * cpg + i], q += acc[c + g * cpg + i];
+                cpart[ck][0][g] = s, cpart[ck][1][g] = q;
+            }
         }
+        for (int ck = 0; ck < chunks; ck++)
+            for (int g = 0; g < groups; g++) gsum[g] += cpart[ck][0][g], gsq[g] += cpart[ck][1][g];
+        float mean[c], scale[c];
+        const double count = (double)hw * cpg;
+        for (int g = 0; g < groups; g++) {
+            const double mu = gsum[g] / count;
+            double var = gsq[g] / count - mu * mu;
+            if (var < 0.0) var = 0.0;
+            const double rstd = 1.0 / sqrt(var + eps);
+            for (int i = 0; i < cpg; i++) {
+                mean[g * cpg + i] = (float)mu;
+                scale[g * cpg + i] = (float)(rstd * gamma[g * cpg + i]);
+            }
+        }
+#pragma omp parallel for schedule(static)
+        for (int ck = 0; ck < 4 * chunks; ck++) {
+            const long p0 = (long)hw * ck / (4 * chunks), p1 = (long)hw * (ck + 1) / (4 * chunks);
+            k->apply(xb + p0 * c, yb + p0 * c, p1 - p0, c, mean, scale, beta, silu_after);
+        }
+    }
 }
 
 void group_norm_nhwc_ref(const float *x, float *y, int n, int hw, int c, int groups, float eps,
@@ -56,24 +127,21 @@ void group_norm_nhwc_ref(const float *x, float *y, int n, int hw, int c, int gro
         }
 }
 
+/* One pass of double sums per row (mean and variance from sum and sum of squares), then one
+ * that normalises; rows are independent, so threads split them freely. */
 void layer_norm(const float *x, float *y, int rows, int c, float eps, const float *gamma,
                 const float *beta) {
-#pragma omp parallel for schedule(static)
+    if (rows <= 0 || c <= 0) return;
+    const norm_kernels *k = kernels();
+#pragma omp parallel for schedule(static) if ((long)rows * c > (1L << 15))
     for (int r = 0; r < rows; r++) {
-        const float *xr = x + (long)r * c;
-        float *yr = y + (long)r * c;
-        double sum = 0.0, sq = 0.0;
-        for (int i = 0; i < c; i++) sum += xr[i];
+        double sum, sq;
+        k->row_sums(x + (long)r * c, c, &sum, &sq);
         const double mean = sum / c;
-        for (int i = 0; i < c; i++) {
-            double d = xr[i] - mean;
-            sq += d * d;
-        }
-        const float m = (float)mean, rstd = (float)(1.0 / sqrt(sq / c + eps));
-        for (int i = 0; i < c; i++) {
-            float v = (xr[i] - m) * rstd;
-            yr[i] = v * (gamma ? gamma[i] : 1.0f) + (beta ? beta[i] : 0.0f);
-        }
+        double var = sq / c - mean * mean;
+        if (var < 0.0) var = 0.0;
+        k->row_apply(x + (long)r * c, y + (long)r * c, c, (float)mean, (float)(1.0 / sqrt(var + eps)),
+                     gamma, beta);
     }
 }
 
@@ -104,5 +172,15 @@ void rms_norm(const float *x, float *y, int rows, int c, float eps, const float 
         for (int i = 0; i < c; i++) sq += (double)xr[i] * xr[i];
         const float rs = (float)(1.0 / sqrt(sq / c + eps));
         for (int i = 0; i < c; i++) yr[i] = xr[i] * rs * (gamma ? gamma[i] : 1.0f);
+    }
+}
+
+void rms_norm_ref(const float *x, float *y, int rows, int c, float eps, const float *gamma) {
+    for (int r = 0; r < rows; r++) {
+        double sq = 0.0;
+        for (int i = 0; i < c; i++) sq += (double)x[(long)r * c + i] * x[(long)r * c + i];
+        double rs = 1.0 / sqrt(sq / c + eps);
+        for (int i = 0; i < c; i++)
+            y[(long)r * c + i] = (float)(x[(long)r * c + i] * rs) * (gamma ? gamma[i] : 1.0f);
     }
 }

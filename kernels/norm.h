@@ -1,5 +1,6 @@
-/* Normalisations over NHWC / row-major activations. Statistics are accumulated in double, so the
- * result does not depend on summation order (and hence not on the thread count). */
+/* Normalisations over NHWC / row-major activations. Statistics are sums in double over pieces
+ * that depend on the shape only, added in a fixed order, so results do not depend on the thread
+ * count. The fast versions use AVX-512 when the CPU has it (cpu.h). */
 #ifndef SD_NORM_H
 #define SD_NORM_H
 
@@ -18,5 +19,6 @@ void layer_norm_ref(const float *x, float *y, int rows, int c, float eps, const 
 
 /* Per row: x / sqrt(mean(x^2) + eps) * gamma (gamma may be NULL). */
 void rms_norm(const float *x, float *y, int rows, int c, float eps, const float *gamma);
+void rms_norm_ref(const float *x, float *y, int rows, int c, float eps, const float *gamma);
 
 #endif

@@ -30,7 +30,7 @@ void nn_linear_free(nn_linear *l);
 
 typedef struct {
     conv2d_shape s;
-    float *w; /* [cout][kh][kw][cin] */
+    float *w; /* packed for the GEMM engine (conv2d_pack_weights), not [cout][kh][kw][cin] */
     float *b; /* [cout] or NULL */
 } nn_conv2d;
 

@@ -173,17 +173,20 @@ static void test_sd3(void) {
 static void test_upsample_bands(void) {
     const int c = 8, co = 6, h = 7, w = 5, h2 = 2 * h, w2 = 2 * w;
     nn_conv2d conv = {.s = {c, co, 3, 3, 1, 1, 1, 1, 1}};
-    conv.w = malloc((size_t)co * 9 * c * sizeof *conv.w);
+    float *ohwi = malloc((size_t)co * 9 * c * sizeof *ohwi);
     conv.b = malloc((size_t)co * sizeof *conv.b);
-    fill_random(conv.w, (size_t)co * 9 * c, 21);
+    fill_random(ohwi, (size_t)co * 9 * c, 21);
     fill_random(conv.b, co, 22);
+    /* nn_conv2d holds weights packed for the GEMM engine, as nn_conv2d_load leaves them */
+    conv.w = aligned_alloc(64, (conv2d_packed_size(&conv.s) * sizeof *conv.w + 63) & ~(size_t)63);
+    conv2d_pack_weights(&conv.s, ohwi, conv.w);
     float *x = malloc((size_t)h * w * c * sizeof *x), *up = malloc((size_t)h2 * w2 * c * sizeof *up);
     float *want = malloc((size_t)h2 * w2 * co * sizeof *want);
     fill_random(x, (size_t)h * w * c, 23);
     for (int y = 0; y < h2; y++)
         for (int xo = 0; xo < w2; xo++)
             memcpy(up + ((size_t)y * w2 + xo) * c, x + ((size_t)(y / 2) * w + xo / 2) * c, c * sizeof *x);
-    conv2d_nhwc_ref(&conv.s, up, 1, h2, w2, conv.w, conv.b, want);
+    conv2d_nhwc_ref(&conv.s, up, 1, h2, w2, ohwi, conv.b, want);
     const size_t cap = 4 * (size_t)h2 * w2 * c;
     float *region = malloc(cap * sizeof *region);
     sd_arena arena;
@@ -205,6 +208,7 @@ static void test_upsample_bands(void) {
     free(x);
     free(up);
     free(want);
+    free(ohwi);
     nn_conv2d_free(&conv);
 }
 

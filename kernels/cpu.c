@@ -1,0 +1,53 @@
+#include "cpu.h"
+
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* -1 until first use; every thread computes the same value, so the first-use race is benign. */
+static atomic_int active_isa = -1;
+
+kern_isa kern_isa_supported(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    /* __builtin_cpu_supports also checks that the OS saves the wider registers (XCR0). */
+    if (__builtin_cpu_supports("avx512f")) return KERN_ISA_AVX512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return KERN_ISA_AVX2;
+#endif
+    return KERN_ISA_GENERIC;
+}
+
+static kern_isa from_env(kern_isa best) {
+    const char *e = getenv("SD_KERNEL_ISA");
+    if (!e) return best;
+    kern_isa want = best;
+    if (!strcmp(e, "generic")) want = KERN_ISA_GENERIC;
+    else if (!strcmp(e, "avx2")) want = KERN_ISA_AVX2;
+    else if (!strcmp(e, "avx512")) want = KERN_ISA_AVX512;
+    return want < best ? want : best;
+}
+
+kern_isa kern_isa_active(void) {
+    int isa = atomic_load_explicit(&active_isa, memory_order_relaxed);
+    if (isa < 0) {
+        isa = (int)from_env(kern_isa_supported());
+        atomic_store(&active_isa, isa);
+    }
+    return (kern_isa)isa;
+}
+
+kern_isa kern_isa_set(kern_isa isa) {
+    kern_isa best = kern_isa_supported();
+    if (isa > best) isa = best;
+    if (isa < KERN_ISA_GENERIC) isa = KERN_ISA_GENERIC;
+    atomic_store(&active_isa, (int)isa);
+    return isa;
+}
+
+const char *kern_isa_name(kern_isa isa) {
+    switch (isa) {
+    case KERN_ISA_AVX512: return "avx512";
+    case KERN_ISA_AVX2: return "avx2";
+    default: return "generic";
+    }
+}
