@@ -148,15 +148,26 @@ int main(int argc, char **argv) {
         o.gen.on_event = on_event;
         o.gen.user = &pr;
     }
+    sd_image init = {0}, mask = {0};
+    if (o.init_image && image_read(o.init_image, &init) != SD_OK) rc = 1;
+    if (rc == 0 && o.mask && !o.init_image) {
+        sd_set_error(SD_ERR_ARG, "--mask needs --init-image (the image to repaint)");
+        rc = 1;
+    }
+    if (rc == 0 && o.mask && image_read(o.mask, &mask) != SD_OK) rc = 1;
+    if (o.init_image) o.gen.init_image = &init;
+    if (o.mask) o.gen.mask_image = &mask;
     sd_result r;
-    if (sd_generate(p, &o.gen, &r) != SD_OK) {
+    if (rc != 0 || sd_generate(p, &o.gen, &r) != SD_OK) {
         fprintf(stderr, "gen: %s\n", sd_last_error());
+        image_free(&init), image_free(&mask);
         sd_pipeline_free(p);
         cli_options_free(&o);
         return 1;
     }
+    image_free(&init), image_free(&mask);
     int width = r.images[0].width, height = r.images[0].height;
-    char *params = cli_parameters_text(&o.gen, r.scheduler_class, width, height, o.model);
+    char *params = cli_parameters_text(&r.used, r.scheduler_class, width, height, o.model);
     const char *text[2] = {"parameters", params ? params : ""};
     for (int i = 0; i < r.n_images && rc == 0; i++) {
         char *path = cli_indexed_path(o.output, i, r.n_images);

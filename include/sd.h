@@ -120,6 +120,7 @@ typedef struct {
     int model_calls;
     double seconds;
     const char *scheduler_class; /* the class actually used (static string) */
+    sd_gen_params used;          /* the settings after defaults (steps, guidance, size...) */
 } sd_result;
 
 sd_status sd_generate(sd_pipeline *p, const sd_gen_params *g, sd_result *out);

@@ -77,6 +77,9 @@ static sd_status unet_predict(void *ctx, const float *x, int mb, int h, int w, d
 
 sd_status sd_generate_sd(sd_pipeline *p, const sd_gen_params *g, sd_result *out) {
     const double t0 = pl_now();
+    if (g->init_image || g->mask_image)
+        return sd_set_error(SD_ERR_UNSUPPORTED, "image-to-image and inpainting are not implemented "
+                            "yet");
     int width = g->width, height = g->height;
     int dw, dh;
     sd_pipeline_default_size(p, &dw, &dh);

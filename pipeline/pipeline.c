@@ -173,7 +173,17 @@ sd_status sd_generate(sd_pipeline *p, const sd_gen_params *g, sd_result *out) {
     sd_gen_params resolved = *g;
     if (resolved.steps == 0) resolved.steps = p->ops->default_steps;
     if (isnan(resolved.guidance)) resolved.guidance = p->ops->default_guidance;
-    return p->ops->generate(p, &resolved, out);
+    int dw, dh;
+    p->ops->default_size(p, &dw, &dh);
+    if (resolved.width == 0) resolved.width = resolved.init_image ? 0 : dw;
+    if (resolved.height == 0) resolved.height = resolved.init_image ? 0 : dh;
+    sd_status st = p->ops->generate(p, &resolved, out);
+    out->used = resolved;
+    if (st == SD_OK && out->n_images) { /* the size an init image decided */
+        out->used.width = out->images[0].width;
+        out->used.height = out->images[0].height;
+    }
+    return st;
 }
 
 /* {"tokenizer": [ids...], "tokenizer_2": [...]}: every CLIP and T5 tokenizer the pipeline has,

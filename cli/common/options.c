@@ -57,6 +57,7 @@ static bool parse_double(const char *opt, const char *v, double *out, const char
 typedef enum {
     O_MODEL, O_NEG, O_OUT, O_W, O_H, O_SEED, O_STEPS, O_GUIDANCE, O_SCHED, O_SCHED_OPT,
     O_RESCALE, O_ETA, O_BATCH, O_CLIP_SKIP, O_THREADS, O_SAVE_LATENTS, O_QUALITY,
+    O_PROMPT2, O_NEG2, O_ORIG_SIZE, O_CROP, O_TARGET_SIZE, O_MAX_SEQ, O_INIT, O_MASK, O_STRENGTH,
     /* flags */
     O_PRINT_TOKENS, O_HELP, O_VERSION, O_QUIET,
 } opt_id;
@@ -76,10 +77,33 @@ static const struct {
     {"batch", 0, O_BATCH, true},           {"clip-skip", 0, O_CLIP_SKIP, true},
     {"threads", 't', O_THREADS, true},     {"save-latents", 0, O_SAVE_LATENTS, true},
     {"quality", 0, O_QUALITY, true},       {"print-tokens", 0, O_PRINT_TOKENS, false},
+    {"prompt-2", 0, O_PROMPT2, true},      {"negative-2", 0, O_NEG2, true},
+    {"original-size", 0, O_ORIG_SIZE, true}, {"crop", 0, O_CROP, true},
+    {"target-size", 0, O_TARGET_SIZE, true}, {"max-sequence-length", 0, O_MAX_SEQ, true},
+    {"init-image", 0, O_INIT, true},       {"mask", 0, O_MASK, true},
+    {"strength", 0, O_STRENGTH, true},
     {"help", 'h', O_HELP, false},          {"version", 0, O_VERSION, false},
     {"quiet", 'q', O_QUIET, false},
 };
 enum { N_OPTS = sizeof table / sizeof table[0] };
+
+/* "WxH" (sizes) or "A,B" (crop top,left): two non-negative integers. */
+static bool parse_pair(const char *opt, const char *v, char sep, int *a, int *b, const char **err) {
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (end == v || *end != sep || x < 0 || x > 65535 || errno) goto bad;
+    const char *second = end + 1;
+    long y = strtol(second, &end, 10);
+    if (end == second || *end || y < 0 || y > 65535 || errno) goto bad;
+    *a = (int)x, *b = (int)y;
+    return true;
+bad:
+    snprintf(err_buf, sizeof err_buf, "%s: '%s' should be %s", opt, v,
+             sep == 'x' ? "WIDTHxHEIGHT, e.g. 1024x1024" : "TOP,LEFT, e.g. 0,0");
+    *err = err_buf;
+    return false;
+}
 
 static bool apply(cli_options *o, opt_id id, const char *name, const char *v, const char **err) {
     long x;
@@ -111,6 +135,24 @@ static bool apply(cli_options *o, opt_id id, const char *name, const char *v, co
     case O_THREADS: return parse_int(name, v, 0, 4096, &x, err) && (o->threads = (int)x, true);
     case O_SAVE_LATENTS: o->save_latents = v; return true;
     case O_QUALITY: return parse_int(name, v, 1, 100, &x, err) && (o->quality = (int)x, true);
+    case O_PROMPT2: o->gen.prompt_2 = v; return true;
+    case O_NEG2: o->gen.negative_prompt_2 = v; return true;
+    case O_ORIG_SIZE:
+        return parse_pair(name, v, 'x', &o->gen.original_width, &o->gen.original_height, err);
+    case O_CROP: return parse_pair(name, v, ',', &o->gen.crop_top, &o->gen.crop_left, err);
+    case O_TARGET_SIZE:
+        return parse_pair(name, v, 'x', &o->gen.target_width, &o->gen.target_height, err);
+    case O_MAX_SEQ:
+        return parse_int(name, v, 1, 4096, &x, err) && (o->gen.max_sequence_length = (int)x, true);
+    case O_INIT: o->init_image = v; return true;
+    case O_MASK: o->mask = v; return true;
+    case O_STRENGTH:
+        if (!parse_double(name, v, &o->gen.strength, err)) return false;
+        if (o->gen.strength <= 0 || o->gen.strength > 1) {
+            *err = errf("%s: '%s' should be in (0, 1]", name, v);
+            return false;
+        }
+        return true;
     case O_PRINT_TOKENS: o->print_tokens = true; return true;
     case O_HELP: o->show_help = true; return true;
     case O_VERSION: o->show_version = true; return true;
@@ -230,14 +272,24 @@ const char *cli_gen_options_help(void) {
            "  -W, --width N            image width, a multiple of 8 (default: the model's)\n"
            "  -H, --height N           image height, a multiple of 8 (default: the model's)\n"
            "  -s, --seed N             seed of the torch-compatible generator (default: random)\n"
-           "      --steps N            denoising steps (default 50)\n"
-           "  -g, --guidance X         classifier-free guidance scale; <= 1 disables it (default 7.5)\n"
+           "      --steps N            denoising steps (default: the pipeline's, 50 for SD)\n"
+           "  -g, --guidance X         classifier-free guidance scale; <= 1 disables it\n"
+           "                           (default: the pipeline's, 7.5 for SD)\n"
            "      --guidance-rescale X rescale guided noise toward the text branch's std (0..1)\n"
            "      --scheduler CLASS    diffusers scheduler class or alias; 'help' lists them\n"
            "      --scheduler-opt K=V  scheduler config override, V as JSON (repeatable)\n"
            "      --eta X              DDIM eta (default 0)\n"
            "      --batch N            images per prompt from one noise draw (out-0.png, out-1.png...)\n"
            "      --clip-skip N        use the text encoder's N-th from last layer\n"
+           "      --prompt-2 TEXT      prompt for the second text encoder (SDXL, SD3; Flux's T5)\n"
+           "      --negative-2 TEXT    negative prompt for the second text encoder\n"
+           "      --original-size WxH  SDXL micro-conditioning (default: the image size)\n"
+           "      --crop TOP,LEFT      SDXL crop coordinates (default 0,0)\n"
+           "      --target-size WxH    SDXL target size (default: the image size)\n"
+           "      --max-sequence-length N  T5 tokens (SD3 default 256, Flux 512)\n"
+           "      --init-image FILE    image-to-image: start from this PNG/JPEG\n"
+           "      --mask FILE          inpainting mask (white = repaint), with --init-image\n"
+           "      --strength X         how much of the schedule runs from the init image (0..1]\n"
            "  -t, --threads N          threads (default: all cores)\n";
 }
 

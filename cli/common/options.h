@@ -13,6 +13,8 @@ typedef struct {
     const char *model;        /* -m; default $SD_MODEL */
     const char *output;       /* -o; default "out.png" */
     const char *save_latents; /* --save-latents */
+    const char *init_image;   /* --init-image FILE (read by the tool) */
+    const char *mask;         /* --mask FILE */
     int threads;              /* --threads; 0: all cores */
     int quality;              /* --quality (JPEG), default 90 */
     bool seed_given;
