@@ -5,7 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../core/fileutil.h"
 #include "denoise.h"
+#include "embed_cache.h"
 
 /* encode_prompt for one text: [tokens][dim]. clip_skip applies to the prompt only: diffusers
  * encodes the negative prompt without it (a quirk kept, to compute what diffusers computes). */
@@ -15,13 +17,23 @@ static sd_status encode_text(sd_pipeline *p, const char *text, int clip_skip, fl
     if (clip_skip >= tc->num_layers)
         return sd_set_error(SD_ERR_ARG, "clip skip %d: the text encoder has only %d layers",
                             clip_skip, tc->num_layers);
+    const size_t n = (size_t)len * tc->hidden_size;
+    char *key = sd_strfmt("sd|skip=%d|%s", clip_skip, text);
+    const float *hit = key ? pl_cache_get(p, key, n) : NULL;
+    if (hit) {
+        memcpy(embeds, hit, n * sizeof *embeds);
+        free(key);
+        return SD_OK;
+    }
     int32_t *ids = malloc((size_t)len * sizeof *ids);
-    if (!ids) return sd_set_error(SD_ERR_NOMEM, "out of memory");
-    sd_status st = clip_tokenize_padded(p->tokenizer, text, ids, len);
+    sd_status st = ids && key ? SD_OK : sd_set_error(SD_ERR_NOMEM, "out of memory");
+    if (st == SD_OK) st = clip_tokenize_padded(p->tokenizer, text, ids, len);
     if (st == SD_OK)
         st = clip_text_encode(p->text_encoder, ids, 1, len, tc->num_layers - clip_skip, true, embeds,
                               NULL);
+    if (st == SD_OK) pl_cache_put(p, key, embeds, n);
     free(ids);
+    free(key);
     return st;
 }
 

@@ -9,6 +9,7 @@
 
 #include "../core/config.h"
 #include "../core/fileutil.h"
+#include "embed_cache.h"
 #include "pipeline_internal.h"
 
 static const sd_family_ops families[] = {
@@ -135,6 +136,7 @@ void sd_pipeline_free(sd_pipeline *p) {
     if (p->flux) flux_free(p->flux);
     if (p->vae) vae_free(p->vae);
     cJSON_Delete(p->scheduler_config);
+    pl_cache_clear(p);
     model_index_free(&p->mi);
     free(p);
 }

@@ -17,6 +17,14 @@
 
 typedef struct sd_family_ops sd_family_ops;
 
+#define PL_CACHE_SLOTS 8
+typedef struct {
+    char *key;
+    float *data;
+    size_t n;
+    unsigned long stamp; /* last use, for eviction */
+} pl_cache_entry;
+
 /* Components a family does not use stay NULL; sd_pipeline_free frees whatever is there. */
 struct sd_pipeline {
     model_index mi;
@@ -31,6 +39,8 @@ struct sd_pipeline {
     vae *vae;
     cJSON *scheduler_config; /* scheduler/scheduler_config.json */
     int vae_scale_factor;    /* 2^(len(vae.block_out_channels) - 1) */
+    pl_cache_entry cache[PL_CACHE_SLOTS]; /* prompt encodings (pipeline/embed_cache.c) */
+    unsigned long cache_clock;
 };
 
 /* What a family provides: loading its components (model_index.json is read and the VAE and
