@@ -180,7 +180,9 @@ sd_status sd_generate(sd_pipeline *p, const sd_gen_params *g, sd_result *out) {
     if (resolved.width == 0) resolved.width = resolved.init_image ? 0 : dw;
     if (resolved.height == 0) resolved.height = resolved.init_image ? 0 : dh;
     sd_status st = p->ops->generate(p, &resolved, out);
+    const double strength = out->used.strength; /* an init image's strength, as the family resolved it */
     out->used = resolved;
+    if (resolved.init_image && isnan(resolved.strength) && strength > 0) out->used.strength = strength;
     if (st == SD_OK && out->n_images) { /* the size an init image decided */
         out->used.width = out->images[0].width;
         out->used.height = out->images[0].height;

@@ -183,8 +183,10 @@ static void run_params(fixture_run *r) {
     g->seed = (uint64_t)cJSON_GetObjectItem(j, "seed")->valuedouble;
     g->steps = cJSON_GetObjectItem(j, "num_inference_steps")->valueint;
     g->guidance = cJSON_GetObjectItem(j, "guidance_scale")->valuedouble;
-    g->width = cJSON_GetObjectItem(j, "width")->valueint;
-    g->height = cJSON_GetObjectItem(j, "height")->valueint;
+    /* Image-to-image runs take their size from the image and record none. */
+    if ((v = cJSON_GetObjectItem(j, "width")) && cJSON_IsNumber(v)) g->width = v->valueint;
+    if ((v = cJSON_GetObjectItem(j, "height")) && cJSON_IsNumber(v)) g->height = v->valueint;
+    if ((v = cJSON_GetObjectItem(j, "strength")) && cJSON_IsNumber(v)) g->strength = v->valuedouble;
     if ((v = cJSON_GetObjectItem(j, "guidance_rescale")) && cJSON_IsNumber(v)) g->guidance_rescale = v->valuedouble;
     if ((v = cJSON_GetObjectItem(j, "num_images_per_prompt")) && cJSON_IsNumber(v)) g->batch = v->valueint;
     if ((v = cJSON_GetObjectItem(j, "eta")) && cJSON_IsNumber(v)) g->eta = v->valuedouble;
