@@ -322,6 +322,8 @@ char *cli_parameters_text(const sd_gen_params *g, const char *scheduler, int wid
                              "Model: %s", g->steps, scheduler, g->guidance,
                              (unsigned long long)g->seed, width, height, model_name);
     if (g->clip_skip) used += (size_t)snprintf(s + used, size - used, ", Clip skip: %d", g->clip_skip);
+    if (g->init_image && !isnan(g->strength)) /* A1111's name for img2img strength */
+        used += (size_t)snprintf(s + used, size - used, ", Denoising strength: %g", g->strength);
     if (g->eta > 0) snprintf(s + used, size - used, ", Eta: %g", g->eta);
     return s;
 }
