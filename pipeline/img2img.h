@@ -21,7 +21,12 @@
  *
  * Generator order, which decides every number: img2img: image sample, noise. Inpainting: image
  * sample (4-channel UNets, or strength < 1), noise (unless latents are given), masked-image
- * sample. Then any noise the scheduler draws while stepping. */
+ * sample. Then any noise the scheduler draws while stepping.
+ *
+ * sd_gen_params.latents (NCHW noise): inpainting takes it as diffusers' `latents=` (the start is
+ * latents * init_noise_sigma, and the blend noise is the same tensor); diffusers' img2img has no
+ * such argument, so here it simply replaces the noise drawn for add_noise. MODEL_INPUT events show
+ * the latents part of a 9-channel model's input (what scale_model_input returned). */
 #ifndef SD_IMG2IMG_H
 #define SD_IMG2IMG_H
 
