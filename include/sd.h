@@ -73,6 +73,14 @@ void sd_pipeline_default_size(const sd_pipeline *p, int *width, int *height);
 /* The model's scheduler class (scheduler_config.json's _class_name). */
 const char *sd_pipeline_scheduler_class(const sd_pipeline *p);
 
+/* Work done since sd_pipeline_load. Repeated generations with the same texts encode them once
+ * (the pipeline caches prompt encodings), which text_encoder_calls shows. */
+typedef struct {
+    long text_encoder_calls; /* forward passes of every text encoder (CLIP and T5) together */
+} sd_stats;
+
+void sd_pipeline_stats(const sd_pipeline *p, sd_stats *out);
+
 /* Threads for every parallel kernel (0: all cores). */
 void sd_set_threads(int threads);
 

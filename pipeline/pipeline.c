@@ -217,3 +217,11 @@ sd_status sd_tokenize_json(const sd_pipeline *p, const char *prompt, char **json
     if (st == SD_OK && !*json) st = sd_set_error(SD_ERR_NOMEM, "out of memory");
     return st;
 }
+
+void sd_pipeline_stats(const sd_pipeline *p, sd_stats *out) {
+    memset(out, 0, sizeof *out);
+    /* Counted by the encoders themselves, so every family's encode step is covered. */
+    if (p->text_encoder) out->text_encoder_calls += clip_text_encode_calls(p->text_encoder);
+    if (p->text_encoder_2) out->text_encoder_calls += clip_text_encode_calls(p->text_encoder_2);
+    if (p->t5) out->text_encoder_calls += t5_encoder_encode_calls(p->t5);
+}

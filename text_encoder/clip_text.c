@@ -37,6 +37,7 @@ struct clip_text {
     nn_norm final_ln;         /* [hidden] */
     nn_linear proj;           /* [projection_dim][hidden], no bias; only with_projection */
     sd_arena scratch;
+    long encode_calls; /* completed encodes, for sd_pipeline_stats */
 };
 
 /* Sanity bounds on config values and call sizes, far above any real model, so size arithmetic
@@ -420,5 +421,8 @@ sd_status clip_text_encode(clip_text *m, const int32_t *ids, int batch, int len,
             memcpy(pooled_out, t, (size_t)batch * h * sizeof *pooled_out);
     }
     sd_arena_reset(&m->scratch);
+    m->encode_calls++;
     return SD_OK;
 }
+
+long clip_text_encode_calls(const clip_text *m) { return m->encode_calls; }

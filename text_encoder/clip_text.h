@@ -44,4 +44,7 @@ const clip_text_config *clip_text_get_config(const clip_text *m);
 sd_status clip_text_encode(clip_text *m, const int32_t *ids, int batch, int len, int layer,
                            bool final_norm, float *hidden_out, float *pooled_out);
 
+/* How many clip_text_encode calls completed since loading (what sd_pipeline_stats reports). */
+long clip_text_encode_calls(const clip_text *m);
+
 #endif

@@ -38,6 +38,7 @@ struct t5_encoder {
     t5_block *blocks;
     float *final_ln; /* [d_model] */
     sd_arena scratch;
+    long encode_calls; /* completed encodes, for sd_pipeline_stats */
 };
 
 /* Bounds far above any real model so int size arithmetic cannot overflow. */
@@ -414,5 +415,8 @@ sd_status t5_encoder_encode(t5_encoder *m, const int32_t *ids, int batch, int le
         block_forward(m, &m->blocks[i], x, t, qkv, attn, f0, f1, bias, scores, batch, len);
     rms_norm(x, hidden_out, (int)rows, (int)d, c->layer_norm_eps, m->final_ln);
     sd_arena_reset(&m->scratch);
+    m->encode_calls++;
     return SD_OK;
 }
+
+long t5_encoder_encode_calls(const t5_encoder *m) { return m->encode_calls; }

@@ -32,6 +32,9 @@ const t5_encoder_config *t5_encoder_get_config(const t5_encoder *m);
 sd_status t5_encoder_encode(t5_encoder *m, const int32_t *ids, int batch, int len,
                             float *hidden_out);
 
+/* How many t5_encoder_encode calls completed since loading (what sd_pipeline_stats reports). */
+long t5_encoder_encode_calls(const t5_encoder *m);
+
 /* transformers' _relative_position_bucket for a bidirectional encoder: the bucket of
  * relative_position = key position - query position. Exposed for tests. */
 int t5_relative_bucket(int relative_position, int num_buckets, int max_distance);

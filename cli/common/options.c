@@ -205,16 +205,18 @@ bool cli_parse(cli_options *o, int argc, char **argv, cli_extra_fn extra, void *
             for (int k = 0; k < N_OPTS; k++)
                 if (table[k].short_name && table[k].short_name == arg[1]) found = k;
         }
-        if (found < 0) {
-            if (extra) {
-                const char *value = inline_value ? inline_value : (i + 1 < argc ? argv[i + 1] : NULL);
-                int used = extra(extra_ctx, arg, value, err);
-                if (used == -2) return false; /* the tool reported an error */
-                if (used >= 0) {
-                    if (used == 1 && !inline_value) i++;
-                    continue;
-                }
+        /* The tool is asked first, so it may give a gen option its own meaning (sd-compare's
+         * --steps takes a list); it returns -1 for everything else. */
+        if (extra) {
+            const char *value = inline_value ? inline_value : (i + 1 < argc ? argv[i + 1] : NULL);
+            int used = extra(extra_ctx, arg, value, err);
+            if (used == -2) return false; /* the tool reported an error */
+            if (used >= 0) {
+                if (used == 1 && !inline_value) i++;
+                continue;
             }
+        }
+        if (found < 0) {
             *err = errf("unknown option '%s' (see --help)%s", arg, NULL);
             return false;
         }

@@ -27,9 +27,10 @@ typedef struct {
 
 /* Parses argv (argv[0] skipped). Unknown options, missing or malformed values: a one-line error
  * in *err (static buffer) and false. `extra` lets a tool accept more options: it is called with
- * the option name and its value (NULL when the option takes none and value-taking is unknown);
- * it returns 1 if it consumed the value, 0 if it consumed only the flag, -1 if it does not know
- * the option. */
+ * the argument as typed ("--name", "--name=value", "-x", "-xvalue") and its value (the inline one,
+ * else the next argument, NULL at the end) for every option before the gen options are looked
+ * up, so a tool may also redefine one; it returns 1 if it consumed the value, 0 if it consumed
+ * only the flag, -1 if it does not know the option, -2 after setting *err. */
 typedef int (*cli_extra_fn)(void *ctx, const char *name, const char *value, const char **err);
 bool cli_parse(cli_options *o, int argc, char **argv, cli_extra_fn extra, void *extra_ctx,
                const char **err);
