@@ -38,8 +38,10 @@ typedef struct {
 } sd_tensor;
 
 typedef enum {
-    SD_EVENT_PROMPT_EMBEDS,   /* tensor: prompt embeddings [B][tokens][dim] (cond) */
-    SD_EVENT_NEGATIVE_EMBEDS, /* tensor: negative prompt embeddings (only with CFG) */
+    SD_EVENT_PROMPT_EMBEDS,   /* tensor: prompt embeddings [B][tokens][dim] (cond); index 0. Models
+                               * with a pooled embedding (SDXL) also send it as index 1 of total 2:
+                               * [B][1][1][dim] */
+    SD_EVENT_NEGATIVE_EMBEDS, /* tensor: negative prompt embeddings (only with CFG); pooled likewise */
     SD_EVENT_MODEL_INPUT,     /* tensor: the denoiser's input at call `index` (uncond half first) */
     SD_EVENT_MODEL_OUTPUT,    /* tensor: the denoiser's raw output at call `index` */
     SD_EVENT_STEP,            /* tensor: the latents after scheduler step `index` */
