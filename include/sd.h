@@ -80,7 +80,9 @@ void sd_set_threads(int threads);
 
 typedef struct {
     const char *prompt;
-    const char *negative_prompt; /* NULL: none (SD 1.x/2.x then encode "" for CFG, as diffusers) */
+    const char *negative_prompt; /* NULL: none (SD 1.x/2.x then encode "" for CFG, as diffusers;
+                                  * SDXL uses zero embeddings when the model sets
+                                  * force_zeros_for_empty_prompt, and encodes "" otherwise) */
     /* Text for the second / third text encoder (SDXL, SD3; Flux's T5 takes prompt_2); NULL: the
      * same as prompt / negative_prompt, as diffusers does. */
     const char *prompt_2, *negative_prompt_2, *prompt_3, *negative_prompt_3;
