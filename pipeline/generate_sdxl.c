@@ -43,13 +43,18 @@ static int sdxl_pooled_dim(const sd_pipeline *p) {
     return clip_text_get_config(p->text_encoder_2)->projection_dim;
 }
 
-static sd_status load_part(sd_pipeline *p, const char *name, const char *te_class, void *out) {
+/* The component folders, loaded through their own loaders (NULL dir: out of memory). */
+static sd_status load_tokenizer(const sd_pipeline *p, const char *name, clip_tokenizer **out) {
     char *dir = pl_component_dir(p, name);
-    if (!dir) return sd_set_error(SD_ERR_NOMEM, "out of memory");
-    sd_status st;
-    if (te_class) st = clip_text_load_class((clip_text **)out, dir, te_class);
-    else if (!strcmp(name, "unet")) st = unet_load((unet **)out, dir);
-    else st = clip_tokenizer_load((clip_tokenizer **)out, dir);
+    sd_status st = dir ? clip_tokenizer_load(out, dir) : sd_set_error(SD_ERR_NOMEM, "out of memory");
+    free(dir);
+    return st;
+}
+
+static sd_status load_encoder(const sd_pipeline *p, const char *name, const char *cls,
+                              clip_text **out) {
+    char *dir = pl_component_dir(p, name);
+    sd_status st = dir ? clip_text_load_class(out, dir, cls) : sd_set_error(SD_ERR_NOMEM, "out of memory");
     free(dir);
     return st;
 }
@@ -126,12 +131,14 @@ sd_status sd_load_sdxl(sd_pipeline *p) {
         return sd_set_error(SD_ERR_CONFIG, "%s/model_index.json: 'text_encoder' is set but "
                             "'tokenizer' is null", p->mi.dir);
     SD_TRY(read_settings(p));
-    if (has_tok) SD_TRY(load_part(p, "tokenizer", NULL, &p->tokenizer));
-    SD_TRY(load_part(p, "tokenizer_2", NULL, &p->tokenizer_2));
-    if (has_te) SD_TRY(load_part(p, "text_encoder", "CLIPTextModel", &p->text_encoder));
-    SD_TRY(load_part(p, "text_encoder_2", "CLIPTextModelWithProjection", &p->text_encoder_2));
-    SD_TRY(load_part(p, "unet", NULL, &p->unet));
-    return check_dims(p);
+    if (has_tok) SD_TRY(load_tokenizer(p, "tokenizer", &p->tokenizer));
+    SD_TRY(load_tokenizer(p, "tokenizer_2", &p->tokenizer_2));
+    if (has_te) SD_TRY(load_encoder(p, "text_encoder", "CLIPTextModel", &p->text_encoder));
+    SD_TRY(load_encoder(p, "text_encoder_2", "CLIPTextModelWithProjection", &p->text_encoder_2));
+    char *dir = pl_component_dir(p, "unet");
+    sd_status st = dir ? unet_load(&p->unet, dir) : sd_set_error(SD_ERR_NOMEM, "out of memory");
+    free(dir);
+    return st == SD_OK ? check_dims(p) : st;
 }
 
 /* One side of encode_prompt (the prompt, or the negative prompt): hidden [len][dim] (each

@@ -14,8 +14,9 @@
  *
  * Then through bin/gen: --print-tokens shows both tokenizers (tokenizer_2 pads with "!"), the
  * prompt2 run reproduced with --prompt-2, and --original-size / --crop / --target-size change the
- * output exactly as the library does with the same settings. Finally the configuration errors an
- * SDXL folder can have. */
+ * output exactly as the library does with the same settings. Then a folder with only the second
+ * encoder (text_encoder null, as the refiner ships), whose embeddings must be the encoder-2 half
+ * of a recorded run, and the configuration errors an SDXL folder can have. */
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdlib.h>
@@ -502,6 +503,103 @@ static void test_gen_micro_conditioning(sd_pipeline *p, const char *model_dir) {
     for (int k = 0; k < 4; k++) free(lat[k]);
 }
 
+/* model_index.json with text_encoder and tokenizer null, as the refiner ships. */
+static void drop_first_encoder(const char *m) {
+    edit(m, "model_index.json", "\"transformers\",\n    \"CLIPTextModel\"", "null, null");
+    edit(m, "model_index.json", "\"tokenizer\": [\n    \"transformers\",\n    \"CLIPTokenizer\"",
+         "\"tokenizer\": [null, null");
+}
+
+typedef struct {
+    float *embeds, *pooled;
+    int tokens, dim, pdim;
+} cond_capture;
+
+static void capture_cond(void *user, const sd_event *ev) {
+    cond_capture *c = user;
+    if (ev->kind != SD_EVENT_PROMPT_EMBEDS) return;
+    size_t n = (size_t)ev->tensor.h * ev->tensor.c;
+    float *copy = malloc(n * sizeof *copy);
+    memcpy(copy, ev->tensor.data, n * sizeof *copy);
+    if (ev->index == 0) free(c->embeds), c->embeds = copy, c->tokens = ev->tensor.h, c->dim = ev->tensor.c;
+    else free(c->pooled), c->pooled = copy, c->pdim = ev->tensor.c;
+}
+
+/* A folder with only the second encoder: diffusers zips [prompt, prompt_2] with [tokenizer_2]
+ * and [text_encoder_2], so the prompt (not prompt_2) goes through encoder 2 alone. Its UNet's
+ * cross-attention takes 16 features here: to_k / to_v keep their first 16 input columns. The
+ * embeddings must equal the encoder-2 half of a recorded run with prompt_2 == prompt (euler:
+ * features 16..31 of prompt_embeds) and its pooled output, whatever prompt_2 says. */
+static void test_second_encoder_only(void) {
+    const char *m = copy_model("enc2only");
+    drop_first_encoder(m);
+    edit(m, "unet/config.json", "\"cross_attention_dim\": 32", "\"cross_attention_dim\": 16");
+    char *path = sd_path_join(m, "unet/diffusion_pytorch_model.safetensors");
+    st_file f;
+    CHECK_OK(st_open(&f, path));
+    st_entry *es = calloc((size_t)f.n_tensors, sizeof *es);
+    float **sliced = calloc((size_t)f.n_tensors, sizeof *sliced);
+    int n_sliced = 0, n_kv = 0;
+    for (int i = 0; i < f.n_tensors; i++) {
+        const st_tensor *t = &f.tensors[i];
+        es[i] = (st_entry){t->name, t->dtype, t->ndim, {0}, t->data};
+        memcpy(es[i].shape, t->shape, sizeof t->shape);
+        const bool kv = strstr(t->name, "attn2.to_k.weight") || strstr(t->name, "attn2.to_v.weight");
+        n_kv += kv;
+        if (kv && t->dtype == ST_F32 && t->ndim == 2 && t->shape[1] == 32) {
+            float *w = malloc((size_t)t->shape[0] * 16 * sizeof *w);
+            for (int64_t r = 0; r < t->shape[0]; r++)
+                memcpy(w + r * 16, (const float *)t->data + r * 32, 16 * sizeof *w);
+            es[i].shape[1] = 16;
+            es[i].data = sliced[i] = w;
+            n_sliced++;
+        }
+    }
+    char *tmp_path = sd_strfmt("%s.new", path);
+    const int n_tensors = f.n_tensors;
+    CHECK_OK(st_write(tmp_path, es, n_tensors, NULL, 0));
+    st_close(&f);
+    CHECK(rename(tmp_path, path) == 0 && n_sliced > 0 && n_sliced == n_kv,
+          "%d of %d cross-attention key/value weights cut", n_sliced, n_kv);
+    for (int i = 0; i < n_tensors; i++) free(sliced[i]);
+    free(sliced), free(es), free(tmp_path), free(path);
+
+    sd_pipeline *p = NULL;
+    CHECK_OK(sd_pipeline_load(&p, m, NULL));
+    if (!p) return;
+    fixture_run fr;
+    if (fixture_run_load(&fr, MODEL, "euler")) {
+        sd_gen_params g = fr.g;
+        g.prompt_2 = "portrait of an old sailor"; /* not used by a one-encoder folder */
+        g.steps = 1;
+        cond_capture c = {0};
+        g.on_event = capture_cond;
+        g.user = &c;
+        sd_result r;
+        CHECK_OK(sd_generate(p, &g, &r));
+        float *want = fixture_tensor(MODEL "/expected/euler.safetensors", "prompt_embeds", NULL, NULL);
+        float *pooled = fixture_tensor(MODEL "/expected/euler.safetensors", "pooled_prompt_embeds", NULL, NULL);
+        CHECK(c.embeds && c.tokens == 77 && c.dim == 16 && c.pooled && c.pdim == 16,
+              "one-encoder embeddings are 77 x 16 (got %d x %d), pooled 16", c.tokens, c.dim);
+        if (want && pooled && c.embeds && c.tokens == 77 && c.dim == 16 && c.pooled && c.pdim == 16) {
+            float *half = malloc(77 * 16 * sizeof *half);
+            for (int t = 0; t < 77; t++) memcpy(half + t * 16, want + t * 32 + 16, 16 * sizeof *half);
+            check_rel("text_encoder_2 alone: embeddings = euler's encoder-2 half", c.embeds, half, 77 * 16, 1e-5);
+            check_rel("text_encoder_2 alone: pooled = euler's pooled", c.pooled, pooled, 16, 1e-5);
+            free(half);
+        }
+        char *json = NULL;
+        CHECK_OK(sd_tokenize_json(p, "a cat", &json));
+        CHECK(json && !strstr(json, "\"tokenizer\"") && strstr(json, "\"tokenizer_2\""),
+              "--print-tokens of a one-encoder folder: tokenizer_2 only: %s", json ? json : "");
+        free(json);
+        if (r.n_images) sd_result_free(&r);
+        free(want), free(pooled), free(c.embeds), free(c.pooled);
+        fixture_run_free(&fr);
+    }
+    sd_pipeline_free(p);
+}
+
 /* ---- configuration errors ---- */
 
 static void expect_load_error(const char *dir, sd_status want, const char *needle, const char *what) {
@@ -520,9 +618,7 @@ static void test_config_errors(void) {
     expect_load_error(m, SD_ERR_CONFIG, "projection_class_embeddings_input_dim", "time embed dim");
 
     m = copy_model("refiner");
-    edit(m, "model_index.json", "\"transformers\",\n    \"CLIPTextModel\"", "null, null");
-    edit(m, "model_index.json", "\"tokenizer\": [\n    \"transformers\",\n    \"CLIPTokenizer\"",
-         "\"tokenizer\": [null, null");
+    drop_first_encoder(m);
     /* The encoder-2-only embeddings are 16 wide; this UNet wants 32. */
     expect_load_error(m, SD_ERR_CONFIG, "cross_attention_dim", "text_encoder null");
 
@@ -568,6 +664,7 @@ int main(void) {
         test_gen_micro_conditioning(p, model_dir);
         sd_pipeline_free(p);
     }
+    test_second_encoder_only();
     test_config_errors();
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
