@@ -38,8 +38,10 @@ typedef struct {
 } sd_tensor;
 
 typedef enum {
-    SD_EVENT_PROMPT_EMBEDS,   /* tensor: prompt embeddings [B][tokens][dim] (cond) */
-    SD_EVENT_NEGATIVE_EMBEDS, /* tensor: negative prompt embeddings (only with CFG) */
+    SD_EVENT_PROMPT_EMBEDS,   /* tensor: prompt embeddings [B][tokens][dim] (cond); index 0. Models
+                               * with a pooled embedding (SDXL) also send it as index 1 of total 2:
+                               * [B][1][1][dim] */
+    SD_EVENT_NEGATIVE_EMBEDS, /* tensor: negative prompt embeddings (only with CFG); pooled likewise */
     SD_EVENT_MODEL_INPUT,     /* tensor: the denoiser's input at call `index` (uncond half first) */
     SD_EVENT_MODEL_OUTPUT,    /* tensor: the denoiser's raw output at call `index` */
     SD_EVENT_STEP,            /* tensor: the latents after scheduler step `index` */
@@ -86,7 +88,9 @@ void sd_set_threads(int threads);
 
 typedef struct {
     const char *prompt;
-    const char *negative_prompt; /* NULL: none (SD 1.x/2.x then encode "" for CFG, as diffusers) */
+    const char *negative_prompt; /* NULL: none (SD 1.x/2.x then encode "" for CFG, as diffusers;
+                                  * SDXL uses zero embeddings when the model sets
+                                  * force_zeros_for_empty_prompt, and encodes "" otherwise) */
     /* Text for the second / third text encoder (SDXL, SD3; Flux's T5 takes prompt_2); NULL: the
      * same as prompt / negative_prompt, as diffusers does. */
     const char *prompt_2, *negative_prompt_2, *prompt_3, *negative_prompt_3;

@@ -19,12 +19,14 @@ static const sd_family_ops families[] = {
      sd_generate_sd},
     {"StableDiffusionInpaintPipeline", SD_FAMILY_SD, 50, 7.5, sd_load_sd, sd_default_size_unet,
      sd_generate_sd},
+    {"StableDiffusionXLPipeline", SD_FAMILY_SDXL, 50, 5.0, sd_load_sdxl, sd_default_size_unet,
+     sd_generate_sdxl},
 };
 enum { N_FAMILIES = sizeof families / sizeof families[0] };
 
 /* Recognised but not (yet) implemented: named in the error so the user knows what they have. */
 static const char *const known_unsupported[] = {
-    "StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline", "StableDiffusion3Pipeline",
+    "StableDiffusionXLImg2ImgPipeline", "StableDiffusion3Pipeline",
     "FluxPipeline",
 };
 

@@ -39,6 +39,7 @@ struct sd_pipeline {
     vae *vae;
     cJSON *scheduler_config; /* scheduler/scheduler_config.json */
     int vae_scale_factor;    /* 2^(len(vae.block_out_channels) - 1) */
+    bool force_zeros_for_empty_prompt; /* SDXL (model_index.json): no negative prompt -> zeros */
     pl_cache_entry cache[PL_CACHE_SLOTS]; /* prompt encodings (pipeline/embed_cache.c) */
     unsigned long cache_clock;
 };
@@ -64,5 +65,12 @@ char *pl_component_dir(const sd_pipeline *p, const char *name); /* malloc'd */
 sd_status sd_load_sd(sd_pipeline *p);
 void sd_default_size_unet(const sd_pipeline *p, int *width, int *height);
 sd_status sd_generate_sd(sd_pipeline *p, const sd_gen_params *g, sd_result *out);
+
+/* SDXL (pipeline/generate_sdxl.c); the default size is sd_default_size_unet's. */
+sd_status sd_load_sdxl(sd_pipeline *p);
+sd_status sd_generate_sdxl(sd_pipeline *p, const sd_gen_params *g, sd_result *out);
+/* add_time_ids [orig_h, orig_w, crop_top, crop_left, target_h, target_w] for a width x height
+ * image, with diffusers' defaults for the settings left at 0. */
+sd_status sdxl_add_time_ids(const sd_gen_params *g, int width, int height, float ids[6]);
 
 #endif

@@ -1,0 +1,319 @@
+/* Text-to-image for SDXL, step for step as diffusers' StableDiffusionXLPipeline.__call__:
+ * encode_prompt with two CLIP encoders (the penultimate hidden state of each, concatenated on the
+ * feature axis; the pooled, projected output of the second), the micro-conditioning time ids,
+ * set_timesteps, prepare_latents, the denoising loop with the UNet's text_time added conditions,
+ * then the VAE decode.
+ *
+ * Folders that have only the second encoder (text_encoder null, as the refiner ships) are encoded
+ * as diffusers encodes them: the prompt goes through tokenizer (or tokenizer_2 when that is null
+ * too) into text_encoder_2 alone, and prompt_2 is not used. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "../core/config.h"
+#include "../core/fileutil.h"
+#include "denoise.h"
+#include "embed_cache.h"
+
+/* The (tokenizer, text encoder) pairs encode_prompt zips with [prompt, prompt_2]. */
+typedef struct {
+    const clip_tokenizer *tok;
+    clip_text *te;
+} sdxl_encoder;
+
+static int sdxl_encoders(const sd_pipeline *p, sdxl_encoder e[2]) {
+    if (p->text_encoder) {
+        e[0] = (sdxl_encoder){p->tokenizer, p->text_encoder};
+        e[1] = (sdxl_encoder){p->tokenizer_2, p->text_encoder_2};
+        return 2;
+    }
+    e[0] = (sdxl_encoder){p->tokenizer ? p->tokenizer : p->tokenizer_2, p->text_encoder_2};
+    return 1;
+}
+
+/* Width of the concatenated hidden states, and of the pooled output. */
+static int sdxl_embed_dim(const sd_pipeline *p) {
+    sdxl_encoder e[2];
+    int n = sdxl_encoders(p, e), dim = 0;
+    for (int i = 0; i < n; i++) dim += clip_text_get_config(e[i].te)->hidden_size;
+    return dim;
+}
+
+static int sdxl_pooled_dim(const sd_pipeline *p) {
+    return clip_text_get_config(p->text_encoder_2)->projection_dim;
+}
+
+/* The component folders, loaded through their own loaders (NULL dir: out of memory). */
+static sd_status load_tokenizer(const sd_pipeline *p, const char *name, clip_tokenizer **out) {
+    char *dir = pl_component_dir(p, name);
+    sd_status st = dir ? clip_tokenizer_load(out, dir) : sd_set_error(SD_ERR_NOMEM, "out of memory");
+    free(dir);
+    return st;
+}
+
+static sd_status load_encoder(const sd_pipeline *p, const char *name, const char *cls,
+                              clip_text **out) {
+    char *dir = pl_component_dir(p, name);
+    sd_status st = dir ? clip_text_load_class(out, dir, cls) : sd_set_error(SD_ERR_NOMEM, "out of memory");
+    free(dir);
+    return st;
+}
+
+/* Pipeline-level settings: force_zeros_for_empty_prompt (model_index.json, default true) and the
+ * VAE's latents_mean / latents_std, which change the unscaling and are not implemented. */
+static sd_status read_settings(sd_pipeline *p) {
+    char *path = sd_path_join(p->mi.dir, "model_index.json");
+    char *vdir = pl_component_dir(p, "vae");
+    char *vpath = vdir ? sd_path_join(vdir, "config.json") : NULL;
+    free(vdir);
+    sd_status st = path && vpath ? SD_OK : sd_set_error(SD_ERR_NOMEM, "out of memory");
+    sd_cfg c;
+    if (st == SD_OK && (st = cfg_open(&c, path)) == SD_OK) {
+        p->force_zeros_for_empty_prompt = cfg_bool(&c, "force_zeros_for_empty_prompt", true);
+        st = cfg_status(&c);
+        cfg_close(&c);
+    }
+    if (st == SD_OK && (st = cfg_open(&c, vpath)) == SD_OK) {
+        if (cfg_has(&c, "latents_mean") && cfg_has(&c, "latents_std"))
+            st = sd_set_error(SD_ERR_UNSUPPORTED, "%s: latents_mean / latents_std (per-channel "
+                              "latent normalisation) are not supported", vpath);
+        cfg_close(&c);
+    }
+    free(path), free(vpath);
+    return st;
+}
+
+/* The checks diffusers makes at call time (_get_add_time_ids) or fails on with a shape error,
+ * made once here with a message that names the keys. */
+static sd_status check_dims(const sd_pipeline *p) {
+    const unet_config *uc = unet_get_config(p->unet);
+    const vae_config *vc = vae_get_config(p->vae);
+    sdxl_encoder e[2];
+    const int n = sdxl_encoders(p, e), dim = sdxl_embed_dim(p), pooled = sdxl_pooled_dim(p);
+    if (!uc->text_time)
+        return sd_set_error(SD_ERR_CONFIG, "%s/unet/config.json: an SDXL UNet needs "
+                            "addition_embed_type 'text_time'", p->mi.dir);
+    if (uc->in_channels != vc->latent_channels)
+        return sd_set_error(SD_ERR_CONFIG, "%s: unet in_channels %d differs from the vae's %d latent "
+                            "channels", p->mi.dir, uc->in_channels, vc->latent_channels);
+    if (uc->cross_attention_dim != dim)
+        return sd_set_error(SD_ERR_CONFIG, "%s: unet cross_attention_dim %d differs from the text "
+                            "encoders' hidden sizes together (%d)", p->mi.dir,
+                            uc->cross_attention_dim, dim);
+    /* add_time_ids holds 6 values: original size, crop top-left, target size. */
+    if (uc->addition_time_embed_dim * 6 + pooled != uc->projection_class_embeddings_input_dim)
+        return sd_set_error(SD_ERR_CONFIG, "%s: unet projection_class_embeddings_input_dim is %d, but "
+                            "6 time ids x addition_time_embed_dim %d + text_encoder_2 projection_dim "
+                            "%d = %d", p->mi.dir, uc->projection_class_embeddings_input_dim,
+                            uc->addition_time_embed_dim, pooled,
+                            uc->addition_time_embed_dim * 6 + pooled);
+    if (n == 2 && clip_tokenizer_max_length(e[0].tok) != clip_tokenizer_max_length(e[1].tok))
+        return sd_set_error(SD_ERR_CONFIG, "%s: tokenizer and tokenizer_2 pad to different lengths "
+                            "(%d, %d)", p->mi.dir, clip_tokenizer_max_length(e[0].tok),
+                            clip_tokenizer_max_length(e[1].tok));
+    return SD_OK;
+}
+
+sd_status sd_load_sdxl(sd_pipeline *p) {
+    static const char *const tok[] = {"CLIPTokenizer", "CLIPTokenizerFast", NULL};
+    static const char *const te[] = {"CLIPTextModel", NULL};
+    static const char *const te2[] = {"CLIPTextModelWithProjection", NULL};
+    static const char *const un[] = {"UNet2DConditionModel", NULL};
+    SD_TRY(pl_expect_component(p, "tokenizer_2", tok));
+    SD_TRY(pl_expect_component(p, "text_encoder_2", te2));
+    SD_TRY(pl_expect_component(p, "unet", un));
+    const bool has_te = model_index_get(&p->mi, "text_encoder") != NULL;
+    const bool has_tok = model_index_get(&p->mi, "tokenizer") != NULL;
+    if (has_te) SD_TRY(pl_expect_component(p, "text_encoder", te));
+    if (has_tok) SD_TRY(pl_expect_component(p, "tokenizer", tok));
+    /* diffusers would pair text_encoder with tokenizer_2 and find no pooled output: refuse. */
+    if (has_te && !has_tok)
+        return sd_set_error(SD_ERR_CONFIG, "%s/model_index.json: 'text_encoder' is set but "
+                            "'tokenizer' is null", p->mi.dir);
+    SD_TRY(read_settings(p));
+    if (has_tok) SD_TRY(load_tokenizer(p, "tokenizer", &p->tokenizer));
+    SD_TRY(load_tokenizer(p, "tokenizer_2", &p->tokenizer_2));
+    if (has_te) SD_TRY(load_encoder(p, "text_encoder", "CLIPTextModel", &p->text_encoder));
+    SD_TRY(load_encoder(p, "text_encoder_2", "CLIPTextModelWithProjection", &p->text_encoder_2));
+    char *dir = pl_component_dir(p, "unet");
+    sd_status st = dir ? unet_load(&p->unet, dir) : sd_set_error(SD_ERR_NOMEM, "out of memory");
+    free(dir);
+    return st == SD_OK ? check_dims(p) : st;
+}
+
+/* One side of encode_prompt (the prompt, or the negative prompt): hidden [len][dim] (each
+ * encoder's hidden_states[-(clip_skip + 2)], no final norm, side by side) and pooled [pdim]. */
+static sd_status encode_pair(sd_pipeline *p, const char *text, const char *text_2, int clip_skip,
+                             float *hidden, float *pooled) {
+    sdxl_encoder e[2];
+    const int n_enc = sdxl_encoders(p, e), len = clip_tokenizer_max_length(e[0].tok);
+    const int dim = sdxl_embed_dim(p), pdim = sdxl_pooled_dim(p);
+    const char *texts[2] = {text, text_2};
+    for (int k = 0; k < n_enc; k++) {
+        const int layers = clip_text_get_config(e[k].te)->num_layers;
+        if (clip_skip > layers - 1)
+            return sd_set_error(SD_ERR_ARG, "clip skip %d: text encoder %d has only %d layers "
+                                "(SDXL counts from the penultimate one)", clip_skip, k + 1, layers);
+    }
+    const size_t n = (size_t)len * dim;
+    /* The length of the first text keeps "a|b" + "c" apart from "a" + "b|c". */
+    char *key = sd_strfmt("sdxl|skip=%d|%zu|%s|%s", clip_skip, strlen(text), text,
+                          n_enc == 2 ? text_2 : "");
+    const float *hit = key ? pl_cache_get(p, key, n + pdim) : NULL;
+    if (hit) {
+        memcpy(hidden, hit, n * sizeof *hidden);
+        memcpy(pooled, hit + n, (size_t)pdim * sizeof *pooled);
+        free(key);
+        return SD_OK;
+    }
+    int32_t *ids = malloc((size_t)len * sizeof *ids);
+    float *one = malloc(n * sizeof *one), *both = malloc((n + pdim) * sizeof *both);
+    sd_status st = ids && one && both && key ? SD_OK : sd_set_error(SD_ERR_NOMEM, "out of memory");
+    int off = 0;
+    for (int k = 0; k < n_enc && st == SD_OK; k++) {
+        const clip_text_config *tc = clip_text_get_config(e[k].te);
+        st = clip_tokenize_padded(e[k].tok, texts[k], ids, len);
+        /* The pooled output comes from the last encoder (the one with the projection). */
+        if (st == SD_OK)
+            st = clip_text_encode(e[k].te, ids, 1, len, tc->num_layers - 1 - clip_skip, false, one,
+                                  k == n_enc - 1 ? both + n : NULL);
+        for (int t = 0; t < len && st == SD_OK; t++)
+            memcpy(both + (size_t)t * dim + off, one + (size_t)t * tc->hidden_size,
+                   (size_t)tc->hidden_size * sizeof *one);
+        off += tc->hidden_size;
+    }
+    if (st == SD_OK) {
+        memcpy(hidden, both, n * sizeof *hidden);
+        memcpy(pooled, both + n, (size_t)pdim * sizeof *pooled);
+        pl_cache_put(p, key, both, n + pdim);
+    }
+    free(ids), free(one), free(both), free(key);
+    return st;
+}
+
+/* Python's `a or b` on optional strings: NULL and "" both fall through. */
+static const char *or_else(const char *a, const char *b) { return a && *a ? a : b; }
+
+/* add_time_ids = original_size + crops_coords_top_left + target_size, each (h, w) / (top, left);
+ * original and target default to the image size. */
+sd_status sdxl_add_time_ids(const sd_gen_params *g, int width, int height, float ids[6]) {
+    const int pairs[3][2] = {{g->original_height, g->original_width},
+                             {g->crop_top, g->crop_left},
+                             {g->target_height, g->target_width}};
+    static const char *const names[3] = {"original size", "crop", "target size"};
+    for (int i = 0; i < 3; i++) {
+        if (pairs[i][0] < 0 || pairs[i][1] < 0)
+            return sd_set_error(SD_ERR_ARG, "SDXL %s %d,%d: negative", names[i], pairs[i][0],
+                                pairs[i][1]);
+        if (i != 1 && (pairs[i][0] == 0) != (pairs[i][1] == 0))
+            return sd_set_error(SD_ERR_ARG, "SDXL %s: give both width and height (got %dx%d)",
+                                names[i], pairs[i][1], pairs[i][0]);
+        const bool dflt = i != 1 && pairs[i][0] == 0;
+        ids[2 * i] = (float)(dflt ? height : pairs[i][0]);
+        ids[2 * i + 1] = (float)(dflt ? width : pairs[i][1]);
+    }
+    return SD_OK;
+}
+
+typedef struct {
+    unet *unet;
+    const float *context; /* [mb][tokens][dim] */
+    int tokens;
+    unet_added_cond added; /* text_embeds [mb][pooled], time_ids [mb][6] */
+} sdxl_denoiser;
+
+static sd_status sdxl_predict(void *ctx, const float *x, int mb, int h, int w, double t, float *out) {
+    const sdxl_denoiser *u = ctx;
+    return unet_forward(u->unet, x, mb, h, w, (float)t, u->context, u->tokens, &u->added, out);
+}
+
+/* Copies `row` (n floats) into `count` consecutive rows of dst; returns the end. */
+static float *repeat_rows(float *dst, const float *row, size_t n, int count) {
+    for (int i = 0; i < count; i++, dst += n) memcpy(dst, row, n * sizeof *dst);
+    return dst;
+}
+
+sd_status sd_generate_sdxl(sd_pipeline *p, const sd_gen_params *g, sd_result *out) {
+    const double t0 = pl_now();
+    if (g->init_image || g->mask_image)
+        return sd_set_error(SD_ERR_UNSUPPORTED, "SDXL image-to-image and inpainting are not "
+                            "implemented yet");
+    const int width = g->width, height = g->height;
+    SD_TRY(pl_check_params(g, width, height, 8));
+    float time_ids[6];
+    SD_TRY(sdxl_add_time_ids(g, width, height, time_ids));
+
+    sdxl_encoder enc[2];
+    sdxl_encoders(p, enc);
+    const unet_config *uc = unet_get_config(p->unet);
+    const int B = g->batch, tokens = clip_tokenizer_max_length(enc[0].tok);
+    const int dim = sdxl_embed_dim(p), pdim = sdxl_pooled_dim(p);
+    const int c = uc->in_channels, lh = height / p->vae_scale_factor, lw = width / p->vae_scale_factor;
+    const bool cfg = g->guidance > 1.0; /* do_classifier_free_guidance */
+    const int mb = cfg ? 2 * B : B;
+    const size_t n = (size_t)B * lh * lw * c, emb = (size_t)tokens * dim;
+
+    float *cond = malloc(emb * sizeof(float)), *uncond = calloc(emb, sizeof(float));
+    float *pooled = malloc((size_t)pdim * sizeof(float)), *neg_pooled = calloc((size_t)pdim, sizeof(float));
+    float *context = malloc((size_t)mb * emb * sizeof(float));
+    float *text_embeds = malloc((size_t)mb * pdim * sizeof(float));
+    float *ids = malloc((size_t)mb * 6 * sizeof(float));
+    float *latents = malloc(n * sizeof(float));
+    sd_scheduler *sched = NULL;
+    pl_noise noise = {0};
+    sd_status st = cond && uncond && pooled && neg_pooled && context && text_embeds && ids && latents
+                       ? SD_OK
+                       : sd_set_error(SD_ERR_NOMEM, "out of memory for a %dx%d batch of %d", width,
+                                      height, B);
+    /* 1. encode_prompt. prompt_2 defaults to the prompt, negative_prompt_2 to the negative prompt.
+     * No negative prompt at all (NULL, not "") with force_zeros_for_empty_prompt: the negative
+     * embeddings and pooled embeddings are zeros (calloc'd above). clip_skip applies to the
+     * prompt only: diffusers always takes hidden_states[-2] for the negative prompt. */
+    const char *prompt = g->prompt ? g->prompt : "";
+    if (st == SD_OK) st = encode_pair(p, prompt, or_else(g->prompt_2, prompt), g->clip_skip, cond, pooled);
+    if (st == SD_OK && cfg && !(g->negative_prompt == NULL && p->force_zeros_for_empty_prompt)) {
+        const char *neg = g->negative_prompt ? g->negative_prompt : "";
+        st = encode_pair(p, neg, or_else(g->negative_prompt_2, neg), 0, uncond, neg_pooled);
+    }
+    if (st == SD_OK) {
+        pl_emit(g, SD_EVENT_PROMPT_EMBEDS, 0, 2, 0, cond, 1, tokens, 1, dim);
+        pl_emit(g, SD_EVENT_PROMPT_EMBEDS, 1, 2, 0, pooled, 1, 1, 1, pdim);
+        if (cfg) {
+            pl_emit(g, SD_EVENT_NEGATIVE_EMBEDS, 0, 2, 0, uncond, 1, tokens, 1, dim);
+            pl_emit(g, SD_EVENT_NEGATIVE_EMBEDS, 1, 2, 0, neg_pooled, 1, 1, 1, pdim);
+        }
+        /* The model batch is [uncond x B; cond x B], as torch.cat([negative, positive]). The time
+         * ids diffusers builds as cat([neg, pos]).repeat(B) interleave differently, but the
+         * negative ids equal the positive ones (negative_original_size etc. are not exposed). */
+        float *ctx = context, *te = text_embeds;
+        if (cfg) {
+            ctx = repeat_rows(ctx, uncond, emb, B);
+            te = repeat_rows(te, neg_pooled, (size_t)pdim, B);
+        }
+        repeat_rows(ctx, cond, emb, B);
+        repeat_rows(te, pooled, (size_t)pdim, B);
+        repeat_rows(ids, time_ids, 6, mb);
+    }
+    /* 2. Timesteps, 3. initial latents, 4. the loop, 5. decode. The VAE always computes in
+     * float32, whatever its weights are stored in, which is what force_upcast asks for. No
+     * invisible watermark is applied (diffusers applies one only when the optional
+     * invisible-watermark package is installed). */
+    if (st == SD_OK) st = pl_make_scheduler(p, g, NULL, &sched);
+    if (st == SD_OK) st = pl_noise_init(&noise, g->seed, B, c, lh, lw);
+    if (st == SD_OK) {
+        pl_initial_latents(g, &noise, sched, latents);
+        sdxl_denoiser u = {p->unet, context, tokens, {text_embeds, ids, 6}};
+        pl_denoiser d = {&u, sdxl_predict};
+        pl_loop loop = {g, sched, &noise, B, lh, lw, c, cfg, 0, NULL, NULL};
+        st = pl_denoise(&loop, &d, latents, out);
+    }
+    if (st == SD_OK) st = pl_decode(p, g, latents, B, lh, lw, c, out);
+    if (st == SD_OK) out->scheduler_class = sched_class_name(sched);
+    if (sched) sched_free(sched);
+    pl_noise_free(&noise);
+    free(cond), free(uncond), free(pooled), free(neg_pooled), free(context), free(text_embeds);
+    free(ids), free(latents);
+    if (st != SD_OK) sd_result_free(out);
+    out->seconds = pl_now() - t0;
+    return st;
+}
