@@ -44,6 +44,7 @@ typedef enum {
     SD_EVENT_MODEL_OUTPUT,    /* tensor: the denoiser's raw output at call `index` */
     SD_EVENT_STEP,            /* tensor: the latents after scheduler step `index` */
     SD_EVENT_DECODE,          /* before the VAE decode (tensor: the final latents) */
+    SD_EVENT_POOLED_EMBEDS,   /* tensor: pooled prompt embedding [1][1][dim] (Flux: CLIP's) */
 } sd_event_kind;
 
 typedef struct {

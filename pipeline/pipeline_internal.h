@@ -65,4 +65,9 @@ sd_status sd_load_sd(sd_pipeline *p);
 void sd_default_size_unet(const sd_pipeline *p, int *width, int *height);
 sd_status sd_generate_sd(sd_pipeline *p, const sd_gen_params *g, sd_result *out);
 
+/* FLUX.1 (pipeline/generate_flux.c). */
+sd_status sd_load_flux(sd_pipeline *p);
+void sd_default_size_flux(const sd_pipeline *p, int *width, int *height);
+sd_status sd_generate_flux(sd_pipeline *p, const sd_gen_params *g, sd_result *out);
+
 #endif
