@@ -48,7 +48,9 @@ static sd_status load_clip(sd_pipeline *p, const char *dir) {
 static sd_status load_t5_tok(sd_pipeline *p, const char *dir) {
     return t5_tokenizer_load(&p->t5_tokenizer, dir);
 }
-static sd_status load_t5(sd_pipeline *p, const char *dir) { return t5_encoder_load(&p->t5, dir); }
+static sd_status load_t5(sd_pipeline *p, const char *dir) {
+    return t5_encoder_load(&p->t5, dir);
+}
 static sd_status load_transformer(sd_pipeline *p, const char *dir) {
     return flux_load(&p->flux, dir); /* streams BF16 weights when float32 would not fit */
 }
@@ -70,16 +72,20 @@ sd_status sd_load_flux(sd_pipeline *p) {
     const int clip_dim = clip_text_get_config(p->text_encoder)->hidden_size;
     const int t5_dim = t5_encoder_get_config(p->t5)->d_model;
     if (fc->in_channels != 4 * latent_c || fc->out_channels != fc->in_channels)
-        return sd_set_error(SD_ERR_CONFIG, "%s: transformer in/out_channels %d/%d do not match 2x2 "
-                            "patches of the vae's %d latent channels (%d)", p->mi.dir,
-                            fc->in_channels, fc->out_channels, latent_c, 4 * latent_c);
+        return sd_set_error(SD_ERR_CONFIG,
+                            "%s: transformer in/out_channels %d/%d do not match 2x2 "
+                            "patches of the vae's %d latent channels (%d)",
+                            p->mi.dir, fc->in_channels, fc->out_channels, latent_c, 4 * latent_c);
     if (fc->pooled_projection_dim != clip_dim)
-        return sd_set_error(SD_ERR_CONFIG, "%s: transformer pooled_projection_dim %d differs from "
-                            "text_encoder hidden_size %d", p->mi.dir, fc->pooled_projection_dim,
-                            clip_dim);
+        return sd_set_error(SD_ERR_CONFIG,
+                            "%s: transformer pooled_projection_dim %d differs from "
+                            "text_encoder hidden_size %d",
+                            p->mi.dir, fc->pooled_projection_dim, clip_dim);
     if (fc->joint_attention_dim != t5_dim)
-        return sd_set_error(SD_ERR_CONFIG, "%s: transformer joint_attention_dim %d differs from "
-                            "text_encoder_2 d_model %d", p->mi.dir, fc->joint_attention_dim, t5_dim);
+        return sd_set_error(SD_ERR_CONFIG,
+                            "%s: transformer joint_attention_dim %d differs from "
+                            "text_encoder_2 d_model %d",
+                            p->mi.dir, fc->joint_attention_dim, t5_dim);
     return SD_OK;
 }
 
@@ -160,9 +166,10 @@ static sd_status make_scheduler(sd_pipeline *p, const sd_gen_params *g, int imag
         opts.n_sigmas = n;
     }
     opts.has_mu = true;
-    opts.mu = sched_flux_mu(image_seq_len, (int)config_num(*out, "base_image_seq_len", 256),
-                            (int)config_num(*out, "max_image_seq_len", 4096),
-                            config_num(*out, "base_shift", 0.5), config_num(*out, "max_shift", 1.15));
+    opts.mu =
+        sched_flux_mu(image_seq_len, (int)config_num(*out, "base_image_seq_len", 256),
+                      (int)config_num(*out, "max_image_seq_len", 4096),
+                      config_num(*out, "base_shift", 0.5), config_num(*out, "max_shift", 1.15));
     sd_status st = sched_set_timesteps(*out, n, &opts);
     free(sigmas);
     if (st != SD_OK) {
@@ -180,7 +187,8 @@ typedef struct {
     float *packed_in, *packed_out; /* [B][tokens][64] */
 } flux_denoiser;
 
-static sd_status flux_predict(void *ctx, const float *x, int mb, int h, int w, double t, float *out) {
+static sd_status flux_predict(void *ctx, const float *x, int mb, int h, int w, double t,
+                              float *out) {
     flux_denoiser *d = ctx;
     const int c = flux_get_config(d->model)->in_channels / 4, tokens = (h / 2) * (w / 2);
     SD_TRY(flux_pack_latents(x, mb, h, w, c, d->packed_in));
@@ -197,7 +205,7 @@ static sd_status check_flux_params(const sd_pipeline *p, const sd_gen_params *g,
                                    int *height, int *t5_len) {
     if (g->init_image || g->mask_image)
         return sd_set_error(SD_ERR_UNSUPPORTED, "image-to-image and inpainting are not implemented "
-                            "for Flux (FluxPipeline is text-to-image)");
+                                                "for Flux (FluxPipeline is text-to-image)");
     const int f = 2 * p->vae_scale_factor;
     if (*width < f || *height < f)
         return sd_set_error(SD_ERR_ARG, "image size %dx%d: Flux needs at least %d pixels a side",
@@ -233,10 +241,10 @@ sd_status sd_generate_flux(sd_pipeline *p, const sd_gen_params *g, sd_result *ou
     float *packed_in = malloc(n * sizeof(float)), *packed_out = malloc(n * sizeof(float));
     sd_scheduler *sched = NULL;
     pl_noise noise = {0};
-    sd_status st = context && pooled && latents && img_ids && txt_ids && packed_in && packed_out
-                       ? SD_OK
-                       : sd_set_error(SD_ERR_NOMEM, "out of memory for a %dx%d batch of %d", width,
-                                      height, B);
+    sd_status st =
+        context && pooled && latents && img_ids && txt_ids && packed_in && packed_out
+            ? SD_OK
+            : sd_set_error(SD_ERR_NOMEM, "out of memory for a %dx%d batch of %d", width, height, B);
     /* 1. Prompt encodings, repeated for each image of the batch. */
     if (st == SD_OK) st = encode_pooled(p, prompt, pooled);
     if (st == SD_OK) st = encode_t5(p, prompt_2, t5_len, context);
@@ -251,15 +259,24 @@ sd_status sd_generate_flux(sd_pipeline *p, const sd_gen_params *g, sd_result *ou
     /* 2. Latents (one randn of the NCHW shape for the whole batch) and image ids. */
     if (st == SD_OK) st = pl_noise_init(&noise, g->seed, B, c, lh, lw);
     if (st == SD_OK) {
-        if (g->latents) layout_nchw_to_nhwc(g->latents, latents, B, c, lh, lw);
-        else pl_noise_draw(&noise, latents, n);
+        if (g->latents)
+            layout_nchw_to_nhwc(g->latents, latents, B, c, lh, lw);
+        else
+            pl_noise_draw(&noise, latents, n);
         flux_image_ids(lh / 2, lw / 2, img_ids);
     }
     /* 3. Timesteps, 4. the loop, 5. decode. */
     if (st == SD_OK) st = make_scheduler(p, g, tokens, &sched);
     if (st == SD_OK) {
-        flux_denoiser d = {p->flux, img_ids, context, txt_ids, pooled, t5_len,
-                           fc->guidance_embeds ? (float)g->guidance : NAN, packed_in, packed_out};
+        flux_denoiser d = {p->flux,
+                           img_ids,
+                           context,
+                           txt_ids,
+                           pooled,
+                           t5_len,
+                           fc->guidance_embeds ? (float)g->guidance : NAN,
+                           packed_in,
+                           packed_out};
         pl_denoiser den = {&d, flux_predict};
         pl_loop loop = {g, sched, &noise, B, lh, lw, c, false, 0, NULL, NULL};
         st = pl_denoise(&loop, &den, latents, out);

@@ -1,10 +1,10 @@
 /* FluxPipeline end to end through the library: both runs recorded in flux-tiny/expected are
  * generated again with their settings, and every intermediate the fixture holds is compared as it
  * is produced: token ids of both tokenizers (exact), T5 prompt embeddings and CLIP pooled
- * embeddings (rel. L2 < 1e-5), the timestep of every call (exact, both the scheduler's t and the
- * t / 1000 the transformer gets), each transformer input and output and the latents after each
- * step (< 1e-4), and the final 8-bit pixels (within one level on >= 99.9% of values, never more
- * than two apart). The recorded latents are packed (B, tokens, 64); the engine's events carry
+ * embeddings (rel. L2 < 1e-5), the timestep of every call (exact: the scheduler's t, and t / 1000
+ * in float32 against the recorded transformer timestep), each transformer input and output (a
+ * wrong timestep shows there) and the latents after each step (< 1e-4), and the final 8-bit
+ * pixels (within one level on >= 99.9% of values, never more than two apart). The recorded latents are packed (B, tokens, 64); the engine's events carry
  * unpacked NHWC latents, which the test packs with flux_pack_latents (checked against a plain
  * index formula here) before comparing.
  *
@@ -80,8 +80,10 @@ static void on_event(void *user, const sd_event *ev) {
         e = compare_packed(t, rc->steps, ev->index);
         if (e > rc->worst_lat) rc->worst_lat = e;
         return;
-    case SD_EVENT_NEGATIVE_EMBEDS: break; /* Flux has no CFG batch */
-    case SD_EVENT_DECODE: return;
+    case SD_EVENT_NEGATIVE_EMBEDS:
+        break; /* Flux has no CFG batch */
+    case SD_EVENT_DECODE:
+        return;
     }
     rc->extra_events++;
 }
@@ -100,8 +102,10 @@ static void check_pixels(const char *name, const sd_image *im, const float *imag
     }
     printf("     %s pixels: %ld of %ld values differ (%ld by more than one level), max diff %d\n",
            name, differ, total, beyond_one, maxd);
-    CHECK(maxd <= 2 && beyond_one * 1000 <= total, "%s: %ld/%ld pixel values more than one level "
-          "apart (max %d)", name, beyond_one, total, maxd);
+    CHECK(maxd <= 2 && beyond_one * 1000 <= total,
+          "%s: %ld/%ld pixel values more than one level "
+          "apart (max %d)",
+          name, beyond_one, total, maxd);
 }
 
 /* The JSON array `key` of sd_tokenize_json's output as ints (malloc'd), or NULL. */
@@ -123,7 +127,8 @@ static int32_t *json_ids(const char *json, const char *key, int *n) {
  * then the pad id up to the default 512), CLIP against the sd15-tiny run with the same prompt
  * (the recorder did not store Flux's CLIP ids; the two tokenizer folders are byte-identical,
  * which is checked, so that record applies). */
-static void check_tokens(sd_pipeline *p, const char *run, const char *prompt, const char *sd15_run) {
+static void check_tokens(sd_pipeline *p, const char *run, const char *prompt,
+                         const char *sd15_run) {
     char rel[256], *json = NULL;
     snprintf(rel, sizeof rel, "flux-tiny/expected/%s.safetensors", run);
     int64_t shape[4];
@@ -133,9 +138,11 @@ static void check_tokens(sd_pipeline *p, const char *run, const char *prompt, co
     CHECK_OK(sd_tokenize_json(p, prompt, &json));
     if (json && want_t5 && want_clip) {
         int n_t5, n_clip;
-        int32_t *t5 = json_ids(json, "tokenizer_2", &n_t5), *clip = json_ids(json, "tokenizer", &n_clip);
+        int32_t *t5 = json_ids(json, "tokenizer_2", &n_t5),
+                *clip = json_ids(json, "tokenizer", &n_clip);
         const int rec = (int)shape[1];
-        CHECK(t5 && n_t5 == 512, "%s: %d T5 ids (want 512, the default max_sequence_length)", run, n_t5);
+        CHECK(t5 && n_t5 == 512, "%s: %d T5 ids (want 512, the default max_sequence_length)", run,
+              n_t5);
         CHECK(clip && n_clip == 77, "%s: %d CLIP ids (want 77)", run, n_clip);
         if (t5 && n_t5 == 512) {
             CHECK(want_t5[rec - 1] == 0, "%s: the recorded T5 ids end in padding", run);
@@ -159,8 +166,8 @@ static void check_same_tokenizer_files(void) {
         CHECK_OK(sd_read_file(fixture(rel), &a, &na));
         snprintf(rel, sizeof rel, "sd15-tiny/pipeline/tokenizer/%s", files[i]);
         CHECK_OK(sd_read_file(fixture(rel), &b, &nb));
-        CHECK(a && b && na == nb && !memcmp(a, b, na), "tokenizer/%s same in flux-tiny and sd15-tiny",
-              files[i]);
+        CHECK(a && b && na == nb && !memcmp(a, b, na),
+              "tokenizer/%s same in flux-tiny and sd15-tiny", files[i]);
         free(a), free(b);
     }
 }
@@ -202,16 +209,20 @@ static void run_one(sd_pipeline *p, const char *run, const char *sd15_same_promp
              rc.events_out == rc.n_calls && rc.events_step == rc.n_calls && rc.events_embed == 1 &&
              rc.events_pooled == 1 && !rc.timestep_mismatch && !rc.extra_events;
     printf("%s flux-tiny/%s: %d calls, T5 embeds %.2g, pooled %.2g, inputs %.2g, outputs %.2g, "
-           "latents %.2g, timesteps %s (%.2f s)\n", ok ? "ok  " : "FAIL", run, r.model_calls,
-           rc.worst_embed, rc.worst_pooled, rc.worst_in, rc.worst_out, rc.worst_lat,
-           rc.timestep_mismatch ? "DIFFER" : "exact", r.seconds);
-    CHECK(ok, "%s: intermediates differ (calls %d of %d; events in/out/step/embed/pooled %d/%d/%d/%d/%d, "
-          "%d unexpected)", run, r.model_calls, rc.n_calls, rc.events_in, rc.events_out,
-          rc.events_step, rc.events_embed, rc.events_pooled, rc.extra_events);
+           "latents %.2g, timesteps %s (%.2f s)\n",
+           ok ? "ok  " : "FAIL", run, r.model_calls, rc.worst_embed, rc.worst_pooled, rc.worst_in,
+           rc.worst_out, rc.worst_lat, rc.timestep_mismatch ? "DIFFER" : "exact", r.seconds);
+    CHECK(
+        ok,
+        "%s: intermediates differ (calls %d of %d; events in/out/step/embed/pooled %d/%d/%d/%d/%d, "
+        "%d unexpected)",
+        run, r.model_calls, rc.n_calls, rc.events_in, rc.events_out, rc.events_step,
+        rc.events_embed, rc.events_pooled, rc.extra_events);
     CHECK(r.n_images == 1 && r.images[0].width == g.width && r.images[0].height == g.height,
           "%s: one %dx%d image", run, g.width, g.height);
     CHECK(r.latent_shape[0] == 1 && r.latent_shape[1] == 16 && r.latent_shape[2] == g.height / 8 &&
-          r.latent_shape[3] == g.width / 8, "%s: final latents unpacked NCHW (1, 16, H/8, W/8)", run);
+              r.latent_shape[3] == g.width / 8,
+          "%s: final latents unpacked NCHW (1, 16, H/8, W/8)", run);
     CHECK(r.scheduler_class && !strcmp(r.scheduler_class, "FlowMatchEulerDiscreteScheduler"),
           "%s: scheduler %s", run, r.scheduler_class ? r.scheduler_class : "?");
     if (r.n_images == 1 && r.images[0].width == g.width) check_pixels(run, &r.images[0], image);
@@ -265,7 +276,9 @@ static void on_capture(void *user, const sd_event *ev) {
     if (ev->kind == SD_EVENT_DECODE) keep(&c->final, &c->n_final, &ev->tensor);
 }
 
-static void capture_free(capture *c) { free(c->embeds), free(c->pooled), free(c->final); }
+static void capture_free(capture *c) {
+    free(c->embeds), free(c->pooled), free(c->final);
+}
 
 static sd_status generate_capture(sd_pipeline *p, sd_gen_params g, capture *c, sd_result *r) {
     memset(c, 0, sizeof *c);
@@ -291,8 +304,9 @@ static void check_prompt_2(sd_pipeline *p) {
     CHECK_OK(generate_capture(p, g, &c, &r));
     if (c.embeds && c.pooled && embeds && pooled) {
         double e = rel_l2(c.embeds, embeds, c.n_embeds), ep = rel_l2(c.pooled, pooled, c.n_pooled);
-        printf("%s prompt_2 feeds T5: T5 embeds %.2g from the recorded; pooled (other prompt) %.2g\n",
-               e < 1e-5 && ep > 1e-2 ? "ok  " : "FAIL", e, ep);
+        printf(
+            "%s prompt_2 feeds T5: T5 embeds %.2g from the recorded; pooled (other prompt) %.2g\n",
+            e < 1e-5 && ep > 1e-2 ? "ok  " : "FAIL", e, ep);
         CHECK(e < 1e-5 && ep > 1e-2, "prompt_2: T5 %.2g, pooled %.2g", e, ep);
     }
     sd_result_free(&r);
@@ -314,7 +328,7 @@ static void check_negative_ignored(sd_pipeline *p) {
     g.negative_prompt_2 = "rain";
     CHECK_OK(generate_capture(p, g, &b, &rb));
     CHECK(a.final && b.final && a.n_final == b.n_final &&
-          !memcmp(a.final, b.final, a.n_final * sizeof(float)) && rb.model_calls == 2,
+              !memcmp(a.final, b.final, a.n_final * sizeof(float)) && rb.model_calls == 2,
           "a negative prompt leaves the result unchanged (and adds no model calls)");
     sd_result_free(&ra), sd_result_free(&rb);
     capture_free(&a), capture_free(&b);
@@ -369,7 +383,8 @@ static float *final_at_guidance(sd_pipeline *p, double gs, size_t *n) {
     sd_gen_params g;
     sd_gen_params_init(&g);
     g.prompt = "a lighthouse";
-    g.width = 32, g.height = 32, g.steps = 2, g.seed = 3, g.max_sequence_length = 8, g.guidance = gs;
+    g.width = 32, g.height = 32, g.steps = 2, g.seed = 3, g.max_sequence_length = 8,
+    g.guidance = gs;
     capture c;
     sd_result r;
     CHECK_OK(generate_capture(p, g, &c, &r));
@@ -413,6 +428,24 @@ static void check_schnell(sd_pipeline *dev) {
         sd_pipeline_free(p);
     }
     free(cfg);
+    /* A component of another class is named in the error. */
+    snprintf(path, sizeof path, "%s/model_index.json", dir);
+    cfg = NULL;
+    CHECK_OK(sd_read_file(path, &cfg, NULL));
+    at = cfg ? strstr(cfg, "\"T5EncoderModel\"") : NULL;
+    if (at) {
+        memcpy(at, "\"T5EncoderMode_\"", 16);
+        FILE *fp = fopen(path, "w");
+        fputs(cfg, fp);
+        fclose(fp);
+        p = NULL;
+        sd_status st = sd_pipeline_load(&p, dir, NULL);
+        CHECK(st == SD_ERR_UNSUPPORTED && !p && strstr(sd_last_error(), "text_encoder_2") &&
+                  strstr(sd_last_error(), "T5EncoderMode_"),
+              "another text_encoder_2 class is refused by name: %s", sd_last_error());
+    }
+    CHECK(at != NULL, "model_index.json names T5EncoderModel");
+    free(cfg);
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     if (system(cmd) != 0) printf("note: could not remove %s\n", dir);
 }
@@ -435,7 +468,8 @@ static void check_defaults_and_errors(sd_pipeline *p) {
           r.used.steps, r.used.guidance);
     CHECK(r.model_calls == 28, "28 model calls (%d)", r.model_calls);
     CHECK(r.n_images == 1 && r.images[0].width == 32 && r.images[0].height == 32 &&
-          r.used.width == 32 && r.used.height == 32, "40x33 floors to 32x32 as diffusers");
+              r.used.width == 32 && r.used.height == 32,
+          "40x33 floors to 32x32 as diffusers");
     sd_result_free(&r);
 
     g.steps = 1;
@@ -454,8 +488,10 @@ static void check_defaults_and_errors(sd_pipeline *p) {
     CHECK(sd_generate(p, &g, &r) == SD_ERR_UNSUPPORTED, "init image refused: %s", sd_last_error());
     g.init_image = NULL;
     g.scheduler = "EulerDiscreteScheduler";
-    CHECK(sd_generate(p, &g, &r) != SD_OK, "a scheduler without custom sigmas / mu is refused, as "
-          "retrieve_timesteps refuses it: %s", sd_last_error());
+    CHECK(sd_generate(p, &g, &r) != SD_OK,
+          "a scheduler without custom sigmas / mu is refused, as "
+          "retrieve_timesteps refuses it: %s",
+          sd_last_error());
 }
 
 int main(void) {
