@@ -46,6 +46,7 @@ typedef enum {
     SD_EVENT_MODEL_OUTPUT,    /* tensor: the denoiser's raw output at call `index` */
     SD_EVENT_STEP,            /* tensor: the latents after scheduler step `index` */
     SD_EVENT_DECODE,          /* before the VAE decode (tensor: the final latents) */
+    SD_EVENT_POOLED_EMBEDS,   /* tensor: pooled prompt embedding [1][1][dim] (Flux: CLIP's) */
 } sd_event_kind;
 
 typedef struct {
@@ -115,7 +116,8 @@ typedef struct {
     const sd_image *mask_image;
     double strength;             /* how much of the schedule runs; NAN: 0.8 (img2img), 1 (inpaint) */
     /* Starting noise instead of drawing it from the seed, as diffusers' `latents=` argument: NCHW
-     * [batch][C][H/8][W/8], before scaling by init_noise_sigma. NULL: drawn from `seed`. */
+     * [batch][C][H/8][W/8], before scaling by init_noise_sigma. NULL: drawn from `seed`. Flux
+     * takes them unpacked (16 channels), not packed as its diffusers argument. */
     const float *latents;
     sd_event_fn on_event;
     void *user;
@@ -139,7 +141,8 @@ sd_status sd_generate(sd_pipeline *p, const sd_gen_params *g, sd_result *out);
 void sd_result_free(sd_result *r);
 
 /* Prints nothing: returns the padded token ids per tokenizer folder of the pipeline as a JSON
- * object text (malloc'd), e.g. {"tokenizer": [49406, ...]}. */
+ * object text (malloc'd), e.g. {"tokenizer": [49406, ...]}; a T5 tokenizer is padded to the
+ * pipeline's default max_sequence_length (Flux: "tokenizer_2", 512). */
 sd_status sd_tokenize_json(const sd_pipeline *p, const char *prompt, char **json);
 
 #endif

@@ -60,8 +60,7 @@ sd_status pl_check_params(const sd_gen_params *g, int width, int height, int mul
     return SD_OK;
 }
 
-sd_status pl_make_scheduler(const sd_pipeline *p, const sd_gen_params *g,
-                            const sched_timestep_opts *opts, sd_scheduler **out) {
+sd_status pl_create_scheduler(const sd_pipeline *p, const sd_gen_params *g, sd_scheduler **out) {
     *out = NULL;
     cJSON *overrides = NULL;
     if (g->scheduler_overrides && *g->scheduler_overrides) {
@@ -75,7 +74,13 @@ sd_status pl_make_scheduler(const sd_pipeline *p, const sd_gen_params *g,
     cJSON_Delete(overrides);
     if (st != SD_OK) return st;
     sched_set_eta(*out, g->eta);
-    st = sched_set_timesteps(*out, g->steps, opts);
+    return SD_OK;
+}
+
+sd_status pl_make_scheduler(const sd_pipeline *p, const sd_gen_params *g,
+                            const sched_timestep_opts *opts, sd_scheduler **out) {
+    SD_TRY(pl_create_scheduler(p, g, out));
+    sd_status st = sched_set_timesteps(*out, g->steps, opts);
     if (st != SD_OK) {
         sched_free(*out);
         *out = NULL;

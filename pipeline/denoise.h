@@ -39,6 +39,10 @@ void pl_emit(const sd_gen_params *g, sd_event_kind kind, int index, int total, d
 /* Checks what every family checks (size multiple of `multiple`, steps, batch, guidance...). */
 sd_status pl_check_params(const sd_gen_params *g, int width, int height, int multiple);
 
+/* The scheduler before set_timesteps (g->scheduler or the model's class, with the overrides and
+ * eta), for a family that derives set_timesteps' arguments from its config (Flux's mu). */
+sd_status pl_create_scheduler(const sd_pipeline *p, const sd_gen_params *g, sd_scheduler **out);
+
 /* The scheduler: g->scheduler (or the model's class) from the model's scheduler config, with
  * g->scheduler_overrides and g->eta, and set_timesteps(g->steps, opts). */
 sd_status pl_make_scheduler(const sd_pipeline *p, const sd_gen_params *g,

@@ -73,4 +73,9 @@ sd_status sd_generate_sdxl(sd_pipeline *p, const sd_gen_params *g, sd_result *ou
  * image, with diffusers' defaults for the settings left at 0. */
 sd_status sdxl_add_time_ids(const sd_gen_params *g, int width, int height, float ids[6]);
 
+/* FLUX.1 (pipeline/generate_flux.c). */
+sd_status sd_load_flux(sd_pipeline *p);
+void sd_default_size_flux(const sd_pipeline *p, int *width, int *height);
+sd_status sd_generate_flux(sd_pipeline *p, const sd_gen_params *g, sd_result *out);
+
 #endif

@@ -191,6 +191,8 @@ static void run_params(fixture_run *r) {
     if ((v = cJSON_GetObjectItem(j, "num_images_per_prompt")) && cJSON_IsNumber(v)) g->batch = v->valueint;
     if ((v = cJSON_GetObjectItem(j, "eta")) && cJSON_IsNumber(v)) g->eta = v->valuedouble;
     if ((v = cJSON_GetObjectItem(j, "clip_skip")) && cJSON_IsNumber(v)) g->clip_skip = v->valueint;
+    if ((v = cJSON_GetObjectItem(j, "max_sequence_length")) && cJSON_IsNumber(v))
+        g->max_sequence_length = v->valueint;
     g->scheduler = cJSON_GetObjectItem(j, "scheduler_class")->valuestring;
     r->overrides_text = cJSON_PrintUnformatted(r->overrides);
     g->scheduler_overrides = r->overrides_text;

@@ -69,8 +69,8 @@ bool fixture_json_in_list(const cJSON *array, const char *s);
 cJSON *fixture_run_overrides(const cJSON *recorded, const cJSON *pipeline);
 
 /* A recorded pipeline run (tests/fixtures/<model>/expected/<run>.json) as generation settings:
- * prompt, negative prompt, seed, steps, guidance (and rescale), size, batch, eta, clip skip, the
- * scheduler class, and the scheduler overrides it was built with (as JSON text). */
+ * prompt, negative prompt, seed, steps, guidance (and rescale), size, batch, eta, clip skip, T5
+ * length, the scheduler class, and the scheduler overrides it was built with (as JSON text). */
 typedef struct {
     cJSON *json;
     sd_gen_params g;

@@ -146,6 +146,9 @@ static void reproduce_run(sd_pipeline *lib, const char *model, const char *run) 
         args[na++] = owned[no - 1];
     }
     if (g->negative_prompt) args[na++] = "-n", args[na++] = g->negative_prompt;
+    char seq[16];
+    snprintf(seq, sizeof seq, "%d", g->max_sequence_length);
+    if (g->max_sequence_length) args[na++] = "--max-sequence-length", args[na++] = seq;
     args[na++] = g->prompt;
     args[na] = NULL;
     int rc = run_gen_argv(args);
@@ -197,6 +200,29 @@ static void test_print_tokens(void) {
         CHECK(ok, "--print-tokens ids: %s", output);
     }
     cJSON_Delete(j);
+}
+
+/* Flux: the CLIP ids (77) and the T5 ids (tokenizer_2, padded to Flux's default 512), against
+ * the records of the same prompt (sd15-tiny's pndm run for CLIP, same tokenizer files; flux-tiny's
+ * flux_dev_like for T5, recorded at max_sequence_length 64). */
+static void test_print_tokens_flux(void) {
+    const char *prompt = "a photo of an astronaut riding a horse on mars";
+    char model_dir[512];
+    snprintf(model_dir, sizeof model_dir, "%s", fixture("flux-tiny/pipeline"));
+    int rc = run_gen("-m", model_dir, "--print-tokens", prompt, NULL);
+    CHECK(rc == 0, "flux --print-tokens: exit %d: %s", rc, output);
+    cJSON *j = cJSON_Parse(output);
+    const cJSON *clip = cJSON_GetObjectItem(j, "tokenizer"), *t5 = cJSON_GetObjectItem(j, "tokenizer_2");
+    int32_t *want_clip = fixture_ids("sd15-tiny/expected/pndm.safetensors", "tokenizer_prompt_ids", NULL, NULL);
+    int32_t *want_t5 = fixture_ids("flux-tiny/expected/flux_dev_like.safetensors", "tokenizer_2_prompt_ids", NULL, NULL);
+    int ok = cJSON_IsArray(clip) && cJSON_GetArraySize(clip) == 77 && cJSON_IsArray(t5) &&
+             cJSON_GetArraySize(t5) == 512 && want_clip && want_t5;
+    for (int i = 0; ok && i < 77; i++) ok = cJSON_GetArrayItem(clip, i)->valueint == want_clip[i];
+    for (int i = 0; ok && i < 512; i++)
+        ok = cJSON_GetArrayItem(t5, i)->valueint == (i < 64 ? want_t5[i] : 0);
+    CHECK(ok, "flux --print-tokens: CLIP and T5 ids as recorded: %.300s", output);
+    cJSON_Delete(j);
+    free(want_clip), free(want_t5);
 }
 
 /* A copy of sd15-tiny in tmp that a test may break. */
@@ -381,7 +407,12 @@ int main(void) {
     CHECK_OK(sd_pipeline_load(&lib, fixture("sd2v-tiny/pipeline"), NULL));
     for (size_t i = 0; i < sizeof sd2v_runs / sizeof *sd2v_runs; i++) reproduce_run(lib, "sd2v-tiny", sd2v_runs[i]);
     sd_pipeline_free(lib);
+    lib = NULL;
+    CHECK_OK(sd_pipeline_load(&lib, fixture("flux-tiny/pipeline"), NULL));
+    reproduce_run(lib, "flux-tiny", "flux_dev_like");
+    sd_pipeline_free(lib);
     test_print_tokens();
+    test_print_tokens_flux();
     test_bad_inputs();
     test_no_model_message();
     test_help_version_jpeg_batch();

@@ -81,7 +81,8 @@ static void on_event(void *user, const sd_event *ev) {
         e = compare_slice(&ev->tensor, rc->latents_steps, ev->index);
         if (e > rc->worst_lat) rc->worst_lat = e;
         return;
-    case SD_EVENT_DECODE: return;
+    case SD_EVENT_DECODE:
+    case SD_EVENT_POOLED_EMBEDS: return;
     }
     rc->worst_in = INFINITY; /* more calls or steps than recorded */
 }

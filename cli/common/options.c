@@ -270,13 +270,15 @@ void cli_options_free(cli_options *o) {
 
 const char *cli_gen_options_help(void) {
     return "  -m, --model DIR          diffusers model folder (default: $SD_MODEL)\n"
-           "  -n, --negative TEXT      negative prompt\n"
+           "  -n, --negative TEXT      negative prompt (Flux ignores it, as diffusers does by default:\n"
+           "                           no true CFG)\n"
            "  -W, --width N            image width, a multiple of 8 (default: the model's)\n"
            "  -H, --height N           image height, a multiple of 8 (default: the model's)\n"
            "  -s, --seed N             seed of the torch-compatible generator (default: random)\n"
            "      --steps N            denoising steps (default: the pipeline's, 50 for SD)\n"
            "  -g, --guidance X         classifier-free guidance scale; <= 1 disables it\n"
-           "                           (default: the pipeline's, 7.5 for SD)\n"
+           "                           (default: the pipeline's, 7.5 for SD); Flux: the embedded\n"
+           "                           guidance (default 3.5; schnell ignores it), no CFG\n"
            "      --guidance-rescale X rescale guided noise toward the text branch's std (0..1)\n"
            "      --scheduler CLASS    diffusers scheduler class or alias; 'help' lists them\n"
            "      --scheduler-opt K=V  scheduler config override, V as JSON (repeatable)\n"
