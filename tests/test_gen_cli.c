@@ -229,7 +229,7 @@ static void test_print_tokens_flux(void) {
 static const char *copy_model(const char *name) {
     const char *dst = tmp(name);
     char cmd[2048];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s' && cp -r '%s' '%s'", dst, fixture("sd15-tiny/pipeline"), dst);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' && cp -rL '%s' '%s'", dst, fixture("sd15-tiny/pipeline"), dst);
     CHECK(system(cmd) == 0, "copying the model failed");
     return dst;
 }

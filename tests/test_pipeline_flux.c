@@ -406,7 +406,7 @@ static void check_schnell(sd_pipeline *dev) {
     free(a), free(b);
     char dir[256], cmd[700], *cfg = NULL, path[300];
     snprintf(dir, sizeof dir, "/tmp/sd-test-flux-schnell-%d", (int)getpid());
-    snprintf(cmd, sizeof cmd, "rm -rf '%s' && cp -r '%s' '%s'", dir, fixture(MODEL), dir);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' && cp -rL '%s' '%s'", dir, fixture(MODEL), dir);
     CHECK(system(cmd) == 0, "copying flux-tiny");
     snprintf(path, sizeof path, "%s/transformer/config.json", dir);
     CHECK_OK(sd_read_file(path, &cfg, NULL));

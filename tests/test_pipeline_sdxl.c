@@ -274,7 +274,7 @@ static void write_text(const char *path, const char *text) {
 static const char *copy_model(const char *name) {
     const char *dst = tmp(name);
     char cmd[2048];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s' && cp -r '%s' '%s' && chmod -R u+w '%s'", dst,
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' && cp -rL '%s' '%s' && chmod -R u+w '%s'", dst,
              fixture(MODEL "/pipeline"), dst, dst);
     CHECK(system(cmd) == 0, "copying the model failed");
     return dst;

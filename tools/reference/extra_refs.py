@@ -8,55 +8,102 @@ schedulers_extra.json (scheduler options beyond tests/fixtures/schedulers.json, 
 synthetic model). Everything runs in float32 on the CPU, as the shared fixtures were made.
 """
 import json
+import os
 import math
 import sys
 
 import torch
 from safetensors.torch import load_file, save_file
 
+import PIL.Image
+
 import diffusers
-from diffusers import StableDiffusionPipeline
+from diffusers import (StableDiffusion3Pipeline, StableDiffusionImg2ImgPipeline, StableDiffusionPipeline,
+                       StableDiffusionXLImg2ImgPipeline, StableDiffusionXLInpaintPipeline)
 
 OUT = sys.argv[1]
 FIX = "tests/fixtures"
+SD3_TINY = os.environ.get("SD3_TINY", f"{FIX}/sd3-tiny/pipeline")  # a complete sd3-tiny pipeline folder
 torch.set_grad_enabled(False)
 
 
 def record_run(pipe, name, tensors, meta, **call):
-    """One pipeline call with every intermediate recorded (names as in the shared fixtures)."""
-    inputs, outputs, ts, steps = [], [], [], []
-    unet_forward = pipe.unet.forward
+    """One pipeline call with every intermediate recorded (names as in the shared fixtures). The
+    denoiser's conditioning at its first call is recorded too: `context` (encoder_hidden_states,
+    CFG batch), and for SDXL / SD3 `pooled` and `time_ids`."""
+    inputs, outputs, ts, steps, first = [], [], [], [], {}
+    model = pipe.unet if hasattr(pipe, "unet") and pipe.unet is not None else pipe.transformer
+    forward = model.forward
 
-    def hooked(sample, timestep, *a, **k):
-        out = unet_forward(sample, timestep, *a, **k)
+    def hooked(*a, **k):
+        out = forward(*a, **k)
+        sample = a[0] if a else k.get("sample", k.get("hidden_states"))
+        t = a[1] if len(a) > 1 else k.get("timestep")
         inputs.append(sample.clone())
         outputs.append(out[0].clone() if isinstance(out, tuple) else out.sample.clone())
-        ts.append(float(timestep))
+        ts.append(float(t.flatten()[0]) if torch.is_tensor(t) else float(t))
+        if not first:
+            first["context"] = k["encoder_hidden_states"].clone()
+            added = k.get("added_cond_kwargs") or {}
+            if "text_embeds" in added:
+                first["pooled"] = added["text_embeds"].clone()
+                first["time_ids"] = added["time_ids"].clone()
+            if "pooled_projections" in k:
+                first["pooled"] = k["pooled_projections"].clone()
         return out
 
-    pipe.unet.forward = hooked
+    model.forward = hooked
 
     def on_step(p, i, t, kw):
         steps.append(kw["latents"].clone())
         return kw
 
-    pe, ne = pipe.encode_prompt(call["prompt"], "cpu", 1, call["guidance_scale"] > 1,
-                                call.get("negative_prompt"), clip_skip=call.get("clip_skip"))
+    if isinstance(pipe, (StableDiffusionPipeline, StableDiffusionImg2ImgPipeline)):
+        pe, ne = pipe.encode_prompt(call["prompt"], "cpu", 1, call["guidance_scale"] > 1,
+                                    call.get("negative_prompt"), clip_skip=call.get("clip_skip"))
+        tensors[f"{name}.prompt_embeds"] = pe.contiguous()
+        if ne is not None:
+            tensors[f"{name}.negative_prompt_embeds"] = ne.contiguous()
+    args = {k: v for k, v in call.items() if k not in ("seed", "image_file", "mask_file")}
+    if "image_file" in call:
+        args["image"] = PIL.Image.open(f"{FIX}/{call['image_file']}").convert("RGB")
+    if "mask_file" in call:
+        args["mask_image"] = PIL.Image.open(f"{FIX}/{call['mask_file']}")
     g = torch.Generator("cpu").manual_seed(call["seed"])
-    img = pipe(**{k: v for k, v in call.items() if k != "seed"}, generator=g, output_type="np",
-               callback_on_step_end=on_step).images
-    pipe.unet.forward = unet_forward
-    tensors[f"{name}.prompt_embeds"] = pe.contiguous()
-    if ne is not None:
-        tensors[f"{name}.negative_prompt_embeds"] = ne.contiguous()
+    img = pipe(**args, generator=g, output_type="np", callback_on_step_end=on_step).images
+    model.forward = forward
+    for k, v in first.items():
+        tensors[f"{name}.{k}"] = v.contiguous()
     tensors[f"{name}.timesteps"] = pipe.scheduler.timesteps.float().contiguous()
     tensors[f"{name}.model_inputs"] = torch.stack(inputs).contiguous()
     tensors[f"{name}.model_outputs"] = torch.stack(outputs).contiguous()
     tensors[f"{name}.model_timesteps"] = torch.tensor(ts, dtype=torch.float32)
     tensors[f"{name}.latents_steps"] = torch.stack(steps).contiguous()
     tensors[f"{name}.image"] = torch.from_numpy(img).contiguous()
-    meta[name] = dict(call, scheduler_class=type(pipe.scheduler).__name__,
+    meta[name] = dict(call, pipeline_class=type(pipe).__name__, scheduler_class=type(pipe.scheduler).__name__,
                       scheduler_config=dict(pipe.scheduler.config))
+
+
+def sd3_with_t5(out_dir):
+    """sd3-tiny plus a T5 encoder as text_encoder_3 (random, seeded, d_model = the transformer's
+    joint_attention_dim) with flux-tiny's T5 tokenizer: SD3 with T5 present, saved as a folder."""
+    from transformers import T5Config, T5EncoderModel, AutoTokenizer
+    base = StableDiffusion3Pipeline.from_pretrained(SD3_TINY, torch_dtype=torch.float32)
+    dim = base.transformer.config.joint_attention_dim
+    torch.manual_seed(1234)
+    cfg = T5Config(vocab_size=700, d_model=dim, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+                   relative_attention_num_buckets=8, relative_attention_max_distance=16,
+                   feed_forward_proj="gated-gelu", dense_act_fn="gelu_new", is_gated_act=True)
+    t5 = T5EncoderModel(cfg).eval()
+    for prm in t5.parameters():  # away from the init scheme's tiny values, so T5 matters
+        prm.data.normal_(0.0, 0.5)
+    tok = AutoTokenizer.from_pretrained(f"{FIX}/flux-tiny/pipeline/tokenizer_2")
+    pipe = StableDiffusion3Pipeline(transformer=base.transformer, scheduler=base.scheduler, vae=base.vae,
+                                    text_encoder=base.text_encoder, tokenizer=base.tokenizer,
+                                    text_encoder_2=base.text_encoder_2, tokenizer_2=base.tokenizer_2,
+                                    text_encoder_3=t5, tokenizer_3=tok)
+    pipe.save_pretrained(out_dir, safe_serialization=True)
+    return StableDiffusion3Pipeline.from_pretrained(out_dir, torch_dtype=torch.float32)
 
 
 # name, model, scheduler class, scheduler overrides, call arguments
@@ -76,16 +123,42 @@ RUNS = [
     ("sd2v-tiny.sde_batch2", "sd2v-tiny", "DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"},
      dict(prompt="a red fox in the snow", negative_prompt="low quality", seed=9,
           num_inference_steps=5, guidance_scale=7.0, height=128, width=128, num_images_per_prompt=2)),
+    # img2img resized by the pipeline (192x128 image to 96x64: Pillow LANCZOS inside diffusers)
+    ("sd15-tiny.img2img_resize", "sd15-tiny", "DPMSolverMultistepScheduler", {},
+     dict(prompt="a watercolor painting of a lighthouse", negative_prompt="blurry", seed=21,
+          num_inference_steps=6, guidance_scale=7.0, height=64, width=96, strength=0.7,
+          image_file="sd15-tiny/expected/img2img_euler_nonsquare-image.png", pipeline="img2img")),
+    ("sdxl-tiny.img2img", "sdxl-tiny", "EulerDiscreteScheduler", {},
+     dict(prompt="a photo of an astronaut riding a horse on mars", negative_prompt="blurry", seed=4,
+          num_inference_steps=6, guidance_scale=5.0, strength=0.6,
+          image_file="sd15-tiny/expected/img2img-image.png", pipeline="sdxl_img2img")),
+    ("sdxl-tiny.inpaint", "sdxl-tiny", "EulerDiscreteScheduler", {},
+     dict(prompt="a red door", seed=6, num_inference_steps=6, guidance_scale=5.0,
+          image_file="sd15-tiny/expected/inpaint-image.png",
+          mask_file="sd15-tiny/expected/inpaint-mask_image.png", pipeline="sdxl_inpaint")),
+    ("sd3t5-tiny.t5", "sd3t5-tiny", "FlowMatchEulerDiscreteScheduler", {},
+     dict(prompt="a photo of an astronaut riding a horse on mars", negative_prompt="blurry", seed=8,
+          num_inference_steps=4, guidance_scale=7.0, height=128, width=128, max_sequence_length=32,
+          pipeline="sd3")),
 ]
 
 
 def pipeline_runs():
     tensors, meta = {}, {}
+    sd3t5 = None
     for name, model, sched, overrides, call in RUNS:
-        pipe = StableDiffusionPipeline.from_pretrained(f"{FIX}/{model}/pipeline", torch_dtype=torch.float32,
-                                                       safety_checker=None)
+        kind = call.pop("pipeline", "sd")
+        if kind == "sd3":
+            sd3t5 = sd3t5 or sd3_with_t5(f"{OUT}/sd3t5-tiny")
+            pipe = sd3t5
+        else:
+            cls = {"sd": StableDiffusionPipeline, "img2img": StableDiffusionImg2ImgPipeline,
+                   "sdxl_img2img": StableDiffusionXLImg2ImgPipeline,
+                   "sdxl_inpaint": StableDiffusionXLInpaintPipeline}[kind]
+            extra = {"safety_checker": None} if kind in ("sd", "img2img") else {}
+            pipe = cls.from_pretrained(f"{FIX}/{model}/pipeline", torch_dtype=torch.float32, **extra)
         pipe.scheduler = getattr(diffusers, sched).from_config(pipe.scheduler.config, **overrides)
-        if not hasattr(pipe.text_encoder, "text_model"):
+        if getattr(pipe, "text_encoder", None) is not None and not hasattr(pipe.text_encoder, "text_model"):
             # transformers 5's CLIPTextModel has no .text_model, which diffusers' clip_skip path
             # still reaches for (text_model.final_layer_norm): point it at the model itself.
             object.__setattr__(pipe.text_encoder, "text_model", pipe.text_encoder)
@@ -94,6 +167,12 @@ def pipeline_runs():
         meta[name]["scheduler_overrides"] = overrides
     save_file(tensors, f"{OUT}/extra_runs.safetensors")
     json.dump(meta, open(f"{OUT}/extra_runs.json", "w"), indent=1, default=str)
+    if sd3t5 is not None:  # one file back: the folder as a tarball
+        import tarfile
+        with tarfile.open(f"{OUT}/sd3t5-tiny.tar", "w") as tar:
+            tar.add(f"{OUT}/sd3t5-tiny", arcname="sd3t5-tiny")
+        import shutil
+        shutil.rmtree(f"{OUT}/sd3t5-tiny")
 
 
 BASE = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
