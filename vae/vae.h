@@ -46,6 +46,15 @@ void vae_scale_latents(const vae *m, const float *in, float *out, size_t n);
  * [-1, 1] (not clamped), through post_quant_conv when the model has one. */
 sd_status vae_decode(vae *m, const float *z, int n, int h, int w, float *image);
 
+/* The same decode in square tiles of `tile` latent pixels (8 * tile image pixels for SD) that
+ * overlap by `overlap` latent pixels and are blended linearly across the overlap, so that the
+ * activations held at once are those of one tile: for images whose untiled decode does not fit in
+ * memory. tile >= both sides decodes untiled. Needs 1 <= tile, 0 <= overlap < tile. Tiles see only
+ * their own part of the latent (group norm statistics, mid-block attention), so the result is
+ * close to the untiled decode but not equal to it: vae_tiled.c says how close. */
+sd_status vae_decode_tiled(vae *m, const float *z, int n, int h, int w, int tile, int overlap,
+                           float *image);
+
 /* image [n][h][w][in_channels] in [-1, 1] (h, w multiples of 8) -> posterior mean and logvar
  * [n][h/8][w/8][latent_channels] (logvar clamped to [-30, 20] as DiagonalGaussianDistribution
  * does), through quant_conv when the model has one. */
