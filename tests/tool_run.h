@@ -13,7 +13,7 @@
 static char tool_output[1 << 16];
 
 /* Runs argv[0] (a path) with argv; returns its exit status, or 128 + signal when it crashed. */
-static int tool_run_argv(const char *const *argv) {
+static inline int tool_run_argv(const char *const *argv) {
     int fds[2];
     if (pipe(fds) != 0) return -1;
     fflush(stdout);
@@ -37,7 +37,7 @@ static int tool_run_argv(const char *const *argv) {
 }
 
 /* tool_run("vae-check", "-m", dir, ..., NULL): the tool from tool_path(). */
-static int tool_run(const char *tool, ...) {
+static inline int tool_run(const char *tool, ...) {
     const char *argv[64];
     int n = 0;
     argv[n++] = tool_path(tool);
@@ -50,7 +50,7 @@ static int tool_run(const char *tool, ...) {
 }
 
 /* Lines in the last output. */
-static int tool_output_lines(void) {
+static inline int tool_output_lines(void) {
     int lines = 0;
     for (const char *c = tool_output; *c; c++) lines += *c == '\n';
     return lines;
