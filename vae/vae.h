@@ -47,7 +47,7 @@ void vae_scale_latents(const vae *m, const float *in, float *out, size_t n);
 sd_status vae_decode(vae *m, const float *z, int n, int h, int w, float *image);
 
 /* The same decode produced tile by tile, for images whose untiled decode does not fit in memory:
- * the latent is cut into square tiles of about `tile` latent pixels (8 * tile image pixels for
+ * the latent is cut into square tiles of at most `tile` latent pixels (8 * tile image pixels for
  * SD), each decoded with a margin of context, and neighbours are blended linearly across a band
  * of `overlap` latent pixels centred on their boundary. The result stays within one 8-bit level
  * of vae_decode's (not diffusers' tiled_decode, which changes the image: vae_tiled.c says why and
