@@ -25,9 +25,14 @@ static void usage(FILE *fp) {
                 "      --save-latents FILE  also write the final latents (NCHW safetensors, tensor\n"
                 "                           'latents', as diffusers has them before the VAE)\n"
                 "      --print-tokens       print the padded token ids of PROMPT per tokenizer, exit\n"
-                "  -q, --quiet              no progress line\n"
+                "  -q, --quiet              no progress line and no messages (errors still print)\n"
                 "  -h, --help               this text\n"
-                "      --version            the version\n",
+                "      --version            the version\n\n"
+                "PNG files carry the settings in a 'parameters' text chunk, in the format A1111 and\n"
+                "ComfyUI read (prompt, negative prompt, steps, sampler, CFG scale, seed, size, model).\n"
+                "Options may come before or after PROMPT; '--' ends them (for a prompt starting with\n"
+                "'-'). Exit status: 0 done, 1 failed (one line on stderr names the file, tensor or key\n"
+                "at fault), 2 bad command line.\n",
             cli_gen_options_help());
 }
 

@@ -154,8 +154,7 @@ void vae_scale_latents(const vae *m, const float *in, float *out, size_t n) {
  * even the first pass at a new size does not spill into extra arena blocks. */
 enum { KERNEL_SLACK_FLOATS = 4 << 20 };
 
-/* Carves the pass's region from the arena. */
-static sd_status take_region(vae *m, vae_act *a, size_t floats, const char *what) {
+sd_status vae_take_region(vae *m, vae_act *a, size_t floats, const char *what) {
     sd_arena_mark mark = sd_arena_get_mark(&m->arena);
     float *p = sd_arena_floats(&m->arena, floats + KERNEL_SLACK_FLOATS);
     if (!p) {
@@ -183,7 +182,7 @@ sd_status vae_decode(vae *m, const float *z, int n, int h, int w, float *image) 
     const size_t in_floats = (size_t)h * w * c->latent_channels;
     const size_t out_floats = (size_t)h * f * w * f * c->out_channels;
     vae_act a;
-    SD_TRY(take_region(m, &a, vae_decoder_region_floats(&m->dec, c, h, w), "decode"));
+    SD_TRY(vae_take_region(m, &a, vae_decoder_region_floats(&m->dec, c, h, w), "decode"));
     for (int i = 0; i < n; i++) {
         vae_act_init(&a, a.base, a.cap, a.scratch);
         const float *zi = z + i * in_floats;
@@ -211,7 +210,7 @@ sd_status vae_encode(vae *m, const float *image, int n, int h, int w, float *mea
     const int l = c->latent_channels, hw = (h / f) * (w / f);
     const size_t in_floats = (size_t)h * w * c->in_channels;
     vae_act a;
-    SD_TRY(take_region(m, &a, vae_encoder_region_floats(&m->enc, c, h, w), "encode"));
+    SD_TRY(vae_take_region(m, &a, vae_encoder_region_floats(&m->enc, c, h, w), "encode"));
     for (int i = 0; i < n; i++) {
         vae_act_init(&a, a.base, a.cap, a.scratch);
         vae_encoder_forward(&m->enc, &a, image + i * in_floats, h, w);

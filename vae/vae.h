@@ -46,6 +46,16 @@ void vae_scale_latents(const vae *m, const float *in, float *out, size_t n);
  * [-1, 1] (not clamped), through post_quant_conv when the model has one. */
 sd_status vae_decode(vae *m, const float *z, int n, int h, int w, float *image);
 
+/* The same decode produced tile by tile, for images whose untiled decode does not fit in memory:
+ * the latent is cut into square tiles of at most `tile` latent pixels (8 * tile image pixels for
+ * SD), each decoded with a margin of context, and neighbours are blended linearly across a band
+ * of `overlap` latent pixels centred on their boundary. The result stays within one 8-bit level
+ * of vae_decode's (not diffusers' tiled_decode, which changes the image: vae_tiled.c says why and
+ * what it costs, several times the time of an untiled decode). tile >= both sides decodes
+ * untiled. Needs tile >= 1 and 0 <= overlap < tile. */
+sd_status vae_decode_tiled(vae *m, const float *z, int n, int h, int w, int tile, int overlap,
+                           float *image);
+
 /* image [n][h][w][in_channels] in [-1, 1] (h, w multiples of 8) -> posterior mean and logvar
  * [n][h/8][w/8][latent_channels] (logvar clamped to [-30, 20] as DiagonalGaussianDistribution
  * does), through quant_conv when the model has one. */

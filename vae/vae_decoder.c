@@ -81,16 +81,34 @@ size_t vae_decoder_region_floats(const vae_decoder *d, const vae_config *cfg, in
     return need;
 }
 
-void vae_decoder_forward(const vae_decoder *d, vae_act *a, const float *z, int h, int w,
-                         float *image) {
+size_t vae_decoder_low_region_floats(const vae_decoder *d, const vae_config *cfg, int h, int w) {
+    const size_t hw = (size_t)h * w;
+    const int top = cfg->block_out_channels[cfg->n_blocks - 1], l = cfg->latent_channels;
+    size_t need = vae_round(hw * l) + vae_round(hw * top);
+    grow(&need, vae_mid_block_floats(&d->mid, top, hw));
+    const vae_level *lv = &d->levels[0];
+    for (int j = 0; j < lv->n_res; j++) grow(&need, vae_resnet_floats(j ? level_channels(cfg, 0) : top,
+                                                                       level_channels(cfg, 0), hw));
+    return need;
+}
+
+void vae_decoder_forward_low(const vae_decoder *d, vae_act *a, const float *z, int h, int w) {
     const size_t n0 = (size_t)h * w * d->conv_in.s.cout;
     float *x0 = vae_act_far(a, n0);
     nn_conv2d_forward(&d->conv_in, z, 1, h, w, x0, a->scratch);
     vae_act_set(a, x0, n0);
     vae_mid_block_forward(&d->mid, a, h, w);
+    const vae_level *l = &d->levels[0];
+    for (int j = 0; j < l->n_res; j++) vae_resnet_forward(&l->res[j], a, h, w);
+}
+
+void vae_decoder_forward(const vae_decoder *d, vae_act *a, const float *z, int h, int w,
+                         float *image) {
+    vae_decoder_forward_low(d, a, z, h, w);
     for (int i = 0; i < d->n_levels; i++) {
         const vae_level *l = &d->levels[i];
-        for (int j = 0; j < l->n_res; j++) vae_resnet_forward(&l->res[j], a, h, w);
+        if (i > 0)
+            for (int j = 0; j < l->n_res; j++) vae_resnet_forward(&l->res[j], a, h, w);
         if (l->has_sample) {
             vae_upsample_forward(&l->sample, a, h, w);
             h *= 2;

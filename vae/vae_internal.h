@@ -127,6 +127,10 @@ static inline void vae_act_set(vae_act *a, float *p, size_t n) {
     a->x_low = p == a->base;
 }
 
+/* Carves a pass's region of `floats` from the model's arena (plus room for kernel temporaries);
+ * the caller resets the arena when the pass is done. */
+sd_status vae_take_region(vae *m, vae_act *a, size_t floats, const char *what);
+
 /* Loading (errors name the tensor; the struct is left freeable on failure). */
 sd_status vae_resnet_load(vae_resnet *r, const sd_weights *w, int cin, int cout, int groups,
                           const char *prefix);
@@ -161,6 +165,13 @@ size_t vae_decoder_region_floats(const vae_decoder *d, const vae_config *cfg, in
  * activation) -> image [8h][8w][out_channels], outside the region. */
 void vae_decoder_forward(const vae_decoder *d, vae_act *a, const float *z, int h, int w,
                          float *image);
+/* The first part of it alone: everything at the latent's resolution (conv_in, the mid block, the
+ * first up block's resnets), leaving [h][w][block_out_channels[last]] as the current activation.
+ * It holds the decoder's only global operation besides group norm (the mid-block attention); the
+ * tiled decode (vae_tiled.c) runs it whole and tiles the rest. */
+void vae_decoder_forward_low(const vae_decoder *d, vae_act *a, const float *z, int h, int w);
+/* Region floats of that first part. */
+size_t vae_decoder_low_region_floats(const vae_decoder *d, const vae_config *cfg, int h, int w);
 
 sd_status vae_encoder_load(vae_encoder *e, const sd_weights *w, const vae_config *cfg);
 void vae_encoder_free(vae_encoder *e);

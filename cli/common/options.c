@@ -283,8 +283,9 @@ const char *cli_gen_options_help(void) {
            "      --scheduler CLASS    diffusers scheduler class or alias; 'help' lists them\n"
            "      --scheduler-opt K=V  scheduler config override, V as JSON (repeatable)\n"
            "      --eta X              DDIM eta (default 0)\n"
-           "      --batch N            images per prompt from one noise draw (out-0.png, out-1.png...)\n"
-           "      --clip-skip N        use the text encoder's N-th from last layer\n"
+           "      --batch N            images per prompt from one noise draw (default 1; out-0.png,\n"
+           "                           out-1.png ...)\n"
+           "      --clip-skip N        use the text encoder's N-th from last layer (default 0: the last)\n"
            "      --prompt-2 TEXT      prompt for the second text encoder (SDXL, SD3; Flux's T5)\n"
            "      --negative-2 TEXT    negative prompt for the second text encoder\n"
            "      --original-size WxH  SDXL micro-conditioning (default: the image size)\n"
@@ -293,7 +294,8 @@ const char *cli_gen_options_help(void) {
            "      --max-sequence-length N  T5 tokens (SD3 default 256, Flux 512)\n"
            "      --init-image FILE    image-to-image: start from this PNG/JPEG\n"
            "      --mask FILE          inpainting mask (white = repaint), with --init-image\n"
-           "      --strength X         how much of the schedule runs from the init image (0..1]\n"
+           "      --strength X         how much of the schedule runs from the init image, (0..1]\n"
+           "                           (default 0.8 for image-to-image, 1 for inpainting)\n"
            "  -t, --threads N          threads (default: all cores)\n";
 }
 
