@@ -98,6 +98,11 @@ static sd_status flow_set_timesteps(sd_scheduler *s, int n, const sched_timestep
         }
         if (!isnan(terminal) && terminal != 0) {
             float scale = (1.0f - (float)sig[n - 1]) / (float)(1 - terminal);
+            if (!(scale != 0)) { /* diffusers divides by zero here and fails at the first step */
+                free(sig), free(conv);
+                return sd_set_error(SD_ERR_ARG, "FlowMatchEulerDiscreteScheduler: shift_terminal "
+                                    "cannot stretch a schedule whose last sigma is 1 (too few steps)");
+            }
             for (int i = 0; i < n; i++) sig[i] = 1.0f - (1.0f - (float)sig[i]) / scale;
         }
     } else {
@@ -108,6 +113,11 @@ static sd_status flow_set_timesteps(sd_scheduler *s, int n, const sched_timestep
         }
         if (!isnan(terminal) && terminal != 0) {
             double scale = (1 - sig[n - 1]) / (1 - terminal);
+            if (!(scale != 0)) { /* one step: diffusers divides by zero and fails at its step */
+                free(sig), free(conv);
+                return sd_set_error(SD_ERR_ARG, "FlowMatchEulerDiscreteScheduler: shift_terminal "
+                                    "needs at least 2 steps (got %d)", n);
+            }
             for (int i = 0; i < n; i++) sig[i] = 1 - (1 - sig[i]) / scale;
         }
     }

@@ -194,6 +194,14 @@ static void run_params(fixture_run *r) {
     if ((v = cJSON_GetObjectItem(j, "max_sequence_length")) && cJSON_IsNumber(v))
         g->max_sequence_length = v->valueint;
     g->scheduler = cJSON_GetObjectItem(j, "scheduler_class")->valuestring;
+    if ((v = cJSON_GetObjectItem(j, "image_file")) && cJSON_IsString(v)) {
+        CHECK_OK(image_read(fixture(v->valuestring), &r->init));
+        g->init_image = &r->init;
+    }
+    if ((v = cJSON_GetObjectItem(j, "mask_file")) && cJSON_IsString(v)) {
+        CHECK_OK(image_read(fixture(v->valuestring), &r->mask));
+        g->mask_image = &r->mask;
+    }
     r->overrides_text = cJSON_PrintUnformatted(r->overrides);
     g->scheduler_overrides = r->overrides_text;
 }
@@ -233,6 +241,7 @@ void fixture_run_from_json(fixture_run *r, const cJSON *run) {
 }
 
 void fixture_run_free(fixture_run *r) {
+    image_free(&r->init), image_free(&r->mask);
     cJSON_free(r->overrides_text);
     cJSON_Delete(r->overrides);
     cJSON_Delete(r->json);

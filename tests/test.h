@@ -74,6 +74,7 @@ cJSON *fixture_run_overrides(const cJSON *recorded, const cJSON *pipeline);
 typedef struct {
     cJSON *json;
     sd_gen_params g;
+    sd_image init, mask; /* "image_file" / "mask_file" of the run, fixture-relative */
     cJSON *overrides;
     char *overrides_text;
 } fixture_run;

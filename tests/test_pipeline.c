@@ -30,6 +30,9 @@ typedef struct {
     int n_calls, n_steps;
     double worst_embed, worst_in, worst_out, worst_lat;
     int events_seen;
+    /* Recorded tensors hold the calls that ran, in order: an img2img run starts at a later call
+     * index, so events are matched by their position, not by their index. */
+    int inputs_seen, outputs_seen, steps_seen;
     float *own_steps; /* our latents after each step, NCHW, for the sensitivity measurement */
 } run_check;
 
@@ -58,27 +61,28 @@ static void on_event(void *user, const sd_event *ev) {
     }
     case SD_EVENT_MODEL_INPUT:
         if (!rc->model_inputs) return;
-        if (ev->index >= rc->n_calls) break;
-        e = compare_slice(&ev->tensor, rc->model_inputs, ev->index);
+        if (rc->inputs_seen >= rc->n_calls) break;
+        e = compare_slice(&ev->tensor, rc->model_inputs, rc->inputs_seen++);
         if (getenv("SD_TEST_VERBOSE")) printf("   call %d t=%g input err %.3g\n", ev->index, ev->timestep, e);
         if (e > rc->worst_in) rc->worst_in = e;
         return;
     case SD_EVENT_MODEL_OUTPUT:
         if (!rc->model_outputs) return;
-        if (ev->index >= rc->n_calls) break;
-        e = compare_slice(&ev->tensor, rc->model_outputs, ev->index);
+        if (rc->outputs_seen >= rc->n_calls) break;
+        e = compare_slice(&ev->tensor, rc->model_outputs, rc->outputs_seen++);
         if (getenv("SD_TEST_VERBOSE")) printf("   call %d output err %.3g\n", ev->index, e);
         if (e > rc->worst_out) rc->worst_out = e;
         return;
     case SD_EVENT_STEP:
-        if (ev->index >= rc->n_steps) break;
+        if (rc->steps_seen >= rc->n_steps) break;
+        const int k = rc->steps_seen++;
         if (rc->own_steps) {
             size_t n = (size_t)ev->tensor.batch * ev->tensor.h * ev->tensor.w * ev->tensor.c;
-            nhwc_to_nchw(ev->tensor.data, rc->own_steps + (size_t)ev->index * n, ev->tensor.batch,
+            nhwc_to_nchw(ev->tensor.data, rc->own_steps + (size_t)k * n, ev->tensor.batch,
                          ev->tensor.h, ev->tensor.w, ev->tensor.c);
         }
         if (!rc->latents_steps) return; /* a sensitivity run: nothing to compare */
-        e = compare_slice(&ev->tensor, rc->latents_steps, ev->index);
+        e = compare_slice(&ev->tensor, rc->latents_steps, k);
         if (e > rc->worst_lat) rc->worst_lat = e;
         return;
     case SD_EVENT_DECODE:

@@ -225,7 +225,7 @@ static void fixture_cases(void) {
     memcpy(x0, x0_view, (size_t)n_x0 * sizeof *x0);
     st_close(&f);
     case_file("schedulers.json", SCHED_FILE, 84, x0, (size_t)n_x0);
-    case_file("extra/schedulers_extra.json", "extra/schedulers_extra.safetensors", 108, x0, (size_t)n_x0);
+    case_file("extra/schedulers_extra.json", "extra/schedulers_extra.safetensors", 120, x0, (size_t)n_x0);
     free(x0);
     printf("\nworst figures per class (fixture cases):\n");
     for (int i = 0; i < n_stats; i++)

@@ -88,7 +88,8 @@ def sd3_with_t5(out_dir):
     """sd3-tiny plus a T5 encoder as text_encoder_3 (random, seeded, d_model = the transformer's
     joint_attention_dim) with flux-tiny's T5 tokenizer: SD3 with T5 present, saved as a folder."""
     from transformers import T5Config, T5EncoderModel, AutoTokenizer
-    base = StableDiffusion3Pipeline.from_pretrained(SD3_TINY, torch_dtype=torch.float32)
+    base = StableDiffusion3Pipeline.from_pretrained(SD3_TINY, torch_dtype=torch.float32,
+                                                    text_encoder_3=None, tokenizer_3=None)
     dim = base.transformer.config.joint_attention_dim
     torch.manual_seed(1234)
     cfg = T5Config(vocab_size=700, d_model=dim, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
@@ -123,11 +124,12 @@ RUNS = [
     ("sd2v-tiny.sde_batch2", "sd2v-tiny", "DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"},
      dict(prompt="a red fox in the snow", negative_prompt="low quality", seed=9,
           num_inference_steps=5, guidance_scale=7.0, height=128, width=128, num_images_per_prompt=2)),
-    # img2img resized by the pipeline (192x128 image to 96x64: Pillow LANCZOS inside diffusers)
+    # img2img of an image whose sides are not multiples of 8: diffusers rounds the size down and
+    # resizes with Pillow's LANCZOS (its img2img takes no height/width: the image decides)
     ("sd15-tiny.img2img_resize", "sd15-tiny", "DPMSolverMultistepScheduler", {},
      dict(prompt="a watercolor painting of a lighthouse", negative_prompt="blurry", seed=21,
-          num_inference_steps=6, guidance_scale=7.0, height=64, width=96, strength=0.7,
-          image_file="sd15-tiny/expected/img2img_euler_nonsquare-image.png", pipeline="img2img")),
+          num_inference_steps=6, guidance_scale=7.0, strength=0.7,
+          image_file="extra/img2img-100x70.png", pipeline="img2img")),
     ("sdxl-tiny.img2img", "sdxl-tiny", "EulerDiscreteScheduler", {},
      dict(prompt="a photo of an astronaut riding a horse on mars", negative_prompt="blurry", seed=4,
           num_inference_steps=6, guidance_scale=5.0, strength=0.6,
@@ -145,6 +147,11 @@ RUNS = [
 
 def pipeline_runs():
     tensors, meta = {}, {}
+    # an input whose sides are not multiples of 8, made once from a fixture image
+    src = PIL.Image.open(f"{FIX}/sd15-tiny/expected/img2img_euler_nonsquare-image.png").convert("RGB")
+    src.resize((100, 70), PIL.Image.BICUBIC).save(f"{FIX}/extra/img2img-100x70.png")
+    import shutil
+    shutil.copy(f"{FIX}/extra/img2img-100x70.png", f"{OUT}/img2img-100x70.png")
     sd3t5 = None
     for name, model, sched, overrides, call in RUNS:
         kind = call.pop("pipeline", "sd")
