@@ -36,11 +36,16 @@ static void check_ids(const char *what, const char *prompt, const int32_t *got, 
 }
 
 static void test_cases(void) {
-    clip_tokenizer *tok = NULL, *bang = NULL;
+    clip_tokenizer *tok = NULL, *bang = NULL, *from_json = NULL;
     double t0 = now_ms();
     CHECK_OK(clip_tokenizer_load(&tok, fixture("clip_tokenizer")));
     printf("load clip_tokenizer: %.1f ms\n", now_ms() - t0);
     CHECK_OK(clip_tokenizer_load(&bang, fixture("clip_tokenizer_pad_bang")));
+    /* The same tokenizer as transformers 5 saves it: tokenizer.json alone (recorded by
+     * tools/reference/extra_refs.py's save_pretrained), no vocab.json / merges.txt. */
+    t0 = now_ms();
+    CHECK_OK(clip_tokenizer_load(&from_json, fixture("clip_tokenizer_json")));
+    printf("load clip_tokenizer_json (tokenizer.json): %.1f ms\n", now_ms() - t0);
     char *text = NULL;
     CHECK_OK(sd_read_file(fixture("tokenizer_cases.json"), &text, NULL));
     cJSON *root = text ? cJSON_Parse(text) : NULL;
@@ -48,7 +53,7 @@ static void test_cases(void) {
     const cJSON *cases = cJSON_GetObjectItemCaseSensitive(root, "cases");
     CHECK(cJSON_GetArraySize(cases) == 54, "tokenizer_cases.json has %d cases, expected 54",
           cJSON_GetArraySize(cases));
-    if (!tok || !bang || !cases) goto done;
+    if (!tok || !bang || !from_json || !cases) goto done;
 
     CHECK(clip_tokenizer_max_length(tok) == 77, "model_max_length %d",
           clip_tokenizer_max_length(tok));
@@ -68,6 +73,8 @@ static void test_cases(void) {
         check_ids("padded77", prompt, padded, 77, want_pad);
         CHECK_OK(clip_tokenize_padded(bang, prompt, padded, 77));
         check_ids("padded77_pad_bang", prompt, padded, 77, want_bang);
+        CHECK_OK(clip_tokenize_padded(from_json, prompt, padded, 77));
+        check_ids("padded77 (tokenizer.json)", prompt, padded, 77, want_pad);
         n_full++, n_ok += test_failed == before;
         if (strcmp(prompt, "a photo of a cat") == 0) { /* the special ids, read off the fixture */
             const cJSON *first = want_ids->child, *last = cJSON_GetArrayItem(want_ids, n - 1);
@@ -101,6 +108,7 @@ done:
     cJSON_Delete(root);
     clip_tokenizer_free(tok);
     clip_tokenizer_free(bang);
+    clip_tokenizer_free(from_json);
 }
 
 static void test_bad_prompts(void) {
@@ -211,6 +219,19 @@ static void test_bad_folders(void) {
     merges = "#version: 0.2\ni n\nzzzzzzqq h\n";
     write_file("merges.txt", merges, strlen(merges));
     expect_load_error("merge of an unknown token", SD_ERR_FORMAT, "zzzzzzqq");
+
+    /* tokenizer.json instead of vocab.json + merges.txt: it must hold a CLIP-style BPE model. */
+    reset_folder();
+    remove_file("vocab.json");
+    remove_file("merges.txt");
+    const char *tj = "{\"model\": {\"type\": \"Unigram\", \"vocab\": []}}";
+    write_file("tokenizer.json", tj, strlen(tj));
+    expect_load_error("tokenizer.json with a Unigram model", SD_ERR_UNSUPPORTED, "tokenizer.json");
+    tj = "{\"model\": {\"type\": \"BPE\", \"end_of_word_suffix\": \"</w>\", "
+         "\"vocab\": {\"a\": 0, \"b\": 1}, \"merges\": [[\"a\", \"b\"]]}}";
+    write_file("tokenizer.json", tj, strlen(tj));
+    expect_load_error("tokenizer.json merge of an unknown token", SD_ERR_FORMAT, "merge 0");
+    remove_file("tokenizer.json");
 
     reset_folder();
     write_config("{\"pad_token\": 5}");

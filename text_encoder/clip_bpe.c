@@ -3,6 +3,7 @@
 #include "clip_bpe.h"
 
 #include <cjson/cJSON.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -190,14 +191,11 @@ static int vocab_fast(clip_bpe *b, const char *t, size_t len, const char *path) 
     }
 }
 
-static sd_status vocab_cjson(clip_bpe *b, const char *text, const char *path) {
-    cJSON *root;
-    SD_TRY(sd_json_parse(text, path, &root));
-    if (!cJSON_IsObject(root)) {
-        cJSON_Delete(root);
+/* {"token": id, ...} from a parsed object (vocab.json, or tokenizer.json's model.vocab). */
+static sd_status vocab_from_object(clip_bpe *b, const cJSON *root, const char *path) {
+    if (!cJSON_IsObject(root))
         return sd_set_error(SD_ERR_FORMAT, "%s: expected a JSON object mapping tokens to ids",
                             path);
-    }
     size_t n = 0, pool_size = 0, used = 0;
     for (cJSON *it = root->child; it; it = it->next) n++, pool_size += strlen(it->string) + 1;
     sd_status st = vocab_alloc(b, n, pool_size, path);
@@ -212,8 +210,23 @@ static sd_status vocab_cjson(clip_bpe *b, const char *text, const char *path) {
         else
             vocab_insert(b, it->string, strlen(it->string), (int32_t)v, &used);
     }
+    return st;
+}
+
+static sd_status vocab_cjson(clip_bpe *b, const char *text, const char *path) {
+    cJSON *root;
+    SD_TRY(sd_json_parse(text, path, &root));
+    sd_status st = vocab_from_object(b, root, path);
     cJSON_Delete(root);
     return st;
+}
+
+static sd_status vocab_index(clip_bpe *b, const char *path) {
+    b->id_to_token = calloc((size_t)b->max_id + 2, sizeof *b->id_to_token);
+    if (!b->id_to_token) return sd_set_error(SD_ERR_NOMEM, "%s: out of memory", path);
+    for (int i = 0; i < b->n_entries; i++)
+        b->id_to_token[b->entries[i].id] = b->pool + b->entries[i].off;
+    return SD_OK;
 }
 
 static sd_status load_vocab(clip_bpe *b, const char *path) {
@@ -227,11 +240,7 @@ static sd_status load_vocab(clip_bpe *b, const char *path) {
     }
     free(text);
     SD_TRY(st);
-    b->id_to_token = calloc((size_t)b->max_id + 2, sizeof *b->id_to_token);
-    if (!b->id_to_token) return sd_set_error(SD_ERR_NOMEM, "%s: out of memory", path);
-    for (int i = 0; i < b->n_entries; i++)
-        b->id_to_token[b->entries[i].id] = b->pool + b->entries[i].off;
-    return SD_OK;
+    return vocab_index(b, path);
 }
 
 static uint64_t pair_key(int32_t a, int32_t c) {
@@ -254,6 +263,41 @@ static int find_merge(const clip_bpe *b, int32_t left, int32_t right, uint32_t *
     return 1;
 }
 
+static sd_status merges_alloc(clip_bpe *b, size_t n, const char *path) {
+    b->merge_mask = table_size(n + 1) - 1;
+    size_t slots = (size_t)b->merge_mask + 1;
+    b->merge_keys = malloc(slots * sizeof *b->merge_keys);
+    b->merge_rank = malloc(slots * sizeof *b->merge_rank);
+    b->merge_new = malloc(slots * sizeof *b->merge_new);
+    if (!b->merge_keys || !b->merge_rank || !b->merge_new)
+        return sd_set_error(SD_ERR_NOMEM, "%s: out of memory", path);
+    memset(b->merge_keys, 0xFF, slots * sizeof *b->merge_keys);
+    return SD_OK;
+}
+
+/* Merge number `rank`: left + right -> their concatenation, all three in the vocabulary.
+ * `joined` has room for both; `where` names the entry in messages ("line 12", "merge 12"). */
+static sd_status merge_add(clip_bpe *b, const char *l, size_t ll, const char *r, size_t lr,
+                           uint32_t rank, char *joined, const char *path, const char *where) {
+    int32_t a = clip_bpe_lookup(b, l, ll), c = clip_bpe_lookup(b, r, lr);
+    memcpy(joined, l, ll);
+    memcpy(joined + ll, r, lr);
+    int32_t merged = clip_bpe_lookup(b, joined, ll + lr);
+    if (a < 0 || c < 0 || merged < 0) {
+        const char *missing = a < 0 ? l : c < 0 ? r : joined;
+        int mlen = (int)(a < 0 ? ll : c < 0 ? lr : ll + lr);
+        return sd_set_error(SD_ERR_FORMAT, "%s %s: token \"%.*s\" is not in the vocabulary", path,
+                            where, mlen, missing);
+    }
+    /* A pair listed twice keeps its last rank, as a map built from the list would. */
+    uint32_t i = pair_slot(b, pair_key(a, c));
+    if (b->merge_keys[i] == UINT64_MAX) b->n_merges++;
+    b->merge_keys[i] = pair_key(a, c);
+    b->merge_rank[i] = rank;
+    b->merge_new[i] = merged;
+    return SD_OK;
+}
+
 /* merges.txt: one "left right" pair per line, ranked by order; lines starting with "#version"
  * are skipped wherever they are (as the tokenizers library reads it). */
 static sd_status load_merges(clip_bpe *b, const char *path) {
@@ -262,21 +306,11 @@ static sd_status load_merges(clip_bpe *b, const char *path) {
     SD_TRY(sd_read_file(path, &text, &size));
     size_t n_lines = 0;
     for (size_t i = 0; i < size; i++) n_lines += text[i] == '\n';
-    b->merge_mask = table_size(n_lines + 1) - 1;
-    size_t slots = (size_t)b->merge_mask + 1;
-    b->merge_keys = malloc(slots * sizeof *b->merge_keys);
-    b->merge_rank = malloc(slots * sizeof *b->merge_rank);
-    b->merge_new = malloc(slots * sizeof *b->merge_new);
     char *joined = malloc(size + 1);
-    sd_status st = SD_OK;
-    if (!b->merge_keys || !b->merge_rank || !b->merge_new || !joined) {
-        st = sd_set_error(SD_ERR_NOMEM, "%s: out of memory", path);
-        goto done;
-    }
-    memset(b->merge_keys, 0xFF, slots * sizeof *b->merge_keys);
+    sd_status st = joined ? merges_alloc(b, n_lines, path) : sd_set_error(SD_ERR_NOMEM, "out of memory");
     uint32_t rank = 0;
     size_t line_no = 0;
-    for (size_t pos = 0; pos < size;) {
+    for (size_t pos = 0; pos < size && st == SD_OK;) {
         const char *line = text + pos;
         const char *nl = memchr(line, '\n', size - pos);
         size_t len = nl ? (size_t)(nl - line) : size - pos;
@@ -285,34 +319,51 @@ static sd_status load_merges(clip_bpe *b, const char *path) {
         if (len && line[len - 1] == '\r') len--;
         if (len >= 8 && memcmp(line, "#version", 8) == 0) continue;
         const char *sp = memchr(line, ' ', len);
-        if (!sp || memchr(sp + 1, ' ', len - (size_t)(sp + 1 - line))) {
-            st = sd_set_error(SD_ERR_FORMAT,
-                              "%s line %zu: expected two tokens separated by one space", path,
-                              line_no);
-            goto done;
-        }
-        size_t la = (size_t)(sp - line), lb = len - la - 1;
-        int32_t a = clip_bpe_lookup(b, line, la), c = clip_bpe_lookup(b, sp + 1, lb);
-        memcpy(joined, line, la);
-        memcpy(joined + la, sp + 1, lb);
-        int32_t merged = clip_bpe_lookup(b, joined, la + lb);
-        if (a < 0 || c < 0 || merged < 0) {
-            const char *missing = a < 0 ? line : c < 0 ? sp + 1 : joined;
-            int mlen = (int)(a < 0 ? la : c < 0 ? lb : la + lb);
-            st = sd_set_error(SD_ERR_FORMAT, "%s line %zu: token \"%.*s\" is not in the vocabulary",
-                              path, line_no, mlen, missing);
-            goto done;
-        }
-        /* A pair listed twice keeps its last rank, as a map built from the list would. */
-        uint32_t i = pair_slot(b, pair_key(a, c));
-        if (b->merge_keys[i] == UINT64_MAX) b->n_merges++;
-        b->merge_keys[i] = pair_key(a, c);
-        b->merge_rank[i] = rank++;
-        b->merge_new[i] = merged;
+        char where[32];
+        snprintf(where, sizeof where, "line %zu", line_no);
+        if (!sp || memchr(sp + 1, ' ', len - (size_t)(sp + 1 - line)))
+            st = sd_set_error(SD_ERR_FORMAT, "%s %s: expected two tokens separated by one space",
+                              path, where);
+        else
+            st = merge_add(b, line, (size_t)(sp - line), sp + 1, len - (size_t)(sp - line) - 1,
+                           rank++, joined, path, where);
     }
-done:
     free(joined);
     free(text);
+    return st;
+}
+
+/* tokenizer.json's model.merges: ["left right", ...] (older files) or [["left", "right"], ...]. */
+static sd_status merges_from_array(clip_bpe *b, const cJSON *arr, const char *path) {
+    size_t longest = 0;
+    for (const cJSON *it = arr->child; it; it = it->next) {
+        const cJSON *l = cJSON_IsArray(it) ? cJSON_GetArrayItem(it, 0) : it;
+        const cJSON *r = cJSON_IsArray(it) ? cJSON_GetArrayItem(it, 1) : NULL;
+        size_t n = (cJSON_IsString(l) ? strlen(l->valuestring) : 0) +
+                   (cJSON_IsString(r) ? strlen(r->valuestring) : 0);
+        if (n > longest) longest = n;
+    }
+    char *joined = malloc(longest + 1);
+    sd_status st = joined ? merges_alloc(b, (size_t)cJSON_GetArraySize(arr), path)
+                          : sd_set_error(SD_ERR_NOMEM, "out of memory");
+    uint32_t rank = 0;
+    for (const cJSON *it = arr->child; it && st == SD_OK; it = it->next, rank++) {
+        char where[32];
+        snprintf(where, sizeof where, "merge %u", rank);
+        const char *l = NULL, *r = NULL, *sp = NULL;
+        if (cJSON_IsArray(it) && cJSON_GetArraySize(it) == 2 &&
+            cJSON_IsString(cJSON_GetArrayItem(it, 0)) && cJSON_IsString(cJSON_GetArrayItem(it, 1))) {
+            l = cJSON_GetArrayItem(it, 0)->valuestring, r = cJSON_GetArrayItem(it, 1)->valuestring;
+            st = merge_add(b, l, strlen(l), r, strlen(r), rank, joined, path, where);
+        } else if (cJSON_IsString(it) && (sp = strchr(it->valuestring, ' ')) && !strchr(sp + 1, ' ')) {
+            l = it->valuestring;
+            st = merge_add(b, l, (size_t)(sp - l), sp + 1, strlen(sp + 1), rank, joined, path, where);
+        } else {
+            st = sd_set_error(SD_ERR_FORMAT, "%s %s: expected \"left right\" or [left, right]",
+                              path, where);
+        }
+    }
+    free(joined);
     return st;
 }
 
@@ -328,14 +379,8 @@ static uint32_t byte_char(int byte) {
     return 256u + (uint32_t)n;
 }
 
-sd_status clip_bpe_load(clip_bpe *b, const char *vocab_path, const char *merges_path) {
-    memset(b, 0, sizeof *b);
-    sd_status st = load_vocab(b, vocab_path);
-    if (st == SD_OK) st = load_merges(b, merges_path);
-    if (st != SD_OK) {
-        clip_bpe_free(b);
-        return st;
-    }
+/* The ids of every byte's byte-level character, alone and word-final. */
+static void byte_ids(clip_bpe *b) {
     for (int byte = 0; byte < 256; byte++) {
         uint32_t ch = byte_char(byte);
         char buf[8];
@@ -349,6 +394,50 @@ sd_status clip_bpe_load(clip_bpe *b, const char *vocab_path, const char *merges_
         memcpy(buf + n, "</w>", 4);
         b->byte_eow_id[byte] = clip_bpe_lookup(b, buf, n + 4);
     }
+}
+
+sd_status clip_bpe_load(clip_bpe *b, const char *vocab_path, const char *merges_path) {
+    memset(b, 0, sizeof *b);
+    sd_status st = load_vocab(b, vocab_path);
+    if (st == SD_OK) st = load_merges(b, merges_path);
+    if (st != SD_OK) {
+        clip_bpe_free(b);
+        return st;
+    }
+    byte_ids(b);
+    return SD_OK;
+}
+
+sd_status clip_bpe_load_tokenizer_json(clip_bpe *b, const char *path) {
+    memset(b, 0, sizeof *b);
+    char *text;
+    SD_TRY(sd_read_file(path, &text, NULL));
+    cJSON *root = NULL;
+    sd_status st = sd_json_parse(text, path, &root);
+    free(text);
+    const cJSON *model = st == SD_OK ? cJSON_GetObjectItemCaseSensitive(root, "model") : NULL;
+    const cJSON *type = model ? cJSON_GetObjectItemCaseSensitive(model, "type") : NULL;
+    const cJSON *suffix = model ? cJSON_GetObjectItemCaseSensitive(model, "end_of_word_suffix") : NULL;
+    const cJSON *vocab = model ? cJSON_GetObjectItemCaseSensitive(model, "vocab") : NULL;
+    const cJSON *merges = model ? cJSON_GetObjectItemCaseSensitive(model, "merges") : NULL;
+    if (st == SD_OK && (!cJSON_IsString(type) || strcmp(type->valuestring, "BPE")))
+        st = sd_set_error(SD_ERR_UNSUPPORTED, "%s: model.type is not \"BPE\": not a CLIP tokenizer",
+                          path);
+    else if (st == SD_OK && (!cJSON_IsString(suffix) || strcmp(suffix->valuestring, "</w>")))
+        st = sd_set_error(SD_ERR_UNSUPPORTED, "%s: model.end_of_word_suffix is not \"</w>\": not a "
+                          "CLIP tokenizer", path);
+    else if (st == SD_OK && (!cJSON_IsObject(vocab) || !cJSON_IsArray(merges)))
+        st = sd_set_error(SD_ERR_FORMAT, "%s: model.vocab (object) and model.merges (list) are "
+                          "required", path);
+    if (st == SD_OK) st = vocab_from_object(b, vocab, path);
+    if (st == SD_OK) st = vocab_index(b, path);
+    if (st == SD_OK) st = merges_from_array(b, merges, path);
+    cJSON_Delete(root);
+    if (st != SD_OK) {
+        clip_bpe_free(b);
+        return st;
+    }
+    byte_ids(b);
     return SD_OK;
 }
 

@@ -32,6 +32,9 @@ typedef struct {
 
 /* Loads vocab.json and merges.txt (paths used in messages). */
 sd_status clip_bpe_load(clip_bpe *b, const char *vocab_path, const char *merges_path);
+/* The same from a tokenizer.json (what transformers 5 saves instead of vocab.json + merges.txt):
+ * its model must be BPE with end_of_word_suffix "</w>". */
+sd_status clip_bpe_load_tokenizer_json(clip_bpe *b, const char *path);
 void clip_bpe_free(clip_bpe *b);
 
 /* Id of the token spelled s[0..len), or -1. */

@@ -364,14 +364,20 @@ sd_status clip_tokenizer_load(clip_tokenizer **out, const char *dir) {
         return sd_set_error(SD_ERR_IO, "%s: tokenizer folder not found", dir ? dir : "(null)");
     char *vocab = sd_path_join(dir, "vocab.json"), *merges = sd_path_join(dir, "merges.txt");
     char *config = sd_path_join(dir, "tokenizer_config.json");
+    char *json = sd_path_join(dir, "tokenizer.json");
     clip_tokenizer *t = calloc(1, sizeof *t);
     sd_status st = SD_OK;
-    if (!vocab || !merges || !config || !t)
+    if (!vocab || !merges || !config || !json || !t)
         st = sd_set_error(SD_ERR_NOMEM, "%s: out of memory", dir);
-    if (st == SD_OK) st = clip_bpe_load(&t->bpe, vocab, merges);
+    /* Releases saved by transformers 4 have vocab.json + merges.txt; transformers 5 saves only
+     * tokenizer.json, which holds the same vocabulary and merges. */
+    else if (!sd_file_exists(vocab) && sd_file_exists(json))
+        st = clip_bpe_load_tokenizer_json(&t->bpe, json);
+    else
+        st = clip_bpe_load(&t->bpe, vocab, merges);
     if (st == SD_OK) st = load_config(t, config);
     if (st == SD_OK) st = prepare_specials(t, config);
-    free(vocab), free(merges), free(config);
+    free(vocab), free(merges), free(config), free(json);
     if (st != SD_OK) {
         clip_tokenizer_free(t);
         return st;
