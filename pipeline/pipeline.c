@@ -19,13 +19,14 @@ static const sd_family_ops families[] = {
      sd_generate_sd},
     {"StableDiffusionInpaintPipeline", SD_FAMILY_SD, 50, 7.5, sd_load_sd, sd_default_size_unet,
      sd_generate_sd},
+    {"StableDiffusion3Pipeline", SD_FAMILY_SD3, 28, 7.0, sd_load_sd3, sd_default_size_sd3,
+     sd_generate_sd3},
 };
 enum { N_FAMILIES = sizeof families / sizeof families[0] };
 
 /* Recognised but not (yet) implemented: named in the error so the user knows what they have. */
 static const char *const known_unsupported[] = {
-    "StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline", "StableDiffusion3Pipeline",
-    "FluxPipeline",
+    "StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline", "FluxPipeline",
 };
 
 void sd_load_params_init(sd_load_params *p) { memset(p, 0, sizeof *p); }
@@ -206,6 +207,23 @@ sd_status sd_tokenize_json(const sd_pipeline *p, const char *prompt, char **json
         if (st == SD_OK) st = clip_tokenize_padded(clips[k].tok, prompt, ids, n);
         if (st == SD_OK) {
             cJSON *arr = cJSON_AddArrayToObject(root, clips[k].name);
+            for (int i = 0; i < n; i++) cJSON_AddItemToArray(arr, cJSON_CreateNumber(ids[i]));
+        }
+        free(ids);
+    }
+    /* T5 under its folder's name (SD3 tokenizer_3, Flux tokenizer_2), padded to the pipeline's
+     * default max_sequence_length */
+    const char *t5_name = NULL;
+    for (int i = 0; i < p->mi.n && p->t5_tokenizer; i++)
+        if (p->mi.comps[i].present && !strncmp(p->mi.comps[i].cls, "T5Tokenizer", 11))
+            t5_name = p->mi.comps[i].name;
+    if (st == SD_OK && t5_name) {
+        const int n = p->mi.family == SD_FAMILY_FLUX ? 512 : 256;
+        int32_t *ids = malloc((size_t)n * sizeof *ids);
+        st = ids ? t5_tokenize_padded(p->t5_tokenizer, prompt, ids, n, NULL)
+                 : sd_set_error(SD_ERR_NOMEM, "out of memory");
+        if (st == SD_OK) {
+            cJSON *arr = cJSON_AddArrayToObject(root, t5_name);
             for (int i = 0; i < n; i++) cJSON_AddItemToArray(arr, cJSON_CreateNumber(ids[i]));
         }
         free(ids);
