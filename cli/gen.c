@@ -18,7 +18,7 @@
 static void usage(FILE *fp) {
     fprintf(fp, "usage: gen [options] \"PROMPT\"\n\n"
                 "Writes the image diffusers' pipeline would produce for PROMPT with a Stable Diffusion\n"
-                "model in diffusers format (SD 1.x and 2.x).\n\noptions:\n%s"
+                "model in diffusers format (SD 1.x, 2.x, 3 and 3.5).\n\noptions:\n%s"
                 "  -o, --output FILE        .png, or .jpg/.jpeg (default out.png)\n"
                 "      --quality N          JPEG quality 1..100 (default 90)\n"
                 "      --save-latents FILE  also write the final latents (NCHW safetensors, tensor\n"
@@ -34,7 +34,8 @@ static const char *no_model_message =
     "gen: no model: pass -m DIR or set SD_MODEL to a diffusers model folder (model_index.json plus\n"
     "one folder per component), e.g. a download of runwayml/stable-diffusion-v1-5 or\n"
     "stabilityai/stable-diffusion-2-1 from the Hugging Face hub with its safetensors weights.\n"
-    "Supported families: Stable Diffusion 1.x and 2.x (StableDiffusionPipeline).\n";
+    "Supported families: Stable Diffusion 1.x and 2.x (StableDiffusionPipeline), 3 and 3.5\n"
+    "(StableDiffusion3Pipeline).\n";
 
 static void list_schedulers(void) {
     const sched_info *info;
