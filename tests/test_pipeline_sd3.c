@@ -511,6 +511,62 @@ static void check_t5_pipeline(void) {
     if (system(cmd) != 0) printf("note: could not remove %s\n", dir);
 }
 
+/* Sets model_index.json's entry `key` in `dir` to [library, cls] (cls NULL: [null, null]). */
+static void set_component(const char *dir, const char *key, const char *library, const char *cls) {
+    char *path = sd_path_join(dir, "model_index.json"), *text = NULL;
+    CHECK_OK(sd_read_file(path, &text, NULL));
+    cJSON *mi = text ? cJSON_Parse(text) : NULL;
+    free(text);
+    if (mi) {
+        const char *pair[2] = {library, cls};
+        cJSON *v = cls ? cJSON_CreateStringArray(pair, 2) : cJSON_CreateArray();
+        for (int k = 0; !cls && k < 2; k++) cJSON_AddItemToArray(v, cJSON_CreateNull());
+        cJSON_ReplaceItemInObject(mi, key, v);
+        char *out = cJSON_Print(mi);
+        FILE *fp = fopen(path, "w");
+        if (fp) fputs(out, fp), fclose(fp);
+        cJSON_free(out);
+        cJSON_Delete(mi);
+    }
+    free(path);
+}
+
+static void expect_load_error(const char *dir, const char *what, const char *needle) {
+    sd_pipeline *p = NULL;
+    sd_status st = sd_pipeline_load(&p, dir, NULL);
+    CHECK(st != SD_OK, "%s: loaded", what);
+    if (p) sd_pipeline_free(p);
+    if (st != SD_OK)
+        CHECK(strstr(sd_last_error(), needle) != NULL, "%s: error '%s' does not mention '%s'", what,
+              sd_last_error(), needle);
+}
+
+/* Folders diffusers' StableDiffusion3Pipeline cannot run: the error names the component. */
+static void check_load_errors(void) {
+    char dir[128], cmd[2 * 1024 + 512], fixtures[1024];
+    snprintf(dir, sizeof dir, "/tmp/sd-test-sd3-bad-%d", (int)getpid());
+    snprintf(fixtures, sizeof fixtures, "%s", fixture(""));
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' && cp -r '%s/sd3-tiny/pipeline' '%s'", dir, fixtures, dir);
+    CHECK(system(cmd) == 0, "copying sd3-tiny");
+    /* the pooled output must be the projected one */
+    set_component(dir, "text_encoder_2", "transformers", "CLIPTextModel");
+    expect_load_error(dir, "text_encoder_2 without projection", "text_encoder_2");
+    set_component(dir, "text_encoder_2", "transformers", "CLIPTextModelWithProjection");
+    /* a T5 encoder without its tokenizer */
+    set_component(dir, "text_encoder_3", "transformers", "T5EncoderModel");
+    expect_load_error(dir, "text_encoder_3 without tokenizer_3", "tokenizer_3");
+    set_component(dir, "text_encoder_3", NULL, NULL);
+    /* a UNet is no SD3 transformer */
+    set_component(dir, "transformer", "diffusers", "UNet2DConditionModel");
+    expect_load_error(dir, "transformer of the wrong class", "UNet2DConditionModel");
+    set_component(dir, "transformer", "diffusers", "SD3Transformer2DModel");
+    snprintf(cmd, sizeof cmd, "rm '%s/transformer/diffusion_pytorch_model.safetensors'", dir);
+    CHECK(system(cmd) == 0, "removing the transformer weights");
+    expect_load_error(dir, "transformer weights missing", "transformer");
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0) printf("note: could not remove %s\n", dir);
+}
+
 static const char *const runs[] = {"flow_euler", "flow_euler_nonsquare", "flow_euler_shift1",
                                    "flow_nocfg"};
 
@@ -532,5 +588,6 @@ int main(void) {
         sd_pipeline_free(p);
     }
     check_t5_pipeline();
+    check_load_errors();
     return test_summary();
 }
