@@ -205,7 +205,9 @@ static sd_status check_sd3_params(const sd_pipeline *p, const sd_gen_params *g, 
 /* The scheduler as retrieve_timesteps sets it up. With use_dynamic_shifting, mu comes from the
  * image sequence length and the RESOLVED scheduler config (class defaults for absent keys), known
  * only once the scheduler exists: so it is built first, then its timesteps set (which is why this
- * does not go through pl_make_scheduler). */
+ * does not go through pl_make_scheduler). With stochastic_sampling the step noise comes from the
+ * seeded generator; diffusers' SD3 pipeline gives step() none (torch's global RNG), so such runs
+ * are not reproducible there to begin with. */
 static sd_status make_scheduler(const sd_pipeline *p, const sd_gen_params *g, int lh, int lw,
                                 sd_scheduler **out) {
     *out = NULL;
