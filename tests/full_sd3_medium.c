@@ -356,15 +356,32 @@ static sd_status build_pipeline(const char *dir) {
     return st;
 }
 
+/* Resident memory now, in GB: anonymous (what the process allocated) and file-backed (pages of the
+ * memory-mapped BF16 files, which the kernel may drop and read again). */
+static void rss_now(double *anon, double *file) {
+    *anon = *file = 0;
+    FILE *fp = fopen("/proc/self/status", "r");
+    char line[256];
+    long kb;
+    while (fp && fgets(line, sizeof line, fp)) {
+        if (sscanf(line, "RssAnon: %ld", &kb) == 1) *anon = kb / 1048576.0;
+        if (sscanf(line, "RssFile: %ld", &kb) == 1) *file = kb / 1048576.0;
+    }
+    if (fp) fclose(fp);
+}
+
 typedef struct {
     double start, encoded, steps_done, decode_start;
+    double anon[3], file[3]; /* after encoding, after the step, before the decode */
 } stage_times;
 
 static void on_event(void *user, const sd_event *ev) {
     stage_times *t = user;
-    if (ev->kind == SD_EVENT_PROMPT_EMBEDS) t->encoded = now();
-    if (ev->kind == SD_EVENT_STEP) t->steps_done = now();
-    if (ev->kind == SD_EVENT_DECODE) t->decode_start = now();
+    int k = -1;
+    if (ev->kind == SD_EVENT_PROMPT_EMBEDS) t->encoded = now(), k = 0;
+    if (ev->kind == SD_EVENT_STEP) t->steps_done = now(), k = 1;
+    if (ev->kind == SD_EVENT_DECODE) t->decode_start = now(), k = 2;
+    if (k >= 0) rss_now(&t->anon[k], &t->file[k]);
 }
 
 /* Part 2: the pipeline at its default size, one CFG step. */
@@ -389,7 +406,10 @@ static void pipeline_run(const char *dir) {
     g.negative_prompt = "blurry";
     g.steps = 1;
     g.seed = 42;
-    stage_times t = {now(), 0, 0, 0};
+    double load_anon, load_file;
+    rss_now(&load_anon, &load_file);
+    printf("resident after loading: %.1f GB anonymous, %.1f GB of mapped files\n", load_anon, load_file);
+    stage_times t = {.start = now()};
     g.on_event = on_event;
     g.user = &t;
     sd_result r;
@@ -414,6 +434,9 @@ static void pipeline_run(const char *dir) {
                "wall, %.1f s CPU; encode %.1f s, step %.1f s, decode %.1f s; peak RSS %.1f GB\n",
                end - t.start, ce - cs, t.encoded - t.start, t.steps_done - t.encoded,
                end - t.decode_start, ru.ru_maxrss / 1048576.0);
+        printf("resident (GB anonymous + mapped files): encoded %.1f + %.1f, stepped %.1f + %.1f, "
+               "decoding %.1f + %.1f\n", t.anon[0], t.file[0], t.anon[1], t.file[1], t.anon[2],
+               t.file[2]);
         sd_result_free(&r);
     }
     sd_pipeline_free(p);
