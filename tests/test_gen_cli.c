@@ -385,6 +385,9 @@ static void test_print_tokens_sd3(void) {
     CHECK(ok, "sd3 + T5 --print-tokens: 256 tokenizer_3 ids as recorded: %.300s", output);
     free(rec);
     cJSON_Delete(j);
+    /* --prompt-3 / --negative-3 reach the library (which refuses this folder's T5 width) */
+    rc = run_gen("-m", dir, "--prompt-3", "x", "--negative-3", "y", "--steps", "1", "-o", tmp("t5.png"), prompt, NULL);
+    expect_error("sd3 + 16-wide T5", rc, "text_encoder_3");
 }
 
 static void test_no_model_message(void) {
