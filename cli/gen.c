@@ -18,7 +18,7 @@
 static void usage(FILE *fp) {
     fprintf(fp, "usage: gen [options] \"PROMPT\"\n\n"
                 "Writes the image diffusers' pipeline would produce for PROMPT with a Stable Diffusion\n"
-                "model in diffusers format (SD 1.x, 2.x, SDXL) or a FLUX.1 model (FluxPipeline).\n\n"
+                "model in diffusers format (SD 1.x, 2.x, SDXL, SD 3 and 3.5) or a FLUX.1 model.\n\n"
                 "options:\n%s"
                 "  -o, --output FILE        .png, or .jpg/.jpeg (default out.png)\n"
                 "      --quality N          JPEG quality 1..100 (default 90)\n"
@@ -41,8 +41,8 @@ static const char *no_model_message =
     "one folder per component), e.g. a download of runwayml/stable-diffusion-v1-5 or\n"
     "stabilityai/stable-diffusion-2-1 from the Hugging Face hub with its safetensors weights.\n"
     "Supported families: Stable Diffusion 1.x and 2.x (StableDiffusionPipeline), SDXL\n"
-    "(StableDiffusionXLPipeline), FLUX.1 dev and schnell (FluxPipeline, e.g.\n"
-    "black-forest-labs/FLUX.1-schnell).\n";
+    "(StableDiffusionXLPipeline), SD 3 and 3.5 (StableDiffusion3Pipeline), FLUX.1 dev and\n"
+    "schnell (FluxPipeline, e.g. black-forest-labs/FLUX.1-schnell).\n";
 
 static void list_schedulers(void) {
     const sched_info *info;

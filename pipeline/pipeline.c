@@ -22,12 +22,14 @@ static const sd_family_ops families[] = {
     {"StableDiffusionXLPipeline", SD_FAMILY_SDXL, 50, 5.0, sd_load_sdxl, sd_default_size_unet,
      sd_generate_sdxl},
     {"FluxPipeline", SD_FAMILY_FLUX, 28, 3.5, sd_load_flux, sd_default_size_flux, sd_generate_flux},
+    {"StableDiffusion3Pipeline", SD_FAMILY_SD3, 28, 7.0, sd_load_sd3, sd_default_size_sd3,
+     sd_generate_sd3},
 };
 enum { N_FAMILIES = sizeof families / sizeof families[0] };
 
 /* Recognised but not (yet) implemented: named in the error so the user knows what they have. */
 static const char *const known_unsupported[] = {
-    "StableDiffusionXLImg2ImgPipeline", "StableDiffusion3Pipeline",
+    "StableDiffusionXLImg2ImgPipeline",
 };
 
 void sd_load_params_init(sd_load_params *p) { memset(p, 0, sizeof *p); }
@@ -214,16 +216,19 @@ sd_status sd_tokenize_json(const sd_pipeline *p, const char *prompt, char **json
         }
         free(ids);
     }
-    /* The T5 tokenizer (Flux's tokenizer_2, SD3's tokenizer_3), padded to the pipeline's default
-     * max_sequence_length. */
-    if (st == SD_OK && p->t5_tokenizer) {
-        const bool flux = p->mi.family == SD_FAMILY_FLUX;
-        const int n = flux ? 512 : 256;
+    /* T5 under its folder's name (SD3 tokenizer_3, Flux tokenizer_2), padded to the pipeline's
+     * default max_sequence_length */
+    const char *t5_name = NULL;
+    for (int i = 0; i < p->mi.n && p->t5_tokenizer; i++)
+        if (p->mi.comps[i].present && !strncmp(p->mi.comps[i].cls, "T5Tokenizer", 11))
+            t5_name = p->mi.comps[i].name;
+    if (st == SD_OK && t5_name) {
+        const int n = p->mi.family == SD_FAMILY_FLUX ? 512 : 256;
         int32_t *ids = malloc((size_t)n * sizeof *ids);
-        if (!ids) st = sd_set_error(SD_ERR_NOMEM, "out of memory");
-        if (st == SD_OK) st = t5_tokenize_padded(p->t5_tokenizer, prompt, ids, n, NULL);
+        st = ids ? t5_tokenize_padded(p->t5_tokenizer, prompt, ids, n, NULL)
+                 : sd_set_error(SD_ERR_NOMEM, "out of memory");
         if (st == SD_OK) {
-            cJSON *arr = cJSON_AddArrayToObject(root, flux ? "tokenizer_2" : "tokenizer_3");
+            cJSON *arr = cJSON_AddArrayToObject(root, t5_name);
             for (int i = 0; i < n; i++) cJSON_AddItemToArray(arr, cJSON_CreateNumber(ids[i]));
         }
         free(ids);

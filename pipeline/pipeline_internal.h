@@ -78,4 +78,16 @@ sd_status sd_load_flux(sd_pipeline *p);
 void sd_default_size_flux(const sd_pipeline *p, int *width, int *height);
 sd_status sd_generate_flux(sd_pipeline *p, const sd_gen_params *g, sd_result *out);
 
+/* SD3 / SD3.5 (pipeline/generate_sd3.c). */
+sd_status sd_load_sd3(sd_pipeline *p);
+void sd_default_size_sd3(const sd_pipeline *p, int *width, int *height);
+sd_status sd_generate_sd3(sd_pipeline *p, const sd_gen_params *g, sd_result *out);
+/* encode_prompt for one prompt whose texts are already resolved (prompt_2/3 defaults applied):
+ * embeds [tokens][width] and pooled [pooled_dim] as sd_embed_shape_sd3 gives them (tokens: 77 CLIP
+ * + max_seq T5 rows; width: T5's d_model, else joint_attention_dim). For tests and the loop. */
+sd_status sd_encode_prompt_sd3(sd_pipeline *p, const char *text, const char *text_2,
+                               const char *text_3, int clip_skip, int max_seq, float *embeds,
+                               float *pooled);
+void sd_embed_shape_sd3(const sd_pipeline *p, int max_seq, int *tokens, int *width, int *pooled);
+
 #endif

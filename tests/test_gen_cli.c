@@ -359,6 +359,63 @@ static void test_bad_inputs(void) {
     expect_error("no prompt", rc, "prompt");
 }
 
+/* SD3: both CLIP tokenizers (the second pads with "!", id 0), and T5's ids under tokenizer_3 when
+ * the folder has one: sd3-tiny with flux-tiny's T5 tokenizer and encoder added, whose ids for the
+ * prompt flux_dev_like recorded (padded to 64; the SD3 default pads to 256). */
+static void test_print_tokens_sd3(void) {
+    char model_dir[512], fixtures[512], cmd[2048];
+    snprintf(model_dir, sizeof model_dir, "%s", fixture("sd3-tiny/pipeline"));
+    int rc = run_gen("-m", model_dir, "--print-tokens", "a photo of a cat", NULL);
+    CHECK(rc == 0, "sd3 --print-tokens: exit %d: %s", rc, output);
+    cJSON *j = cJSON_Parse(output);
+    const cJSON *t1 = cJSON_GetObjectItem(j, "tokenizer"), *t2 = cJSON_GetObjectItem(j, "tokenizer_2");
+    const int want[8] = {49406, 320, 1125, 539, 320, 2368, 49407, 49407}; /* then pad: 49407 / 0 */
+    int ok = cJSON_GetArraySize(t1) == 77 && cJSON_GetArraySize(t2) == 77 &&
+             !cJSON_GetObjectItem(j, "tokenizer_3");
+    for (int i = 0; ok && i < 8; i++) {
+        ok &= cJSON_GetArrayItem(t1, i)->valueint == want[i];
+        ok &= cJSON_GetArrayItem(t2, i)->valueint == (i < 7 ? want[i] : 0);
+    }
+    CHECK(ok, "sd3 --print-tokens: both CLIP tokenizers, no T5: %.300s", output);
+    cJSON_Delete(j);
+
+    const char *dir = tmp("sd3-t5");
+    snprintf(fixtures, sizeof fixtures, "%s", fixture("")); /* fixture() reuses one buffer */
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' && cp -rL '%s/sd3-tiny/pipeline' '%s' && "
+             "cp -rL '%s/flux-tiny/pipeline/tokenizer_2' '%s/tokenizer_3' && "
+             "cp -rL '%s/flux-tiny/pipeline/text_encoder_2' '%s/text_encoder_3'", dir, fixtures, dir,
+             fixtures, dir, fixtures, dir);
+    CHECK(system(cmd) == 0, "building %s", dir);
+    char mi_path[600], *text = NULL;
+    snprintf(mi_path, sizeof mi_path, "%s/model_index.json", dir);
+    CHECK_OK(sd_read_file(mi_path, &text, NULL));
+    j = text ? cJSON_Parse(text) : NULL;
+    free(text);
+    const char *t5tok[2] = {"transformers", "T5TokenizerFast"}, *t5[2] = {"transformers", "T5EncoderModel"};
+    cJSON_ReplaceItemInObject(j, "tokenizer_3", cJSON_CreateStringArray(t5tok, 2));
+    cJSON_ReplaceItemInObject(j, "text_encoder_3", cJSON_CreateStringArray(t5, 2));
+    char *mi = cJSON_Print(j);
+    write_text(mi_path, mi ? mi : "");
+    cJSON_free(mi);
+    cJSON_Delete(j);
+    const char *prompt = "a photo of an astronaut riding a horse on mars";
+    rc = run_gen("-m", dir, "--print-tokens", prompt, NULL);
+    CHECK(rc == 0, "sd3 + T5 --print-tokens: exit %d: %s", rc, output);
+    j = cJSON_Parse(output);
+    const cJSON *t3 = cJSON_GetObjectItem(j, "tokenizer_3");
+    int64_t shape[4] = {0};
+    int32_t *rec = fixture_ids("flux-tiny/expected/flux_dev_like.safetensors", "tokenizer_2_prompt_ids",
+                               shape, NULL);
+    ok = rec && shape[1] == 64 && cJSON_GetArraySize(t3) == 256 && cJSON_GetObjectItem(j, "tokenizer_2");
+    for (int i = 0; ok && i < 256; i++) ok &= cJSON_GetArrayItem(t3, i)->valueint == rec[i < 64 ? i : 63];
+    CHECK(ok, "sd3 + T5 --print-tokens: 256 tokenizer_3 ids as recorded: %.300s", output);
+    free(rec);
+    cJSON_Delete(j);
+    /* --prompt-3 / --negative-3 reach the library (which refuses this folder's T5 width) */
+    rc = run_gen("-m", dir, "--prompt-3", "x", "--negative-3", "y", "--steps", "1", "-o", tmp("t5.png"), prompt, NULL);
+    expect_error("sd3 + 16-wide T5", rc, "text_encoder_3");
+}
+
 static void test_no_model_message(void) {
     unsetenv("SD_MODEL");
     int rc = run_gen("a cat", NULL);
@@ -411,7 +468,16 @@ int main(void) {
     CHECK_OK(sd_pipeline_load(&lib, fixture("flux-tiny/pipeline"), NULL));
     reproduce_run(lib, "flux-tiny", "flux_dev_like");
     sd_pipeline_free(lib);
+    lib = NULL;
+    CHECK_OK(sd_pipeline_load(&lib, fixture("sd3-tiny/pipeline"), NULL));
+    reproduce_run(lib, "sd3-tiny", "flow_euler_shift1"); /* shift 1 through --scheduler-opt */
+    sd_pipeline_free(lib);
+    lib = NULL;
+    CHECK_OK(sd_pipeline_load(&lib, fixture("sd35-tiny/pipeline"), NULL));
+    reproduce_run(lib, "sd35-tiny", "flow_euler_nonsquare");
+    sd_pipeline_free(lib);
     test_print_tokens();
+    test_print_tokens_sd3();
     test_print_tokens_flux();
     test_bad_inputs();
     test_no_model_message();

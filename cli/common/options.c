@@ -58,6 +58,7 @@ typedef enum {
     O_MODEL, O_NEG, O_OUT, O_W, O_H, O_SEED, O_STEPS, O_GUIDANCE, O_SCHED, O_SCHED_OPT,
     O_RESCALE, O_ETA, O_BATCH, O_CLIP_SKIP, O_THREADS, O_SAVE_LATENTS, O_QUALITY,
     O_PROMPT2, O_NEG2, O_ORIG_SIZE, O_CROP, O_TARGET_SIZE, O_MAX_SEQ, O_INIT, O_MASK, O_STRENGTH,
+    O_PROMPT3, O_NEG3,
     /* flags */
     O_PRINT_TOKENS, O_HELP, O_VERSION, O_QUIET,
 } opt_id;
@@ -82,6 +83,7 @@ static const struct {
     {"target-size", 0, O_TARGET_SIZE, true}, {"max-sequence-length", 0, O_MAX_SEQ, true},
     {"init-image", 0, O_INIT, true},       {"mask", 0, O_MASK, true},
     {"strength", 0, O_STRENGTH, true},
+    {"prompt-3", 0, O_PROMPT3, true},      {"negative-3", 0, O_NEG3, true},
     {"help", 'h', O_HELP, false},          {"version", 0, O_VERSION, false},
     {"quiet", 'q', O_QUIET, false},
 };
@@ -137,6 +139,8 @@ static bool apply(cli_options *o, opt_id id, const char *name, const char *v, co
     case O_QUALITY: return parse_int(name, v, 1, 100, &x, err) && (o->quality = (int)x, true);
     case O_PROMPT2: o->gen.prompt_2 = v; return true;
     case O_NEG2: o->gen.negative_prompt_2 = v; return true;
+    case O_PROMPT3: o->gen.prompt_3 = v; return true;
+    case O_NEG3: o->gen.negative_prompt_3 = v; return true;
     case O_ORIG_SIZE:
         return parse_pair(name, v, 'x', &o->gen.original_width, &o->gen.original_height, err);
     case O_CROP: return parse_pair(name, v, ',', &o->gen.crop_top, &o->gen.crop_left, err);
@@ -288,6 +292,8 @@ const char *cli_gen_options_help(void) {
            "      --clip-skip N        use the text encoder's N-th from last layer (default 0: the last)\n"
            "      --prompt-2 TEXT      prompt for the second text encoder (SDXL, SD3; Flux's T5)\n"
            "      --negative-2 TEXT    negative prompt for the second text encoder\n"
+           "      --prompt-3 TEXT      prompt for SD3's T5 (default: the prompt)\n"
+           "      --negative-3 TEXT    negative prompt for SD3's T5\n"
            "      --original-size WxH  SDXL micro-conditioning (default: the image size)\n"
            "      --crop TOP,LEFT      SDXL crop coordinates (default 0,0)\n"
            "      --target-size WxH    SDXL target size (default: the image size)\n"
