@@ -3,8 +3,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Blocks form a list from the oldest (the consolidated one) to the newest; `cur` is the block
+ * allocations come from. Everything in blocks after `cur` is free: allocation is stack-like, and
+ * a release moves `cur` back to the block of its mark, so a later allocation that does not fit
+ * there walks forward through those emptied blocks before it adds a new one. */
 struct sd_arena_block {
-    sd_arena_block *next; /* older block */
+    sd_arena_block *next; /* newer block */
     size_t size, used;
     unsigned char *data;
 };
@@ -31,17 +35,26 @@ void sd_arena_init(sd_arena *a) { memset(a, 0, sizeof *a); }
 
 void *sd_arena_alloc(sd_arena *a, size_t bytes) {
     bytes = round_up(bytes ? bytes : 1);
-    sd_arena_block *b = a->blocks;
+    sd_arena_block *b = a->cur;
+    while (b && b->size - b->used < bytes && b->next) { /* emptied newer blocks first */
+        b = b->next;
+        b->used = 0;
+    }
     if (!b || b->size - b->used < bytes) {
         /* Spill: a new block big enough for this and some more, so small allocations that follow
          * do not each spill again (but not as big as the previous block: that may be huge). */
-        size_t size = bytes > (1u << 20) ? bytes : (1u << 20);
-        sd_arena_block *nb = block_new(size);
+        sd_arena_block *nb = block_new(bytes > (1u << 20) ? bytes : (1u << 20));
         if (!nb) return NULL;
-        nb->next = b;
-        a->blocks = b = nb;
+        if (b) {
+            nb->next = b->next; /* keep any too-small emptied blocks after it, for reuse */
+            b->next = nb;
+        } else {
+            a->blocks = nb;
+        }
+        b = nb;
         a->spill_count++;
     }
+    a->cur = b;
     void *p = b->data + b->used;
     b->used += bytes;
     a->used_total += bytes;
@@ -52,29 +65,32 @@ void *sd_arena_alloc(sd_arena *a, size_t bytes) {
 float *sd_arena_floats(sd_arena *a, size_t n) { return sd_arena_alloc(a, n * sizeof(float)); }
 
 sd_arena_mark sd_arena_get_mark(const sd_arena *a) {
-    sd_arena_mark m = {a->blocks, a->blocks ? a->blocks->used : 0, a->used_total};
+    sd_arena_mark m = {a->cur, a->cur ? a->cur->used : 0, a->used_total};
     return m;
 }
 
 void sd_arena_release(sd_arena *a, sd_arena_mark m) {
-    /* Blocks added after the mark stay allocated (they are freed or merged at reset) but are
-     * emptied; the block current at the mark goes back to its old fill. */
-    for (sd_arena_block *b = a->blocks; b && b != m.block; b = b->next) b->used = 0;
-    if (m.block) m.block->used = m.block_used;
-    /* Allocation continues in the newest block (emptied if it came after the mark); the tail of
-     * the mark's block stays unused until reset consolidates everything into one block. */
+    if (m.block) {
+        a->cur = m.block;
+        m.block->used = m.block_used;
+    } else if (a->blocks) { /* marked before anything was allocated */
+        a->cur = a->blocks;
+        a->cur->used = 0;
+    }
     a->used_total = m.used_total;
 }
 
 void sd_arena_reset(sd_arena *a) {
+    /* One block of the high-water size serves every later pass of the same shape without a
+     * single allocation: a stack never needs more than its deepest point. */
     if (a->blocks && (a->blocks->next || a->blocks->size < a->high_water)) {
         size_t size = a->high_water;
         sd_arena_free(a);
         a->blocks = block_new(size);
         a->high_water = size;
-    } else if (a->blocks) {
-        a->blocks->used = 0;
     }
+    if (a->blocks) a->blocks->used = 0;
+    a->cur = a->blocks;
     a->used_total = 0;
     a->spill_count = 0;
 }

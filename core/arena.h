@@ -12,7 +12,8 @@
 typedef struct sd_arena_block sd_arena_block;
 
 typedef struct {
-    sd_arena_block *blocks; /* newest first */
+    sd_arena_block *blocks; /* oldest first */
+    sd_arena_block *cur;    /* where allocation continues */
     size_t used_total;      /* bytes handed out, counted across blocks */
     size_t high_water;
     size_t spill_count;     /* blocks added since the last reset (for tests and stats) */

@@ -212,6 +212,22 @@ static void test_arena(void) {
         sd_arena_reset(&a);
     }
     sd_arena_free(&a);
+
+    /* Within one pass: a block emptied by a release is used again before a new one is added
+     * (a transformer layer after layer must not spill a fresh block each time). */
+    sd_arena_init(&a);
+    float *base = sd_arena_floats(&a, 1000);
+    base[0] = 1;
+    for (int layer = 0; layer < 5; layer++) {
+        sd_arena_mark m = sd_arena_get_mark(&a);
+        float *big = sd_arena_floats(&a, 600000); /* 2.4 MB: more than the first block holds */
+        float *big2 = sd_arena_floats(&a, 600000);
+        big[599999] = 1, big2[0] = 2;
+        sd_arena_release(&a, m);
+    }
+    CHECK(a.spill_count == 3, "five layers of two spilling buffers took %zu blocks (want 3)",
+          a.spill_count);
+    sd_arena_free(&a);
 }
 
 int main(void) {
