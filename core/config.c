@@ -199,3 +199,10 @@ void cfg_int_or_list(sd_cfg *c, const char *key, int *out, int n, int def) {
         c->status = sd_set_error(SD_ERR_CONFIG, "%s: key '%s' has %d entries, expected %d",
                                  c->path, key, got, n);
 }
+
+sd_status cfg_check_range(const char *file, const char *key, long v, long lo, long hi) {
+    if (v < lo || v > hi)
+        return sd_set_error(SD_ERR_CONFIG, "%s: %s = %ld is out of range [%ld, %ld]", file, key, v,
+                            lo, hi);
+    return SD_OK;
+}

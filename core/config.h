@@ -53,4 +53,8 @@ int cfg_str_list(sd_cfg *c, const char *key, const char **out, int max);
  * (transformer_layers_per_block, attention_head_dim, ...). Absent: every entry is def. */
 void cfg_int_or_list(sd_cfg *c, const char *key, int *out, int n, int def);
 
+/* SD_OK when lo <= v <= hi, else an SD_ERR_CONFIG naming `file` and `key` with the range. For
+ * values read (or derived) from a config, checked before they size anything. */
+sd_status cfg_check_range(const char *file, const char *key, long v, long lo, long hi);
+
 #endif

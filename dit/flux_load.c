@@ -9,22 +9,15 @@
 /* Sanity bounds far above any real model, so size arithmetic cannot overflow. */
 enum { FLUX_MAX_DIM = 1 << 16, FLUX_MAX_LAYERS = 1024 };
 
-static sd_status check_range(const char *path, const char *key, int v, int lo, int hi) {
-    if (v < lo || v > hi)
-        return sd_set_error(SD_ERR_CONFIG, "%s: %s = %d is out of range [%d, %d]", path, key, v, lo,
-                            hi);
-    return SD_OK;
-}
-
 static sd_status check_config(const char *path, const flux_config *c, int n_axes) {
-    SD_TRY(check_range(path, "in_channels", c->in_channels, 1, FLUX_MAX_DIM));
-    SD_TRY(check_range(path, "out_channels", c->out_channels, 1, FLUX_MAX_DIM));
-    SD_TRY(check_range(path, "num_layers", c->num_layers, 0, FLUX_MAX_LAYERS));
-    SD_TRY(check_range(path, "num_single_layers", c->num_single_layers, 0, FLUX_MAX_LAYERS));
-    SD_TRY(check_range(path, "attention_head_dim", c->attention_head_dim, 2, FLUX_MAX_DIM));
-    SD_TRY(check_range(path, "num_attention_heads", c->num_attention_heads, 1, FLUX_MAX_DIM));
-    SD_TRY(check_range(path, "joint_attention_dim", c->joint_attention_dim, 1, FLUX_MAX_DIM));
-    SD_TRY(check_range(path, "pooled_projection_dim", c->pooled_projection_dim, 1, FLUX_MAX_DIM));
+    SD_TRY(cfg_check_range(path, "in_channels", c->in_channels, 1, FLUX_MAX_DIM));
+    SD_TRY(cfg_check_range(path, "out_channels", c->out_channels, 1, FLUX_MAX_DIM));
+    SD_TRY(cfg_check_range(path, "num_layers", c->num_layers, 0, FLUX_MAX_LAYERS));
+    SD_TRY(cfg_check_range(path, "num_single_layers", c->num_single_layers, 0, FLUX_MAX_LAYERS));
+    SD_TRY(cfg_check_range(path, "attention_head_dim", c->attention_head_dim, 2, FLUX_MAX_DIM));
+    SD_TRY(cfg_check_range(path, "num_attention_heads", c->num_attention_heads, 1, FLUX_MAX_DIM));
+    SD_TRY(cfg_check_range(path, "joint_attention_dim", c->joint_attention_dim, 1, FLUX_MAX_DIM));
+    SD_TRY(cfg_check_range(path, "pooled_projection_dim", c->pooled_projection_dim, 1, FLUX_MAX_DIM));
     if ((long)c->num_attention_heads * c->attention_head_dim > FLUX_MAX_DIM)
         return sd_set_error(SD_ERR_CONFIG,
                             "%s: num_attention_heads %d x attention_head_dim %d is too large", path,

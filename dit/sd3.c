@@ -39,13 +39,6 @@ static const char *const known_keys[] = {
     "qk_norm",
 };
 
-static sd_status check_range(const char *path, const char *key, int v, int lo, int hi) {
-    if (v < lo || v > hi)
-        return sd_set_error(SD_ERR_CONFIG, "%s: %s = %d is out of range [%d, %d]", path, key, v, lo,
-                            hi);
-    return SD_OK;
-}
-
 static sd_status check_keys(const cJSON *root, const char *path) {
     for (const cJSON *it = root->child; it; it = it->next) {
         if (!it->string || it->string[0] == '_') continue;
@@ -97,17 +90,17 @@ static sd_status parse_config(sd_cfg *c, sd3_config *cfg, const char *path) {
         return sd_set_error(SD_ERR_UNSUPPORTED,
                             "%s: qk_norm '%s' is not supported (null, rms_norm)", path, qk_norm);
     cfg->qk_rms_norm = qk_norm != NULL;
-    SD_TRY(check_range(path, "num_layers", cfg->num_layers, 1, SD3_MAX_LAYERS));
-    SD_TRY(check_range(path, "patch_size", cfg->patch_size, 1, SD3_MAX_PATCH));
-    SD_TRY(check_range(path, "sample_size", cfg->sample_size, cfg->patch_size, SD3_MAX_GRID));
-    SD_TRY(check_range(path, "in_channels", cfg->in_channels, 1, SD3_MAX_DIM));
-    SD_TRY(check_range(path, "out_channels", cfg->out_channels, 1, SD3_MAX_DIM));
-    SD_TRY(check_range(path, "attention_head_dim", cfg->attention_head_dim, 1, SD3_MAX_DIM));
-    SD_TRY(check_range(path, "num_attention_heads", cfg->num_attention_heads, 1,
+    SD_TRY(cfg_check_range(path, "num_layers", cfg->num_layers, 1, SD3_MAX_LAYERS));
+    SD_TRY(cfg_check_range(path, "patch_size", cfg->patch_size, 1, SD3_MAX_PATCH));
+    SD_TRY(cfg_check_range(path, "sample_size", cfg->sample_size, cfg->patch_size, SD3_MAX_GRID));
+    SD_TRY(cfg_check_range(path, "in_channels", cfg->in_channels, 1, SD3_MAX_DIM));
+    SD_TRY(cfg_check_range(path, "out_channels", cfg->out_channels, 1, SD3_MAX_DIM));
+    SD_TRY(cfg_check_range(path, "attention_head_dim", cfg->attention_head_dim, 1, SD3_MAX_DIM));
+    SD_TRY(cfg_check_range(path, "num_attention_heads", cfg->num_attention_heads, 1,
                        SD3_MAX_DIM / cfg->attention_head_dim));
-    SD_TRY(check_range(path, "joint_attention_dim", cfg->joint_attention_dim, 1, SD3_MAX_DIM));
-    SD_TRY(check_range(path, "pooled_projection_dim", cfg->pooled_projection_dim, 1, SD3_MAX_DIM));
-    SD_TRY(check_range(path, "pos_embed_max_size", cfg->pos_embed_max_size, 0, SD3_MAX_GRID));
+    SD_TRY(cfg_check_range(path, "joint_attention_dim", cfg->joint_attention_dim, 1, SD3_MAX_DIM));
+    SD_TRY(cfg_check_range(path, "pooled_projection_dim", cfg->pooled_projection_dim, 1, SD3_MAX_DIM));
+    SD_TRY(cfg_check_range(path, "pos_embed_max_size", cfg->pos_embed_max_size, 0, SD3_MAX_GRID));
     cfg->inner_dim = cfg->num_attention_heads * cfg->attention_head_dim;
     /* The text stream's projections take inner_dim inputs (added_kv_proj_dim = dim): a different
      * caption width fails in diffusers too. */

@@ -68,13 +68,6 @@ static sd_status parse_act(const char *name, clip_act *act, const char *path) {
     return SD_OK;
 }
 
-static sd_status check_range(const char *path, const char *key, int v, int lo, int hi) {
-    if (v < lo || v > hi)
-        return sd_set_error(SD_ERR_CONFIG, "%s: %s = %d is out of range [%d, %d]", path, key, v, lo,
-                            hi);
-    return SD_OK;
-}
-
 /* Reads config.json with CLIPTextConfig's defaults. *arch is 1 / 0 when architectures[0] names
  * the WithProjection / plain class, -1 when the config does not say. */
 static sd_status read_config(const char *dir, clip_text_config *cfg, clip_act *act, int *arch) {
@@ -111,18 +104,18 @@ static sd_status read_config(const char *dir, clip_text_config *cfg, clip_act *a
         else if (!strcmp(archs[0], class_plain))
             *arch = 0;
     }
-    if (st == SD_OK) st = check_range(path, "vocab_size", cfg->vocab_size, 1, CLIP_MAX_VOCAB);
-    if (st == SD_OK) st = check_range(path, "hidden_size", cfg->hidden_size, 1, CLIP_MAX_DIM);
+    if (st == SD_OK) st = cfg_check_range(path, "vocab_size", cfg->vocab_size, 1, CLIP_MAX_VOCAB);
+    if (st == SD_OK) st = cfg_check_range(path, "hidden_size", cfg->hidden_size, 1, CLIP_MAX_DIM);
     if (st == SD_OK)
-        st = check_range(path, "intermediate_size", cfg->intermediate_size, 1, CLIP_MAX_DIM);
+        st = cfg_check_range(path, "intermediate_size", cfg->intermediate_size, 1, CLIP_MAX_DIM);
     if (st == SD_OK)
-        st = check_range(path, "num_hidden_layers", cfg->num_layers, 1, CLIP_MAX_LAYERS);
+        st = cfg_check_range(path, "num_hidden_layers", cfg->num_layers, 1, CLIP_MAX_LAYERS);
     if (st == SD_OK)
-        st = check_range(path, "num_attention_heads", cfg->num_heads, 1, cfg->hidden_size);
+        st = cfg_check_range(path, "num_attention_heads", cfg->num_heads, 1, cfg->hidden_size);
     if (st == SD_OK)
-        st = check_range(path, "max_position_embeddings", cfg->max_position_embeddings, 1,
+        st = cfg_check_range(path, "max_position_embeddings", cfg->max_position_embeddings, 1,
                          CLIP_MAX_DIM);
-    if (st == SD_OK) st = check_range(path, "projection_dim", cfg->projection_dim, 1, CLIP_MAX_DIM);
+    if (st == SD_OK) st = cfg_check_range(path, "projection_dim", cfg->projection_dim, 1, CLIP_MAX_DIM);
     if (st == SD_OK && cfg->hidden_size % cfg->num_heads)
         st = sd_set_error(SD_ERR_CONFIG,
                           "%s: hidden_size %d is not a multiple of num_attention_heads %d", path,

@@ -68,13 +68,6 @@ static sd_status parse_act(const char *name, t5_act *act, const char *path) {
     return SD_OK;
 }
 
-static sd_status check_range(const char *path, const char *key, int v, int lo, int hi) {
-    if (v < lo || v > hi)
-        return sd_set_error(SD_ERR_CONFIG, "%s: %s = %d is out of range [%d, %d]", path, key, v, lo,
-                            hi);
-    return SD_OK;
-}
-
 /* T5Config: feed_forward_proj "ACT" or "gated-ACT" gives the activation and the gating, with
  * "gated-gelu" meaning gelu_new; dense_act_fn / is_gated_act saved in the file take precedence
  * (transformers sets them from the remaining config keys after deriving them). */
@@ -127,17 +120,17 @@ static sd_status read_config(const char *dir, t5_encoder_config *cfg, t5_act *ac
                           path, type);
     if (st == SD_OK) st = read_ff(&c, cfg, path);
     if (st == SD_OK) st = parse_act(cfg->dense_act, act, path);
-    if (st == SD_OK) st = check_range(path, "vocab_size", cfg->vocab_size, 1, T5_MAX_VOCAB);
-    if (st == SD_OK) st = check_range(path, "d_model", cfg->d_model, 1, T5_MAX_DIM);
-    if (st == SD_OK) st = check_range(path, "d_kv", cfg->d_kv, 1, T5_MAX_DIM);
-    if (st == SD_OK) st = check_range(path, "d_ff", cfg->d_ff, 1, T5_MAX_DIM * 4);
-    if (st == SD_OK) st = check_range(path, "num_layers", cfg->num_layers, 1, T5_MAX_LAYERS);
-    if (st == SD_OK) st = check_range(path, "num_heads", cfg->num_heads, 1, T5_MAX_DIM / cfg->d_kv);
+    if (st == SD_OK) st = cfg_check_range(path, "vocab_size", cfg->vocab_size, 1, T5_MAX_VOCAB);
+    if (st == SD_OK) st = cfg_check_range(path, "d_model", cfg->d_model, 1, T5_MAX_DIM);
+    if (st == SD_OK) st = cfg_check_range(path, "d_kv", cfg->d_kv, 1, T5_MAX_DIM);
+    if (st == SD_OK) st = cfg_check_range(path, "d_ff", cfg->d_ff, 1, T5_MAX_DIM * 4);
+    if (st == SD_OK) st = cfg_check_range(path, "num_layers", cfg->num_layers, 1, T5_MAX_LAYERS);
+    if (st == SD_OK) st = cfg_check_range(path, "num_heads", cfg->num_heads, 1, T5_MAX_DIM / cfg->d_kv);
     /* The bidirectional bucketing halves num_buckets and uses half of that for exact offsets. */
     if (st == SD_OK)
-        st = check_range(path, "relative_attention_num_buckets", cfg->num_buckets, 4, 1 << 16);
+        st = cfg_check_range(path, "relative_attention_num_buckets", cfg->num_buckets, 4, 1 << 16);
     if (st == SD_OK)
-        st = check_range(path, "relative_attention_max_distance", cfg->max_distance,
+        st = cfg_check_range(path, "relative_attention_max_distance", cfg->max_distance,
                          cfg->num_buckets / 4 + 1, 1 << 24);
     if (st == SD_OK && !(cfg->layer_norm_eps > 0.0f))
         st = sd_set_error(SD_ERR_CONFIG, "%s: layer_norm_epsilon must be positive", path);
