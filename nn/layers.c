@@ -44,13 +44,30 @@ sd_status nn_linear_load(nn_linear *l, const sd_weights *w, int in, int out, boo
     return st;
 }
 
+sd_status nn_linear_pack(nn_linear *l) {
+    if (l->packed || !l->w) return SD_OK;
+    const size_t bytes = (gemm_packed_size(l->out, l->in) * sizeof *l->packed + 63) / 64 * 64;
+    l->packed = aligned_alloc(64, bytes ? bytes : 64);
+    if (!l->packed)
+        return sd_set_error(SD_ERR_NOMEM, "out of memory packing a %d x %d Linear weight", l->out,
+                            l->in);
+    gemm_pack_b_nt(l->out, l->in, l->w, l->in, l->packed);
+    free(l->w);
+    l->w = NULL;
+    return SD_OK;
+}
+
 void nn_linear_forward(const nn_linear *l, const float *x, float *y, int m) {
-    gemm_nt(m, l->out, l->in, x, l->in, l->w, l->in, y, l->out, l->b, 0);
+    if (l->packed)
+        gemm_nt_packed(m, l->out, l->in, x, l->in, l->packed, y, l->out, l->b, 0);
+    else
+        gemm_nt(m, l->out, l->in, x, l->in, l->w, l->in, y, l->out, l->b, 0);
 }
 
 void nn_linear_free(nn_linear *l) {
     free(l->w);
     free(l->b);
+    free(l->packed);
     memset(l, 0, sizeof *l);
 }
 
