@@ -55,6 +55,8 @@ typedef struct {
 typedef struct {
     double median, min, max;
     double allocs, faults; /* per run */
+    double cpu;            /* process CPU seconds per run: below threads x median, the threads
+                            * were kept waiting (a busy machine); spin-waits count as CPU */
 } timing;
 
 typedef struct {
@@ -66,6 +68,12 @@ typedef struct {
 static double now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static double cpu_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
@@ -101,6 +109,7 @@ static timing time_calls(void (*fn)(bench_ctx *), bench_ctx *c, int runs) {
     /* For profilers (perf record -k CLOCK_MONOTONIC, then perf report --time A,B). */
     if (getenv("SD_BENCH_MARKS")) fprintf(stderr, "mark: timed runs start at %.6f\n", now());
     const long a0 = sysinfo_alloc_calls(), f0 = sysinfo_minor_faults();
+    const double c0 = cpu_now();
     for (int r = 0; r < runs; r++) {
         const double t0 = now();
         fn(c);
@@ -110,6 +119,7 @@ static timing time_calls(void (*fn)(bench_ctx *), bench_ctx *c, int runs) {
     timing out;
     out.allocs = (double)(sysinfo_alloc_calls() - a0) / runs;
     out.faults = (double)(sysinfo_minor_faults() - f0) / runs;
+    out.cpu = (cpu_now() - c0) / runs;
     qsort(t, (size_t)runs, sizeof *t, cmp_double);
     out.min = t[0], out.max = t[runs - 1];
     out.median = runs % 2 ? t[runs / 2] : 0.5 * (t[runs / 2 - 1] + t[runs / 2]);
@@ -205,17 +215,18 @@ static int parse_threads(const char *s, int cores, int *out) {
     return n;
 }
 
+static double round3(double x) { return round(x * 1000.0) / 1000.0; }
+
 static cJSON *timing_json(const timing *t) {
     cJSON *o = cJSON_CreateObject();
-    cJSON_AddNumberToObject(o, "median_s", t->median);
-    cJSON_AddNumberToObject(o, "min_s", t->min);
-    cJSON_AddNumberToObject(o, "max_s", t->max);
+    cJSON_AddNumberToObject(o, "median_s", round3(t->median));
+    cJSON_AddNumberToObject(o, "min_s", round3(t->min));
+    cJSON_AddNumberToObject(o, "max_s", round3(t->max));
     cJSON_AddNumberToObject(o, "allocs_per_call", t->allocs);
     cJSON_AddNumberToObject(o, "minor_faults_per_call", t->faults);
+    cJSON_AddNumberToObject(o, "cpu_s_per_call", round3(t->cpu));
     return o;
 }
-
-static double round3(double x) { return round(x * 1000.0) / 1000.0; }
 
 int main(int argc, char **argv) {
     const char *dir = NULL, *results = "bench/results.jsonl", *thread_list = "1,2,all";
@@ -294,8 +305,10 @@ int main(int argc, char **argv) {
     fflush(stdout);
 
     sweep_row rows[MAX_SWEEP + 1];
-    const timing no_time = {NAN, NAN, NAN, NAN, NAN};
+    const timing no_time = {NAN, NAN, NAN, NAN, NAN, NAN};
     int main_row = 0;
+    float *ref_unet = NULL, *ref_image = NULL;
+    bool same_across_threads = true;
     double peak1 = 0.0;
     for (int i = 0; i < n_counts; i++) {
         sweep_row *r = &rows[i];
@@ -316,6 +329,18 @@ int main(int argc, char **argv) {
             return 1;
         }
         if (r->threads == main_threads) main_row = i;
+        /* The kernels promise results independent of the thread count: check it on the whole. */
+        const size_t nu = (size_t)2 * c.lh * c.lw * 4, nv = (size_t)c.lh * c.lw * 64 * 3;
+        if (i == 0) {
+            ref_unet = malloc(nu * sizeof *ref_unet), ref_image = malloc(nv * sizeof *ref_image);
+            if (ref_unet) memcpy(ref_unet, c.unet_out, nu * sizeof *ref_unet);
+            if (ref_image) memcpy(ref_image, c.image, nv * sizeof *ref_image);
+        } else {
+            if (ref_unet && strstr(parts, "unet") && memcmp(ref_unet, c.unet_out, nu * sizeof *ref_unet))
+                same_across_threads = false;
+            if (ref_image && strstr(parts, "vae") && memcmp(ref_image, c.image, nv * sizeof *ref_image))
+                same_across_threads = false;
+        }
         printf("%7d | %10.1f | %5.3f (%5.3f-%5.3f) | %6.2f (%6.2f-%6.2f) %7.1f %5.1f%% | %6.2f (%6.2f-%6.2f) %7.1f %5.1f%%\n",
                r->threads, r->peak, r->text.median, r->text.min, r->text.max, r->unet.median,
                r->unet.min, r->unet.max, unet_f / r->unet.median * 1e-9,
@@ -337,6 +362,8 @@ int main(int argc, char **argv) {
            "allocations per call at %d threads: text %.0f, UNet %.0f, VAE %.0f\n",
            sysinfo_peak_rss_mb(), arena_bytes / 1048576.0, arena_grew, m->threads, m->text.allocs,
            m->unet.allocs, m->vae.allocs);
+    if (n_counts > 1)
+        printf("outputs bit-identical across thread counts: %s\n", same_across_threads ? "yes" : "NO");
     printf("load average at end: %.2f %.2f %.2f\n", load1[0], load1[1], load1[2]);
 
     cJSON *j = cJSON_CreateObject();
@@ -365,6 +392,7 @@ int main(int argc, char **argv) {
     cJSON_AddNumberToObject(j, "text_gflop", round3(text_f * 1e-9));
     cJSON_AddNumberToObject(j, "load_s", round3(load_s));
     cJSON_AddNumberToObject(j, "unet_scratch_mb", round(arena_bytes / 1048576.0));
+    if (n_counts > 1) cJSON_AddBoolToObject(j, "same_across_threads", same_across_threads);
     cJSON_AddItemToObject(j, "loadavg_start", cJSON_CreateDoubleArray(load0, 3));
     cJSON_AddItemToObject(j, "loadavg_end", cJSON_CreateDoubleArray(load1, 3));
     cJSON *sw = cJSON_AddArrayToObject(j, "sweep");
@@ -392,12 +420,17 @@ int main(int argc, char **argv) {
             rc = 1;
         }
     }
+    if (!same_across_threads) {
+        fprintf(stderr, "sd_bench: outputs differ between thread counts\n");
+        rc = 1;
+    }
     if (bad_u || bad_v) {
         fprintf(stderr, "sd_bench: non-finite outputs: the timings are not trustworthy\n");
         rc = 1;
     }
     printf("BENCH %s\n", line ? line : "{}");
     free(line);
+    free(ref_unet), free(ref_image);
     unload(&c);
     return rc;
 }
