@@ -4,6 +4,8 @@
 #   make test-asan  the same suite under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make test-full  full-size model checks (tests/full_*.c; minutes, tens of GB of disk)
 #   make bench-kernels  kernel micro-benchmark (GFLOP/s and % of the measured FMA peak); not a test
+#   make bench      whole SD 1.5 model at 512x512 (random weights written once to $(SD_BENCH_CACHE));
+#                   BENCH_ARGS="--threads 2 --runs 5" passes options to build/bench/sd_bench
 #   make clean
 CC ?= gcc
 BUILD ?= build
@@ -35,9 +37,19 @@ FULL_SRC := $(wildcard tests/full_*.c)
 FULLS := $(FULL_SRC:tests/%.c=$(BUILD)/tests/%)
 
 BENCH_KERNELS := $(BUILD)/bench/kernels
+# The whole-model benchmark and the tool writing its random-weight model. The benchmark counts the
+# engine's allocations through the linker's --wrap (bench/sysinfo.c).
+BENCH_SD := $(BUILD)/bench/sd_bench
+BENCH_SD_OBJ := $(patsubst %,$(BUILD)/bench/%.o,sd_bench flops sysinfo peak)
+BENCH_MAKE_MODEL := $(BUILD)/bench/make_model
+BENCH_WRAP := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=aligned_alloc,--wrap=posix_memalign
+SD_BENCH_CACHE ?= bench/cache
+BENCH_DTYPE ?= f32
+BENCH_MODEL := $(SD_BENCH_CACHE)/sd15-$(BENCH_DTYPE)
+BENCH_ARGS ?=
 
-.PHONY: all test test-asan test-full clean bench-kernels
-all: $(BINS) $(TESTS) $(FULLS)
+.PHONY: all test test-asan test-full clean bench-kernels bench
+all: $(BINS) $(TESTS) $(FULLS) $(BENCH_SD) $(BENCH_MAKE_MODEL)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -64,6 +76,17 @@ $(BENCH_KERNELS): $(BUILD)/bench/kernels.o $(BUILD)/bench/model.o $(BUILD)/bench
 bench-kernels: $(BENCH_KERNELS)
 	$(BENCH_KERNELS)
 
+$(BENCH_SD): $(BENCH_SD_OBJ) $(LIB)
+	$(CC) $(LDFLAGS) $(BENCH_WRAP) $^ $(LDLIBS) -o $@
+
+$(BENCH_MAKE_MODEL): $(BUILD)/bench/make_model.o $(LIB)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+bench: $(BENCH_SD) $(BENCH_MAKE_MODEL)
+	@mkdir -p $(SD_BENCH_CACHE)
+	$(BENCH_MAKE_MODEL) bench/models/sd15 $(BENCH_MODEL) --dtype $(BENCH_DTYPE)
+	$(BENCH_SD) $(BENCH_MODEL) $(BENCH_ARGS)
+
 test: all
 	@tests/run.sh $(BUILD)/tests $(BINDIR)
 
@@ -78,6 +101,7 @@ test-asan:
 clean:
 	rm -rf build build-asan bin
 
--include $(BUILD)/bench/kernels.d $(BUILD)/bench/model.d $(BUILD)/bench/peak.d
+-include $(BUILD)/bench/kernels.d $(BUILD)/bench/model.d $(BUILD)/bench/peak.d $(BENCH_SD_OBJ:.o=.d) \
+    $(BUILD)/bench/make_model.d
 -include $(LIB_OBJ:.o=.d) $(TESTS:=.d) $(FULLS:=.d) $(TEST_COMMON:.o=.d) $(CLI_SRC:cli/%.c=$(BUILD)/cli/%.d) \
     $(CLI_COMMON_OBJ:.o=.d)

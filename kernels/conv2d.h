@@ -40,6 +40,11 @@ void conv2d_pack_weights(const conv2d_shape *s, const float *ohwi, float *packed
 void conv2d_nhwc_packed(const conv2d_shape *s, const float *x, int n, int h, int w,
                         const float *packed, const float *bias, float *y, sd_arena *scratch);
 
+/* The same packing straight from PyTorch's [cout][cin][kh][kw] weights (bit-identical to
+ * conv2d_weight_from_oihw then conv2d_pack_weights), without the reordered copy: loading a model
+ * then touches one buffer fewer per layer and reorders on all threads. */
+void conv2d_pack_weights_oihw(const conv2d_shape *s, const float *oihw, float *packed);
+
 /* Reorders PyTorch [cout][cin][kh][kw] weights into [cout][kh][kw][cin]. */
 void conv2d_weight_from_oihw(const float *oihw, int cout, int cin, int kh, int kw, float *ohwi);
 

@@ -44,13 +44,30 @@ sd_status nn_linear_load(nn_linear *l, const sd_weights *w, int in, int out, boo
     return st;
 }
 
+sd_status nn_linear_pack(nn_linear *l) {
+    if (l->packed || !l->w) return SD_OK;
+    const size_t bytes = (gemm_packed_size(l->out, l->in) * sizeof *l->packed + 63) / 64 * 64;
+    l->packed = aligned_alloc(64, bytes ? bytes : 64);
+    if (!l->packed)
+        return sd_set_error(SD_ERR_NOMEM, "out of memory packing a %d x %d Linear weight", l->out,
+                            l->in);
+    gemm_pack_b_nt(l->out, l->in, l->w, l->in, l->packed);
+    free(l->w);
+    l->w = NULL;
+    return SD_OK;
+}
+
 void nn_linear_forward(const nn_linear *l, const float *x, float *y, int m) {
-    gemm_nt(m, l->out, l->in, x, l->in, l->w, l->in, y, l->out, l->b, 0);
+    if (l->packed)
+        gemm_nt_packed(m, l->out, l->in, x, l->in, l->packed, y, l->out, l->b, 0);
+    else
+        gemm_nt(m, l->out, l->in, x, l->in, l->w, l->in, y, l->out, l->b, 0);
 }
 
 void nn_linear_free(nn_linear *l) {
     free(l->w);
     free(l->b);
+    free(l->packed);
     memset(l, 0, sizeof *l);
 }
 
@@ -68,22 +85,18 @@ sd_status nn_conv2d_load(nn_conv2d *c, const sd_weights *w, int cin, int cout, i
     /* A 1x1 convolution may be stored as a Linear weight [cout][cin]: same numbers, same order. */
     int64_t shape4[4] = {cout, cin, k, k}, shape2[2] = {cout, cin};
     int as_linear = t && k == 1 && t->ndim == 2;
-    float *oihw = NULL, *ohwi = NULL;
+    float *oihw = NULL;
     sd_status st = read_named(w, prefix, ".weight", as_linear ? 2 : 4, as_linear ? shape2 : shape4, &oihw);
     if (st == SD_OK) {
-        /* Packed once here into the layout the convolution kernel streams. */
+        /* Packed once here, straight from PyTorch's layout, into the one the kernel streams. */
         const size_t bytes = (conv2d_packed_size(&c->s) * sizeof *c->w + 63) / 64 * 64;
-        ohwi = malloc((size_t)cout * cin * k * k * sizeof *ohwi);
         c->w = aligned_alloc(64, bytes ? bytes : 64);
-        if (!ohwi || !c->w) {
+        if (!c->w)
             st = sd_set_error(SD_ERR_NOMEM, "out of memory for '%s'", name);
-        } else {
-            conv2d_weight_from_oihw(oihw, cout, cin, k, k, ohwi);
-            conv2d_pack_weights(&c->s, ohwi, c->w);
-        }
+        else
+            conv2d_pack_weights_oihw(&c->s, oihw, c->w);
     }
     free(oihw);
-    free(ohwi);
     const int64_t bs[1] = {cout};
     if (st == SD_OK) st = read_named(w, prefix, ".bias", 1, bs, &c->b);
     if (st != SD_OK) nn_conv2d_free(c);

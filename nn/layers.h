@@ -18,12 +18,16 @@
 
 typedef struct {
     int in, out;
-    float *w; /* [out][in] */
-    float *b; /* [out] or NULL */
+    float *w;      /* [out][in]; NULL once packed */
+    float *b;      /* [out] or NULL */
+    float *packed; /* the weight in the GEMM engine's panel layout (nn_linear_pack), or NULL */
 } nn_linear;
 
 sd_status nn_linear_load(nn_linear *l, const sd_weights *w, int in, int out, bool bias,
                          const char *fmt, ...) NN_FMT;
+/* Converts the weight to the GEMM engine's panel layout once, so that forward calls stop packing
+ * it per call (same numbers); w is freed. For layers whose users only call nn_linear_forward. */
+sd_status nn_linear_pack(nn_linear *l);
 /* y[m][out] = x[m][in] W^T + b; x and y must not overlap. */
 void nn_linear_forward(const nn_linear *l, const float *x, float *y, int m);
 void nn_linear_free(nn_linear *l);

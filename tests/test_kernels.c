@@ -154,6 +154,18 @@ static void test_conv(void) {
         /* Weights packed once: the very same numbers. */
         float *packed = malloc(conv2d_packed_size(&s) * sizeof *packed), *again = malloc(ny * sizeof *again);
         conv2d_pack_weights(&s, w, packed);
+        /* Packed straight from PyTorch's [cout][cin][kh][kw]: the very same buffer. */
+        const size_t nw = (size_t)c->cout * c->cin * c->kh * c->kw, np = conv2d_packed_size(&s);
+        float *oihw = malloc(nw * sizeof *oihw), *packed2 = malloc(np * sizeof *packed2);
+        for (int o = 0; o < c->cout; o++)
+            for (int ci = 0; ci < c->cin; ci++)
+                for (int y = 0; y < c->kh; y++)
+                    for (int xx = 0; xx < c->kw; xx++)
+                        oihw[(((size_t)o * c->cin + ci) * c->kh + y) * c->kw + xx] =
+                            w[(((size_t)o * c->kh + y) * c->kw + xx) * c->cin + ci];
+        conv2d_pack_weights_oihw(&s, oihw, packed2);
+        kc_expect(&g, !memcmp(packed, packed2, np * sizeof *packed), "#%zu: packing from OIHW differs", i);
+        free(oihw), free(packed2);
         conv2d_nhwc_packed(&s, x, c->n, c->h, c->w, packed, b, again, &arena);
         kc_expect(&g, !memcmp(got, again, ny * sizeof *got), "#%zu: packed weights give other numbers", i);
         conv2d_nhwc(&s, x, c->n, c->h, c->w, w, b, again, NULL); /* no scratch: packed per block */

@@ -34,6 +34,8 @@ sd_status unet_time_mlp_load(unet_time_mlp *e, const sd_weights *w, int in, int 
     memset(e, 0, sizeof *e);
     sd_status st = nn_linear_load(&e->linear_1, w, in, out, true, "%s.linear_1", prefix);
     if (st == SD_OK) st = nn_linear_load(&e->linear_2, w, out, out, true, "%s.linear_2", prefix);
+    if (st == SD_OK) st = nn_linear_pack(&e->linear_1);
+    if (st == SD_OK) st = nn_linear_pack(&e->linear_2);
     if (st != SD_OK) unet_time_mlp_free(e);
     return st;
 }

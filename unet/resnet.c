@@ -20,6 +20,7 @@ sd_status unet_resnet_load(unet_resnet *r, const sd_weights *w, const unet_confi
     if (st == SD_OK)
         st = nn_linear_load(&r->time_emb_proj, w, c->time_embed_dim, cout, true, "%s.time_emb_proj",
                             prefix);
+    if (st == SD_OK) st = nn_linear_pack(&r->time_emb_proj);
     if (st == SD_OK) st = nn_group_norm_load(&r->norm2, w, cout, g, eps, "%s.norm2", prefix);
     if (st == SD_OK) st = nn_conv2d_load(&r->conv2, w, cout, cout, 3, 1, 1, "%s.conv2", prefix);
     if (st == SD_OK && r->has_shortcut)
@@ -41,11 +42,13 @@ sd_status unet_resnet_forward(const unet_resnet *r, const float *x, int n, int h
     nn_group_norm_forward(&r->norm1, x, act, n, (int)hw, true);
     nn_conv2d_forward(&r->conv1, act, n, h, w, hid, a);
     nn_linear_forward(&r->time_emb_proj, temb_act, tproj, n);
-    for (int b = 0; b < n; b++) {
-        float *hb = hid + (long)b * hw * cout;
-        const float *tb = tproj + (long)b * cout;
-        for (long p = 0; p < hw; p++)
-            for (int ch = 0; ch < cout; ch++) hb[p * cout + ch] += tb[ch];
+    /* Elementwise passes over the activations run on all threads: on one they would cost a few
+     * percent of a step at two. */
+#pragma omp parallel for schedule(static) if ((size_t)n * hw * cout >= UNET_PARALLEL_MIN)
+    for (long q = 0; q < (long)n * hw; q++) {
+        float *hq = hid + q * cout;
+        const float *tb = tproj + q / hw * cout;
+        for (int ch = 0; ch < cout; ch++) hq[ch] += tb[ch];
     }
     nn_group_norm_forward(&r->norm2, hid, hid, n, (int)hw, true);
     nn_conv2d_forward(&r->conv2, hid, n, h, w, out, a);
@@ -58,10 +61,11 @@ sd_status unet_resnet_forward(const unet_resnet *r, const float *x, int n, int h
     }
     const size_t total = (size_t)n * hw * cout;
     if (r->output_scale_factor == 1.0f) {
-        for (size_t i = 0; i < total; i++) out[i] = shortcut[i] + out[i];
+        unet_add(out, shortcut, total);
     } else {
         /* diffusers divides (not multiplies by the reciprocal): keep its rounding */
         const float s = r->output_scale_factor;
+#pragma omp parallel for schedule(static) if (total >= UNET_PARALLEL_MIN)
         for (size_t i = 0; i < total; i++) out[i] = (shortcut[i] + out[i]) / s;
     }
     sd_arena_release(a, mark);

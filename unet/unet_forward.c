@@ -13,12 +13,25 @@
 #include "../kernels/act.h"
 #include "unet_internal.h"
 
+void unet_add(float *x, const float *y, size_t n) {
+#pragma omp parallel for schedule(static) if (n >= UNET_PARALLEL_MIN)
+    for (size_t i = 0; i < n; i++) x[i] = y[i] + x[i];
+}
+
 /* Releases everything from `mark` up, and moves the n floats at src (above the mark) to the
  * arena's top: where the released region began. */
 static float *compact(sd_arena *a, sd_arena_mark mark, const float *src, size_t n) {
     sd_arena_release(a, mark);
     float *dst = sd_arena_floats(a, n);
-    if (dst && dst != src) memmove(dst, src, n * sizeof *dst);
+    if (!dst || dst == src) return dst;
+    if (dst + n > src || n < UNET_PARALLEL_MIN) { /* overlapping: one ordered move */
+        memmove(dst, src, n * sizeof *dst);
+        return dst;
+    }
+    enum { PIECE = 1 << 14 };
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i += PIECE)
+        memcpy(dst + i, src + i, (n - i < PIECE ? n - i : PIECE) * sizeof *dst);
     return dst;
 }
 
@@ -60,6 +73,7 @@ static sd_status time_embedding(const unet *m, int batch, float t, const unet_ad
  * the latent size is not a multiple of 2^(blocks - 1) and diffusers upsamples to the skip's size. */
 static void upsample_nearest(const float *x, int n, int h, int w, int ch, int oh, int ow, float *y) {
     const float sy = (float)h / (float)oh, sx = (float)w / (float)ow;
+#pragma omp parallel for collapse(2) schedule(static) if ((size_t)n * oh * ow * ch >= UNET_PARALLEL_MIN)
     for (int b = 0; b < n; b++)
         for (int yy = 0; yy < oh; yy++) {
             int iy = (int)floorf((float)yy * sy);
@@ -76,6 +90,7 @@ static void upsample_nearest(const float *x, int n, int h, int w, int ch, int oh
 /* torch.cat([hidden, skip], dim=1) in NHWC: per pixel, hidden's channels then the skip's. */
 static void concat_channels(const float *x, int cx, const float *s, int cs, size_t pixels,
                             float *y) {
+#pragma omp parallel for schedule(static) if (pixels * (cx + cs) >= UNET_PARALLEL_MIN)
     for (size_t p = 0; p < pixels; p++) {
         memcpy(y + p * (cx + cs), x + p * cx, (size_t)cx * sizeof *y);
         memcpy(y + p * (cx + cs) + cx, s + p * cs, (size_t)cs * sizeof *y);

@@ -12,6 +12,12 @@
 
 sd_status unet_nomem(void);
 
+/* Elementwise passes over at least this many floats run on all threads. */
+#define UNET_PARALLEL_MIN ((size_t)1 << 16)
+
+/* x[i] = y[i] + x[i] (torch's order for `y + x`), on all threads for large n. */
+void unet_add(float *x, const float *y, size_t n);
+
 /* ---- embeddings.c ---- */
 
 /* diffusers' get_timestep_embedding for one timestep: out[dim] (dim even), in float32 and in

@@ -150,9 +150,12 @@ void vae_scale_latents(const vae *m, const float *in, float *out, size_t n) {
         for (size_t i = 0; i < n; i++) out[i] = in[i] * sf;
 }
 
-/* Room left above the region for kernel temporaries (conv patch tiles, attention scores), so that
- * even the first pass at a new size does not spill into extra arena blocks. */
-enum { KERNEL_SLACK_FLOATS = 4 << 20 };
+/* Room left above the region for kernel temporaries (attention's packed keys and values, at most
+ * 32 MB, and its per-thread tiles), so that even the first pass at a new size does not spill into
+ * extra arena blocks. With less (16 MB, 0.6 MB short at 512x512) the first decode spilled, the
+ * arena was consolidated into a fresh block, and the second decode page-faulted through all of its
+ * 528 MB again (135k faults, about 6% of that decode). */
+enum { KERNEL_SLACK_FLOATS = 10 << 20 };
 
 sd_status vae_take_region(vae *m, vae_act *a, size_t floats, const char *what) {
     sd_arena_mark mark = sd_arena_get_mark(&m->arena);
