@@ -129,8 +129,7 @@ int main(int argc, char **argv) {
     if (!o.seed_given) o.gen.seed = random_seed();
 
     sd_load_params lp;
-    sd_load_params_init(&lp);
-    lp.threads = o.threads;
+    cli_load_params(&o, &lp);
     sd_pipeline *p;
     if (sd_pipeline_load(&p, o.model, &lp) != SD_OK) {
         fprintf(stderr, "gen: %s\n", sd_last_error());

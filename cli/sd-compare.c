@@ -386,8 +386,7 @@ static bool read_inputs(cli_options *o, sd_image *init, sd_image *mask) {
 static int run(cli_options *o, const compare_plan *pl, const char *outdir) {
     const double t0 = now_s();
     sd_load_params lp;
-    sd_load_params_init(&lp);
-    lp.threads = o->threads;
+    cli_load_params(o, &lp);
     sd_pipeline *p;
     if (sd_pipeline_load(&p, o->model, &lp) != SD_OK) {
         fprintf(stderr, "sd-compare: %s\n", sd_last_error());

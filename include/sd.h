@@ -59,8 +59,22 @@ typedef struct {
 /* Called during sd_generate (progress bars, tests comparing intermediates). */
 typedef void (*sd_event_fn)(void *user, const sd_event *ev);
 
+/* How weights are held in memory (issue 8). STORED keeps each tensor in the dtype of its file
+ * (fp16/bf16 releases stay 2 bytes a weight, converted while packing); F16/BF16 convert an fp32
+ * release at load. */
+typedef enum { SD_WEIGHTS_STORED = 0, SD_WEIGHTS_F16, SD_WEIGHTS_BF16 } sd_weights_dtype;
+
+/* Arithmetic of the GEMM/conv kernels. FP32 matches diffusers within the fixture tolerances;
+ * BF16 (CPUs with AVX512_BF16) rounds operands to bf16 and accumulates in fp32: faster, looser.
+ * AUTO picks BF16 where the CPU has it and the documented tolerance holds, else FP32. */
+typedef enum { SD_PRECISION_FP32 = 0, SD_PRECISION_BF16, SD_PRECISION_AUTO } sd_precision;
+
 typedef struct {
-    int threads; /* 0: every core available */
+    int threads;                    /* 0: every core available */
+    sd_weights_dtype weights_dtype; /* --weights-dtype; default STORED */
+    sd_precision precision;         /* --precision; default FP32 */
+    bool low_memory;                /* --low-memory: text encoders released before denoising,
+                                     * the VAE loaded after it, weights paged in per layer */
 } sd_load_params;
 
 void sd_load_params_init(sd_load_params *p);
@@ -119,6 +133,9 @@ typedef struct {
      * [batch][C][H/8][W/8], before scaling by init_noise_sigma. NULL: drawn from `seed`. Flux
      * takes them unpacked (16 channels), not packed as its diffusers argument. */
     const float *latents;
+    /* VAE decode tiles in latent pixels (8x that in image pixels for SD): 0 decides by size (tiled
+     * only when an untiled decode would need more memory than a threshold), -1 never tiles. */
+    int vae_tile;
     sd_event_fn on_event;
     void *user;
 } sd_gen_params;

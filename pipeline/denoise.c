@@ -164,7 +164,10 @@ sd_status pl_decode(sd_pipeline *p, const sd_gen_params *g, float *latents, int 
         out->latent_shape[2] = h, out->latent_shape[3] = w;
         layout_nhwc_to_nchw(latents, out->latents, batch, h, w, c); /* as diffusers holds them */
         vae_unscale_latents(p->vae, latents, latents, n);
-        st = vae_decode(p->vae, latents, batch, h, w, decoded);
+        /* --vae-tile N: tiles of N latent pixels; auto (0) and off (-1) decode whole for now. */
+        st = g->vae_tile > 0 ? vae_decode_tiled(p->vae, latents, batch, h, w, g->vae_tile,
+                                                g->vae_tile / 4, decoded)
+                             : vae_decode(p->vae, latents, batch, h, w, decoded);
     }
     for (int b = 0; b < batch && st == SD_OK; b++) {
         sd_image *im = &out->images[b];

@@ -114,7 +114,13 @@ sd_status sd_pipeline_load(sd_pipeline **out, const char *model_dir, const sd_lo
     sd_set_threads(params->threads);
     sd_pipeline *p = calloc(1, sizeof *p);
     if (!p) return sd_set_error(SD_ERR_NOMEM, "out of memory");
-    sd_status st = model_index_load(&p->mi, model_dir);
+    p->load = *params;
+    sd_status st = SD_OK;
+    if (params->weights_dtype != SD_WEIGHTS_STORED || params->precision != SD_PRECISION_FP32 ||
+        params->low_memory)
+        st = sd_set_error(SD_ERR_UNSUPPORTED, "%s: --weights-dtype, --precision and --low-memory "
+                          "are not implemented yet", model_dir);
+    if (st == SD_OK) st = model_index_load(&p->mi, model_dir);
     if (st == SD_OK) st = pick_family(p);
     if (st == SD_OK) st = load_scheduler_config(p);
     if (st == SD_OK) st = load_vae(p);

@@ -29,6 +29,7 @@ typedef struct {
 struct sd_pipeline {
     model_index mi;
     const sd_family_ops *ops;
+    sd_load_params load;                     /* as given to sd_pipeline_load */
     clip_tokenizer *tokenizer, *tokenizer_2; /* CLIP tokenizers (SDXL/SD3 have two) */
     clip_text *text_encoder, *text_encoder_2;
     t5_tokenizer *t5_tokenizer;              /* SD3 tokenizer_3, Flux tokenizer_2 */

@@ -58,9 +58,9 @@ typedef enum {
     O_MODEL, O_NEG, O_OUT, O_W, O_H, O_SEED, O_STEPS, O_GUIDANCE, O_SCHED, O_SCHED_OPT,
     O_RESCALE, O_ETA, O_BATCH, O_CLIP_SKIP, O_THREADS, O_SAVE_LATENTS, O_QUALITY,
     O_PROMPT2, O_NEG2, O_ORIG_SIZE, O_CROP, O_TARGET_SIZE, O_MAX_SEQ, O_INIT, O_MASK, O_STRENGTH,
-    O_PROMPT3, O_NEG3,
+    O_PROMPT3, O_NEG3, O_WEIGHTS_DTYPE, O_PRECISION, O_VAE_TILE,
     /* flags */
-    O_PRINT_TOKENS, O_HELP, O_VERSION, O_QUIET,
+    O_PRINT_TOKENS, O_HELP, O_VERSION, O_QUIET, O_LOW_MEMORY,
 } opt_id;
 
 static const struct {
@@ -86,6 +86,8 @@ static const struct {
     {"prompt-3", 0, O_PROMPT3, true},      {"negative-3", 0, O_NEG3, true},
     {"help", 'h', O_HELP, false},          {"version", 0, O_VERSION, false},
     {"quiet", 'q', O_QUIET, false},
+    {"weights-dtype", 0, O_WEIGHTS_DTYPE, true}, {"precision", 0, O_PRECISION, true},
+    {"vae-tile", 0, O_VAE_TILE, true},     {"low-memory", 0, O_LOW_MEMORY, false},
 };
 enum { N_OPTS = sizeof table / sizeof table[0] };
 
@@ -161,6 +163,29 @@ static bool apply(cli_options *o, opt_id id, const char *name, const char *v, co
     case O_HELP: o->show_help = true; return true;
     case O_VERSION: o->show_version = true; return true;
     case O_QUIET: o->quiet = true; return true;
+    case O_LOW_MEMORY: o->low_memory = true; return true;
+    case O_WEIGHTS_DTYPE:
+        if (!strcmp(v, "stored")) o->weights_dtype = SD_WEIGHTS_STORED;
+        else if (!strcmp(v, "f16") || !strcmp(v, "fp16")) o->weights_dtype = SD_WEIGHTS_F16;
+        else if (!strcmp(v, "bf16")) o->weights_dtype = SD_WEIGHTS_BF16;
+        else {
+            *err = errf("%s: '%s' should be stored, f16 or bf16", name, v);
+            return false;
+        }
+        return true;
+    case O_PRECISION:
+        if (!strcmp(v, "fp32") || !strcmp(v, "f32")) o->precision = SD_PRECISION_FP32;
+        else if (!strcmp(v, "bf16")) o->precision = SD_PRECISION_BF16;
+        else if (!strcmp(v, "auto")) o->precision = SD_PRECISION_AUTO;
+        else {
+            *err = errf("%s: '%s' should be fp32, bf16 or auto", name, v);
+            return false;
+        }
+        return true;
+    case O_VAE_TILE:
+        if (!strcmp(v, "auto")) return o->gen.vae_tile = 0, true;
+        if (!strcmp(v, "off")) return o->gen.vae_tile = -1, true;
+        return parse_int(name, v, 1, 65536, &x, err) && (o->gen.vae_tile = (int)x, true);
     }
     return false;
 }
@@ -302,7 +327,22 @@ const char *cli_gen_options_help(void) {
            "      --mask FILE          inpainting mask (white = repaint), with --init-image\n"
            "      --strength X         how much of the schedule runs from the init image, (0..1]\n"
            "                           (default 0.8 for image-to-image, 1 for inpainting)\n"
+           "      --vae-tile N|auto|off  VAE decode in tiles of N latent pixels; auto (default)\n"
+           "                           tiles only images too large to decode whole\n"
+           "      --weights-dtype D    stored (default: as the files hold them), f16 or bf16\n"
+           "                           (an fp32 release converted at load: half the memory)\n"
+           "      --precision P        fp32 (default), bf16 (AVX512_BF16 CPUs: faster, looser) or auto\n"
+           "      --low-memory         release text encoders before denoising, load the VAE after\n"
+           "                           it, page weights in per layer\n"
            "  -t, --threads N          threads (default: all cores)\n";
+}
+
+void cli_load_params(const cli_options *o, sd_load_params *lp) {
+    sd_load_params_init(lp);
+    lp->threads = o->threads;
+    lp->weights_dtype = o->weights_dtype;
+    lp->precision = o->precision;
+    lp->low_memory = o->low_memory;
 }
 
 char *cli_indexed_path(const char *path, int i, int n) {

@@ -16,6 +16,9 @@ typedef struct {
     const char *init_image;   /* --init-image FILE (read by the tool) */
     const char *mask;         /* --mask FILE */
     int threads;              /* --threads; 0: all cores */
+    sd_weights_dtype weights_dtype; /* --weights-dtype */
+    sd_precision precision;   /* --precision */
+    bool low_memory;          /* --low-memory */
     int quality;              /* --quality (JPEG), default 90 */
     bool seed_given;
     bool print_tokens, show_help, show_version, quiet;
@@ -35,6 +38,9 @@ typedef int (*cli_extra_fn)(void *ctx, const char *name, const char *value, cons
 bool cli_parse(cli_options *o, int argc, char **argv, cli_extra_fn extra, void *extra_ctx,
                const char **err);
 void cli_options_free(cli_options *o);
+
+/* The load settings the options chose (threads, weights dtype, precision, low memory). */
+void cli_load_params(const cli_options *o, sd_load_params *lp);
 
 /* Builds the scheduler override JSON object from KEY=VALUE pairs: VALUE is taken as JSON when it
  * parses (true, 3, 0.5, "x", [1,2]) and as a string otherwise. */
