@@ -9,3 +9,9 @@ for f in $(find . -path ./clip_tokenizer -prune -o \( -name vocab.json -o -name 
     up=$(printf '../%.0s' $(seq 1 "$depth"))
     rm "$f" && ln -s "$up$canon" "$f"
 done
+
+# sd35-tiny shares its CLIP encoders and VAE with sd3-tiny byte for byte: link them too.
+for f in text_encoder/model.safetensors text_encoder_2/model.safetensors vae/diffusion_pytorch_model.safetensors; do
+    a=sd35-tiny/pipeline/$f b=sd3-tiny/pipeline/$f
+    [ -f "$a" ] && [ ! -L "$a" ] && cmp -s "$a" "$b" && rm "$a" && ln -s "../../../$b" "$a"
+done
