@@ -21,10 +21,10 @@
 #include "../schedulers/scheduler.h"
 #include "../vae/vae.h"
 #include "test.h"
+#include "tool_run.h"
 
 /* A per-process scratch folder (the test's main makes and removes it) and bin/gen's output. */
 static char tmpdir[256] __attribute__((unused));
-static char output[65536] __attribute__((unused));
 
 static inline const char *tmp(const char *name) {
     static char buf[4][512];
@@ -70,42 +70,12 @@ static inline void img_run_free(img_run *r) {
     image_free(&r->mask);
     fixture_run_free(&r->fr);
 }
-
-/* Runs bin/gen with `args` (NULL-terminated), stdout and stderr into `output`; the exit status, or
- * 128 + signal when it crashed. */
-static inline int run_gen(const char *const *args) {
-    const char *argv[64];
-    int n = 0;
-    argv[n++] = tool_path("gen");
-    for (; *args && n < 63; args++) argv[n++] = *args;
-    argv[n] = NULL;
-    int fds[2];
-    if (pipe(fds) != 0) return -1;
-    pid_t pid = fork();
-    if (pid == 0) {
-        dup2(fds[1], 1);
-        dup2(fds[1], 2);
-        close(fds[0]);
-        execv(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    close(fds[1]);
-    size_t used = 0;
-    ssize_t got;
-    while ((got = read(fds[0], output + used, sizeof output - 1 - used)) > 0) used += (size_t)got;
-    output[used] = '\0';
-    close(fds[0]);
-    int status;
-    waitpid(pid, &status, 0);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
 /* Failed cleanly: exit status 1 or 2, one line of error text containing `needle`. */
 static inline void expect_error(const char *what, int rc, const char *needle) {
     int lines = 0;
-    for (const char *c = output; *c; c++) lines += *c == '\n';
-    CHECK((rc == 1 || rc == 2) && strstr(output, needle) && lines == 1,
-          "%s: exit status %d, expected one line mentioning '%s', got: %s", what, rc, needle, output);
+    for (const char *c = tool_output; *c; c++) lines += *c == '\n';
+    CHECK((rc == 1 || rc == 2) && strstr(tool_output, needle) && lines == 1,
+          "%s: exit status %d, expected one line mentioning '%s', got: %s", what, rc, needle, tool_output);
 }
 
 static inline const char *expected_file(const char *name) {

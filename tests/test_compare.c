@@ -17,9 +17,9 @@
 #include "../core/fileutil.h"
 #include "../core/image.h"
 #include "test.h"
+#include "tool_run.h"
 
 static char tmpdir[256], model[512];
-static char output[65536];
 
 static const char *tmp(const char *name) {
     static char buf[4][600];
@@ -28,46 +28,13 @@ static const char *tmp(const char *name) {
     snprintf(buf[k], sizeof buf[k], "%s/%s", tmpdir, name);
     return buf[k];
 }
-
-/* Runs a tool with a NULL-terminated argument list, capturing stdout and stderr in `output`;
- * returns the exit status (128 + signal after a crash). */
-static int run_tool(const char *tool, ...) {
-    const char *argv[80];
-    int n = 0;
-    argv[n++] = tool_path(tool);
-    va_list ap;
-    va_start(ap, tool);
-    for (const char *a; n < 79 && (a = va_arg(ap, const char *));) argv[n++] = a;
-    va_end(ap);
-    argv[n] = NULL;
-    int fds[2];
-    if (pipe(fds) != 0) return -1;
-    pid_t pid = fork();
-    if (pid == 0) {
-        dup2(fds[1], 1);
-        dup2(fds[1], 2);
-        close(fds[0]);
-        execv(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    close(fds[1]);
-    size_t used = 0;
-    ssize_t got;
-    while ((got = read(fds[0], output + used, sizeof output - 1 - used)) > 0) used += (size_t)got;
-    output[used] = '\0';
-    close(fds[0]);
-    int status;
-    waitpid(pid, &status, 0);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
 /* Exit status 2, a one-line error mentioning `needle`, and no output folder made. */
 static void expect_refused(const char *what, int rc, const char *needle, const char *outdir) {
     int lines = 0;
-    for (const char *c = output; *c; c++) lines += *c == '\n';
-    CHECK(rc == 2, "%s: exit status %d, want 2 (%s)", what, rc, output);
-    CHECK(strstr(output, needle) != NULL, "%s: '%s' does not mention '%s'", what, output, needle);
-    CHECK(lines == 1, "%s: a one-line error, got %d lines: %s", what, lines, output);
+    for (const char *c = tool_output; *c; c++) lines += *c == '\n';
+    CHECK(rc == 2, "%s: exit status %d, want 2 (%s)", what, rc, tool_output);
+    CHECK(strstr(tool_output, needle) != NULL, "%s: '%s' does not mention '%s'", what, tool_output, needle);
+    CHECK(lines == 1, "%s: a one-line error, got %d lines: %s", what, lines, tool_output);
     CHECK(!sd_dir_exists(outdir), "%s: nothing rendered, yet %s exists", what, outdir);
 }
 
@@ -93,10 +60,10 @@ static const cJSON *item(const cJSON *o, const char *key) {
 
 static void test_comparison(void) {
     const char *out = tmp("cmp/nested"); /* the parents do not exist yet */
-    int rc = run_tool("sd-compare", "-m", model, "-W", "64", "-H", "64", "-s", "7", "-t", "1", "-g",
+    int rc = tool_run("sd-compare", "-m", model, "-W", "64", "-H", "64", "-s", "7", "-t", "1", "-g",
                       "5", "-n", "blurry", "--steps", "2,3", "--schedulers", "euler_a, heun,pndm",
                       "-o", out, "-q", "a photo of a cat", NULL);
-    CHECK(rc == 0, "sd-compare: exit %d: %s", rc, output);
+    CHECK(rc == 0, "sd-compare: exit %d: %s", rc, tool_output);
     if (rc != 0) return;
     char *text = NULL;
     CHECK_OK(sd_read_file(tmp("cmp/nested/report.json"), &text, NULL));
@@ -147,11 +114,11 @@ static void test_comparison(void) {
             /* The same settings through gen: the same pixels, byte for byte. */
             char st[8];
             snprintf(st, sizeof st, "%d", steps[si]);
-            rc = run_tool("gen", "-m", model, "-W", "64", "-H", "64", "-s", "7", "-t", "1", "-g", "5",
+            rc = tool_run("gen", "-m", model, "-W", "64", "-H", "64", "-s", "7", "-t", "1", "-g", "5",
                           "-n", "blurry", "--steps", st, "--scheduler", names[k], "-o", tmp("gen.png"),
                           "-q", "a photo of a cat", NULL);
             sd_image g = {0};
-            CHECK(rc == 0 && image_read(tmp("gen.png"), &g) == SD_OK, "gen %s: %s", what, output);
+            CHECK(rc == 0 && image_read(tmp("gen.png"), &g) == SD_OK, "gen %s: %s", what, tool_output);
             int same = g.rgb && g.width == 64 && g.height == 64 && !memcmp(g.rgb, im[i].rgb, 64 * 64 * 3);
             printf("%s %s: %s the pixels of a separate gen run\n", same ? "ok  " : "FAIL", what,
                    same ? "same as" : "differs from");
@@ -191,9 +158,9 @@ static void test_comparison(void) {
 /* One step count: no suffix in the names; class names work as well as aliases. */
 static void test_single_steps(void) {
     const char *out = tmp("single");
-    int rc = run_tool("sd-compare", "-m", model, "-W", "64", "-H", "64", "-s", "1", "-t", "1",
+    int rc = tool_run("sd-compare", "-m", model, "-W", "64", "-H", "64", "-s", "1", "-t", "1",
                       "--steps", "1", "--schedulers", "DDIMScheduler,euler", "-o", out, "-q", "x", NULL);
-    CHECK(rc == 0, "single step count: exit %d: %s", rc, output);
+    CHECK(rc == 0, "single step count: exit %d: %s", rc, tool_output);
     CHECK(sd_file_exists(tmp("single/DDIMScheduler.png")) && sd_file_exists(tmp("single/euler.png")) &&
           sd_file_exists(tmp("single/grid.png")), "single step count: files without a suffix");
 }
@@ -237,40 +204,40 @@ static void test_stats(void) {
 static void test_refusals(void) {
     const char *out = tmp("refused");
     int rc;
-    rc = run_tool("sd-compare", "-m", model, "--schedulers", "euler,nosuch", "-o", out, "x", NULL);
+    rc = tool_run("sd-compare", "-m", model, "--schedulers", "euler,nosuch", "-o", out, "x", NULL);
     expect_refused("unknown scheduler", rc, "nosuch", out);
-    rc = run_tool("sd-compare", "-m", model, "--schedulers", "", "-o", out, "x", NULL);
+    rc = tool_run("sd-compare", "-m", model, "--schedulers", "", "-o", out, "x", NULL);
     expect_refused("empty list", rc, "--schedulers", out);
-    rc = run_tool("sd-compare", "-m", model, "--schedulers", "euler,,heun", "-o", out, "x", NULL);
+    rc = tool_run("sd-compare", "-m", model, "--schedulers", "euler,,heun", "-o", out, "x", NULL);
     expect_refused("empty item", rc, "empty", out);
-    rc = run_tool("sd-compare", "-m", model, "-o", out, "x", NULL);
+    rc = tool_run("sd-compare", "-m", model, "-o", out, "x", NULL);
     expect_refused("no --schedulers", rc, "--schedulers", out);
-    rc = run_tool("sd-compare", "-m", model, "--schedulers", "euler,EULER", "-o", out, "x", NULL);
+    rc = tool_run("sd-compare", "-m", model, "--schedulers", "euler,EULER", "-o", out, "x", NULL);
     expect_refused("listed twice", rc, "twice", out);
-    rc = run_tool("sd-compare", "-m", model, "--schedulers", "euler", "--steps", "2,x", "-o", out, "x", NULL);
+    rc = tool_run("sd-compare", "-m", model, "--schedulers", "euler", "--steps", "2,x", "-o", out, "x", NULL);
     expect_refused("bad step count", rc, "'x'", out);
-    rc = run_tool("sd-compare", "-m", model, "--schedulers", "euler", "--steps", "0", "-o", out, "x", NULL);
+    rc = tool_run("sd-compare", "-m", model, "--schedulers", "euler", "--steps", "0", "-o", out, "x", NULL);
     expect_refused("zero steps", rc, "'0'", out);
-    rc = run_tool("sd-compare", "-m", model, "--schedulers", "euler,ddim", "--scheduler-opt",
+    rc = tool_run("sd-compare", "-m", model, "--schedulers", "euler,ddim", "--scheduler-opt",
                   "use_karras_sigmas=true", "-o", out, "x", NULL);
     expect_refused("option one scheduler lacks", rc, "DDIMScheduler has no option 'use_karras_sigmas'", out);
-    rc = run_tool("sd-compare", "-m", model, "--scheduler", "euler", "-o", out, "x", NULL);
+    rc = tool_run("sd-compare", "-m", model, "--scheduler", "euler", "-o", out, "x", NULL);
     expect_refused("--scheduler instead of --schedulers", rc, "--schedulers", out);
-    rc = run_tool("sd-compare", "-m", model, "--schedulers", "euler", "--save-latents", "l.st", "-o", out, "x", NULL);
+    rc = tool_run("sd-compare", "-m", model, "--schedulers", "euler", "--save-latents", "l.st", "-o", out, "x", NULL);
     expect_refused("--save-latents", rc, "--save-latents", out);
-    rc = run_tool("sd-compare", "-m", tmp("no-such-model"), "--schedulers", "euler", "-o", out, "x", NULL);
-    CHECK(rc == 1 && strstr(output, "no-such-model") && !sd_dir_exists(out),
-          "missing model: exit %d: %s", rc, output);
-    rc = run_tool("sd-compare", "-m", model, "--schedulers", "euler", "--init-image",
+    rc = tool_run("sd-compare", "-m", tmp("no-such-model"), "--schedulers", "euler", "-o", out, "x", NULL);
+    CHECK(rc == 1 && strstr(tool_output, "no-such-model") && !sd_dir_exists(out),
+          "missing model: exit %d: %s", rc, tool_output);
+    rc = tool_run("sd-compare", "-m", model, "--schedulers", "euler", "--init-image",
                   tmp("no-such.png"), "-o", out, "x", NULL);
-    CHECK(rc == 1 && strstr(output, "no-such.png") && !sd_dir_exists(out),
-          "unreadable init image: exit %d, nothing created: %s", rc, output);
-    rc = run_tool("sd-compare", "--schedulers", "help", NULL);
-    CHECK(rc == 0 && strstr(output, "EulerAncestralDiscreteScheduler") && strstr(output, "dpm++2m"),
-          "--schedulers help lists the schedulers: %s", output);
-    rc = run_tool("sd-compare", "--help", NULL);
-    CHECK(rc == 0 && strstr(output, "--schedulers") && strstr(output, "--steps LIST") &&
-          strstr(output, "--guidance"), "--help shows its options and gen's");
+    CHECK(rc == 1 && strstr(tool_output, "no-such.png") && !sd_dir_exists(out),
+          "unreadable init image: exit %d, nothing created: %s", rc, tool_output);
+    rc = tool_run("sd-compare", "--schedulers", "help", NULL);
+    CHECK(rc == 0 && strstr(tool_output, "EulerAncestralDiscreteScheduler") && strstr(tool_output, "dpm++2m"),
+          "--schedulers help lists the schedulers: %s", tool_output);
+    rc = tool_run("sd-compare", "--help", NULL);
+    CHECK(rc == 0 && strstr(tool_output, "--schedulers") && strstr(tool_output, "--steps LIST") &&
+          strstr(tool_output, "--guidance"), "--help shows its options and gen's");
 }
 
 int main(void) {

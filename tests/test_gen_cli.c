@@ -18,9 +18,9 @@
 #include "../core/image.h"
 #include "../core/safetensors.h"
 #include "test.h"
+#include "tool_run.h"
 
 static char tmpdir[256];
-static char output[65536];
 
 static const char *tmp(const char *name) {
     static char buf[4][512];
@@ -30,60 +30,13 @@ static const char *tmp(const char *name) {
     return buf[k];
 }
 
-/* Runs bin/gen with the given arguments (NULL-terminated), capturing stdout+stderr in `output`.
- * Returns the exit status, or 128+signal when it crashed. */
-static int run_argv(const char *const *argv);
-
-static int run_gen(const char *first, ...) {
-    const char *argv[64];
-    int n = 0;
-    argv[n++] = tool_path("gen");
-    va_list ap;
-    va_start(ap, first);
-    for (const char *a = first; a && n < 63; a = va_arg(ap, const char *)) argv[n++] = a;
-    va_end(ap);
-    argv[n] = NULL;
-    return run_argv(argv);
-}
-
-static int run_argv(const char *const *argv) {
-    int fds[2];
-    if (pipe(fds) != 0) return -1;
-    pid_t pid = fork();
-    if (pid == 0) {
-        dup2(fds[1], 1);
-        dup2(fds[1], 2);
-        close(fds[0]);
-        execv(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    close(fds[1]);
-    size_t used = 0;
-    ssize_t got;
-    while ((got = read(fds[0], output + used, sizeof output - 1 - used)) > 0) used += (size_t)got;
-    output[used] = '\0';
-    close(fds[0]);
-    int status;
-    waitpid(pid, &status, 0);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
-static int run_gen_argv(const char *const *args) {
-    const char *argv[64];
-    int n = 0;
-    argv[n++] = tool_path("gen");
-    for (; *args && n < 63; args++) argv[n++] = *args;
-    argv[n] = NULL;
-    return run_argv(argv);
-}
-
 /* The command failed cleanly: exit status 1 or 2, one line of error text containing `needle`. */
 static void expect_error(const char *what, int rc, const char *needle) {
     int lines = 0;
-    for (const char *c = output; *c; c++) lines += *c == '\n';
-    CHECK(rc == 1 || rc == 2, "%s: exit status %d (output: %s)", what, rc, output);
-    CHECK(strstr(output, needle) != NULL, "%s: error '%s' does not mention '%s'", what, output, needle);
-    CHECK(lines == 1, "%s: expected a one-line error, got %d lines: %s", what, lines, output);
+    for (const char *c = tool_output; *c; c++) lines += *c == '\n';
+    CHECK(rc == 1 || rc == 2, "%s: exit status %d (output: %s)", what, rc, tool_output);
+    CHECK(strstr(tool_output, needle) != NULL, "%s: error '%s' does not mention '%s'", what, tool_output, needle);
+    CHECK(lines == 1, "%s: expected a one-line error, got %d lines: %s", what, lines, tool_output);
 }
 
 /* Returns how many 8-bit values differ (-1 when unreadable or of another size); sets the largest
@@ -151,9 +104,9 @@ static void reproduce_run(sd_pipeline *lib, const char *model, const char *run) 
     if (g->max_sequence_length) args[na++] = "--max-sequence-length", args[na++] = seq;
     args[na++] = g->prompt;
     args[na] = NULL;
-    int rc = run_gen_argv(args);
+    int rc = tool_run_args("gen", args);
     for (int i = 0; i < no; i++) free(owned[i]);
-    CHECK(rc == 0, "gen %s/%s: exit %d: %s", model, run, rc, output);
+    CHECK(rc == 0, "gen %s/%s: exit %d: %s", model, run, rc, tool_output);
     for (int b = 0; b < g->batch && rc == 0; b++) {
         char name[64], png[256];
         snprintf(name, sizeof name, g->batch > 1 ? "run-%d.png" : "run.png", b);
@@ -186,18 +139,18 @@ static void reproduce_run(sd_pipeline *lib, const char *model, const char *run) 
 static void test_print_tokens(void) {
     char model_dir[512];
     snprintf(model_dir, sizeof model_dir, "%s", fixture("sd2v-tiny/pipeline"));
-    int rc = run_gen("-m", model_dir, "--print-tokens", "a photo of a cat", NULL);
-    CHECK(rc == 0, "--print-tokens: exit %d: %s", rc, output);
-    cJSON *j = cJSON_Parse(output);
+    int rc = tool_run("gen", "-m", model_dir, "--print-tokens", "a photo of a cat", NULL);
+    CHECK(rc == 0, "--print-tokens: exit %d: %s", rc, tool_output);
+    cJSON *j = cJSON_Parse(tool_output);
     const cJSON *ids = cJSON_GetObjectItem(j, "tokenizer");
-    CHECK(cJSON_IsArray(ids) && cJSON_GetArraySize(ids) == 77, "--print-tokens: 77 ids under \"tokenizer\": %s", output);
+    CHECK(cJSON_IsArray(ids) && cJSON_GetArraySize(ids) == 77, "--print-tokens: 77 ids under \"tokenizer\": %s", tool_output);
     if (cJSON_IsArray(ids) && cJSON_GetArraySize(ids) == 77) {
         /* From tokenizer_cases.json: "a photo of a cat", padded with "!" (id 0) in SD2. */
         const int want[8] = {49406, 320, 1125, 539, 320, 2368, 49407, 0};
         int ok = 1;
         for (int i = 0; i < 8; i++) ok &= cJSON_GetArrayItem(ids, i)->valueint == want[i];
         ok &= cJSON_GetArrayItem(ids, 76)->valueint == 0;
-        CHECK(ok, "--print-tokens ids: %s", output);
+        CHECK(ok, "--print-tokens ids: %s", tool_output);
     }
     cJSON_Delete(j);
 }
@@ -209,9 +162,9 @@ static void test_print_tokens_flux(void) {
     const char *prompt = "a photo of an astronaut riding a horse on mars";
     char model_dir[512];
     snprintf(model_dir, sizeof model_dir, "%s", fixture("flux-tiny/pipeline"));
-    int rc = run_gen("-m", model_dir, "--print-tokens", prompt, NULL);
-    CHECK(rc == 0, "flux --print-tokens: exit %d: %s", rc, output);
-    cJSON *j = cJSON_Parse(output);
+    int rc = tool_run("gen", "-m", model_dir, "--print-tokens", prompt, NULL);
+    CHECK(rc == 0, "flux --print-tokens: exit %d: %s", rc, tool_output);
+    cJSON *j = cJSON_Parse(tool_output);
     const cJSON *clip = cJSON_GetObjectItem(j, "tokenizer"), *t5 = cJSON_GetObjectItem(j, "tokenizer_2");
     int32_t *want_clip = fixture_ids("sd15-tiny/expected/pndm.safetensors", "tokenizer_prompt_ids", NULL, NULL);
     int32_t *want_t5 = fixture_ids("flux-tiny/expected/flux_dev_like.safetensors", "tokenizer_2_prompt_ids", NULL, NULL);
@@ -220,7 +173,7 @@ static void test_print_tokens_flux(void) {
     for (int i = 0; ok && i < 77; i++) ok = cJSON_GetArrayItem(clip, i)->valueint == want_clip[i];
     for (int i = 0; ok && i < 512; i++)
         ok = cJSON_GetArrayItem(t5, i)->valueint == (i < 64 ? want_t5[i] : 0);
-    CHECK(ok, "flux --print-tokens: CLIP and T5 ids as recorded: %.300s", output);
+    CHECK(ok, "flux --print-tokens: CLIP and T5 ids as recorded: %.300s", tool_output);
     cJSON_Delete(j);
     free(want_clip), free(want_t5);
 }
@@ -247,30 +200,30 @@ static void test_bad_inputs(void) {
     const char *out = tmp("bad.png");
     int rc;
 
-    rc = run_gen("-m", tmp("no-such-model"), "-o", out, "x", NULL);
+    rc = tool_run("gen", "-m", tmp("no-such-model"), "-o", out, "x", NULL);
     expect_error("missing model folder", rc, "no-such-model");
 
     const char *m = copy_model("unsupported");
     char path[600];
     snprintf(path, sizeof path, "%s/model_index.json", m);
     write_text(path, "{\"_class_name\": \"KandinskyPipeline\", \"unet\": [\"diffusers\", \"UNet2DConditionModel\"]}");
-    rc = run_gen("-m", m, "-o", out, "x", NULL);
+    rc = tool_run("gen", "-m", m, "-o", out, "x", NULL);
     expect_error("unsupported pipeline class", rc, "KandinskyPipeline");
 
     write_text(path, "{\"_class_name\": \"StableDiffusionPipeline\",");
-    rc = run_gen("-m", m, "-o", out, "x", NULL);
+    rc = tool_run("gen", "-m", m, "-o", out, "x", NULL);
     expect_error("bad model_index JSON", rc, "model_index.json");
 
     m = copy_model("badconfig");
     snprintf(path, sizeof path, "%s/unet/config.json", m);
     write_text(path, "{\"in_channels\": 4, \"block_out_channels\": [16, 16, 32, 32],}");
-    rc = run_gen("-m", m, "-o", out, "x", NULL);
+    rc = tool_run("gen", "-m", m, "-o", out, "x", NULL);
     expect_error("bad unet config JSON", rc, "unet/config.json");
 
     m = copy_model("truncated");
     snprintf(path, sizeof path, "%s/unet/diffusion_pytorch_model.safetensors", m);
     CHECK(truncate(path, 1000000) == 0, "truncate");
-    rc = run_gen("-m", m, "-o", out, "x", NULL);
+    rc = tool_run("gen", "-m", m, "-o", out, "x", NULL);
     expect_error("truncated safetensors", rc, "diffusion_pytorch_model.safetensors");
 
     /* A header whose offsets point past the end of the file. */
@@ -292,7 +245,7 @@ static void test_bad_inputs(void) {
         fclose(fp);
         free(data);
     }
-    rc = run_gen("-m", m, "-o", out, "x", NULL);
+    rc = tool_run("gen", "-m", m, "-o", out, "x", NULL);
     expect_error("offsets past the end", rc, "vae");
 
     /* A tensor of the wrong shape. */
@@ -318,44 +271,44 @@ static void test_bad_inputs(void) {
         rename(tmp_path, path);
         free(tmp_path), free(es), free(bad);
     }
-    rc = run_gen("-m", m, "-o", out, "x", NULL);
+    rc = tool_run("gen", "-m", m, "-o", out, "x", NULL);
     expect_error("wrong tensor shape", rc, "final_layer_norm.weight");
 
-    rc = run_gen("-m", model_dir, "--scheduler", "NoSuchScheduler", "-o", out, "x", NULL);
+    rc = tool_run("gen", "-m", model_dir, "--scheduler", "NoSuchScheduler", "-o", out, "x", NULL);
     expect_error("unknown scheduler", rc, "NoSuchScheduler");
-    rc = run_gen("-m", model_dir, "--scheduler-opt", "timestep_spacing=sideways", "--steps", "2", "-o", out, "x", NULL);
+    rc = tool_run("gen", "-m", model_dir, "--scheduler-opt", "timestep_spacing=sideways", "--steps", "2", "-o", out, "x", NULL);
     expect_error("bad scheduler option value", rc, "sideways");
-    rc = run_gen("-m", model_dir, "--no-such-flag", "x", NULL);
+    rc = tool_run("gen", "-m", model_dir, "--no-such-flag", "x", NULL);
     expect_error("unknown option", rc, "--no-such-flag");
-    rc = run_gen("-m", model_dir, "-W", "100", "-o", out, "x", NULL);
+    rc = tool_run("gen", "-m", model_dir, "-W", "100", "-o", out, "x", NULL);
     expect_error("width not a multiple of 8", rc, "multiple of 8");
-    rc = run_gen("-m", model_dir, "--steps", "0", "-o", out, "x", NULL);
+    rc = tool_run("gen", "-m", model_dir, "--steps", "0", "-o", out, "x", NULL);
     expect_error("steps 0", rc, "--steps");
-    rc = run_gen("-m", model_dir, "--steps", "abc", "-o", out, "x", NULL);
+    rc = tool_run("gen", "-m", model_dir, "--steps", "abc", "-o", out, "x", NULL);
     expect_error("steps not a number", rc, "abc");
-    rc = run_gen("-m", model_dir, "-o", tmp("out.bmp"), "--steps", "1", "x", NULL);
+    rc = tool_run("gen", "-m", model_dir, "-o", tmp("out.bmp"), "--steps", "1", "x", NULL);
     expect_error("unsupported output extension", rc, "out.bmp");
-    rc = run_gen("-m", model_dir, "-o", tmp("no-such-dir/out.png"), "--steps", "1", "x", NULL);
+    rc = tool_run("gen", "-m", model_dir, "-o", tmp("no-such-dir/out.png"), "--steps", "1", "x", NULL);
     expect_error("output folder missing", rc, "no-such-dir");
 
     /* An existing file survives a failed run, and a successful one replaces it whole. */
     const char *keep = tmp("keep.png");
     write_text(keep, "precious");
-    rc = run_gen("-m", tmp("no-such-model"), "-o", keep, "x", NULL);
+    rc = tool_run("gen", "-m", tmp("no-such-model"), "-o", keep, "x", NULL);
     char *content;
     CHECK(sd_read_file(keep, &content, NULL) == SD_OK && !strcmp(content, "precious"),
           "a failed run left the existing output alone");
     free(content);
-    rc = run_gen("-m", model_dir, "-o", keep, "--steps", "1", "-s", "1", "x", NULL);
+    rc = tool_run("gen", "-m", model_dir, "-o", keep, "--steps", "1", "-s", "1", "x", NULL);
     sd_image im;
-    CHECK(rc == 0 && image_read(keep, &im) == SD_OK, "overwrite: %s", output);
+    CHECK(rc == 0 && image_read(keep, &im) == SD_OK, "overwrite: %s", tool_output);
     if (rc == 0) image_free(&im);
     /* no temporary files left behind */
     char cmd[600];
     snprintf(cmd, sizeof cmd, "ls '%s' | grep -q tmp-", tmpdir);
     CHECK(system(cmd) != 0, "temporary files left in %s", tmpdir);
 
-    rc = run_gen("-m", model_dir, NULL);
+    rc = tool_run("gen", "-m", model_dir, NULL);
     expect_error("no prompt", rc, "prompt");
 }
 
@@ -365,9 +318,9 @@ static void test_bad_inputs(void) {
 static void test_print_tokens_sd3(void) {
     char model_dir[512], fixtures[512], cmd[2048];
     snprintf(model_dir, sizeof model_dir, "%s", fixture("sd3-tiny/pipeline"));
-    int rc = run_gen("-m", model_dir, "--print-tokens", "a photo of a cat", NULL);
-    CHECK(rc == 0, "sd3 --print-tokens: exit %d: %s", rc, output);
-    cJSON *j = cJSON_Parse(output);
+    int rc = tool_run("gen", "-m", model_dir, "--print-tokens", "a photo of a cat", NULL);
+    CHECK(rc == 0, "sd3 --print-tokens: exit %d: %s", rc, tool_output);
+    cJSON *j = cJSON_Parse(tool_output);
     const cJSON *t1 = cJSON_GetObjectItem(j, "tokenizer"), *t2 = cJSON_GetObjectItem(j, "tokenizer_2");
     const int want[8] = {49406, 320, 1125, 539, 320, 2368, 49407, 49407}; /* then pad: 49407 / 0 */
     int ok = cJSON_GetArraySize(t1) == 77 && cJSON_GetArraySize(t2) == 77 &&
@@ -376,7 +329,7 @@ static void test_print_tokens_sd3(void) {
         ok &= cJSON_GetArrayItem(t1, i)->valueint == want[i];
         ok &= cJSON_GetArrayItem(t2, i)->valueint == (i < 7 ? want[i] : 0);
     }
-    CHECK(ok, "sd3 --print-tokens: both CLIP tokenizers, no T5: %.300s", output);
+    CHECK(ok, "sd3 --print-tokens: both CLIP tokenizers, no T5: %.300s", tool_output);
     cJSON_Delete(j);
 
     const char *dir = tmp("sd3-t5");
@@ -399,53 +352,53 @@ static void test_print_tokens_sd3(void) {
     cJSON_free(mi);
     cJSON_Delete(j);
     const char *prompt = "a photo of an astronaut riding a horse on mars";
-    rc = run_gen("-m", dir, "--print-tokens", prompt, NULL);
-    CHECK(rc == 0, "sd3 + T5 --print-tokens: exit %d: %s", rc, output);
-    j = cJSON_Parse(output);
+    rc = tool_run("gen", "-m", dir, "--print-tokens", prompt, NULL);
+    CHECK(rc == 0, "sd3 + T5 --print-tokens: exit %d: %s", rc, tool_output);
+    j = cJSON_Parse(tool_output);
     const cJSON *t3 = cJSON_GetObjectItem(j, "tokenizer_3");
     int64_t shape[4] = {0};
     int32_t *rec = fixture_ids("flux-tiny/expected/flux_dev_like.safetensors", "tokenizer_2_prompt_ids",
                                shape, NULL);
     ok = rec && shape[1] == 64 && cJSON_GetArraySize(t3) == 256 && cJSON_GetObjectItem(j, "tokenizer_2");
     for (int i = 0; ok && i < 256; i++) ok &= cJSON_GetArrayItem(t3, i)->valueint == rec[i < 64 ? i : 63];
-    CHECK(ok, "sd3 + T5 --print-tokens: 256 tokenizer_3 ids as recorded: %.300s", output);
+    CHECK(ok, "sd3 + T5 --print-tokens: 256 tokenizer_3 ids as recorded: %.300s", tool_output);
     free(rec);
     cJSON_Delete(j);
     /* --prompt-3 / --negative-3 reach the library (which refuses this folder's T5 width) */
-    rc = run_gen("-m", dir, "--prompt-3", "x", "--negative-3", "y", "--steps", "1", "-o", tmp("t5.png"), prompt, NULL);
+    rc = tool_run("gen", "-m", dir, "--prompt-3", "x", "--negative-3", "y", "--steps", "1", "-o", tmp("t5.png"), prompt, NULL);
     expect_error("sd3 + 16-wide T5", rc, "text_encoder_3");
 }
 
 static void test_no_model_message(void) {
     unsetenv("SD_MODEL");
-    int rc = run_gen("a cat", NULL);
-    CHECK(rc == 2 && strstr(output, "SD_MODEL") && strstr(output, "-m"),
-          "no model: the message says how to get one: %s", output);
-    CHECK(strstr(output, "1.x") != NULL, "no model: the message lists the supported families");
+    int rc = tool_run("gen", "a cat", NULL);
+    CHECK(rc == 2 && strstr(tool_output, "SD_MODEL") && strstr(tool_output, "-m"),
+          "no model: the message says how to get one: %s", tool_output);
+    CHECK(strstr(tool_output, "1.x") != NULL, "no model: the message lists the supported families");
 }
 
 static void test_help_version_jpeg_batch(void) {
     char model_dir[512];
     snprintf(model_dir, sizeof model_dir, "%s", fixture("sd15-tiny/pipeline"));
-    int rc = run_gen("--help", NULL);
-    CHECK(rc == 0 && strstr(output, "--scheduler") && strstr(output, "--save-latents"), "--help");
-    rc = run_gen("--version", NULL);
-    CHECK(rc == 0 && strstr(output, "gen "), "--version: %s", output);
-    rc = run_gen("--scheduler", "help", NULL);
-    CHECK(rc == 0 && strstr(output, "EulerDiscreteScheduler") && strstr(output, "DDIMScheduler"),
+    int rc = tool_run("gen", "--help", NULL);
+    CHECK(rc == 0 && strstr(tool_output, "--scheduler") && strstr(tool_output, "--save-latents"), "--help");
+    rc = tool_run("gen", "--version", NULL);
+    CHECK(rc == 0 && strstr(tool_output, "gen "), "--version: %s", tool_output);
+    rc = tool_run("gen", "--scheduler", "help", NULL);
+    CHECK(rc == 0 && strstr(tool_output, "EulerDiscreteScheduler") && strstr(tool_output, "DDIMScheduler"),
           "--scheduler help lists schedulers");
-    rc = run_gen("-m", model_dir, "-o", tmp("j.jpg"), "--steps", "2", "-s", "3", "--quality", "95",
+    rc = tool_run("gen", "-m", model_dir, "-o", tmp("j.jpg"), "--steps", "2", "-s", "3", "--quality", "95",
                  "-q", "a cat", NULL);
     sd_image im;
-    CHECK(rc == 0 && image_read(tmp("j.jpg"), &im) == SD_OK, "JPEG output: %s", output);
+    CHECK(rc == 0 && image_read(tmp("j.jpg"), &im) == SD_OK, "JPEG output: %s", tool_output);
     if (rc == 0) {
         CHECK(im.width == 128 && im.height == 128, "JPEG size %dx%d", im.width, im.height);
         image_free(&im);
     }
-    rc = run_gen("-m", model_dir, "-o", tmp("b.png"), "--steps", "2", "-s", "3", "--batch", "2",
+    rc = tool_run("gen", "-m", model_dir, "-o", tmp("b.png"), "--steps", "2", "-s", "3", "--batch", "2",
                  "-q", "a cat", NULL);
     CHECK(rc == 0 && sd_file_exists(tmp("b-0.png")) && sd_file_exists(tmp("b-1.png")),
-          "--batch 2 writes b-0.png and b-1.png: %s", output);
+          "--batch 2 writes b-0.png and b-1.png: %s", tool_output);
 }
 
 static const char *const sd15_runs[] = {"pndm", "ddim", "euler", "euler_a", "dpmpp2m",

@@ -16,11 +16,11 @@
 #include "../core/safetensors.h"
 #include "../include/sd.h"
 #include "test.h"
+#include "tool_run.h"
 
 #define MODEL "sdxl-tiny"
 
 static char tmpdir[256];
-static char output[1 << 16];
 
 static const char *tmp(const char *name) {
     static char buf[4][512];
@@ -29,40 +29,11 @@ static const char *tmp(const char *name) {
     snprintf(buf[k], sizeof buf[k], "%s/%s", tmpdir, name);
     return buf[k];
 }
-
-/* Runs bin/gen with args (NULL-terminated), stdout+stderr into `output`; the exit status. */
-static int run_gen(const char *const *args) {
-    const char *argv[64];
-    int n = 0;
-    argv[n++] = tool_path("gen");
-    for (; *args && n < 63; args++) argv[n++] = *args;
-    argv[n] = NULL;
-    int fds[2];
-    if (pipe(fds) != 0) return -1;
-    pid_t pid = fork();
-    if (pid == 0) {
-        dup2(fds[1], 1);
-        dup2(fds[1], 2);
-        close(fds[0]);
-        execv(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    close(fds[1]);
-    size_t used = 0;
-    ssize_t got;
-    while ((got = read(fds[0], output + used, sizeof output - 1 - used)) > 0) used += (size_t)got;
-    output[used] = '\0';
-    close(fds[0]);
-    int status;
-    waitpid(pid, &status, 0);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
 static void test_gen_print_tokens(const char *model_dir) {
     const char *args[] = {"-m", model_dir, "--print-tokens", "a photo of a cat", NULL};
-    int rc = run_gen(args);
-    CHECK(rc == 0, "--print-tokens: exit %d: %s", rc, output);
-    cJSON *j = cJSON_Parse(output);
+    int rc = tool_run_args("gen", args);
+    CHECK(rc == 0, "--print-tokens: exit %d: %s", rc, tool_output);
+    cJSON *j = cJSON_Parse(tool_output);
     /* tokenizer_cases.json's "a photo of a cat": pad <|endoftext|> (49407) for tokenizer, "!" (0)
      * for tokenizer_2. */
     const int want[7] = {49406, 320, 1125, 539, 320, 2368, 49407};
@@ -73,7 +44,7 @@ static void test_gen_print_tokens(const char *model_dir) {
         int ok = cJSON_IsArray(ids) && cJSON_GetArraySize(ids) == 77;
         for (int i = 0; ok && i < 77; i++)
             ok &= cJSON_GetArrayItem(ids, i)->valueint == (i < 7 ? want[i] : pad[k]);
-        CHECK(ok, "--print-tokens: \"%s\" holds the 77 padded ids: %s", names[k], output);
+        CHECK(ok, "--print-tokens: \"%s\" holds the 77 padded ids: %s", names[k], tool_output);
     }
     cJSON_Delete(j);
 }
@@ -125,8 +96,8 @@ static void test_gen_prompt2(const char *model_dir) {
                           "--prompt-2", "portrait of an old sailor, (dramatic lighting:1.2), 35mm",
                           "-o", tmp("p2.png"), "-q",
                           "a watercolor painting of a lighthouse at dawn, highly detailed", NULL};
-    int rc = run_gen(args);
-    CHECK(rc == 0, "gen prompt2: exit %d: %s", rc, output);
+    int rc = tool_run_args("gen", args);
+    CHECK(rc == 0, "gen prompt2: exit %d: %s", rc, tool_output);
     CHECK(rc == 0 && png_matches(tmp("p2.png"), MODEL "/expected/prompt2-0.png", "gen " MODEL "/prompt2"),
           "gen --prompt-2 reproduces the prompt2 run");
 }
@@ -148,8 +119,8 @@ static void test_gen_micro_conditioning(sd_pipeline *p, const char *model_dir) {
         args[na++] = "--save-latents", args[na++] = tmp("mc.safetensors");
         args[na++] = "a photo of an astronaut riding a horse on mars";
         args[na] = NULL;
-        int rc = run_gen(args);
-        CHECK(rc == 0, "gen %s: exit %d: %s", extra[k][0] ? extra[k][0] : "(defaults)", rc, output);
+        int rc = tool_run_args("gen", args);
+        CHECK(rc == 0, "gen %s: exit %d: %s", extra[k][0] ? extra[k][0] : "(defaults)", rc, tool_output);
         if (rc == 0) lat[k] = read_latents(tmp("mc.safetensors"), &n[k]);
     }
     sd_gen_params g;

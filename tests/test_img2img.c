@@ -231,8 +231,8 @@ static void cli_run(const char *run) {
     if (g->negative_prompt) args[na++] = "-n", args[na++] = g->negative_prompt;
     args[na++] = g->prompt;
     args[na] = NULL;
-    int rc = run_gen(args);
-    CHECK(rc == 0, "gen %s: exit %d: %s", run, rc, output);
+    int rc = tool_run_args("gen", args);
+    CHECK(rc == 0, "gen %s: exit %d: %s", run, rc, tool_output);
     sd_image got = {0}, ref = {0};
     if (rc == 0 && image_read(out, &got) == SD_OK && image_read(want, &ref) == SD_OK) {
         CHECK(got.width == ref.width && got.height == ref.height, "gen %s: %dx%d, recorded %dx%d",

@@ -195,19 +195,19 @@ static void bad_inputs(sd_pipeline *p) {
     const char *out = tmp("bad.png");
     int rc;
     const char *a1[] = {"-m", model, "--init-image", tmp("no-such-image.png"), "-o", out, "x", NULL};
-    rc = run_gen(a1);
+    rc = tool_run_args("gen", a1);
     expect_error("unreadable init image", rc, "no-such-image.png");
     const char *a2[] = {"-m", model, "--mask", mask, "-o", out, "x", NULL};
-    rc = run_gen(a2);
+    rc = tool_run_args("gen", a2);
     expect_error("--mask without --init-image", rc, "--init-image");
     const char *a3[] = {"-m", model, "--init-image", image, "--strength", "1.5", "-o", out, "x", NULL};
-    rc = run_gen(a3);
+    rc = tool_run_args("gen", a3);
     expect_error("--strength 1.5", rc, "strength");
     const char *a4[] = {"-m", model, "--init-image", image, "--mask", small_mask, "-o", out, "x", NULL};
-    rc = run_gen(a4);
+    rc = tool_run_args("gen", a4);
     expect_error("mask of another size", rc, "same size");
     const char *a5[] = {"-m", model, "--init-image", image, "--mask", tmp("no-such-mask.png"), "-o", out, "x", NULL};
-    rc = run_gen(a5);
+    rc = tool_run_args("gen", a5);
     expect_error("unreadable mask", rc, "no-such-mask.png");
     img_run_free(&ir);
 }

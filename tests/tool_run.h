@@ -38,13 +38,23 @@ static inline int tool_run_argv(const char *const *argv) {
 
 /* tool_run("vae-check", "-m", dir, ..., NULL): the tool from tool_path(). */
 static inline int tool_run(const char *tool, ...) {
-    const char *argv[64];
+    const char *argv[80];
     int n = 0;
     argv[n++] = tool_path(tool);
     va_list ap;
     va_start(ap, tool);
-    for (const char *a = va_arg(ap, const char *); a && n < 63; a = va_arg(ap, const char *)) argv[n++] = a;
+    for (const char *a = va_arg(ap, const char *); a && n < 79; a = va_arg(ap, const char *)) argv[n++] = a;
     va_end(ap);
+    argv[n] = NULL;
+    return tool_run_argv(argv);
+}
+
+/* The tool from tool_path() with args (NULL-terminated). */
+static inline int tool_run_args(const char *tool, const char *const *args) {
+    const char *argv[80];
+    int n = 0;
+    argv[n++] = tool_path(tool);
+    for (; *args && n < 79; args++) argv[n++] = *args;
     argv[n] = NULL;
     return tool_run_argv(argv);
 }
