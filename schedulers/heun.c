@@ -50,36 +50,22 @@ static sd_status heun_init(sd_scheduler *s) {
 static sd_status heun_set_timesteps(sd_scheduler *s, int n, const sched_timestep_opts *opts) {
     heun_state *st = s->state;
     SD_TRY(sched_plain_opts(s, opts));
-    int N = s->num_train_timesteps;
-    float *train = malloc((size_t)N * sizeof *train), *logs = malloc((size_t)N * sizeof *logs);
-    double *ts = malloc((size_t)(n + 2) * sizeof *ts), *sig = malloc((size_t)(n + 2) * sizeof *sig);
-    double *conv = malloc((size_t)(n + 2) * sizeof *conv);
-    sd_status status = SD_OK;
-    if (!train || !logs || !ts || !sig || !conv) {
-        status = sd_set_error(SD_ERR_NOMEM, "HeunDiscreteScheduler: out of memory");
-        goto done;
-    }
-    sched_train_sigmas(s, train);
-    sched_train_log_sigmas(s, logs);
-    int len = sched_kdiff_timesteps(s, n, ts);
-    sched_interp_sigmas(train, N, ts, len, sig);
-    if (sched_convert_sigmas(s, sig, len, n, conv)) {
-        len = n;
-        for (int i = 0; i < n; i++) sig[i] = conv[i], ts[i] = sched_sigma_to_t(sig[i], logs, N);
-    }
-    sig[len] = 0;
+    double *ts, *sig;
+    const int len = sched_kdiff_schedule(s, n, false, &ts, &sig);
+    if (len < 0) return SD_ERR_NOMEM;
     /* sigmas: s0, s1, s1, ..., s_{len-1}, s_{len-1}, 0; timesteps: t0, t1, t1, ... */
-    if ((status = sched_alloc_sigmas(s, 2 * len)) != SD_OK) goto done;
-    if ((status = sched_alloc_timesteps(s, 2 * len - 1)) != SD_OK) goto done;
-    s->sigmas[0] = (float)sig[0];
-    for (int i = 1; i < len; i++) s->sigmas[2 * i - 1] = s->sigmas[2 * i] = (float)sig[i];
-    s->sigmas[2 * len - 1] = (float)sig[len];
-    s->timesteps[0] = (float)ts[0];
-    for (int i = 1; i < len; i++) s->timesteps[2 * i - 1] = s->timesteps[2 * i] = (float)ts[i];
-    s->init_noise_sigma = sched_max_sigma_noise(s);
-    st->pending = false;
-done:
-    free(train), free(logs), free(ts), free(sig), free(conv);
+    sd_status status = sched_alloc_sigmas(s, 2 * len);
+    if (status == SD_OK) status = sched_alloc_timesteps(s, 2 * len - 1);
+    if (status == SD_OK) {
+        s->sigmas[0] = (float)sig[0];
+        for (int i = 1; i < len; i++) s->sigmas[2 * i - 1] = s->sigmas[2 * i] = (float)sig[i];
+        s->sigmas[2 * len - 1] = (float)sig[len];
+        s->timesteps[0] = (float)ts[0];
+        for (int i = 1; i < len; i++) s->timesteps[2 * i - 1] = s->timesteps[2 * i] = (float)ts[i];
+        s->init_noise_sigma = sched_max_sigma_noise(s);
+        st->pending = false;
+    }
+    free(ts), free(sig);
     return status;
 }
 

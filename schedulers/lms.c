@@ -50,41 +50,20 @@ static sd_status lms_init(sd_scheduler *s) {
 static sd_status lms_set_timesteps(sd_scheduler *s, int n, const sched_timestep_opts *opts) {
     lms_state *st = s->state;
     SD_TRY(sched_plain_opts(s, opts));
-    int N = s->num_train_timesteps;
-    float *train = malloc((size_t)N * sizeof *train), *logs = malloc((size_t)N * sizeof *logs);
-    double *ts = malloc((size_t)(n + 2) * sizeof *ts), *sig = malloc((size_t)(n + 2) * sizeof *sig);
-    double *conv = malloc((size_t)(n + 2) * sizeof *conv);
-    sd_status status = SD_OK;
-    if (!train || !logs || !ts || !sig || !conv) {
-        status = sd_set_error(SD_ERR_NOMEM, "LMSDiscreteScheduler: out of memory");
-        goto done;
+    double *ts, *sig;
+    /* LMS's own _convert_to_karras ignores any configured sigma_min / sigma_max */
+    const int len = sched_kdiff_schedule(s, n, true, &ts, &sig);
+    if (len < 0) return SD_ERR_NOMEM;
+    sd_status status = sched_alloc_sigmas(s, len + 1);
+    if (status == SD_OK) status = sched_alloc_timesteps(s, len);
+    if (status == SD_OK) {
+        for (int i = 0; i <= len; i++) s->sigmas[i] = (float)sig[i];
+        for (int i = 0; i < len; i++) s->timesteps[i] = (float)ts[i];
+        s->init_noise_sigma = sched_max_sigma_noise(s);
+        st->n_derivs = 0;
+        st->steps_seen = 0;
     }
-    sched_train_sigmas(s, train);
-    sched_train_log_sigmas(s, logs);
-    int len = sched_kdiff_timesteps(s, n, ts);
-    sched_interp_sigmas(train, N, ts, len, sig);
-    bool converted = false;
-    if (sched_cfg_bool(s, "use_karras_sigmas")) {
-        /* LMS's own _convert_to_karras ignores any configured sigma_min / sigma_max */
-        sched_karras_sigmas(sig[len - 1], sig[0], n, conv);
-        converted = true;
-    } else {
-        converted = sched_convert_sigmas(s, sig, len, n, conv);
-    }
-    if (converted) {
-        len = n;
-        for (int i = 0; i < n; i++) sig[i] = conv[i], ts[i] = sched_sigma_to_t(sig[i], logs, N);
-    }
-    sig[len] = 0;
-    if ((status = sched_alloc_sigmas(s, len + 1)) != SD_OK) goto done;
-    if ((status = sched_alloc_timesteps(s, len)) != SD_OK) goto done;
-    for (int i = 0; i <= len; i++) s->sigmas[i] = (float)sig[i];
-    for (int i = 0; i < len; i++) s->timesteps[i] = (float)ts[i];
-    s->init_noise_sigma = sched_max_sigma_noise(s);
-    st->n_derivs = 0;
-    st->steps_seen = 0;
-done:
-    free(train), free(logs), free(ts), free(sig), free(conv);
+    free(ts), free(sig);
     return status;
 }
 

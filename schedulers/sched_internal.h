@@ -180,6 +180,13 @@ sd_status sched_check_sigma_switches(const sd_scheduler *s);
  * config's sigma_min / sigma_max when set. Returns false when neither switch is on. */
 bool sched_convert_sigmas(const sd_scheduler *s, const double *in, int n_in, int n, double *out);
 
+/* The whole k-diffusion schedule of Heun and LMS: the spacing's timesteps, their interpolated
+ * training sigmas, then Karras / exponential conversion (timesteps mapped back through the log
+ * sigmas). `own_karras`: Karras between the interpolated ends, ignoring a configured sigma_min /
+ * sigma_max (LMS's _convert_to_karras). *ts and *sig are malloc'd (the caller frees them): len
+ * timesteps and len + 1 sigmas ending in 0; returns len, or -1 after setting the error. */
+int sched_kdiff_schedule(const sd_scheduler *s, int n, bool own_karras, double **ts, double **sig);
+
 /* ---- shared step pieces (common.c) ----------------------------------------------------------- */
 
 /* Fills noise (in the caller's layout) through the callback; n elements. */

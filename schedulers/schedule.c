@@ -357,3 +357,38 @@ bool sched_convert_sigmas(const sd_scheduler *s, const double *in, int n_in, int
     }
     return false;
 }
+
+int sched_kdiff_schedule(const sd_scheduler *s, int n, bool own_karras, double **ts_out,
+                         double **sig_out) {
+    const int N = s->num_train_timesteps;
+    float *train = malloc((size_t)N * sizeof *train), *logs = malloc((size_t)N * sizeof *logs);
+    double *ts = malloc((size_t)(n + 2) * sizeof *ts), *sig = malloc((size_t)(n + 2) * sizeof *sig);
+    double *conv = malloc((size_t)(n + 2) * sizeof *conv);
+    int len = -1;
+    if (!train || !logs || !ts || !sig || !conv) {
+        sd_set_error(SD_ERR_NOMEM, "%s: out of memory", s->cls->name);
+        free(ts), free(sig);
+        ts = sig = NULL;
+        goto done;
+    }
+    sched_train_sigmas(s, train);
+    sched_train_log_sigmas(s, logs);
+    len = sched_kdiff_timesteps(s, n, ts);
+    sched_interp_sigmas(train, N, ts, len, sig);
+    bool converted;
+    if (own_karras && sched_cfg_bool(s, "use_karras_sigmas")) {
+        sched_karras_sigmas(sig[len - 1], sig[0], n, conv);
+        converted = true;
+    } else {
+        converted = sched_convert_sigmas(s, sig, len, n, conv);
+    }
+    if (converted) {
+        len = n;
+        for (int i = 0; i < n; i++) sig[i] = conv[i], ts[i] = sched_sigma_to_t(sig[i], logs, N);
+    }
+    sig[len] = 0;
+done:
+    free(train), free(logs), free(conv);
+    *ts_out = ts, *sig_out = sig;
+    return len;
+}
