@@ -107,8 +107,8 @@ static sd_status check_dims(const sd_pipeline *p) {
                             "addition_embed_type 'text_time'", p->mi.dir);
     /* 2c + 1: an inpainting UNet (latents, mask, masked-image latents). */
     if (uc->in_channels != vc->latent_channels && uc->in_channels != 2 * vc->latent_channels + 1)
-        return sd_set_error(SD_ERR_CONFIG, "%s: unet in_channels %d does not fit the vae's %d latent "
-                            "channels", p->mi.dir, uc->in_channels, vc->latent_channels);
+        return sd_set_error(SD_ERR_CONFIG, "%s: unet in_channels %d does not fit the vae's %d "
+                            "latent channels", p->mi.dir, uc->in_channels, vc->latent_channels);
     if (uc->out_channels != vc->latent_channels)
         return sd_set_error(SD_ERR_CONFIG, "%s: unet out_channels %d differs from the vae's %d "
                             "latent channels", p->mi.dir, uc->out_channels, vc->latent_channels);
@@ -123,9 +123,10 @@ static sd_status check_dims(const sd_pipeline *p) {
     if (want != uc->projection_class_embeddings_input_dim) {
         /* One time id too many or too few: the flag is the likely culprit, as diffusers says. */
         const int off = uc->projection_class_embeddings_input_dim - want;
-        const char *hint = off == uc->addition_time_embed_dim && ids == 6
-                               ? " (set requires_aesthetics_score: true in model_index.json?)"
-                           : off == -uc->addition_time_embed_dim && ids == 5
+        const char *hint = off == -uc->addition_time_embed_dim && ids == 6
+                               ? " (a refiner? set requires_aesthetics_score: true in "
+                                 "model_index.json)"
+                           : off == uc->addition_time_embed_dim && ids == 5
                                ? " (requires_aesthetics_score is set: should it be?)"
                                : "";
         return sd_set_error(SD_ERR_CONFIG, "%s: unet projection_class_embeddings_input_dim is %d, but "
@@ -257,9 +258,9 @@ static sd_status sdxl_time_ids(const sd_pipeline *p, const sd_gen_params *g, int
     return SD_OK;
 }
 
-/* diffusers' strength defaults: StableDiffusionXLImg2ImgPipeline 0.3, StableDiffusionXLInpaintPipeline
- * 0.9999 (which, unlike 1.0, starts from the noised image: int(steps * 0.9999) runs one step
- * fewer than steps). */
+/* diffusers' strength defaults: StableDiffusionXLImg2ImgPipeline 0.3,
+ * StableDiffusionXLInpaintPipeline 0.9999 (which, unlike 1.0, starts from the noised image:
+ * int(steps * 0.9999) runs one step fewer than steps). */
 static double sdxl_default_strength(const sd_gen_params *g) { return g->mask_image ? 0.9999 : 0.3; }
 
 typedef struct {

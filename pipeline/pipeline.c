@@ -13,7 +13,8 @@
 #include "pipeline_internal.h"
 
 static const sd_family_ops families[] = {
-    {"StableDiffusionPipeline", SD_FAMILY_SD, 50, 7.5, sd_load_sd, sd_default_size_unet, sd_generate_sd, 0},
+    {"StableDiffusionPipeline", SD_FAMILY_SD, 50, 7.5, sd_load_sd, sd_default_size_unet,
+     sd_generate_sd, 0},
     /* Same components; which task runs depends on the call (init image, mask), not the folder. */
     {"StableDiffusionImg2ImgPipeline", SD_FAMILY_SD, 50, 7.5, sd_load_sd, sd_default_size_unet,
      sd_generate_sd, 0},
@@ -26,7 +27,8 @@ static const sd_family_ops families[] = {
      sd_default_size_unet, sd_generate_sdxl, 7.5},
     {"StableDiffusionXLInpaintPipeline", SD_FAMILY_SDXL, 50, 5.0, sd_load_sdxl,
      sd_default_size_unet, sd_generate_sdxl, 7.5},
-    {"FluxPipeline", SD_FAMILY_FLUX, 28, 3.5, sd_load_flux, sd_default_size_flux, sd_generate_flux, 0},
+    {"FluxPipeline", SD_FAMILY_FLUX, 28, 3.5, sd_load_flux, sd_default_size_flux, sd_generate_flux,
+     0},
     {"StableDiffusion3Pipeline", SD_FAMILY_SD3, 28, 7.0, sd_load_sd3, sd_default_size_sd3,
      sd_generate_sd3, 0},
 };

@@ -41,7 +41,7 @@ struct sd_pipeline {
     cJSON *scheduler_config; /* scheduler/scheduler_config.json */
     int vae_scale_factor;    /* 2^(len(vae.block_out_channels) - 1) */
     bool force_zeros_for_empty_prompt; /* SDXL (model_index.json): no negative prompt -> zeros */
-    bool requires_aesthetics_score;    /* SDXL refiner (model_index.json): time ids end in a score */
+    bool requires_aesthetics_score;    /* SDXL refiner (model_index.json): ids end in a score */
     pl_cache_entry cache[PL_CACHE_SLOTS]; /* prompt encodings (pipeline/embed_cache.c) */
     unsigned long cache_clock;
 };

@@ -75,12 +75,14 @@ static void cli_run(const char *name, const cJSON *run) {
     snprintf(steps, sizeof steps, "%d", g->steps);
     snprintf(guidance, sizeof guidance, "%.17g", g->guidance);
     snprintf(strength, sizeof strength, "%.17g", g->strength);
-    snprintf(image, sizeof image, "%s", fixture(cJSON_GetObjectItem(run, "image_file")->valuestring));
+    snprintf(image, sizeof image, "%s",
+             fixture(cJSON_GetObjectItem(run, "image_file")->valuestring));
     const cJSON *mk = cJSON_GetObjectItem(run, "mask_file");
     if (cJSON_IsString(mk)) snprintf(mask, sizeof mask, "%s", fixture(mk->valuestring));
     const char *out = tmp("run.png");
-    const char *args[40] = {"-m", model, "-s", seed, "--steps", steps, "-g", guidance, "--scheduler",
-                            g->scheduler, "--init-image", image, "-o", out, "-q"};
+    const char *args[40] = {"-m",           model, "-s",     seed,          "--steps",
+                            steps,          "-g",  guidance, "--scheduler", g->scheduler,
+                            "--init-image", image, "-o",     out,           "-q"};
     int na = 15;
     if (!isnan(g->strength)) args[na++] = "--strength", args[na++] = strength;
     if (cJSON_IsString(mk)) args[na++] = "--mask", args[na++] = mask;
@@ -100,7 +102,8 @@ static void cli_run(const char *name, const cJSON *run) {
         sd_result r = {.images = &got, .n_images = 1};
         char what[160];
         snprintf(what, sizeof what, "gen %s", name);
-        if (got.width == shape[2] && got.height == shape[1]) fixture_check_pixels(what, &r, want, 1);
+        if (got.width == shape[2] && got.height == shape[1])
+            fixture_check_pixels(what, &r, want, 1);
         char *params = NULL, want_text[64];
         snprintf(want_text, sizeof want_text, "Denoising strength: %g",
                  isnan(g->strength) ? 0.9999 : g->strength);
