@@ -7,8 +7,8 @@
  *   [orig_h, orig_w, crop_top, crop_left, aesthetic_score 6.0] and the uncond half the same with
  *   negative_aesthetic_score 2.5. White-box: the first UNet call is computed again here from the
  *   run's own input and embeddings with those ids written out, and must give the same output; with
- *   the two scores swapped it must not. Text-to-image on it is refused (diffusers' text-to-image
- *   pipeline would build 6 ids and fail on the shape).
+ *   the two scores swapped it must not. Text-to-image on it is refused, by the library and by
+ *   bin/gen (diffusers' text-to-image pipeline would build 6 ids and fail on the shape).
  * - a 9-channel inpainting UNet (conv_in widened, random weights, as
  *   diffusers/stable-diffusion-xl-1.0-inpainting-0.1 has 9 input channels): inpainting runs with
  *   finite output and diffusers' call count; without a mask it is refused.
@@ -203,6 +203,11 @@ static void refiner(const sd_image *image) {
     st = sd_generate(p, &g, &r);
     CHECK(st == SD_ERR_UNSUPPORTED && strstr(sd_last_error(), "requires_aesthetics_score"),
           "refiner text-to-image: %s", st == SD_OK ? "accepted" : sd_last_error());
+    /* the same through bin/gen: one line of error, no image */
+    const char *out = tmp("refiner.png");
+    const char *args[] = {"-m", model, "-s", "5", "--steps", "4", "-o", out, "-q", "a photo", NULL};
+    expect_error("gen text-to-image on a refiner", run_gen(args), "requires_aesthetics_score");
+    CHECK(access(out, F_OK) != 0, "gen text-to-image on a refiner wrote %s", out);
     sd_pipeline_free(p);
 }
 
