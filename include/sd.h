@@ -128,7 +128,8 @@ typedef struct {
     /* Image-to-image and inpainting: the start image, and (inpainting) the mask, white = repaint. */
     const sd_image *init_image;
     const sd_image *mask_image;
-    double strength;             /* how much of the schedule runs; NAN: 0.8 (img2img), 1 (inpaint) */
+    double strength;             /* how much of the schedule runs; NAN: 0.8 (img2img), 1 (inpaint);
+                                  * SDXL 0.3 and 0.9999, as its diffusers pipelines */
     /* Starting noise instead of drawing it from the seed, as diffusers' `latents=` argument: NCHW
      * [batch][C][H/8][W/8], before scaling by init_noise_sigma. NULL: drawn from `seed`. Flux
      * takes them unpacked (16 channels), not packed as its diffusers argument. */

@@ -6,7 +6,16 @@
  *
  * Folders that have only the second encoder (text_encoder null, as the refiner ships) are encoded
  * as diffusers encodes them: the prompt goes through tokenizer (or tokenizer_2 when that is null
- * too) into text_encoder_2 alone, and prompt_2 is not used. */
+ * too) into text_encoder_2 alone, and prompt_2 is not used.
+ *
+ * With an init image (and mask) the same steps run as StableDiffusionXLImg2ImgPipeline /
+ * StableDiffusionXLInpaintPipeline: the image parts are SD's (pipeline/img2img.c: size rules,
+ * get_timesteps, prepare_latents, mask handling, generator order, all identical in the SDXL
+ * pipelines); what differs is the default strength (0.3 / 0.9999), the inpainting guidance
+ * default (7.5, in the family table) and the time ids, which follow the latents' size and, for a
+ * folder with requires_aesthetics_score (the refiner), end in an aesthetic score instead of the
+ * target size. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,6 +23,7 @@
 #include "../core/fileutil.h"
 #include "denoise.h"
 #include "embed_cache.h"
+#include "img2img.h"
 
 /* The (tokenizer, text encoder) pairs encode_prompt zips with [prompt, prompt_2]. */
 typedef struct {
@@ -59,8 +69,9 @@ static sd_status load_encoder(const sd_pipeline *p, const char *name, const char
     return st;
 }
 
-/* Pipeline-level settings: force_zeros_for_empty_prompt (model_index.json, default true) and the
- * VAE's latents_mean / latents_std, which change the unscaling and are not implemented. */
+/* Pipeline-level settings: force_zeros_for_empty_prompt (model_index.json, default true),
+ * requires_aesthetics_score (the img2img / inpainting pipelines' config, default false) and the
+ * VAE's latents_mean / latents_std, which change the scaling both ways and are not implemented. */
 static sd_status read_settings(sd_pipeline *p) {
     char *path = sd_path_join(p->mi.dir, "model_index.json");
     char *vdir = pl_component_dir(p, "vae");
@@ -70,6 +81,7 @@ static sd_status read_settings(sd_pipeline *p) {
     sd_cfg c;
     if (st == SD_OK && (st = cfg_open(&c, path)) == SD_OK) {
         p->force_zeros_for_empty_prompt = cfg_bool(&c, "force_zeros_for_empty_prompt", true);
+        p->requires_aesthetics_score = cfg_bool(&c, "requires_aesthetics_score", false);
         st = cfg_status(&c);
         cfg_close(&c);
     }
@@ -88,25 +100,40 @@ static sd_status read_settings(sd_pipeline *p) {
 static sd_status check_dims(const sd_pipeline *p) {
     const unet_config *uc = unet_get_config(p->unet);
     const vae_config *vc = vae_get_config(p->vae);
-    sdxl_encoder e[2];
+    sdxl_encoder e[2] = {{0}};
     const int n = sdxl_encoders(p, e), dim = sdxl_embed_dim(p), pooled = sdxl_pooled_dim(p);
     if (!uc->text_time)
         return sd_set_error(SD_ERR_CONFIG, "%s/unet/config.json: an SDXL UNet needs "
                             "addition_embed_type 'text_time'", p->mi.dir);
-    if (uc->in_channels != vc->latent_channels)
-        return sd_set_error(SD_ERR_CONFIG, "%s: unet in_channels %d differs from the vae's %d latent "
-                            "channels", p->mi.dir, uc->in_channels, vc->latent_channels);
+    /* 2c + 1: an inpainting UNet (latents, mask, masked-image latents). */
+    if (uc->in_channels != vc->latent_channels && uc->in_channels != 2 * vc->latent_channels + 1)
+        return sd_set_error(SD_ERR_CONFIG, "%s: unet in_channels %d does not fit the vae's %d "
+                            "latent channels", p->mi.dir, uc->in_channels, vc->latent_channels);
+    if (uc->out_channels != vc->latent_channels)
+        return sd_set_error(SD_ERR_CONFIG, "%s: unet out_channels %d differs from the vae's %d "
+                            "latent channels", p->mi.dir, uc->out_channels, vc->latent_channels);
     if (uc->cross_attention_dim != dim)
         return sd_set_error(SD_ERR_CONFIG, "%s: unet cross_attention_dim %d differs from the text "
                             "encoders' hidden sizes together (%d)", p->mi.dir,
                             uc->cross_attention_dim, dim);
-    /* add_time_ids holds 6 values: original size, crop top-left, target size. */
-    if (uc->addition_time_embed_dim * 6 + pooled != uc->projection_class_embeddings_input_dim)
+    /* add_time_ids holds 6 values: original size, crop top-left, target size; with
+     * requires_aesthetics_score 5: original size, crop top-left, aesthetic score. */
+    const int ids = p->requires_aesthetics_score ? 5 : 6;
+    const int want = uc->addition_time_embed_dim * ids + pooled;
+    if (want != uc->projection_class_embeddings_input_dim) {
+        /* One time id too many or too few: the flag is the likely culprit, as diffusers says. */
+        const int off = uc->projection_class_embeddings_input_dim - want;
+        const char *hint = off == -uc->addition_time_embed_dim && ids == 6
+                               ? " (a refiner? set requires_aesthetics_score: true in "
+                                 "model_index.json)"
+                           : off == uc->addition_time_embed_dim && ids == 5
+                               ? " (requires_aesthetics_score is set: should it be?)"
+                               : "";
         return sd_set_error(SD_ERR_CONFIG, "%s: unet projection_class_embeddings_input_dim is %d, but "
-                            "6 time ids x addition_time_embed_dim %d + text_encoder_2 projection_dim "
-                            "%d = %d", p->mi.dir, uc->projection_class_embeddings_input_dim,
-                            uc->addition_time_embed_dim, pooled,
-                            uc->addition_time_embed_dim * 6 + pooled);
+                            "%d time ids x addition_time_embed_dim %d + text_encoder_2 projection_dim "
+                            "%d = %d%s", p->mi.dir, uc->projection_class_embeddings_input_dim, ids,
+                            uc->addition_time_embed_dim, pooled, want, hint);
+    }
     if (n == 2 && clip_tokenizer_max_length(e[0].tok) != clip_tokenizer_max_length(e[1].tok))
         return sd_set_error(SD_ERR_CONFIG, "%s: tokenizer and tokenizer_2 pad to different lengths "
                             "(%d, %d)", p->mi.dir, clip_tokenizer_max_length(e[0].tok),
@@ -215,15 +242,42 @@ sd_status sdxl_add_time_ids(const sd_gen_params *g, int width, int height, float
     return SD_OK;
 }
 
+/* _get_add_time_ids of the img2img / inpainting pipelines: the cond half's ids and the uncond
+ * half's. Without requires_aesthetics_score both are sdxl_add_time_ids' six (the negative
+ * sizes default to the positive ones and are not exposed). With it (the refiner): original size,
+ * crop top-left and diffusers' default aesthetic_score 6.0, negative_aesthetic_score 2.5. */
+static sd_status sdxl_time_ids(const sd_pipeline *p, const sd_gen_params *g, int width, int height,
+                               float pos[6], float neg[6], int *n_ids) {
+    SD_TRY(sdxl_add_time_ids(g, width, height, pos));
+    memcpy(neg, pos, 6 * sizeof *pos);
+    *n_ids = 6;
+    if (p->requires_aesthetics_score) {
+        pos[4] = 6.0f, neg[4] = 2.5f;
+        *n_ids = 5;
+    }
+    return SD_OK;
+}
+
+/* diffusers' strength defaults: StableDiffusionXLImg2ImgPipeline 0.3,
+ * StableDiffusionXLInpaintPipeline 0.9999 (which, unlike 1.0, starts from the noised image:
+ * int(steps * 0.9999) runs one step fewer than steps). */
+static double sdxl_default_strength(const sd_gen_params *g) { return g->mask_image ? 0.9999 : 0.3; }
+
 typedef struct {
     unet *unet;
     const float *context; /* [mb][tokens][dim] */
     int tokens;
-    unet_added_cond added; /* text_embeds [mb][pooled], time_ids [mb][6] */
+    unet_added_cond added; /* text_embeds [mb][pooled], time_ids [mb][n_time_ids] */
+    const pl_i2i *inpaint; /* 9-channel inpainting UNets: mask and masked latents join the input */
+    float *input;          /* [mb][h][w][2c + 1] for them */
 } sdxl_denoiser;
 
 static sd_status sdxl_predict(void *ctx, const float *x, int mb, int h, int w, double t, float *out) {
     const sdxl_denoiser *u = ctx;
+    if (u->inpaint) {
+        pl_i2i_model_input(u->inpaint, x, mb, u->input);
+        x = u->input;
+    }
     return unet_forward(u->unet, x, mb, h, w, (float)t, u->context, u->tokens, &u->added, out);
 }
 
@@ -233,22 +287,30 @@ static float *repeat_rows(float *dst, const float *row, size_t n, int count) {
     return dst;
 }
 
-sd_status sd_generate_sdxl(sd_pipeline *p, const sd_gen_params *g, sd_result *out) {
+sd_status sd_generate_sdxl(sd_pipeline *p, const sd_gen_params *g_in, sd_result *out) {
     const double t0 = pl_now();
-    if (g->init_image || g->mask_image)
-        return sd_set_error(SD_ERR_UNSUPPORTED, "SDXL image-to-image and inpainting are not "
-                            "implemented yet");
-    const int width = g->width, height = g->height;
+    /* The task's strength default, resolved once so that the shared image code uses it. */
+    sd_gen_params resolved = *g_in;
+    const sd_gen_params *g = &resolved;
+    if (resolved.init_image && isnan(resolved.strength))
+        resolved.strength = sdxl_default_strength(&resolved);
+    if (!g->init_image && p->requires_aesthetics_score)
+        return sd_set_error(SD_ERR_UNSUPPORTED, "%s: requires_aesthetics_score is set (an SDXL "
+                            "refiner): it refines an init image, give one", p->mi.dir);
+    const unet_config *uc = unet_get_config(p->unet);
+    const int c = vae_get_config(p->vae)->latent_channels, mc = uc->in_channels;
+    int width = g->width, height = g->height;
+    SD_TRY(pl_i2i_check(p, g, mc, c, &width, &height));
     SD_TRY(pl_check_params(g, width, height, 8));
-    float time_ids[6];
-    SD_TRY(sdxl_add_time_ids(g, width, height, time_ids));
+    float time_ids[6], neg_time_ids[6];
+    int n_ids;
+    SD_TRY(sdxl_time_ids(p, g, width, height, time_ids, neg_time_ids, &n_ids));
 
     sdxl_encoder enc[2];
     sdxl_encoders(p, enc);
-    const unet_config *uc = unet_get_config(p->unet);
     const int B = g->batch, tokens = clip_tokenizer_max_length(enc[0].tok);
     const int dim = sdxl_embed_dim(p), pdim = sdxl_pooled_dim(p);
-    const int c = uc->in_channels, lh = height / p->vae_scale_factor, lw = width / p->vae_scale_factor;
+    const int lh = height / p->vae_scale_factor, lw = width / p->vae_scale_factor;
     const bool cfg = g->guidance > 1.0; /* do_classifier_free_guidance */
     const int mb = cfg ? 2 * B : B;
     const size_t n = (size_t)B * lh * lw * c, emb = (size_t)tokens * dim;
@@ -257,11 +319,14 @@ sd_status sd_generate_sdxl(sd_pipeline *p, const sd_gen_params *g, sd_result *ou
     float *pooled = malloc((size_t)pdim * sizeof(float)), *neg_pooled = calloc((size_t)pdim, sizeof(float));
     float *context = malloc((size_t)mb * emb * sizeof(float));
     float *text_embeds = malloc((size_t)mb * pdim * sizeof(float));
-    float *ids = malloc((size_t)mb * 6 * sizeof(float));
+    float *ids = malloc((size_t)mb * n_ids * sizeof(float));
     float *latents = malloc(n * sizeof(float));
+    float *input = mc != c ? malloc((size_t)mb * lh * lw * mc * sizeof(float)) : NULL;
     sd_scheduler *sched = NULL;
     pl_noise noise = {0};
-    sd_status st = cond && uncond && pooled && neg_pooled && context && text_embeds && ids && latents
+    pl_i2i i2i = {0};
+    sd_status st = cond && uncond && pooled && neg_pooled && context && text_embeds && ids &&
+                           latents && (input || mc == c)
                        ? SD_OK
                        : sd_set_error(SD_ERR_NOMEM, "out of memory for a %dx%d batch of %d", width,
                                       height, B);
@@ -282,37 +347,47 @@ sd_status sd_generate_sdxl(sd_pipeline *p, const sd_gen_params *g, sd_result *ou
             pl_emit(g, SD_EVENT_NEGATIVE_EMBEDS, 0, 2, 0, uncond, 1, tokens, 1, dim);
             pl_emit(g, SD_EVENT_NEGATIVE_EMBEDS, 1, 2, 0, neg_pooled, 1, 1, 1, pdim);
         }
-        /* The model batch is [uncond x B; cond x B], as torch.cat([negative, positive]). The time
-         * ids diffusers builds as cat([neg, pos]).repeat(B) interleave differently, but the
-         * negative ids equal the positive ones (negative_original_size etc. are not exposed). */
-        float *ctx = context, *te = text_embeds;
+        /* The model batch is [uncond x B; cond x B], as torch.cat([negative, positive]); the
+         * time ids likewise (the img2img pipelines' cat([neg.repeat(B), pos.repeat(B)]); the
+         * text-to-image one repeats cat([neg, pos]), the same rows since its halves are equal). */
+        float *ctx = context, *te = text_embeds, *id = ids;
         if (cfg) {
             ctx = repeat_rows(ctx, uncond, emb, B);
             te = repeat_rows(te, neg_pooled, (size_t)pdim, B);
+            id = repeat_rows(id, neg_time_ids, (size_t)n_ids, B);
         }
         repeat_rows(ctx, cond, emb, B);
         repeat_rows(te, pooled, (size_t)pdim, B);
-        repeat_rows(ids, time_ids, 6, mb);
+        repeat_rows(id, time_ids, (size_t)n_ids, B);
     }
-    /* 2. Timesteps, 3. initial latents, 4. the loop, 5. decode. The VAE always computes in
+    /* 2. Timesteps, 3. initial latents (from the init image when there is one: the VAE encodes
+     * in float32 as force_upcast asks), 4. the loop, 5. decode. The VAE always computes in
      * float32, whatever its weights are stored in, which is what force_upcast asks for. No
      * invisible watermark is applied (diffusers applies one only when the optional
      * invisible-watermark package is installed). */
     if (st == SD_OK) st = pl_make_scheduler(p, g, NULL, &sched);
     if (st == SD_OK) st = pl_noise_init(&noise, g->seed, B, c, lh, lw);
-    if (st == SD_OK) {
+    if (st == SD_OK && g->init_image)
+        st = pl_i2i_prepare(&i2i, p, g, sched, &noise, width, height, mc, latents);
+    else if (st == SD_OK)
         pl_initial_latents(g, &noise, sched, latents);
-        sdxl_denoiser u = {p->unet, context, tokens, {text_embeds, ids, 6}};
+    if (st == SD_OK) {
+        sdxl_denoiser u = {p->unet, context, tokens, {text_embeds, ids, n_ids},
+                           mc != c ? &i2i : NULL, input};
         pl_denoiser d = {&u, sdxl_predict};
-        pl_loop loop = {g, sched, &noise, B, lh, lw, c, cfg, 0, NULL, NULL};
+        const bool blend = i2i.inpaint && mc == c; /* 4-channel UNets inpaint by blending */
+        pl_loop loop = {g, sched, &noise, B, lh, lw, c, cfg, i2i.first,
+                        blend ? pl_i2i_after_step : NULL, &i2i};
         st = pl_denoise(&loop, &d, latents, out);
     }
     if (st == SD_OK) st = pl_decode(p, g, latents, B, lh, lw, c, out);
     if (st == SD_OK) out->scheduler_class = sched_class_name(sched);
+    if (st == SD_OK && g->init_image) out->used.strength = i2i.strength;
     if (sched) sched_free(sched);
     pl_noise_free(&noise);
+    pl_i2i_free(&i2i);
     free(cond), free(uncond), free(pooled), free(neg_pooled), free(context), free(text_embeds);
-    free(ids), free(latents);
+    free(ids), free(latents), free(input);
     if (st != SD_OK) sd_result_free(out);
     out->seconds = pl_now() - t0;
     return st;

@@ -13,23 +13,30 @@
 #include "pipeline_internal.h"
 
 static const sd_family_ops families[] = {
-    {"StableDiffusionPipeline", SD_FAMILY_SD, 50, 7.5, sd_load_sd, sd_default_size_unet, sd_generate_sd},
+    {"StableDiffusionPipeline", SD_FAMILY_SD, 50, 7.5, sd_load_sd, sd_default_size_unet,
+     sd_generate_sd, 0},
     /* Same components; which task runs depends on the call (init image, mask), not the folder. */
     {"StableDiffusionImg2ImgPipeline", SD_FAMILY_SD, 50, 7.5, sd_load_sd, sd_default_size_unet,
-     sd_generate_sd},
+     sd_generate_sd, 0},
     {"StableDiffusionInpaintPipeline", SD_FAMILY_SD, 50, 7.5, sd_load_sd, sd_default_size_unet,
-     sd_generate_sd},
+     sd_generate_sd, 0},
     {"StableDiffusionXLPipeline", SD_FAMILY_SDXL, 50, 5.0, sd_load_sdxl, sd_default_size_unet,
-     sd_generate_sdxl},
-    {"FluxPipeline", SD_FAMILY_FLUX, 28, 3.5, sd_load_flux, sd_default_size_flux, sd_generate_flux},
+     sd_generate_sdxl, 7.5},
+    /* The refiner ships as StableDiffusionXLImg2ImgPipeline (requires_aesthetics_score). */
+    {"StableDiffusionXLImg2ImgPipeline", SD_FAMILY_SDXL, 50, 5.0, sd_load_sdxl,
+     sd_default_size_unet, sd_generate_sdxl, 7.5},
+    {"StableDiffusionXLInpaintPipeline", SD_FAMILY_SDXL, 50, 5.0, sd_load_sdxl,
+     sd_default_size_unet, sd_generate_sdxl, 7.5},
+    {"FluxPipeline", SD_FAMILY_FLUX, 28, 3.5, sd_load_flux, sd_default_size_flux, sd_generate_flux,
+     0},
     {"StableDiffusion3Pipeline", SD_FAMILY_SD3, 28, 7.0, sd_load_sd3, sd_default_size_sd3,
-     sd_generate_sd3},
+     sd_generate_sd3, 0},
 };
 enum { N_FAMILIES = sizeof families / sizeof families[0] };
 
 /* Recognised but not (yet) implemented: named in the error so the user knows what they have. */
 static const char *const known_unsupported[] = {
-    "StableDiffusionXLImg2ImgPipeline",
+    "StableDiffusionUpscalePipeline",
 };
 
 void sd_load_params_init(sd_load_params *p) { memset(p, 0, sizeof *p); }
@@ -184,7 +191,10 @@ sd_status sd_generate(sd_pipeline *p, const sd_gen_params *g, sd_result *out) {
     /* Defaults that differ by family, as each diffusers pipeline's __call__ has them. */
     sd_gen_params resolved = *g;
     if (resolved.steps == 0) resolved.steps = p->ops->default_steps;
-    if (isnan(resolved.guidance)) resolved.guidance = p->ops->default_guidance;
+    if (isnan(resolved.guidance))
+        resolved.guidance = resolved.mask_image && p->ops->inpaint_guidance > 0
+                                ? p->ops->inpaint_guidance
+                                : p->ops->default_guidance;
     int dw, dh;
     p->ops->default_size(p, &dw, &dh);
     if (resolved.width == 0) resolved.width = resolved.init_image ? 0 : dw;

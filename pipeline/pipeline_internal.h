@@ -41,6 +41,7 @@ struct sd_pipeline {
     cJSON *scheduler_config; /* scheduler/scheduler_config.json */
     int vae_scale_factor;    /* 2^(len(vae.block_out_channels) - 1) */
     bool force_zeros_for_empty_prompt; /* SDXL (model_index.json): no negative prompt -> zeros */
+    bool requires_aesthetics_score;    /* SDXL refiner (model_index.json): ids end in a score */
     pl_cache_entry cache[PL_CACHE_SLOTS]; /* prompt encodings (pipeline/embed_cache.c) */
     unsigned long cache_clock;
 };
@@ -55,6 +56,7 @@ struct sd_family_ops {
     sd_status (*load)(sd_pipeline *p);
     void (*default_size)(const sd_pipeline *p, int *width, int *height);
     sd_status (*generate)(sd_pipeline *p, const sd_gen_params *g, sd_result *out);
+    double inpaint_guidance;    /* guidance_scale default with a mask, when it differs (0: same) */
 };
 
 /* Loads component `name` through `load(out, dir)` after checking model_index.json lists it with

@@ -7,6 +7,7 @@
 #include "../core/config.h"
 #include "../core/fileutil.h"
 #include "../core/layout.h"
+#include "../core/rng.h"
 #include "../core/safetensors.h"
 #include "test.h"
 
@@ -246,4 +247,234 @@ void fixture_run_free(fixture_run *r) {
     cJSON_Delete(r->overrides);
     cJSON_Delete(r->json);
     memset(r, 0, sizeof *r);
+}
+
+/* ---- A recorded run generated again, every intermediate compared as it is produced ---- */
+
+typedef struct {
+    float *model_inputs, *model_outputs, *latents_steps, *prompt_embeds, *negative_embeds;
+    float *pooled; /* [uncond; cond] rows of the first call's text_embeds (SDXL), or NULL */
+    int64_t pooled_shape[2];
+    int n_calls, n_steps;
+    double worst_embed, worst_in, worst_out, worst_lat;
+    /* Recorded tensors hold the calls that ran, in order: an img2img run starts at a later call
+     * index, so events are matched by their position, not by their index. */
+    int inputs_seen, outputs_seen, steps_seen, pooled_seen;
+    float *own_steps; /* our latents after each step, NCHW, for the sensitivity measurement */
+} run_check;
+
+/* NHWC event tensor -> NCHW, compared with the k-th slice of a recorded [K][B][C][H][W] tensor. */
+static double compare_slice(const sd_tensor *t, const float *rec, int k) {
+    size_t n = (size_t)t->batch * t->h * t->w * t->c;
+    float *nchw = malloc(n * sizeof *nchw);
+    nhwc_to_nchw(t->data, nchw, t->batch, t->h, t->w, t->c);
+    double e = rel_l2(nchw, rec + (size_t)k * n, n);
+    free(nchw);
+    return e;
+}
+
+static void compare_embeds(run_check *rc, const sd_event *ev) {
+    const bool negative = ev->kind == SD_EVENT_NEGATIVE_EMBEDS;
+    const size_t n = (size_t)ev->tensor.h * ev->tensor.w * ev->tensor.c;
+    const float *want;
+    if (ev->total == 2 && ev->index == 1) { /* a pooled embedding (SDXL) */
+        if (!rc->pooled) return;
+        rc->pooled_seen++;
+        const int row = negative ? 0 : (int)rc->pooled_shape[0] - 1;
+        if ((int64_t)n != rc->pooled_shape[1]) {
+            rc->worst_embed = INFINITY;
+            return;
+        }
+        want = rc->pooled + (size_t)row * n;
+    } else {
+        want = negative ? rc->negative_embeds : rc->prompt_embeds;
+        if (!want) return;
+    }
+    double e = rel_l2(ev->tensor.data, want, n);
+    if (e > rc->worst_embed) rc->worst_embed = e;
+}
+
+static void on_event(void *user, const sd_event *ev) {
+    run_check *rc = user;
+    double e;
+    switch (ev->kind) {
+    case SD_EVENT_PROMPT_EMBEDS:
+    case SD_EVENT_NEGATIVE_EMBEDS: compare_embeds(rc, ev); return;
+    case SD_EVENT_MODEL_INPUT:
+        if (!rc->model_inputs) return;
+        if (rc->inputs_seen >= rc->n_calls) break;
+        e = compare_slice(&ev->tensor, rc->model_inputs, rc->inputs_seen++);
+        if (getenv("SD_TEST_VERBOSE")) printf("   call %d t=%g input err %.3g\n", ev->index, ev->timestep, e);
+        if (e > rc->worst_in) rc->worst_in = e;
+        return;
+    case SD_EVENT_MODEL_OUTPUT:
+        if (!rc->model_outputs) return;
+        if (rc->outputs_seen >= rc->n_calls) break;
+        e = compare_slice(&ev->tensor, rc->model_outputs, rc->outputs_seen++);
+        if (getenv("SD_TEST_VERBOSE")) printf("   call %d output err %.3g\n", ev->index, e);
+        if (e > rc->worst_out) rc->worst_out = e;
+        return;
+    case SD_EVENT_STEP:
+        if (rc->steps_seen >= rc->n_steps) break;
+        const int k = rc->steps_seen++;
+        if (rc->own_steps) {
+            size_t n = (size_t)ev->tensor.batch * ev->tensor.h * ev->tensor.w * ev->tensor.c;
+            nhwc_to_nchw(ev->tensor.data, rc->own_steps + (size_t)k * n, ev->tensor.batch,
+                         ev->tensor.h, ev->tensor.w, ev->tensor.c);
+        }
+        if (!rc->latents_steps) return; /* a sensitivity run: nothing to compare */
+        e = compare_slice(&ev->tensor, rc->latents_steps, k);
+        if (getenv("SD_TEST_VERBOSE")) printf("   step %d latents err %.3g\n", ev->index, e);
+        if (e > rc->worst_lat) rc->worst_lat = e;
+        return;
+    case SD_EVENT_DECODE:
+    case SD_EVENT_POOLED_EMBEDS: return;
+    }
+    rc->worst_in = INFINITY; /* more calls or steps than recorded */
+}
+
+void fixture_check_pixels(const char *name, const sd_result *r, const float *image, int b_count) {
+    long total = 0, differ = 0, beyond_one = 0;
+    int maxd = 0;
+    for (int b = 0; b < b_count; b++) {
+        const sd_image *im = &r->images[b];
+        size_t n = (size_t)im->width * im->height * 3;
+        for (size_t i = 0; i < n; i++) {
+            int d = abs((int)im->rgb[i] - (int)nearbyintf(image[b * n + i] * 255.0f));
+            if (d > maxd) maxd = d;
+            differ += d > 0;
+            beyond_one += d > 1;
+            total++;
+        }
+    }
+    printf("     %s pixels: %ld of %ld values differ (%ld by more than one level), max diff %d\n",
+           name, differ, total, beyond_one, maxd);
+    CHECK(maxd <= 2 && beyond_one * 1000 <= total, "%s: %ld/%ld pixel values more than one level "
+          "apart (max %d)", name, beyond_one, total, maxd);
+}
+
+/* The largest relative difference between two recorded trajectories, step by step. */
+static double trajectory_divergence(const float *a, const float *b, int steps, size_t per_step) {
+    double worst = 0;
+    for (int k = 0; k < steps; k++) {
+        double e = rel_l2(a + (size_t)k * per_step, b + (size_t)k * per_step, per_step);
+        if (e > worst) worst = e;
+    }
+    return worst;
+}
+
+/* How far the run drifts from itself when the noise of its start moves by 1e-7 relative: the
+ * floor below which no float32 implementation can be expected to follow the recorded trajectory.
+ * The noise is given as sd_gen_params.latents: the generator's first draw for text-to-image, its
+ * second for img2img (the first is the init image's VAE sample). Inpainting takes latents= as the
+ * whole start (diffusers' meaning), a different run: no measurement (0). */
+static double run_sensitivity(sd_pipeline *p, const sd_gen_params *base, const float *own_steps,
+                              int n_steps, size_t per_step) {
+    if (base->mask_image) return 0;
+    sd_gen_params g = *base;
+    const size_t skip = g.init_image ? per_step / (size_t)g.batch : 0, n = per_step;
+    float *draw = malloc((skip + n) * sizeof *draw), *noise = draw + skip;
+    sd_rng rng;
+    rng_seed(&rng, g.seed);
+    rng_randn(&rng, draw, skip + n);
+    for (size_t i = 0; i < n; i++) noise[i] *= 1.0f + 1e-7f * (float)((long)(i * 7919 % 101) - 50) / 50.0f;
+    run_check rc = {0};
+    rc.n_steps = rc.n_calls = n_steps;
+    rc.own_steps = calloc((size_t)n_steps * per_step, sizeof(float));
+    g.latents = noise;
+    g.on_event = on_event;
+    g.user = &rc;
+    sd_result r;
+    double s = 0; /* a failed measurement relaxes nothing */
+    if (sd_generate(p, &g, &r) == SD_OK) {
+        s = trajectory_divergence(own_steps, rc.own_steps, n_steps, per_step);
+        sd_result_free(&r);
+    }
+    free(rc.own_steps);
+    free(draw);
+    return s;
+}
+
+/* Fixture tensor `prefix + name` (the extra runs share one file, prefixed by run). */
+static float *run_tensor(const char *file, const char *prefix, const char *name, int64_t *shape) {
+    char full[256];
+    snprintf(full, sizeof full, "%s%s", prefix, name);
+    return fixture_tensor(file, full, shape, NULL);
+}
+
+static int has_tensor(const char *file, const char *prefix, const char *name) {
+    char full[256];
+    snprintf(full, sizeof full, "%s%s", prefix, name);
+    st_file f;
+    int found = 0;
+    if (st_open(&f, fixture(file)) == SD_OK) {
+        found = st_find(&f, full) != NULL;
+        st_close(&f);
+    }
+    return found;
+}
+
+void fixture_check_run(sd_pipeline *p, const char *name, fixture_run *fr, const char *st_path,
+                       const char *prefix) {
+    sd_gen_params g = fr->g;
+
+    run_check rc = {0};
+    int64_t in_shape[8] = {0}, lat_shape[8] = {0};
+    rc.model_inputs = run_tensor(st_path, prefix, "model_inputs", in_shape);
+    rc.model_outputs = run_tensor(st_path, prefix, "model_outputs", NULL);
+    rc.latents_steps = run_tensor(st_path, prefix, "latents_steps", lat_shape);
+    rc.n_calls = (int)in_shape[0];
+    rc.n_steps = (int)lat_shape[0];
+    const size_t per_step = (size_t)lat_shape[1] * lat_shape[2] * lat_shape[3] * lat_shape[4];
+    rc.own_steps = calloc((size_t)rc.n_steps * per_step, sizeof(float));
+    /* Not every run records embeddings (sd2v euler_v_zsnr does not). */
+    if (has_tensor(st_path, prefix, "prompt_embeds"))
+        rc.prompt_embeds = run_tensor(st_path, prefix, "prompt_embeds", NULL);
+    if (has_tensor(st_path, prefix, "negative_prompt_embeds"))
+        rc.negative_embeds = run_tensor(st_path, prefix, "negative_prompt_embeds", NULL);
+    /* Runs recorded by the denoiser hook keep its first call's context [uncond; cond] instead
+     * (and SDXL's pooled text_embeds likewise). */
+    float *context = NULL;
+    if (!rc.prompt_embeds && g.batch == 1 && has_tensor(st_path, prefix, "context")) {
+        int64_t cs[3];
+        context = run_tensor(st_path, prefix, "context", cs);
+        if (context && cs[0] == 2) rc.negative_embeds = context, rc.prompt_embeds = context + cs[1] * cs[2];
+        else if (context && cs[0] == 1) rc.prompt_embeds = context;
+        if (has_tensor(st_path, prefix, "pooled"))
+            rc.pooled = run_tensor(st_path, prefix, "pooled", rc.pooled_shape);
+    }
+    float *image = run_tensor(st_path, prefix, "image", NULL);
+    g.on_event = on_event;
+    g.user = &rc;
+    sd_result r;
+    sd_status st = sd_generate(p, &g, &r);
+    CHECK(st == SD_OK, "%s: %s", name, sd_last_error());
+    if (st == SD_OK) {
+        double trajectory = rc.worst_in > rc.worst_lat ? rc.worst_in : rc.worst_lat;
+        if (rc.worst_out > trajectory) trajectory = rc.worst_out;
+        double tol = 1e-4, sensitivity = 0;
+        if (trajectory >= tol) {
+            sensitivity = run_sensitivity(p, &g, rc.own_steps, rc.n_steps, per_step);
+            if (4 * sensitivity > tol) tol = 4 * sensitivity;
+        }
+        /* SDXL sends its pooled embeddings as events (SD3 does not): both must have been
+         * compared (cond, and uncond with CFG). */
+        const bool pooled_ok = !rc.pooled || sd_pipeline_family(p) != SD_FAMILY_SDXL ||
+                               rc.pooled_seen == (g.guidance > 1.0 ? 2 : 1);
+        int ok = rc.worst_embed < 1e-5 && pooled_ok && trajectory < tol && r.model_calls == rc.n_calls;
+        printf("%s %s: %d calls, embeds %.2g%s, inputs %.2g, outputs %.2g, latents %.2g (tol %.2g",
+               ok ? "ok  " : "FAIL", name, r.model_calls, rc.worst_embed,
+               rc.pooled_seen ? " (with pooled)" : "", rc.worst_in, rc.worst_out, rc.worst_lat, tol);
+        if (sensitivity > 0) printf("; the run's own divergence from 1e-7 noise: %.2g", sensitivity);
+        printf(", %.2f s)\n", r.seconds);
+        CHECK(ok, "%s: intermediates differ (calls %d, recorded %d)", name, r.model_calls, rc.n_calls);
+        CHECK(r.n_images == g.batch, "%s: %d images", name, r.n_images);
+        if (image && r.n_images == g.batch) fixture_check_pixels(name, &r, image, g.batch);
+        sd_result_free(&r);
+    }
+    free(rc.model_inputs), free(rc.model_outputs), free(rc.latents_steps), free(rc.own_steps);
+    if (context) free(context);
+    else free(rc.prompt_embeds), free(rc.negative_embeds);
+    free(rc.pooled);
+    free(image);
 }

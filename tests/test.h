@@ -83,6 +83,20 @@ bool fixture_run_load(fixture_run *r, const char *model, const char *run);
 void fixture_run_from_json(fixture_run *r, const cJSON *run);
 void fixture_run_free(fixture_run *r);
 
+/* Generates a recorded run again through the library (sd_generate with fr->g) and compares every
+ * intermediate the fixture holds as it is produced (events): prompt embeddings (`prompt_embeds` /
+ * `negative_prompt_embeds`, or the first call's `context` [uncond; cond], and SDXL's `pooled`) to
+ * rel. L2 < 1e-5; each denoiser input and output and the latents after each step (`model_inputs`,
+ * `model_outputs`, `latents_steps`: the calls that ran, matched in order) to < 1e-4; the model
+ * call count; the final pixels (fixture_check_pixels). A run whose trajectory error exceeds 1e-4
+ * is held to 4x its own measured sensitivity instead (the same run from noise perturbed by 1e-7
+ * relative; see test_pipeline.c's header). The tensors are `prefix + name` in st_path. */
+void fixture_check_run(sd_pipeline *p, const char *name, fixture_run *fr, const char *st_path,
+                       const char *prefix);
+/* 8-bit images against a recorded float image [b_count][h][w][3] in [0, 1] (PNG = round(x * 255)):
+ * within one level on >= 99.9% of values, never more than two apart; prints the counts. */
+void fixture_check_pixels(const char *name, const sd_result *r, const float *image, int b_count);
+
 /* Deterministic pseudo-random floats in [-1, 1) for kernel tests. */
 void fill_random(float *x, size_t n, uint64_t seed);
 
