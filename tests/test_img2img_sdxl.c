@@ -89,8 +89,8 @@ static void cli_run(const char *name, const cJSON *run) {
     if (g->negative_prompt) args[na++] = "-n", args[na++] = g->negative_prompt;
     args[na++] = g->prompt;
     args[na] = NULL;
-    int rc = run_gen(args);
-    CHECK(rc == 0, "gen %s: exit %d: %s", name, rc, output);
+    int rc = tool_run_args("gen", args);
+    CHECK(rc == 0, "gen %s: exit %d: %s", name, rc, tool_output);
     char prefix[160];
     snprintf(prefix, sizeof prefix, "%s.image", name);
     int64_t shape[4] = {0};

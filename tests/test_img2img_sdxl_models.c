@@ -206,7 +206,7 @@ static void refiner(const sd_image *image) {
     /* the same through bin/gen: one line of error, no image */
     const char *out = tmp("refiner.png");
     const char *args[] = {"-m", model, "-s", "5", "--steps", "4", "-o", out, "-q", "a photo", NULL};
-    expect_error("gen text-to-image on a refiner", run_gen(args), "requires_aesthetics_score");
+    expect_error("gen text-to-image on a refiner", tool_run_args("gen", args), "requires_aesthetics_score");
     CHECK(access(out, F_OK) != 0, "gen text-to-image on a refiner wrote %s", out);
     sd_pipeline_free(p);
 }
