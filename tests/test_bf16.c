@@ -10,12 +10,16 @@
  * missing term fails, while any summation order passes. */
 #include <math.h>
 #include <omp.h>
+#include <stdlib.h>
+#include <unistd.h>
 
 #include "../core/arena.h"
+#include "../core/safetensors.h"
 #include "../kernels/conv2d.h"
 #include "../kernels/cpu.h"
 #include "../kernels/gemm.h"
 #include "../kernels/gemm_bf16.h"
+#include "../nn/layers.h"
 #include "kernel_check.h"
 
 static float rb(float x) { return bf16_to_f32(bf16_from_f32(x)); }
@@ -213,8 +217,75 @@ static void thread_runs(float **gemm_out, float **conv_out) {
     free(a), free(b), free(bias), free(pb), free(x), free(w), free(pw);
 }
 
+/* The layers loaded under NN_BF16: bf16 packing instead of fp32, forward calls on the bf16
+ * kernels (same numbers as the references up to the order of fp32 sums), the padding override,
+ * and NN_FP32 loads unchanged afterwards. */
+static void test_layers(void) {
+    char dir[] = "/tmp/sd_test_bf16_XXXXXX";
+    if (!mkdtemp(dir)) {
+        CHECK(0, "mkdtemp failed");
+        return;
+    }
+    const int cin = 37, cout = 45, k = 3, n = 2, h = 6, w = 5;
+    float *conv_w = kc_random((size_t)cout * cin * k * k, 11), *conv_b = kc_random(cout, 12);
+    float *lin_w = kc_random((size_t)cout * cin, 14), *lin_b = kc_random(cout, 15);
+    st_entry e[] = {
+        {"conv.weight", ST_F32, 4, {cout, cin, k, k}, conv_w},
+        {"conv.bias", ST_F32, 1, {cout}, conv_b},
+        {"lin.weight", ST_F32, 2, {cout, cin}, lin_w},
+        {"lin.bias", ST_F32, 1, {cout}, lin_b},
+    };
+    char path[128];
+    snprintf(path, sizeof path, "%s/diffusion_pytorch_model.safetensors", dir);
+    CHECK_OK(st_write(path, e, (int)(sizeof e / sizeof *e), NULL, 0));
+    sd_weights wts;
+    CHECK_OK(weights_open(&wts, dir, NULL));
+    float *x = kc_random((size_t)n * h * w * cin, 16);
+    const size_t ny = (size_t)n * h * w * cout;
+    float *got = malloc(ny * sizeof *got), *want = malloc(ny * sizeof *want);
+    float *ohwi = malloc((size_t)cout * cin * k * k * sizeof *ohwi);
+    conv2d_weight_from_oihw(conv_w, cout, cin, k, k, ohwi);
+
+    CHECK(nn_set_load_precision(NN_BF16) == NN_FP32, "fp32 is the default load precision");
+    nn_conv2d conv;
+    nn_linear lin;
+    CHECK_OK(nn_conv2d_load(&conv, &wts, cin, cout, k, 1, 1, "conv"));
+    CHECK_OK(nn_linear_load(&lin, &wts, cin, cout, true, "lin"));
+    CHECK_OK(nn_linear_pack(&lin));
+    nn_set_load_precision(NN_FP32);
+    CHECK(conv.w_bf16 && !conv.w && lin.packed_bf16 && !lin.packed && !lin.w,
+          "NN_BF16 layers hold bf16 weights only");
+    nn_conv2d_forward(&conv, x, n, h, w, got, NULL);
+    conv2d_nhwc_bf16_ref(&conv.s, x, n, h, w, ohwi, conv_b, want);
+    check_rel("nn_conv2d 3x3 under NN_BF16 vs conv2d_nhwc_bf16_ref", got, want, ny, 1e-6);
+    conv2d_shape s = conv.s;
+    s.pad_t = 0, s.pad_b = 2; /* as the VAE's banded upsampler changes it */
+    const size_t ny2 = (size_t)n * conv2d_out_h(&s, h) * w * cout;
+    nn_conv2d_forward_padded(&conv, &s, x, n, h, w, got, NULL);
+    conv2d_nhwc_bf16_ref(&s, x, n, h, w, ohwi, conv_b, want);
+    check_rel("nn_conv2d_forward_padded under NN_BF16", got, want, ny2, 1e-6);
+    nn_linear_forward(&lin, x, got, n * h * w);
+    gemm_bf16_nt_ref(n * h * w, cout, cin, x, cin, lin_w, cin, want, cout, lin_b, 0);
+    check_rel("nn_linear under NN_BF16 vs gemm_bf16_nt_ref", got, want, ny, 1e-6);
+    nn_conv2d_free(&conv);
+    nn_linear_free(&lin);
+
+    CHECK_OK(nn_conv2d_load(&conv, &wts, cin, cout, k, 1, 1, "conv"));
+    CHECK(conv.w && !conv.w_bf16, "NN_FP32 again after the bf16 loads");
+    nn_conv2d_forward(&conv, x, n, h, w, got, NULL);
+    conv2d_nhwc_ref(&conv.s, x, n, h, w, ohwi, conv_b, want);
+    check_rel("nn_conv2d 3x3 back in fp32", got, want, ny, 1e-5);
+    nn_conv2d_free(&conv);
+
+    weights_close(&wts);
+    unlink(path);
+    rmdir(dir);
+    free(conv_w), free(conv_b), free(lin_w), free(lin_b), free(x), free(got), free(want), free(ohwi);
+}
+
 int main(void) {
     test_rounding();
+    test_layers();
     const kern_isa best = kern_isa_supported();
     float *g[2] = {NULL, NULL}, *y[2] = {NULL, NULL};
     /* pass 0: the fast kernel where the CPU has it; pass 1: the portable emulation */
