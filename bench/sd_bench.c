@@ -8,6 +8,11 @@
  *     --size N         image side in pixels (default: the model's, 512)
  *     --results PATH   where the JSON line is appended (default bench/results.jsonl; "-": nowhere)
  *     --parts LIST     what to time, of text,unet,vae (default all three; for profiling one)
+ *     --precision P    fp32: the sweep in fp32 only; bf16: the sweep in bf16 (UNet and VAE
+ *                      packed as bf16, kernels/gemm_bf16.h); both (default where the CPU has
+ *                      avx512_bf16, else fp32): the fp32 sweep, then the UNet step and the VAE
+ *                      decode again in bf16 at the --main thread count, with the speed-up and the
+ *                      relative difference of their outputs from fp32 (keys *_bf16_*)
  *
  * It loads the tokenizer, text encoder, UNet and VAE decoder of a diffusers folder (make_model
  * writes one with random weights), measures this machine's FP32 FMA peak with bench/peak.c's
@@ -26,6 +31,7 @@
 #include "../core/fileutil.h"
 #include "../include/sd.h"
 #include "../kernels/cpu.h"
+#include "../nn/layers.h"
 #include "../text_encoder/clip_tokenizer.h"
 #include "flops.h"
 #include "peak.h"
@@ -191,6 +197,57 @@ static sd_status load(bench_ctx *c, const char *dir, int size, double *secs) {
     return SD_OK;
 }
 
+/* The bf16 phase of --precision both: the UNet and the VAE reloaded packed as bf16 (the fp32 ones
+ * freed first, so peak memory stays the fp32 run's), timed at the current thread count, their
+ * outputs compared with the fp32 ones the sweep left in c. */
+typedef struct {
+    timing unet, vae;
+    double unet_err, vae_err;
+} bf16_phase;
+
+static sd_status reload_bf16(bench_ctx *c, const char *dir) {
+    unet_free(c->unet);
+    vae_free(c->vae);
+    c->unet = NULL, c->vae = NULL;
+    char *pu = sd_path_join(dir, "unet"), *pv = sd_path_join(dir, "vae");
+    sd_status st = pu && pv ? SD_OK : sd_set_error(SD_ERR_NOMEM, "out of memory");
+    const nn_precision old = nn_set_load_precision(NN_BF16);
+    if (st == SD_OK) st = unet_load(&c->unet, pu);
+    if (st == SD_OK) st = vae_load_opt(&c->vae, pv, false);
+    nn_set_load_precision(old);
+    free(pu), free(pv);
+    return st;
+}
+
+static double rel_diff(const float *a, const float *b, size_t n) {
+    double num = 0.0, den = 0.0;
+    for (size_t i = 0; i < n; i++) num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]), den += (double)b[i] * b[i];
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+static sd_status run_bf16_phase(bench_ctx *c, const char *dir, int runs, const char *parts, bf16_phase *out) {
+    const size_t nu = (size_t)2 * c->lh * c->lw * 4, nv = (size_t)c->lh * c->lw * 64 * 3;
+    float *u32 = malloc(nu * sizeof *u32), *v32 = malloc(nv * sizeof *v32);
+    if (!u32 || !v32) {
+        free(u32), free(v32);
+        return sd_set_error(SD_ERR_NOMEM, "out of memory");
+    }
+    memcpy(u32, c->unet_out, nu * sizeof *u32);
+    memcpy(v32, c->image, nv * sizeof *v32);
+    sd_status st = reload_bf16(c, dir);
+    const timing none = {NAN, NAN, NAN, NAN, NAN, NAN, NAN};
+    out->unet = out->vae = none;
+    out->unet_err = out->vae_err = NAN;
+    if (st == SD_OK) {
+        c->st = SD_OK;
+        if (strstr(parts, "unet")) out->unet = time_calls(run_unet, c, runs), out->unet_err = rel_diff(c->unet_out, u32, nu);
+        if (strstr(parts, "vae")) out->vae = time_calls(run_vae, c, runs), out->vae_err = rel_diff(c->image, v32, nv);
+        st = c->st;
+    }
+    free(u32), free(v32);
+    return st;
+}
+
 static void unload(bench_ctx *c) {
     clip_tokenizer_free(c->tok);
     clip_text_free(c->text);
@@ -235,7 +292,7 @@ static cJSON *timing_json(const timing *t) {
 
 int main(int argc, char **argv) {
     const char *dir = NULL, *results = "bench/results.jsonl", *thread_list = "1,2,all";
-    const char *parts = "text,unet,vae";
+    const char *parts = "text,unet,vae", *precision = NULL;
     int runs = 3, main_threads = 0, size = 0;
     for (int i = 1; i < argc; i++) {
         const bool has = i + 1 < argc;
@@ -245,12 +302,24 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--size") && has) size = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--results") && has) results = argv[++i];
         else if (!strcmp(argv[i], "--parts") && has) parts = argv[++i];
+        else if (!strcmp(argv[i], "--precision") && has) precision = argv[++i];
         else if (argv[i][0] != '-' && !dir) dir = argv[i];
         else {
             fprintf(stderr, "sd_bench: unexpected argument '%s' (see the header of bench/sd_bench.c)\n", argv[i]);
             return 2;
         }
     }
+    const char *bf16_missing = kern_bf16_unavailable();
+    if (!precision) precision = bf16_missing ? "fp32" : "both";
+    if (strcmp(precision, "fp32") && strcmp(precision, "bf16") && strcmp(precision, "both")) {
+        fprintf(stderr, "sd_bench: --precision %s: expected fp32, bf16 or both\n", precision);
+        return 2;
+    }
+    if (strcmp(precision, "fp32") && bf16_missing) {
+        fprintf(stderr, "sd_bench: --precision %s: %s\n", precision, bf16_missing);
+        return 2;
+    }
+    const bool sweep_bf16 = !strcmp(precision, "bf16"), phase_bf16 = !strcmp(precision, "both");
     const int cores = omp_get_num_procs();
     if (main_threads <= 0) main_threads = cores < 2 ? cores : 2;
     int counts[MAX_SWEEP + 1];
@@ -287,7 +356,18 @@ int main(int argc, char **argv) {
     memset(&c, 0, sizeof c);
     double load_s = 0.0;
     sd_set_threads(main_threads);
-    if (load(&c, dir, size, &load_s) != SD_OK) {
+    /* --precision bf16: the UNet and the VAE packed as bf16 (the text encoder stays fp32, as in
+     * the pipeline) */
+    const nn_precision old_precision = nn_set_load_precision(NN_FP32);
+    sd_status load_st = SD_OK;
+    if (sweep_bf16) {
+        load_st = load(&c, dir, size, &load_s); /* fp32 first for the sizes, then bf16 */
+        if (load_st == SD_OK) load_st = reload_bf16(&c, dir);
+    } else {
+        load_st = load(&c, dir, size, &load_s);
+    }
+    nn_set_load_precision(old_precision);
+    if (load_st != SD_OK) {
         fprintf(stderr, "sd_bench: %s\n", sd_last_error());
         unload(&c);
         return 1;
@@ -370,6 +450,25 @@ int main(int argc, char **argv) {
     if (n_counts > 1)
         printf("outputs bit-identical across thread counts: %s\n", same_across_threads ? "yes" : "NO");
     printf("load average at end: %.2f %.2f %.2f\n", load1[0], load1[1], load1[2]);
+    printf("precision: %s%s\n", sweep_bf16 ? "bf16 (UNet and VAE; text encoder fp32)" : "fp32",
+           phase_bf16 ? ", then bf16 at the main thread count" : "");
+    const double peak_rss = sysinfo_peak_rss_mb(); /* the sweep's, before any bf16 reload */
+    bf16_phase bp;
+    memset(&bp, 0, sizeof bp);
+    if (phase_bf16) {
+        sd_set_threads(m->threads);
+        if (run_bf16_phase(&c, dir, runs, parts, &bp) != SD_OK) {
+            fprintf(stderr, "sd_bench: bf16: %s\n", sd_last_error());
+            free(ref_unet), free(ref_image);
+            unload(&c);
+            return 1;
+        }
+        printf("bf16 at %d threads: UNet step %.2f s (%.2f-%.2f), %.2fx fp32, output rel diff %.2g; "
+               "VAE decode %.2f s (%.2f-%.2f), %.2fx fp32, image rel diff %.2g\n", m->threads,
+               bp.unet.median, bp.unet.min, bp.unet.max, m->unet.median / bp.unet.median,
+               bp.unet_err, bp.vae.median, bp.vae.min, bp.vae.max, m->vae.median / bp.vae.median,
+               bp.vae_err);
+    }
 
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "date", date);
@@ -391,13 +490,24 @@ int main(int argc, char **argv) {
     cJSON_AddNumberToObject(j, "peak_gflops", round3(m->peak));
     cJSON_AddNumberToObject(j, "unet_peak_fraction", round3(unet_f / m->unet.median * 1e-9 / m->peak));
     cJSON_AddNumberToObject(j, "vae_peak_fraction", round3(vae_f / m->vae.median * 1e-9 / m->peak));
-    cJSON_AddNumberToObject(j, "peak_rss_mb", round(sysinfo_peak_rss_mb()));
+    cJSON_AddNumberToObject(j, "peak_rss_mb", round(peak_rss));
     cJSON_AddNumberToObject(j, "unet_tflop", round3(unet_f * 1e-12));
     cJSON_AddNumberToObject(j, "vae_tflop", round3(vae_f * 1e-12));
     cJSON_AddNumberToObject(j, "text_gflop", round3(text_f * 1e-9));
     cJSON_AddNumberToObject(j, "load_s", round3(load_s));
     cJSON_AddNumberToObject(j, "unet_scratch_mb", round(arena_bytes / 1048576.0));
     if (n_counts > 1) cJSON_AddBoolToObject(j, "same_across_threads", same_across_threads);
+    cJSON_AddStringToObject(j, "precision", sweep_bf16 ? "bf16" : "fp32");
+    if (phase_bf16) {
+        cJSON_AddNumberToObject(j, "unet_step_bf16_s", round3(bp.unet.median));
+        cJSON_AddNumberToObject(j, "vae_decode_bf16_s", round3(bp.vae.median));
+        cJSON_AddNumberToObject(j, "unet_bf16_speedup", round3(m->unet.median / bp.unet.median));
+        cJSON_AddNumberToObject(j, "vae_bf16_speedup", round3(m->vae.median / bp.vae.median));
+        cJSON_AddNumberToObject(j, "unet_bf16_rel_diff", bp.unet_err);
+        cJSON_AddNumberToObject(j, "vae_bf16_rel_diff", bp.vae_err);
+        cJSON_AddItemToObject(j, "unet_bf16", timing_json(&bp.unet));
+        cJSON_AddItemToObject(j, "vae_bf16", timing_json(&bp.vae));
+    }
     cJSON_AddItemToObject(j, "loadavg_start", cJSON_CreateDoubleArray(load0, 3));
     cJSON_AddItemToObject(j, "loadavg_end", cJSON_CreateDoubleArray(load1, 3));
     cJSON *sw = cJSON_AddArrayToObject(j, "sweep");

@@ -136,6 +136,10 @@ int main(int argc, char **argv) {
         cli_options_free(&o);
         return 1;
     }
+    const char *precision_note = NULL;
+    if (sd_pipeline_precision(p, &precision_note) != SD_PRECISION_BF16 && precision_note && !o.quiet &&
+        lp.precision == SD_PRECISION_BF16)
+        fprintf(stderr, "gen: --precision bf16: running fp32 (%s)\n", precision_note);
     int rc = 0;
     if (o.print_tokens) {
         char *json;

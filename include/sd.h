@@ -82,6 +82,10 @@ void sd_load_params_init(sd_load_params *p);
 /* Loads the pipeline that model_index.json describes (SD 1.x/2.x now; the family decides). */
 sd_status sd_pipeline_load(sd_pipeline **out, const char *model_dir, const sd_load_params *params);
 void sd_pipeline_free(sd_pipeline *p);
+/* The arithmetic the pipeline's denoiser and VAE run (FP32 or BF16: AUTO resolved at load). When
+ * BF16 or AUTO was asked and FP32 is used, *note (when not NULL) says why (e.g. the CPU lacks
+ * avx512_bf16); otherwise NULL. */
+sd_precision sd_pipeline_precision(const sd_pipeline *p, const char **note);
 
 sd_family sd_pipeline_family(const sd_pipeline *p);
 const char *sd_pipeline_class(const sd_pipeline *p); /* model_index.json's _class_name */

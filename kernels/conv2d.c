@@ -2,6 +2,7 @@
 
 #include <string.h>
 
+#include "gemm_bf16_internal.h"
 #include "gemm_internal.h"
 
 void conv2d_weight_from_oihw(const float *oihw, int cout, int cin, int kh, int kw, float *ohwi) {
@@ -150,5 +151,68 @@ void conv2d_nhwc_ref(const conv2d_shape *s, const float *x, int n, int h, int w,
                             for (int i = 0; i < cin; i++) acc += px[i] * wt[i];
                         }
                     y[(((long)b * oh + oy) * ow + ox) * s->cout + o] = acc;
+                }
+}
+
+/* ---- bf16 ---- */
+
+size_t conv2d_bf16_packed_size(const conv2d_shape *s) {
+    return gemm_bf16_packed_size(s->cout, s->kh * s->kw * s->cin);
+}
+
+static void pack_bf16(const conv2d_shape *s, const float *w, int taps, uint16_t *packed) {
+    const int k = s->kh * s->kw * s->cin, n = s->cout, panels = (n + GEMM_BF16_NR - 1) / GEMM_BF16_NR;
+    const long stride = (long)((k + 1) / 2) * GEMM_BF16_NR * 2;
+#pragma omp parallel for schedule(static) if ((long)n * k > (1 << 16))
+    for (int q = 0; q < panels; q++) gemm_bf16_pack_panel(n, k, q * GEMM_BF16_NR, w, k, taps, packed + q * stride);
+}
+
+void conv2d_pack_weights_oihw_bf16(const conv2d_shape *s, const float *oihw, uint16_t *packed) {
+    pack_bf16(s, oihw, s->kh * s->kw, packed);
+}
+
+void conv2d_pack_weights_bf16(const conv2d_shape *s, const float *ohwi, uint16_t *packed) {
+    pack_bf16(s, ohwi, 1, packed);
+}
+
+void conv2d_nhwc_packed_bf16(const conv2d_shape *s, const float *x, int n, int h, int w,
+                             const uint16_t *packed, const float *bias, float *y, sd_arena *scratch) {
+    (void)scratch;
+    const int oh = conv2d_out_h(s, h), ow = conv2d_out_w(s, w), k = s->kh * s->kw * s->cin;
+    const int pointwise = s->kh == 1 && s->kw == 1 && s->stride == 1 && !s->pad_t && !s->pad_l &&
+                          !s->pad_b && !s->pad_r;
+    const patch_src patches = {s, x, h, w, oh, ow};
+    const pixel_src pixels = {x, s->cin};
+    gemm_bf16_problem p = {n * oh * ow, s->cout, k, NULL, NULL, packed, y, s->cout, bias, 0};
+    if (pointwise) p.load_a = load_pixels, p.a_ctx = &pixels;
+    else p.load_a = load_patches, p.a_ctx = &patches;
+    gemm_bf16_run(&p);
+}
+
+void conv2d_nhwc_bf16_ref(const conv2d_shape *s, const float *x, int n, int h, int w,
+                          const float *weight, const float *bias, float *y) {
+    const int oh = conv2d_out_h(s, h), ow = conv2d_out_w(s, w), cin = s->cin;
+    const int k = s->kh * s->kw * cin;
+    for (int b = 0; b < n; b++)
+        for (int oy = 0; oy < oh; oy++)
+            for (int ox = 0; ox < ow; ox++)
+                for (int o = 0; o < s->cout; o++) {
+                    float acc = 0.0f, pair[2] = {0.0f, 0.0f};
+                    for (int kk = 0; kk < k; kk++) {
+                        const int tap = kk / cin, i = kk % cin;
+                        const int iy = oy * s->stride - s->pad_t + tap / s->kw;
+                        const int ix = ox * s->stride - s->pad_l + tap % s->kw;
+                        float v = 0.0f;
+                        if (iy >= 0 && iy < h && ix >= 0 && ix < w)
+                            v = x[(((long)b * h + iy) * w + ix) * cin + i];
+                        pair[kk & 1] = bf16_to_f32(bf16_from_f32(v)) *
+                                       bf16_to_f32(bf16_from_f32(weight[(long)o * k + kk]));
+                        if ((kk & 1) || kk == k - 1) {
+                            acc += pair[1];
+                            acc += pair[0];
+                            pair[0] = pair[1] = 0.0f;
+                        }
+                    }
+                    y[(((long)b * oh + oy) * ow + ox) * s->cout + o] = acc + (bias ? bias[o] : 0.0f);
                 }
 }

@@ -8,6 +8,7 @@
 #define SD_CONV2D_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "../core/arena.h"
 
@@ -47,5 +48,19 @@ void conv2d_pack_weights_oihw(const conv2d_shape *s, const float *oihw, float *p
 
 /* Reorders PyTorch [cout][cin][kh][kw] weights into [cout][kh][kw][cin]. */
 void conv2d_weight_from_oihw(const float *oihw, int cout, int cin, int kh, int kw, float *ohwi);
+
+/* bf16 compute (gemm_bf16.h): weights packed once as bf16 (conv2d_bf16_packed_size uint16_t values,
+ * 64-byte aligned storage), input patches rounded to bf16 while gathered, fp32 sums. Results do
+ * not depend on the number of threads; they differ from conv2d_nhwc_bf16_ref only by the order of
+ * fp32 sums. Without avx512_bf16 (kern_bf16_active) a portable emulation runs: slow. */
+size_t conv2d_bf16_packed_size(const conv2d_shape *s);
+void conv2d_pack_weights_oihw_bf16(const conv2d_shape *s, const float *oihw, uint16_t *packed);
+void conv2d_pack_weights_bf16(const conv2d_shape *s, const float *ohwi, uint16_t *packed);
+void conv2d_nhwc_packed_bf16(const conv2d_shape *s, const float *x, int n, int h, int w,
+                             const uint16_t *packed, const float *bias, float *y, sd_arena *scratch);
+/* The definition: conv2d_nhwc_ref with every input and weight rounded to bf16, summed a pair of
+ * k (taps x cin, in that order) at a time. [cout][kh][kw][cin] weights. */
+void conv2d_nhwc_bf16_ref(const conv2d_shape *s, const float *x, int n, int h, int w,
+                          const float *weight, const float *bias, float *y);
 
 #endif

@@ -51,3 +51,22 @@ const char *kern_isa_name(kern_isa isa) {
     default: return "generic";
     }
 }
+
+int kern_bf16_supported(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512bf16");
+#else
+    return 0;
+#endif
+}
+
+int kern_bf16_active(void) { return kern_bf16_supported() && kern_isa_active() == KERN_ISA_AVX512; }
+
+const char *kern_bf16_unavailable(void) {
+    if (!kern_bf16_supported()) return "this CPU does not report avx512_bf16";
+    if (kern_isa_active() != KERN_ISA_AVX512)
+        return "the kernels are limited below AVX-512 (SD_KERNEL_ISA or kern_isa_set)";
+    return NULL;
+}

@@ -18,4 +18,13 @@ kern_isa kern_isa_active(void);
 kern_isa kern_isa_set(kern_isa isa);
 const char *kern_isa_name(kern_isa isa);
 
+/* bf16 compute (--precision bf16): the fast bf16 kernels need avx512_bf16 (vdpbf16ps,
+ * vcvtne2ps2bf16) on top of the AVX-512 level. kern_bf16_active() is true when they run now (the
+ * CPU has them and the active level is AVX-512); kern_bf16_unavailable() says why not (NULL when
+ * active), for callers that fall back to fp32. bf16 kernels called without them run a portable
+ * emulation with the same arithmetic (slow; tests only). */
+int kern_bf16_supported(void);
+int kern_bf16_active(void);
+const char *kern_bf16_unavailable(void);
+
 #endif

@@ -6,9 +6,21 @@
 #include <string.h>
 
 #include "../kernels/gemm.h"
+#include "../kernels/gemm_bf16.h"
 #include "../kernels/norm.h"
 
 enum { NAME_MAX_LEN = 256 };
+
+/* Per thread, so that loads on different threads can choose differently. */
+static _Thread_local nn_precision load_precision = NN_FP32;
+
+nn_precision nn_set_load_precision(nn_precision precision) {
+    const nn_precision old = load_precision;
+    load_precision = precision;
+    return old;
+}
+
+static void *alloc64(size_t bytes) { return aligned_alloc(64, bytes ? (bytes + 63) / 64 * 64 : 64); }
 
 static sd_status read_named(const sd_weights *w, const char *prefix, const char *suffix, int ndim,
                             const int64_t *shape, float **out) {
@@ -45,7 +57,17 @@ sd_status nn_linear_load(nn_linear *l, const sd_weights *w, int in, int out, boo
 }
 
 sd_status nn_linear_pack(nn_linear *l) {
-    if (l->packed || !l->w) return SD_OK;
+    if (l->packed || l->packed_bf16 || !l->w) return SD_OK;
+    if (load_precision == NN_BF16) {
+        l->packed_bf16 = alloc64(gemm_bf16_packed_size(l->out, l->in) * sizeof *l->packed_bf16);
+        if (!l->packed_bf16)
+            return sd_set_error(SD_ERR_NOMEM, "out of memory packing a %d x %d Linear weight",
+                                l->out, l->in);
+        gemm_bf16_pack_b_nt(l->out, l->in, l->w, l->in, l->packed_bf16);
+        free(l->w);
+        l->w = NULL;
+        return SD_OK;
+    }
     const size_t bytes = (gemm_packed_size(l->out, l->in) * sizeof *l->packed + 63) / 64 * 64;
     l->packed = aligned_alloc(64, bytes ? bytes : 64);
     if (!l->packed)
@@ -58,7 +80,9 @@ sd_status nn_linear_pack(nn_linear *l) {
 }
 
 void nn_linear_forward(const nn_linear *l, const float *x, float *y, int m) {
-    if (l->packed)
+    if (l->packed_bf16)
+        gemm_bf16_nt_packed(m, l->out, l->in, x, l->in, l->packed_bf16, y, l->out, l->b, 0);
+    else if (l->packed)
         gemm_nt_packed(m, l->out, l->in, x, l->in, l->packed, y, l->out, l->b, 0);
     else
         gemm_nt(m, l->out, l->in, x, l->in, l->w, l->in, y, l->out, l->b, 0);
@@ -68,6 +92,7 @@ void nn_linear_free(nn_linear *l) {
     free(l->w);
     free(l->b);
     free(l->packed);
+    free(l->packed_bf16);
     memset(l, 0, sizeof *l);
 }
 
@@ -87,7 +112,13 @@ sd_status nn_conv2d_load(nn_conv2d *c, const sd_weights *w, int cin, int cout, i
     int as_linear = t && k == 1 && t->ndim == 2;
     float *oihw = NULL;
     sd_status st = read_named(w, prefix, ".weight", as_linear ? 2 : 4, as_linear ? shape2 : shape4, &oihw);
-    if (st == SD_OK) {
+    if (st == SD_OK && load_precision == NN_BF16) {
+        c->w_bf16 = alloc64(conv2d_bf16_packed_size(&c->s) * sizeof *c->w_bf16);
+        if (!c->w_bf16)
+            st = sd_set_error(SD_ERR_NOMEM, "out of memory for '%s'", name);
+        else
+            conv2d_pack_weights_oihw_bf16(&c->s, oihw, c->w_bf16);
+    } else if (st == SD_OK) {
         /* Packed once here, straight from PyTorch's layout, into the one the kernel streams. */
         const size_t bytes = (conv2d_packed_size(&c->s) * sizeof *c->w + 63) / 64 * 64;
         c->w = aligned_alloc(64, bytes ? bytes : 64);
@@ -105,11 +136,20 @@ sd_status nn_conv2d_load(nn_conv2d *c, const sd_weights *w, int cin, int cout, i
 
 void nn_conv2d_forward(const nn_conv2d *c, const float *x, int n, int h, int wd, float *y,
                        sd_arena *scratch) {
-    conv2d_nhwc_packed(&c->s, x, n, h, wd, c->w, c->b, y, scratch);
+    nn_conv2d_forward_padded(c, &c->s, x, n, h, wd, y, scratch);
+}
+
+void nn_conv2d_forward_padded(const nn_conv2d *c, const conv2d_shape *s, const float *x, int n,
+                              int h, int wd, float *y, sd_arena *scratch) {
+    if (c->w_bf16)
+        conv2d_nhwc_packed_bf16(s, x, n, h, wd, c->w_bf16, c->b, y, scratch);
+    else
+        conv2d_nhwc_packed(s, x, n, h, wd, c->w, c->b, y, scratch);
 }
 
 void nn_conv2d_free(nn_conv2d *c) {
     free(c->w);
+    free(c->w_bf16);
     free(c->b);
     memset(c, 0, sizeof *c);
 }

@@ -16,11 +16,19 @@
 
 #define NN_FMT __attribute__((format(printf, 6, 7)))
 
+/* The arithmetic of the Linear and conv layers loaded from now on by the calling thread:
+ * under NN_BF16, nn_linear_pack and nn_conv2d_load pack weights as bf16 (2 bytes a weight; the
+ * forward calls then round activations to bf16 and sum in fp32, kernels/gemm_bf16.h). Linear
+ * layers left unpacked stay fp32. Returns the previous setting; default NN_FP32. */
+typedef enum { NN_FP32 = 0, NN_BF16 = 1 } nn_precision;
+nn_precision nn_set_load_precision(nn_precision precision);
+
 typedef struct {
     int in, out;
     float *w;      /* [out][in]; NULL once packed */
     float *b;      /* [out] or NULL */
     float *packed; /* the weight in the GEMM engine's panel layout (nn_linear_pack), or NULL */
+    uint16_t *packed_bf16; /* instead of packed under NN_BF16 (gemm_bf16_pack_b_nt) */
 } nn_linear;
 
 sd_status nn_linear_load(nn_linear *l, const sd_weights *w, int in, int out, bool bias,
@@ -36,6 +44,7 @@ typedef struct {
     conv2d_shape s;
     float *w; /* packed for the GEMM engine (conv2d_pack_weights), not [cout][kh][kw][cin] */
     float *b; /* [cout] or NULL */
+    uint16_t *w_bf16; /* instead of w under NN_BF16 (conv2d_pack_weights_oihw_bf16) */
 } nn_conv2d;
 
 /* A square kernel k with symmetric padding `pad`; the weight must be [cout][cin][k][k]. Padding can
@@ -47,6 +56,9 @@ sd_status nn_conv2d_load(nn_conv2d *c, const sd_weights *w, int cin, int cout, i
 /* x: [n][h][wd][cin] -> y: [n][oh][ow][cout]. */
 void nn_conv2d_forward(const nn_conv2d *c, const float *x, int n, int h, int wd, float *y,
                        sd_arena *scratch);
+/* The same with another padding (s: c->s with pad_* changed; the packed weights hold no padding). */
+void nn_conv2d_forward_padded(const nn_conv2d *c, const conv2d_shape *s, const float *x, int n,
+                              int h, int wd, float *y, sd_arena *scratch);
 void nn_conv2d_free(nn_conv2d *c);
 
 typedef struct {

@@ -9,6 +9,8 @@
 
 #include "../core/config.h"
 #include "../core/fileutil.h"
+#include "../kernels/cpu.h"
+#include "../nn/layers.h"
 #include "embed_cache.h"
 #include "pipeline_internal.h"
 
@@ -48,7 +50,30 @@ void sd_set_threads(int threads) {
 }
 
 char *pl_component_dir(const sd_pipeline *p, const char *name) {
+    const int bf16 = p->precision == SD_PRECISION_BF16 &&
+                     (!strcmp(name, "unet") || !strcmp(name, "transformer") || !strcmp(name, "vae"));
+    nn_set_load_precision(bf16 ? NN_BF16 : NN_FP32);
     return model_index_path(&p->mi, name);
+}
+
+/* --precision: BF16 only where the avx512_bf16 kernels run (elsewhere the emulation would be far
+ * slower than fp32). AUTO takes BF16 there for every family: the recorded runs of all of them
+ * (SD 1.x/2.x, SDXL, SD3, FLUX) stay within the bf16 tolerance (README, "bf16 compute";
+ * tests/test_pipeline_bf16.c). A family that did not would be kept in fp32 here. */
+static void resolve_precision(sd_pipeline *p) {
+    p->precision = SD_PRECISION_FP32;
+    p->precision_note = NULL;
+    if (p->load.precision == SD_PRECISION_FP32) return;
+    if (!kern_bf16_active()) {
+        p->precision_note = kern_bf16_unavailable();
+        return;
+    }
+    p->precision = SD_PRECISION_BF16;
+}
+
+sd_precision sd_pipeline_precision(const sd_pipeline *p, const char **note) {
+    if (note) *note = p->precision_note;
+    return p->precision;
 }
 
 sd_status pl_expect_component(const sd_pipeline *p, const char *name, const char *const *classes) {
@@ -123,15 +148,18 @@ sd_status sd_pipeline_load(sd_pipeline **out, const char *model_dir, const sd_lo
     if (!p) return sd_set_error(SD_ERR_NOMEM, "out of memory");
     p->load = *params;
     sd_status st = SD_OK;
-    if (params->weights_dtype != SD_WEIGHTS_STORED || params->precision != SD_PRECISION_FP32 ||
-        params->low_memory)
-        st = sd_set_error(SD_ERR_UNSUPPORTED, "%s: --weights-dtype, --precision and --low-memory "
+    if (params->weights_dtype != SD_WEIGHTS_STORED || params->low_memory)
+        st = sd_set_error(SD_ERR_UNSUPPORTED, "%s: --weights-dtype and --low-memory "
                           "are not implemented yet", model_dir);
+    if (params->precision < SD_PRECISION_FP32 || params->precision > SD_PRECISION_AUTO)
+        st = sd_set_error(SD_ERR_ARG, "%s: unknown precision %d", model_dir, (int)params->precision);
     if (st == SD_OK) st = model_index_load(&p->mi, model_dir);
     if (st == SD_OK) st = pick_family(p);
+    if (st == SD_OK) resolve_precision(p);
     if (st == SD_OK) st = load_scheduler_config(p);
     if (st == SD_OK) st = load_vae(p);
     if (st == SD_OK) st = p->ops->load(p);
+    nn_set_load_precision(NN_FP32);
     if (st != SD_OK) {
         sd_pipeline_free(p);
         return st;

@@ -30,6 +30,8 @@ struct sd_pipeline {
     model_index mi;
     const sd_family_ops *ops;
     sd_load_params load;                     /* as given to sd_pipeline_load */
+    sd_precision precision;                  /* what load.precision resolved to (FP32 or BF16) */
+    const char *precision_note;              /* why BF16 was not used where asked (or NULL) */
     clip_tokenizer *tokenizer, *tokenizer_2; /* CLIP tokenizers (SDXL/SD3 have two) */
     clip_text *text_encoder, *text_encoder_2;
     t5_tokenizer *t5_tokenizer;              /* SD3 tokenizer_3, Flux tokenizer_2 */
@@ -62,7 +64,11 @@ struct sd_family_ops {
 /* Loads component `name` through `load(out, dir)` after checking model_index.json lists it with
  * one of `classes` (NULL-terminated); the error names what was found instead. */
 sd_status pl_expect_component(const sd_pipeline *p, const char *name, const char *const *classes);
-char *pl_component_dir(const sd_pipeline *p, const char *name); /* malloc'd */
+/* malloc'd. Every family asks for a component's folder right before loading it, so this also
+ * sets the arithmetic the loader packs for (nn_set_load_precision): p->precision for the denoiser
+ * ("unet", "transformer") and the "vae"; fp32 for the rest (text encoders run once per prompt and
+ * are cached: bf16 would cost accuracy for no measurable time). */
+char *pl_component_dir(const sd_pipeline *p, const char *name);
 
 /* SD 1.x/2.x (pipeline/generate_sd.c). */
 sd_status sd_load_sd(sd_pipeline *p);
