@@ -157,6 +157,8 @@ void vae_scale_latents(const vae *m, const float *in, float *out, size_t n) {
  * 528 MB again (135k faults, about 6% of that decode). */
 enum { KERNEL_SLACK_FLOATS = 10 << 20 };
 
+size_t vae_region_bytes(size_t floats) { return (floats + KERNEL_SLACK_FLOATS) * sizeof(float); }
+
 sd_status vae_take_region(vae *m, vae_act *a, size_t floats, const char *what) {
     sd_arena_mark mark = sd_arena_get_mark(&m->arena);
     float *p = sd_arena_floats(&m->arena, floats + KERNEL_SLACK_FLOATS);

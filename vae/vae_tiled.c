@@ -50,13 +50,12 @@ static sd_status axis_plan(axis *a, int len, int tile, int margin) {
     a->lo = malloc((size_t)4 * a->n * sizeof *a->lo);
     if (!a->lo) return sd_set_error(SD_ERR_NOMEM, "vae tiled decode: out of memory");
     a->hi = a->lo + a->n, a->plo = a->hi + a->n, a->phi = a->plo + a->n;
-    a->max_piece = 0;
     for (int k = 0; k < a->n; k++) {
         a->lo[k] = (int)((long)k * len / a->n), a->hi[k] = (int)((long)(k + 1) * len / a->n);
         a->plo[k] = a->lo[k] > margin ? a->lo[k] - margin : 0;
         a->phi[k] = a->hi[k] + margin < len ? a->hi[k] + margin : len;
-        if (a->phi[k] - a->plo[k] > a->max_piece) a->max_piece = a->phi[k] - a->plo[k];
     }
+    a->max_piece = vae_tile_max_piece(len, tile, margin); /* what vae_decode_scratch_bytes counts */
     return SD_OK;
 }
 
@@ -80,19 +79,6 @@ static void axis_weights(const axis *a, int k, int band, int f, float *wt) {
         }
         wt[p] = v > 0.0f ? v : 0.0f;
     }
-}
-
-/* How far, in latent pixels, the tiled part of the decoder reaches beyond a pixel: each 3x3
- * convolution one pixel at its resolution (2^i times the latent's at level i). */
-static int context_pixels(const vae_decoder *d) {
-    double r = 0;
-    for (int i = 0; i < d->n_levels; i++) {
-        const double px = 1.0 / (double)(1 << i);
-        if (i > 0) r += 2 * d->levels[i].n_res * px;
-        if (d->levels[i].has_sample) r += px / 2; /* the upsampler's conv, at twice the resolution */
-    }
-    r += 1.0 / (double)(1 << (d->n_levels - 1)); /* conv_out */
-    return (int)ceil(r);
 }
 
 /* Group norm statistics of the whole image. Slot k is the k-th group norm of the tiled part, in
@@ -308,7 +294,7 @@ sd_status vae_decode_tiled(vae *m, const float *z, int n, int h, int w, int tile
     if (tile >= h && tile >= w) return vae_decode(m, z, n, h, w, image);
     const vae_config *cfg = &m->cfg;
     const vae_decoder *d = &m->dec;
-    const int margin = context_pixels(d) + (overlap + 1) / 2;
+    const int margin = vae_decoder_context_pixels(d) + (overlap + 1) / 2;
     tiling t = {.band = overlap, .top = cfg->block_out_channels[cfg->n_blocks - 1], .f = (int)f,
                 .oc = cfg->out_channels, .w = w};
     gn_stats s = {.groups = cfg->norm_num_groups, .n_slots = 1 /* conv_norm_out */};
@@ -340,6 +326,16 @@ sd_status vae_decode_tiled(vae *m, const float *z, int n, int h, int w, int tile
             st = sd_set_error(SD_ERR_NOMEM, "vae tiled decode: out of memory");
     }
     t.low = low;
+    if (st == SD_OK) {
+        /* The whole-latent part and the pieces take the arena in turn: size it once for the larger
+         * (reset replaces the blocks by one before either touches its pages), so the peak is one
+         * region, not a first block kept while a larger second one is added. */
+        vae_act probe;
+        const size_t lo = vae_decoder_low_region_floats(d, cfg, h, w);
+        const size_t pc = vae_decoder_region_floats(d, cfg, t.y.max_piece, t.x.max_piece);
+        st = vae_take_region(m, &probe, lo > pc ? lo : pc, "tiled decode");
+        sd_arena_reset(&m->arena);
+    }
     for (int b = 0; b < n && st == SD_OK; b++) {
         st = decode_low(m, z + (size_t)b * h * w * cfg->latent_channels, h, w, low);
         if (st == SD_OK) st = decode_one(m, &s, &t, image + (size_t)b * pixels * t.oc, wsum, pixels);
