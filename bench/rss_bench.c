@@ -260,7 +260,7 @@ int main(int argc, char **argv) {
     /* RSS per step: the 2-step and 1-step runs differ by what a step adds. */
     double growth = NAN;
     if (res[0].ok && res[1].ok) {
-        growth = res[0].rss_mb - res[1].rss_mb;
+        growth = round(res[0].rss_mb - res[1].rss_mb) + 0.0; /* + 0.0: no "-0" */
         printf("per-step growth (2 steps vs 1): %.0f MB%s\n", growth,
                fabs(growth) <= 16 ? " (none: the resident set does not grow per step)" : " (GROWS)");
     }

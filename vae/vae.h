@@ -32,6 +32,10 @@ sd_status vae_load(vae **out, const char *dir);
  * SD_ERR_ARG. */
 sd_status vae_load_opt(vae **out, const char *dir, bool with_encoder);
 void vae_free(vae *m);
+/* Gives back the scratch the last decode or encode kept for the next call at that size (a
+ * 1024x1024 decode keeps about 2 GB): for a caller with other work to do before the next one
+ * (an img2img encode before denoising). The next call allocates it again. */
+void vae_release_scratch(vae *m);
 const vae_config *vae_get_config(const vae *m);
 /* Image pixels per latent pixel along each side: 2^(len(block_out_channels) - 1), 8 for SD. */
 int vae_scale_factor(const vae *m);
@@ -61,6 +65,12 @@ sd_status vae_decode_tiled(vae *m, const float *z, int n, int h, int w, int tile
  * the latent), else vae_decode_tiled's with that tile and overlap. Computed from the sizes the
  * decode itself allocates. */
 size_t vae_decode_scratch_bytes(const vae *m, int h, int w, int tile, int overlap);
+
+/* The same for vae_encode of one h x w image (image pixels), which has no tiled form: 1.6 GB at
+ * 1024x1024, 3.5 GB at 1536x1536, 6.2 GB at 2048x2048 for SD's encoder (about three quarters of
+ * the untiled decode's: img2img and inpainting at such sizes need that on top of the model). 0
+ * for a model loaded without its encoder. */
+size_t vae_encode_scratch_bytes(const vae *m, int h, int w);
 
 /* The smallest tile the automatic choice goes down to, in latent pixels. */
 #define VAE_MIN_AUTO_TILE 16

@@ -65,6 +65,11 @@ size_t vae_decode_scratch_bytes(const vae *m, int h, int w, int tile, int overla
     return vae_region_bytes(region) + own;
 }
 
+size_t vae_encode_scratch_bytes(const vae *m, int h, int w) {
+    if (!m->has_encoder || h < 1 || w < 1) return 0;
+    return vae_region_bytes(vae_encoder_region_floats(&m->enc, &m->cfg, h, w));
+}
+
 int vae_auto_tile(const vae *m, int h, int w, size_t limit_bytes) {
     if (vae_decode_scratch_bytes(m, h, w, 0, 0) <= limit_bytes) return 0;
     const int side = h > w ? h : w;
