@@ -12,7 +12,7 @@
  *     --threads N     passed to the tools (default: theirs, all cores)
  *     --max-mb N      address-space limit of each child (RLIMIT_AS), so that a run too large for
  *                     the machine fails its allocations instead of waking the OOM killer
- *                     (default none)
+ *                     (default: the machine's physical memory; 0: none)
  *     --results PATH  where the JSON line is appended (default bench/results.jsonl; "-": nowhere)
  *
  * Rows: a 512x512 SD 1.5 generation from the fp16 release (2 steps: the resident set does not
@@ -200,6 +200,12 @@ static int row_argv(const options *o, const row_spec *r, char *argv[32], char bu
     return n;
 }
 
+static bool max_given(int argc, char **argv) {
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--max-mb")) return true;
+    return false;
+}
+
 static int usage(void) {
     fprintf(stderr, "usage: rss_bench [--cache DIR] [--bin DIR] [--only LIST] [--threads N] "
                     "[--max-mb N] [--results PATH]\n");
@@ -220,6 +226,21 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--threads")) o.threads = atoi(v);
         else if (!strcmp(a, "--max-mb")) o.max_mb = atol(v);
         else return usage();
+        if (o.threads < 0 || o.max_mb < 0) return usage();
+    }
+    if (!max_given(argc, argv))
+        o.max_mb = (long)((double)sysconf(_SC_PHYS_PAGES) * sysconf(_SC_PAGESIZE) / 1048576.0);
+    for (const char *p = o.only; p && *p;) { /* every name of --only is a row */
+        const size_t n = strcspn(p, ",");
+        bool known = false;
+        for (int r = 0; r < N_ROWS; r++) known |= strlen(ROWS[r].name) == n && !strncmp(ROWS[r].name, p, n);
+        if (!known) {
+            fprintf(stderr, "rss_bench: no row '%.*s' (rows:", (int)n, p);
+            for (int r = 0; r < N_ROWS; r++) fprintf(stderr, " %s", ROWS[r].name);
+            fprintf(stderr, ")\n");
+            return 2;
+        }
+        p += n + (p[n] == ',');
     }
     snprintf(o.tmp, sizeof o.tmp, "/tmp/rss_bench-XXXXXX");
     if (!mkdtemp(o.tmp)) {
@@ -279,6 +300,7 @@ int main(int argc, char **argv) {
     cJSON_AddNumberToObject(j, "cores", (double)sysconf(_SC_NPROCESSORS_ONLN));
     cJSON_AddNumberToObject(j, "mem_total_mb", round((double)sysconf(_SC_PHYS_PAGES) * sysconf(_SC_PAGESIZE) / 1048576.0));
     cJSON_AddNumberToObject(j, "threads", o.threads);
+    cJSON_AddNumberToObject(j, "child_max_mb", (double)o.max_mb);
     cJSON_AddStringToObject(j, "cache", o.cache);
     if (!isnan(growth)) cJSON_AddNumberToObject(j, "per_step_growth_mb", round(growth));
     cJSON_AddItemToObject(j, "loadavg_start", cJSON_CreateDoubleArray(load0, 3));
