@@ -98,6 +98,13 @@ static void test_sd15(void) {
     fill_random(z, (size_t)h * w * 4, 5);
     for (size_t i = 0; i < (size_t)h * w * 4; i++) z[i] *= 2.5f;
     free(compare(m, z, 1, h, w, 6, 3, "sd15 noise, odd sizes"));
+    /* 3 x 2 tiles of 8 on a 24 x 16 latent: pieces that end inside the image on every side (the
+     * statistics passes' narrower than the pixel pass's). */
+    float *z2 = malloc((size_t)24 * 16 * 4 * sizeof *z2);
+    fill_random(z2, (size_t)24 * 16 * 4, 6);
+    for (size_t i = 0; i < (size_t)24 * 16 * 4; i++) z2[i] *= 2.5f;
+    free(compare(m, z2, 1, 24, 16, 8, 2, "sd15 noise, inner pieces"));
+    free(z2);
 
     /* The thread count changes nothing (two tiles side by side). */
     sd_set_threads(1);

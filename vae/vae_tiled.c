@@ -192,7 +192,8 @@ static bool piece_forward(const vae_decoder *d, vae_act *a, gn_stats *s, int h, 
 }
 
 typedef struct {
-    axis y, x;
+    axis y, x;   /* the pieces of the pixel pass: margins for the convolutions and the blending */
+    axis sy, sx; /* those of the statistics passes: the tile's own pixels only, no blending band */
     int band, top, f, oc;
     const float *low; /* the first part's output for the whole image [h][w][top] */
     int w;            /* its width */
@@ -204,15 +205,16 @@ typedef struct {
 static void run_pieces(const vae_decoder *d, const vae_act *region, gn_stats *s, const tiling *t,
                        float *img, float *wsum) {
     const int f = t->f, oc = t->oc, W = t->w * f;
-    for (int ty = 0; ty < t->y.n; ty++) {
-        const int y0 = t->y.plo[ty], ph = t->y.phi[ty] - y0;
-        if (s->stop < 0) axis_weights(&t->y, ty, t->band, f, t->wy);
-        for (int tx = 0; tx < t->x.n; tx++) {
-            const int x0 = t->x.plo[tx], pw = t->x.phi[tx] - x0;
+    const axis *ay = s->stop < 0 ? &t->y : &t->sy, *ax = s->stop < 0 ? &t->x : &t->sx;
+    for (int ty = 0; ty < ay->n; ty++) {
+        const int y0 = ay->plo[ty], ph = ay->phi[ty] - y0;
+        if (s->stop < 0) axis_weights(ay, ty, t->band, f, t->wy);
+        for (int tx = 0; tx < ax->n; tx++) {
+            const int x0 = ax->plo[tx], pw = ax->phi[tx] - x0;
             s->slot = 0;
             s->piece_h = ph;
-            s->own_y0 = t->y.lo[ty] - y0, s->own_y1 = t->y.hi[ty] - y0;
-            s->own_x0 = t->x.lo[tx] - x0, s->own_x1 = t->x.hi[tx] - x0;
+            s->own_y0 = ay->lo[ty] - y0, s->own_y1 = ay->hi[ty] - y0;
+            s->own_x0 = ax->lo[tx] - x0, s->own_x1 = ax->hi[tx] - x0;
             vae_act a;
             vae_act_init(&a, region->base, region->cap, region->scratch);
             for (int y = 0; y < ph; y++)
@@ -220,7 +222,7 @@ static void run_pieces(const vae_decoder *d, const vae_act *region, gn_stats *s,
                        (size_t)pw * t->top * sizeof *t->low);
             vae_act_set(&a, a.base, (size_t)ph * pw * t->top);
             if (piece_forward(d, &a, s, ph, pw, t->piece_out)) continue;
-            axis_weights(&t->x, tx, t->band, f, t->wx);
+            axis_weights(ax, tx, t->band, f, t->wx);
             for (int y = 0; y < ph * f; y++) {
                 if (t->wy[y] == 0.0f) continue;
                 const size_t row = (size_t)(y0 * f + y) * W + (size_t)x0 * f;
@@ -306,6 +308,11 @@ sd_status vae_decode_tiled(vae *m, const float *z, int n, int h, int w, int tile
     float *low = NULL, *wsum = NULL;
     sd_status st = axis_plan(&t.y, h, tile, margin);
     if (st == SD_OK) st = axis_plan(&t.x, w, tile, margin);
+    /* A statistics pass needs exact values over the tile alone: the convolutions' reach is the
+     * margin it takes (half the blending band less per side: a third of the work at 3 x 3 tiles
+     * of 86 latent pixels, overlap 21). Its pieces are never larger than the pixel pass's. */
+    if (st == SD_OK) st = axis_plan(&t.sy, h, tile, vae_decoder_context_pixels(d));
+    if (st == SD_OK) st = axis_plan(&t.sx, w, tile, vae_decoder_context_pixels(d));
     if (st == SD_OK) {
         const int mph = t.y.max_piece, mpw = t.x.max_piece;
         t.wy = malloc((size_t)mph * f * sizeof *t.wy);
@@ -340,7 +347,7 @@ sd_status vae_decode_tiled(vae *m, const float *z, int n, int h, int w, int tile
         st = decode_low(m, z + (size_t)b * h * w * cfg->latent_channels, h, w, low);
         if (st == SD_OK) st = decode_one(m, &s, &t, image + (size_t)b * pixels * t.oc, wsum, pixels);
     }
-    free(t.y.lo), free(t.x.lo), free(t.wy), free(t.wx), free(t.piece_out), free(low), free(wsum);
+    free(t.y.lo), free(t.x.lo), free(t.sy.lo), free(t.sx.lo), free(t.wy), free(t.wx), free(t.piece_out), free(low), free(wsum);
     free(s.mean), free(s.rstd), free(s.sum), free(s.sumsq), free(s.rows), free(s.scale), free(s.shift);
     return st;
 }
