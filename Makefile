@@ -5,7 +5,10 @@
 #   make test-full  full-size model checks (tests/full_*.c; minutes, tens of GB of disk)
 #   make bench-kernels  kernel micro-benchmark (GFLOP/s and % of the measured FMA peak); not a test
 #   make bench      whole SD 1.5 model at 512x512 (random weights written once to $(SD_BENCH_CACHE));
-#                   BENCH_ARGS="--threads 2 --runs 5" passes options to build/bench/sd_bench
+#                   BENCH_ARGS="--threads 2 --runs 5" passes options to build/bench/sd_bench;
+#                   then bench-memory
+#   make bench-memory  peak RSS of whole runs through bin/gen and bin/vae-check (fp16 SD 1.5 and
+#                   SDXL models written once to $(SD_BENCH_CACHE)); BENCH_MEM_ARGS passes options
 #   make clean
 CC ?= gcc
 BUILD ?= build
@@ -42,14 +45,18 @@ BENCH_KERNELS := $(BUILD)/bench/kernels
 BENCH_SD := $(BUILD)/bench/sd_bench
 BENCH_SD_OBJ := $(patsubst %,$(BUILD)/bench/%.o,sd_bench flops sysinfo peak)
 BENCH_MAKE_MODEL := $(BUILD)/bench/make_model
+# Peak RSS of the tools run as child processes (bench/rss_bench.c).
+BENCH_RSS := $(BUILD)/bench/rss_bench
+BENCH_RSS_OBJ := $(patsubst %,$(BUILD)/bench/%.o,rss_bench sysinfo)
+BENCH_MEM_ARGS ?=
 BENCH_WRAP := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=aligned_alloc,--wrap=posix_memalign
 SD_BENCH_CACHE ?= bench/cache
 BENCH_DTYPE ?= f32
 BENCH_MODEL := $(SD_BENCH_CACHE)/sd15-$(BENCH_DTYPE)
 BENCH_ARGS ?=
 
-.PHONY: all test test-asan test-full clean bench-kernels bench
-all: $(BINS) $(TESTS) $(FULLS) $(BENCH_SD) $(BENCH_MAKE_MODEL)
+.PHONY: all test test-asan test-full clean bench-kernels bench bench-memory
+all: $(BINS) $(TESTS) $(FULLS) $(BENCH_SD) $(BENCH_MAKE_MODEL) $(BENCH_RSS)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -82,10 +89,20 @@ $(BENCH_SD): $(BENCH_SD_OBJ) $(LIB)
 $(BENCH_MAKE_MODEL): $(BUILD)/bench/make_model.o $(LIB)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
+$(BENCH_RSS): $(BENCH_RSS_OBJ) $(LIB)
+	$(CC) $(LDFLAGS) $(BENCH_WRAP) $^ $(LDLIBS) -o $@
+
 bench: $(BENCH_SD) $(BENCH_MAKE_MODEL)
 	@mkdir -p $(SD_BENCH_CACHE)
 	$(BENCH_MAKE_MODEL) bench/models/sd15 $(BENCH_MODEL) --dtype $(BENCH_DTYPE)
 	$(BENCH_SD) $(BENCH_MODEL) $(BENCH_ARGS)
+	$(MAKE) --no-print-directory bench-memory
+
+bench-memory: $(BENCH_RSS) $(BENCH_MAKE_MODEL) $(BINDIR)/gen $(BINDIR)/vae-check
+	@mkdir -p $(SD_BENCH_CACHE)
+	$(BENCH_MAKE_MODEL) bench/models/sd15 $(SD_BENCH_CACHE)/sd15-f16 --dtype f16
+	$(BENCH_MAKE_MODEL) bench/models/sdxl $(SD_BENCH_CACHE)/sdxl-f16 --dtype f16
+	$(BENCH_RSS) --cache $(SD_BENCH_CACHE) --bin $(BINDIR) $(BENCH_MEM_ARGS)
 
 test: all
 	@tests/run.sh $(BUILD)/tests $(BINDIR)
@@ -102,6 +119,6 @@ clean:
 	rm -rf build build-asan bin
 
 -include $(BUILD)/bench/kernels.d $(BUILD)/bench/model.d $(BUILD)/bench/peak.d $(BENCH_SD_OBJ:.o=.d) \
-    $(BUILD)/bench/make_model.d
+    $(BUILD)/bench/make_model.d $(BUILD)/bench/rss_bench.d
 -include $(LIB_OBJ:.o=.d) $(TESTS:=.d) $(FULLS:=.d) $(TEST_COMMON:.o=.d) $(CLI_SRC:cli/%.c=$(BUILD)/cli/%.d) \
     $(CLI_COMMON_OBJ:.o=.d)

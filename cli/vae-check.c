@@ -45,9 +45,11 @@ static void usage(FILE *fp) {
             "      --min-psnr X       exit 1 when the PSNR is under X dB: the reference comparison's, or\n"
             "                         the round trip's without --reference (default 30 with --reference,\n"
             "                         no limit for a round trip)\n"
-            "      --tile N           decode in tiles of N x N latent pixels (8N image pixels for SD), for\n"
+            "      --tile N|auto      decode in tiles of N x N latent pixels (8N image pixels for SD), for\n"
             "                         images too large to decode at once; within one level of the\n"
-            "                         untiled decode, several times slower (0: untiled, the default)\n"
+            "                         untiled decode, several times slower (0: untiled, the default);\n"
+            "                         auto: tiled only when the untiled decode's scratch is over\n"
+            "                         $SD_VAE_TILE_LIMIT_MB (default 2560), as gen --vae-tile auto\n"
             "      --tile-overlap N   blending band between tiles in latent pixels (default N/4)\n"
             "  -t, --threads N        threads (default: all cores)\n"
             "  -q, --quiet            no messages on stderr besides errors\n"
@@ -57,6 +59,9 @@ static void usage(FILE *fp) {
             "the mean SSIM of Wang et al. (11x11 Gaussian window, sigma 1.5, K1 0.01, K2 0.03) on\n"
             "each of R, G, B, averaged over the three channels.\n");
 }
+
+/* --tile auto: vae_auto_tile decides, as gen's --vae-tile auto does. */
+enum { TILE_AUTO = -1 };
 
 typedef struct {
     const char *model, *latents, *image, *output, *reference;
@@ -119,7 +124,8 @@ static int parse_args(options *o, int argc, char **argv) {
         } else if (!strcmp(a, "--quality")) {
             if (!to_int(v, 1, 100, &o->quality)) return fail_usage("--quality needs 1..100, not", v);
         } else if (!strcmp(a, "--tile")) {
-            if (!to_int(v, 0, 1 << 16, &o->tile)) return fail_usage("--tile needs latent pixels >= 0, not", v);
+            if (!strcmp(v, "auto")) o->tile = TILE_AUTO;
+            else if (!to_int(v, 0, 1 << 16, &o->tile)) return fail_usage("--tile needs latent pixels >= 0 or auto, not", v);
         } else if (!strcmp(a, "--tile-overlap")) {
             if (!to_int(v, 0, 1 << 16, &o->overlap)) return fail_usage("--tile-overlap needs >= 0, not", v);
         } else if (!to_int(v, 0, 4096, &o->threads)) {
@@ -129,8 +135,10 @@ static int parse_args(options *o, int argc, char **argv) {
     if (!o->model) return fail_usage("no model: pass -m DIR or set SD_MODEL", NULL);
     if (!o->latents == !o->image) return fail_usage("give exactly one of --latents and --image", NULL);
     if (o->image && o->raw) return fail_usage("--raw applies to --latents only", NULL);
-    if (o->overlap < 0) o->overlap = o->tile / 4;
-    if (o->tile && o->overlap >= o->tile)
+    if (o->tile == TILE_AUTO && o->overlap >= 0)
+        return fail_usage("--tile-overlap goes with --tile N (auto picks tile / 4)", NULL);
+    if (o->overlap < 0 && o->tile > 0) o->overlap = o->tile / 4;
+    if (o->tile > 0 && o->overlap >= o->tile)
         return fail_usage("--tile-overlap must be smaller than --tile", NULL);
     if (!o->min_psnr_given) o->min_psnr = o->reference ? 30.0 : -INFINITY;
     if (o->latents && !o->output) o->output = "out.png";
@@ -219,8 +227,22 @@ static sd_status decode(vae *m, const options *o, const float *z, int n, int h, 
                             vae_get_config(m)->out_channels);
     float *x = malloc((size_t)n * W * H * 3 * sizeof *x);
     if (!x) return sd_set_error(SD_ERR_NOMEM, "out of memory for a %dx%d decode", W, H);
-    sd_status st = o->tile ? vae_decode_tiled(m, z, n, h, w, o->tile, o->overlap, x)
-                           : vae_decode(m, z, n, h, w, x);
+    int tile = o->tile, overlap = o->overlap;
+    sd_status st = SD_OK;
+    if (tile == TILE_AUTO) {
+        size_t limit = 0;
+        st = vae_auto_tile_limit(&limit);
+        if (st == SD_OK) tile = vae_auto_tile(m, h, w, limit), overlap = tile / 4;
+        if (st == SD_OK && !o->quiet)
+            fprintf(stderr, "tile auto: untiled scratch %zu MB, limit %zu MB: %s",
+                    vae_decode_scratch_bytes(m, h, w, 0, 0) >> 20, limit >> 20,
+                    tile ? "tiles of " : "untiled\n");
+        if (st == SD_OK && !o->quiet && tile)
+            fprintf(stderr, "%d latent pixels, overlap %d (scratch %zu MB)\n", tile, overlap,
+                    vae_decode_scratch_bytes(m, h, w, tile, overlap) >> 20);
+    }
+    if (st == SD_OK)
+        st = tile ? vae_decode_tiled(m, z, n, h, w, tile, overlap, x) : vae_decode(m, z, n, h, w, x);
     for (int b = 0; b < n && st == SD_OK; b++) {
         st = image_alloc(&imgs[b], W, H);
         if (st == SD_OK) image_from_float(x + (size_t)b * W * H * 3, W, H, imgs[b].rgb);

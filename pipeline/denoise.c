@@ -164,10 +164,15 @@ sd_status pl_decode(sd_pipeline *p, const sd_gen_params *g, float *latents, int 
         out->latent_shape[2] = h, out->latent_shape[3] = w;
         layout_nhwc_to_nchw(latents, out->latents, batch, h, w, c); /* as diffusers holds them */
         vae_unscale_latents(p->vae, latents, latents, n);
-        /* --vae-tile N: tiles of N latent pixels; auto (0) and off (-1) decode whole for now. */
-        st = g->vae_tile > 0 ? vae_decode_tiled(p->vae, latents, batch, h, w, g->vae_tile,
-                                                g->vae_tile / 4, decoded)
-                             : vae_decode(p->vae, latents, batch, h, w, decoded);
+        /* --vae-tile N: tiles of N latent pixels; off (-1) decodes whole; auto (0) tiles only
+         * when the untiled decode's scratch is over the limit (vae_auto_tile). */
+        int tile = g->vae_tile;
+        size_t limit = 0;
+        if (tile == 0) st = vae_auto_tile_limit(&limit);
+        if (st == SD_OK && tile == 0) tile = vae_auto_tile(p->vae, h, w, limit);
+        if (st == SD_OK)
+            st = tile > 0 ? vae_decode_tiled(p->vae, latents, batch, h, w, tile, tile / 4, decoded)
+                          : vae_decode(p->vae, latents, batch, h, w, decoded);
     }
     for (int b = 0; b < batch && st == SD_OK; b++) {
         sd_image *im = &out->images[b];

@@ -109,6 +109,21 @@ static void test_direct_decode(void) {
         const int d = max_diff(tmp("tiled.png"), tmp("direct.png"));
         printf("%s --tile 8: largest difference from the untiled decode %d\n", d >= 0 && d <= 1 ? "ok  " : "FAIL", d);
         CHECK(rc == 0 && d >= 0 && d <= 1, "--tile 8: exit %d, max difference %d: %s", rc, d, tool_output);
+
+        /* --tile auto under a 1 MB limit: the smallest tiles, said on stderr, within one level. */
+        setenv("SD_VAE_TILE_LIMIT_MB", "1", 1);
+        rc = tool_run("vae-check", "-m", sd15, "--latents", latents, "--raw", "--tile", "auto", "-o",
+                      tmp("auto.png"), NULL);
+        const int da = max_diff(tmp("auto.png"), tmp("direct.png"));
+        printf("%s --tile auto (1 MB limit): largest difference from the untiled decode %d\n",
+               da >= 0 && da <= 1 ? "ok  " : "FAIL", da);
+        CHECK(rc == 0 && da >= 0 && da <= 1 && strstr(tool_output, "limit 1 MB: tiles of 16"),
+              "--tile auto: exit %d, max difference %d: %s", rc, da, tool_output);
+        setenv("SD_VAE_TILE_LIMIT_MB", "abc", 1);
+        rc = tool_run("vae-check", "-m", sd15, "--latents", latents, "--raw", "--tile", "auto", "-o",
+                      tmp("auto.png"), NULL);
+        CHECK(rc == 1 && strstr(tool_output, "SD_VAE_TILE_LIMIT_MB"), "bad limit: exit %d: %s", rc, tool_output);
+        unsetenv("SD_VAE_TILE_LIMIT_MB");
     }
     free(dec);
 }
@@ -317,6 +332,10 @@ static void test_errors(void) {
     expect_error("--latents and --image", rc, 2, "exactly one");
     rc = tool_run("vae-check", "-m", sd15, "--latents", vae_file, "--tile", "4", "--tile-overlap", "4", NULL);
     expect_error("overlap as large as the tile", rc, 2, "--tile-overlap");
+    rc = tool_run("vae-check", "-m", sd15, "--latents", vae_file, "--tile", "auto", "--tile-overlap", "2", NULL);
+    expect_error("an overlap with --tile auto", rc, 2, "--tile-overlap");
+    rc = tool_run("vae-check", "-m", sd15, "--latents", vae_file, "--tile", "big", NULL);
+    expect_error("--tile big", rc, 2, "auto");
     rc = tool_run("vae-check", "-m", sd15, "--latent", vae_file, NULL);
     expect_error("unknown option", rc, 2, "--latent");
     unsetenv("SD_MODEL");

@@ -10,7 +10,10 @@
 #include <string.h>
 
 #include "../core/image.h"
+#include "../include/sd.h"
+#include "../pipeline/pipeline_internal.h"
 #include "../vae/vae.h"
+#include "../vae/vae_internal.h"
 #include "test.h"
 
 static vae *load(const char *rel) {
@@ -95,6 +98,13 @@ static void test_sd15(void) {
     fill_random(z, (size_t)h * w * 4, 5);
     for (size_t i = 0; i < (size_t)h * w * 4; i++) z[i] *= 2.5f;
     free(compare(m, z, 1, h, w, 6, 3, "sd15 noise, odd sizes"));
+    /* 3 x 2 tiles of 8 on a 24 x 16 latent: pieces that end inside the image on every side (the
+     * statistics passes' narrower than the pixel pass's). */
+    float *z2 = malloc((size_t)24 * 16 * 4 * sizeof *z2);
+    fill_random(z2, (size_t)24 * 16 * 4, 6);
+    for (size_t i = 0; i < (size_t)24 * 16 * 4; i++) z2[i] *= 2.5f;
+    free(compare(m, z2, 1, 24, 16, 8, 2, "sd15 noise, inner pieces"));
+    free(z2);
 
     /* The thread count changes nothing (two tiles side by side). */
     sd_set_threads(1);
@@ -129,8 +139,109 @@ static void test_sd3(void) {
     vae_free(m);
 }
 
+/* vae_auto_tile: untiled under the limit; over it, the largest tile that fits, and its decode
+ * within one level of the untiled one; the limit's environment variable. */
+static void test_auto(void) {
+    vae *m = load("sd15-tiny/pipeline/vae");
+    if (!m) return;
+    const int h = 40, w = 40;
+    const size_t untiled = vae_decode_scratch_bytes(m, h, w, 0, 0), t20 = vae_decode_scratch_bytes(m, h, w, 20, 5);
+    printf("latent 40x40 scratch: untiled %zu, tiles of 20 %zu\n", untiled, t20);
+    CHECK(t20 < untiled, "tiles take less scratch");
+    CHECK(vae_auto_tile(m, h, w, untiled) == 0, "auto: untiled when it fits exactly");
+    CHECK(vae_auto_tile(m, h, w, (size_t)1 << 40) == 0, "auto: untiled under a large limit");
+    int tile = vae_auto_tile(m, h, w, untiled - 1);
+    CHECK(tile == 20, "auto with the limit just under the untiled scratch: 2 x 2 tiles, not %d", tile);
+    tile = vae_auto_tile(m, h, w, t20 - 1);
+    CHECK(tile >= VAE_MIN_AUTO_TILE && tile < 20, "auto under tiles of 20's scratch: %d", tile);
+    const int small = vae_auto_tile(m, h, w, 1);
+    CHECK(small == VAE_MIN_AUTO_TILE, "auto under an impossible limit: the smallest tile, %d", small);
+
+    /* The limit from the environment. */
+    size_t lim = 0;
+    unsetenv("SD_VAE_TILE_LIMIT_MB");
+    CHECK_OK(vae_auto_tile_limit(&lim));
+    CHECK(lim == (size_t)VAE_AUTO_TILE_LIMIT_MB << 20, "default limit %zu", lim);
+    setenv("SD_VAE_TILE_LIMIT_MB", "300", 1);
+    CHECK_OK(vae_auto_tile_limit(&lim));
+    CHECK(lim == (size_t)300 << 20, "limit from the environment %zu", lim);
+    static const char *const bad[] = {"x", "0", "-5", "12MB", "1e3"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        setenv("SD_VAE_TILE_LIMIT_MB", bad[i], 1);
+        sd_status st = vae_auto_tile_limit(&lim);
+        CHECK(st == SD_ERR_ARG && strstr(sd_last_error(), "SD_VAE_TILE_LIMIT_MB"),
+              "SD_VAE_TILE_LIMIT_MB=%s: %s", bad[i], sd_last_error());
+    }
+    unsetenv("SD_VAE_TILE_LIMIT_MB");
+    vae_free(m);
+}
+
+/* Through the pipeline: --vae-tile auto under a limit that forces tiles gives off's image within
+ * one level, and the scratch estimates hold: after the tiled decode (a fresh pipeline) the VAE's
+ * arena plus the tiled decode's own buffers fit its estimate; after the untiled one the arena's
+ * high-water mark is the untiled estimate. A malformed limit fails naming the variable. */
+static void test_pipeline_auto(void) {
+    const int side = 192, lat = side / 8;
+    sd_pipeline *p = NULL;
+    if (sd_pipeline_load(&p, fixture("sd15-tiny/pipeline"), NULL) != SD_OK) {
+        CHECK(0, "sd_pipeline_load: %s", sd_last_error());
+        return;
+    }
+    vae *m = p->vae;
+    /* In whole MB, from the scratch of 2 x 2 tiles (of VAE_MIN_AUTO_TILE = 16) up. */
+    const size_t untiled = vae_decode_scratch_bytes(m, lat, lat, 0, 0);
+    const size_t tiled = vae_decode_scratch_bytes(m, lat, lat, 16, 4);
+    const size_t limit_mb = (tiled + (1 << 20) - 1) >> 20;
+    const int tile = vae_auto_tile(m, lat, lat, limit_mb << 20);
+    CHECK(tile == 16 && untiled > limit_mb << 20,
+          "a %zu MB limit tiles a %dx%d decode in 2 x 2 (%d; untiled scratch %zu)", limit_mb, side,
+          side, tile, untiled);
+    sd_gen_params g;
+    sd_gen_params_init(&g);
+    g.prompt = "a red cube";
+    g.width = g.height = side;
+    g.steps = 1;
+    g.seed = 3;
+    sd_result off = {0}, aut = {0}, bad = {0};
+    char env[32];
+    snprintf(env, sizeof env, "%zu", limit_mb);
+    setenv("SD_VAE_TILE_LIMIT_MB", env, 1);
+    g.vae_tile = 0;
+    CHECK_OK(sd_generate(p, &g, &aut));
+    const size_t own = (size_t)lat * lat * 16 * 4 + (size_t)side * side * 4; /* low + wsum, at least */
+    printf("tiled %d: estimate %zu bytes, arena high water %zu\n", tile, tiled, m->arena.high_water);
+    CHECK(m->arena.high_water + own <= tiled, "tiled estimate %zu, arena %zu", tiled, m->arena.high_water);
+    setenv("SD_VAE_TILE_LIMIT_MB", "lots", 1);
+    sd_status st = sd_generate(p, &g, &bad);
+    CHECK(st == SD_ERR_ARG && strstr(sd_last_error(), "SD_VAE_TILE_LIMIT_MB"), "bad limit: %s",
+          sd_last_error());
+    unsetenv("SD_VAE_TILE_LIMIT_MB");
+    g.vae_tile = -1;
+    CHECK_OK(sd_generate(p, &g, &off));
+    printf("untiled: estimate %zu bytes, arena high water %zu\n", untiled, m->arena.high_water);
+    CHECK(m->arena.high_water >= untiled - 64 && m->arena.high_water <= untiled + 64,
+          "untiled scratch estimate %zu vs arena %zu", untiled, m->arena.high_water);
+    if (off.n_images == 1 && aut.n_images == 1) {
+        const size_t n = (size_t)side * side * 3;
+        int maxd = 0;
+        size_t differ = 0;
+        for (size_t i = 0; i < n; i++) {
+            const int d = abs((int)off.images[0].rgb[i] - (int)aut.images[0].rgb[i]);
+            differ += d > 0;
+            if (d > maxd) maxd = d;
+        }
+        printf("pipeline auto (tiles of %d under %zu MB) vs off: %zu of %zu values differ, max %d\n",
+               tile, limit_mb, differ, n, maxd);
+        CHECK(maxd <= 1 && differ * 1000 <= n, "auto-tiled pipeline image %d levels off", maxd);
+    }
+    sd_result_free(&off), sd_result_free(&aut), sd_result_free(&bad);
+    sd_pipeline_free(p);
+}
+
 int main(void) {
     test_sd15();
     test_sd3();
+    test_auto();
+    test_pipeline_auto();
     return test_summary();
 }

@@ -120,6 +120,10 @@ sd_status vae_load_opt(vae **out, const char *dir, bool with_encoder) {
     return SD_OK;
 }
 
+void vae_release_scratch(vae *m) {
+    if (m) sd_arena_free(&m->arena);
+}
+
 void vae_free(vae *m) {
     if (!m) return;
     vae_decoder_free(&m->dec);
@@ -157,7 +161,15 @@ void vae_scale_latents(const vae *m, const float *in, float *out, size_t n) {
  * 528 MB again (135k faults, about 6% of that decode). */
 enum { KERNEL_SLACK_FLOATS = 10 << 20 };
 
+size_t vae_region_bytes(size_t floats) { return (floats + KERNEL_SLACK_FLOATS) * sizeof(float); }
+
 sd_status vae_take_region(vae *m, vae_act *a, size_t floats, const char *what) {
+    /* A region is taken at the start of a pass, with the arena empty. When the arena's block is
+     * too small for it (an encode before a decode of the same image, a larger size than the last
+     * call), drop that block first: the arena would add a new one beside it, and the old block's
+     * touched pages would stay resident through the pass for nothing. */
+    if (m->arena.used_total == 0 && m->arena.high_water < vae_region_bytes(floats))
+        sd_arena_free(&m->arena);
     sd_arena_mark mark = sd_arena_get_mark(&m->arena);
     float *p = sd_arena_floats(&m->arena, floats + KERNEL_SLACK_FLOATS);
     if (!p) {

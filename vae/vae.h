@@ -32,6 +32,10 @@ sd_status vae_load(vae **out, const char *dir);
  * SD_ERR_ARG. */
 sd_status vae_load_opt(vae **out, const char *dir, bool with_encoder);
 void vae_free(vae *m);
+/* Gives back the scratch the last decode or encode kept for the next call at that size (a
+ * 1024x1024 decode keeps about 2 GB): for a caller with other work to do before the next one
+ * (an img2img encode before denoising). The next call allocates it again. */
+void vae_release_scratch(vae *m);
 const vae_config *vae_get_config(const vae *m);
 /* Image pixels per latent pixel along each side: 2^(len(block_out_channels) - 1), 8 for SD. */
 int vae_scale_factor(const vae *m);
@@ -55,6 +59,35 @@ sd_status vae_decode(vae *m, const float *z, int n, int h, int w, float *image);
  * untiled. Needs tile >= 1 and 0 <= overlap < tile. */
 sd_status vae_decode_tiled(vae *m, const float *z, int n, int h, int w, int tile, int overlap,
                            float *image);
+
+/* Bytes of scratch a decode of one h x w latent touches beyond the weights, the latents and the
+ * output image (a batch reuses it image after image): untiled for tile <= 0 (or a tile covering
+ * the latent), else vae_decode_tiled's with that tile and overlap. Computed from the sizes the
+ * decode itself allocates. */
+size_t vae_decode_scratch_bytes(const vae *m, int h, int w, int tile, int overlap);
+
+/* The same for vae_encode of one h x w image (image pixels), which has no tiled form: 1.6 GB at
+ * 1024x1024, 3.5 GB at 1536x1536, 6.2 GB at 2048x2048 for SD's encoder (about three quarters of
+ * the untiled decode's: img2img and inpainting at such sizes need that on top of the model). 0
+ * for a model loaded without its encoder. */
+size_t vae_encode_scratch_bytes(const vae *m, int h, int w);
+
+/* The smallest tile the automatic choice goes down to, in latent pixels. */
+#define VAE_MIN_AUTO_TILE 16
+/* The default limit of the automatic choice. An SD/SDXL decode's untiled scratch is 0.55 GB at
+ * 512x512, 2.1 GB at 1024x1024 (and SDXL's other one-megapixel sizes), 8.2 GB at 2048x2048: 2.5 GB
+ * keeps every one-megapixel image on the fast untiled path and tiles a 2048x2048 one in 3 x 3
+ * tiles within 2 GB of scratch, so its decode peaks near 2.3 GB with the decoder's weights, under
+ * the issue's 4 GB. Tiles of the whole-latent part alone (the mid block's attention) set a floor:
+ * about 0.8 GB at 2048x2048. */
+#define VAE_AUTO_TILE_LIMIT_MB 2560
+/* The decode --vae-tile auto makes: 0 (untiled) when the untiled decode's scratch fits within
+ * limit_bytes, else the largest tile (latent pixels; overlap tile / 4) whose scratch fits, going
+ * down to VAE_MIN_AUTO_TILE when none does. */
+int vae_auto_tile(const vae *m, int h, int w, size_t limit_bytes);
+/* The limit in bytes: $SD_VAE_TILE_LIMIT_MB when set (a whole number of MB, at least 1), else
+ * VAE_AUTO_TILE_LIMIT_MB. A malformed value is an error naming the variable. */
+sd_status vae_auto_tile_limit(size_t *bytes);
 
 /* image [n][h][w][in_channels] in [-1, 1] (h, w multiples of 8) -> posterior mean and logvar
  * [n][h/8][w/8][latent_channels] (logvar clamped to [-30, 20] as DiagonalGaussianDistribution

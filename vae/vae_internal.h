@@ -131,6 +131,10 @@ static inline void vae_act_set(vae_act *a, float *p, size_t n) {
  * the caller resets the arena when the pass is done. */
 sd_status vae_take_region(vae *m, vae_act *a, size_t floats, const char *what);
 
+/* Bytes a region of `floats` takes from the arena with vae_take_region (its kernel slack
+ * included). */
+size_t vae_region_bytes(size_t floats);
+
 /* Loading (errors name the tensor; the struct is left freeable on failure). */
 sd_status vae_resnet_load(vae_resnet *r, const sd_weights *w, int cin, int cout, int groups,
                           const char *prefix);
@@ -172,6 +176,13 @@ void vae_decoder_forward(const vae_decoder *d, vae_act *a, const float *z, int h
 void vae_decoder_forward_low(const vae_decoder *d, vae_act *a, const float *z, int h, int w);
 /* Region floats of that first part. */
 size_t vae_decoder_low_region_floats(const vae_decoder *d, const vae_config *cfg, int h, int w);
+
+/* How far, in latent pixels, the tiled part of the decoder (everything after the first up
+ * block's resnets) reaches beyond a pixel: each 3x3 convolution one pixel at its resolution. */
+int vae_decoder_context_pixels(const vae_decoder *d);
+/* The largest piece (tile plus margin each side, within the image) when a side of len latent
+ * pixels is cut into equal tiles of at most `tile`. */
+int vae_tile_max_piece(int len, int tile, int margin);
 
 sd_status vae_encoder_load(vae_encoder *e, const sd_weights *w, const vae_config *cfg);
 void vae_encoder_free(vae_encoder *e);
