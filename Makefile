@@ -6,7 +6,7 @@
 #   make bench-kernels  kernel micro-benchmark (GFLOP/s and % of the measured FMA peak); not a test
 #   make bench      whole SD 1.5 model at 512x512 (random weights written once to $(SD_BENCH_CACHE));
 #                   BENCH_ARGS="--threads 2 --runs 5" passes options to build/bench/sd_bench;
-#                   then bench-memory
+#                   then bench-memory's whole-run rows (BENCH_MEM_ROWS)
 #   make bench-memory  peak RSS of whole runs through bin/gen and bin/vae-check (fp16 SD 1.5 and
 #                   SDXL models written once to $(SD_BENCH_CACHE)); BENCH_MEM_ARGS passes options
 #   make clean
@@ -49,6 +49,9 @@ BENCH_MAKE_MODEL := $(BUILD)/bench/make_model
 BENCH_RSS := $(BUILD)/bench/rss_bench
 BENCH_RSS_OBJ := $(patsubst %,$(BUILD)/bench/%.o,rss_bench sysinfo)
 BENCH_MEM_ARGS ?=
+# make bench's memory rows: the whole-run ones. The 2048x2048 tiled VAE decode takes most of an
+# hour on 2 cores, so it runs only under make bench-memory.
+BENCH_MEM_ROWS ?= sd15-512,sd15-512-1step,sd15-512-lowmem,sdxl-1024
 BENCH_WRAP := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=aligned_alloc,--wrap=posix_memalign
 SD_BENCH_CACHE ?= bench/cache
 BENCH_DTYPE ?= f32
@@ -96,7 +99,8 @@ bench: $(BENCH_SD) $(BENCH_MAKE_MODEL)
 	@mkdir -p $(SD_BENCH_CACHE)
 	$(BENCH_MAKE_MODEL) bench/models/sd15 $(BENCH_MODEL) --dtype $(BENCH_DTYPE)
 	$(BENCH_SD) $(BENCH_MODEL) $(BENCH_ARGS)
-	$(MAKE) --no-print-directory bench-memory
+	$(MAKE) --no-print-directory bench-memory BENCH_MEM_ARGS="--only $(BENCH_MEM_ROWS) $(BENCH_MEM_ARGS)"
+
 
 bench-memory: $(BENCH_RSS) $(BENCH_MAKE_MODEL) $(BINDIR)/gen $(BINDIR)/vae-check
 	@mkdir -p $(SD_BENCH_CACHE)
