@@ -83,6 +83,13 @@ sd_status weights_convert_16(const st_tensor *t, st_dtype to, const char *name, 
     return SD_OK;
 }
 
+void weights_round_f32(const sd_weights *w, float *x, size_t n) {
+    if (w->policy.dtype == WEIGHTS_TO_F16)
+        for (size_t i = 0; i < n; i++) x[i] = st_f16_to_f32(st_f32_to_f16(x[i]));
+    else if (w->policy.dtype == WEIGHTS_TO_BF16)
+        for (size_t i = 0; i < n; i++) x[i] = st_bf16_to_f32(st_f32_to_bf16(x[i]));
+}
+
 sd_status weights_open(sd_weights *w, const char *dir, const char *stem) {
     memset(w, 0, sizeof *w);
     w->policy = current_policy;
@@ -148,6 +155,7 @@ sd_status weights_read_f32(const sd_weights *w, const char *name, int ndim, cons
         const st_tensor *t = st_find(&w->files[i], name);
         if (!t) continue;
         sd_status st = st_read_f32(&w->files[i], name, ndim, shape, out);
+        if (st == SD_OK) weights_round_f32(w, *out, (size_t)st_numel(t));
         /* The copy is what the model uses: keep one copy resident, not two. */
         st_release_pages(t->data, t->nbytes);
         return st;

@@ -37,6 +37,11 @@ typedef struct {
  * sets it around loading, so model loaders need no extra arguments. */
 weights_policy weights_set_policy(const weights_policy *p);
 
+/* Rounds float32 values read from `w` to the dtype its policy converts weights to (nothing for
+ * WEIGHTS_AS_STORED), so that every tensor of a model converted at load, not only the layers'
+ * weights, holds what an f16/bf16 release of it would: biases, norms, embeddings. */
+void weights_round_f32(const sd_weights *w, float *x, size_t n);
+
 /* A float tensor (F32/F16/BF16) converted to F16 or BF16 (round to nearest even, as torch's
  * .to()), in a malloc'd buffer of st_numel(t) 16-bit values. */
 sd_status weights_convert_16(const st_tensor *t, st_dtype to, const char *name, uint16_t **out);

@@ -6,6 +6,7 @@
 
 #include "../dit/flux.h"
 #include "../dit/sd3.h"
+#include "../core/weights.h"
 #include "../include/sd.h"
 #include "../text_encoder/clip_text.h"
 #include "../text_encoder/clip_tokenizer.h"
@@ -56,6 +57,10 @@ struct sd_family_ops {
     void (*default_size)(const sd_pipeline *p, int *width, int *height);
     sd_status (*generate)(sd_pipeline *p, const sd_gen_params *g, sd_result *out);
 };
+
+/* Makes the calling thread's later weights_open calls follow p->load (weights dtype, low
+ * memory); returns the policy to restore with weights_set_policy. */
+weights_policy pl_policy_begin(const sd_pipeline *p);
 
 /* Loads component `name` through `load(out, dir)` after checking model_index.json lists it with
  * one of `classes` (NULL-terminated); the error names what was found instead. */

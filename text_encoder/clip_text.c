@@ -295,6 +295,7 @@ static void embed(const clip_text *m, const int32_t *ids, int batch, int len, fl
             row.data = (const unsigned char *)m->tok_emb->data +
                        (size_t)ids[(size_t)b * len + i] * row_bytes;
             st_to_f32(&row, xr);
+            weights_round_f32(&m->w, xr, (size_t)h); /* as converted at load (--weights-dtype) */
             const float *pr = m->pos_emb + (size_t)i * h;
             for (int c = 0; c < h; c++) xr[c] += pr[c];
         }
