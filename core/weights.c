@@ -83,6 +83,10 @@ sd_status weights_convert_16(const st_tensor *t, st_dtype to, const char *name, 
     return SD_OK;
 }
 
+void weights_release(const sd_weights *w) {
+    for (int i = 0; i < w->n_files; i++) st_release_pages(w->files[i].map, w->files[i].map_size);
+}
+
 void weights_round_f32(const sd_weights *w, float *x, size_t n) {
     if (w->policy.dtype == WEIGHTS_TO_F16)
         for (size_t i = 0; i < n; i++) x[i] = st_f16_to_f32(st_f32_to_f16(x[i]));

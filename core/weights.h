@@ -53,6 +53,10 @@ sd_status weights_convert_16(const st_tensor *t, st_dtype to, const char *name, 
 sd_status weights_open(sd_weights *w, const char *dir, const char *stem);
 void weights_close(sd_weights *w);
 
+/* Gives back every resident page of the set's mappings (low-memory mode, between uses of a
+ * model): the page cache keeps the data, later reads fault it back. */
+void weights_release(const sd_weights *w);
+
 /* NULL when absent (no error is recorded: callers decide whether absence is an error). */
 const st_tensor *weights_find(const sd_weights *w, const char *name);
 /* The file holding `name` (for messages); NULL when absent. */

@@ -298,6 +298,7 @@ sd_status sd_generate_sdxl(sd_pipeline *p, const sd_gen_params *g, sd_result *ou
      * float32, whatever its weights are stored in, which is what force_upcast asks for. No
      * invisible watermark is applied (diffusers applies one only when the optional
      * invisible-watermark package is installed). */
+    pl_release_text_encoders(p); /* low memory: not needed again for these prompts */
     if (st == SD_OK) st = pl_make_scheduler(p, g, NULL, &sched);
     if (st == SD_OK) st = pl_noise_init(&noise, g->seed, B, c, lh, lw);
     if (st == SD_OK) {
@@ -307,7 +308,9 @@ sd_status sd_generate_sdxl(sd_pipeline *p, const sd_gen_params *g, sd_result *ou
         pl_loop loop = {g, sched, &noise, B, lh, lw, c, cfg, 0, NULL, NULL};
         st = pl_denoise(&loop, &d, latents, out);
     }
+    pl_release_denoiser(p); /* low memory: scratch and pages back before the decode */
     if (st == SD_OK) st = pl_decode(p, g, latents, B, lh, lw, c, out);
+    pl_release_vae(p);
     if (st == SD_OK) out->scheduler_class = sched_class_name(sched);
     if (sched) sched_free(sched);
     pl_noise_free(&noise);

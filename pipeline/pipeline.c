@@ -82,6 +82,21 @@ weights_policy pl_policy_begin(const sd_pipeline *p) {
     return weights_set_policy(&want);
 }
 
+void pl_release_text_encoders(sd_pipeline *p) {
+    if (!p->load.low_memory) return;
+    clip_text_release(p->text_encoder);
+    clip_text_release(p->text_encoder_2);
+    t5_encoder_release(p->t5);
+}
+
+void pl_release_denoiser(sd_pipeline *p) {
+    if (p->load.low_memory) unet_release(p->unet);
+}
+
+void pl_release_vae(sd_pipeline *p) {
+    if (p->load.low_memory) vae_release(p->vae);
+}
+
 static sd_status load_vae(sd_pipeline *p) {
     static const char *const classes[] = {"AutoencoderKL", NULL};
     SD_TRY(pl_expect_component(p, "vae", classes));

@@ -256,6 +256,13 @@ void clip_text_free(clip_text *m) {
     free(m);
 }
 
+void clip_text_release(clip_text *m) {
+    if (!m) return;
+    sd_arena_free(&m->scratch);
+    sd_arena_init(&m->scratch);
+    weights_release(&m->w);
+}
+
 const clip_text_config *clip_text_get_config(const clip_text *m) {
     return &m->cfg;
 }

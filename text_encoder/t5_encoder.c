@@ -220,6 +220,13 @@ sd_status t5_encoder_load(t5_encoder **out, const char *dir) {
     return SD_OK;
 }
 
+void t5_encoder_release(t5_encoder *m) {
+    if (!m) return;
+    sd_arena_free(&m->scratch);
+    sd_arena_init(&m->scratch);
+    weights_release(&m->w);
+}
+
 void t5_encoder_free(t5_encoder *m) {
     if (!m) return;
     if (m->blocks)

@@ -155,6 +155,13 @@ void unet_free(unet *m) {
     free(m);
 }
 
+void unet_release(unet *m) {
+    if (!m) return;
+    sd_arena_free(&m->arena);
+    sd_arena_init(&m->arena);
+    weights_release(&m->w);
+}
+
 const unet_config *unet_get_config(const unet *m) {
     return &m->cfg;
 }

@@ -120,6 +120,13 @@ sd_status vae_load_opt(vae **out, const char *dir, bool with_encoder) {
     return SD_OK;
 }
 
+void vae_release(vae *m) {
+    if (!m) return;
+    sd_arena_free(&m->arena);
+    sd_arena_init(&m->arena);
+    weights_release(&m->w);
+}
+
 void vae_free(vae *m) {
     if (!m) return;
     vae_decoder_free(&m->dec);

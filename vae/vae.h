@@ -32,6 +32,8 @@ sd_status vae_load(vae **out, const char *dir);
  * SD_ERR_ARG. */
 sd_status vae_load_opt(vae **out, const char *dir, bool with_encoder);
 void vae_free(vae *m);
+/* Low-memory mode between uses: frees the scratch arena and gives back the mapped weight pages. */
+void vae_release(vae *m);
 const vae_config *vae_get_config(const vae *m);
 /* Image pixels per latent pixel along each side: 2^(len(block_out_channels) - 1), 8 for SD. */
 int vae_scale_factor(const vae *m);
