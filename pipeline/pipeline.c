@@ -90,7 +90,9 @@ void pl_release_text_encoders(sd_pipeline *p) {
 }
 
 void pl_release_denoiser(sd_pipeline *p) {
-    if (p->load.low_memory) unet_release(p->unet);
+    if (!p->load.low_memory) return;
+    unet_release(p->unet);
+    sd3_release(p->sd3); /* Flux keeps its own streaming scheme (dit/flux_linear.c) */
 }
 
 void pl_release_vae(sd_pipeline *p) {

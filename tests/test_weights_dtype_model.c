@@ -2,8 +2,7 @@
  * stored in float32 with every weight rounded to f16 / bf16 beforehand: the numbers must be
  * identical, bit for bit (widening is exact and the kernels run in the same order). Covers the
  * SD 1.5 tiny model (CLIP, UNet, VAE decoder and, through image-to-image, the VAE encoder) and
- * the SD3 tiny model with a T5 (two CLIP encoders with projection, T5; its DiT holds float32
- * copies either way).
+ * the SD3 tiny model with a T5 (two CLIP encoders with projection, T5, the MMDiT).
  *
  * The variants are written into a temporary folder from the fixtures with core/safetensors'
  * writer: "r16" / "rb16" (F32, values rounded), "f16" / "bf16" (the rounded values stored as
