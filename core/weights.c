@@ -88,6 +88,7 @@ void weights_release(const sd_weights *w) {
 }
 
 void weights_round_f32(const sd_weights *w, float *x, size_t n) {
+    if (!w->keep_stored) return; /* a model outside the scheme keeps its numbers */
     if (w->policy.dtype == WEIGHTS_TO_F16)
         for (size_t i = 0; i < n; i++) x[i] = st_f16_to_f32(st_f32_to_f16(x[i]));
     else if (w->policy.dtype == WEIGHTS_TO_BF16)

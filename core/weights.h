@@ -38,7 +38,7 @@ typedef struct {
 weights_policy weights_set_policy(const weights_policy *p);
 
 /* Rounds float32 values read from `w` to the dtype its policy converts weights to (nothing for
- * WEIGHTS_AS_STORED), so that every tensor of a model converted at load, not only the layers'
+ * WEIGHTS_AS_STORED, or when the loader did not set keep_stored), so that every tensor of a model converted at load, not only the layers'
  * weights, holds what an f16/bf16 release of it would: biases, norms, embeddings. */
 void weights_round_f32(const sd_weights *w, float *x, size_t n);
 

@@ -1,6 +1,7 @@
 #include "conv2d.h"
 
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "gemm_internal.h"
@@ -168,41 +169,47 @@ typedef struct {
     kern_dtype t;
 } oihw_src;
 
-/* Input channels widened per step: a bounded stack buffer whatever the kernel size. */
-enum { OIHW_CHUNK = 2048 };
+/* Input channels widened per block: the block's weights for the panel's 32 output channels,
+ * 32 x OIHW_BLOCK floats, stay in L1 while they are scattered into place. */
+enum { OIHW_BLOCK = 288 };
 
 /* Columns [j0, j0 + GEMM_NR) of rows [p0, p0 + kc) of the weight matrix, whose k runs over
- * (tap, input channel) as load_patches gathers: output channel o's weights are widened a block of
- * input channels at a time (contiguous in OIHW, all taps) and scattered into place. */
+ * (tap, input channel) as load_patches gathers. A block of input channels is widened for all 32
+ * output channels at once (contiguous in OIHW: all taps of each channel), then written out a
+ * whole packed row (32 output channels of one (tap, channel)) at a time, so the panel is written
+ * in order rather than one float per cache line 32 times over. */
 static void pack_oihw(const void *ctx, int j0, int p0, int kc, float *dst) {
     const oihw_src *src = ctx;
     const conv2d_shape *s = src->s;
     const int taps = s->kh * s->kw, cin = s->cin, k = taps * cin;
     const int cols = s->cout - j0 < GEMM_NR ? s->cout - j0 : GEMM_NR;
-    const int cb = OIHW_CHUNK / taps > 0 ? OIHW_CHUNK / taps : 1;
+    const int cb = OIHW_BLOCK / taps > 0 ? OIHW_BLOCK / taps : 1, span = cb * taps;
     const size_t esize = kern_dtype_size(src->t);
-    float tmp[OIHW_CHUNK];
-    for (int jj = 0; jj < GEMM_NR; jj++) {
-        if (jj >= cols) {
-            for (int q = 0; q < kc; q++) dst[(long)q * GEMM_NR + jj] = 0.0f;
-            continue;
-        }
-        const uint8_t *row = (const uint8_t *)src->w + (size_t)(j0 + jj) * k * esize;
-        for (int ci0 = 0; ci0 < cin; ci0 += cb) {
-            const int ci1 = ci0 + cb < cin ? ci0 + cb : cin;
-            int used = 0; /* does any tap of this block fall in [p0, p0 + kc)? */
-            for (int t = 0; t < taps && !used; t++)
-                used = t * cin + ci1 > p0 && t * cin + ci0 < p0 + kc;
-            if (!used) continue;
-            kern_to_f32(src->t, row + (size_t)ci0 * taps * esize, tmp, (size_t)(ci1 - ci0) * taps);
-            for (int t = 0; t < taps; t++)
-                for (int ci = ci0; ci < ci1; ci++) {
-                    const int kk = t * cin + ci;
-                    if (kk >= p0 && kk < p0 + kc)
-                        dst[(long)(kk - p0) * GEMM_NR + jj] = tmp[(ci - ci0) * taps + t];
-                }
+    /* More taps than the block holds (kernels above 16x16) take a heap buffer; none here do. */
+    float stack_tmp[GEMM_NR * OIHW_BLOCK] __attribute__((aligned(64)));
+    float *tmp = span <= OIHW_BLOCK ? stack_tmp : malloc((size_t)GEMM_NR * span * sizeof *tmp);
+    if (!tmp) return; /* unreachable in practice; leaves the panel unwritten */
+    for (int ci0 = 0; ci0 < cin; ci0 += cb) {
+        const int ci1 = ci0 + cb < cin ? ci0 + cb : cin, n = (ci1 - ci0) * taps;
+        int used = 0; /* does any tap of this block fall in [p0, p0 + kc)? */
+        for (int t = 0; t < taps && !used; t++)
+            used = t * cin + ci1 > p0 && t * cin + ci0 < p0 + kc;
+        if (!used) continue;
+        for (int jj = 0; jj < cols; jj++)
+            kern_to_f32(src->t, (const uint8_t *)src->w + ((size_t)(j0 + jj) * k + (size_t)ci0 * taps) * esize,
+                        tmp + (size_t)jj * span, (size_t)n);
+        for (int t = 0; t < taps; t++) {
+            const int lo = t * cin + ci0 > p0 ? ci0 : p0 - t * cin;
+            const int hi = t * cin + ci1 < p0 + kc ? ci1 : p0 + kc - t * cin;
+            for (int ci = lo; ci < hi; ci++) {
+                float *row = dst + (long)(t * cin + ci - p0) * GEMM_NR;
+                const float *from = tmp + (ci - ci0) * taps + t;
+                for (int jj = 0; jj < cols; jj++) row[jj] = from[(size_t)jj * span];
+                for (int jj = cols; jj < GEMM_NR; jj++) row[jj] = 0.0f;
+            }
         }
     }
+    if (tmp != stack_tmp) free(tmp);
 }
 
 void conv2d_nhwc_stored(const conv2d_shape *s, const float *x, int n, int h, int w,
