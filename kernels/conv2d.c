@@ -81,7 +81,9 @@ static void run_with(const conv2d_shape *s, const float *x, int n, int h, int w,
                       pack_ctx, y, s->cout, bias, 0};
     if (pointwise) p.load_a = load_pixels, p.a_ctx = &pixels;
     else p.load_a = load_patches, p.a_ctx = &patches;
-    gemm_run(&p);
+    /* Weights widened per call: with few output pixels, pack them block by block in cache. */
+    if (!packed && pack != pack_weights && p.m < GEMM_ITEM_PACK_ROWS) gemm_run_item_packed(&p);
+    else gemm_run(&p);
 }
 
 static void run(const conv2d_shape *s, const float *x, int n, int h, int w, const float *weight,

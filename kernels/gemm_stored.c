@@ -58,7 +58,8 @@ void gemm_nt_stored(int m, int n, int k, const float *a, int lda, const gemm_b_s
     const rows_src as = {a, lda};
     const stored_src bs = {b, n, k};
     const gemm_problem p = {m, n, k, load_rows, &as, NULL, pack_stored, &bs, c, ldc, bias, accumulate};
-    gemm_run(&p);
+    if (m < GEMM_ITEM_PACK_ROWS) gemm_run_item_packed(&p);
+    else gemm_run(&p);
 }
 
 static void pack_whole(kern_dtype t, int n, int k, const void *b, int ldb, float *packed) {

@@ -79,8 +79,10 @@ static const char *dtype_name(kern_dtype t) {
 static void test_gemm(kern_isa isa, kern_dtype t) {
     /* (m, n, k): edges of the 32-column panels, k past the 256-value conversion chunk and past a
      * k block, a few rows (text encoder) and many (UNet). */
-    static const int shapes[][3] = {{1, 1, 1},     {5, 33, 7},     {77, 96, 300},
-                                    {64, 320, 320}, {130, 70, 1030}, {2, 1280, 768}};
+    /* Below GEMM_ITEM_PACK_ROWS rows B is packed per work item, above it whole: both. */
+    static const int shapes[][3] = {{1, 1, 1},       {5, 33, 7},     {77, 96, 300},
+                                    {64, 320, 320},   {130, 70, 1030}, {2, 1280, 768},
+                                    {1100, 100, 600}};
     int bad_pack = 0, bad_gemm = 0, bad_parts = 0, cases = 0;
     for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++) {
         const int m = shapes[si][0], n = shapes[si][1], k = shapes[si][2];
@@ -143,7 +145,8 @@ static void test_conv(kern_isa isa, kern_dtype t) {
     /* cin, cout, k, stride, pad, h, w */
     static const int shapes[][7] = {{4, 32, 3, 1, 1, 8, 8},  {3, 5, 3, 2, 1, 9, 7},
                                     {40, 33, 1, 1, 0, 6, 5}, {300, 64, 3, 1, 1, 4, 4},
-                                    {8, 16, 7, 1, 3, 10, 10}, {2400, 8, 1, 1, 0, 3, 3}};
+                                    {8, 16, 7, 1, 3, 10, 10}, {2400, 8, 1, 1, 0, 3, 3},
+                                    {24, 40, 3, 1, 1, 24, 24}};
     int bad_pack = 0, bad_conv = 0, cases = 0;
     for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++) {
         const int *sh = shapes[si];
