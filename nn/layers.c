@@ -108,13 +108,27 @@ sd_status nn_linear_stack(nn_linear *dst, nn_linear *parts, int n) {
     if (st == SD_OK && (n <= 0 || (with_bias && with_bias != n)))
         st = sd_set_error(SD_ERR_TENSOR, "stacking %d Linear layers of which %d have a bias", n,
                           with_bias);
-    if (st == SD_OK && !(plain == n || (stored == n && n <= GEMM_B_MAX_PARTS)))
-        st = sd_set_error(SD_ERR_TENSOR,
-                          "stacking Linear layers whose weights are held differently (mixed "
-                          "dtypes in one fused projection)");
-    for (int i = 1; i < n && st == SD_OK && stored; i++)
-        if (parts[i].src.type != parts[0].src.type || parts[i].src.n_parts != 1)
-            st = sd_set_error(SD_ERR_TENSOR, "stacking Linear layers stored in different dtypes");
+    bool same_type = stored == n && n <= GEMM_B_MAX_PARTS;
+    for (int i = 1; i < n && same_type; i++)
+        same_type = parts[i].src.type == parts[0].src.type && parts[i].src.n_parts == 1;
+    if (st == SD_OK && plain != n && !same_type) {
+        /* Parts held differently (a file mixing dtypes in one projection): widen the stored ones
+         * to float32 copies, the way every part is held when nothing is kept stored. */
+        for (int i = 0; i < n && st == SD_OK; i++) {
+            nn_linear *q = &parts[i];
+            if (!q->src.n_parts) continue;
+            q->w = malloc((size_t)q->out * q->in * sizeof *q->w);
+            if (!q->w) {
+                st = sd_set_error(SD_ERR_NOMEM, "out of memory stacking %d Linear layers", n);
+                break;
+            }
+            kern_to_f32(q->src.type, q->src.part[0], q->w, (size_t)q->out * q->in);
+            free(q->own[0]);
+            memset(&q->src, 0, sizeof q->src);
+            memset(q->own, 0, sizeof q->own);
+            plain++, stored--;
+        }
+    }
     if (st == SD_OK) {
         dst->in = in;
         dst->out = out;

@@ -46,7 +46,8 @@ sd_status nn_linear_load(nn_linear *l, const sd_weights *w, int in, int out, boo
  * it per call (same numbers); w is freed. For layers whose users only call nn_linear_forward. */
 sd_status nn_linear_pack(nn_linear *l);
 /* Stacks layers that read the same input into one [sum out_i][in] layer (fused Q/K/V), whatever
- * way they hold their weights: float32 copies are concatenated, stored weights become parts.
+ * way they hold their weights: float32 copies are concatenated, stored weights of one dtype
+ * become parts, a mix is widened to float32 copies.
  * Biases are concatenated when every part has one (none or all must). The parts are consumed
  * (freed or moved) even on failure. Call before nn_linear_pack. */
 sd_status nn_linear_stack(nn_linear *dst, nn_linear *parts, int n);

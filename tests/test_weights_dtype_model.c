@@ -18,6 +18,9 @@
 #include "../core/fileutil.h"
 #include "../core/image.h"
 #include "../core/safetensors.h"
+#include "../core/weights.h"
+#include "../kernels/gemm.h"
+#include "../nn/layers.h"
 #include "test.h"
 
 typedef enum { AS_IS, ROUND_F16, ROUND_BF16, STORE_F16, STORE_BF16 } variant;
@@ -216,12 +219,66 @@ static void remove_tree(const char *path) {
     rmdir(path);
 }
 
+/* Fused projections whose parts a file stores in different dtypes: nn_linear_stack widens
+ * them to float32 and the product is the plain one (a mix must load, not fail). */
+static void test_mixed_stack(const char *tmp) {
+    const int in = 37, outs[3] = {40, 5, 33}, dts[3] = {ST_F16, ST_F32, ST_BF16};
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/mixed", tmp);
+    mkdir(dir, 0700);
+    char *path = sd_path_join(dir, "model.safetensors");
+    st_entry e[6];
+    void *bufs[6] = {0};
+    float *wide = malloc((size_t)(40 + 5 + 33) * in * sizeof *wide), *bias = malloc(78 * sizeof *bias);
+    fill_random(bias, 78, 3);
+    size_t row = 0;
+    static const char *const names[6] = {"q.weight", "k.weight", "v.weight", "q.bias", "k.bias", "v.bias"};
+    for (int i = 0; i < 3; i++) {
+        const size_t n = (size_t)outs[i] * in;
+        float *w = wide + row * in;
+        fill_random(w, n, 10 + i);
+        bufs[i] = malloc(n * 4);
+        for (size_t j = 0; j < n; j++) {
+            if (dts[i] == ST_F32) {
+                ((float *)bufs[i])[j] = w[j];
+                continue;
+            }
+            const uint16_t h = to16(w[j], dts[i] == ST_BF16);
+            memcpy((uint8_t *)bufs[i] + 2 * j, &h, 2);
+            w[j] = from16(h, dts[i] == ST_BF16);
+        }
+        e[i] = (st_entry){names[i], (st_dtype)dts[i], 2, {outs[i], in}, bufs[i]};
+        e[3 + i] = (st_entry){names[3 + i], ST_F32, 1, {outs[i]}, bias + row};
+        row += (size_t)outs[i];
+    }
+    CHECK_OK(st_write(path, e, 6, NULL, 0));
+    sd_weights w;
+    CHECK_OK(weights_open(&w, dir, "model"));
+    w.keep_stored = true;
+    nn_linear parts[3], qkv;
+    memset(parts, 0, sizeof parts);
+    for (int i = 0; i < 3; i++) CHECK_OK(nn_linear_load(&parts[i], &w, in, outs[i], true, "%.1s", names[i]));
+    CHECK_OK(nn_linear_stack(&qkv, parts, 3));
+    float x[3 * 37], got[3 * 78], want[3 * 78];
+    fill_random(x, sizeof x / sizeof *x, 5);
+    nn_linear_forward(&qkv, x, got, 3);
+    gemm_nt_ref(3, 78, in, x, in, wide, in, want, 78, bias, 0);
+    check_rel("stacked q|k|v stored as f16, f32, bf16", got, want, 3 * 78, 1e-6);
+    nn_linear_free(&qkv);
+    weights_close(&w);
+    for (int i = 0; i < 3; i++) free(bufs[i]);
+    free(wide);
+    free(bias);
+    free(path);
+}
+
 int main(void) {
     char tmp[] = "/tmp/sd_wdtype_XXXXXX";
     if (!mkdtemp(tmp)) {
         CHECK(0, "mkdtemp failed");
         return test_summary();
     }
+    test_mixed_stack(tmp);
     /* SD 1.5 as image-to-image: the VAE encoder runs too. */
     sd_image init;
     CHECK_OK(image_alloc(&init, 64, 64));
