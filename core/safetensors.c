@@ -207,6 +207,15 @@ const st_tensor *st_find(const st_file *f, const char *name) {
     return f->n_tensors ? bsearch(&key, f->tensors, f->n_tensors, sizeof key, cmp_tensor_name) : NULL;
 }
 
+void st_release_pages(const void *data, size_t nbytes) {
+    static long page;
+    if (!page) page = sysconf(_SC_PAGESIZE);
+    if (page <= 0 || !data) return;
+    const uintptr_t begin = ((uintptr_t)data + (uintptr_t)page - 1) / (uintptr_t)page * (uintptr_t)page;
+    const uintptr_t end = ((uintptr_t)data + nbytes) / (uintptr_t)page * (uintptr_t)page;
+    if (end > begin) madvise((void *)begin, end - begin, MADV_DONTNEED);
+}
+
 float st_f16_to_f32(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;
     if (exp == 0x1f) bits = sign | 0x7f800000 | (man << 13); /* inf / nan */

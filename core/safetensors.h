@@ -67,6 +67,12 @@ typedef struct {
 sd_status st_write(const char *path, const st_entry *entries, int n, const char *const *metadata,
                    int n_meta);
 
+/* Gives back the resident pages wholly inside [data, data + nbytes) of a mapping (madvise
+ * MADV_DONTNEED on the page-aligned interior): RSS drops, the page cache keeps the data and the
+ * next read faults it back unchanged. Only for read-only file mappings (st_file's); a no-op for
+ * spans of less than a page. */
+void st_release_pages(const void *data, size_t nbytes);
+
 /* Scalar conversions used across the engine. */
 float st_f16_to_f32(uint16_t h);
 float st_bf16_to_f32(uint16_t b);

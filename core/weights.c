@@ -48,8 +48,56 @@ static sd_status open_index(sd_weights *w, const char *index_path) {
     return st;
 }
 
+static _Thread_local weights_policy current_policy;
+
+weights_policy weights_set_policy(const weights_policy *p) {
+    const weights_policy old = current_policy;
+    if (p) current_policy = *p;
+    else memset(&current_policy, 0, sizeof current_policy);
+    return old;
+}
+
+sd_status weights_convert_16(const st_tensor *t, st_dtype to, const char *name, uint16_t **out) {
+    *out = NULL;
+    const size_t n = (size_t)st_numel(t);
+    if ((to != ST_F16 && to != ST_BF16) || !st_is_float(t->dtype))
+        return sd_set_error(SD_ERR_TENSOR, "tensor '%s': cannot convert %s to %s", name,
+                            st_dtype_name(t->dtype), st_dtype_name(to));
+    uint16_t *dst = malloc(n ? n * sizeof *dst : 1);
+    if (!dst) return sd_set_error(SD_ERR_NOMEM, "out of memory converting tensor '%s'", name);
+    /* Through float32 a row at a time: widening is exact, so the only rounding is the final one. */
+    enum { ROW = 4096 };
+    float buf[ROW];
+    for (size_t i = 0; i < n; i += ROW) {
+        const size_t len = n - i < ROW ? n - i : ROW;
+        st_tensor part = *t;
+        part.ndim = 1;
+        part.shape[0] = (int64_t)len;
+        part.nbytes = len * st_dtype_size(t->dtype);
+        part.data = (const uint8_t *)t->data + i * st_dtype_size(t->dtype);
+        st_to_f32(&part, buf);
+        for (size_t j = 0; j < len; j++)
+            dst[i + j] = to == ST_F16 ? st_f32_to_f16(buf[j]) : st_f32_to_bf16(buf[j]);
+    }
+    *out = dst;
+    return SD_OK;
+}
+
+void weights_release(const sd_weights *w) {
+    for (int i = 0; i < w->n_files; i++) st_release_pages(w->files[i].map, w->files[i].map_size);
+}
+
+void weights_round_f32(const sd_weights *w, float *x, size_t n) {
+    if (!w->keep_stored) return; /* a model outside the scheme keeps its numbers */
+    if (w->policy.dtype == WEIGHTS_TO_F16)
+        for (size_t i = 0; i < n; i++) x[i] = st_f16_to_f32(st_f32_to_f16(x[i]));
+    else if (w->policy.dtype == WEIGHTS_TO_BF16)
+        for (size_t i = 0; i < n; i++) x[i] = st_bf16_to_f32(st_f32_to_bf16(x[i]));
+}
+
 sd_status weights_open(sd_weights *w, const char *dir, const char *stem) {
     memset(w, 0, sizeof *w);
+    w->policy = current_policy;
     if (!sd_dir_exists(dir)) return sd_set_error(SD_ERR_IO, "%s: no such folder", dir);
     w->dir = strdup(dir);
     if (!w->dir) return sd_set_error(SD_ERR_NOMEM, "out of memory");
@@ -108,7 +156,14 @@ const char *weights_file_of(const sd_weights *w, const char *name) {
 sd_status weights_read_f32(const sd_weights *w, const char *name, int ndim, const int64_t *shape,
                            float **out) {
     *out = NULL;
-    for (int i = 0; i < w->n_files; i++)
-        if (st_find(&w->files[i], name)) return st_read_f32(&w->files[i], name, ndim, shape, out);
+    for (int i = 0; i < w->n_files; i++) {
+        const st_tensor *t = st_find(&w->files[i], name);
+        if (!t) continue;
+        sd_status st = st_read_f32(&w->files[i], name, ndim, shape, out);
+        if (st == SD_OK) weights_round_f32(w, *out, (size_t)st_numel(t));
+        /* The copy is what the model uses: keep one copy resident, not two. */
+        st_release_pages(t->data, t->nbytes);
+        return st;
+    }
     return sd_set_error(SD_ERR_TENSOR, "%s: tensor '%s' not found", w->dir, name);
 }

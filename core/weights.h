@@ -7,11 +7,44 @@
 
 #include "safetensors.h"
 
+#include <stdbool.h>
+
+/* How the layers (nn/layers.h) of a model hold their weights. */
+typedef enum { WEIGHTS_AS_STORED = 0, WEIGHTS_TO_F16 = 1, WEIGHTS_TO_BF16 = 2 } weights_dtype;
+typedef struct {
+    /* Layer weights converted at load (round to nearest even) into an anonymous buffer of this
+     * dtype, then used as if stored so; the source pages are given back. */
+    weights_dtype dtype;
+    /* Layers keep their weights where they are stored, packed per call, and give the mapped pages
+     * back after each forward: about one layer's weights resident at a time. */
+    bool low_memory;
+} weights_policy;
+
 typedef struct {
     char *dir;
     int n_files;
     st_file *files;
+    /* Set by weights_open from the calling thread's policy (weights_set_policy). */
+    weights_policy policy;
+    /* Set by a loader that keeps this set open as long as its layers live and runs them only
+     * through nn_*_forward: its layers may then point into the mapping (f16/bf16 weights stay
+     * as stored, policy applies). Unset, every layer holds a float32 copy as before. */
+    bool keep_stored;
 } sd_weights;
+
+/* The policy later weights_open calls on this thread give their sets (NULL: the default,
+ * weights as stored, no low-memory mode); returns the previous one, for restoring. The pipeline
+ * sets it around loading, so model loaders need no extra arguments. */
+weights_policy weights_set_policy(const weights_policy *p);
+
+/* Rounds float32 values read from `w` to the dtype its policy converts weights to (nothing for
+ * WEIGHTS_AS_STORED, or when the loader did not set keep_stored), so that every tensor of a model converted at load, not only the layers'
+ * weights, holds what an f16/bf16 release of it would: biases, norms, embeddings. */
+void weights_round_f32(const sd_weights *w, float *x, size_t n);
+
+/* A float tensor (F32/F16/BF16) converted to F16 or BF16 (round to nearest even, as torch's
+ * .to()), in a malloc'd buffer of st_numel(t) 16-bit values. */
+sd_status weights_convert_16(const st_tensor *t, st_dtype to, const char *name, uint16_t **out);
 
 /* Opens the weights in `dir`. `stem` is the file stem the library uses ("diffusion_pytorch_model"
  * for diffusers models, "model" for transformers ones); NULL tries both. Looks for, in order:
@@ -20,13 +53,18 @@ typedef struct {
 sd_status weights_open(sd_weights *w, const char *dir, const char *stem);
 void weights_close(sd_weights *w);
 
+/* Gives back every resident page of the set's mappings (low-memory mode, between uses of a
+ * model): the page cache keeps the data, later reads fault it back. */
+void weights_release(const sd_weights *w);
+
 /* NULL when absent (no error is recorded: callers decide whether absence is an error). */
 const st_tensor *weights_find(const sd_weights *w, const char *name);
 /* The file holding `name` (for messages); NULL when absent. */
 const char *weights_file_of(const sd_weights *w, const char *name);
 
-/* Finds a float tensor, checks its shape (ndim < 0 skips it) and returns a malloc'd float32 copy.
- * Errors name the tensor and the folder. */
+/* Finds a float tensor, checks its shape (ndim < 0 skips it) and returns a malloc'd float32 copy;
+ * the tensor's mapped pages are given back afterwards (st_release_pages). Errors name the tensor
+ * and the folder. */
 sd_status weights_read_f32(const sd_weights *w, const char *name, int ndim, const int64_t *shape,
                            float **out);
 

@@ -141,6 +141,7 @@ static sd_status load_weights(sd3_model *m, const char *dir) {
     const int dim = c->inner_dim, p = c->patch_size;
     const sd_weights *w = &m->w;
     SD_TRY(weights_open(&m->w, dir, "diffusion_pytorch_model"));
+    m->w.keep_stored = true; /* closed with the model; layers run through nn_*_forward */
     SD_TRY(nn_conv2d_load(&m->patch, w, c->in_channels, dim, p, p, 0, "pos_embed.proj"));
     if (c->pos_embed_max_size > 0) {
         /* A persistent buffer: diffusers uses the checkpoint's copy when there is one. */
@@ -186,6 +187,13 @@ sd_status sd3_load(sd3_model **out, const char *dir) {
     }
     *out = m;
     return SD_OK;
+}
+
+void sd3_release(sd3_model *m) {
+    if (!m) return;
+    sd_arena_free(&m->scratch);
+    sd_arena_init(&m->scratch);
+    weights_release(&m->w);
 }
 
 void sd3_free(sd3_model *m) {
@@ -235,6 +243,7 @@ static void position_embedding(const sd3_model *m, int gh, int gw, float *pos) {
         run.data = (const unsigned char *)m->pos_stored->data +
                    ((size_t)(top + i) * max + left) * dim * es;
         st_to_f32(&run, pos + (size_t)i * gw * dim);
+        weights_round_f32(&m->w, pos + (size_t)i * gw * dim, (size_t)gw * dim); /* --weights-dtype */
     }
 }
 

@@ -26,6 +26,9 @@ typedef struct sd3_model sd3_model;
 
 sd_status sd3_load(sd3_model **out, const char *dir);
 void sd3_free(sd3_model *m);
+/* Low-memory mode after denoising: frees the scratch arena and gives back the mapped weight
+ * pages (both come back on the next forward; results are unchanged). */
+void sd3_release(sd3_model *m);
 const sd3_config *sd3_get_config(const sd3_model *m);
 
 /* latents NHWC [batch][h][w][in_channels] (h, w: latent pixels, multiples of patch_size; with

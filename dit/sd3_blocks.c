@@ -35,27 +35,15 @@ enum {
 
 static sd_status load_qkv(nn_linear *qkv, const sd_weights *w, int dim, const char *prefix,
                           const char *const names[3]) {
+    nn_linear parts[3];
     memset(qkv, 0, sizeof *qkv);
-    qkv->in = dim;
-    qkv->out = 3 * dim;
-    qkv->w = malloc((size_t)3 * dim * dim * sizeof *qkv->w);
-    qkv->b = malloc((size_t)3 * dim * sizeof *qkv->b);
-    if (!qkv->w || !qkv->b) {
-        nn_linear_free(qkv);
-        return sd_set_error(SD_ERR_NOMEM, "out of memory for %s's projections", prefix);
-    }
-    for (int p = 0; p < 3; p++) {
-        nn_linear part;
-        sd_status st = nn_linear_load(&part, w, dim, dim, true, "%s.%s", prefix, names[p]);
-        if (st != SD_OK) {
-            nn_linear_free(qkv);
-            return st;
-        }
-        memcpy(qkv->w + (size_t)p * dim * dim, part.w, (size_t)dim * dim * sizeof *part.w);
-        memcpy(qkv->b + (size_t)p * dim, part.b, (size_t)dim * sizeof *part.b);
-        nn_linear_free(&part);
-    }
-    return SD_OK;
+    memset(parts, 0, sizeof parts);
+    sd_status st = SD_OK;
+    for (int p = 0; p < 3 && st == SD_OK; p++)
+        st = nn_linear_load(&parts[p], w, dim, dim, true, "%s.%s", prefix, names[p]);
+    if (st == SD_OK) return nn_linear_stack(qkv, parts, 3); /* one product for q|k|v */
+    for (int p = 0; p < 3; p++) nn_linear_free(&parts[p]);
+    return st;
 }
 
 /* names: q, k, v, out, norm_q, norm_k under `prefix`; out NULL when the stream has none. */
@@ -135,7 +123,7 @@ void sd3_block_free(sd3_block *blk) {
 static void project_qkv(const sd3_attn_proj *p, const sd3_dims *d, const float *x, int rows,
                         float *qkv) {
     const int dim = d->dim;
-    gemm_nt(rows, 3 * dim, dim, x, dim, p->qkv.w, dim, qkv, 3 * dim, p->qkv.b, 0);
+    nn_linear_forward(&p->qkv, x, qkv, rows);
     if (p->norm_q)
         dit_head_rms_norm(qkv, rows, 3 * dim, d->heads, d->head_dim, p->norm_q, norm_eps);
     if (p->norm_k)

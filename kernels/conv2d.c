@@ -1,5 +1,7 @@
 #include "conv2d.h"
 
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "gemm_bf16_internal.h"
@@ -68,19 +70,27 @@ static void pack_weights(const void *ctx, int j0, int p0, int kc, float *dst) {
     gemm_pack_nt_panel(ws->w, ws->k, ws->cout, j0, p0, kc, dst);
 }
 
-static void run(const conv2d_shape *s, const float *x, int n, int h, int w, const float *weight,
-                const float *packed, const float *bias, float *y) {
+static void run_with(const conv2d_shape *s, const float *x, int n, int h, int w,
+                     const float *packed, gemm_pack_b_fn pack, const void *pack_ctx,
+                     const float *bias, float *y) {
     const int oh = conv2d_out_h(s, h), ow = conv2d_out_w(s, w), k = s->kh * s->kw * s->cin;
     const int pointwise = s->kh == 1 && s->kw == 1 && s->stride == 1 && !s->pad_t && !s->pad_l &&
                           !s->pad_b && !s->pad_r;
     const patch_src patches = {s, x, h, w, oh, ow};
     const pixel_src pixels = {x, s->cin};
-    const weight_src ws = {weight, s->cout, k};
-    gemm_problem p = {n * oh * ow, s->cout, k, NULL, NULL, packed, packed ? NULL : pack_weights,
-                      &ws, y, s->cout, bias, 0};
+    gemm_problem p = {n * oh * ow, s->cout, k, NULL, NULL, packed, packed ? NULL : pack,
+                      pack_ctx, y, s->cout, bias, 0};
     if (pointwise) p.load_a = load_pixels, p.a_ctx = &pixels;
     else p.load_a = load_patches, p.a_ctx = &patches;
-    gemm_run(&p);
+    /* Weights widened per call: with few output pixels, pack them block by block in cache. */
+    if (!packed && pack != pack_weights && p.m < GEMM_ITEM_PACK_ROWS) gemm_run_item_packed(&p);
+    else gemm_run(&p);
+}
+
+static void run(const conv2d_shape *s, const float *x, int n, int h, int w, const float *weight,
+                const float *packed, const float *bias, float *y) {
+    const weight_src ws = {weight, s->cout, s->kh * s->kw * s->cin};
+    run_with(s, x, n, h, w, packed, pack_weights, &ws, bias, y);
 }
 
 void conv2d_nhwc(const conv2d_shape *s, const float *x, int n, int h, int w, const float *weight,
@@ -215,4 +225,76 @@ void conv2d_nhwc_bf16_ref(const conv2d_shape *s, const float *x, int n, int h, i
                     }
                     y[(((long)b * oh + oy) * ow + ox) * s->cout + o] = acc + (bias ? bias[o] : 0.0f);
                 }
+}
+
+/* ---- weights in their stored dtype, PyTorch layout [cout][cin][kh][kw] ---- */
+
+typedef struct {
+    const conv2d_shape *s;
+    const void *w;
+    kern_dtype t;
+} oihw_src;
+
+/* Input channels widened per block: the block's weights for the panel's 32 output channels,
+ * 32 x OIHW_BLOCK floats, stay in L1 while they are scattered into place. */
+enum { OIHW_BLOCK = 288 };
+
+/* Columns [j0, j0 + GEMM_NR) of rows [p0, p0 + kc) of the weight matrix, whose k runs over
+ * (tap, input channel) as load_patches gathers. A block of input channels is widened for all 32
+ * output channels at once (contiguous in OIHW: all taps of each channel), then written out a
+ * whole packed row (32 output channels of one (tap, channel)) at a time, so the panel is written
+ * in order rather than one float per cache line 32 times over. */
+static void pack_oihw(const void *ctx, int j0, int p0, int kc, float *dst) {
+    const oihw_src *src = ctx;
+    const conv2d_shape *s = src->s;
+    const int taps = s->kh * s->kw, cin = s->cin, k = taps * cin;
+    const int cols = s->cout - j0 < GEMM_NR ? s->cout - j0 : GEMM_NR;
+    const int cb = OIHW_BLOCK / taps > 0 ? OIHW_BLOCK / taps : 1, span = cb * taps;
+    const size_t esize = kern_dtype_size(src->t);
+    /* More taps than the block holds (kernels above 16x16) take a heap buffer; none here do. */
+    float stack_tmp[GEMM_NR * OIHW_BLOCK] __attribute__((aligned(64)));
+    float *tmp = span <= OIHW_BLOCK ? stack_tmp : malloc((size_t)GEMM_NR * span * sizeof *tmp);
+    if (!tmp) return; /* unreachable in practice; leaves the panel unwritten */
+    for (int ci0 = 0; ci0 < cin; ci0 += cb) {
+        const int ci1 = ci0 + cb < cin ? ci0 + cb : cin, n = (ci1 - ci0) * taps;
+        int used = 0; /* does any tap of this block fall in [p0, p0 + kc)? */
+        for (int t = 0; t < taps && !used; t++)
+            used = t * cin + ci1 > p0 && t * cin + ci0 < p0 + kc;
+        if (!used) continue;
+        for (int jj = 0; jj < cols; jj++)
+            kern_to_f32(src->t, (const uint8_t *)src->w + ((size_t)(j0 + jj) * k + (size_t)ci0 * taps) * esize,
+                        tmp + (size_t)jj * span, (size_t)n);
+        for (int t = 0; t < taps; t++) {
+            const int lo = t * cin + ci0 > p0 ? ci0 : p0 - t * cin;
+            const int hi = t * cin + ci1 < p0 + kc ? ci1 : p0 + kc - t * cin;
+            for (int ci = lo; ci < hi; ci++) {
+                float *row = dst + (long)(t * cin + ci - p0) * GEMM_NR;
+                const float *from = tmp + (ci - ci0) * taps + t;
+                for (int jj = 0; jj < cols; jj++) row[jj] = from[(size_t)jj * span];
+                for (int jj = cols; jj < GEMM_NR; jj++) row[jj] = 0.0f;
+            }
+        }
+    }
+    if (tmp != stack_tmp) free(tmp);
+}
+
+void conv2d_nhwc_stored(const conv2d_shape *s, const float *x, int n, int h, int w,
+                        const void *oihw, kern_dtype t, const float *bias, float *y) {
+    const oihw_src src = {s, oihw, t};
+    run_with(s, x, n, h, w, NULL, pack_oihw, &src, bias, y);
+}
+
+static void pack_oihw_whole(const conv2d_shape *s, const void *oihw, kern_dtype t, float *packed) {
+    const oihw_src src = {s, oihw, t};
+    const int k = s->kh * s->kw * s->cin, panels = (s->cout + GEMM_NR - 1) / GEMM_NR;
+#pragma omp parallel for schedule(static) if ((long)s->cout * k > (1 << 16))
+    for (int q = 0; q < panels; q++) pack_oihw(&src, q * GEMM_NR, 0, k, packed + (long)q * k * GEMM_NR);
+}
+
+void conv2d_pack_weights_oihw_widen_f16(const conv2d_shape *s, const void *oihw, float *packed) {
+    pack_oihw_whole(s, oihw, KERN_F16, packed);
+}
+
+void conv2d_pack_weights_oihw_widen_bf16(const conv2d_shape *s, const void *oihw, float *packed) {
+    pack_oihw_whole(s, oihw, KERN_BF16, packed);
 }

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "../core/arena.h"
+#include "convert.h"
 
 typedef struct {
     int cin, cout, kh, kw, stride;
@@ -45,6 +46,17 @@ void conv2d_nhwc_packed(const conv2d_shape *s, const float *x, int n, int h, int
  * conv2d_weight_from_oihw then conv2d_pack_weights), without the reordered copy: loading a model
  * then touches one buffer fewer per layer and reorders on all threads. */
 void conv2d_pack_weights_oihw(const conv2d_shape *s, const float *oihw, float *packed);
+
+/* Weights kept in the dtype they are stored in (float32, f16 or bf16), in PyTorch's
+ * [cout][cin][kh][kw] layout, possibly unaligned (a safetensors mapping): widened while being
+ * packed, per call, into the GEMM engine's per-thread packing buffer (no allocation once it has
+ * grown to the largest layer). Bit-identical to conv2d_nhwc_packed with the widened weights. */
+void conv2d_nhwc_stored(const conv2d_shape *s, const float *x, int n, int h, int w,
+                        const void *oihw, kern_dtype t, const float *bias, float *y);
+/* conv2d_pack_weights_oihw from 16-bit storage: the same packed floats as from the widened
+ * weights. */
+void conv2d_pack_weights_oihw_widen_f16(const conv2d_shape *s, const void *oihw, float *packed);
+void conv2d_pack_weights_oihw_widen_bf16(const conv2d_shape *s, const void *oihw, float *packed);
 
 /* Reorders PyTorch [cout][cin][kh][kw] weights into [cout][kh][kw][cin]. */
 void conv2d_weight_from_oihw(const float *oihw, int cout, int cin, int kh, int kw, float *ohwi);

@@ -15,6 +15,8 @@
 
 #include <stddef.h>
 
+#include "convert.h"
+
 void gemm_nt(int m, int n, int k, const float *a, int lda, const float *b, int ldb, float *c, int ldc,
              const float *bias, int accumulate);
 void gemm_nn(int m, int n, int k, const float *a, int lda, const float *b, int ldb, float *c, int ldc,
@@ -27,6 +29,29 @@ size_t gemm_packed_size(int n, int k);
 void gemm_pack_b_nt(int n, int k, const float *b, int ldb, float *packed);
 void gemm_nt_packed(int m, int n, int k, const float *a, int lda, const float *packed, float *c,
                     int ldc, const float *bias, int accumulate);
+
+/* B kept in the dtype it is stored in (f32, f16 or bf16), as [n][k] rows in up to
+ * GEMM_B_MAX_PARTS separate arrays stacked along n (a fused Q/K/V projection whose parts stay
+ * where the file has them): part i holds rows[i] rows of k contiguous values, possibly unaligned.
+ * gemm_nt_stored converts while packing, per call, into the engine's per-thread packing buffer
+ * (grown once to the largest B it sees, at most 16 MB, then reused: no allocation in later calls)
+ * and gives exactly the numbers gemm_nt gives with the same weights widened to float32. */
+enum { GEMM_B_MAX_PARTS = 4 };
+typedef struct {
+    kern_dtype type;
+    int n_parts;
+    const void *part[GEMM_B_MAX_PARTS];
+    int rows[GEMM_B_MAX_PARTS];
+} gemm_b_stored;
+void gemm_nt_stored(int m, int n, int k, const float *a, int lda, const gemm_b_stored *b, float *c,
+                    int ldc, const float *bias, int accumulate);
+/* gemm_pack_b_nt from 16-bit storage (rows of ldb elements, possibly unaligned): the same packed
+ * floats gemm_pack_b_nt writes for the widened weights. */
+void gemm_pack_b_nt_f16(int n, int k, const void *b, int ldb, float *packed);
+void gemm_pack_b_nt_bf16(int n, int k, const void *b, int ldb, float *packed);
+/* The whole packing (gemm_packed_size floats) of a stored B, as plain loops: the definition the
+ * fast packers are tested against. */
+void gemm_pack_b_nt_stored_ref(const gemm_b_stored *b, int n, int k, float *packed);
 
 void gemm_nt_ref(int m, int n, int k, const float *a, int lda, const float *b, int ldb, float *c,
                  int ldc, const float *bias, int accumulate);

@@ -234,6 +234,43 @@ void gemm_run(const gemm_problem *p) {
         run_packed(&pl, buf, j0, panels - j0 < per_range ? panels - j0 : per_range, 1);
 }
 
+void gemm_run_item_packed(const gemm_problem *p) {
+    if (p->m <= 0 || p->n <= 0) return;
+    if (p->k <= 0) {
+        init_only(p);
+        return;
+    }
+    plan pl = {p, gemm_kernel_for(kern_isa_active()), (p->k + GEMM_KC - 1) / GEMM_KC, 0};
+    pl.tiles = (p->m + pl.kern->mr - 1) / pl.kern->mr;
+    const int panels = (p->n + GEMM_NR - 1) / GEMM_NR, max_pg = GEMM_NC / GEMM_NR;
+    const int threads = threads_for(p);
+    const int pgroups = (panels + max_pg - 1) / max_pg, per_pg = (panels + pgroups - 1) / pgroups;
+    /* Every row in one item unless the threads need more items: each row group packs again. */
+    int per_rg = pl.tiles;
+    const long want = threads > 1 ? 4L * threads : 1;
+    while (per_rg > 1 && (long)((pl.tiles + per_rg - 1) / per_rg) * pgroups < want)
+        per_rg = (per_rg + 1) / 2;
+    const int rgroups = (pl.tiles + per_rg - 1) / per_rg;
+#pragma omp parallel num_threads(threads) if (threads > 1)
+    {
+        float abuf[GEMM_MR_MAX * GEMM_APITCH] __attribute__((aligned(64)));
+        float *bbuf = b_block; /* this thread's own: per_pg panels of one k block fit */
+#pragma omp for schedule(dynamic, 1)
+        for (int item = 0; item < rgroups * pgroups; item++) {
+            const int rg = item / pgroups, pg = item % pgroups;
+            const int t0 = rg * per_rg, t1 = t0 + per_rg < pl.tiles ? t0 + per_rg : pl.tiles;
+            const int q0 = pg * per_pg, q1 = q0 + per_pg < panels ? q0 + per_pg : panels;
+            for (int kb = 0; kb < pl.nkb; kb++) {
+                int p0, kc;
+                k_block(&pl, kb, &p0, &kc);
+                for (int q = q0; q < q1; q++)
+                    p->pack_b(p->b_ctx, q * GEMM_NR, p0, kc, bbuf + (long)(q - q0) * kc * GEMM_NR);
+                multiply(&pl, t0, t1, q0, 0, q1 - q0, kb, bbuf, (long)kc * GEMM_NR, abuf);
+            }
+        }
+    }
+}
+
 /* B stored [n][k] (a Linear weight): panel columns are rows of b. */
 void gemm_pack_nt_panel(const float *b, long ldb, int n, int j0, int p0, int kc, float *dst) {
     const gemm_kernel *kern = gemm_kernel_for(kern_isa_active());

@@ -72,6 +72,14 @@ typedef struct {
 } gemm_problem;
 
 void gemm_run(const gemm_problem *p);
+/* The same product with B packed per work item: each item (a few row tiles x up to four panels)
+ * packs its panels' current k block into its thread's block buffer just before using it, so a
+ * weight converted per call (gemm_nt_stored, conv2d_nhwc_stored) is written and read back in
+ * cache instead of through memory. Needs p->pack_b. For few rows (the packing is repeated once
+ * per group of rows); same numbers as gemm_run. */
+void gemm_run_item_packed(const gemm_problem *p);
+/* Rows below which the stored-dtype products use gemm_run_item_packed. */
+enum { GEMM_ITEM_PACK_ROWS = 1024 };
 
 /* For tests: the most floats packed whole (0 forces the block-by-block path). */
 void gemm_set_pack_limit(size_t floats);

@@ -39,9 +39,49 @@ sd_status nn_read_tensor(const sd_weights *w, float **out, int ndim, const int64
     return weights_read_f32(w, name, ndim, shape, out);
 }
 
+/* How a layer holds its weight tensor (see layers.h). */
+typedef struct {
+    bool stored;      /* false: a float32 copy, packed at load */
+    const void *data; /* the weight as the layer will read it */
+    kern_dtype type;
+    void *own;        /* data, when converted at load */
+    bool release;
+} weight_source;
+
+static sd_status choose_source(const sd_weights *w, const char *name, int ndim,
+                               const int64_t *shape, weight_source *ws) {
+    memset(ws, 0, sizeof *ws);
+    /* Under bf16 arithmetic every weight is packed once at load as bf16 (2 bytes a weight
+     * already): the float32 read path feeds that packing. */
+    if (load_precision == NN_BF16) return SD_OK;
+    const st_tensor *t = w->keep_stored ? weights_find(w, name) : NULL;
+    if (!t || (t->dtype != ST_F32 && t->dtype != ST_F16 && t->dtype != ST_BF16))
+        return SD_OK; /* the float32 path reports absence and bad dtypes */
+    SD_TRY(st_check_shape(t, weights_file_of(w, name), ndim, shape));
+    const st_dtype want = w->policy.dtype == WEIGHTS_TO_F16    ? ST_F16
+                          : w->policy.dtype == WEIGHTS_TO_BF16 ? ST_BF16
+                                                               : t->dtype;
+    if (want == t->dtype) {
+        /* A float32 weight is fastest packed once at load, unless memory says otherwise. */
+        if (t->dtype == ST_F32 && !w->policy.low_memory) return SD_OK;
+        ws->stored = true;
+        ws->data = t->data;
+        ws->type = t->dtype == ST_F16 ? KERN_F16 : t->dtype == ST_BF16 ? KERN_BF16 : KERN_F32;
+        ws->release = w->policy.low_memory;
+        return SD_OK;
+    }
+    uint16_t *conv = NULL;
+    SD_TRY(weights_convert_16(t, want, name, &conv));
+    st_release_pages(t->data, t->nbytes); /* the converted copy replaces them */
+    ws->stored = true;
+    ws->data = ws->own = conv;
+    ws->type = want == ST_F16 ? KERN_F16 : KERN_BF16;
+    return SD_OK;
+}
+
 sd_status nn_linear_load(nn_linear *l, const sd_weights *w, int in, int out, bool bias,
                          const char *fmt, ...) {
-    char prefix[NAME_MAX_LEN];
+    char prefix[NAME_MAX_LEN], name[NAME_MAX_LEN + 8];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(prefix, sizeof prefix, fmt, ap);
@@ -50,14 +90,93 @@ sd_status nn_linear_load(nn_linear *l, const sd_weights *w, int in, int out, boo
     l->in = in;
     l->out = out;
     const int64_t ws[2] = {out, in}, bs[1] = {out};
-    sd_status st = read_named(w, prefix, ".weight", 2, ws, &l->w);
+    snprintf(name, sizeof name, "%s.weight", prefix);
+    weight_source src;
+    sd_status st = choose_source(w, name, 2, ws, &src);
+    if (st == SD_OK && src.stored) {
+        l->src = (gemm_b_stored){src.type, 1, {src.data}, {out}};
+        l->own[0] = src.own;
+        l->release = src.release;
+    } else if (st == SD_OK) {
+        st = read_named(w, prefix, ".weight", 2, ws, &l->w);
+    }
     if (st == SD_OK && bias) st = read_named(w, prefix, ".bias", 1, bs, &l->b);
     if (st != SD_OK) nn_linear_free(l);
     return st;
 }
 
+sd_status nn_linear_stack(nn_linear *dst, nn_linear *parts, int n) {
+    memset(dst, 0, sizeof *dst);
+    sd_status st = SD_OK;
+    int out = 0, with_bias = 0, stored = 0, plain = 0;
+    for (int i = 0; i < n; i++) {
+        out += parts[i].out;
+        with_bias += parts[i].b != NULL;
+        stored += parts[i].src.n_parts > 0;
+        plain += parts[i].w != NULL;
+    }
+    const int in = n > 0 ? parts[0].in : 0;
+    for (int i = 0; i < n && st == SD_OK; i++)
+        if (parts[i].in != in)
+            st = sd_set_error(SD_ERR_ARG, "stacking Linear layers of %d and %d inputs", in,
+                              parts[i].in);
+    if (st == SD_OK && (n <= 0 || (with_bias && with_bias != n)))
+        st = sd_set_error(SD_ERR_TENSOR, "stacking %d Linear layers of which %d have a bias", n,
+                          with_bias);
+    bool same_type = stored == n && n <= GEMM_B_MAX_PARTS;
+    for (int i = 1; i < n && same_type; i++)
+        same_type = parts[i].src.type == parts[0].src.type && parts[i].src.n_parts == 1;
+    if (st == SD_OK && plain != n && !same_type) {
+        /* Parts held differently (a file mixing dtypes in one projection): widen the stored ones
+         * to float32 copies, the way every part is held when nothing is kept stored. */
+        for (int i = 0; i < n && st == SD_OK; i++) {
+            nn_linear *q = &parts[i];
+            if (!q->src.n_parts) continue;
+            q->w = malloc((size_t)q->out * q->in * sizeof *q->w);
+            if (!q->w) {
+                st = sd_set_error(SD_ERR_NOMEM, "out of memory stacking %d Linear layers", n);
+                break;
+            }
+            kern_to_f32(q->src.type, q->src.part[0], q->w, (size_t)q->out * q->in);
+            free(q->own[0]);
+            memset(&q->src, 0, sizeof q->src);
+            memset(q->own, 0, sizeof q->own);
+            plain++, stored--;
+        }
+    }
+    if (st == SD_OK) {
+        dst->in = in;
+        dst->out = out;
+        if (plain) dst->w = malloc((size_t)out * in * sizeof *dst->w);
+        if (with_bias) dst->b = malloc((size_t)out * sizeof *dst->b);
+        if ((plain && !dst->w) || (with_bias && !dst->b))
+            st = sd_set_error(SD_ERR_NOMEM, "out of memory stacking %d Linear layers", n);
+    }
+    if (st == SD_OK) {
+        size_t row = 0;
+        for (int i = 0; i < n; i++) {
+            nn_linear *p = &parts[i];
+            if (plain) memcpy(dst->w + row * in, p->w, (size_t)p->out * in * sizeof *p->w);
+            if (with_bias) memcpy(dst->b + row, p->b, (size_t)p->out * sizeof *p->b);
+            if (stored) {
+                dst->src.type = p->src.type;
+                dst->src.part[i] = p->src.part[0];
+                dst->src.rows[i] = p->out;
+                dst->own[i] = p->own[0];
+                dst->release = p->release;
+                p->own[0] = NULL; /* moved */
+            }
+            row += (size_t)p->out;
+        }
+        dst->src.n_parts = stored ? n : 0;
+    }
+    for (int i = 0; i < n; i++) nn_linear_free(&parts[i]);
+    if (st != SD_OK) nn_linear_free(dst);
+    return st;
+}
+
 sd_status nn_linear_pack(nn_linear *l) {
-    if (l->packed || l->packed_bf16 || !l->w) return SD_OK;
+    if (l->packed || l->packed_bf16 || !l->w) return SD_OK; /* stored weights are packed per call */
     if (load_precision == NN_BF16) {
         l->packed_bf16 = alloc64(gemm_bf16_packed_size(l->out, l->in) * sizeof *l->packed_bf16);
         if (!l->packed_bf16)
@@ -79,13 +198,29 @@ sd_status nn_linear_pack(nn_linear *l) {
     return SD_OK;
 }
 
+static void linear_run(const nn_linear *l, const float *x, float *y, int m, int accumulate) {
+    if (l->packed_bf16) {
+        gemm_bf16_nt_packed(m, l->out, l->in, x, l->in, l->packed_bf16, y, l->out, l->b, accumulate);
+    } else if (l->packed) {
+        gemm_nt_packed(m, l->out, l->in, x, l->in, l->packed, y, l->out, l->b, accumulate);
+    } else if (l->src.n_parts) {
+        gemm_nt_stored(m, l->out, l->in, x, l->in, &l->src, y, l->out, l->b, accumulate);
+        if (l->release)
+            for (int i = 0; i < l->src.n_parts; i++)
+                if (!l->own[i])
+                    st_release_pages(l->src.part[i], (size_t)l->src.rows[i] * l->in *
+                                                         kern_dtype_size(l->src.type));
+    } else {
+        gemm_nt(m, l->out, l->in, x, l->in, l->w, l->in, y, l->out, l->b, accumulate);
+    }
+}
+
 void nn_linear_forward(const nn_linear *l, const float *x, float *y, int m) {
-    if (l->packed_bf16)
-        gemm_bf16_nt_packed(m, l->out, l->in, x, l->in, l->packed_bf16, y, l->out, l->b, 0);
-    else if (l->packed)
-        gemm_nt_packed(m, l->out, l->in, x, l->in, l->packed, y, l->out, l->b, 0);
-    else
-        gemm_nt(m, l->out, l->in, x, l->in, l->w, l->in, y, l->out, l->b, 0);
+    linear_run(l, x, y, m, 0);
+}
+
+void nn_linear_forward_add(const nn_linear *l, const float *x, float *y, int m) {
+    linear_run(l, x, y, m, 1);
 }
 
 void nn_linear_free(nn_linear *l) {
@@ -93,6 +228,7 @@ void nn_linear_free(nn_linear *l) {
     free(l->b);
     free(l->packed);
     free(l->packed_bf16);
+    for (int i = 0; i < GEMM_B_MAX_PARTS; i++) free(l->own[i]);
     memset(l, 0, sizeof *l);
 }
 
@@ -111,14 +247,24 @@ sd_status nn_conv2d_load(nn_conv2d *c, const sd_weights *w, int cin, int cout, i
     int64_t shape4[4] = {cout, cin, k, k}, shape2[2] = {cout, cin};
     int as_linear = t && k == 1 && t->ndim == 2;
     float *oihw = NULL;
-    sd_status st = read_named(w, prefix, ".weight", as_linear ? 2 : 4, as_linear ? shape2 : shape4, &oihw);
-    if (st == SD_OK && load_precision == NN_BF16) {
+    weight_source src;
+    sd_status st = choose_source(w, name, as_linear ? 2 : 4, as_linear ? shape2 : shape4, &src);
+    if (st == SD_OK && src.stored) {
+        /* [cout][cin] and [cout][cin][1][1] are the same bytes. */
+        c->src = src.data;
+        c->src_type = src.type;
+        c->own = src.own;
+        c->release = src.release;
+    } else if (st == SD_OK) {
+        st = read_named(w, prefix, ".weight", as_linear ? 2 : 4, as_linear ? shape2 : shape4, &oihw);
+    }
+    if (st == SD_OK && !src.stored && load_precision == NN_BF16) {
         c->w_bf16 = alloc64(conv2d_bf16_packed_size(&c->s) * sizeof *c->w_bf16);
         if (!c->w_bf16)
             st = sd_set_error(SD_ERR_NOMEM, "out of memory for '%s'", name);
         else
             conv2d_pack_weights_oihw_bf16(&c->s, oihw, c->w_bf16);
-    } else if (st == SD_OK) {
+    } else if (st == SD_OK && !src.stored) {
         /* Packed once here, straight from PyTorch's layout, into the one the kernel streams. */
         const size_t bytes = (conv2d_packed_size(&c->s) * sizeof *c->w + 63) / 64 * 64;
         c->w = aligned_alloc(64, bytes ? bytes : 64);
@@ -134,23 +280,31 @@ sd_status nn_conv2d_load(nn_conv2d *c, const sd_weights *w, int cin, int cout, i
     return st;
 }
 
-void nn_conv2d_forward(const nn_conv2d *c, const float *x, int n, int h, int wd, float *y,
-                       sd_arena *scratch) {
-    nn_conv2d_forward_padded(c, &c->s, x, n, h, wd, y, scratch);
+void nn_conv2d_forward_shape(const nn_conv2d *c, const conv2d_shape *s, const float *x, int n,
+                             int h, int wd, float *y, sd_arena *scratch) {
+    if (c->w_bf16) {
+        conv2d_nhwc_packed_bf16(s, x, n, h, wd, c->w_bf16, c->b, y, scratch);
+        return;
+    }
+    if (!c->src) {
+        conv2d_nhwc_packed(s, x, n, h, wd, c->w, c->b, y, scratch);
+        return;
+    }
+    conv2d_nhwc_stored(s, x, n, h, wd, c->src, c->src_type, c->b, y);
+    if (c->release && !c->own)
+        st_release_pages(c->src, (size_t)s->cout * s->cin * s->kh * s->kw * kern_dtype_size(c->src_type));
 }
 
-void nn_conv2d_forward_padded(const nn_conv2d *c, const conv2d_shape *s, const float *x, int n,
-                              int h, int wd, float *y, sd_arena *scratch) {
-    if (c->w_bf16)
-        conv2d_nhwc_packed_bf16(s, x, n, h, wd, c->w_bf16, c->b, y, scratch);
-    else
-        conv2d_nhwc_packed(s, x, n, h, wd, c->w, c->b, y, scratch);
+void nn_conv2d_forward(const nn_conv2d *c, const float *x, int n, int h, int wd, float *y,
+                       sd_arena *scratch) {
+    nn_conv2d_forward_shape(c, &c->s, x, n, h, wd, y, scratch);
 }
 
 void nn_conv2d_free(nn_conv2d *c) {
     free(c->w);
     free(c->w_bf16);
     free(c->b);
+    free(c->own);
     memset(c, 0, sizeof *c);
 }
 

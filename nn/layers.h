@@ -1,5 +1,15 @@
-/* The layers models are built from: weights loaded by checkpoint name (shape-checked, converted
- * to float32 and to the layout the kernel wants once, at load), and a forward call.
+/* The layers models are built from: weights loaded by checkpoint name (shape-checked), and a
+ * forward call.
+ *
+ * How a Linear / conv layer holds its weight depends on the set it is loaded from (sd_weights):
+ * - by default, and always when the set's loader did not opt in (keep_stored), a float32 copy in
+ *   the layout the kernel wants, made once at load (the mapped source pages are given back);
+ * - with keep_stored, an F16/BF16 weight stays where the file has it (a pointer into the
+ *   mapping, no float32 copy) and is widened while being packed, per forward call; the numbers
+ *   are those of the float32 path with the widened weights, bit for bit;
+ * - policy.dtype F16/BF16 converts the weight at load into a buffer of that dtype, then as above;
+ * - policy.low_memory keeps every weight where it is stored (float32 too), packs it per call and
+ *   gives its mapped pages back after each forward.
  *
  * Loaders take the tensor prefix printf-style, e.g.
  *     nn_linear_load(&l, w, 320, 320, true, "down_blocks.%d.attentions.%d.proj_in", b, i);
@@ -13,6 +23,7 @@
 #include "../core/arena.h"
 #include "../core/weights.h"
 #include "../kernels/conv2d.h"
+#include "../kernels/gemm.h"
 
 #define NN_FMT __attribute__((format(printf, 6, 7)))
 
@@ -25,10 +36,16 @@ nn_precision nn_set_load_precision(nn_precision precision);
 
 typedef struct {
     int in, out;
-    float *w;      /* [out][in]; NULL once packed */
+    float *w;      /* [out][in]; NULL once packed, and for stored weights */
     float *b;      /* [out] or NULL */
     float *packed; /* the weight in the GEMM engine's panel layout (nn_linear_pack), or NULL */
     uint16_t *packed_bf16; /* instead of packed under NN_BF16 (gemm_bf16_pack_b_nt) */
+    /* Stored weights (src.n_parts > 0): [out][in] rows as stored, in up to GEMM_B_MAX_PARTS
+     * arrays (nn_linear_stack); own[i] is the buffer part i was converted into at load, NULL when
+     * the part points into the mapping. */
+    gemm_b_stored src;
+    void *own[GEMM_B_MAX_PARTS];
+    bool release; /* give the mapped parts' pages back after each forward */
 } nn_linear;
 
 sd_status nn_linear_load(nn_linear *l, const sd_weights *w, int in, int out, bool bias,
@@ -36,15 +53,30 @@ sd_status nn_linear_load(nn_linear *l, const sd_weights *w, int in, int out, boo
 /* Converts the weight to the GEMM engine's panel layout once, so that forward calls stop packing
  * it per call (same numbers); w is freed. For layers whose users only call nn_linear_forward. */
 sd_status nn_linear_pack(nn_linear *l);
+/* Stacks layers that read the same input into one [sum out_i][in] layer (fused Q/K/V), whatever
+ * way they hold their weights: float32 copies are concatenated, stored weights of one dtype
+ * become parts, a mix is widened to float32 copies.
+ * Biases are concatenated when every part has one (none or all must). The parts are consumed
+ * (freed or moved) even on failure. Call before nn_linear_pack. */
+sd_status nn_linear_stack(nn_linear *dst, nn_linear *parts, int n);
 /* y[m][out] = x[m][in] W^T + b; x and y must not overlap. */
 void nn_linear_forward(const nn_linear *l, const float *x, float *y, int m);
+/* y[m][out] += x[m][in] W^T + b (a residual add folded into the product). */
+void nn_linear_forward_add(const nn_linear *l, const float *x, float *y, int m);
 void nn_linear_free(nn_linear *l);
 
 typedef struct {
     conv2d_shape s;
-    float *w; /* packed for the GEMM engine (conv2d_pack_weights), not [cout][kh][kw][cin] */
+    float *w; /* packed for the GEMM engine (conv2d_pack_weights), not [cout][kh][kw][cin];
+               * NULL for stored weights */
     float *b; /* [cout] or NULL */
     uint16_t *w_bf16; /* instead of w under NN_BF16 (conv2d_pack_weights_oihw_bf16) */
+    /* Stored weights: [cout][cin][kh][kw] as stored (the mapping, or `own` when converted at
+     * load), packed per call. */
+    const void *src;
+    kern_dtype src_type;
+    void *own;
+    bool release; /* give the mapped pages back after each forward */
 } nn_conv2d;
 
 /* A square kernel k with symmetric padding `pad`; the weight must be [cout][cin][k][k]. Padding can
@@ -56,9 +88,10 @@ sd_status nn_conv2d_load(nn_conv2d *c, const sd_weights *w, int cin, int cout, i
 /* x: [n][h][wd][cin] -> y: [n][oh][ow][cout]. */
 void nn_conv2d_forward(const nn_conv2d *c, const float *x, int n, int h, int wd, float *y,
                        sd_arena *scratch);
-/* The same with another padding (s: c->s with pad_* changed; the packed weights hold no padding). */
-void nn_conv2d_forward_padded(const nn_conv2d *c, const conv2d_shape *s, const float *x, int n,
-                              int h, int wd, float *y, sd_arena *scratch);
+/* The same with a shape that differs from c->s only in its padding (a band of a larger image
+ * padded only where it meets the image's edge). */
+void nn_conv2d_forward_shape(const nn_conv2d *c, const conv2d_shape *s, const float *x, int n,
+                             int h, int wd, float *y, sd_arena *scratch);
 void nn_conv2d_free(nn_conv2d *c);
 
 typedef struct {

@@ -256,6 +256,7 @@ sd_status sd_generate_flux(sd_pipeline *p, const sd_gen_params *g, sd_result *ou
             memcpy(pooled + (size_t)b * clip_dim, pooled, (size_t)clip_dim * sizeof(float));
         }
     }
+    pl_release_text_encoders(p); /* low memory: not needed again for these prompts */
     /* 2. Latents (one randn of the NCHW shape for the whole batch) and image ids. */
     if (st == SD_OK) st = pl_noise_init(&noise, g->seed, B, c, lh, lw);
     if (st == SD_OK) {
@@ -281,7 +282,9 @@ sd_status sd_generate_flux(sd_pipeline *p, const sd_gen_params *g, sd_result *ou
         pl_loop loop = {g, sched, &noise, B, lh, lw, c, false, 0, NULL, NULL};
         st = pl_denoise(&loop, &den, latents, out);
     }
+    pl_release_denoiser(p); /* low memory: scratch and pages back before the decode */
     if (st == SD_OK) st = pl_decode(p, g, latents, B, lh, lw, c, out);
+    pl_release_vae(p);
     if (st == SD_OK) out->scheduler_class = sched_class_name(sched);
     if (sched) sched_free(sched);
     pl_noise_free(&noise);

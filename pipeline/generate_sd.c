@@ -138,12 +138,14 @@ sd_status sd_generate_sd(sd_pipeline *p, const sd_gen_params *g, sd_result *out)
     }
     /* 2. Timesteps, 3. initial latents (from the init image when there is one), 4. the loop,
      * 5. decode. */
+    pl_release_text_encoders(p); /* low memory: not needed again for these prompts */
     if (st == SD_OK) st = pl_make_scheduler(p, g, NULL, &sched);
     if (st == SD_OK) st = pl_noise_init(&noise, g->seed, B, c, lh, lw);
     if (st == SD_OK && g->init_image)
         st = pl_i2i_prepare(&i2i, p, g, sched, &noise, width, height, mc, latents);
     else if (st == SD_OK)
         pl_initial_latents(g, &noise, sched, latents);
+    pl_release_vae(p); /* low memory: the VAE encoder (init image) is done until the decode */
     if (st == SD_OK) {
         unet_denoiser u = {p->unet, context, tokens, mc != c ? &i2i : NULL, input};
         pl_denoiser d = {&u, unet_predict};
@@ -152,7 +154,9 @@ sd_status sd_generate_sd(sd_pipeline *p, const sd_gen_params *g, sd_result *out)
                         blend ? pl_i2i_after_step : NULL, &i2i};
         st = pl_denoise(&loop, &d, latents, out);
     }
+    pl_release_denoiser(p); /* low memory: scratch and pages back before the decode */
     if (st == SD_OK) st = pl_decode(p, g, latents, B, lh, lw, c, out);
+    pl_release_vae(p);
     if (st == SD_OK) out->scheduler_class = sched_class_name(sched);
     if (st == SD_OK && g->init_image) out->used.strength = i2i.strength;
     if (sched) sched_free(sched);

@@ -328,6 +328,7 @@ sd_status sd_generate_sd3(sd_pipeline *p, const sd_gen_params *g, sd_result *out
         repeat(pool, cpool, (size_t)pd, B);
     }
     /* 2. timesteps, 3. latents, 4. the loop, 5. decode */
+    pl_release_text_encoders(p); /* low memory: not needed again for these prompts */
     if (st == SD_OK) st = make_scheduler(p, g, lh, lw, &sched);
     if (st == SD_OK) st = pl_noise_init(&noise, g->seed, B, c, lh, lw);
     if (st == SD_OK) {
@@ -337,7 +338,9 @@ sd_status sd_generate_sd3(sd_pipeline *p, const sd_gen_params *g, sd_result *out
         pl_loop loop = {g, sched, &noise, B, lh, lw, c, cfg, 0, NULL, NULL};
         st = pl_denoise(&loop, &d, latents, out);
     }
+    pl_release_denoiser(p); /* low memory: scratch and pages back before the decode */
     if (st == SD_OK) st = pl_decode(p, g, latents, B, lh, lw, c, out);
+    pl_release_vae(p);
     if (st == SD_OK) out->scheduler_class = sched_class_name(sched);
     if (sched) sched_free(sched);
     pl_noise_free(&noise);

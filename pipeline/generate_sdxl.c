@@ -365,6 +365,7 @@ sd_status sd_generate_sdxl(sd_pipeline *p, const sd_gen_params *g_in, sd_result 
      * float32, whatever its weights are stored in, which is what force_upcast asks for. No
      * invisible watermark is applied (diffusers applies one only when the optional
      * invisible-watermark package is installed). */
+    pl_release_text_encoders(p); /* low memory: not needed again for these prompts */
     if (st == SD_OK) st = pl_make_scheduler(p, g, NULL, &sched);
     if (st == SD_OK) st = pl_noise_init(&noise, g->seed, B, c, lh, lw);
     if (st == SD_OK && g->init_image)
@@ -380,7 +381,9 @@ sd_status sd_generate_sdxl(sd_pipeline *p, const sd_gen_params *g_in, sd_result 
                         blend ? pl_i2i_after_step : NULL, &i2i};
         st = pl_denoise(&loop, &d, latents, out);
     }
+    pl_release_denoiser(p); /* low memory: scratch and pages back before the decode */
     if (st == SD_OK) st = pl_decode(p, g, latents, B, lh, lw, c, out);
+    pl_release_vae(p);
     if (st == SD_OK) out->scheduler_class = sched_class_name(sched);
     if (st == SD_OK && g->init_image) out->used.strength = i2i.strength;
     if (sched) sched_free(sched);

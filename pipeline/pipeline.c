@@ -105,6 +105,32 @@ static sd_status load_scheduler_config(sd_pipeline *p) {
     return SD_OK;
 }
 
+weights_policy pl_policy_begin(const sd_pipeline *p) {
+    const weights_policy want = {
+        p->load.weights_dtype == SD_WEIGHTS_F16    ? WEIGHTS_TO_F16
+        : p->load.weights_dtype == SD_WEIGHTS_BF16 ? WEIGHTS_TO_BF16
+                                                   : WEIGHTS_AS_STORED,
+        p->load.low_memory};
+    return weights_set_policy(&want);
+}
+
+void pl_release_text_encoders(sd_pipeline *p) {
+    if (!p->load.low_memory) return;
+    clip_text_release(p->text_encoder);
+    clip_text_release(p->text_encoder_2);
+    t5_encoder_release(p->t5);
+}
+
+void pl_release_denoiser(sd_pipeline *p) {
+    if (!p->load.low_memory) return;
+    unet_release(p->unet);
+    sd3_release(p->sd3); /* Flux keeps its own streaming scheme (dit/flux_linear.c) */
+}
+
+void pl_release_vae(sd_pipeline *p) {
+    if (p->load.low_memory) vae_release(p->vae);
+}
+
 static sd_status load_vae(sd_pipeline *p) {
     static const char *const classes[] = {"AutoencoderKL", NULL};
     SD_TRY(pl_expect_component(p, "vae", classes));
@@ -148,11 +174,14 @@ sd_status sd_pipeline_load(sd_pipeline **out, const char *model_dir, const sd_lo
     if (!p) return sd_set_error(SD_ERR_NOMEM, "out of memory");
     p->load = *params;
     sd_status st = SD_OK;
-    if (params->weights_dtype != SD_WEIGHTS_STORED || params->low_memory)
-        st = sd_set_error(SD_ERR_UNSUPPORTED, "%s: --weights-dtype and --low-memory "
-                          "are not implemented yet", model_dir);
     if (params->precision < SD_PRECISION_FP32 || params->precision > SD_PRECISION_AUTO)
         st = sd_set_error(SD_ERR_ARG, "%s: unknown precision %d", model_dir, (int)params->precision);
+    if (st == SD_OK && (unsigned)params->weights_dtype > SD_WEIGHTS_BF16)
+        st = sd_set_error(SD_ERR_ARG, "%s: weights dtype %d is not one of stored, f16, bf16",
+                          model_dir, (int)params->weights_dtype);
+    /* Every component loaded from here on (now, or again later in low-memory mode) holds its
+     * weights as the load parameters say (core/weights.h). */
+    const weights_policy old = pl_policy_begin(p);
     if (st == SD_OK) st = model_index_load(&p->mi, model_dir);
     if (st == SD_OK) st = pick_family(p);
     if (st == SD_OK) resolve_precision(p);
@@ -160,6 +189,7 @@ sd_status sd_pipeline_load(sd_pipeline **out, const char *model_dir, const sd_lo
     if (st == SD_OK) st = load_vae(p);
     if (st == SD_OK) st = p->ops->load(p);
     nn_set_load_precision(NN_FP32);
+    weights_set_policy(&old);
     if (st != SD_OK) {
         sd_pipeline_free(p);
         return st;

@@ -6,6 +6,7 @@
 
 #include "../dit/flux.h"
 #include "../dit/sd3.h"
+#include "../core/weights.h"
 #include "../include/sd.h"
 #include "../text_encoder/clip_text.h"
 #include "../text_encoder/clip_tokenizer.h"
@@ -60,6 +61,18 @@ struct sd_family_ops {
     sd_status (*generate)(sd_pipeline *p, const sd_gen_params *g, sd_result *out);
     double inpaint_guidance;    /* guidance_scale default with a mask, when it differs (0: same) */
 };
+
+/* Makes the calling thread's later weights_open calls follow p->load (weights dtype, low
+ * memory); returns the policy to restore with weights_set_policy. */
+weights_policy pl_policy_begin(const sd_pipeline *p);
+
+/* Low-memory mode (p->load.low_memory; no-ops otherwise): give back what a component holds
+ * between uses: scratch memory and resident weight pages. The text encoders after the prompts are
+ * encoded (they fault back in if a later prompt misses the cache), the denoiser after the loop,
+ * the VAE after encoding an init image and after decoding. Results are unchanged. */
+void pl_release_text_encoders(sd_pipeline *p);
+void pl_release_denoiser(sd_pipeline *p);
+void pl_release_vae(sd_pipeline *p);
 
 /* Loads component `name` through `load(out, dir)` after checking model_index.json lists it with
  * one of `classes` (NULL-terminated); the error names what was found instead. */

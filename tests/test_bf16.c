@@ -261,9 +261,9 @@ static void test_layers(void) {
     conv2d_shape s = conv.s;
     s.pad_t = 0, s.pad_b = 2; /* as the VAE's banded upsampler changes it */
     const size_t ny2 = (size_t)n * conv2d_out_h(&s, h) * w * cout;
-    nn_conv2d_forward_padded(&conv, &s, x, n, h, w, got, NULL);
+    nn_conv2d_forward_shape(&conv, &s, x, n, h, w, got, NULL);
     conv2d_nhwc_bf16_ref(&s, x, n, h, w, ohwi, conv_b, want);
-    check_rel("nn_conv2d_forward_padded under NN_BF16", got, want, ny2, 1e-6);
+    check_rel("nn_conv2d_forward_shape under NN_BF16", got, want, ny2, 1e-6);
     nn_linear_forward(&lin, x, got, n * h * w);
     gemm_bf16_nt_ref(n * h * w, cout, cin, x, cin, lin_w, cin, want, cout, lin_b, 0);
     check_rel("nn_linear under NN_BF16 vs gemm_bf16_nt_ref", got, want, ny, 1e-6);

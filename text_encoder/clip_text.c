@@ -131,28 +131,16 @@ static sd_status read_config(const char *dir, clip_text_config *cfg, clip_act *a
  * kernel reads in place through its strides. */
 static sd_status load_qkv(nn_linear *qkv, const sd_weights *w, int h, const char *pfx, int i) {
     static const char *const names[3] = {"q_proj", "k_proj", "v_proj"};
+    nn_linear parts[3];
     memset(qkv, 0, sizeof *qkv);
-    qkv->in = h;
-    qkv->out = 3 * h;
-    qkv->w = malloc((size_t)3 * h * h * sizeof *qkv->w);
-    qkv->b = malloc((size_t)3 * h * sizeof *qkv->b);
-    if (!qkv->w || !qkv->b) {
-        nn_linear_free(qkv);
-        return sd_set_error(SD_ERR_NOMEM, "out of memory for layer %d's attention", i);
-    }
-    for (int p = 0; p < 3; p++) {
-        nn_linear part;
-        sd_status st = nn_linear_load(&part, w, h, h, true, "%sencoder.layers.%d.self_attn.%s", pfx,
-                                      i, names[p]);
-        if (st != SD_OK) {
-            nn_linear_free(qkv);
-            return st;
-        }
-        memcpy(qkv->w + (size_t)p * h * h, part.w, (size_t)h * h * sizeof *part.w);
-        memcpy(qkv->b + (size_t)p * h, part.b, (size_t)h * sizeof *part.b);
-        nn_linear_free(&part);
-    }
-    return SD_OK;
+    memset(parts, 0, sizeof parts);
+    sd_status st = SD_OK;
+    for (int p = 0; p < 3 && st == SD_OK; p++)
+        st = nn_linear_load(&parts[p], w, h, h, true, "%sencoder.layers.%d.self_attn.%s", pfx, i,
+                            names[p]);
+    if (st == SD_OK) return nn_linear_stack(qkv, parts, 3);
+    for (int p = 0; p < 3; p++) nn_linear_free(&parts[p]);
+    return st;
 }
 
 static sd_status load_layer(clip_layer *l, const sd_weights *w, const clip_text_config *c,
@@ -179,6 +167,7 @@ static sd_status load_layer(clip_layer *l, const sd_weights *w, const clip_text_
 static sd_status load_weights(clip_text *m, const char *dir, int with_projection) {
     clip_text_config *c = &m->cfg;
     SD_TRY(weights_open(&m->w, dir, "model"));
+    m->w.keep_stored = true; /* closed with the model; layers run through nn_linear_forward* */
     if (with_projection < 0)
         with_projection = weights_find(&m->w, "text_projection.weight") != NULL;
     c->with_projection = with_projection == 1;
@@ -267,6 +256,13 @@ void clip_text_free(clip_text *m) {
     free(m);
 }
 
+void clip_text_release(clip_text *m) {
+    if (!m) return;
+    sd_arena_free(&m->scratch);
+    sd_arena_init(&m->scratch);
+    weights_release(&m->w);
+}
+
 const clip_text_config *clip_text_get_config(const clip_text *m) {
     return &m->cfg;
 }
@@ -289,7 +285,7 @@ static void activate(clip_act act, float *x, size_t n) {
 
 /* y += x W^T + b: the residual add folded into the GEMM. */
 static void linear_residual(const nn_linear *l, const float *x, float *y, int rows) {
-    gemm_nt_packed(rows, l->out, l->in, x, l->in, l->packed, y, l->out, l->b, 1);
+    nn_linear_forward_add(l, x, y, rows);
 }
 
 /* x[rows][hidden] = token_embedding[id] + position_embedding[position]. */
@@ -306,6 +302,7 @@ static void embed(const clip_text *m, const int32_t *ids, int batch, int len, fl
             row.data = (const unsigned char *)m->tok_emb->data +
                        (size_t)ids[(size_t)b * len + i] * row_bytes;
             st_to_f32(&row, xr);
+            weights_round_f32(&m->w, xr, (size_t)h); /* as converted at load (--weights-dtype) */
             const float *pr = m->pos_emb + (size_t)i * h;
             for (int c = 0; c < h; c++) xr[c] += pr[c];
         }

@@ -27,6 +27,9 @@ sd_status clip_text_load(clip_text **out, const char *dir);
  * NULL decides as clip_text_load does. Any other name is an SD_ERR_UNSUPPORTED. */
 sd_status clip_text_load_class(clip_text **out, const char *dir, const char *class_name);
 void clip_text_free(clip_text *m);
+/* Low-memory mode between uses: frees the scratch memory and gives back the mapped weight pages
+ * (weights held as stored fault back in on the next encode; results are unchanged). */
+void clip_text_release(clip_text *m);
 const clip_text_config *clip_text_get_config(const clip_text *m);
 
 /* Runs `batch` sequences of `len` ids (len <= max_position_embeddings).

@@ -143,19 +143,16 @@ static sd_status read_config(const char *dir, t5_encoder_config *cfg, t5_act *ac
 
 static sd_status load_qkv(nn_linear *qkv, const sd_weights *w, int d, int inner, int i) {
     static const char *const names[3] = {"q", "k", "v"};
+    nn_linear parts[3];
     memset(qkv, 0, sizeof *qkv);
-    qkv->in = d;
-    qkv->out = 3 * inner;
-    qkv->w = malloc((size_t)3 * inner * d * sizeof *qkv->w);
-    if (!qkv->w) return sd_set_error(SD_ERR_NOMEM, "out of memory for block %d's attention", i);
-    for (int p = 0; p < 3; p++) {
-        nn_linear part;
-        SD_TRY(nn_linear_load(&part, w, d, inner, false,
-                              "encoder.block.%d.layer.0.SelfAttention.%s", i, names[p]));
-        memcpy(qkv->w + (size_t)p * inner * d, part.w, (size_t)inner * d * sizeof *part.w);
-        nn_linear_free(&part);
-    }
-    return SD_OK;
+    memset(parts, 0, sizeof parts);
+    sd_status st = SD_OK;
+    for (int p = 0; p < 3 && st == SD_OK; p++)
+        st = nn_linear_load(&parts[p], w, d, inner, false, "encoder.block.%d.layer.0.SelfAttention.%s",
+                            i, names[p]);
+    if (st == SD_OK) return nn_linear_stack(qkv, parts, 3);
+    for (int p = 0; p < 3; p++) nn_linear_free(&parts[p]);
+    return st;
 }
 
 static sd_status load_block(t5_block *b, const sd_weights *w, const t5_encoder_config *c, int i) {
@@ -182,6 +179,7 @@ static sd_status load_block(t5_block *b, const sd_weights *w, const t5_encoder_c
 static sd_status load_weights(t5_encoder *m, const char *dir) {
     const t5_encoder_config *c = &m->cfg;
     SD_TRY(weights_open(&m->w, dir, "model"));
+    m->w.keep_stored = true; /* closed with the model; layers run through nn_linear_forward* */
     /* `shared` and `encoder.embed_tokens` are one tied tensor; files keep either name. */
     const char *tok_name = "shared.weight";
     if (!weights_find(&m->w, tok_name)) tok_name = "encoder.embed_tokens.weight";
@@ -220,6 +218,13 @@ sd_status t5_encoder_load(t5_encoder **out, const char *dir) {
     }
     *out = m;
     return SD_OK;
+}
+
+void t5_encoder_release(t5_encoder *m) {
+    if (!m) return;
+    sd_arena_free(&m->scratch);
+    sd_arena_init(&m->scratch);
+    weights_release(&m->w);
 }
 
 void t5_encoder_free(t5_encoder *m) {
@@ -285,7 +290,7 @@ static void activate(t5_act act, float *x, size_t n) {
 
 /* y += x W^T: the residual add folded into the GEMM. */
 static void linear_residual(const nn_linear *l, const float *x, float *y, int rows) {
-    gemm_nt(rows, l->out, l->in, x, l->in, l->w, l->in, y, l->out, NULL, 1);
+    nn_linear_forward_add(l, x, y, rows);
 }
 
 /* x[rows][d_model] = token_embedding[id]. */
@@ -299,6 +304,7 @@ static void embed(const t5_encoder *m, const int32_t *ids, int rows, float *x) {
     for (int r = 0; r < rows; r++) {
         row.data = (const unsigned char *)m->tok_emb->data + (size_t)ids[r] * row_bytes;
         st_to_f32(&row, x + (size_t)r * d);
+        weights_round_f32(&m->w, x + (size_t)r * d, (size_t)d); /* as converted at load */
     }
 }
 

@@ -22,6 +22,8 @@ typedef struct t5_encoder t5_encoder;
 
 sd_status t5_encoder_load(t5_encoder **out, const char *dir);
 void t5_encoder_free(t5_encoder *m);
+/* Low-memory mode between uses: as clip_text_release. */
+void t5_encoder_release(t5_encoder *m);
 const t5_encoder_config *t5_encoder_get_config(const t5_encoder *m);
 
 /* Runs `batch` sequences of `len` ids (row-major ids[batch][len], each in [0, vocab_size)) and

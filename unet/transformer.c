@@ -14,26 +14,6 @@
 /* Rows of the feed-forward computed at a time: bounds the GEGLU buffer (8 x dim per row). */
 enum { FF_CHUNK_ROWS = 1024 };
 
-/* Stacks the weights of bias-free Linear layers that read the same input ([out_i][in] each) into
- * one [sum out_i][in] layer, so Q, K and V come out of a single product. Frees the parts. */
-static sd_status stack_linears(nn_linear *dst, nn_linear *parts, int n_parts) {
-    int in = parts[0].in, out = 0;
-    for (int i = 0; i < n_parts; i++) out += parts[i].out;
-    memset(dst, 0, sizeof *dst);
-    dst->w = malloc((size_t)out * in * sizeof *dst->w);
-    if (!dst->w)
-        return sd_set_error(SD_ERR_NOMEM, "unet: out of memory stacking attention weights");
-    dst->in = in;
-    dst->out = out;
-    float *p = dst->w;
-    for (int i = 0; i < n_parts; i++) {
-        memcpy(p, parts[i].w, (size_t)parts[i].out * in * sizeof *p);
-        p += (size_t)parts[i].out * in;
-        nn_linear_free(&parts[i]);
-    }
-    return SD_OK;
-}
-
 static sd_status load_stacked(nn_linear *dst, const sd_weights *w, int in, int dim,
                               const char *prefix, const char *const *names, int n_names) {
     nn_linear parts[3];
@@ -41,7 +21,8 @@ static sd_status load_stacked(nn_linear *dst, const sd_weights *w, int in, int d
     sd_status st = SD_OK;
     for (int i = 0; i < n_names && st == SD_OK; i++)
         st = nn_linear_load(&parts[i], w, in, dim, false, "%s.%s", prefix, names[i]);
-    if (st == SD_OK) st = stack_linears(dst, parts, n_names);
+    /* Q, K and V (or K and V) come out of a single product. */
+    if (st == SD_OK) return nn_linear_stack(dst, parts, n_names);
     for (int i = 0; i < n_names; i++) nn_linear_free(&parts[i]);
     return st;
 }

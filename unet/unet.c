@@ -122,11 +122,10 @@ sd_status unet_load(unet **out, const char *dir) {
         free(m);
         return st;
     }
-    sd_weights w;
-    st = weights_open(&w, dir, "diffusion_pytorch_model");
+    st = weights_open(&m->w, dir, "diffusion_pytorch_model");
     if (st == SD_OK) {
-        st = load_all(m, &w);
-        weights_close(&w);
+        m->w.keep_stored = true;
+        st = load_all(m, &m->w);
     }
     if (st != SD_OK) {
         unet_free(m);
@@ -151,8 +150,16 @@ void unet_free(unet *m) {
     unet_resnet_free(&m->mid_resnets[1]);
     unet_transformer_free(&m->mid_attn);
     free(m->skips);
+    weights_close(&m->w);
     sd_arena_free(&m->arena);
     free(m);
+}
+
+void unet_release(unet *m) {
+    if (!m) return;
+    sd_arena_free(&m->arena);
+    sd_arena_init(&m->arena);
+    weights_release(&m->w);
 }
 
 const unet_config *unet_get_config(const unet *m) {

@@ -47,6 +47,9 @@ sd_status unet_config_read(unet_config *cfg, const char *dir);
 
 sd_status unet_load(unet **out, const char *dir);
 void unet_free(unet *m);
+/* Low-memory mode after denoising: frees the scratch arena and gives back the mapped weight
+ * pages (both come back on the next forward; results are unchanged). */
+void unet_release(unet *m);
 const unet_config *unet_get_config(const unet *m);
 
 /* SDXL's added conditions, per batch item: text_embeds [batch][pooled_dim] and time_ids

@@ -104,6 +104,7 @@ typedef struct {
 
 struct unet {
     unet_config cfg;
+    sd_weights w; /* kept open: layers may hold their weights in the mapping (nn/layers.h) */
     nn_conv2d conv_in, conv_out;
     nn_norm norm_out;
     unet_time_mlp time_embedding;

@@ -94,24 +94,24 @@ sd_status vae_load_opt(vae **out, const char *dir, bool with_encoder) {
         free(m);
         return st;
     }
-    sd_weights w;
-    st = weights_open(&w, dir, "diffusion_pytorch_model");
+    st = weights_open(&m->w, dir, "diffusion_pytorch_model");
     if (st != SD_OK) {
         free(m);
         return st;
     }
+    m->w.keep_stored = true;
+    sd_weights *const w = &m->w;
     const vae_config *c = &m->cfg;
     const int l = c->latent_channels;
-    st = vae_decoder_load(&m->dec, &w, c);
+    st = vae_decoder_load(&m->dec, w, c);
     m->has_encoder = with_encoder;
-    if (st == SD_OK && with_encoder) st = vae_encoder_load(&m->enc, &w, c);
+    if (st == SD_OK && with_encoder) st = vae_encoder_load(&m->enc, w, c);
     m->has_quant = with_encoder && c->use_quant_conv; /* quant_conv only follows the encoder */
     m->has_post_quant = c->use_post_quant_conv;
     if (st == SD_OK && m->has_quant)
-        st = nn_conv2d_load(&m->quant_conv, &w, 2 * l, 2 * l, 1, 1, 0, "quant_conv");
+        st = nn_conv2d_load(&m->quant_conv, w, 2 * l, 2 * l, 1, 1, 0, "quant_conv");
     if (st == SD_OK && m->has_post_quant)
-        st = nn_conv2d_load(&m->post_quant_conv, &w, l, l, 1, 1, 0, "post_quant_conv");
-    weights_close(&w); /* every weight has been copied out as float32 */
+        st = nn_conv2d_load(&m->post_quant_conv, w, l, l, 1, 1, 0, "post_quant_conv");
     if (st != SD_OK) {
         vae_free(m);
         return st;
@@ -120,8 +120,11 @@ sd_status vae_load_opt(vae **out, const char *dir, bool with_encoder) {
     return SD_OK;
 }
 
-void vae_release_scratch(vae *m) {
-    if (m) sd_arena_free(&m->arena);
+void vae_release(vae *m) {
+    if (!m) return;
+    sd_arena_free(&m->arena);
+    sd_arena_init(&m->arena);
+    weights_release(&m->w);
 }
 
 void vae_free(vae *m) {
@@ -130,6 +133,7 @@ void vae_free(vae *m) {
     vae_encoder_free(&m->enc);
     nn_conv2d_free(&m->quant_conv);
     nn_conv2d_free(&m->post_quant_conv);
+    weights_close(&m->w);
     sd_arena_free(&m->arena);
     free(m);
 }

@@ -32,10 +32,10 @@ sd_status vae_load(vae **out, const char *dir);
  * SD_ERR_ARG. */
 sd_status vae_load_opt(vae **out, const char *dir, bool with_encoder);
 void vae_free(vae *m);
-/* Gives back the scratch the last decode or encode kept for the next call at that size (a
- * 1024x1024 decode keeps about 2 GB): for a caller with other work to do before the next one
- * (an img2img encode before denoising). The next call allocates it again. */
-void vae_release_scratch(vae *m);
+/* Between uses (an img2img encode before denoising; low-memory mode): frees the scratch arena the
+ * last call kept for the next one at that size (a 1024x1024 decode keeps about 2 GB) and gives
+ * back the mapped weight pages. The next call allocates and faults them in again. */
+void vae_release(vae *m);
 const vae_config *vae_get_config(const vae *m);
 /* Image pixels per latent pixel along each side: 2^(len(block_out_channels) - 1), 8 for SD. */
 int vae_scale_factor(const vae *m);

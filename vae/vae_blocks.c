@@ -233,8 +233,8 @@ void vae_upsample_bands(const nn_conv2d *conv, vae_act *a, int h, int w, int row
         conv2d_shape s = conv->s;
         s.pad_t = r0 == 0 ? s.pad_t : 0;
         s.pad_b = r1 == h2 ? s.pad_b : 0;
-        nn_conv2d_forward_padded(conv, &s, band, 1, hi - lo, w2, out + (size_t)r0 * w2 * co,
-                                 a->scratch); /* the packed weights hold no padding */
+        nn_conv2d_forward_shape(conv, &s, band, 1, hi - lo, w2, out + (size_t)r0 * w2 * co,
+                                a->scratch); /* padding is not in the packed weights */
     }
     vae_act_set(a, out, out_n);
 }

@@ -79,6 +79,7 @@ typedef struct {
 
 struct vae {
     vae_config cfg;
+    sd_weights w; /* kept open: layers may hold their weights in the mapping (nn/layers.h) */
     vae_decoder dec;
     bool has_encoder; /* false when loaded for decoding only */
     vae_encoder enc;

@@ -1,0 +1,109 @@
+/* GEMM with B kept in its stored dtype (see gemm_nt_stored in gemm.h): the weights are widened
+ * to float32 while being packed into the engine's panels, a chunk of k at a time, so neither a
+ * float32 copy of the weight nor any allocation exists beyond the engine's packing buffer. */
+#include <stdint.h>
+#include <string.h>
+
+#include "../core/safetensors.h"
+#include "gemm.h"
+#include "gemm_internal.h"
+
+/* k values widened per chunk: 32 rows x 256 floats (32 KB) on the packing thread's stack. */
+enum { CHUNK = 256 };
+
+typedef struct {
+    const float *a;
+    long lda;
+} rows_src;
+
+static void load_rows(const void *ctx, int row0, int rows, int p0, int kc, float *buf) {
+    const rows_src *s = ctx;
+    for (int r = 0; r < rows; r++)
+        memcpy(buf + r * GEMM_APITCH, s->a + (row0 + r) * s->lda + p0, (size_t)kc * sizeof *buf);
+}
+
+typedef struct {
+    const gemm_b_stored *b;
+    int n, k;
+} stored_src;
+
+/* Row j of the stacked B. */
+static const uint8_t *row_of(const gemm_b_stored *b, int j, int k) {
+    int i = 0;
+    while (i < b->n_parts - 1 && j >= b->rows[i]) j -= b->rows[i++];
+    return (const uint8_t *)b->part[i] + (size_t)j * k * kern_dtype_size(b->type);
+}
+
+static void pack_stored(const void *ctx, int j0, int p0, int kc, float *dst) {
+    const stored_src *s = ctx;
+    const gemm_b_stored *b = s->b;
+    const int cols = s->n - j0 < GEMM_NR ? s->n - j0 : GEMM_NR;
+    if (b->type == KERN_F32 && b->n_parts == 1) { /* already float32: pack straight from it */
+        gemm_pack_nt_panel(b->part[0], s->k, s->n, j0, p0, kc, dst);
+        return;
+    }
+    const size_t esize = kern_dtype_size(b->type);
+    float tmp[GEMM_NR * CHUNK] __attribute__((aligned(64)));
+    for (int c0 = 0; c0 < kc; c0 += CHUNK) {
+        const int cc = kc - c0 < CHUNK ? kc - c0 : CHUNK;
+        for (int jj = 0; jj < cols; jj++)
+            kern_to_f32(b->type, row_of(b, j0 + jj, s->k) + (size_t)(p0 + c0) * esize,
+                        tmp + jj * CHUNK, (size_t)cc);
+        gemm_pack_nt_panel(tmp, CHUNK, cols, 0, 0, cc, dst + (size_t)c0 * GEMM_NR);
+    }
+}
+
+void gemm_nt_stored(int m, int n, int k, const float *a, int lda, const gemm_b_stored *b, float *c,
+                    int ldc, const float *bias, int accumulate) {
+    const rows_src as = {a, lda};
+    const stored_src bs = {b, n, k};
+    const gemm_problem p = {m, n, k, load_rows, &as, NULL, pack_stored, &bs, c, ldc, bias, accumulate};
+    if (m < GEMM_ITEM_PACK_ROWS) gemm_run_item_packed(&p);
+    else gemm_run(&p);
+}
+
+static void pack_whole(kern_dtype t, int n, int k, const void *b, int ldb, float *packed) {
+    const int panels = (n + GEMM_NR - 1) / GEMM_NR;
+    const size_t esize = kern_dtype_size(t);
+#pragma omp parallel for schedule(static) if ((long)n * k > (1 << 16))
+    for (int q = 0; q < panels; q++) {
+        float tmp[GEMM_NR * CHUNK] __attribute__((aligned(64)));
+        const int j0 = q * GEMM_NR, cols = n - j0 < GEMM_NR ? n - j0 : GEMM_NR;
+        float *dst = packed + (size_t)q * k * GEMM_NR;
+        for (int c0 = 0; c0 < k; c0 += CHUNK) {
+            const int cc = k - c0 < CHUNK ? k - c0 : CHUNK;
+            for (int jj = 0; jj < cols; jj++)
+                kern_to_f32(t, (const uint8_t *)b + ((size_t)(j0 + jj) * ldb + c0) * esize,
+                            tmp + jj * CHUNK, (size_t)cc);
+            gemm_pack_nt_panel(tmp, CHUNK, cols, 0, 0, cc, dst + (size_t)c0 * GEMM_NR);
+        }
+    }
+}
+
+void gemm_pack_b_nt_f16(int n, int k, const void *b, int ldb, float *packed) {
+    pack_whole(KERN_F16, n, k, b, ldb, packed);
+}
+
+void gemm_pack_b_nt_bf16(int n, int k, const void *b, int ldb, float *packed) {
+    pack_whole(KERN_BF16, n, k, b, ldb, packed);
+}
+
+void gemm_pack_b_nt_stored_ref(const gemm_b_stored *b, int n, int k, float *packed) {
+    const int panels = (n + GEMM_NR - 1) / GEMM_NR;
+    for (int q = 0; q < panels; q++)
+        for (int p = 0; p < k; p++)
+            for (int jj = 0; jj < GEMM_NR; jj++) {
+                const int j = q * GEMM_NR + jj;
+                float v = 0.0f;
+                if (j < n) {
+                    const uint8_t *src = row_of(b, j, k);
+                    uint16_t h;
+                    switch (b->type) {
+                    case KERN_F16: memcpy(&h, src + 2 * (size_t)p, 2); v = st_f16_to_f32(h); break;
+                    case KERN_BF16: memcpy(&h, src + 2 * (size_t)p, 2); v = st_bf16_to_f32(h); break;
+                    default: memcpy(&v, src + 4 * (size_t)p, 4); break;
+                    }
+                }
+                packed[((size_t)q * k + p) * GEMM_NR + jj] = v;
+            }
+}
