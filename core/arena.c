@@ -1,5 +1,7 @@
 #include "arena.h"
 
+#include "bigalloc.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,7 +22,7 @@ static size_t round_up(size_t n) { return (n + ARENA_ALIGN - 1) & ~(size_t)(AREN
 static sd_arena_block *block_new(size_t size) {
     sd_arena_block *b = malloc(sizeof *b);
     if (!b) return NULL;
-    b->data = aligned_alloc(ARENA_ALIGN, round_up(size ? size : ARENA_ALIGN));
+    b->data = sd_big_alloc(round_up(size ? size : ARENA_ALIGN));
     if (!b->data) {
         free(b);
         return NULL;

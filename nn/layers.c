@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../core/bigalloc.h"
 #include "../kernels/gemm.h"
 #include "../kernels/gemm_bf16.h"
 #include "../kernels/norm.h"
@@ -20,7 +21,7 @@ nn_precision nn_set_load_precision(nn_precision precision) {
     return old;
 }
 
-static void *alloc64(size_t bytes) { return aligned_alloc(64, bytes ? (bytes + 63) / 64 * 64 : 64); }
+static void *alloc64(size_t bytes) { return sd_big_alloc(bytes); }
 
 static sd_status read_named(const sd_weights *w, const char *prefix, const char *suffix, int ndim,
                             const int64_t *shape, float **out) {
@@ -188,7 +189,7 @@ sd_status nn_linear_pack(nn_linear *l) {
         return SD_OK;
     }
     const size_t bytes = (gemm_packed_size(l->out, l->in) * sizeof *l->packed + 63) / 64 * 64;
-    l->packed = aligned_alloc(64, bytes ? bytes : 64);
+    l->packed = alloc64(bytes);
     if (!l->packed)
         return sd_set_error(SD_ERR_NOMEM, "out of memory packing a %d x %d Linear weight", l->out,
                             l->in);
@@ -267,7 +268,7 @@ sd_status nn_conv2d_load(nn_conv2d *c, const sd_weights *w, int cin, int cout, i
     } else if (st == SD_OK && !src.stored) {
         /* Packed once here, straight from PyTorch's layout, into the one the kernel streams. */
         const size_t bytes = (conv2d_packed_size(&c->s) * sizeof *c->w + 63) / 64 * 64;
-        c->w = aligned_alloc(64, bytes ? bytes : 64);
+        c->w = alloc64(bytes);
         if (!c->w)
             st = sd_set_error(SD_ERR_NOMEM, "out of memory for '%s'", name);
         else
