@@ -17,7 +17,7 @@
  *
  * Rows: a 512x512 SD 1.5 generation from the fp16 release (2 steps: the resident set does not
  * grow per step, which the 1-step row checks), the same with --low-memory, a 1024x1024 SDXL
- * generation from an fp16 release (1 step), and a 2048x2048 SD 1.5 VAE decode of a random
+ * generation from an fp16 release (1 step), default and with --low-memory, and a 2048x2048 SD 1.5 VAE decode of a random
  * [1,4,256,256] latent (vae-check --tile auto: only the decode). Each prints peak RSS, wall
  * seconds, the target and pass/fail; a child that fails (an error, a signal, a missing model) is
  * reported with its exit status and the last line it wrote, and counts as a fail. The last line
@@ -52,6 +52,7 @@ static const row_spec ROWS[] = {
     {"sd15-512-1step", "the same, 1 step (RSS must not grow per step)", 0, true},
     {"sd15-512-lowmem", "SD 1.5 fp16 release, 512x512, 2 steps, --low-memory", 1600, true},
     {"sdxl-1024", "SDXL fp16 release, 1024x1024, 1 step, whole run", 7680, true},
+    {"sdxl-1024-lowmem", "SDXL fp16 release, 1024x1024, 1 step, --low-memory", 7680, true},
     {"vae-2048", "SD 1.5 VAE decode 2048x2048 (--tile auto)", 4096, true},
     {"vae-2048-untiled", "SD 1.5 VAE decode 2048x2048 untiled (for comparison)", 0, false},
 };
