@@ -4,13 +4,8 @@
 
 #include "gemm_internal.h"
 
-typedef struct {
-    const float *a;
-    long lda;
-} rows_src;
-
-static void load_rows(const void *ctx, int row0, int rows, int p0, int kc, float *buf) {
-    const rows_src *s = ctx;
+void gemm_load_rows(const void *ctx, int row0, int rows, int p0, int kc, float *buf) {
+    const gemm_rows_src *s = ctx;
     for (int r = 0; r < rows; r++)
         memcpy(buf + r * GEMM_APITCH, s->a + (row0 + r) * s->lda + p0, (size_t)kc * sizeof *buf);
 }
@@ -38,9 +33,9 @@ static void pack_nn(const void *ctx, int j0, int p0, int kc, float *dst) {
 
 static void run(int m, int n, int k, const float *a, int lda, const float *b, int ldb, float *c,
                 int ldc, const float *bias, int accumulate, gemm_pack_b_fn pack) {
-    const rows_src as = {a, lda};
+    const gemm_rows_src as = {a, lda};
     const b_src bs = {b, ldb, n};
-    const gemm_problem p = {m, n, k, load_rows, &as, NULL, pack, &bs, c, ldc, bias, accumulate};
+    const gemm_problem p = {m, n, k, gemm_load_rows, &as, NULL, pack, &bs, c, ldc, bias, accumulate};
     gemm_run(&p);
 }
 
@@ -62,8 +57,8 @@ void gemm_pack_b_nt(int n, int k, const float *b, int ldb, float *packed) {
 
 void gemm_nt_packed(int m, int n, int k, const float *a, int lda, const float *packed, float *c,
                     int ldc, const float *bias, int accumulate) {
-    const rows_src as = {a, lda};
-    const gemm_problem p = {m, n, k, load_rows, &as, packed, NULL, NULL, c, ldc, bias, accumulate};
+    const gemm_rows_src as = {a, lda};
+    const gemm_problem p = {m, n, k, gemm_load_rows, &as, packed, NULL, NULL, c, ldc, bias, accumulate};
     gemm_run(&p);
 }
 

@@ -168,21 +168,10 @@ void gemm_bf16_run(const gemm_bf16_problem *p) {
     }
 }
 
-typedef struct {
-    const float *a;
-    long lda;
-} rows_src;
-
-static void load_rows(const void *ctx, int row0, int rows, int p0, int kc, float *buf) {
-    const rows_src *s = ctx;
-    for (int r = 0; r < rows; r++)
-        memcpy(buf + r * GEMM_APITCH, s->a + (row0 + r) * s->lda + p0, (size_t)kc * sizeof *buf);
-}
-
 void gemm_bf16_nt_packed(int m, int n, int k, const float *a, int lda, const uint16_t *packed,
                          float *c, int ldc, const float *bias, int accumulate) {
-    const rows_src as = {a, lda};
-    const gemm_bf16_problem p = {m, n, k, load_rows, &as, packed, c, ldc, bias, accumulate};
+    const gemm_rows_src as = {a, lda};
+    const gemm_bf16_problem p = {m, n, k, gemm_load_rows, &as, packed, c, ldc, bias, accumulate};
     gemm_bf16_run(&p);
 }
 

@@ -53,6 +53,13 @@ const gemm_kernel *gemm_kernel_avx512(void);
 
 /* Fills buf[r * GEMM_APITCH + q] = A[row0 + r][p0 + q] for r < rows, q < kc. */
 typedef void (*gemm_load_a_fn)(const void *ctx, int row0, int rows, int p0, int kc, float *buf);
+/* The plain A of gemm_nt and its siblings: rows of a row-major matrix with leading dimension
+ * lda (gemm_load_rows's context). */
+typedef struct {
+    const float *a;
+    long lda;
+} gemm_rows_src;
+void gemm_load_rows(const void *ctx, int row0, int rows, int p0, int kc, float *buf);
 /* Packs columns [j0, j0 + GEMM_NR) (zeros past n) of rows [p0, p0 + kc) of B as [kc][GEMM_NR]. */
 typedef void (*gemm_pack_b_fn)(const void *ctx, int j0, int p0, int kc, float *dst);
 

@@ -12,17 +12,6 @@
 enum { CHUNK = 256 };
 
 typedef struct {
-    const float *a;
-    long lda;
-} rows_src;
-
-static void load_rows(const void *ctx, int row0, int rows, int p0, int kc, float *buf) {
-    const rows_src *s = ctx;
-    for (int r = 0; r < rows; r++)
-        memcpy(buf + r * GEMM_APITCH, s->a + (row0 + r) * s->lda + p0, (size_t)kc * sizeof *buf);
-}
-
-typedef struct {
     const gemm_b_stored *b;
     int n, k;
 } stored_src;
@@ -55,9 +44,9 @@ static void pack_stored(const void *ctx, int j0, int p0, int kc, float *dst) {
 
 void gemm_nt_stored(int m, int n, int k, const float *a, int lda, const gemm_b_stored *b, float *c,
                     int ldc, const float *bias, int accumulate) {
-    const rows_src as = {a, lda};
+    const gemm_rows_src as = {a, lda};
     const stored_src bs = {b, n, k};
-    const gemm_problem p = {m, n, k, load_rows, &as, NULL, pack_stored, &bs, c, ldc, bias, accumulate};
+    const gemm_problem p = {m, n, k, gemm_load_rows, &as, NULL, pack_stored, &bs, c, ldc, bias, accumulate};
     if (m < GEMM_ITEM_PACK_ROWS) gemm_run_item_packed(&p);
     else gemm_run(&p);
 }

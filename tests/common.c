@@ -263,8 +263,7 @@ typedef struct {
     float *own_steps; /* our latents after each step, NCHW, for the sensitivity measurement */
 } run_check;
 
-/* NHWC event tensor -> NCHW, compared with the k-th slice of a recorded [K][B][C][H][W] tensor. */
-static double compare_slice(const sd_tensor *t, const float *rec, int k) {
+double fixture_compare_slice(const sd_tensor *t, const float *rec, int k) {
     size_t n = (size_t)t->batch * t->h * t->w * t->c;
     float *nchw = malloc(n * sizeof *nchw);
     nhwc_to_nchw(t->data, nchw, t->batch, t->h, t->w, t->c);
@@ -303,14 +302,14 @@ static void on_event(void *user, const sd_event *ev) {
     case SD_EVENT_MODEL_INPUT:
         if (!rc->model_inputs) return;
         if (rc->inputs_seen >= rc->n_calls) break;
-        e = compare_slice(&ev->tensor, rc->model_inputs, rc->inputs_seen++);
+        e = fixture_compare_slice(&ev->tensor, rc->model_inputs, rc->inputs_seen++);
         if (getenv("SD_TEST_VERBOSE")) printf("   call %d t=%g input err %.3g\n", ev->index, ev->timestep, e);
         if (e > rc->worst_in) rc->worst_in = e;
         return;
     case SD_EVENT_MODEL_OUTPUT:
         if (!rc->model_outputs) return;
         if (rc->outputs_seen >= rc->n_calls) break;
-        e = compare_slice(&ev->tensor, rc->model_outputs, rc->outputs_seen++);
+        e = fixture_compare_slice(&ev->tensor, rc->model_outputs, rc->outputs_seen++);
         if (getenv("SD_TEST_VERBOSE")) printf("   call %d output err %.3g\n", ev->index, e);
         if (e > rc->worst_out) rc->worst_out = e;
         return;
@@ -323,7 +322,7 @@ static void on_event(void *user, const sd_event *ev) {
                          ev->tensor.h, ev->tensor.w, ev->tensor.c);
         }
         if (!rc->latents_steps) return; /* a sensitivity run: nothing to compare */
-        e = compare_slice(&ev->tensor, rc->latents_steps, k);
+        e = fixture_compare_slice(&ev->tensor, rc->latents_steps, k);
         if (getenv("SD_TEST_VERBOSE")) printf("   step %d latents err %.3g\n", ev->index, e);
         if (e > rc->worst_lat) rc->worst_lat = e;
         return;

@@ -40,6 +40,9 @@ int test_summary(void);
 
 /* Relative L2 error ||got - want|| / ||want|| (absolute L2 when want is all zero). */
 double rel_l2(const float *got, const float *want, size_t n);
+/* rel_l2 of an event's NHWC tensor (laid out NCHW) against the k-th slice of a recorded
+ * [K][B][C][H][W] tensor. */
+double fixture_compare_slice(const sd_tensor *t, const float *rec, int k);
 /* Records a check that rel_l2 < tol and prints "ok/FAIL what: rel err, max abs diff". */
 int check_rel(const char *what, const float *got, const float *want, size_t n, double tol);
 /* Records a check that the arrays are identical. */

@@ -19,16 +19,6 @@ typedef struct {
     float *own_steps; /* our latents after each recorded step, NCHW */
 } run_check;
 
-/* NHWC event tensor -> NCHW, against slice k of a recorded [K][B][C][H][W] tensor. */
-static double compare_slice(const sd_tensor *t, const float *rec, int k) {
-    size_t n = (size_t)t->batch * t->h * t->w * t->c;
-    float *nchw = malloc(n * sizeof *nchw);
-    nhwc_to_nchw(t->data, nchw, t->batch, t->h, t->w, t->c);
-    double e = rel_l2(nchw, rec + (size_t)k * n, n);
-    free(nchw);
-    return e;
-}
-
 /* The fixture records only the calls that ran: call index i of the full schedule is record
  * i - (total - recorded). */
 static void on_event(void *user, const sd_event *ev) {
@@ -44,19 +34,19 @@ static void on_event(void *user, const sd_event *ev) {
     if (ev->kind == SD_EVENT_MODEL_INPUT) {
         if (rc->calls_seen++ == 0) rc->first_call = ev->index;
         if (!rc->model_inputs) return;
-        double e = compare_slice(&ev->tensor, rc->model_inputs, k);
+        double e = fixture_compare_slice(&ev->tensor, rc->model_inputs, k);
         if (getenv("SD_TEST_VERBOSE")) printf("   call %d t=%g input err %.3g\n", ev->index, ev->timestep, e);
         if (e > rc->worst_in) rc->worst_in = e;
     } else if (ev->kind == SD_EVENT_MODEL_OUTPUT) {
         if (!rc->model_outputs) return;
-        double e = compare_slice(&ev->tensor, rc->model_outputs, k);
+        double e = fixture_compare_slice(&ev->tensor, rc->model_outputs, k);
         if (getenv("SD_TEST_VERBOSE")) printf("   call %d output err %.3g\n", ev->index, e);
         if (e > rc->worst_out) rc->worst_out = e;
     } else {
         nhwc_to_nchw(ev->tensor.data, rc->own_steps + (size_t)k * rc->per_step, ev->tensor.batch,
                      ev->tensor.h, ev->tensor.w, ev->tensor.c);
         if (!rc->latents_steps) return;
-        double e = compare_slice(&ev->tensor, rc->latents_steps, k);
+        double e = fixture_compare_slice(&ev->tensor, rc->latents_steps, k);
         if (getenv("SD_TEST_VERBOSE")) printf("   step %d latents err %.3g\n", ev->index, e);
         if (e > rc->worst_lat) rc->worst_lat = e;
     }

@@ -39,15 +39,6 @@ typedef struct {
     float *own_steps; /* our latents after each step, NCHW */
 } run_check;
 
-static double compare_slice(const sd_tensor *t, const float *rec, int k) {
-    size_t n = (size_t)t->batch * t->h * t->w * t->c;
-    float *nchw = malloc(n * sizeof *nchw);
-    nhwc_to_nchw(t->data, nchw, t->batch, t->h, t->w, t->c);
-    double e = rel_l2(nchw, rec + (size_t)k * n, n);
-    free(nchw);
-    return e;
-}
-
 static void on_event(void *user, const sd_event *ev) {
     run_check *rc = user;
     double e;
@@ -69,7 +60,7 @@ static void on_event(void *user, const sd_event *ev) {
             rc->worst_in = INFINITY; /* more calls than recorded */
             return;
         }
-        e = compare_slice(&ev->tensor, rec, ev->index);
+        e = fixture_compare_slice(&ev->tensor, rec, ev->index);
         double *worst = ev->kind == SD_EVENT_MODEL_INPUT ? &rc->worst_in : &rc->worst_out;
         if (e > *worst) *worst = e;
     } else if (ev->kind == SD_EVENT_STEP) {
@@ -82,7 +73,7 @@ static void on_event(void *user, const sd_event *ev) {
             nhwc_to_nchw(ev->tensor.data, rc->own_steps + (size_t)ev->index * n, ev->tensor.batch,
                          ev->tensor.h, ev->tensor.w, ev->tensor.c);
         if (!rc->latents_steps) return;
-        e = compare_slice(&ev->tensor, rc->latents_steps, ev->index);
+        e = fixture_compare_slice(&ev->tensor, rc->latents_steps, ev->index);
         if (e > rc->worst_lat) rc->worst_lat = e;
     }
 }
