@@ -51,7 +51,7 @@ BENCH_RSS_OBJ := $(patsubst %,$(BUILD)/bench/%.o,rss_bench sysinfo)
 BENCH_MEM_ARGS ?=
 # make bench's memory rows: the whole-run ones. The 2048x2048 tiled VAE decode takes most of an
 # hour on 2 cores, so it runs only under make bench-memory.
-BENCH_MEM_ROWS ?= sd15-512,sd15-512-1step,sd15-512-lowmem,sdxl-1024,sdxl-1024-lowmem
+BENCH_MEM_ROWS ?= sd15-512,sd15-512-3step,sd15-512-lowmem,sdxl-1024,sdxl-1024-lowmem
 BENCH_WRAP := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=aligned_alloc,--wrap=posix_memalign
 SD_BENCH_CACHE ?= bench/cache
 BENCH_DTYPE ?= f32

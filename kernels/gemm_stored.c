@@ -27,7 +27,8 @@ static void pack_stored(const void *ctx, int j0, int p0, int kc, float *dst) {
     const stored_src *s = ctx;
     const gemm_b_stored *b = s->b;
     const int cols = s->n - j0 < GEMM_NR ? s->n - j0 : GEMM_NR;
-    if (b->type == KERN_F32 && b->n_parts == 1) { /* already float32: pack straight from it */
+    /* Already float32 and aligned (a safetensors mapping need not be): pack straight from it. */
+    if (b->type == KERN_F32 && b->n_parts == 1 && ((uintptr_t)b->part[0] & 3) == 0) {
         gemm_pack_nt_panel(b->part[0], s->k, s->n, j0, p0, kc, dst);
         return;
     }
