@@ -21,6 +21,7 @@
 #include "../core/weights.h"
 #include "../kernels/gemm.h"
 #include "../nn/layers.h"
+#include "../kernels/cpu.h"
 #include "test.h"
 
 typedef enum { AS_IS, ROUND_F16, ROUND_BF16, STORE_F16, STORE_BF16 } variant;
@@ -110,12 +111,13 @@ static void outcome_free(outcome *o) {
 
 /* `gens` generations on one pipeline, the second with another prompt (so that a low-memory
  * pipeline must bring its text encoders back). */
-static bool generate(const char *dir, sd_weights_dtype wd, bool low, int gens,
-                     const sd_gen_params *g, const char *prompt_2, outcome o[2]) {
+static bool generate_prec(const char *dir, sd_weights_dtype wd, bool low, sd_precision prec,
+                          int gens, const sd_gen_params *g, const char *prompt_2, outcome o[2]) {
     sd_load_params lp;
     sd_load_params_init(&lp);
     lp.weights_dtype = wd;
     lp.low_memory = low;
+    lp.precision = prec;
     sd_pipeline *p = NULL;
     memset(o, 0, 2 * sizeof *o);
     CHECK_OK(sd_pipeline_load(&p, dir, &lp));
@@ -140,6 +142,11 @@ static bool generate(const char *dir, sd_weights_dtype wd, bool low, int gens,
     }
     sd_pipeline_free(p);
     return ok;
+}
+
+static bool generate(const char *dir, sd_weights_dtype wd, bool low, int gens,
+                     const sd_gen_params *g, const char *prompt_2, outcome o[2]) {
+    return generate_prec(dir, wd, low, SD_PRECISION_FP32, gens, g, prompt_2, o);
 }
 
 static void expect_same(const char *what, const outcome *got, const outcome *want) {
@@ -196,10 +203,30 @@ static void run_model(const char *model, const char *tmp, const sd_gen_params *g
             for (int k = 0; k < 2; k++) outcome_free(&got[k]);
         }
     }
+    /* Under --precision bf16 every weight is read as float32 and packed once as bf16, whatever
+     * the file holds: an f16 release (also with --low-memory) must equal its pre-rounded float32
+     * twin there too. */
+    outcome bw[2];
+    if (generate_prec(dirs[1], SD_WEIGHTS_STORED, false, SD_PRECISION_BF16, 1, g, p2, bw)) {
+        /* bf16 runs where the CPU has it; elsewhere the pipeline falls back to fp32 exactly. */
+        const bool differs = memcmp(bw[0].latents, r16[0].latents, bw[0].n * sizeof(float)) != 0;
+        CHECK(differs == (kern_bf16_active() != 0), "%s: --precision bf16 %s the float32 latents "
+              "on a CPU %s avx512_bf16", model, differs ? "changes" : "keeps",
+              kern_bf16_active() ? "with" : "without");
+        for (int low = 0; low < 2; low++) {
+            if (generate_prec(dirs[3], SD_WEIGHTS_STORED, low, SD_PRECISION_BF16, 1, g, p2, got)) {
+                snprintf(what, sizeof what, "%s f16 stored, --precision bf16%s vs pre-rounded float32",
+                         model, low ? " --low-memory" : "");
+                expect_same(what, got, bw);
+            }
+            for (int k = 0; k < 2; k++) outcome_free(&got[k]);
+        }
+    }
     for (int k = 0; k < 2; k++) {
         outcome_free(&ref[k]);
         outcome_free(&r16[k]);
         outcome_free(&rb16[k]);
+        outcome_free(&bw[k]);
     }
 }
 
