@@ -148,17 +148,9 @@ static sd_status encode_plain(const clip_tokenizer *t, const uint32_t *raw, size
 
 /* The ids of `text` without BOS / EOS. */
 static sd_status encode(const clip_tokenizer *t, const char *text, id_list *ids) {
-    if (!text) return sd_set_error(SD_ERR_ARG, "tokenizer: prompt is NULL");
-    size_t len = strlen(text), bad_at = 0;
-    uint32_t *cps = malloc((len + 1) * sizeof *cps);
-    if (!cps)
-        return sd_set_error(SD_ERR_NOMEM, "tokenizer: out of memory for a %zu-byte prompt", len);
-    long n = unicode_utf8_decode(text, len, cps, &bad_at);
-    if (n < 0) {
-        free(cps);
-        return sd_set_error(SD_ERR_ARG, "prompt is not valid UTF-8 (bad byte 0x%02X at offset %zu)",
-                            (unsigned char)text[bad_at], bad_at);
-    }
+    uint32_t *cps;
+    long n;
+    SD_TRY(unicode_decode_prompt(text, "tokenizer", &cps, &n));
     sd_status st = SD_OK;
     size_t pos = 0;
     while (st == SD_OK && pos < (size_t)n) {

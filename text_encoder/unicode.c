@@ -2,6 +2,9 @@
  * decomposition, canonical ordering of combining marks, then canonical composition. */
 #include "unicode.h"
 
+#include <stdlib.h>
+#include <string.h>
+
 #include "unicode_tables.h"
 
 const char *unicode_version(void) {
@@ -245,4 +248,20 @@ size_t unicode_nfc(const uint32_t *in, size_t n, uint32_t *out) {
         out[kept++] = c;
     }
     return kept;
+}
+
+sd_status unicode_decode_prompt(const char *text, const char *who, uint32_t **cps, long *n) {
+    *cps = NULL, *n = 0;
+    if (!text) return sd_set_error(SD_ERR_ARG, "%s: prompt is NULL", who);
+    size_t len = strlen(text), bad_at = 0;
+    uint32_t *out = malloc((len + 1) * sizeof *out);
+    if (!out) return sd_set_error(SD_ERR_NOMEM, "%s: out of memory for a %zu-byte prompt", who, len);
+    long k = unicode_utf8_decode(text, len, out, &bad_at);
+    if (k < 0) {
+        free(out);
+        return sd_set_error(SD_ERR_ARG, "prompt is not valid UTF-8 (bad byte 0x%02X at offset %zu)",
+                            (unsigned char)text[bad_at], bad_at);
+    }
+    *cps = out, *n = k;
+    return SD_OK;
 }

@@ -9,12 +9,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "../core/error.h"
+
 const char *unicode_version(void);
 
 /* Decodes strict UTF-8 (no overlong forms, surrogates or code points above U+10FFFF) of
  * s[0..len) into out, which has room for len code points. Returns the number of code points; on
  * bad input returns -1 and sets *bad_at to the byte offset of the offending sequence. */
 long unicode_utf8_decode(const char *s, size_t len, uint32_t *out, size_t *bad_at);
+/* A tokenizer's prompt as code points: *cps malloc'd (the caller frees it), *n of them. Errors
+ * (NULL prompt, out of memory, invalid UTF-8 with the offending byte and offset) name `who`. */
+sd_status unicode_decode_prompt(const char *text, const char *who, uint32_t **cps, long *n);
 /* Writes the UTF-8 form of cp (a valid scalar value) to out; returns its length (1..4). */
 int unicode_utf8_encode(uint32_t cp, char *out);
 
