@@ -3,6 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../core/fileutil.h"
+
 const float *pl_cache_get(sd_pipeline *p, const char *key, size_t n) {
     for (int i = 0; i < PL_CACHE_SLOTS; i++) {
         pl_cache_entry *e = &p->cache[i];
@@ -12,6 +14,12 @@ const float *pl_cache_get(sd_pipeline *p, const char *key, size_t n) {
         }
     }
     return NULL;
+}
+
+bool pl_cache_copy(sd_pipeline *p, const char *key, float *out, size_t n) {
+    const float *hit = key ? pl_cache_get(p, key, n) : NULL;
+    if (hit) memcpy(out, hit, n * sizeof *out);
+    return hit != NULL;
 }
 
 void pl_cache_put(sd_pipeline *p, const char *key, const float *data, size_t n) {
@@ -35,4 +43,20 @@ void pl_cache_clear(sd_pipeline *p) {
         free(p->cache[i].key), free(p->cache[i].data);
         memset(&p->cache[i], 0, sizeof p->cache[i]);
     }
+}
+
+sd_status pl_encode_t5(sd_pipeline *p, const char *text, int len, float *out) {
+    const size_t n = (size_t)len * t5_encoder_get_config(p->t5)->d_model;
+    char *key = sd_strfmt("t5|len=%d|%s", len, text);
+    if (pl_cache_copy(p, key, out, n)) {
+        free(key);
+        return SD_OK;
+    }
+    int32_t *ids = malloc((size_t)len * sizeof *ids);
+    sd_status st = ids && key ? SD_OK : sd_set_error(SD_ERR_NOMEM, "out of memory");
+    if (st == SD_OK) st = t5_tokenize_padded(p->t5_tokenizer, text, ids, len, NULL);
+    if (st == SD_OK) st = t5_encoder_encode(p->t5, ids, 1, len, out);
+    if (st == SD_OK) pl_cache_put(p, key, out, n);
+    free(ids), free(key);
+    return st;
 }

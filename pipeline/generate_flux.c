@@ -99,9 +99,7 @@ static sd_status encode_pooled(sd_pipeline *p, const char *text, float *pooled) 
     const int len = clip_tokenizer_max_length(p->tokenizer);
     const size_t n = (size_t)clip_text_get_config(p->text_encoder)->hidden_size;
     char *key = sd_strfmt("flux|clip-pooled|%s", text);
-    const float *hit = key ? pl_cache_get(p, key, n) : NULL;
-    if (hit) {
-        memcpy(pooled, hit, n * sizeof *pooled);
+    if (pl_cache_copy(p, key, pooled, n)) {
         free(key);
         return SD_OK;
     }
@@ -113,26 +111,6 @@ static sd_status encode_pooled(sd_pipeline *p, const char *text, float *pooled) 
         st = clip_text_encode(p->text_encoder, ids, 1, len, layers, true, NULL, pooled);
     }
     if (st == SD_OK) pl_cache_put(p, key, pooled, n);
-    free(ids), free(key);
-    return st;
-}
-
-/* _get_t5_prompt_embeds: T5's last hidden state [len][d_model] (no attention mask: the padding
- * takes part, as in diffusers). */
-static sd_status encode_t5(sd_pipeline *p, const char *text, int len, float *embeds) {
-    const size_t n = (size_t)len * t5_encoder_get_config(p->t5)->d_model;
-    char *key = sd_strfmt("flux|t5|len=%d|%s", len, text);
-    const float *hit = key ? pl_cache_get(p, key, n) : NULL;
-    if (hit) {
-        memcpy(embeds, hit, n * sizeof *embeds);
-        free(key);
-        return SD_OK;
-    }
-    int32_t *ids = malloc((size_t)len * sizeof *ids);
-    sd_status st = ids && key ? SD_OK : sd_set_error(SD_ERR_NOMEM, "out of memory");
-    if (st == SD_OK) st = t5_tokenize_padded(p->t5_tokenizer, text, ids, len, NULL);
-    if (st == SD_OK) st = t5_encoder_encode(p->t5, ids, 1, len, embeds);
-    if (st == SD_OK) pl_cache_put(p, key, embeds, n);
     free(ids), free(key);
     return st;
 }
@@ -247,7 +225,7 @@ sd_status sd_generate_flux(sd_pipeline *p, const sd_gen_params *g, sd_result *ou
             : sd_set_error(SD_ERR_NOMEM, "out of memory for a %dx%d batch of %d", width, height, B);
     /* 1. Prompt encodings, repeated for each image of the batch. */
     if (st == SD_OK) st = encode_pooled(p, prompt, pooled);
-    if (st == SD_OK) st = encode_t5(p, prompt_2, t5_len, context);
+    if (st == SD_OK) st = pl_encode_t5(p, prompt_2, t5_len, context);
     if (st == SD_OK) {
         pl_emit(g, SD_EVENT_PROMPT_EMBEDS, 0, 1, 0, context, 1, t5_len, 1, t5_dim);
         pl_emit(g, SD_EVENT_POOLED_EMBEDS, 0, 1, 0, pooled, 1, 1, 1, clip_dim);

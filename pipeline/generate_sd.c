@@ -23,9 +23,7 @@ static sd_status encode_text(sd_pipeline *p, const char *text, int clip_skip, fl
                             clip_skip, tc->num_layers);
     const size_t n = (size_t)len * tc->hidden_size;
     char *key = sd_strfmt("sd|skip=%d|%s", clip_skip, text);
-    const float *hit = key ? pl_cache_get(p, key, n) : NULL;
-    if (hit) {
-        memcpy(embeds, hit, n * sizeof *embeds);
+    if (pl_cache_copy(p, key, embeds, n)) {
         free(key);
         return SD_OK;
     }

@@ -97,9 +97,7 @@ static sd_status clip_part(sd_pipeline *p, int k, const char *text, int clip_ski
                             k ? "_2" : "", tc->num_layers);
     const size_t nh = (size_t)len * tc->hidden_size, n = nh + (size_t)tc->projection_dim;
     char *key = sd_strfmt("sd3|clip%d|skip=%d|%s", k + 1, clip_skip, text);
-    const float *hit = key ? pl_cache_get(p, key, n) : NULL;
-    if (hit) {
-        memcpy(part, hit, n * sizeof *part);
+    if (pl_cache_copy(p, key, part, n)) {
         free(key);
         return SD_OK;
     }
@@ -109,26 +107,6 @@ static sd_status clip_part(sd_pipeline *p, int k, const char *text, int clip_ski
     if (st == SD_OK)
         st = clip_text_encode(te, ids, 1, len, tc->num_layers - 1 - clip_skip, false, part, part + nh);
     if (st == SD_OK) pl_cache_put(p, key, part, n);
-    free(ids);
-    free(key);
-    return st;
-}
-
-/* _get_t5_prompt_embeds for one text: [max_seq][d_model], padding tokens included (no mask). */
-static sd_status t5_part(sd_pipeline *p, const char *text, int max_seq, float *out) {
-    const size_t n = (size_t)max_seq * t5_encoder_get_config(p->t5)->d_model;
-    char *key = sd_strfmt("sd3|t5|len=%d|%s", max_seq, text);
-    const float *hit = key ? pl_cache_get(p, key, n) : NULL;
-    if (hit) {
-        memcpy(out, hit, n * sizeof *out);
-        free(key);
-        return SD_OK;
-    }
-    int32_t *ids = malloc((size_t)max_seq * sizeof *ids);
-    sd_status st = ids && key ? SD_OK : sd_set_error(SD_ERR_NOMEM, "out of memory");
-    if (st == SD_OK) st = t5_tokenize_padded(p->t5_tokenizer, text, ids, max_seq, NULL);
-    if (st == SD_OK) st = t5_encoder_encode(p->t5, ids, 1, max_seq, out);
-    if (st == SD_OK) pl_cache_put(p, key, out, n);
     free(ids);
     free(key);
     return st;
@@ -168,7 +146,7 @@ sd_status sd_encode_prompt_sd3(sd_pipeline *p, const char *text, const char *tex
         memcpy(pooled + c1->projection_dim, part2 + nh2, (size_t)c2->projection_dim * sizeof *pooled);
         /* rows [len, len + max_seq): T5's, or zeros without it */
         float *t5rows = embeds + (size_t)len * width;
-        if (p->t5) st = t5_part(p, text_3, max_seq, t5rows);
+        if (p->t5) st = pl_encode_t5(p, text_3, max_seq, t5rows);
         else memset(t5rows, 0, (size_t)max_seq * width * sizeof *t5rows);
     }
     free(part1), free(part2);
