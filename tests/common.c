@@ -3,6 +3,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../core/config.h"
 #include "../core/fileutil.h"
@@ -137,6 +138,19 @@ int32_t *fixture_ids(const char *file, const char *name, int64_t *shape, int *nd
 }
 
 /* Exact JSON equality (numbers compared as doubles, so -inf == -inf). */
+bool fixture_link_parts(const char *model, const char *dir, const char *const *parts, int n) {
+    for (int i = 0; i < n; i++) {
+        char src[512], path[1024];
+        snprintf(src, sizeof src, "%s/%s", model, parts[i]);
+        snprintf(path, sizeof path, "%s/%s", dir, parts[i]);
+        char *abs = realpath(fixture(src), NULL); /* the fixtures' path may be relative */
+        const bool linked = abs && symlink(abs, path) == 0;
+        free(abs);
+        if (!linked) return false;
+    }
+    return true;
+}
+
 bool fixture_json_equal(const cJSON *a, const cJSON *b) {
     if (!a || !b) return a == b;
     if (cJSON_IsNumber(a) && cJSON_IsNumber(b)) return a->valuedouble == b->valuedouble;

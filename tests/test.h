@@ -50,6 +50,9 @@ int check_equal_i32(const char *what, const int32_t *got, const int32_t *want, s
 
 /* Absolute path of a file under tests/fixtures (static buffer, valid until the next call). */
 const char *fixture(const char *rel);
+/* Symlinks the folders parts[0..n) of fixture `model` ("sd15-tiny/pipeline") into dir (which
+ * exists), by absolute path: a modified model shares the components it does not change. */
+bool fixture_link_parts(const char *model, const char *dir, const char *const *parts, int n);
 /* Path of a built tool: $SD_BIN_DIR/name (the runner sets it), else bin/name. */
 const char *tool_path(const char *name);
 

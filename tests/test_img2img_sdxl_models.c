@@ -45,15 +45,7 @@ static const char *make_model(const char *name, const char *cls, bool aesthetic,
     if (system(cmd) != 0) return NULL;
     const char *parts[] = {"tokenizer",      "tokenizer_2", "text_encoder",
                            "text_encoder_2", "vae",         "scheduler"};
-    for (int i = 0; i < 6; i++) {
-        char src[512];
-        snprintf(src, sizeof src, "sdxl-tiny/pipeline/%s", parts[i]);
-        snprintf(path, sizeof path, "%s/%s", dir, parts[i]);
-        char *abs = realpath(fixture(src), NULL); /* the fixtures' path may be relative */
-        bool linked = abs && symlink(abs, path) == 0;
-        free(abs);
-        if (!linked) return NULL;
-    }
+    if (!fixture_link_parts("sdxl-tiny/pipeline", dir, parts, 6)) return NULL;
     cJSON *mi = read_json("sdxl-tiny/pipeline/model_index.json");
     cJSON *uc = read_json("sdxl-tiny/pipeline/unet/config.json");
     bool ok = mi && uc;

@@ -23,15 +23,7 @@ static const char *make_inpaint_model(void) {
     snprintf(cmd, sizeof cmd, "rm -rf '%s' && mkdir -p '%s/unet'", dir, dir);
     if (system(cmd) != 0) return NULL;
     const char *parts[] = {"tokenizer", "text_encoder", "vae", "scheduler"};
-    for (int i = 0; i < 4; i++) {
-        char src[512];
-        snprintf(src, sizeof src, "sd15-tiny/pipeline/%s", parts[i]);
-        snprintf(path, sizeof path, "%s/%s", dir, parts[i]);
-        char *abs = realpath(fixture(src), NULL); /* the fixtures' path may be relative */
-        bool linked = abs && symlink(abs, path) == 0;
-        free(abs);
-        if (!linked) return NULL;
-    }
+    if (!fixture_link_parts("sd15-tiny/pipeline", dir, parts, 4)) return NULL;
     char *text;
     if (sd_read_file(fixture("sd15-tiny/pipeline/model_index.json"), &text, NULL) != SD_OK) return NULL;
     cJSON *mi = cJSON_Parse(text);
