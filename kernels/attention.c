@@ -7,34 +7,48 @@
 
 #include "attention_internal.h"
 #include "cpu.h"
-#include "gemm.h"
+#include "target.h"
 
-/* K of one (batch, head) as [group][d][ATT_KG], zeros past nk. */
-static void pack_keys(const attn_shape *s, const float *k, float *kp) {
-    const int groups = (s->nk + ATT_KG - 1) / ATT_KG, d = s->d;
-    for (int g = 0; g < groups; g++)
-        for (int r = 0; r < ATT_KG; r++) {
-            const int key = g * ATT_KG + r;
-            float *dst = kp + (long)g * d * ATT_KG + r;
-            if (key < s->nk) {
-                const float *src = k + (long)key * s->k_stride;
-                for (int t = 0; t < d; t++) dst[t * ATT_KG] = src[t];
-            } else {
-                for (int t = 0; t < d; t++) dst[t * ATT_KG] = 0.0f;
-            }
-        }
+const attn_kernel *attn_kernel_active(void) {
+    switch (kern_isa_active()) {
+#if KERN_X86
+    case KERN_ISA_AVX512: return attn_kernel_avx512();
+    case KERN_ISA_AVX2: return attn_kernel_avx2();
+#endif
+    default: return kern_fma_supported() ? attn_kernel_generic_fma() : attn_kernel_generic();
+    }
 }
 
-/* V of one (batch, head) as [channel group][key][ATT_KG], zeros past d. */
-static void pack_values(const attn_shape *s, const float *v, float *vp) {
-    const int groups = (s->d + ATT_KG - 1) / ATT_KG;
+/* K of one (batch, head) as [group][d][kg], block by block (a full block fills
+ * attn_groups_per_block(kg) groups), zeros past each block's last key. */
+static void pack_keys(const attn_shape *s, int kg, const float *k, float *kp) {
+    const int d = s->d;
+    float *dst = kp;
+    for (int j0 = 0; j0 < s->nk; j0 += ATT_BK) {
+        const int nb = s->nk - j0 < ATT_BK ? s->nk - j0 : ATT_BK, groups = (nb + kg - 1) / kg;
+        for (int g = 0; g < groups; g++, dst += (long)d * kg)
+            for (int r = 0; r < kg; r++) {
+                const int at = g * kg + r;
+                if (at < nb) {
+                    const float *src = k + (long)(j0 + at) * s->k_stride;
+                    for (int t = 0; t < d; t++) dst[t * kg + r] = src[t];
+                } else {
+                    for (int t = 0; t < d; t++) dst[t * kg + r] = 0.0f;
+                }
+            }
+    }
+}
+
+/* V of one (batch, head) as [channel group][key][kg], zeros past d. */
+static void pack_values(const attn_shape *s, int kg, const float *v, float *vp) {
+    const int groups = (s->d + kg - 1) / kg;
     for (int g = 0; g < groups; g++)
         for (int key = 0; key < s->nk; key++) {
-            const float *src = v + (long)key * s->v_stride + g * ATT_KG;
-            float *dst = vp + ((long)g * s->nk + key) * ATT_KG;
-            const int n = s->d - g * ATT_KG < ATT_KG ? s->d - g * ATT_KG : ATT_KG;
+            const float *src = v + (long)key * s->v_stride + g * kg;
+            float *dst = vp + ((long)g * s->nk + key) * kg;
+            const int n = s->d - g * kg < kg ? s->d - g * kg : kg;
             for (int r = 0; r < n; r++) dst[r] = src[r];
-            for (int r = n; r < ATT_KG; r++) dst[r] = 0.0f;
+            for (int r = n; r < kg; r++) dst[r] = 0.0f;
         }
 }
 
@@ -54,19 +68,16 @@ void attention(const attn_shape *s, const float *q, const float *k, const float 
         attention_ref(s, q, k, v, out);
         return;
     }
+    const attn_kernel *kern = attn_kernel_active();
     const int heads = s->heads, d = s->d, pairs = s->batch * heads;
     const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
-    const int fast = kern_isa_active() == KERN_ISA_AVX512, avx2 = kern_isa_active() == KERN_ISA_AVX2;
-    /* Per (batch, head): keys and values packed for the AVX-512 tiles, or keys packed as the
-     * GEMM engine's B for the portable path. */
-    const long kp_floats = fast ? attn_kp_floats(s->nk, d) + attn_vp_floats(s->nk, d)
-                                : (long)gemm_packed_size(s->nk, d);
-    const long work_floats = fast ? attn_work_floats(d) : attn_generic_work_floats(d);
+    const long kp_floats = attn_kp_floats(kern, s->nk, d) + attn_vp_floats(kern, s->nk, d);
+    const long work_floats = attn_work_floats(kern, d);
     /* When one batch's keys and values are small (cross-attention on 77 tokens), an item takes
      * its queries through every head: it then reads and writes whole rows of q and out, which
      * streams far better than one head's slice of each row. Otherwise an item stays in one head
      * so that head's keys and values stay in cache. */
-    const int heads_inner = fast && kp_floats * heads * (long)sizeof(float) <= (256L << 10);
+    const int heads_inner = kp_floats * heads * (long)sizeof(float) <= (256L << 10);
     const int per_item = heads_inner ? heads : 1;
     /* (batch, head) pairs are packed and processed a group at a time, so the packed keys and
      * values take at most ATT_PACK_LIMIT floats of scratch however many heads and tokens. */
@@ -81,8 +92,7 @@ void attention(const attn_shape *s, const float *q, const float *k, const float 
         attention_ref(s, q, k, v, out);
         return;
     }
-    const int per_tile = fast ? ATT_TILES * ATT_QT : ATT_GQ, tiles = (s->nq + per_tile - 1) / per_tile;
-    const attn_tile_fn tile = fast ? attn_tile_avx512() : NULL;
+    const int per_tile = ATT_TILES * kern->qt, tiles = (s->nq + per_tile - 1) / per_tile;
     for (int first = 0; first < pairs; first += per_group) {
         const int count = pairs - first < per_group ? pairs - first : per_group;
 #pragma omp parallel num_threads(threads) if (threads > 1)
@@ -90,14 +100,10 @@ void attention(const attn_shape *s, const float *q, const float *k, const float 
 #pragma omp for schedule(static)
             for (int i = 0; i < count; i++) {
                 const int b = (first + i) / heads, h = (first + i) % heads;
-                const float *kb = k + (long)b * s->nk * s->k_stride + h * d;
                 float *kvp = kp + i * kp_floats;
-                if (fast) {
-                    pack_keys(s, kb, kvp);
-                    pack_values(s, v + (long)b * s->nk * s->v_stride + h * d, kvp + attn_kp_floats(s->nk, d));
-                } else {
-                    gemm_pack_b_nt(s->nk, d, kb, s->k_stride, kvp);
-                }
+                pack_keys(s, kern->kg, k + (long)b * s->nk * s->k_stride + h * d, kvp);
+                pack_values(s, kern->kg, v + (long)b * s->nk * s->v_stride + h * d,
+                            kvp + attn_kp_floats(kern, s->nk, d));
             }
             /* Every tile is computed whole by one thread: the thread count changes nothing. */
 #pragma omp for schedule(dynamic, 1)
@@ -106,17 +112,10 @@ void attention(const attn_shape *s, const float *q, const float *k, const float 
                 float *w = work + omp_get_thread_num() * work_floats;
                 for (int i = unit * per_item; i < (unit + 1) * per_item; i++) {
                     const int b = (first + i) / heads, h = (first + i) % heads;
-                    const float *qb = q + (long)b * s->nq * s->q_stride + h * d;
-                    float *ob = out + (long)b * s->nq * s->out_stride + h * d;
-                    if (fast) {
-                        const float *kvp = kp + i * kp_floats;
-                        tile(s, qb, kvp, kvp + attn_kp_floats(s->nk, d), ob, i0, w);
-                    } else {
-                        const float *kvp = kp + i * kp_floats;
-                        const float *vb = v + (long)b * s->nk * s->v_stride + h * d;
-                        if (avx2) attn_generic_block_avx2(s, qb, kvp, vb, ob, i0, w);
-                        else attn_generic_block(s, qb, kvp, vb, ob, i0, w);
-                    }
+                    const float *kvp = kp + i * kp_floats;
+                    kern->item(s, q + (long)b * s->nq * s->q_stride + h * d, kvp,
+                               kvp + attn_kp_floats(kern, s->nk, d),
+                               out + (long)b * s->nq * s->out_stride + h * d, i0, w);
                 }
             }
         }

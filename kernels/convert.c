@@ -5,6 +5,7 @@
 
 #include "../core/safetensors.h"
 #include "cpu.h"
+#include "target.h"
 
 void kern_f16_to_f32_ref(const void *src, float *dst, size_t n) {
     const uint8_t *s = src;
@@ -24,12 +25,10 @@ void kern_bf16_to_f32_ref(const void *src, float *dst, size_t n) {
     }
 }
 
-#if defined(__x86_64__) || defined(__i386__)
+#if KERN_X86
 #include <immintrin.h>
 
-#pragma GCC push_options
-#pragma GCC target("avx2,fma,f16c,avx512f")
-static void f16_avx512(const void *src, float *dst, size_t n) {
+KERN_TARGET_AVX512 static void f16_avx512(const void *src, float *dst, size_t n) {
     const uint8_t *s = src;
     size_t i = 0;
     for (; i + 16 <= n; i += 16)
@@ -37,7 +36,7 @@ static void f16_avx512(const void *src, float *dst, size_t n) {
     kern_f16_to_f32_ref(s + 2 * i, dst + i, n - i);
 }
 
-static void bf16_avx512(const void *src, float *dst, size_t n) {
+KERN_TARGET_AVX512 static void bf16_avx512(const void *src, float *dst, size_t n) {
     const uint8_t *s = src;
     size_t i = 0;
     for (; i + 16 <= n; i += 16) {
@@ -46,11 +45,7 @@ static void bf16_avx512(const void *src, float *dst, size_t n) {
     }
     kern_bf16_to_f32_ref(s + 2 * i, dst + i, n - i);
 }
-#pragma GCC pop_options
-
-#pragma GCC push_options
-#pragma GCC target("avx2,fma,f16c")
-static void f16_f16c(const void *src, float *dst, size_t n) {
+KERN_TARGET_AVX2_F16C static void f16_f16c(const void *src, float *dst, size_t n) {
     const uint8_t *s = src;
     size_t i = 0;
     for (; i + 8 <= n; i += 8)
@@ -58,7 +53,7 @@ static void f16_f16c(const void *src, float *dst, size_t n) {
     kern_f16_to_f32_ref(s + 2 * i, dst + i, n - i);
 }
 
-static void bf16_avx2(const void *src, float *dst, size_t n) {
+KERN_TARGET_AVX2 static void bf16_avx2(const void *src, float *dst, size_t n) {
     const uint8_t *s = src;
     size_t i = 0;
     for (; i + 8 <= n; i += 8) {
@@ -67,8 +62,6 @@ static void bf16_avx2(const void *src, float *dst, size_t n) {
     }
     kern_bf16_to_f32_ref(s + 2 * i, dst + i, n - i);
 }
-#pragma GCC pop_options
-
 /* AVX2 machines without F16C do not exist in practice, but cpu.c does not promise it. */
 static int has_f16c(void) {
     __builtin_cpu_init();
@@ -77,7 +70,7 @@ static int has_f16c(void) {
 #endif
 
 void kern_f16_to_f32(const void *src, float *dst, size_t n) {
-#if defined(__x86_64__) || defined(__i386__)
+#if KERN_X86
     const kern_isa isa = kern_isa_active();
     if (isa == KERN_ISA_AVX512) {
         f16_avx512(src, dst, n);
@@ -92,7 +85,7 @@ void kern_f16_to_f32(const void *src, float *dst, size_t n) {
 }
 
 void kern_bf16_to_f32(const void *src, float *dst, size_t n) {
-#if defined(__x86_64__) || defined(__i386__)
+#if KERN_X86
     const kern_isa isa = kern_isa_active();
     if (isa == KERN_ISA_AVX512) {
         bf16_avx512(src, dst, n);

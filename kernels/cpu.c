@@ -52,6 +52,15 @@ const char *kern_isa_name(kern_isa isa) {
     }
 }
 
+int kern_fma_supported(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("fma");
+#else
+    return 0;
+#endif
+}
+
 int kern_bf16_supported(void) {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_cpu_init();

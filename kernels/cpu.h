@@ -1,8 +1,10 @@
 /* Which instruction set the kernels use.
  *
  * The library is built without -march flags so the same binary runs anywhere; the fast kernels are
- * compiled per instruction set (GCC target pragmas) and picked at run time from what the CPU and
- * OS support. Tests and benchmarks can step down to a lower level to exercise every path; the
+ * compiled per instruction set (function target attributes, target.h) and picked at run time from
+ * what the CPU and OS support. Every level computes the same bits: each kernel performs the same
+ * sequence of rounded operations whatever the vector width (vec_generic.h), so a level changes
+ * the speed only. Tests and benchmarks can step down to a lower level to exercise every path; the
  * environment variable SD_KERNEL_ISA (generic, avx2, avx512) does the same for a whole run. */
 #ifndef SD_CPU_H
 #define SD_CPU_H
@@ -17,6 +19,10 @@ kern_isa kern_isa_active(void);
  * called while kernels run on other threads. */
 kern_isa kern_isa_set(kern_isa isa);
 const char *kern_isa_name(kern_isa isa);
+
+/* Whether the CPU has FMA instructions (x86: the fma flag). The generic level's C kernels then run
+ * a copy compiled to use them for fmaf; without, fmaf is libm's (exact, about 15x slower). */
+int kern_fma_supported(void);
 
 /* bf16 compute (--precision bf16): the fast bf16 kernels need avx512_bf16 (vdpbf16ps,
  * vcvtne2ps2bf16) on top of the AVX-512 level. kern_bf16_active() is true when they run now (the

@@ -2,18 +2,16 @@
  * 32-column panel. Compiled for AVX2 whatever the build flags; only called when the CPU has it. */
 #include "gemm_internal.h"
 
-/* x86 only; elsewhere the stub below keeps the link whole (never called: cpu.c reports no
- * AVX there). */
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
+#include "target.h"
 
-#pragma GCC push_options
-#pragma GCC target("avx2,fma")
+/* x86 only (cpu.c reports no AVX elsewhere). */
+#if KERN_X86
+#include "vec_avx2.h"
 
 enum { MR = 6 };
 
 /* Columns [0, nr) of a 16-wide half panel; b rows are GEMM_NR apart. */
-static inline __attribute__((always_inline)) void half(const int rows, int kc, const float *a,
+VEC_FN void half(const int rows, int kc, const float *a,
                                                        const float *b, float *c, long ldc, int nr,
                                                        const float *bias, int load_c) {
     __m256 c0[MR], c1[MR];
@@ -58,7 +56,7 @@ static inline __attribute__((always_inline)) void half(const int rows, int kc, c
     }
 }
 
-static void ukernel(int kc, const float *a, const float *b, float *c, long ldc, int mr, int nr,
+VEC_TARGET static void ukernel(int kc, const float *a, const float *b, float *c, long ldc, int mr, int nr,
                     const float *bias, int load_c) {
     for (int h = 0; h < 2 && nr > 16 * h; h++) {
         const int w = nr - 16 * h < 16 ? nr - 16 * h : 16;
@@ -73,15 +71,11 @@ static void ukernel(int kc, const float *a, const float *b, float *c, long ldc, 
     }
 }
 
-#pragma GCC pop_options
-
 const gemm_kernel *gemm_kernel_avx2(void) {
     static const gemm_kernel k = {MR, ukernel, NULL};
     return &k;
 }
 
 #else
-
-const gemm_kernel *gemm_kernel_avx2(void) { return gemm_kernel_generic(); }
-
+typedef int gemm_avx2_unused; /* ISO C wants something in a translation unit */
 #endif

@@ -4,20 +4,17 @@
  * CPU has it. */
 #include "gemm_internal.h"
 
-/* x86 only; elsewhere the stub below keeps the link whole (never called: cpu.c reports no
- * AVX there). */
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
+#include "target.h"
 
-#pragma GCC push_options
-#pragma GCC target("avx2,fma,avx512f")
-#include "simd_avx512.h"
+/* x86 only (cpu.c reports no AVX elsewhere). */
+#if KERN_X86
+#include "vec_avx512.h"
 
 enum { MR = 14 };
 
 /* One tile with a compile-time row count (the switch below instantiates each), so edge tiles
  * run the same chain of FMAs per element as full ones: results do not depend on tiling. */
-static inline __attribute__((always_inline)) void tile(const int rows, int kc, const float *a,
+VEC_FN void tile(const int rows, int kc, const float *a,
                                                        const float *b, float *c, long ldc, int nr,
                                                        const float *bias, int load_c) {
     __m512 c0[MR], c1[MR];
@@ -50,7 +47,7 @@ static inline __attribute__((always_inline)) void tile(const int rows, int kc, c
     }
 }
 
-static void ukernel(int kc, const float *a, const float *b, float *c, long ldc, int mr, int nr,
+VEC_TARGET static void ukernel(int kc, const float *a, const float *b, float *c, long ldc, int mr, int nr,
                     const float *bias, int load_c) {
     switch (mr) {
 #define CASE(R)                                                                                    \
@@ -63,7 +60,7 @@ static void ukernel(int kc, const float *a, const float *b, float *c, long ldc, 
 }
 
 /* gemm_pack_nt_panel with 16 x 16 register transposes. */
-static void pack_nt(const float *b, long ldb, int n, int j0, int p0, int kc, float *dst) {
+VEC_TARGET static void pack_nt(const float *b, long ldb, int n, int j0, int p0, int kc, float *dst) {
     const int cols = n - j0 < GEMM_NR ? n - j0 : GEMM_NR;
     for (int h = 0; h < 2; h++) {
         const int c0 = 16 * h, cn = cols - c0 < 0 ? 0 : cols - c0 < 16 ? cols - c0 : 16;
@@ -75,13 +72,11 @@ static void pack_nt(const float *b, long ldb, int n, int j0, int p0, int kc, flo
             for (int i = 0; i < 16; i++)
                 r[i] = i < cn ? _mm512_maskz_loadu_ps(m, b + (j0 + c0 + i) * ldb + p0 + q)
                               : _mm512_setzero_ps();
-            simd_transpose16(r);
+            v_transpose16(r);
             for (int i = 0; i < qn; i++) _mm512_storeu_ps(dst + (q + i) * GEMM_NR + c0, r[i]);
         }
     }
 }
-
-#pragma GCC pop_options
 
 const gemm_kernel *gemm_kernel_avx512(void) {
     static const gemm_kernel k = {MR, ukernel, pack_nt};
@@ -89,7 +84,5 @@ const gemm_kernel *gemm_kernel_avx512(void) {
 }
 
 #else
-
-const gemm_kernel *gemm_kernel_avx512(void) { return gemm_kernel_generic(); }
-
+typedef int gemm_avx512_unused; /* ISO C wants something in a translation unit */
 #endif

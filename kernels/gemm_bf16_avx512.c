@@ -4,18 +4,18 @@
  * per instruction. Compiled for avx512_bf16 whatever the build flags; only called when the CPU
  * has it (kern_bf16_active). */
 #include "gemm_bf16_internal.h"
+#include "target.h"
 
-#if defined(__x86_64__) || defined(__i386__)
+#if KERN_X86
 #include <immintrin.h>
 
-#pragma GCC push_options
-#pragma GCC target("avx2,fma,avx512f,avx512bw,avx512bf16")
+#define BF16_FN KERN_INLINE KERN_TARGET_AVX512_BF16
 
 enum { MR = 14 };
 
 /* A compile-time row count per instantiation (the switch below), so edge tiles run the same chain
  * of vdpbf16ps per element as full ones: results do not depend on tiling. */
-static inline __attribute__((always_inline)) void tile(const int rows, int kc2, const uint32_t *a,
+BF16_FN void tile(const int rows, int kc2, const uint32_t *a,
                                                        const uint16_t *b, float *c, long ldc,
                                                        int nr, const float *bias, int load_c) {
     __m512 c0[MR], c1[MR];
@@ -49,7 +49,7 @@ static inline __attribute__((always_inline)) void tile(const int rows, int kc2, 
     }
 }
 
-static void ukernel(int kc2, const uint32_t *a, const uint16_t *b, float *c, long ldc, int mr,
+KERN_TARGET_AVX512_BF16 static void ukernel(int kc2, const uint32_t *a, const uint16_t *b, float *c, long ldc, int mr,
                     int nr, const float *bias, int load_c) {
     switch (mr) {
 #define CASE(R)                                                                                    \
@@ -63,7 +63,7 @@ static void ukernel(int kc2, const uint32_t *a, const uint16_t *b, float *c, lon
 
 /* 32 floats at a time to 32 bf16 (vcvtne2ps2bf16: round to nearest even, denormals to zero);
  * masked loads zero the tail, which pads an odd kc. */
-static void convert(const float *src, int rows, int kc, uint32_t *dst) {
+KERN_TARGET_AVX512_BF16 static void convert(const float *src, int rows, int kc, uint32_t *dst) {
     for (int r = 0; r < rows; r++) {
         const float *s = src + r * GEMM_APITCH;
         uint16_t *d = (uint16_t *)(dst + r * BF16_APITCH);
@@ -80,8 +80,6 @@ static void convert(const float *src, int rows, int kc, uint32_t *dst) {
         }
     }
 }
-
-#pragma GCC pop_options
 
 const gemm_bf16_kernel *gemm_bf16_kernel_avx512(void) {
     static const gemm_bf16_kernel k = {MR, ukernel, convert};

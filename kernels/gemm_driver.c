@@ -5,12 +5,17 @@
 #include <string.h>
 
 #include "gemm_internal.h"
+#include "target.h"
 
 const gemm_kernel *gemm_kernel_for(kern_isa isa) {
     switch (isa) {
+#if KERN_X86
     case KERN_ISA_AVX512: return gemm_kernel_avx512();
     case KERN_ISA_AVX2: return gemm_kernel_avx2();
+    default: return kern_fma_supported() ? gemm_kernel_generic_fma() : gemm_kernel_generic();
+#else
     default: return gemm_kernel_generic();
+#endif
     }
 }
 

@@ -48,6 +48,7 @@ typedef struct {
 /* The microkernel for an instruction set level (each lives in its own file). */
 const gemm_kernel *gemm_kernel_for(kern_isa isa);
 const gemm_kernel *gemm_kernel_generic(void);
+const gemm_kernel *gemm_kernel_generic_fma(void);
 const gemm_kernel *gemm_kernel_avx2(void);
 const gemm_kernel *gemm_kernel_avx512(void);
 

@@ -1,51 +1,24 @@
 #include "norm.h"
 
 #include <math.h>
+#include <stddef.h>
 
 #include "cpu.h"
 #include "norm_internal.h"
+#include "target.h"
 
-static inline float silu(float v) { return v / (1.0f + expf(-v)); }
-
-static void sums_generic(const float *x, long pixels, int c, double *sum, double *sq) {
-    for (long p = 0; p < pixels; p++, x += c)
-        for (int ch = 0; ch < c; ch++) {
-            const double v = x[ch];
-            sum[ch] += v;
-            sq[ch] += v * v;
-        }
-}
-
-static void apply_generic(const float *x, float *y, long pixels, int c, const float *mean,
-                          const float *scale, const float *beta, int silu_after) {
-    for (long p = 0; p < pixels; p++, x += c, y += c)
-        for (int ch = 0; ch < c; ch++) {
-            const float v = (x[ch] - mean[ch]) * scale[ch] + beta[ch];
-            y[ch] = silu_after ? silu(v) : v;
-        }
-}
-
-static void row_sums_generic(const float *x, int c, double *sum, double *sq) {
-    double s = 0.0, q = 0.0;
-    for (int i = 0; i < c; i++) s += x[i], q += (double)x[i] * x[i];
-    *sum = s, *sq = q;
-}
-
-static void row_apply_generic(const float *x, float *y, int c, float mean, float rstd,
-                              const float *gamma, const float *beta) {
-    for (int i = 0; i < c; i++) {
-        float v = (x[i] - mean) * rstd;
-        if (gamma) v = v * gamma[i];
-        if (beta) v = v + beta[i];
-        y[i] = v;
+static const norm_kernels *kernels(void) {
+    switch (kern_isa_active()) {
+#if KERN_X86
+    case KERN_ISA_AVX512: return norm_kernels_avx512();
+    case KERN_ISA_AVX2: return norm_kernels_avx2();
+#endif
+    default: return kern_fma_supported() ? norm_kernels_generic_fma() : norm_kernels_generic();
     }
 }
 
-static const norm_kernels generic = {sums_generic, apply_generic, row_sums_generic, row_apply_generic};
-
-static const norm_kernels *kernels(void) {
-    return kern_isa_active() == KERN_ISA_AVX512 ? norm_kernels_avx512() : &generic;
-}
+/* The _ref versions' SiLU: PyTorch's definition in plain C (the fast kernels use vec_math.h). */
+static inline float silu(float v) { return v / (1.0f + expf(-v)); }
 
 enum { GN_MAX_CHUNKS = 64, GN_MIN_CHUNK = 64, GN_PART_MAX = 8192 };
 
@@ -163,15 +136,15 @@ void layer_norm_ref(const float *x, float *y, int rows, int c, float eps, const 
     }
 }
 
+/* Sum of squares through the same lanes as layer_norm, then one scaling pass per row. */
 void rms_norm(const float *x, float *y, int rows, int c, float eps, const float *gamma) {
-#pragma omp parallel for schedule(static)
+    if (rows <= 0 || c <= 0) return;
+    const norm_kernels *k = kernels();
+#pragma omp parallel for schedule(static) if ((long)rows * c > (1L << 15))
     for (int r = 0; r < rows; r++) {
-        const float *xr = x + (long)r * c;
-        float *yr = y + (long)r * c;
-        double sq = 0.0;
-        for (int i = 0; i < c; i++) sq += (double)xr[i] * xr[i];
-        const float rs = (float)(1.0 / sqrt(sq / c + eps));
-        for (int i = 0; i < c; i++) yr[i] = xr[i] * rs * (gamma ? gamma[i] : 1.0f);
+        double sq;
+        k->row_sums(x + (long)r * c, c, NULL, &sq);
+        k->row_scale(x + (long)r * c, y + (long)r * c, c, (float)(1.0 / sqrt(sq / c + eps)), gamma);
     }
 }
 

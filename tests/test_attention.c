@@ -115,7 +115,8 @@ static void test_thread_invariance(void) {
     for (int t = 1; t < 3; t++)
         CHECK(!memcmp(out[0], out[t], no * sizeof *out[0]), "attention: %d threads differ from 1", t + 1);
     /* Keys and values packed a few heads at a time: the same numbers. */
-    attn_set_pack_limit(3L * (attn_kp_floats(nk, d) + attn_vp_floats(nk, d)));
+    const attn_kernel *kern = attn_kernel_active();
+    attn_set_pack_limit(3L * (attn_kp_floats(kern, nk, d) + attn_vp_floats(kern, nk, d)));
     attention(&s, q, k, v, out[1], &arena);
     attn_set_pack_limit(ATT_PACK_LIMIT);
     CHECK(!memcmp(out[0], out[1], no * sizeof *out[0]), "attention: packing heads in groups changes the result");

@@ -1,0 +1,87 @@
+/* The norms' inner loops on the vec_*.h primitives: included by isa_*.c after a vec header,
+ * vec_math.h and a KERN_NAME(name) definition, once per instruction set. */
+#include "norm_internal.h"
+
+enum { KERN_NAME(norm_halves) = VEC_W / VEC_WD }; /* double vectors per float vector */
+
+VEC_TARGET static void KERN_NAME(norm_sums)(const float *x, long pixels, int c, double *sum,
+                                            double *sq) {
+    for (long p = 0; p < pixels; p++, x += c)
+        for (int ch = 0; ch < c; ch += VEC_W) {
+            const int left = c - ch < VEC_W ? c - ch : VEC_W;
+            const vf v = v_load_n(x + ch, left);
+            for (int h = 0; h < KERN_NAME(norm_halves) && h * VEC_WD < left; h++) {
+                const int n = left - h * VEC_WD, at = ch + h * VEC_WD;
+                const vd d = v_widen(v, h);
+                vd_store_n(sum + at, vd_add(vd_load_n(sum + at, n), d), n);
+                vd_store_n(sq + at, vd_add_sq(vd_load_n(sq + at, n), d), n);
+            }
+        }
+}
+
+VEC_TARGET static void KERN_NAME(norm_apply)(const float *x, float *y, long pixels, int c,
+                                             const float *mean, const float *scale,
+                                             const float *beta, int silu) {
+    for (long p = 0; p < pixels; p++, x += c, y += c)
+        for (int ch = 0; ch < c; ch += VEC_W) {
+            const int left = c - ch < VEC_W ? c - ch : VEC_W;
+            vf r = v_fmadd(v_sub(v_load_n(x + ch, left), v_load_n(mean + ch, left)),
+                           v_load_n(scale + ch, left), v_load_n(beta + ch, left));
+            if (silu) r = v_silu(r);
+            v_store_n(y + ch, r, left);
+        }
+}
+
+/* Element i goes to lane i % NORM_LANES; lanes past the row's end add zeros, which leave a sum
+ * unchanged, so every width adds the same numbers in the same order per lane. */
+VEC_TARGET static void KERN_NAME(norm_row_sums)(const float *x, int c, double *sum, double *sq) {
+    enum { VD = NORM_LANES / VEC_WD, VF = NORM_LANES / VEC_W };
+    vd s[VD], q[VD];
+    for (int i = 0; i < VD; i++) s[i] = q[i] = vd_zero();
+    for (int i0 = 0; i0 < c; i0 += NORM_LANES)
+        for (int g = 0; g < VF; g++) {
+            const int at = i0 + g * VEC_W, left = c - at < VEC_W ? c - at : VEC_W;
+            if (left <= 0) break;
+            const vf v = v_load_n(x + at, left);
+            for (int h = 0; h < KERN_NAME(norm_halves); h++) {
+                const vd d = v_widen(v, h);
+                s[g * KERN_NAME(norm_halves) + h] = vd_add(s[g * KERN_NAME(norm_halves) + h], d);
+                q[g * KERN_NAME(norm_halves) + h] = vd_add_sq(q[g * KERN_NAME(norm_halves) + h], d);
+            }
+        }
+    double ls[NORM_LANES], lq[NORM_LANES];
+    for (int i = 0; i < VD; i++) vd_store(ls + i * VEC_WD, s[i]), vd_store(lq + i * VEC_WD, q[i]);
+    if (sum) *sum = norm_lanes_total(ls);
+    *sq = norm_lanes_total(lq);
+}
+
+VEC_TARGET static void KERN_NAME(norm_row_apply)(const float *x, float *y, int c, float mean,
+                                                 float rstd, const float *gamma,
+                                                 const float *beta) {
+    const vf mu = v_set1(mean), rs = v_set1(rstd);
+    for (int i = 0; i < c; i += VEC_W) {
+        const int left = c - i < VEC_W ? c - i : VEC_W;
+        vf v = v_mul(v_sub(v_load_n(x + i, left), mu), rs);
+        if (gamma) v = v_mul(v, v_load_n(gamma + i, left));
+        if (beta) v = v_add(v, v_load_n(beta + i, left));
+        v_store_n(y + i, v, left);
+    }
+}
+
+VEC_TARGET static void KERN_NAME(norm_row_scale)(const float *x, float *y, int c, float rs_f,
+                                                 const float *gamma) {
+    const vf rs = v_set1(rs_f);
+    for (int i = 0; i < c; i += VEC_W) {
+        const int left = c - i < VEC_W ? c - i : VEC_W;
+        vf v = v_mul(v_load_n(x + i, left), rs);
+        if (gamma) v = v_mul(v, v_load_n(gamma + i, left));
+        v_store_n(y + i, v, left);
+    }
+}
+
+const norm_kernels *KERN_NAME(norm_kernels)(void) {
+    static const norm_kernels k = {KERN_NAME(norm_sums), KERN_NAME(norm_apply),
+                                   KERN_NAME(norm_row_sums), KERN_NAME(norm_row_apply),
+                                   KERN_NAME(norm_row_scale)};
+    return &k;
+}
