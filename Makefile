@@ -2,6 +2,9 @@
 #   make            library + tools
 #   make test       the test suite (the README's test command); ends with "N passed, N failed"
 #   make test-asan  the same suite under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make test-isa   the suite again at each instruction set level below this CPU's best
+#                   (SD_KERNEL_ISA=avx2, generic): every level must give the same results
+#   make test-clang the library, tools and suite built with clang (build-clang/)
 #   make test-full  full-size model checks (tests/full_*.c; minutes, tens of GB of disk)
 #   make bench-kernels  kernel micro-benchmark (GFLOP/s and % of the measured FMA peak); not a test
 #   make bench      whole SD 1.5 model at 512x512 (random weights written once to $(SD_BENCH_CACHE));
@@ -16,7 +19,9 @@ BINDIR ?= bin
 OPT ?= -O2 -g
 SAN ?=
 CPPFLAGS += -D_GNU_SOURCE -I/usr/include/cjson
-CFLAGS += -std=c11 $(OPT) $(SAN) -fopenmp -Wall -Wextra -MMD -MP
+# -ffp-contract=off: no compiler fuses a * b + c on its own (clang would where a function's target
+# has FMA), so gcc and clang builds round alike; the kernels fuse explicitly where they mean to.
+CFLAGS += -std=c11 $(OPT) $(SAN) -fopenmp -ffp-contract=off -Wall -Wextra -MMD -MP
 LDFLAGS += $(SAN) -fopenmp
 LDLIBS += -lopenblas -lcjson -lpng -ljpeg -lm
 
@@ -58,7 +63,7 @@ BENCH_DTYPE ?= f32
 BENCH_MODEL := $(SD_BENCH_CACHE)/sd15-$(BENCH_DTYPE)
 BENCH_ARGS ?=
 
-.PHONY: all test test-asan test-full clean bench-kernels bench bench-memory
+.PHONY: all test test-asan test-isa test-clang test-full clean bench-kernels bench bench-memory
 all: $(BINS) $(TESTS) $(FULLS) $(BENCH_SD) $(BENCH_MAKE_MODEL) $(BENCH_RSS)
 
 $(BUILD)/%.o: %.c
@@ -111,6 +116,14 @@ bench-memory: $(BENCH_RSS) $(BENCH_MAKE_MODEL) $(BINDIR)/gen $(BINDIR)/vae-check
 test: all
 	@tests/run.sh $(BUILD)/tests $(BINDIR)
 
+test-isa: all
+	@for isa in $$(tests/isa_levels.sh --below-best); do \
+	    echo "=== SD_KERNEL_ISA=$$isa"; SD_KERNEL_ISA=$$isa tests/run.sh $(BUILD)/tests $(BINDIR) || exit 1; \
+	done
+
+test-clang:
+	$(MAKE) CC=clang BUILD=build-clang BINDIR=build-clang/bin test
+
 test-full: $(FULLS)
 	@failed=0; for t in $(FULLS); do echo "== $$(basename $$t)"; $$t || failed=1; done; exit $$failed
 
@@ -120,7 +133,7 @@ test-asan:
 	    SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer" test
 
 clean:
-	rm -rf build build-asan bin
+	rm -rf build build-asan build-clang bin
 
 -include $(BUILD)/bench/kernels.d $(BUILD)/bench/model.d $(BUILD)/bench/peak.d $(BENCH_SD_OBJ:.o=.d) \
     $(BUILD)/bench/make_model.d $(BUILD)/bench/rss_bench.d

@@ -1,17 +1,21 @@
-#include <immintrin.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <time.h>
 
 #include "peak.h"
+#include "../kernels/target.h"
+
+#if KERN_X86
+#include <immintrin.h>
+#endif
 
 /* 16 accumulators: more than FMA latency x FMA pipes on current x86 cores (4 x 2), so the loop
  * is bound by FMA throughput alone. The empty asm keeps the compiler from folding the chains. */
+#define ACC12(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
 #define ACC16(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13) X(14) X(15)
 
-#pragma GCC push_options
-#pragma GCC target("avx2,fma,avx512f")
-static float loop_avx512(long iters) {
+#if KERN_X86
+KERN_TARGET_AVX512 static float loop_avx512(long iters) {
     const __m512 m = _mm512_set1_ps(0.999999f), a = _mm512_set1_ps(1e-6f);
 #define INIT(i) __m512 v##i = _mm512_set1_ps((float)i);
     ACC16(INIT)
@@ -31,14 +35,10 @@ static float loop_avx512(long iters) {
 #undef SUM
     return _mm512_reduce_add_ps(s);
 }
-#pragma GCC pop_options
 
-#pragma GCC push_options
-#pragma GCC target("avx2,fma")
-static float loop_avx2(long iters) {
+KERN_TARGET_AVX2 static float loop_avx2(long iters) {
     /* 16 ymm registers only: 12 accumulators plus the two constants. */
     const __m256 m = _mm256_set1_ps(0.999999f), a = _mm256_set1_ps(1e-6f);
-#define ACC12(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
 #define INIT(i) __m256 v##i = _mm256_set1_ps((float)i);
     ACC12(INIT)
 #undef INIT
@@ -57,7 +57,14 @@ static float loop_avx2(long iters) {
     _mm256_storeu_ps(out, s);
     return out[0] + out[7];
 }
-#pragma GCC pop_options
+#endif
+
+/* A vector register operand for the empty asm (SSE on x86, NEON on aarch64). */
+#if defined(__aarch64__)
+#define VREG(v) "+w"(v)
+#else
+#define VREG(v) "+x"(v)
+#endif
 
 /* Baseline x86-64 has no FMA: count a multiply and an add on 4-wide SSE vectors as one FMA. */
 static float loop_generic(long iters) {
@@ -70,8 +77,8 @@ static float loop_generic(long iters) {
 #define STEP(i) v##i = v##i * m + a;
         ACC12(STEP)
 #undef STEP
-        __asm__ volatile("" : "+x"(v0), "+x"(v1), "+x"(v2), "+x"(v3), "+x"(v4), "+x"(v5), "+x"(v6),
-                         "+x"(v7), "+x"(v8), "+x"(v9), "+x"(v10), "+x"(v11));
+        __asm__ volatile("" : VREG(v0), VREG(v1), VREG(v2), VREG(v3), VREG(v4), VREG(v5), VREG(v6),
+                         VREG(v7), VREG(v8), VREG(v9), VREG(v10), VREG(v11));
     }
     vec4 s = v0 + v1 + v2 + v3 + v4 + v5 + v6 + v7 + v8 + v9 + v10 + v11;
     return s[0];
@@ -83,9 +90,11 @@ static double iter_flops(kern_isa isa) {
 }
 
 static float run(kern_isa isa, long iters) {
-    return isa == KERN_ISA_AVX512 ? loop_avx512(iters)
-           : isa == KERN_ISA_AVX2 ? loop_avx2(iters)
-                                  : loop_generic(iters);
+#if KERN_X86
+    if (isa == KERN_ISA_AVX512) return loop_avx512(iters);
+    if (isa == KERN_ISA_AVX2) return loop_avx2(iters);
+#endif
+    return loop_generic(iters);
 }
 
 static double clock_now(int threads) {

@@ -62,11 +62,6 @@ KERN_TARGET_AVX2 static void bf16_avx2(const void *src, float *dst, size_t n) {
     }
     kern_bf16_to_f32_ref(s + 2 * i, dst + i, n - i);
 }
-/* AVX2 machines without F16C do not exist in practice, but cpu.c does not promise it. */
-static int has_f16c(void) {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("f16c");
-}
 #endif
 
 void kern_f16_to_f32(const void *src, float *dst, size_t n) {
@@ -76,7 +71,7 @@ void kern_f16_to_f32(const void *src, float *dst, size_t n) {
         f16_avx512(src, dst, n);
         return;
     }
-    if (isa == KERN_ISA_AVX2 && has_f16c()) {
+    if (isa == KERN_ISA_AVX2 && kern_f16c_supported()) {
         f16_f16c(src, dst, n);
         return;
     }

@@ -1,5 +1,8 @@
 #include "cpu.h"
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,6 +59,17 @@ int kern_fma_supported(void) {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_cpu_init();
     return __builtin_cpu_supports("fma");
+#else
+    return 0;
+#endif
+}
+
+int kern_f16c_supported(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    /* CPUID leaf 1, ECX bit 29 (clang's __builtin_cpu_supports does not know "f16c"). The YMM
+     * state it needs is checked with AVX2 (kern_isa_supported). */
+    unsigned a, b, c, d;
+    return __get_cpuid(1, &a, &b, &c, &d) && (c >> 29 & 1);
 #else
     return 0;
 #endif

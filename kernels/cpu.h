@@ -23,6 +23,9 @@ const char *kern_isa_name(kern_isa isa);
 /* Whether the CPU has FMA instructions (x86: the fma flag). The generic level's C kernels then run
  * a copy compiled to use them for fmaf; without, fmaf is libm's (exact, about 15x slower). */
 int kern_fma_supported(void);
+/* Whether the CPU has F16C (vcvtph2ps): every AVX2 CPU made has it, but the AVX2 level does not
+ * promise it, so the f16 widening checks. */
+int kern_f16c_supported(void);
 
 /* bf16 compute (--precision bf16): the fast bf16 kernels need avx512_bf16 (vdpbf16ps,
  * vcvtne2ps2bf16) on top of the AVX-512 level. kern_bf16_active() is true when they run now (the

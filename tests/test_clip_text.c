@@ -398,7 +398,8 @@ static char *write_tiny(const char *name, int heads, const char *act, const char
     }
     if (spec.projection) {
         snprintf(names[n], sizeof names[n], "text_projection.weight");
-        e[n++] = (st_entry){names[n - 1], ST_F32, 2, {3, 4}, data};
+        e[n] = (st_entry){names[n], ST_F32, 2, {3, 4}, data};
+        n++;
     }
     char *dir = tmp_path(name), *cfg = sd_path_join(dir, "config.json");
     char *model = sd_path_join(dir, "model.safetensors");
