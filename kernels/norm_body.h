@@ -4,19 +4,41 @@
 
 enum { KERN_NAME(norm_halves) = VEC_W / VEC_WD }; /* double vectors per float vector */
 
+/* A block of channels at a time, its sums held in registers across the pixels (each channel's
+ * sum still adds its pixels in order, as the contract says). */
 VEC_TARGET static void KERN_NAME(norm_sums)(const float *x, long pixels, int c, double *sum,
                                             double *sq) {
-    for (long p = 0; p < pixels; p++, x += c)
-        for (int ch = 0; ch < c; ch += VEC_W) {
-            const int left = c - ch < VEC_W ? c - ch : VEC_W;
-            const vf v = v_load_n(x + ch, left);
-            for (int h = 0; h < KERN_NAME(norm_halves) && h * VEC_WD < left; h++) {
-                const int n = left - h * VEC_WD, at = ch + h * VEC_WD;
-                const vd d = v_widen(v, h);
-                vd_store_n(sum + at, vd_add(vd_load_n(sum + at, n), d), n);
-                vd_store_n(sq + at, vd_add_sq(vd_load_n(sq + at, n), d), n);
+    enum { NB = 2, H = KERN_NAME(norm_halves) }; /* float vectors per block, doubles per float vector */
+    for (int ch0 = 0; ch0 < c; ch0 += NB * VEC_W) {
+        vd s[NB][H], q[NB][H];
+        int left[NB], n[NB][H];
+        for (int b = 0; b < NB; b++) {
+            const int l = c - ch0 - b * VEC_W;
+            left[b] = l < 0 ? 0 : l < VEC_W ? l : VEC_W;
+            for (int h = 0; h < H; h++) {
+                const int m = left[b] - h * VEC_WD, at = ch0 + b * VEC_W + h * VEC_WD;
+                n[b][h] = m < 0 ? 0 : m < VEC_WD ? m : VEC_WD;
+                s[b][h] = vd_load_n(sum + at, n[b][h]);
+                q[b][h] = vd_load_n(sq + at, n[b][h]);
             }
         }
+        for (long p = 0; p < pixels; p++)
+            for (int b = 0; b < NB; b++) {
+                if (left[b] <= 0) break;
+                const vf v = v_load_n(x + p * c + ch0 + b * VEC_W, left[b]);
+                for (int h = 0; h < H; h++) {
+                    const vd d = v_widen(v, h);
+                    s[b][h] = vd_add(s[b][h], d);
+                    q[b][h] = vd_add_sq(q[b][h], d);
+                }
+            }
+        for (int b = 0; b < NB; b++)
+            for (int h = 0; h < H; h++) {
+                const int at = ch0 + b * VEC_W + h * VEC_WD;
+                vd_store_n(sum + at, s[b][h], n[b][h]);
+                vd_store_n(sq + at, q[b][h], n[b][h]);
+            }
+    }
 }
 
 VEC_TARGET static void KERN_NAME(norm_apply)(const float *x, float *y, long pixels, int c,

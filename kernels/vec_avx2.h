@@ -23,9 +23,15 @@ VEC_FN vf v_iota(void) { return _mm256_set_ps(7, 6, 5, 4, 3, 2, 1, 0); }
 VEC_FN __m256i v_first(int n) {
     return _mm256_castps_si256(_mm256_cmp_ps(v_iota(), _mm256_set1_ps((float)n), _CMP_LT_OQ));
 }
-/* Masked loads neither read nor fault past the first n lanes. */
-VEC_FN vf v_load_n(const float *p, int n) { return _mm256_maskload_ps(p, v_first(n)); }
-VEC_FN void v_store_n(float *p, vf v, int n) { _mm256_maskstore_ps(p, v_first(n), v); }
+/* Masked loads neither read nor fault past the first n lanes. Whole vectors take the plain load
+ * and store: masked stores are microcoded and slow on AMD cores. */
+VEC_FN vf v_load_n(const float *p, int n) {
+    return n >= 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, v_first(n));
+}
+VEC_FN void v_store_n(float *p, vf v, int n) {
+    if (n >= 8) _mm256_storeu_ps(p, v);
+    else _mm256_maskstore_ps(p, v_first(n), v);
+}
 VEC_FN vf v_add(vf a, vf b) { return _mm256_add_ps(a, b); }
 VEC_FN vf v_sub(vf a, vf b) { return _mm256_sub_ps(a, b); }
 VEC_FN vf v_mul(vf a, vf b) { return _mm256_mul_ps(a, b); }
@@ -60,8 +66,13 @@ VEC_FN vd v_widen(vf v, int h) {
 VEC_FN __m256i vd_first(int n) {
     return _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_set_epi64x(3, 2, 1, 0));
 }
-VEC_FN vd vd_load_n(const double *p, int n) { return _mm256_maskload_pd(p, vd_first(n)); }
-VEC_FN void vd_store_n(double *p, vd v, int n) { _mm256_maskstore_pd(p, vd_first(n), v); }
+VEC_FN vd vd_load_n(const double *p, int n) {
+    return n >= 4 ? _mm256_loadu_pd(p) : _mm256_maskload_pd(p, vd_first(n));
+}
+VEC_FN void vd_store_n(double *p, vd v, int n) {
+    if (n >= 4) _mm256_storeu_pd(p, v);
+    else _mm256_maskstore_pd(p, vd_first(n), v);
+}
 VEC_FN void vd_store(double *p, vd v) { _mm256_storeu_pd(p, v); }
 VEC_FN vd vd_add(vd a, vd b) { return _mm256_add_pd(a, b); }
 VEC_FN vd vd_add_sq(vd acc, vd d) { return _mm256_fmadd_pd(d, d, acc); }
