@@ -157,3 +157,20 @@ void rms_norm_ref(const float *x, float *y, int rows, int c, float eps, const fl
             y[(long)r * c + i] = (float)(x[(long)r * c + i] * rs) * (gamma ? gamma[i] : 1.0f);
     }
 }
+
+void softmax_rows(float *x, int rows, int c) {
+    if (rows <= 0 || c <= 0) return;
+    const norm_kernels *k = kernels();
+#pragma omp parallel for schedule(static) if ((long)rows * c > (1L << 15))
+    for (int r = 0; r < rows; r++) k->row_softmax(x + (long)r * c, c);
+}
+
+void softmax_rows_ref(float *x, int rows, int c) {
+    for (int r = 0; r < rows; r++) {
+        float *row = x + (long)r * c, mx = row[0];
+        for (int j = 1; j < c; j++) mx = row[j] > mx ? row[j] : mx;
+        double sum = 0.0;
+        for (int j = 0; j < c; j++) sum += row[j] = expf(row[j] - mx);
+        for (int j = 0; j < c; j++) row[j] = (float)(row[j] / sum);
+    }
+}

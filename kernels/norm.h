@@ -21,4 +21,9 @@ void layer_norm_ref(const float *x, float *y, int rows, int c, float eps, const 
 void rms_norm(const float *x, float *y, int rows, int c, float eps, const float *gamma);
 void rms_norm_ref(const float *x, float *y, int rows, int c, float eps, const float *gamma);
 
+/* Per row of c values, in place: e^(x - max) / sum of them (float32 like PyTorch's softmax; the
+ * sum in double, exp as the attention kernel computes it). */
+void softmax_rows(float *x, int rows, int c);
+void softmax_rows_ref(float *x, int rows, int c);
+
 #endif

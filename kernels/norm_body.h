@@ -101,9 +101,41 @@ VEC_TARGET static void KERN_NAME(norm_row_scale)(const float *x, float *y, int c
     }
 }
 
+/* x = softmax(x) over one row: the maximum (exact in any order), e = exp(x - max), their sum
+ * through the NORM_LANES double lanes, then x = e * (float)(1 / sum). */
+VEC_TARGET static void KERN_NAME(norm_row_softmax)(float *x, int c) {
+    enum { VD = NORM_LANES / VEC_WD, VF = NORM_LANES / VEC_W };
+    vf mv = v_set1(-INFINITY);
+    for (int i = 0; i < c; i += VEC_W) {
+        const int left = c - i < VEC_W ? c - i : VEC_W;
+        const vf v = v_load_n(x + i, left);
+        mv = v_max(mv, left == VEC_W ? v : v_select(v_lt(v_iota(), v_set1((float)left)), v, mv));
+    }
+    const vf mx = v_set1(v_hmax(mv));
+    vd s[VD];
+    for (int i = 0; i < VD; i++) s[i] = vd_zero();
+    for (int i0 = 0; i0 < c; i0 += NORM_LANES)
+        for (int g = 0; g < VF; g++) {
+            const int at = i0 + g * VEC_W, left = c - at < VEC_W ? c - at : VEC_W;
+            if (left <= 0) break;
+            vf e = v_exp(v_sub(v_load_n(x + at, left), mx));
+            if (left < VEC_W) e = v_select(v_lt(v_iota(), v_set1((float)left)), e, v_zero());
+            v_store_n(x + at, e, left);
+            for (int h = 0; h < KERN_NAME(norm_halves); h++)
+                s[g * KERN_NAME(norm_halves) + h] = vd_add(s[g * KERN_NAME(norm_halves) + h], v_widen(e, h));
+        }
+    double ls[NORM_LANES];
+    for (int i = 0; i < VD; i++) vd_store(ls + i * VEC_WD, s[i]);
+    const vf inv = v_set1((float)(1.0 / norm_lanes_total(ls)));
+    for (int i = 0; i < c; i += VEC_W) {
+        const int left = c - i < VEC_W ? c - i : VEC_W;
+        v_store_n(x + i, v_mul(v_load_n(x + i, left), inv), left);
+    }
+}
+
 const norm_kernels *KERN_NAME(norm_kernels)(void) {
     static const norm_kernels k = {KERN_NAME(norm_sums), KERN_NAME(norm_apply),
                                    KERN_NAME(norm_row_sums), KERN_NAME(norm_row_apply),
-                                   KERN_NAME(norm_row_scale)};
+                                   KERN_NAME(norm_row_scale), KERN_NAME(norm_row_softmax)};
     return &k;
 }

@@ -35,6 +35,8 @@ typedef struct {
                       const float *beta);
     /* y = x * rs, * gamma (may be NULL) over one row. */
     void (*row_scale)(const float *x, float *y, int c, float rs, const float *gamma);
+    /* softmax of one row in place, the sum through the NORM_LANES lanes. */
+    void (*row_softmax)(float *x, int c);
 } norm_kernels;
 
 const norm_kernels *norm_kernels_generic(void);

@@ -56,6 +56,14 @@ VEC_FN vf v_scale2(vf p, vf n) {
     return _mm256_mul_ps(_mm256_mul_ps(p, v_pow2i(_mm256_sub_epi32(ni, h))), v_pow2i(h));
 }
 
+/* The largest lane (exact in any order). */
+VEC_FN float v_hmax(vf v) {
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    return _mm_cvtss_f32(m);
+}
+
 /* Double lanes (sums in double): half h of a vf widened. */
 #define VEC_WD 4
 typedef __m256d vd;

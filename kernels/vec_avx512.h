@@ -42,6 +42,9 @@ VEC_FN vf v_iota(void) {
     return _mm512_set_ps(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
 }
 
+/* The largest lane (exact in any order). */
+VEC_FN float v_hmax(vf v) { return _mm512_reduce_max_ps(v); }
+
 /* Double lanes (sums in double): half h of a vf widened. */
 #define VEC_WD 8
 typedef __m512d vd;

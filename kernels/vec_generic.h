@@ -12,7 +12,7 @@
  *   v_lt, v_ge         ordered comparisons (false with a NaN)
  *   v_select(m, t, f)  m ? t : f per lane
  *   v_load_n, v_store_n  the first n lanes (others read as 0, left alone when writing)
- *   v_iota()           lane indices 0, 1, ... as floats
+ *   v_iota()           lane indices 0, 1, ... as floats      v_hmax(v)  the largest lane
  *   v_transpose(r)     a VEC_W x VEC_W block in VEC_W vectors, transposed
  *   vd (VEC_WD doubles): v_widen(v, h) lanes [h VEC_WD, (h + 1) VEC_WD) of v as doubles,
  *                      vd_add, vd_add_sq(acc, d) = acc + d * d (exact product), vd_load_n...
@@ -78,6 +78,9 @@ VEC_FN vf v_scale2(vf p, vf n) {
     const int ni = (int)n, h = ni / 2;
     return p * v_pow2i(ni - h) * v_pow2i(h);
 }
+
+/* The largest lane (exact in any order). */
+VEC_FN float v_hmax(vf v) { return v; }
 
 /* Double lanes (sums in double): the one lane widened. */
 #define VEC_WD 1

@@ -15,6 +15,7 @@
 #include "../kernels/act.h"
 #include "../kernels/gemm.h"
 #include "../kernels/norm.h"
+#include "../kernels/norm.h"
 #include "../nn/layers.h"
 
 typedef enum { T5_ACT_RELU, T5_ACT_GELU, T5_ACT_GELU_TANH, T5_ACT_SILU } t5_act;
@@ -319,21 +320,6 @@ static void position_bias(const t5_encoder *m, int len, float *bias) {
     }
 }
 
-/* Row-wise softmax of s[len][len] in place (float32 like torch's; the sum in double). */
-static void softmax_rows(float *s, int len) {
-    for (int i = 0; i < len; i++) {
-        float *row = s + (size_t)i * len, mx = row[0];
-        for (int j = 1; j < len; j++) mx = row[j] > mx ? row[j] : mx;
-        double sum = 0.0;
-        for (int j = 0; j < len; j++) {
-            row[j] = expf(row[j] - mx);
-            sum += row[j];
-        }
-        const float inv = (float)(1.0 / sum);
-        for (int j = 0; j < len; j++) row[j] *= inv;
-    }
-}
-
 /* Self-attention of one sequence: qkv [len][q | k | v] (each heads * d_kv), out [len][inner].
  * scores: [len][len] scratch. No 1/sqrt(d_kv) scaling: T5 folds it into its initialisation. */
 static void attention_bias(const t5_encoder *m, const float *qkv, const float *bias, float *scores,
@@ -349,7 +335,7 @@ static void attention_bias(const t5_encoder *m, const float *qkv, const float *b
             const float *bi = bh + (len - 1 - i); /* bi[j] is the bias of key j - query i */
             for (int j = 0; j < len; j++) row[j] += bi[j];
         }
-        softmax_rows(scores, len);
+        softmax_rows(scores, len, len); /* float32 like torch's, the sum in double */
         gemm_nn(len, dk, len, scores, len, v, 3 * inner, out + h * dk, inner, NULL, 0);
     }
 }
