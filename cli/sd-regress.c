@@ -6,7 +6,8 @@
  * The manifest format is in cli/common/regress_manifest.h and README.md. Cases render through the
  * public API (sd_generate), so a golden is what `gen` writes for the same settings. check prints
  * one line per case and then "N passed, N failed"; it exits 1 when a case failed, 2 when the
- * manifest or the command line is wrong. */
+ * manifest or the command line is wrong. A failing case leaves a heat-map and its render beside
+ * the golden, or in the folder --out names (a test suite keeps them out of the source tree). */
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -34,10 +35,13 @@ static void usage(FILE *fp) {
             "again and compares pixels with the golden: per case the largest and the mean absolute\n"
             "difference of the 8-bit values and the PSNR, pass or fail against the tolerance (default:\n"
             "identical pixels), and on failure a heat-map NAME.diff.png and the render\n"
-            "NAME.actual.png beside the golden. It prints one line per case, then 'N passed, N failed'.\n\n"
+            "NAME.actual.png (the golden being NAME.png) beside the golden or in --out's folder.\n"
+            "It prints one line per case, then 'N passed, N failed'.\n\n"
             "options:\n"
             "  -t, --threads N   threads (default: all cores); the pixels do not depend on it\n"
             "      --only NAME   only the case NAME (repeatable)\n"
+            "      --out DIR     write failing cases' heat-maps and renders into DIR (created when\n"
+            "                    missing) instead of beside their goldens\n"
             "  -h, --help        this text\n"
             "      --version     the version\n\n"
             "manifest: {\"tolerance\": {...}, \"defaults\": {...}, \"cases\": [{...}, ...]}\n"
@@ -57,6 +61,7 @@ static void usage(FILE *fp) {
 typedef struct {
     bool record;
     const char *manifest;
+    const char *out_dir; /* --out: where failure images go; NULL: beside the goldens */
     int threads;
     int n_only;
     const char *only[MAX_ONLY];
@@ -103,6 +108,13 @@ static int parse_args(options *o, int argc, char **argv) {
             }
             o->only[o->n_only++] = value;
             i++;
+        } else if (!strcmp(a, "--out")) {
+            if (!value || !*value) {
+                fprintf(stderr, "sd-regress: --out needs a folder\n");
+                return 2;
+            }
+            o->out_dir = value;
+            i++;
         } else if (a[0] == '-' && a[1]) {
             fprintf(stderr, "sd-regress: unknown option '%s' (see --help)\n", a);
             return 2;
@@ -144,13 +156,18 @@ static sd_status make_parent_dirs(const char *path) {
     return st;
 }
 
-/* golden.png -> golden<suffix> (".diff.png", ".actual.png"). */
-static char *sibling(const char *golden, const char *suffix) {
-    return sd_strfmt("%.*s%s", (int)(strlen(golden) - 4), golden, suffix);
+/* Where a failure image (suffix ".diff.png", ".actual.png") of the golden .../NAME.png goes:
+ * .../NAME<suffix> beside it, or DIR/NAME<suffix> with --out DIR. */
+static char *failure_path(const char *out_dir, const char *golden, const char *suffix) {
+    if (!out_dir) return sd_strfmt("%.*s%s", (int)(strlen(golden) - 4), golden, suffix);
+    const char *slash = strrchr(golden, '/'), *base = slash ? slash + 1 : golden;
+    return sd_strfmt("%s/%.*s%s", out_dir, (int)(strlen(base) - 4), base, suffix);
 }
 
-static void remove_stale(const char *golden) {
-    char *d = sibling(golden, ".diff.png"), *a = sibling(golden, ".actual.png");
+/* Failure images of an earlier check no longer describe the golden. */
+static void remove_stale(const char *out_dir, const char *golden) {
+    char *d = failure_path(out_dir, golden, ".diff.png");
+    char *a = failure_path(out_dir, golden, ".actual.png");
     if (d) unlink(d);
     if (a) unlink(a);
     free(d), free(a);
@@ -222,7 +239,7 @@ static void append(char *buf, size_t len, const char *fmt, ...) {
     va_end(ap);
 }
 
-static bool record_case(const regress_case *c, const sd_result *r) {
+static bool record_case(const regress_case *c, const sd_result *r, const char *out_dir) {
     char *params = cli_parameters_text(&r->used, r->scheduler_class, r->images[0].width,
                                        r->images[0].height, c->model);
     const char *text[4] = {"parameters", params ? params : "", "sd-regress case", c->json};
@@ -235,7 +252,7 @@ static bool record_case(const regress_case *c, const sd_result *r) {
             printf("FAIL %s: %s\n", c->name, path ? sd_last_error() : "out of memory");
             ok = false;
         } else {
-            remove_stale(path);
+            remove_stale(out_dir, path);
             append(written, sizeof written, "%s%s", b ? ", " : "", path);
         }
         free(path);
@@ -247,13 +264,17 @@ static bool record_case(const regress_case *c, const sd_result *r) {
     return ok;
 }
 
-/* Writes the heat-map and the render beside a failing golden, and says where in `note`. */
-static void write_failure_images(const char *golden, const sd_image *got, const sd_image *want,
-                                 char *note, size_t len) {
-    char *diff = sibling(golden, ".diff.png"), *actual = sibling(golden, ".actual.png");
+/* Writes the heat-map and the render of a failing golden (failure_path), and says where in
+ * `note`. */
+static void write_failure_images(const char *out_dir, const char *golden, const sd_image *got,
+                                 const sd_image *want, char *note, size_t len) {
+    char *diff = failure_path(out_dir, golden, ".diff.png");
+    char *actual = failure_path(out_dir, golden, ".actual.png");
     sd_image heat = {0};
-    if (diff && actual && imgcmp_heatmap(want, got, &heat) == SD_OK &&
-        image_write(diff, &heat, NULL, 0, 90) == SD_OK && image_write(actual, got, NULL, 0, 90) == SD_OK)
+    if (diff && actual && make_parent_dirs(diff) == SD_OK &&
+        imgcmp_heatmap(want, got, &heat) == SD_OK &&
+        image_write(diff, &heat, NULL, 0, 90) == SD_OK &&
+        image_write(actual, got, NULL, 0, 90) == SD_OK)
         append(note, len, "; heat-map %s, render %s", diff, actual);
     else
         append(note, len, "; could not write the heat-map: %s", sd_last_error());
@@ -261,7 +282,7 @@ static void write_failure_images(const char *golden, const sd_image *got, const 
     free(diff), free(actual);
 }
 
-static bool check_case(const regress_case *c, const sd_result *r) {
+static bool check_case(const regress_case *c, const sd_result *r, const char *out_dir) {
     imgcmp_stats worst = {.psnr = INFINITY};
     double mean_sum = 0;
     bool ok = true;
@@ -287,10 +308,11 @@ static bool check_case(const regress_case *c, const sd_result *r) {
                 if (s.psnr < worst.psnr) worst.psnr = s.psnr;
                 mean_sum += s.mean_abs;
                 if (!within(&c->tol, &s)) {
-                    write_failure_images(path, &r->images[b], &want, problems, sizeof problems);
+                    write_failure_images(out_dir, path, &r->images[b], &want, problems,
+                                         sizeof problems);
                     ok = false;
                 } else {
-                    remove_stale(path);
+                    remove_stale(out_dir, path);
                 }
             }
             image_free(&want);
@@ -343,7 +365,7 @@ int main(int argc, char **argv) {
             failed++;
             continue;
         }
-        bool ok = o.record ? record_case(c, &r) : check_case(c, &r);
+        bool ok = o.record ? record_case(c, &r, o.out_dir) : check_case(c, &r, o.out_dir);
         ok ? passed++ : failed++;
         sd_result_free(&r);
         fflush(stdout);

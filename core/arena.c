@@ -17,6 +17,15 @@ struct sd_arena_block {
 
 enum { ARENA_ALIGN = 64 };
 
+/* See sd_arena_set_min_spill: only tests change it. */
+static size_t min_spill = SD_ARENA_MIN_SPILL;
+
+size_t sd_arena_set_min_spill(size_t bytes) {
+    const size_t old = min_spill;
+    min_spill = bytes;
+    return old;
+}
+
 static size_t round_up(size_t n) { return (n + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1); }
 
 static sd_arena_block *block_new(size_t size) {
@@ -43,9 +52,10 @@ void *sd_arena_alloc(sd_arena *a, size_t bytes) {
         b->used = 0;
     }
     if (!b || b->size - b->used < bytes) {
-        /* Spill: a new block big enough for this and some more, so small allocations that follow
-         * do not each spill again (but not as big as the previous block: that may be huge). */
-        sd_arena_block *nb = block_new(bytes > (1u << 20) ? bytes : (1u << 20));
+        /* Spill: a new block big enough for this and some more (min_spill), so small allocations
+         * that follow do not each spill again (but not as big as the previous block: that may be
+         * huge). */
+        sd_arena_block *nb = block_new(bytes > min_spill ? bytes : min_spill);
         if (!nb) return NULL;
         if (b) {
             nb->next = b->next; /* keep any too-small emptied blocks after it, for reuse */

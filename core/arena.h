@@ -36,4 +36,12 @@ void sd_arena_release(sd_arena *a, sd_arena_mark m);
 void sd_arena_reset(sd_arena *a);
 void sd_arena_free(sd_arena *a);
 
+/* For tests only: the smallest block a spill adds (default SD_ARENA_MIN_SPILL, bytes; 1 makes
+ * every spilled block exactly the size of the allocation that needed it, so a pass that outgrows
+ * its block is spread over many blocks by construction rather than by how much scratch each
+ * kernel happens to take). Process-wide; set it only while no arena is allocating. Returns the
+ * previous value. */
+#define SD_ARENA_MIN_SPILL ((size_t)1 << 20)
+size_t sd_arena_set_min_spill(size_t bytes);
+
 #endif

@@ -3,6 +3,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "../core/config.h"
@@ -70,6 +71,25 @@ const char *tool_path(const char *name) {
     static char buf[4096];
     const char *dir = getenv("SD_BIN_DIR");
     snprintf(buf, sizeof buf, "%s/%s", dir && *dir ? dir : "bin", name);
+    return buf;
+}
+
+const char *test_output_dir(const char *name) {
+    static char buf[4096];
+    char exe[3072]; /* shorter than buf, so the name fits after it */
+    const ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    char *slash = NULL;
+    if (len > 0) {
+        exe[len] = '\0';
+        slash = strrchr(exe, '/');
+    }
+    if (slash) {
+        *slash = '\0';
+        snprintf(buf, sizeof buf, "%s/%s", exe, name);
+    } else { /* no /proc: the default build folder, relative to the repository root */
+        snprintf(buf, sizeof buf, "build/tests/%s", name);
+    }
+    mkdir(buf, 0755); /* may exist already */
     return buf;
 }
 

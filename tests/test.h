@@ -55,6 +55,10 @@ const char *fixture(const char *rel);
 bool fixture_link_parts(const char *model, const char *dir, const char *const *parts, int n);
 /* Path of a built tool: $SD_BIN_DIR/name (the runner sets it), else bin/name. */
 const char *tool_path(const char *name);
+/* A folder for files a test leaves for a person to look at (failure images): `name` beside the
+ * test program, so in the build tree (build/tests/name), never in the sources; created when
+ * missing. Static buffer, valid until the next call. */
+const char *test_output_dir(const char *name);
 
 /* Layout conversions for comparing NHWC engine tensors with NCHW references. */
 void nchw_to_nhwc(const float *src, float *dst, int n, int c, int h, int w);

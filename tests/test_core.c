@@ -228,6 +228,20 @@ static void test_arena(void) {
     CHECK(a.spill_count == 3, "five layers of two spilling buffers took %zu blocks (want 3)",
           a.spill_count);
     sd_arena_free(&a);
+
+    /* The tests' hook: a spill adds a block of at least SD_ARENA_MIN_SPILL bytes, so small
+     * allocations share it; at 1 byte each block is exactly the allocation that needed it. */
+    for (int exact = 0; exact < 2; exact++) {
+        const size_t saved = sd_arena_set_min_spill(exact ? 1 : SD_ARENA_MIN_SPILL);
+        CHECK(saved == SD_ARENA_MIN_SPILL, "min spill was %zu before, not the default", saved);
+        sd_arena_init(&a);
+        float *p[3] = {sd_arena_floats(&a, 1000), sd_arena_floats(&a, 1), sd_arena_floats(&a, 16)};
+        CHECK(p[0] && p[1] && p[2], "allocated");
+        CHECK(a.spill_count == (exact ? 3u : 1u), "min spill %s: three allocations took %zu blocks",
+              exact ? "1 byte" : "default", a.spill_count);
+        sd_arena_free(&a);
+        sd_arena_set_min_spill(saved);
+    }
 }
 
 int main(void) {

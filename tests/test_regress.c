@@ -7,9 +7,9 @@
  *    are checked to be the run's) are diffusers' images within the fixture tolerance (one level on
  *    >= 99.9% of values, never more than two), so the goldens are not merely self-consistent;
  *  - a golden carries the generation parameters in its PNG text;
- *  - a tampered golden fails with a heat-map marking the tampered pixels, the render beside it, a
- *    non-zero exit; a per-case tolerance can admit it; a missing golden or a failing render fails
- *    that case only;
+ *  - a tampered golden fails with a heat-map marking the tampered pixels and the render, in the
+ *    folder --out names (beside the golden without it), and a non-zero exit; a per-case tolerance
+ *    can admit it; a missing golden or a failing render fails that case only;
  *  - bad manifests and command lines exit 2 with one line naming the file and the key. */
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -27,6 +27,8 @@
 
 static char tmpdir[256];
 static char manifest[512];
+/* Where failures of the project's manifest leave their images: the build tree, not tests/. */
+static char failures[4096];
 static char model_abs[4096]; /* sd15-tiny/pipeline, absolute: manifests in tmp name it */
 
 static const char *tmp(const char *name) {
@@ -48,7 +50,8 @@ static void write_text(const char *path, const char *text) {
 
 /* Every case line of a check starts with "ok" and the summary says n passed. */
 static void test_check(const char *threads, int n_cases) {
-    int rc = tool_run("sd-regress", "check", manifest, "--threads", threads, NULL);
+    int rc =
+        tool_run("sd-regress", "check", manifest, "--threads", threads, "--out", failures, NULL);
     char summary[64];
     snprintf(summary, sizeof summary, "%d passed, 0 failed\n", n_cases);
     int lines_ok = 0;
@@ -189,13 +192,22 @@ static void test_tampered(void) {
         *p = (uint8_t)(*p ? *p - 1 : 1);
     }
     CHECK_OK(image_write(golden, &img, NULL, 0, 90));
-    rc = tool_run("sd-regress", "check", tmp("t.json"), NULL);
+    /* --out: the failure images go there (a folder made on demand), none beside the golden. */
+    char out[600], out_diff[700], out_actual[700];
+    snprintf(out, sizeof out, "%s", tmp("failures/nested"));
+    snprintf(out_diff, sizeof out_diff, "%s/tiny.diff.png", out);
+    snprintf(out_actual, sizeof out_actual, "%s/tiny.actual.png", out);
+    rc = tool_run("sd-regress", "check", tmp("t.json"), "--out", out, NULL);
     printf("%s", tool_output);
-    CHECK(rc == 1 && strstr(tool_output, "FAIL tiny: max 5,") && strstr(tool_output, "0 passed, 1 failed") &&
-              strstr(tool_output, "tiny.diff.png"),
+    CHECK(rc == 1 && strstr(tool_output, "FAIL tiny: max 5,") &&
+              strstr(tool_output, "0 passed, 1 failed") && strstr(tool_output, out_diff) &&
+              strstr(tool_output, out_actual),
           "tampered golden: exit %d: %s", rc, tool_output);
+    CHECK(!sd_file_exists(tmp("golden/tiny.diff.png")) &&
+              !sd_file_exists(tmp("golden/tiny.actual.png")),
+          "with --out nothing is written beside the golden");
     sd_image heat, actual;
-    if (image_read(tmp("golden/tiny.diff.png"), &heat) == SD_OK) {
+    if (image_read(out_diff, &heat) == SD_OK) {
         const uint8_t *h5 = heat.rgb + ((size_t)20 * heat.width + 10) * 3;
         const uint8_t *h1 = heat.rgb + ((size_t)40 * heat.width + 35) * 3;
         const uint8_t *h0 = heat.rgb + ((size_t)5 * heat.width + 5) * 3;
@@ -211,16 +223,29 @@ static void test_tampered(void) {
     } else {
         CHECK(0, "no heat-map: %s", sd_last_error());
     }
-    CHECK(image_read(tmp("golden/tiny.actual.png"), &actual) == SD_OK &&
+    CHECK(image_read(out_actual, &actual) == SD_OK &&
               !memcmp(actual.rgb, orig.rgb, (size_t)orig.width * orig.height * 3),
-          "the render beside the golden is the original image");
+          "the render in --out's folder is the original image");
     image_free(&actual);
-
-    /* A case's own tolerance replaces the manifest's; passing removes the stale heat-map. */
-    write_manifest("t.json", "\"tolerance\": {\"max_abs\": 5}");
+    /* Without --out (by hand): beside the golden. */
     rc = tool_run("sd-regress", "check", tmp("t.json"), NULL);
+    CHECK(rc == 1 && strstr(tool_output, tmp("golden/tiny.diff.png")) &&
+              sd_file_exists(tmp("golden/tiny.diff.png")) &&
+              sd_file_exists(tmp("golden/tiny.actual.png")),
+          "without --out the heat-map and render are beside the golden: %d %s", rc, tool_output);
+
+    /* A case's own tolerance replaces the manifest's; passing removes the stale heat-map and
+     * render, where that check would have written them. */
+    write_manifest("t.json", "\"tolerance\": {\"max_abs\": 5}");
+    rc = tool_run("sd-regress", "check", tmp("t.json"), "--out", out, NULL);
     CHECK(rc == 0 && strstr(tool_output, "ok   tiny: max 5,"), "max_abs 5 admits it: %d %s", rc, tool_output);
-    CHECK(!sd_file_exists(tmp("golden/tiny.diff.png")), "a passing check removes the stale heat-map");
+    CHECK(!sd_file_exists(out_diff) && !sd_file_exists(out_actual) &&
+              sd_file_exists(tmp("golden/tiny.diff.png")),
+          "a passing check with --out removes the stale images there (only)");
+    rc = tool_run("sd-regress", "check", tmp("t.json"), NULL);
+    CHECK(rc == 0 && !sd_file_exists(tmp("golden/tiny.diff.png")) &&
+              !sd_file_exists(tmp("golden/tiny.actual.png")),
+          "a passing check removes the stale images beside the golden: %d %s", rc, tool_output);
     write_manifest("t.json", "\"tolerance\": {\"max_abs\": 5, \"min_psnr\": 100}");
     rc = tool_run("sd-regress", "check", tmp("t.json"), NULL);
     CHECK(rc == 1 && strstr(tool_output, "min_psnr 100"), "min_psnr 100 rejects it: %d %s", rc, tool_output);
@@ -284,8 +309,12 @@ static void test_bad_manifests(void) {
     CHECK(rc == 2 && strstr(tool_output, "no-such-case"), "--only unknown: %d %s", rc, tool_output);
     rc = tool_run("sd-regress", "--help", NULL);
     CHECK(rc == 0 && strstr(tool_output, "record") && strstr(tool_output, "--threads") &&
-              strstr(tool_output, "max_abs") && strstr(tool_output, "scheduler_opts"),
+              strstr(tool_output, "--out") && strstr(tool_output, "max_abs") &&
+              strstr(tool_output, "scheduler_opts"),
           "--help");
+    rc = tool_run("sd-regress", "check", manifest, "--out", NULL);
+    CHECK(rc == 2 && strstr(tool_output, "--out"), "--out without a folder: %d %s", rc,
+          tool_output);
     rc = tool_run("sd-regress", "--version", NULL);
     CHECK(rc == 0 && strstr(tool_output, "sd-regress "), "--version: %s", tool_output);
 }
@@ -294,6 +323,7 @@ int main(void) {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/sd-test-regress-%d", (int)getpid());
     mkdir(tmpdir, 0755);
     snprintf(manifest, sizeof manifest, "%s", fixture("../regress/manifest.json"));
+    snprintf(failures, sizeof failures, "%s", test_output_dir("regress-failures"));
     if (!realpath(fixture("sd15-tiny/pipeline"), model_abs)) CHECK(0, "no sd15-tiny fixture");
     test_manifest();
     test_tampered();

@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../core/arena.h"
 #include "../core/config.h"
 #include "../core/fileutil.h"
 #include "../core/safetensors.h"
@@ -598,23 +599,40 @@ static void test_scratch_and_time(unet *m) {
     printf("sd15-tiny forward, batch %d, %dx%d latents: %.2f ms; scratch %.1f KiB\n", n, h, w,
            per * 1e3, bytes / 1024.0);
 
-    /* A larger size grows the arena over several blocks on its first call (results moved across
-     * blocks by the up path); the second call runs in one consolidated block. Same numbers. */
+    /* The numbers do not depend on how the scratch is laid out over arena blocks. A UNet with an
+     * empty arena, its spilled blocks made exactly the size of the allocation that needed them
+     * (arena.h's test hook), spreads its first pass over many blocks: a block has no room left
+     * for the next tensor, so skip connections are written in one block and read back by the up
+     * path from others by construction, whatever scratch the kernels take. The second call runs
+     * in the one block sd_arena_reset consolidated, allocates nothing, and gives the same
+     * numbers. */
     const int bh = 48, bw = 40;
     float *bx = malloc(sizeof(float) * bh * bw * c->in_channels);
     float *y1 = malloc(sizeof(float) * bh * bw * c->out_channels);
     float *y2 = malloc(sizeof(float) * bh * bw * c->out_channels);
     fill_random(bx, (size_t)bh * bw * c->in_channels, 3);
-    CHECK_OK(unet_forward(m, bx, 1, bh, bw, 250.0f, ctx, len, NULL, y1));
-    unet_scratch_stats(m, NULL, &grew);
-    CHECK(grew > 1, "the first %dx%d call grew the arena %zu times (expected several)", bh, bw,
-          grew);
-    CHECK_OK(unet_forward(m, bx, 1, bh, bw, 250.0f, ctx, len, NULL, y2));
-    unet_scratch_stats(m, &bytes, &grew);
-    CHECK(grew == 0, "second %dx%d call grew the arena %zu times", bh, bw, grew);
-    check_rel("48x40: first call (arena growing) vs second (one block)", y1, y2,
-              (size_t)bh * bw * c->out_channels, 1e-7);
-    printf("sd15-tiny scratch for batch 1, %dx%d: %.1f KiB\n", bh, bw, bytes / 1024.0);
+    unet *fresh = NULL;
+    CHECK_OK(unet_load(&fresh, fixture("sd15-tiny/pipeline/unet")));
+    if (fresh) {
+        const size_t saved_spill = sd_arena_set_min_spill(1);
+        CHECK_OK(unet_forward(fresh, bx, 1, bh, bw, 250.0f, ctx, len, NULL, y1));
+        sd_arena_set_min_spill(saved_spill);
+        unet_scratch_stats(fresh, NULL, &grew);
+        printf("sd15-tiny: the first %dx%d call spread over %zu exactly-sized arena blocks\n", bh,
+               bw, grew);
+        /* The time embedding, conv_in's output and a dozen skip tensors live at once: a handful
+         * of blocks is a loose lower bound */
+        CHECK(grew > 4, "the first %dx%d call took %zu arena blocks (expected many)", bh, bw, grew);
+        CHECK_OK(unet_forward(fresh, bx, 1, bh, bw, 250.0f, ctx, len, NULL, y2));
+        unet_scratch_stats(fresh, &bytes, &grew);
+        CHECK(grew == 0, "second %dx%d call grew the arena %zu times", bh, bw, grew);
+        CHECK(!memcmp(y1, y2, sizeof(float) * bh * bw * c->out_channels),
+              "%dx%d: the first call (many arena blocks) and the second (one block) differ: "
+              "rel err %.3g",
+              bh, bw, rel_l2(y1, y2, (size_t)bh * bw * c->out_channels));
+        printf("sd15-tiny scratch for batch 1, %dx%d: %.1f KiB\n", bh, bw, bytes / 1024.0);
+        unet_free(fresh);
+    }
     free(bx), free(y1), free(y2);
     free(x), free(ctx), free(y);
 }
