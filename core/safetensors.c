@@ -218,7 +218,9 @@ void st_release_pages(const void *data, size_t nbytes) {
 
 float st_f16_to_f32(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;
-    if (exp == 0x1f) bits = sign | 0x7f800000 | (man << 13); /* inf / nan */
+    /* inf / nan; a NaN comes out quiet, as the F16C and AVX-512 conversions make it, so every
+     * instruction set widens the same bits */
+    if (exp == 0x1f) bits = sign | 0x7f800000 | (man << 13) | (man ? 0x400000u : 0);
     else if (exp != 0) bits = sign | ((exp + 112) << 23) | (man << 13);
     else if (man == 0) bits = sign;
     else { /* subnormal: normalise */
