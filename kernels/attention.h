@@ -4,7 +4,9 @@
  * floats at q + (b * nq + i) * q_stride + h * d (likewise k, v, out with their own strides), so
  * heads stay interleaved in [tokens][heads * d] rows exactly as the projections write them, and a
  * fused QKV buffer can be passed with three offsets. With `causal`, query i sees keys j <= i.
- * The fast version streams keys in blocks (online softmax) and never holds an nq x nk matrix. */
+ * The fast version streams keys in blocks (online softmax) and never holds an nq x nk matrix; its
+ * arithmetic is fixed per query (attention_internal.h), so every instruction set and thread count
+ * gives the same bits. */
 #ifndef SD_ATTENTION_H
 #define SD_ATTENTION_H
 

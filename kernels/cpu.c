@@ -55,10 +55,14 @@ const char *kern_isa_name(kern_isa isa) {
     }
 }
 
+static atomic_int fma_allowed = 1;
+
+int kern_fma_set_allowed(int allowed) { return atomic_exchange(&fma_allowed, allowed != 0); }
+
 int kern_fma_supported(void) {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_cpu_init();
-    return __builtin_cpu_supports("fma");
+    return atomic_load_explicit(&fma_allowed, memory_order_relaxed) && __builtin_cpu_supports("fma");
 #else
     return 0;
 #endif

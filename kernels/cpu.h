@@ -23,6 +23,10 @@ const char *kern_isa_name(kern_isa isa);
 /* Whether the CPU has FMA instructions (x86: the fma flag). The generic level's C kernels then run
  * a copy compiled to use them for fmaf; without, fmaf is libm's (exact, about 15x slower). */
 int kern_fma_supported(void);
+/* Tests: with 0, kern_fma_supported() says no whatever the CPU has, so the portable level runs its
+ * baseline copy (libm's fmaf) as on a CPU without FMA. Returns the previous setting. Not meant to
+ * be called while kernels run on other threads. */
+int kern_fma_set_allowed(int allowed);
 /* Whether the CPU has F16C (vcvtph2ps): every AVX2 CPU made has it, but the AVX2 level does not
  * promise it, so the f16 widening checks. */
 int kern_f16c_supported(void);

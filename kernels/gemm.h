@@ -5,9 +5,10 @@
  * gemm_nn multiplies by a [k][n] matrix (attention's P x V). The _ref versions are plain loops kept
  * as the definition the fast ones are tested against.
  *
- * The fast versions run on the best microkernel the CPU has (AVX-512, AVX2 + FMA, or portable C;
- * see cpu.h) and on OpenMP threads when called outside a parallel region; their results do not
- * depend on the number of threads. B is packed per call into a buffer the calling thread keeps
+ * The fast versions run on the best microkernel the CPU has (AVX-512, AVX2 + FMA, or portable C
+ * with fmaf; see cpu.h) and on OpenMP threads when called outside a parallel region; each element
+ * is one chain of fused multiply-adds per block of k, the blocks fixed by k, so the results depend
+ * on neither the number of threads nor the microkernel. B is packed per call into a buffer the calling thread keeps
  * (grown on first use, up to 16 MB, freed when the thread ends), so repeated products of the
  * same sizes allocate nothing. */
 #ifndef SD_GEMM_H

@@ -1,6 +1,8 @@
 /* Normalisations over NHWC / row-major activations. Statistics are sums in double over pieces
- * that depend on the shape only, added in a fixed order, so results do not depend on the thread
- * count. The fast versions use AVX-512 when the CPU has it (cpu.h). */
+ * that depend on the shape only, added in a fixed order (a row's through 16 lanes whatever the
+ * vector width, norm_internal.h), so results depend on neither the thread count nor the
+ * instruction set: every level (cpu.h) computes the same bits. The _ref versions are plain loops
+ * (libm's expf for SiLU), the definitions the fast ones are tested against. */
 #ifndef SD_NORM_H
 #define SD_NORM_H
 
