@@ -185,7 +185,7 @@ VEC_TARGET static void KERN_NAME(att_item)(const attn_shape *s, const float *q, 
     const int tiles = (nq_item + ATT_QT - 1) / ATT_QT;
     float *qt[ATT_TILES], *ot[ATT_TILES], *sb = work;
     KERN_NAME(att_lanes) st[ATT_TILES];
-    int kend[ATT_TILES] = {0}, nqt[ATT_TILES] = {0};
+    int nqt[ATT_TILES] = {0};
     for (int u = 0; u < tiles; u++) {
         const int iu = i0 + u * ATT_QT;
         nqt[u] = s->nq - iu < ATT_QT ? s->nq - iu : ATT_QT;
@@ -195,21 +195,14 @@ VEC_TARGET static void KERN_NAME(att_item)(const attn_shape *s, const float *q, 
         memset(ot[u], 0, (size_t)d * ATT_QT * sizeof *ot[u]);
         /* A finite start, so the first rescale is exp(-huge) = 0 rather than exp(-inf + inf). */
         for (int v = 0; v < ATT_QV; v++) st[u].m[v] = v_set1(-FLT_MAX), st[u].l[v] = v_zero();
-        /* With a causal mask no query of the tile sees a block of keys that starts past its last
-         * query: such a block would leave every lane's state exactly as it was (all scores
-         * -inf, alpha 1). A block the tile reaches is taken whole, so the masked keys a query
-         * meets (adding exact zeros) do not depend on how queries are grouped into tiles. */
-        kend[u] = s->nk;
-        if (s->causal) {
-            const long reach = (long)(iu + nqt[u] + ATT_BK - 1) / ATT_BK * ATT_BK;
-            if (reach < s->nk) kend[u] = (int)reach;
-        }
     }
-    const int kmax = kend[tiles - 1];
-    for (int j0 = 0; j0 < kmax; j0 += ATT_BK)
+    /* Every query goes through every key, masked ones (causal) included as exact zeros: skipping
+     * the blocks past a tile's last query would make what a query meets depend on how queries are
+     * grouped into tiles (a masked block still turns a -0 sum into +0). Causal attention here is
+     * CLIP's, 77 keys: one block, nothing to skip anyway. */
+    for (int j0 = 0; j0 < s->nk; j0 += ATT_BK)
         for (int u = 0; u < tiles; u++) {
-            if (j0 >= kend[u]) continue;
-            const int nb = kend[u] - j0 < ATT_BK ? kend[u] - j0 : ATT_BK;
+            const int nb = s->nk - j0 < ATT_BK ? s->nk - j0 : ATT_BK;
             KERN_NAME(att_block)(s, kp, vp, i0 + u * ATT_QT, j0, nb, qt[u], ot[u], sb, &st[u]);
         }
     for (int u = 0; u < tiles; u++) KERN_NAME(att_store_out)(s, out, i0 + u * ATT_QT, nqt[u], ot[u], st[u].l);

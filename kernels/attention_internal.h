@@ -7,7 +7,8 @@
  *
  * One arithmetic on every instruction set: each query's result is the same sequence of rounded
  * operations whatever the vector width, tile size or key grouping (attention_body.h, compiled once
- * per instruction set by isa_*.c). Per query, for each block of ATT_BK keys from key 0:
+ * per instruction set by isa_*.c). Per query, for each block of ATT_BK keys from key 0 to the last
+ * (causally masked keys included, as exact zeros):
  *   s_j   = (fma chain over the head's channels in order of q_t k_jt) * scale, -inf if masked
  *   m'    = max(m, max_j s_j); alpha = exp(m - m')     (m starts at -FLT_MAX, l and o at 0)
  *   p_j   = exp(s_j - m'); l = fma(l, alpha, a + b), where a sums the block's p_j at even
