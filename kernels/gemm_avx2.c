@@ -11,9 +11,8 @@
 enum { MR = 6 };
 
 /* Columns [0, nr) of a 16-wide half panel; b rows are GEMM_NR apart. */
-VEC_FN void half(const int rows, int kc, const float *a,
-                                                       const float *b, float *c, long ldc, int nr,
-                                                       const float *bias, int load_c) {
+VEC_FN void half(const int rows, int kc, const float *a, const float *b, float *c, long ldc, int nr,
+                 const float *bias, int load_c) {
     __m256 c0[MR], c1[MR];
 #pragma GCC unroll 6
     for (int r = 0; r < rows; r++) c0[r] = c1[r] = _mm256_setzero_ps();
@@ -56,8 +55,8 @@ VEC_FN void half(const int rows, int kc, const float *a,
     }
 }
 
-VEC_TARGET static void ukernel(int kc, const float *a, const float *b, float *c, long ldc, int mr, int nr,
-                    const float *bias, int load_c) {
+VEC_TARGET static void ukernel(int kc, const float *a, const float *b, float *c, long ldc, int mr,
+                               int nr, const float *bias, int load_c) {
     for (int h = 0; h < 2 && nr > 16 * h; h++) {
         const int w = nr - 16 * h < 16 ? nr - 16 * h : 16;
         const float *bh = bias ? bias + 16 * h : NULL;

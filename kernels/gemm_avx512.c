@@ -14,9 +14,8 @@ enum { MR = 14 };
 
 /* One tile with a compile-time row count (the switch below instantiates each), so edge tiles
  * run the same chain of FMAs per element as full ones: results do not depend on tiling. */
-VEC_FN void tile(const int rows, int kc, const float *a,
-                                                       const float *b, float *c, long ldc, int nr,
-                                                       const float *bias, int load_c) {
+VEC_FN void tile(const int rows, int kc, const float *a, const float *b, float *c, long ldc, int nr,
+                 const float *bias, int load_c) {
     __m512 c0[MR], c1[MR];
 #pragma GCC unroll 14
     for (int r = 0; r < rows; r++) c0[r] = c1[r] = _mm512_setzero_ps();
@@ -47,11 +46,13 @@ VEC_FN void tile(const int rows, int kc, const float *a,
     }
 }
 
-VEC_TARGET static void ukernel(int kc, const float *a, const float *b, float *c, long ldc, int mr, int nr,
-                    const float *bias, int load_c) {
+VEC_TARGET static void ukernel(int kc, const float *a, const float *b, float *c, long ldc, int mr,
+                               int nr, const float *bias, int load_c) {
     switch (mr) {
 #define CASE(R)                                                                                    \
-    case R: tile(R, kc, a, b, c, ldc, nr, bias, load_c); break;
+    case R:                                                                                        \
+        tile(R, kc, a, b, c, ldc, nr, bias, load_c);                                               \
+        break;
         CASE(14) CASE(13) CASE(12) CASE(11) CASE(10) CASE(9) CASE(8)
         CASE(7) CASE(6) CASE(5) CASE(4) CASE(3) CASE(2) CASE(1)
 #undef CASE
@@ -60,7 +61,8 @@ VEC_TARGET static void ukernel(int kc, const float *a, const float *b, float *c,
 }
 
 /* gemm_pack_nt_panel with 16 x 16 register transposes. */
-VEC_TARGET static void pack_nt(const float *b, long ldb, int n, int j0, int p0, int kc, float *dst) {
+VEC_TARGET static void pack_nt(const float *b, long ldb, int n, int j0, int p0, int kc,
+                               float *dst) {
     const int cols = n - j0 < GEMM_NR ? n - j0 : GEMM_NR;
     for (int h = 0; h < 2; h++) {
         const int c0 = 16 * h, cn = cols - c0 < 0 ? 0 : cols - c0 < 16 ? cols - c0 : 16;

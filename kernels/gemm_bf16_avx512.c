@@ -15,9 +15,8 @@ enum { MR = 14 };
 
 /* A compile-time row count per instantiation (the switch below), so edge tiles run the same chain
  * of vdpbf16ps per element as full ones: results do not depend on tiling. */
-BF16_FN void tile(const int rows, int kc2, const uint32_t *a,
-                                                       const uint16_t *b, float *c, long ldc,
-                                                       int nr, const float *bias, int load_c) {
+BF16_FN void tile(const int rows, int kc2, const uint32_t *a, const uint16_t *b, float *c, long ldc,
+                  int nr, const float *bias, int load_c) {
     __m512 c0[MR], c1[MR];
 #pragma GCC unroll 14
     for (int r = 0; r < rows; r++) c0[r] = c1[r] = _mm512_setzero_ps();
@@ -49,11 +48,14 @@ BF16_FN void tile(const int rows, int kc2, const uint32_t *a,
     }
 }
 
-KERN_TARGET_AVX512_BF16 static void ukernel(int kc2, const uint32_t *a, const uint16_t *b, float *c, long ldc, int mr,
-                    int nr, const float *bias, int load_c) {
+KERN_TARGET_AVX512_BF16 static void ukernel(int kc2, const uint32_t *a, const uint16_t *b, float *c,
+                                            long ldc, int mr, int nr, const float *bias,
+                                            int load_c) {
     switch (mr) {
 #define CASE(R)                                                                                    \
-    case R: tile(R, kc2, a, b, c, ldc, nr, bias, load_c); break;
+    case R:                                                                                        \
+        tile(R, kc2, a, b, c, ldc, nr, bias, load_c);                                              \
+        break;
         CASE(14) CASE(13) CASE(12) CASE(11) CASE(10) CASE(9) CASE(8)
         CASE(7) CASE(6) CASE(5) CASE(4) CASE(3) CASE(2) CASE(1)
 #undef CASE
