@@ -2,20 +2,23 @@
  * and a KERN_NAME(name) definition, once per instruction set. */
 #include "act_internal.h"
 
-/* One activation over x[0..n), the kind fixed where this is inlined so the loop has no branch. */
+VEC_FN vf KERN_NAME(act_one)(const act_kind kind, vf v) {
+    switch (kind) {
+    case ACT_SILU: return v_sigmoid_times(v, v_set1(1.0f));
+    case ACT_QUICK_GELU: return v_sigmoid_times(v, v_set1(1.702f));
+    case ACT_GELU: return v_gelu(v);
+    default: return v_gelu_tanh(v);
+    }
+}
+
+/* One activation over x[0..n), the kind fixed where this is inlined so the loop has no branch:
+ * whole vectors, then one masked tail (norm_body.h says why). */
 VEC_FN void KERN_NAME(act_loop)(const act_kind kind, float *x, size_t n) {
-    for (size_t i = 0; i < n; i += VEC_W) {
-        const int left = n - i < VEC_W ? (int)(n - i) : VEC_W;
-        const vf v = left == VEC_W ? v_load(x + i) : v_load_n(x + i, left);
-        vf y;
-        switch (kind) {
-        case ACT_SILU: y = v_sigmoid_times(v, v_set1(1.0f)); break;
-        case ACT_QUICK_GELU: y = v_sigmoid_times(v, v_set1(1.702f)); break;
-        case ACT_GELU: y = v_gelu(v); break;
-        default: y = v_gelu_tanh(v); break;
-        }
-        if (left == VEC_W) v_store(x + i, y);
-        else v_store_n(x + i, y, left);
+    size_t i = 0;
+    for (; i + VEC_W <= n; i += VEC_W) v_store(x + i, KERN_NAME(act_one)(kind, v_load(x + i)));
+    if (i < n) {
+        const int left = (int)(n - i);
+        v_store_n(x + i, KERN_NAME(act_one)(kind, v_load_n(x + i, left)), left);
     }
 }
 
@@ -29,10 +32,12 @@ VEC_TARGET static void KERN_NAME(act_apply)(act_kind kind, float *x, size_t n) {
 }
 
 VEC_TARGET static void KERN_NAME(act_geglu_row)(const float *in, float *out, int d) {
-    for (int i = 0; i < d; i += VEC_W) {
-        const int left = d - i < VEC_W ? d - i : VEC_W;
-        const vf v = v_load_n(in + i, left), g = v_load_n(in + d + i, left);
-        v_store_n(out + i, v_mul(v, v_gelu(g)), left);
+    int i = 0;
+    for (; i + VEC_W <= d; i += VEC_W)
+        v_store(out + i, v_mul(v_load(in + i), v_gelu(v_load(in + d + i))));
+    if (i < d) {
+        const int left = d - i;
+        v_store_n(out + i, v_mul(v_load_n(in + i, left), v_gelu(v_load_n(in + d + i, left))), left);
     }
 }
 

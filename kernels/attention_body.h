@@ -53,28 +53,28 @@ VEC_FN void KERN_NAME(att_store_out)(const attn_shape *s, float *out, int i0, in
 VEC_FN void KERN_NAME(att_scores)(int d, const float *kg, const float *qt, float *sb, int rows,
                                   float scale_f, int causal, int jg, int i0, vf bm[ATT_QV]) {
     vf c[ATT_KG][ATT_QV];
-#pragma GCC unroll 16
+KERN_UNROLL
     for (int r = 0; r < ATT_KG; r++)
-#pragma GCC unroll 4
+KERN_UNROLL
         for (int v = 0; v < ATT_QV; v++) c[r][v] = v_zero();
     for (int t = 0; t < d; t++) {
         vf qv[ATT_QV];
-#pragma GCC unroll 4
+KERN_UNROLL
         for (int v = 0; v < ATT_QV; v++) qv[v] = v_load(qt + t * ATT_QT + v * VEC_W);
-#pragma GCC unroll 16
+KERN_UNROLL
         for (int r = 0; r < ATT_KG; r++) {
             const vf kv = v_set1(kg[t * ATT_KG + r]);
-#pragma GCC unroll 4
+KERN_UNROLL
             for (int v = 0; v < ATT_QV; v++) c[r][v] = v_fmadd(kv, qv[v], c[r][v]);
         }
     }
     /* Query i sees key j when j <= i: lanes whose query index is below the key are masked. */
     const int need_mask = causal && jg + rows - 1 > i0;
     const vf ninf = v_set1(-INFINITY), scale = v_set1(scale_f);
-#pragma GCC unroll 16
+KERN_UNROLL
     for (int r = 0; r < ATT_KG; r++) {
         if (r >= rows) break;
-#pragma GCC unroll 4
+KERN_UNROLL
         for (int v = 0; v < ATT_QV; v++) {
             vf x = v_mul(c[r][v], scale);
             if (need_mask) {
@@ -92,24 +92,24 @@ VEC_FN void KERN_NAME(att_scores)(int d, const float *kg, const float *qt, float
 VEC_FN void KERN_NAME(att_update)(const int rows, int nb, const float *v, const float *p, float *ot,
                                   const vf alpha[ATT_QV]) {
     vf c[ATT_KG][ATT_QV];
-#pragma GCC unroll 16
+KERN_UNROLL
     for (int r = 0; r < rows; r++)
-#pragma GCC unroll 4
+KERN_UNROLL
         for (int u = 0; u < ATT_QV; u++) c[r][u] = v_mul(v_load(ot + r * ATT_QT + u * VEC_W), alpha[u]);
     for (int j = 0; j < nb; j++, v += ATT_KG) {
         vf pv[ATT_QV];
-#pragma GCC unroll 4
+KERN_UNROLL
         for (int u = 0; u < ATT_QV; u++) pv[u] = v_load(p + j * ATT_QT + u * VEC_W);
-#pragma GCC unroll 16
+KERN_UNROLL
         for (int r = 0; r < rows; r++) {
             const vf vv = v_set1(v[r]);
-#pragma GCC unroll 4
+KERN_UNROLL
             for (int u = 0; u < ATT_QV; u++) c[r][u] = v_fmadd(vv, pv[u], c[r][u]);
         }
     }
-#pragma GCC unroll 16
+KERN_UNROLL
     for (int r = 0; r < rows; r++)
-#pragma GCC unroll 4
+KERN_UNROLL
         for (int u = 0; u < ATT_QV; u++) v_store(ot + r * ATT_QT + u * VEC_W, c[r][u]);
 }
 
