@@ -280,7 +280,7 @@ static void test_mixed_stack(const char *tmp) {
     }
     CHECK_OK(st_write(path, e, 6, NULL, 0));
     sd_weights w;
-    CHECK_OK(weights_open(&w, dir, "model"));
+    CHECK_OK(weights_open(&w, dir, "model", NULL));
     w.keep_stored = true;
     nn_linear parts[3], qkv;
     memset(parts, 0, sizeof parts);
