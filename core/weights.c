@@ -2,6 +2,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "fileutil.h"
@@ -75,7 +76,13 @@ sd_status weights_convert_16(const st_tensor *t, st_dtype to, const char *name, 
 }
 
 void weights_release(const sd_weights *w) {
-    for (int i = 0; i < w->n_files; i++) st_release_pages(w->files[i].map, w->files[i].map_size);
+    /* The whole mapping is the set's own, so its partial last page goes too (st_release_pages
+     * keeps the partial pages at a range's ends, which a tensor may share with its neighbours). */
+    const long page = sysconf(_SC_PAGESIZE);
+    for (int i = 0; i < w->n_files; i++) {
+        const size_t n = w->files[i].map_size;
+        st_release_pages(w->files[i].map, page > 0 ? (n + (size_t)page - 1) / page * page : n);
+    }
 }
 
 void weights_round_f32(const sd_weights *w, float *x, size_t n) {
