@@ -102,8 +102,9 @@ static sd_status load_scheduler_config(sd_pipeline *p) {
 }
 
 weights_policy pl_load_policy(const sd_pipeline *p, const char *name) {
-    const bool bf16 = p->precision == SD_PRECISION_BF16 &&
-                      (!strcmp(name, "unet") || !strcmp(name, "transformer") || !strcmp(name, "vae"));
+    const bool denoiser_or_vae =
+        !strcmp(name, "unet") || !strcmp(name, "transformer") || !strcmp(name, "vae");
+    const bool bf16 = p->precision == SD_PRECISION_BF16 && denoiser_or_vae;
     return (weights_policy){
         .dtype = p->load.weights_dtype == SD_WEIGHTS_F16    ? WEIGHTS_TO_F16
                  : p->load.weights_dtype == SD_WEIGHTS_BF16 ? WEIGHTS_TO_BF16

@@ -404,7 +404,8 @@ static void test_errors(void) {
     }
     vae_free(m);
     vae *none = NULL;
-    CHECK(vae_load(&none, "/nonexistent/vae", NULL) != SD_OK && strstr(sd_last_error(), "/nonexistent/vae"),
+    CHECK(vae_load(&none, "/nonexistent/vae", NULL) != SD_OK &&
+              strstr(sd_last_error(), "/nonexistent/vae"),
           "missing folder named: %s", sd_last_error());
 }
 
