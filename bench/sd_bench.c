@@ -31,7 +31,6 @@
 #include "../core/fileutil.h"
 #include "../include/sd.h"
 #include "../kernels/cpu.h"
-#include "../nn/layers.h"
 #include "../text_encoder/clip_tokenizer.h"
 #include "flops.h"
 #include "peak.h"
@@ -172,9 +171,9 @@ static sd_status load(bench_ctx *c, const char *dir, int size, double *secs) {
         free(p);                                                                                   \
     }
     LOAD("tokenizer", clip_tokenizer_load(&c->tok, p));
-    LOAD("text_encoder", clip_text_load(&c->text, p));
-    LOAD("unet", unet_load(&c->unet, p));
-    LOAD("vae", vae_load_opt(&c->vae, p, false));
+    LOAD("text_encoder", clip_text_load(&c->text, p, NULL));
+    LOAD("unet", unet_load(&c->unet, p, NULL));
+    LOAD("vae", vae_load_opt(&c->vae, p, false, NULL));
 #undef LOAD
     if (st != SD_OK) return st;
     *secs = now() - t0;
@@ -211,10 +210,9 @@ static sd_status reload_bf16(bench_ctx *c, const char *dir) {
     c->unet = NULL, c->vae = NULL;
     char *pu = sd_path_join(dir, "unet"), *pv = sd_path_join(dir, "vae");
     sd_status st = pu && pv ? SD_OK : sd_set_error(SD_ERR_NOMEM, "out of memory");
-    const nn_precision old = nn_set_load_precision(NN_BF16);
-    if (st == SD_OK) st = unet_load(&c->unet, pu);
-    if (st == SD_OK) st = vae_load_opt(&c->vae, pv, false);
-    nn_set_load_precision(old);
+    const weights_policy bf16 = {.precision = WEIGHTS_PRECISION_BF16};
+    if (st == SD_OK) st = unet_load(&c->unet, pu, &bf16);
+    if (st == SD_OK) st = vae_load_opt(&c->vae, pv, false, &bf16);
     free(pu), free(pv);
     return st;
 }
@@ -358,7 +356,6 @@ int main(int argc, char **argv) {
     sd_set_threads(main_threads);
     /* --precision bf16: the UNet and the VAE packed as bf16 (the text encoder stays fp32, as in
      * the pipeline) */
-    const nn_precision old_precision = nn_set_load_precision(NN_FP32);
     sd_status load_st = SD_OK;
     if (sweep_bf16) {
         load_st = load(&c, dir, size, &load_s); /* fp32 first for the sizes, then bf16 */
@@ -366,7 +363,6 @@ int main(int argc, char **argv) {
     } else {
         load_st = load(&c, dir, size, &load_s);
     }
-    nn_set_load_precision(old_precision);
     if (load_st != SD_OK) {
         fprintf(stderr, "sd_bench: %s\n", sd_last_error());
         unload(&c);

@@ -159,7 +159,7 @@ int main(int argc, char **argv) {
     snprintf(dir, sizeof dir, "bench/cache/vae-%s", is_sd ? "sd15" : "tiny");
     if (make_model(dir, is_sd ? sd15 : tiny, 4, 2, is_sd ? 32 : 8, 4)) return 1;
     vae *m;
-    if (vae_load(&m, dir) != SD_OK) return fprintf(stderr, "%s\n", sd_last_error()), 1;
+    if (vae_load(&m, dir, NULL) != SD_OK) return fprintf(stderr, "%s\n", sd_last_error()), 1;
     const int f = vae_scale_factor(m);
     float *z = malloc((size_t)h * w * 4 * sizeof *z), *img = malloc((size_t)h * f * w * f * 3 * sizeof *img);
     for (size_t i = 0; i < (size_t)h * w * 4; i++) z[i] = (float)((i * 2654435761u) % 1000) / 500.0f - 1.0f;

@@ -348,7 +348,7 @@ int main(int argc, char **argv) {
     sd_set_threads(o.threads);
     char *dir = NULL;
     vae *m = NULL;
-    if (vae_dir(o.model, &dir) != SD_OK || vae_load_opt(&m, dir, o.image != NULL) != SD_OK) {
+    if (vae_dir(o.model, &dir) != SD_OK || vae_load_opt(&m, dir, o.image != NULL, NULL) != SD_OK) {
         fprintf(stderr, "vae-check: %s\n", sd_last_error());
         free(dir);
         return 1;

@@ -2,6 +2,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "fileutil.h"
@@ -48,15 +49,6 @@ static sd_status open_index(sd_weights *w, const char *index_path) {
     return st;
 }
 
-static _Thread_local weights_policy current_policy;
-
-weights_policy weights_set_policy(const weights_policy *p) {
-    const weights_policy old = current_policy;
-    if (p) current_policy = *p;
-    else memset(&current_policy, 0, sizeof current_policy);
-    return old;
-}
-
 sd_status weights_convert_16(const st_tensor *t, st_dtype to, const char *name, uint16_t **out) {
     *out = NULL;
     const size_t n = (size_t)st_numel(t);
@@ -84,7 +76,13 @@ sd_status weights_convert_16(const st_tensor *t, st_dtype to, const char *name, 
 }
 
 void weights_release(const sd_weights *w) {
-    for (int i = 0; i < w->n_files; i++) st_release_pages(w->files[i].map, w->files[i].map_size);
+    /* The whole mapping is the set's own, so its partial last page goes too (st_release_pages
+     * keeps the partial pages at a range's ends, which a tensor may share with its neighbours). */
+    const long page = sysconf(_SC_PAGESIZE);
+    for (int i = 0; i < w->n_files; i++) {
+        const size_t n = w->files[i].map_size;
+        st_release_pages(w->files[i].map, page > 0 ? (n + (size_t)page - 1) / page * page : n);
+    }
 }
 
 void weights_round_f32(const sd_weights *w, float *x, size_t n) {
@@ -95,9 +93,10 @@ void weights_round_f32(const sd_weights *w, float *x, size_t n) {
         for (size_t i = 0; i < n; i++) x[i] = st_bf16_to_f32(st_f32_to_bf16(x[i]));
 }
 
-sd_status weights_open(sd_weights *w, const char *dir, const char *stem) {
+sd_status weights_open(sd_weights *w, const char *dir, const char *stem,
+                       const weights_policy *policy) {
     memset(w, 0, sizeof *w);
-    w->policy = current_policy;
+    if (policy) w->policy = *policy;
     if (!sd_dir_exists(dir)) return sd_set_error(SD_ERR_IO, "%s: no such folder", dir);
     w->dir = strdup(dir);
     if (!w->dir) return sd_set_error(SD_ERR_NOMEM, "out of memory");

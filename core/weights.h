@@ -11,6 +11,14 @@
 
 /* How the layers (nn/layers.h) of a model hold their weights. */
 typedef enum { WEIGHTS_AS_STORED = 0, WEIGHTS_TO_F16 = 1, WEIGHTS_TO_BF16 = 2 } weights_dtype;
+/* The arithmetic of the layers that pack their weight once at load (nn_linear_pack, every
+ * convolution): BF16 packs them as bf16 (2 bytes a weight; the forward calls then round
+ * activations to bf16 and sum in fp32, kernels/gemm_bf16.h). Linear layers left unpacked (the
+ * transformers') stay fp32 either way. */
+typedef enum { WEIGHTS_PRECISION_FP32 = 0, WEIGHTS_PRECISION_BF16 = 1 } weights_precision;
+/* The load options of one model, given to its loader (unet_load, vae_load, ...) and by it to
+ * weights_open; all-zero (or a NULL policy) is the default: weights as stored, no low-memory
+ * mode, fp32 packing. */
 typedef struct {
     /* Layer weights converted at load (round to nearest even) into an anonymous buffer of this
      * dtype, then used as if stored so; the source pages are given back. */
@@ -18,24 +26,20 @@ typedef struct {
     /* Layers keep their weights where they are stored, packed per call, and give the mapped pages
      * back after each forward: about one layer's weights resident at a time. */
     bool low_memory;
+    weights_precision precision;
 } weights_policy;
 
 typedef struct {
     char *dir;
     int n_files;
     st_file *files;
-    /* Set by weights_open from the calling thread's policy (weights_set_policy). */
+    /* The policy weights_open was given: the layers loaded from this set follow it. */
     weights_policy policy;
     /* Set by a loader that keeps this set open as long as its layers live and runs them only
      * through nn_*_forward: its layers may then point into the mapping (f16/bf16 weights stay
      * as stored, policy applies). Unset, every layer holds a float32 copy as before. */
     bool keep_stored;
 } sd_weights;
-
-/* The policy later weights_open calls on this thread give their sets (NULL: the default,
- * weights as stored, no low-memory mode); returns the previous one, for restoring. The pipeline
- * sets it around loading, so model loaders need no extra arguments. */
-weights_policy weights_set_policy(const weights_policy *p);
 
 /* Rounds float32 values read from `w` to the dtype its policy converts weights to (nothing for
  * WEIGHTS_AS_STORED, or when the loader did not set keep_stored), so that every tensor of a model converted at load, not only the layers'
@@ -49,8 +53,9 @@ sd_status weights_convert_16(const st_tensor *t, st_dtype to, const char *name, 
 /* Opens the weights in `dir`. `stem` is the file stem the library uses ("diffusion_pytorch_model"
  * for diffusers models, "model" for transformers ones); NULL tries both. Looks for, in order:
  * <stem>.safetensors, <stem>.safetensors.index.json, <stem>.fp16.safetensors,
- * <stem>.fp16.safetensors.index.json. */
-sd_status weights_open(sd_weights *w, const char *dir, const char *stem);
+ * <stem>.fp16.safetensors.index.json. The set keeps a copy of `policy` (NULL: the default). */
+sd_status weights_open(sd_weights *w, const char *dir, const char *stem,
+                       const weights_policy *policy);
 void weights_close(sd_weights *w);
 
 /* Gives back every resident page of the set's mappings (low-memory mode, between uses of a

@@ -4,56 +4,32 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "../kernels/act.h"
+#include "dit_common.h"
 #include "flux_internal.h"
 
 /* Bounds on call sizes, far above real use (4096 image + 512 text tokens at 2048x2048), so that
  * buffer sizes cannot overflow. */
 enum { FLUX_MAX_TOKENS = 1 << 16, FLUX_MAX_BATCH = 64 };
 
-/* The float32 size of every weight in the folder, against half of the physical memory. */
-static bool should_stream(const sd_weights *w) {
-    double bytes = 0.0;
-    for (int i = 0; i < w->n_files; i++)
-        for (int j = 0; j < w->files[i].n_tensors; j++)
-            bytes += 4.0 * (double)st_numel(&w->files[i].tensors[j]);
-    const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
-    if (pages <= 0 || page <= 0) return false;
-    return bytes > 0.5 * (double)pages * (double)page;
-}
-
-sd_status flux_load_tiled(flux_model **out, const char *dir, flux_weights_mode mode,
-                          size_t tile_floats) {
+sd_status flux_load(flux_model **out, const char *dir, const weights_policy *policy) {
     *out = NULL;
     flux_model *m = calloc(1, sizeof *m);
     if (!m) return sd_set_error(SD_ERR_NOMEM, "out of memory");
     sd_arena_init(&m->scratch);
     sd_status st = flux_read_config(dir, &m->cfg);
-    if (st == SD_OK) st = weights_open(&m->w, dir, "diffusion_pytorch_model");
+    if (st == SD_OK) st = weights_open(&m->w, dir, "diffusion_pytorch_model", policy);
     if (st == SD_OK) {
-        m->streamed =
-            mode == FLUX_WEIGHTS_STREAMED || (mode == FLUX_WEIGHTS_AUTO && should_stream(&m->w));
-        m->stream_tile = m->streamed ? (tile_floats ? tile_floats : FLUX_TILE_FLOATS) : 0;
+        m->w.keep_stored = true; /* closed with the model; layers run through nn_linear_run */
         st = flux_load_blocks(m);
     }
     if (st != SD_OK) {
         flux_free(m);
         return sd_wrap_error(st, "loading Flux transformer");
     }
-    /* Resident weights are all copied out: the mapping is no longer needed. */
-    if (!m->streamed) weights_close(&m->w);
     *out = m;
     return SD_OK;
-}
-
-sd_status flux_load_mode(flux_model **out, const char *dir, flux_weights_mode mode) {
-    return flux_load_tiled(out, dir, mode, 0);
-}
-
-sd_status flux_load(flux_model **out, const char *dir) {
-    return flux_load_mode(out, dir, FLUX_WEIGHTS_AUTO);
 }
 
 void flux_free(flux_model *m) {
@@ -64,12 +40,15 @@ void flux_free(flux_model *m) {
     free(m);
 }
 
-const flux_config *flux_get_config(const flux_model *m) {
-    return &m->cfg;
+void flux_release(flux_model *m) {
+    if (!m) return;
+    sd_arena_free(&m->scratch);
+    sd_arena_init(&m->scratch);
+    weights_release(&m->w);
 }
 
-bool flux_weights_streamed(const flux_model *m) {
-    return m->streamed;
+const flux_config *flux_get_config(const flux_model *m) {
+    return &m->cfg;
 }
 
 static sd_status check_args(const flux_model *m, const float *x, int batch, int img_tokens,
@@ -112,13 +91,13 @@ static bool alloc_acts(flux_model *m, flux_acts *a, int batch, int txt, int img)
     a->wide = sd_arena_floats(s, rows * 5 * dim);
     a->rope_cos = sd_arena_floats(s, n * d);
     a->rope_sin = sd_arena_floats(s, n * d);
-    bool ok = a->h && a->silu_temb && a->cond && a->mod && a->mod_c && a->norm && a->q && a->k &&
-              a->v && a->attn && a->tmp && a->wide && a->rope_cos && a->rope_sin;
-    if (m->tile_floats) {
-        a->tile = sd_arena_floats(s, m->tile_floats);
-        ok = ok && a->tile;
-    }
-    return ok;
+    return a->h && a->silu_temb && a->cond && a->mod && a->mod_c && a->norm && a->q && a->k &&
+           a->v && a->attn && a->tmp && a->wide && a->rope_cos && a->rope_sin;
+}
+
+/* Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=0) for value t: [cos | sin]. */
+static void timestep_proj(float t, float *out256) {
+    dit_timestep_embedding(t, 256, true, 0.0f, 1.0f, 10000.0f, out256);
 }
 
 /* silu(conditioning) [B][D]: the timestep (and guidance) embeddings plus the pooled text
@@ -131,21 +110,21 @@ static void conditioning(flux_model *m, const flux_acts *a, float timestep, floa
     float *temb = a->silu_temb;
     /* The pipeline passes t / 1000 and the model multiplies back in float32, as torch does. */
     const float t = timestep * 1000.0f;
-    for (int b = 0; b < nb; b++) flux_timestep_proj(t, proj + (size_t)b * 256);
-    flux_linear_forward(&m->time_1, proj, hid, nb, a->tile);
+    for (int b = 0; b < nb; b++) timestep_proj(t, proj + (size_t)b * 256);
+    nn_linear_forward(&m->time_1, proj, hid, nb);
     act_silu(hid, (size_t)nb * dim);
-    flux_linear_forward(&m->time_2, hid, temb, nb, a->tile);
+    nn_linear_forward(&m->time_2, hid, temb, nb);
     if (c->guidance_embeds) {
         const float g = guidance * 1000.0f;
-        for (int b = 0; b < nb; b++) flux_timestep_proj(g, proj + (size_t)b * 256);
-        flux_linear_forward(&m->guidance_1, proj, hid, nb, a->tile);
+        for (int b = 0; b < nb; b++) timestep_proj(g, proj + (size_t)b * 256);
+        nn_linear_forward(&m->guidance_1, proj, hid, nb);
         act_silu(hid, (size_t)nb * dim);
-        flux_linear_forward(&m->guidance_2, hid, emb, nb, a->tile);
+        nn_linear_forward(&m->guidance_2, hid, emb, nb);
         for (size_t i = 0; i < (size_t)nb * dim; i++) temb[i] += emb[i];
     }
-    flux_linear_forward(&m->text_1, pooled, hid, nb, a->tile);
+    nn_linear_forward(&m->text_1, pooled, hid, nb);
     act_silu(hid, (size_t)nb * dim);
-    flux_linear_forward(&m->text_2, hid, emb, nb, a->tile);
+    nn_linear_forward(&m->text_2, hid, emb, nb);
     for (size_t i = 0; i < (size_t)nb * dim; i++) temb[i] += emb[i];
     /* Every consumer (block modulations, norm_out) applies SiLU first. */
     act_silu(temb, (size_t)nb * dim);
@@ -168,10 +147,10 @@ sd_status flux_forward(flux_model *m, const float *x, int batch, int img_tokens,
     const long bs = (long)a.tokens * dim, io = (long)nt * dim;
 
     conditioning(m, &a, timestep, guidance, pooled);
-    flux_linear_run(&m->context_embedder, context, c->joint_attention_dim,
-                    (long)nt * c->joint_attention_dim, a.h, dim, bs, nt, batch, false, a.tile);
-    flux_linear_run(&m->x_embedder, x, c->in_channels, (long)ni * c->in_channels, a.h + io, dim, bs,
-                    ni, batch, false, a.tile);
+    nn_linear_run(&m->context_embedder, context, c->joint_attention_dim,
+                  (long)nt * c->joint_attention_dim, a.h, dim, bs, nt, batch, false);
+    nn_linear_run(&m->x_embedder, x, c->in_channels, (long)ni * c->in_channels, a.h + io, dim, bs,
+                  ni, batch, false);
 
     /* Rotary angles of the joint sequence: ids = cat(txt_ids, img_ids). */
     const int d = c->attention_head_dim;
@@ -184,13 +163,13 @@ sd_status flux_forward(flux_model *m, const float *x, int batch, int img_tokens,
         flux_single_block_forward(m, &m->single_blocks[i], &a);
 
     /* norm_out (AdaLayerNormContinuous): scale first, then shift, on the image rows only. */
-    flux_linear_forward(&m->norm_out, a.silu_temb, a.mod, batch, a.tile);
+    nn_linear_forward(&m->norm_out, a.silu_temb, a.mod, batch);
     for (int b = 0; b < batch; b++) {
         const float *mb = a.mod + (long)b * 2 * dim;
         flux_modulate(a.h + b * bs + io, a.norm + b * bs + io, ni, dim, mb + dim, mb);
     }
-    flux_linear_run(&m->proj_out, a.norm + io, dim, bs, out, c->out_channels,
-                    (long)ni * c->out_channels, ni, batch, false, a.tile);
+    nn_linear_run(&m->proj_out, a.norm + io, dim, bs, out, c->out_channels,
+                  (long)ni * c->out_channels, ni, batch, false);
     sd_arena_reset(&m->scratch);
     return SD_OK;
 }

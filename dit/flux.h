@@ -11,6 +11,7 @@
 #include <stdbool.h>
 
 #include "../core/error.h"
+#include "../core/weights.h"
 
 typedef struct {
     int patch_size;            /* only 1 (every FLUX.1 release) */
@@ -27,22 +28,21 @@ typedef struct {
     int inner_dim;             /* num_attention_heads * attention_head_dim */
 } flux_config;
 
-/* Where the Linear weights live during a forward pass. Resident: converted to float32 at load
- * (fastest; 4 bytes a parameter, 47 GB for FLUX.1). Streamed: left in the file mapping as stored
- * (BF16 for the releases) and converted a tile of rows at a time into scratch right before each
- * GEMM, so the 12B-parameter model runs in little more than its mapped file. Both give the same
- * numbers (the conversion is exact and the GEMMs see the same operands). Auto streams when the
- * float32 copy would take more than half of the physical memory. */
-typedef enum { FLUX_WEIGHTS_AUTO, FLUX_WEIGHTS_RESIDENT, FLUX_WEIGHTS_STREAMED } flux_weights_mode;
-
 typedef struct flux_model flux_model;
 
-sd_status flux_load(flux_model **out, const char *dir);
-sd_status flux_load_mode(flux_model **out, const char *dir, flux_weights_mode mode);
+/* Config and weights of a transformer folder. The Linear layers are nn/ layers held as `policy`
+ * says (NULL: the default; core/weights.h), as SD3's: a BF16 release (every FLUX.1 one) stays in
+ * the file mapping and is widened while being packed, per call, so the 12B-parameter model runs in
+ * little more than its mapped file; a float32 release is copied once (the mapped pages given
+ * back); low_memory keeps every weight in the mapping and gives its pages back after each layer.
+ * The Linear layers are never packed once, so bf16 packing changes nothing here (the numbers are
+ * those of the fp32 GEMM with the widened weights in every case). */
+sd_status flux_load(flux_model **out, const char *dir, const weights_policy *policy);
 void flux_free(flux_model *m);
+/* Low-memory mode after denoising: frees the scratch arena and gives back the mapped weight
+ * pages (both come back on the next forward; results are unchanged). */
+void flux_release(flux_model *m);
 const flux_config *flux_get_config(const flux_model *m);
-/* Whether the model's Linear weights are streamed (after FLUX_WEIGHTS_AUTO decided). */
-bool flux_weights_streamed(const flux_model *m);
 
 /* One transformer call, as FluxPipeline makes it:
  *   x        [batch][img_tokens][in_channels]   packed latents

@@ -8,6 +8,7 @@
 #include "../kernels/act.h"
 #include "../kernels/attention.h"
 #include "../kernels/norm.h"
+#include "dit_common.h"
 #include "flux_internal.h"
 
 /* Every Flux norm (AdaLN layer norms, RMS qk norms) uses this eps. */
@@ -16,22 +17,13 @@
 void flux_modulate(const float *x, float *y, int rows, int dim, const float *shift,
                    const float *scale) {
     layer_norm(x, y, rows, dim, FLUX_EPS, NULL, NULL);
-#pragma omp parallel for schedule(static)
-    for (int r = 0; r < rows; r++) {
-        float *yr = y + (long)r * dim;
-        /* torch's rounding: (1 + scale) first, then the product, then the shift. */
-        for (int c = 0; c < dim; c++) yr[c] = yr[c] * (1.0f + scale[c]) + shift[c];
-    }
+    dit_modulate(y, y, 1, rows, dim, shift, scale, 0);
 }
 
-/* h += gate * y over rows of dim (AdaLN-Zero's gated residual). */
+/* h += gate * y over rows of dim (AdaLN-Zero's gated residual). A stream's rows are a slice of
+ * each batch item's joint sequence, so one item at a time. */
 static void gate_add(float *h, const float *y, int rows, int dim, const float *gate) {
-#pragma omp parallel for schedule(static)
-    for (int r = 0; r < rows; r++) {
-        float *hr = h + (long)r * dim;
-        const float *yr = y + (long)r * dim;
-        for (int c = 0; c < dim; c++) hr[c] += gate[c] * yr[c];
-    }
+    dit_gated_add(h, y, 1, rows, dim, gate, 0);
 }
 
 /* Per-head RMS norm of `rows` tokens of x [rows][heads*d], in place. */
@@ -63,7 +55,7 @@ static void attend(flux_model *m, const flux_acts *a, float *out, int out_stride
 /* One stream's gated MLP after attention: h += gate * ff2(gelu_tanh(ff1(modulate(h)))).
  * `off` is the stream's first row in each batch item, `rows` its length; mod is the stream's
  * [B][6D] modulation (chunks 3, 4, 5: shift, scale, gate of the MLP). */
-static void stream_mlp(const flux_acts *a, const flux_linear *ff1, const flux_linear *ff2,
+static void stream_mlp(const flux_acts *a, const nn_linear *ff1, const nn_linear *ff2,
                        const float *mod, int dim, int off, int rows) {
     const long bs = (long)a->tokens * dim, wide_bs = (long)rows * 4 * dim;
     for (int b = 0; b < a->batch; b++) {
@@ -71,11 +63,11 @@ static void stream_mlp(const flux_acts *a, const flux_linear *ff1, const flux_li
         flux_modulate(a->h + b * bs + (long)off * dim, a->norm + b * bs + (long)off * dim, rows,
                       dim, mb + 3 * dim, mb + 4 * dim);
     }
-    flux_linear_run(ff1, a->norm + (long)off * dim, dim, bs, a->wide, 4 * dim, wide_bs, rows,
-                    a->batch, false, a->tile);
+    nn_linear_run(ff1, a->norm + (long)off * dim, dim, bs, a->wide, 4 * dim, wide_bs, rows,
+                  a->batch, false);
     act_gelu_tanh(a->wide, (size_t)a->batch * wide_bs);
-    flux_linear_run(ff2, a->wide, 4 * dim, wide_bs, a->tmp + (long)off * dim, dim, bs, rows,
-                    a->batch, false, a->tile);
+    nn_linear_run(ff2, a->wide, 4 * dim, wide_bs, a->tmp + (long)off * dim, dim, bs, rows,
+                  a->batch, false);
     for (int b = 0; b < a->batch; b++)
         gate_add(a->h + b * bs + (long)off * dim, a->tmp + b * bs + (long)off * dim, rows, dim,
                  mod + (long)b * 6 * dim + 5 * dim);
@@ -86,11 +78,10 @@ void flux_double_block_forward(flux_model *m, const flux_double_block *blk, flux
     const int dim = c->inner_dim, heads = c->num_attention_heads, d = c->attention_head_dim;
     const int nb = a->batch, nt = a->txt, ni = a->img;
     const long bs = (long)a->tokens * dim, io = (long)nt * dim; /* batch stride, image offset */
-    float *tile = a->tile;
 
     /* AdaLN-Zero: chunks 0, 1, 2 are shift, scale, gate of the attention. */
-    flux_linear_forward(&blk->norm1, a->silu_temb, a->mod, nb, tile);
-    flux_linear_forward(&blk->norm1_context, a->silu_temb, a->mod_c, nb, tile);
+    nn_linear_forward(&blk->norm1, a->silu_temb, a->mod, nb);
+    nn_linear_forward(&blk->norm1_context, a->silu_temb, a->mod_c, nb);
     for (int b = 0; b < nb; b++) {
         const float *mi = a->mod + (long)b * 6 * dim, *mc = a->mod_c + (long)b * 6 * dim;
         flux_modulate(a->h + b * bs, a->norm + b * bs, nt, dim, mc, mc + dim);
@@ -98,12 +89,12 @@ void flux_double_block_forward(flux_model *m, const flux_double_block *blk, flux
     }
 
     /* Separate projections per stream, written into one joint [text; image] sequence. */
-    flux_linear_run(&blk->add_q, a->norm, dim, bs, a->q, dim, bs, nt, nb, false, tile);
-    flux_linear_run(&blk->add_k, a->norm, dim, bs, a->k, dim, bs, nt, nb, false, tile);
-    flux_linear_run(&blk->add_v, a->norm, dim, bs, a->v, dim, bs, nt, nb, false, tile);
-    flux_linear_run(&blk->to_q, a->norm + io, dim, bs, a->q + io, dim, bs, ni, nb, false, tile);
-    flux_linear_run(&blk->to_k, a->norm + io, dim, bs, a->k + io, dim, bs, ni, nb, false, tile);
-    flux_linear_run(&blk->to_v, a->norm + io, dim, bs, a->v + io, dim, bs, ni, nb, false, tile);
+    nn_linear_run(&blk->add_q, a->norm, dim, bs, a->q, dim, bs, nt, nb, false);
+    nn_linear_run(&blk->add_k, a->norm, dim, bs, a->k, dim, bs, nt, nb, false);
+    nn_linear_run(&blk->add_v, a->norm, dim, bs, a->v, dim, bs, nt, nb, false);
+    nn_linear_run(&blk->to_q, a->norm + io, dim, bs, a->q + io, dim, bs, ni, nb, false);
+    nn_linear_run(&blk->to_k, a->norm + io, dim, bs, a->k + io, dim, bs, ni, nb, false);
+    nn_linear_run(&blk->to_v, a->norm + io, dim, bs, a->v + io, dim, bs, ni, nb, false);
     for (int b = 0; b < nb; b++) {
         qk_norm(a->q + b * bs, nt, heads, d, blk->norm_added_q);
         qk_norm(a->k + b * bs, nt, heads, d, blk->norm_added_k);
@@ -112,8 +103,8 @@ void flux_double_block_forward(flux_model *m, const flux_double_block *blk, flux
     }
     attend(m, a, a->attn, dim);
 
-    flux_linear_run(&blk->add_out, a->attn, dim, bs, a->tmp, dim, bs, nt, nb, false, tile);
-    flux_linear_run(&blk->to_out, a->attn + io, dim, bs, a->tmp + io, dim, bs, ni, nb, false, tile);
+    nn_linear_run(&blk->add_out, a->attn, dim, bs, a->tmp, dim, bs, nt, nb, false);
+    nn_linear_run(&blk->to_out, a->attn + io, dim, bs, a->tmp + io, dim, bs, ni, nb, false);
     for (int b = 0; b < nb; b++) {
         gate_add(a->h + b * bs, a->tmp + b * bs, nt, dim, a->mod_c + (long)b * 6 * dim + 2 * dim);
         gate_add(a->h + b * bs + io, a->tmp + b * bs + io, ni, dim,
@@ -129,10 +120,9 @@ void flux_single_block_forward(flux_model *m, const flux_single_block *blk, flux
     const int dim = c->inner_dim, heads = c->num_attention_heads, d = c->attention_head_dim;
     const int nb = a->batch, n = a->tokens;
     const long bs = (long)n * dim, wide_bs = (long)n * 5 * dim;
-    float *tile = a->tile;
 
     /* AdaLayerNormZeroSingle: shift, scale, gate. */
-    flux_linear_forward(&blk->norm, a->silu_temb, a->mod, nb, tile);
+    nn_linear_forward(&blk->norm, a->silu_temb, a->mod, nb);
     for (int b = 0; b < nb; b++) {
         const float *mb = a->mod + (long)b * 3 * dim;
         flux_modulate(a->h + b * bs, a->norm + b * bs, n, dim, mb, mb + dim);
@@ -140,18 +130,17 @@ void flux_single_block_forward(flux_model *m, const flux_single_block *blk, flux
 
     /* wide holds the concatenation [attention (D) | gelu_tanh(proj_mlp) (4D)] that proj_out
      * reads; each half is written in place through a row stride of 5D. */
-    flux_linear_run(&blk->proj_mlp, a->norm, dim, bs, a->wide + dim, 5 * dim, wide_bs, n, nb, false,
-                    tile);
+    nn_linear_run(&blk->proj_mlp, a->norm, dim, bs, a->wide + dim, 5 * dim, wide_bs, n, nb, false);
     for (long r = 0; r < (long)nb * n; r++) act_gelu_tanh(a->wide + r * 5 * dim + dim, 4 * dim);
 
-    flux_linear_forward(&blk->to_q, a->norm, a->q, nb * n, tile);
-    flux_linear_forward(&blk->to_k, a->norm, a->k, nb * n, tile);
-    flux_linear_forward(&blk->to_v, a->norm, a->v, nb * n, tile);
+    nn_linear_forward(&blk->to_q, a->norm, a->q, nb * n);
+    nn_linear_forward(&blk->to_k, a->norm, a->k, nb * n);
+    nn_linear_forward(&blk->to_v, a->norm, a->v, nb * n);
     qk_norm(a->q, nb * n, heads, d, blk->norm_q);
     qk_norm(a->k, nb * n, heads, d, blk->norm_k);
     attend(m, a, a->wide, 5 * dim);
 
-    flux_linear_run(&blk->proj_out, a->wide, 5 * dim, wide_bs, a->tmp, dim, bs, n, nb, false, tile);
+    nn_linear_run(&blk->proj_out, a->wide, 5 * dim, wide_bs, a->tmp, dim, bs, n, nb, false);
     for (int b = 0; b < nb; b++)
         gate_add(a->h + b * bs, a->tmp + b * bs, n, dim, a->mod + (long)b * 3 * dim + 2 * dim);
 }

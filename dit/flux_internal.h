@@ -4,46 +4,44 @@
 
 #include "../core/arena.h"
 #include "../core/weights.h"
+#include "../nn/layers.h"
 #include "flux.h"
-#include "flux_linear.h"
 
 /* FluxTransformerBlock: AdaLN-Zero on both streams, joint attention, a gelu-tanh MLP per stream.
  * D = inner_dim, d = attention_head_dim. */
 typedef struct {
-    flux_linear norm1, norm1_context;         /* [6D][D]: shift, scale, gate (attn), same (MLP) */
-    flux_linear to_q, to_k, to_v, to_out;     /* image stream, [D][D] */
-    flux_linear add_q, add_k, add_v, add_out; /* text stream, [D][D] */
-    float *norm_q, *norm_k;                   /* [d] RMS norm weights, image stream */
-    float *norm_added_q, *norm_added_k;       /* [d] text stream */
-    flux_linear ff1, ff2;                     /* image MLP: [4D][D], [D][4D] */
-    flux_linear ff_context1, ff_context2;     /* text MLP */
+    nn_linear norm1, norm1_context;         /* [6D][D]: shift, scale, gate (attn), same (MLP) */
+    nn_linear to_q, to_k, to_v, to_out;     /* image stream, [D][D] */
+    nn_linear add_q, add_k, add_v, add_out; /* text stream, [D][D] */
+    float *norm_q, *norm_k;                 /* [d] RMS norm weights, image stream */
+    float *norm_added_q, *norm_added_k;     /* [d] text stream */
+    nn_linear ff1, ff2;                     /* image MLP: [4D][D], [D][4D] */
+    nn_linear ff_context1, ff_context2;     /* text MLP */
 } flux_double_block;
 
 /* FluxSingleTransformerBlock: one stream over [text; image], attention and MLP in parallel from
  * the same AdaLN-Zero input, one projection of their concatenation. */
 typedef struct {
-    flux_linear norm;             /* [3D][D]: shift, scale, gate */
-    flux_linear to_q, to_k, to_v; /* [D][D] */
-    float *norm_q, *norm_k;       /* [d] */
-    flux_linear proj_mlp;         /* [4D][D] */
-    flux_linear proj_out;         /* [D][D + 4D] */
+    nn_linear norm;             /* [3D][D]: shift, scale, gate */
+    nn_linear to_q, to_k, to_v; /* [D][D] */
+    float *norm_q, *norm_k;     /* [d] */
+    nn_linear proj_mlp;         /* [4D][D] */
+    nn_linear proj_out;         /* [D][D + 4D] */
 } flux_single_block;
 
 struct flux_model {
     flux_config cfg;
-    bool streamed;
-    size_t stream_tile;                 /* streamed: floats converted per tile; 0 when resident */
-    sd_weights w;                       /* kept open while weights are streamed from it */
-    flux_linear x_embedder;             /* [D][in_channels] */
-    flux_linear context_embedder;       /* [D][joint_attention_dim] */
-    flux_linear time_1, time_2;         /* time_text_embed.timestep_embedder: [D][256], [D][D] */
-    flux_linear guidance_1, guidance_2; /* guidance_embedder (guidance_embeds only) */
-    flux_linear text_1, text_2;         /* text_embedder: [D][pooled], [D][D] */
-    flux_double_block *blocks;          /* [num_layers] */
-    flux_single_block *single_blocks;   /* [num_single_layers] */
-    flux_linear norm_out;               /* [2D][D]: scale, shift (in that order) */
-    flux_linear proj_out;               /* [out_channels][D] */
-    size_t tile_floats;                 /* the largest streamed conversion tile */
+    /* Open as long as the model (keep_stored): layers may point into its mapping. */
+    sd_weights w;
+    nn_linear x_embedder;             /* [D][in_channels] */
+    nn_linear context_embedder;       /* [D][joint_attention_dim] */
+    nn_linear time_1, time_2;         /* time_text_embed.timestep_embedder: [D][256], [D][D] */
+    nn_linear guidance_1, guidance_2; /* guidance_embedder (guidance_embeds only) */
+    nn_linear text_1, text_2;         /* text_embedder: [D][pooled], [D][D] */
+    flux_double_block *blocks;        /* [num_layers] */
+    flux_single_block *single_blocks; /* [num_single_layers] */
+    nn_linear norm_out;               /* [2D][D]: scale, shift (in that order) */
+    nn_linear proj_out;               /* [out_channels][D] */
     sd_arena scratch;
 };
 
@@ -62,13 +60,7 @@ typedef struct {
     float *tmp;                 /* [B][N][D] a projection before its gate */
     float *wide;                /* [B][N][5D] MLP hidden, or the single block's [attention | MLP] */
     float *rope_cos, *rope_sin; /* [N][d] */
-    float *tile;                /* streamed weight tile, or NULL */
 } flux_acts;
-
-/* flux_load_mode with the streamed tile size chosen (tests use small tiles to run the tile loop
- * on tiny models); 0 takes FLUX_TILE_FLOATS. */
-sd_status flux_load_tiled(flux_model **out, const char *dir, flux_weights_mode mode,
-                          size_t tile_floats);
 
 /* dit/flux_load.c */
 sd_status flux_read_config(const char *dir, flux_config *cfg);
@@ -88,9 +80,5 @@ void flux_rope_table(const int axes[3], const float *ids, int n, float *cos_out,
 /* Rotates every head of x [batch][n][heads*d] in place (apply_rotary_emb, interleaved pairs). */
 void flux_rope_apply(float *x, int batch, int n, int heads, int d, const float *cos_t,
                      const float *sin_t);
-
-/* dit/flux_embed.c */
-/* Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=0) for value t: [cos | sin]. */
-void flux_timestep_proj(float t, float *out256);
 
 #endif

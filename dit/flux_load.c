@@ -93,75 +93,66 @@ sd_status flux_read_config(const char *dir, flux_config *cfg) {
 static sd_status load_double(flux_model *m, flux_double_block *b, int i) {
     const sd_weights *w = &m->w;
     const int dim = m->cfg.inner_dim, d = m->cfg.attention_head_dim;
-    const size_t s = m->stream_tile;
     const int64_t hd[1] = {d};
     const char *p = "transformer_blocks";
-    SD_TRY(flux_linear_load(&b->norm1, w, dim, 6 * dim, true, s, "%s.%d.norm1.linear", p, i));
-    SD_TRY(flux_linear_load(&b->norm1_context, w, dim, 6 * dim, true, s,
-                            "%s.%d.norm1_context.linear", p, i));
-    SD_TRY(flux_linear_load(&b->to_q, w, dim, dim, true, s, "%s.%d.attn.to_q", p, i));
-    SD_TRY(flux_linear_load(&b->to_k, w, dim, dim, true, s, "%s.%d.attn.to_k", p, i));
-    SD_TRY(flux_linear_load(&b->to_v, w, dim, dim, true, s, "%s.%d.attn.to_v", p, i));
-    SD_TRY(flux_linear_load(&b->to_out, w, dim, dim, true, s, "%s.%d.attn.to_out.0", p, i));
-    SD_TRY(flux_linear_load(&b->add_q, w, dim, dim, true, s, "%s.%d.attn.add_q_proj", p, i));
-    SD_TRY(flux_linear_load(&b->add_k, w, dim, dim, true, s, "%s.%d.attn.add_k_proj", p, i));
-    SD_TRY(flux_linear_load(&b->add_v, w, dim, dim, true, s, "%s.%d.attn.add_v_proj", p, i));
-    SD_TRY(flux_linear_load(&b->add_out, w, dim, dim, true, s, "%s.%d.attn.to_add_out", p, i));
+    SD_TRY(nn_linear_load(&b->norm1, w, dim, 6 * dim, true, "%s.%d.norm1.linear", p, i));
+    SD_TRY(nn_linear_load(&b->norm1_context, w, dim, 6 * dim, true, "%s.%d.norm1_context.linear",
+                          p, i));
+    SD_TRY(nn_linear_load(&b->to_q, w, dim, dim, true, "%s.%d.attn.to_q", p, i));
+    SD_TRY(nn_linear_load(&b->to_k, w, dim, dim, true, "%s.%d.attn.to_k", p, i));
+    SD_TRY(nn_linear_load(&b->to_v, w, dim, dim, true, "%s.%d.attn.to_v", p, i));
+    SD_TRY(nn_linear_load(&b->to_out, w, dim, dim, true, "%s.%d.attn.to_out.0", p, i));
+    SD_TRY(nn_linear_load(&b->add_q, w, dim, dim, true, "%s.%d.attn.add_q_proj", p, i));
+    SD_TRY(nn_linear_load(&b->add_k, w, dim, dim, true, "%s.%d.attn.add_k_proj", p, i));
+    SD_TRY(nn_linear_load(&b->add_v, w, dim, dim, true, "%s.%d.attn.add_v_proj", p, i));
+    SD_TRY(nn_linear_load(&b->add_out, w, dim, dim, true, "%s.%d.attn.to_add_out", p, i));
     SD_TRY(nn_read_tensor(w, &b->norm_q, 1, hd, "%s.%d.attn.norm_q.weight", p, i));
     SD_TRY(nn_read_tensor(w, &b->norm_k, 1, hd, "%s.%d.attn.norm_k.weight", p, i));
     SD_TRY(nn_read_tensor(w, &b->norm_added_q, 1, hd, "%s.%d.attn.norm_added_q.weight", p, i));
     SD_TRY(nn_read_tensor(w, &b->norm_added_k, 1, hd, "%s.%d.attn.norm_added_k.weight", p, i));
-    SD_TRY(flux_linear_load(&b->ff1, w, dim, 4 * dim, true, s, "%s.%d.ff.net.0.proj", p, i));
-    SD_TRY(flux_linear_load(&b->ff2, w, 4 * dim, dim, true, s, "%s.%d.ff.net.2", p, i));
-    SD_TRY(flux_linear_load(&b->ff_context1, w, dim, 4 * dim, true, s,
-                            "%s.%d.ff_context.net.0.proj", p, i));
-    SD_TRY(flux_linear_load(&b->ff_context2, w, 4 * dim, dim, true, s, "%s.%d.ff_context.net.2", p,
-                            i));
+    SD_TRY(nn_linear_load(&b->ff1, w, dim, 4 * dim, true, "%s.%d.ff.net.0.proj", p, i));
+    SD_TRY(nn_linear_load(&b->ff2, w, 4 * dim, dim, true, "%s.%d.ff.net.2", p, i));
+    SD_TRY(nn_linear_load(&b->ff_context1, w, dim, 4 * dim, true, "%s.%d.ff_context.net.0.proj",
+                          p, i));
+    SD_TRY(nn_linear_load(&b->ff_context2, w, 4 * dim, dim, true, "%s.%d.ff_context.net.2", p, i));
     return SD_OK;
 }
 
 static sd_status load_single(flux_model *m, flux_single_block *b, int i) {
     const sd_weights *w = &m->w;
     const int dim = m->cfg.inner_dim, d = m->cfg.attention_head_dim;
-    const size_t s = m->stream_tile;
     const int64_t hd[1] = {d};
     const char *p = "single_transformer_blocks";
-    SD_TRY(flux_linear_load(&b->norm, w, dim, 3 * dim, true, s, "%s.%d.norm.linear", p, i));
-    SD_TRY(flux_linear_load(&b->to_q, w, dim, dim, true, s, "%s.%d.attn.to_q", p, i));
-    SD_TRY(flux_linear_load(&b->to_k, w, dim, dim, true, s, "%s.%d.attn.to_k", p, i));
-    SD_TRY(flux_linear_load(&b->to_v, w, dim, dim, true, s, "%s.%d.attn.to_v", p, i));
+    SD_TRY(nn_linear_load(&b->norm, w, dim, 3 * dim, true, "%s.%d.norm.linear", p, i));
+    SD_TRY(nn_linear_load(&b->to_q, w, dim, dim, true, "%s.%d.attn.to_q", p, i));
+    SD_TRY(nn_linear_load(&b->to_k, w, dim, dim, true, "%s.%d.attn.to_k", p, i));
+    SD_TRY(nn_linear_load(&b->to_v, w, dim, dim, true, "%s.%d.attn.to_v", p, i));
     SD_TRY(nn_read_tensor(w, &b->norm_q, 1, hd, "%s.%d.attn.norm_q.weight", p, i));
     SD_TRY(nn_read_tensor(w, &b->norm_k, 1, hd, "%s.%d.attn.norm_k.weight", p, i));
-    SD_TRY(flux_linear_load(&b->proj_mlp, w, dim, 4 * dim, true, s, "%s.%d.proj_mlp", p, i));
-    SD_TRY(flux_linear_load(&b->proj_out, w, 5 * dim, dim, true, s, "%s.%d.proj_out", p, i));
+    SD_TRY(nn_linear_load(&b->proj_mlp, w, dim, 4 * dim, true, "%s.%d.proj_mlp", p, i));
+    SD_TRY(nn_linear_load(&b->proj_out, w, 5 * dim, dim, true, "%s.%d.proj_out", p, i));
     return SD_OK;
-}
-
-static void tile_max(flux_model *m, const flux_linear *l) {
-    size_t n = flux_linear_tile_floats(l);
-    if (n > m->tile_floats) m->tile_floats = n;
 }
 
 sd_status flux_load_blocks(flux_model *m) {
     const flux_config *c = &m->cfg;
     const sd_weights *w = &m->w;
     const int dim = c->inner_dim;
-    const size_t s = m->stream_tile;
-    SD_TRY(flux_linear_load(&m->x_embedder, w, c->in_channels, dim, true, s, "x_embedder"));
-    SD_TRY(flux_linear_load(&m->context_embedder, w, c->joint_attention_dim, dim, true, s,
-                            "context_embedder"));
+    SD_TRY(nn_linear_load(&m->x_embedder, w, c->in_channels, dim, true, "x_embedder"));
+    SD_TRY(nn_linear_load(&m->context_embedder, w, c->joint_attention_dim, dim, true,
+                          "context_embedder"));
     const char *te = "time_text_embed";
-    SD_TRY(flux_linear_load(&m->time_1, w, 256, dim, true, s, "%s.timestep_embedder.linear_1", te));
-    SD_TRY(flux_linear_load(&m->time_2, w, dim, dim, true, s, "%s.timestep_embedder.linear_2", te));
+    SD_TRY(nn_linear_load(&m->time_1, w, 256, dim, true, "%s.timestep_embedder.linear_1", te));
+    SD_TRY(nn_linear_load(&m->time_2, w, dim, dim, true, "%s.timestep_embedder.linear_2", te));
     if (c->guidance_embeds) {
-        SD_TRY(flux_linear_load(&m->guidance_1, w, 256, dim, true, s,
-                                "%s.guidance_embedder.linear_1", te));
-        SD_TRY(flux_linear_load(&m->guidance_2, w, dim, dim, true, s,
-                                "%s.guidance_embedder.linear_2", te));
+        SD_TRY(nn_linear_load(&m->guidance_1, w, 256, dim, true, "%s.guidance_embedder.linear_1",
+                              te));
+        SD_TRY(nn_linear_load(&m->guidance_2, w, dim, dim, true, "%s.guidance_embedder.linear_2",
+                              te));
     }
-    SD_TRY(flux_linear_load(&m->text_1, w, c->pooled_projection_dim, dim, true, s,
-                            "%s.text_embedder.linear_1", te));
-    SD_TRY(flux_linear_load(&m->text_2, w, dim, dim, true, s, "%s.text_embedder.linear_2", te));
+    SD_TRY(nn_linear_load(&m->text_1, w, c->pooled_projection_dim, dim, true,
+                          "%s.text_embedder.linear_1", te));
+    SD_TRY(nn_linear_load(&m->text_2, w, dim, dim, true, "%s.text_embedder.linear_2", te));
 
     m->blocks = calloc((size_t)(c->num_layers ? c->num_layers : 1), sizeof *m->blocks);
     m->single_blocks =
@@ -171,37 +162,17 @@ sd_status flux_load_blocks(flux_model *m) {
                             c->num_single_layers);
     for (int i = 0; i < c->num_layers; i++) SD_TRY(load_double(m, &m->blocks[i], i));
     for (int i = 0; i < c->num_single_layers; i++) SD_TRY(load_single(m, &m->single_blocks[i], i));
-    SD_TRY(flux_linear_load(&m->norm_out, w, dim, 2 * dim, true, s, "norm_out.linear"));
-    SD_TRY(flux_linear_load(&m->proj_out, w, dim, c->out_channels, true, s, "proj_out"));
-
-    /* The widest conversion tile any streamed layer needs: one buffer serves them all. */
-    const flux_linear *top[] = {&m->x_embedder, &m->context_embedder, &m->time_1, &m->time_2,
-                                &m->guidance_1, &m->guidance_2,       &m->text_1, &m->text_2,
-                                &m->norm_out,   &m->proj_out};
-    for (size_t i = 0; i < sizeof top / sizeof *top; i++) tile_max(m, top[i]);
-    for (int i = 0; i < c->num_layers; i++) {
-        const flux_double_block *b = &m->blocks[i];
-        const flux_linear *ls[] = {&b->norm1,       &b->norm1_context, &b->to_q,  &b->to_k,
-                                   &b->to_v,        &b->to_out,        &b->add_q, &b->add_k,
-                                   &b->add_v,       &b->add_out,       &b->ff1,   &b->ff2,
-                                   &b->ff_context1, &b->ff_context2};
-        for (size_t j = 0; j < sizeof ls / sizeof *ls; j++) tile_max(m, ls[j]);
-    }
-    for (int i = 0; i < c->num_single_layers; i++) {
-        const flux_single_block *b = &m->single_blocks[i];
-        const flux_linear *ls[] = {&b->norm, &b->to_q,     &b->to_k,
-                                   &b->to_v, &b->proj_mlp, &b->proj_out};
-        for (size_t j = 0; j < sizeof ls / sizeof *ls; j++) tile_max(m, ls[j]);
-    }
+    SD_TRY(nn_linear_load(&m->norm_out, w, dim, 2 * dim, true, "norm_out.linear"));
+    SD_TRY(nn_linear_load(&m->proj_out, w, dim, c->out_channels, true, "proj_out"));
     return SD_OK;
 }
 
 static void free_double(flux_double_block *b) {
-    flux_linear *ls[] = {&b->norm1,       &b->norm1_context, &b->to_q,  &b->to_k,
-                         &b->to_v,        &b->to_out,        &b->add_q, &b->add_k,
-                         &b->add_v,       &b->add_out,       &b->ff1,   &b->ff2,
-                         &b->ff_context1, &b->ff_context2};
-    for (size_t j = 0; j < sizeof ls / sizeof *ls; j++) flux_linear_free(ls[j]);
+    nn_linear *ls[] = {&b->norm1,       &b->norm1_context, &b->to_q,  &b->to_k,
+                       &b->to_v,        &b->to_out,        &b->add_q, &b->add_k,
+                       &b->add_v,       &b->add_out,       &b->ff1,   &b->ff2,
+                       &b->ff_context1, &b->ff_context2};
+    for (size_t j = 0; j < sizeof ls / sizeof *ls; j++) nn_linear_free(ls[j]);
     free(b->norm_q);
     free(b->norm_k);
     free(b->norm_added_q);
@@ -209,17 +180,17 @@ static void free_double(flux_double_block *b) {
 }
 
 static void free_single(flux_single_block *b) {
-    flux_linear *ls[] = {&b->norm, &b->to_q, &b->to_k, &b->to_v, &b->proj_mlp, &b->proj_out};
-    for (size_t j = 0; j < sizeof ls / sizeof *ls; j++) flux_linear_free(ls[j]);
+    nn_linear *ls[] = {&b->norm, &b->to_q, &b->to_k, &b->to_v, &b->proj_mlp, &b->proj_out};
+    for (size_t j = 0; j < sizeof ls / sizeof *ls; j++) nn_linear_free(ls[j]);
     free(b->norm_q);
     free(b->norm_k);
 }
 
 void flux_free_blocks(flux_model *m) {
-    flux_linear *top[] = {&m->x_embedder, &m->context_embedder, &m->time_1, &m->time_2,
-                          &m->guidance_1, &m->guidance_2,       &m->text_1, &m->text_2,
-                          &m->norm_out,   &m->proj_out};
-    for (size_t i = 0; i < sizeof top / sizeof *top; i++) flux_linear_free(top[i]);
+    nn_linear *top[] = {&m->x_embedder, &m->context_embedder, &m->time_1, &m->time_2,
+                        &m->guidance_1, &m->guidance_2,       &m->text_1, &m->text_2,
+                        &m->norm_out,   &m->proj_out};
+    for (size_t i = 0; i < sizeof top / sizeof *top; i++) nn_linear_free(top[i]);
     if (m->blocks)
         for (int i = 0; i < m->cfg.num_layers; i++) free_double(&m->blocks[i]);
     if (m->single_blocks)

@@ -136,11 +136,11 @@ static sd_status read_config(const char *dir, sd3_config *cfg) {
     return st;
 }
 
-static sd_status load_weights(sd3_model *m, const char *dir) {
+static sd_status load_weights(sd3_model *m, const char *dir, const weights_policy *policy) {
     const sd3_config *c = &m->cfg;
     const int dim = c->inner_dim, p = c->patch_size;
     const sd_weights *w = &m->w;
-    SD_TRY(weights_open(&m->w, dir, "diffusion_pytorch_model"));
+    SD_TRY(weights_open(&m->w, dir, "diffusion_pytorch_model", policy));
     m->w.keep_stored = true; /* closed with the model; layers run through nn_*_forward */
     SD_TRY(nn_conv2d_load(&m->patch, w, c->in_channels, dim, p, p, 0, "pos_embed.proj"));
     if (c->pos_embed_max_size > 0) {
@@ -173,13 +173,13 @@ static sd_status load_weights(sd3_model *m, const char *dir) {
     return SD_OK;
 }
 
-sd_status sd3_load(sd3_model **out, const char *dir) {
+sd_status sd3_load(sd3_model **out, const char *dir, const weights_policy *policy) {
     *out = NULL;
     sd3_model *m = calloc(1, sizeof *m);
     if (!m) return sd_set_error(SD_ERR_NOMEM, "out of memory");
     sd_arena_init(&m->scratch);
     sd_status st = read_config(dir, &m->cfg);
-    if (st == SD_OK) st = load_weights(m, dir);
+    if (st == SD_OK) st = load_weights(m, dir, policy);
     if (st != SD_OK) {
         sd_wrap_error(st, "loading SD3 transformer");
         sd3_free(m);

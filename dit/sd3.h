@@ -9,6 +9,7 @@
 #include <stdbool.h>
 
 #include "../core/error.h"
+#include "../core/weights.h"
 
 #define SD3_MAX_LAYERS 256
 
@@ -24,7 +25,10 @@ typedef struct {
 
 typedef struct sd3_model sd3_model;
 
-sd_status sd3_load(sd3_model **out, const char *dir);
+/* Weights held as `policy` says (NULL: the default; core/weights.h): its Linear layers are never
+ * packed (they run the fp32 GEMM on the float32 copy or the stored weight), so bf16 packing
+ * reaches only the patch convolution. */
+sd_status sd3_load(sd3_model **out, const char *dir, const weights_policy *policy);
 void sd3_free(sd3_model *m);
 /* Low-memory mode after denoising: frees the scratch arena and gives back the mapped weight
  * pages (both come back on the next forward; results are unchanged). */

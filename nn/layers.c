@@ -12,13 +12,8 @@
 
 enum { NAME_MAX_LEN = 256 };
 
-/* Per thread, so that loads on different threads can choose differently. */
-static _Thread_local nn_precision load_precision = NN_FP32;
-
-nn_precision nn_set_load_precision(nn_precision precision) {
-    const nn_precision old = load_precision;
-    load_precision = precision;
-    return old;
+static bool packs_bf16(const sd_weights *w) {
+    return w->policy.precision == WEIGHTS_PRECISION_BF16;
 }
 
 static void *alloc64(size_t bytes) { return sd_big_alloc(bytes); }
@@ -49,12 +44,12 @@ typedef struct {
     bool release;
 } weight_source;
 
+/* packed_at_load: the layer packs its weight at load whatever it is stored as (a convolution
+ * under bf16 packing): the float32 read path feeds that packing. */
 static sd_status choose_source(const sd_weights *w, const char *name, int ndim,
-                               const int64_t *shape, weight_source *ws) {
+                               const int64_t *shape, bool packed_at_load, weight_source *ws) {
     memset(ws, 0, sizeof *ws);
-    /* Under bf16 arithmetic every weight is packed once at load as bf16 (2 bytes a weight
-     * already): the float32 read path feeds that packing. */
-    if (load_precision == NN_BF16) return SD_OK;
+    if (packed_at_load) return SD_OK;
     const st_tensor *t = w->keep_stored ? weights_find(w, name) : NULL;
     if (!t || (t->dtype != ST_F32 && t->dtype != ST_F16 && t->dtype != ST_BF16))
         return SD_OK; /* the float32 path reports absence and bad dtypes */
@@ -90,10 +85,13 @@ sd_status nn_linear_load(nn_linear *l, const sd_weights *w, int in, int out, boo
     memset(l, 0, sizeof *l);
     l->in = in;
     l->out = out;
+    /* Whether nn_linear_pack will be called is the model's choice: until then the weight is held
+     * as the policy says, so that a layer left unpacked never needs a float32 copy. */
+    l->pack_bf16 = packs_bf16(w);
     const int64_t ws[2] = {out, in}, bs[1] = {out};
     snprintf(name, sizeof name, "%s.weight", prefix);
     weight_source src;
-    sd_status st = choose_source(w, name, 2, ws, &src);
+    sd_status st = choose_source(w, name, 2, ws, false, &src);
     if (st == SD_OK && src.stored) {
         l->src = (gemm_b_stored){src.type, 1, {src.data}, {out}};
         l->own[0] = src.own;
@@ -148,6 +146,7 @@ sd_status nn_linear_stack(nn_linear *dst, nn_linear *parts, int n) {
     if (st == SD_OK) {
         dst->in = in;
         dst->out = out;
+        dst->pack_bf16 = parts[0].pack_bf16; /* parts of one set, one policy */
         if (plain) dst->w = malloc((size_t)out * in * sizeof *dst->w);
         if (with_bias) dst->b = malloc((size_t)out * sizeof *dst->b);
         if ((plain && !dst->w) || (with_bias && !dst->b))
@@ -176,9 +175,35 @@ sd_status nn_linear_stack(nn_linear *dst, nn_linear *parts, int n) {
     return st;
 }
 
+/* A stored weight widened into a float32 copy (exact), its own buffers freed and its mapped pages
+ * given back: the layer is then held as if read through the float32 path. */
+static sd_status widen_stored(nn_linear *l) {
+    float *w = malloc((size_t)l->out * l->in * sizeof *w);
+    if (!w)
+        return sd_set_error(SD_ERR_NOMEM, "out of memory packing a %d x %d Linear weight", l->out,
+                            l->in);
+    size_t row = 0;
+    for (int i = 0; i < l->src.n_parts; i++) {
+        const size_t n = (size_t)l->src.rows[i] * l->in;
+        kern_to_f32(l->src.type, l->src.part[i], w + row * l->in, n);
+        if (l->own[i]) free(l->own[i]);
+        else st_release_pages(l->src.part[i], n * kern_dtype_size(l->src.type));
+        row += (size_t)l->src.rows[i];
+    }
+    memset(&l->src, 0, sizeof l->src);
+    memset(l->own, 0, sizeof l->own);
+    l->release = false;
+    l->w = w;
+    return SD_OK;
+}
+
 sd_status nn_linear_pack(nn_linear *l) {
-    if (l->packed || l->packed_bf16 || !l->w) return SD_OK; /* stored weights are packed per call */
-    if (load_precision == NN_BF16) {
+    if (l->packed || l->packed_bf16) return SD_OK;
+    if (l->src.n_parts && !l->pack_bf16) return SD_OK; /* stored weights are packed per call */
+    /* bf16 packing reads float32 values: 2 bytes a weight resident either way. */
+    if (l->src.n_parts) SD_TRY(widen_stored(l));
+    if (!l->w) return SD_OK;
+    if (l->pack_bf16) {
         l->packed_bf16 = alloc64(gemm_bf16_packed_size(l->out, l->in) * sizeof *l->packed_bf16);
         if (!l->packed_bf16)
             return sd_set_error(SD_ERR_NOMEM, "out of memory packing a %d x %d Linear weight",
@@ -199,29 +224,34 @@ sd_status nn_linear_pack(nn_linear *l) {
     return SD_OK;
 }
 
-static void linear_run(const nn_linear *l, const float *x, float *y, int m, int accumulate) {
-    if (l->packed_bf16) {
-        gemm_bf16_nt_packed(m, l->out, l->in, x, l->in, l->packed_bf16, y, l->out, l->b, accumulate);
-    } else if (l->packed) {
-        gemm_nt_packed(m, l->out, l->in, x, l->in, l->packed, y, l->out, l->b, accumulate);
-    } else if (l->src.n_parts) {
-        gemm_nt_stored(m, l->out, l->in, x, l->in, &l->src, y, l->out, l->b, accumulate);
-        if (l->release)
-            for (int i = 0; i < l->src.n_parts; i++)
-                if (!l->own[i])
-                    st_release_pages(l->src.part[i], (size_t)l->src.rows[i] * l->in *
-                                                         kern_dtype_size(l->src.type));
-    } else {
-        gemm_nt(m, l->out, l->in, x, l->in, l->w, l->in, y, l->out, l->b, accumulate);
+void nn_linear_run(const nn_linear *l, const float *x, int lda, long x_bs, float *y, int ldy,
+                   long y_bs, int rows, int batch, bool accumulate) {
+    const int acc = accumulate;
+    for (int b = 0; b < batch; b++) {
+        const float *xb = x + b * x_bs;
+        float *yb = y + b * y_bs;
+        if (l->packed_bf16)
+            gemm_bf16_nt_packed(rows, l->out, l->in, xb, lda, l->packed_bf16, yb, ldy, l->b, acc);
+        else if (l->packed)
+            gemm_nt_packed(rows, l->out, l->in, xb, lda, l->packed, yb, ldy, l->b, acc);
+        else if (l->src.n_parts)
+            gemm_nt_stored(rows, l->out, l->in, xb, lda, &l->src, yb, ldy, l->b, acc);
+        else
+            gemm_nt(rows, l->out, l->in, xb, lda, l->w, l->in, yb, ldy, l->b, acc);
     }
+    if (l->src.n_parts && l->release)
+        for (int i = 0; i < l->src.n_parts; i++)
+            if (!l->own[i])
+                st_release_pages(l->src.part[i],
+                                 (size_t)l->src.rows[i] * l->in * kern_dtype_size(l->src.type));
 }
 
 void nn_linear_forward(const nn_linear *l, const float *x, float *y, int m) {
-    linear_run(l, x, y, m, 0);
+    nn_linear_run(l, x, l->in, 0, y, l->out, 0, m, 1, false);
 }
 
 void nn_linear_forward_add(const nn_linear *l, const float *x, float *y, int m) {
-    linear_run(l, x, y, m, 1);
+    nn_linear_run(l, x, l->in, 0, y, l->out, 0, m, 1, true);
 }
 
 void nn_linear_free(nn_linear *l) {
@@ -249,7 +279,8 @@ sd_status nn_conv2d_load(nn_conv2d *c, const sd_weights *w, int cin, int cout, i
     int as_linear = t && k == 1 && t->ndim == 2;
     float *oihw = NULL;
     weight_source src;
-    sd_status st = choose_source(w, name, as_linear ? 2 : 4, as_linear ? shape2 : shape4, &src);
+    sd_status st = choose_source(w, name, as_linear ? 2 : 4, as_linear ? shape2 : shape4,
+                                 packs_bf16(w), &src);
     if (st == SD_OK && src.stored) {
         /* [cout][cin] and [cout][cin][1][1] are the same bytes. */
         c->src = src.data;
@@ -259,7 +290,7 @@ sd_status nn_conv2d_load(nn_conv2d *c, const sd_weights *w, int cin, int cout, i
     } else if (st == SD_OK) {
         st = read_named(w, prefix, ".weight", as_linear ? 2 : 4, as_linear ? shape2 : shape4, &oihw);
     }
-    if (st == SD_OK && !src.stored && load_precision == NN_BF16) {
+    if (st == SD_OK && !src.stored && packs_bf16(w)) {
         c->w_bf16 = alloc64(conv2d_bf16_packed_size(&c->s) * sizeof *c->w_bf16);
         if (!c->w_bf16)
             st = sd_set_error(SD_ERR_NOMEM, "out of memory for '%s'", name);

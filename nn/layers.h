@@ -9,7 +9,11 @@
  *   are those of the float32 path with the widened weights, bit for bit;
  * - policy.dtype F16/BF16 converts the weight at load into a buffer of that dtype, then as above;
  * - policy.low_memory keeps every weight where it is stored (float32 too), packs it per call and
- *   gives its mapped pages back after each forward.
+ *   gives its mapped pages back after each forward;
+ * - policy.precision BF16 packs the weights of the layers packed once at load (nn_linear_pack,
+ *   every convolution) as bf16, wherever they were read from; unpacked Linear layers stay fp32.
+ * The policy is the one the set was opened with (weights_open): no global state, so models loaded
+ * on different threads, or one after the other, choose independently.
  *
  * Loaders take the tensor prefix printf-style, e.g.
  *     nn_linear_load(&l, w, 320, 320, true, "down_blocks.%d.attentions.%d.proj_in", b, i);
@@ -27,31 +31,27 @@
 
 #define NN_FMT __attribute__((format(printf, 6, 7)))
 
-/* The arithmetic of the Linear and conv layers loaded from now on by the calling thread:
- * under NN_BF16, nn_linear_pack and nn_conv2d_load pack weights as bf16 (2 bytes a weight; the
- * forward calls then round activations to bf16 and sum in fp32, kernels/gemm_bf16.h). Linear
- * layers left unpacked stay fp32. Returns the previous setting; default NN_FP32. */
-typedef enum { NN_FP32 = 0, NN_BF16 = 1 } nn_precision;
-nn_precision nn_set_load_precision(nn_precision precision);
-
 typedef struct {
     int in, out;
     float *w;      /* [out][in]; NULL once packed, and for stored weights */
     float *b;      /* [out] or NULL */
     float *packed; /* the weight in the GEMM engine's panel layout (nn_linear_pack), or NULL */
-    uint16_t *packed_bf16; /* instead of packed under NN_BF16 (gemm_bf16_pack_b_nt) */
+    uint16_t *packed_bf16; /* instead of packed under bf16 packing (gemm_bf16_pack_b_nt) */
     /* Stored weights (src.n_parts > 0): [out][in] rows as stored, in up to GEMM_B_MAX_PARTS
      * arrays (nn_linear_stack); own[i] is the buffer part i was converted into at load, NULL when
      * the part points into the mapping. */
     gemm_b_stored src;
     void *own[GEMM_B_MAX_PARTS];
-    bool release; /* give the mapped parts' pages back after each forward */
+    bool release;   /* give the mapped parts' pages back after each forward */
+    bool pack_bf16; /* nn_linear_pack packs as bf16 (the set's policy.precision) */
 } nn_linear;
 
 sd_status nn_linear_load(nn_linear *l, const sd_weights *w, int in, int out, bool bias,
                          const char *fmt, ...) NN_FMT;
 /* Converts the weight to the GEMM engine's panel layout once, so that forward calls stop packing
- * it per call (same numbers); w is freed. For layers whose users only call nn_linear_forward. */
+ * it per call (same numbers); w is freed. For layers whose users only call nn_linear_forward.
+ * A stored weight stays stored (packed per call), except under bf16 packing: it is then widened
+ * and packed as bf16 once, as a float32 copy would be, and its mapped pages are given back. */
 sd_status nn_linear_pack(nn_linear *l);
 /* Stacks layers that read the same input into one [sum out_i][in] layer (fused Q/K/V), whatever
  * way they hold their weights: float32 copies are concatenated, stored weights of one dtype
@@ -61,6 +61,13 @@ sd_status nn_linear_pack(nn_linear *l);
 sd_status nn_linear_stack(nn_linear *dst, nn_linear *parts, int n);
 /* y[m][out] = x[m][in] W^T + b; x and y must not overlap. */
 void nn_linear_forward(const nn_linear *l, const float *x, float *y, int m);
+/* The strided form, for b < batch and r < rows:
+ *   y[b*y_bs + r*ldy + j] (+)= sum_i x[b*x_bs + r*lda + i] * W[j][i] + bias[j],  j < out,
+ * accumulating into y when `accumulate`. Strides let a caller read or write a column slice of a
+ * wider matrix and one stream's rows of each batch item of a joint [text; image] sequence (Flux);
+ * a low-memory layer gives its pages back once, after the last item. */
+void nn_linear_run(const nn_linear *l, const float *x, int lda, long x_bs, float *y, int ldy,
+                   long y_bs, int rows, int batch, bool accumulate);
 /* y[m][out] += x[m][in] W^T + b (a residual add folded into the product). */
 void nn_linear_forward_add(const nn_linear *l, const float *x, float *y, int m);
 void nn_linear_free(nn_linear *l);
@@ -70,7 +77,7 @@ typedef struct {
     float *w; /* packed for the GEMM engine (conv2d_pack_weights), not [cout][kh][kw][cin];
                * NULL for stored weights */
     float *b; /* [cout] or NULL */
-    uint16_t *w_bf16; /* instead of w under NN_BF16 (conv2d_pack_weights_oihw_bf16) */
+    uint16_t *w_bf16; /* instead of w under bf16 packing (conv2d_pack_weights_oihw_bf16) */
     /* Stored weights: [cout][cin][kh][kw] as stored (the mapping, or `own` when converted at
      * load), packed per call. */
     const void *src;

@@ -29,30 +29,39 @@
 /* FluxPipeline: default_sample_size 128 (times the VAE scale factor), max_sequence_length 512. */
 enum { FLUX_DEFAULT_SAMPLE = 128, FLUX_DEFAULT_T5_LEN = 512, FLUX_MAX_T5_LEN = 512 };
 
+/* Loads one listed component folder through `load`, with the component's weights policy
+ * (tokenizers have no weights and ignore it). */
+typedef sd_status (*component_loader)(sd_pipeline *p, const char *dir,
+                                      const weights_policy *policy);
+
 static sd_status load_component(sd_pipeline *p, const char *name, const char *const *classes,
-                                sd_status (*load)(sd_pipeline *p, const char *dir)) {
+                                component_loader load) {
     SD_TRY(pl_expect_component(p, name, classes));
     char *dir = pl_component_dir(p, name);
     if (!dir) return sd_set_error(SD_ERR_NOMEM, "out of memory");
-    sd_status st = load(p, dir);
+    const weights_policy policy = pl_load_policy(p, name);
+    sd_status st = load(p, dir, &policy);
     free(dir);
     return st;
 }
 
-static sd_status load_clip_tok(sd_pipeline *p, const char *dir) {
+static sd_status load_clip_tok(sd_pipeline *p, const char *dir, const weights_policy *policy) {
+    (void)policy;
     return clip_tokenizer_load(&p->tokenizer, dir);
 }
-static sd_status load_clip(sd_pipeline *p, const char *dir) {
-    return clip_text_load_class(&p->text_encoder, dir, "CLIPTextModel");
+static sd_status load_clip(sd_pipeline *p, const char *dir, const weights_policy *policy) {
+    return clip_text_load_class(&p->text_encoder, dir, "CLIPTextModel", policy);
 }
-static sd_status load_t5_tok(sd_pipeline *p, const char *dir) {
+static sd_status load_t5_tok(sd_pipeline *p, const char *dir, const weights_policy *policy) {
+    (void)policy;
     return t5_tokenizer_load(&p->t5_tokenizer, dir);
 }
-static sd_status load_t5(sd_pipeline *p, const char *dir) {
-    return t5_encoder_load(&p->t5, dir);
+static sd_status load_t5(sd_pipeline *p, const char *dir, const weights_policy *policy) {
+    return t5_encoder_load(&p->t5, dir, policy);
 }
-static sd_status load_transformer(sd_pipeline *p, const char *dir) {
-    return flux_load(&p->flux, dir); /* streams BF16 weights when float32 would not fit */
+/* BF16 weights (every FLUX.1 release) stay in the file mapping: a float32 copy would not fit. */
+static sd_status load_transformer(sd_pipeline *p, const char *dir, const weights_policy *policy) {
+    return flux_load(&p->flux, dir, policy);
 }
 
 sd_status sd_load_flux(sd_pipeline *p) {

@@ -51,12 +51,15 @@ sd_status sd_load_sd(sd_pipeline *p) {
     free(dir);
     if (st == SD_OK) {
         dir = pl_component_dir(p, "text_encoder");
-        st = dir ? clip_text_load_class(&p->text_encoder, dir, "CLIPTextModel") : SD_ERR_NOMEM;
+        const weights_policy policy = pl_load_policy(p, "text_encoder");
+        st = dir ? clip_text_load_class(&p->text_encoder, dir, "CLIPTextModel", &policy)
+                 : SD_ERR_NOMEM;
         free(dir);
     }
     if (st == SD_OK) {
         dir = pl_component_dir(p, "unet");
-        st = dir ? unet_load(&p->unet, dir) : SD_ERR_NOMEM;
+        const weights_policy policy = pl_load_policy(p, "unet");
+        st = dir ? unet_load(&p->unet, dir, &policy) : SD_ERR_NOMEM;
         free(dir);
     }
     if (st == SD_ERR_NOMEM) return sd_set_error(SD_ERR_NOMEM, "out of memory");

@@ -14,17 +14,28 @@
 
 enum { SD3_DEFAULT_SEQ = 256, SD3_MAX_SEQ = 512 }; /* __call__'s default; check_inputs' bound */
 
-/* Loads one listed component folder through `load`. */
-typedef sd_status (*component_loader)(void *out, const char *dir);
+/* Loads one listed component folder through `load`, with the component's weights policy
+ * (tokenizers have no weights and ignore it). */
+typedef sd_status (*component_loader)(void *out, const char *dir, const weights_policy *policy);
 
-static sd_status load_clip_tok(void *out, const char *dir) { return clip_tokenizer_load(out, dir); }
-static sd_status load_t5_tok(void *out, const char *dir) { return t5_tokenizer_load(out, dir); }
-static sd_status load_t5(void *out, const char *dir) { return t5_encoder_load(out, dir); }
-static sd_status load_transformer(void *out, const char *dir) { return sd3_load(out, dir); }
+static sd_status load_clip_tok(void *out, const char *dir, const weights_policy *policy) {
+    (void)policy;
+    return clip_tokenizer_load(out, dir);
+}
+static sd_status load_t5_tok(void *out, const char *dir, const weights_policy *policy) {
+    (void)policy;
+    return t5_tokenizer_load(out, dir);
+}
+static sd_status load_t5(void *out, const char *dir, const weights_policy *policy) {
+    return t5_encoder_load(out, dir, policy);
+}
+static sd_status load_transformer(void *out, const char *dir, const weights_policy *policy) {
+    return sd3_load(out, dir, policy);
+}
 /* diffusers instantiates the class model_index.json names; SD3 takes the projected pooled output
  * (text_embeds), which only the WithProjection model has. */
-static sd_status load_clip_proj(void *out, const char *dir) {
-    return clip_text_load_class(out, dir, "CLIPTextModelWithProjection");
+static sd_status load_clip_proj(void *out, const char *dir, const weights_policy *policy) {
+    return clip_text_load_class(out, dir, "CLIPTextModelWithProjection", policy);
 }
 
 static sd_status load_component(sd_pipeline *p, const char *name, const char *const *classes,
@@ -32,7 +43,8 @@ static sd_status load_component(sd_pipeline *p, const char *name, const char *co
     SD_TRY(pl_expect_component(p, name, classes));
     char *dir = pl_component_dir(p, name);
     if (!dir) return sd_set_error(SD_ERR_NOMEM, "out of memory");
-    sd_status st = load(out, dir);
+    const weights_policy policy = pl_load_policy(p, name);
+    sd_status st = load(out, dir, &policy);
     free(dir);
     return st;
 }

@@ -64,7 +64,9 @@ static sd_status load_tokenizer(const sd_pipeline *p, const char *name, clip_tok
 static sd_status load_encoder(const sd_pipeline *p, const char *name, const char *cls,
                               clip_text **out) {
     char *dir = pl_component_dir(p, name);
-    sd_status st = dir ? clip_text_load_class(out, dir, cls) : sd_set_error(SD_ERR_NOMEM, "out of memory");
+    const weights_policy policy = pl_load_policy(p, name);
+    sd_status st = dir ? clip_text_load_class(out, dir, cls, &policy)
+                       : sd_set_error(SD_ERR_NOMEM, "out of memory");
     free(dir);
     return st;
 }
@@ -163,7 +165,9 @@ sd_status sd_load_sdxl(sd_pipeline *p) {
     if (has_te) SD_TRY(load_encoder(p, "text_encoder", "CLIPTextModel", &p->text_encoder));
     SD_TRY(load_encoder(p, "text_encoder_2", "CLIPTextModelWithProjection", &p->text_encoder_2));
     char *dir = pl_component_dir(p, "unet");
-    sd_status st = dir ? unet_load(&p->unet, dir) : sd_set_error(SD_ERR_NOMEM, "out of memory");
+    const weights_policy policy = pl_load_policy(p, "unet");
+    sd_status st = dir ? unet_load(&p->unet, dir, &policy)
+                       : sd_set_error(SD_ERR_NOMEM, "out of memory");
     free(dir);
     return st == SD_OK ? check_dims(p) : st;
 }

@@ -10,7 +10,6 @@
 #include "../core/config.h"
 #include "../core/fileutil.h"
 #include "../kernels/cpu.h"
-#include "../nn/layers.h"
 #include "embed_cache.h"
 #include "pipeline_internal.h"
 
@@ -50,9 +49,6 @@ void sd_set_threads(int threads) {
 }
 
 char *pl_component_dir(const sd_pipeline *p, const char *name) {
-    const int bf16 = p->precision == SD_PRECISION_BF16 &&
-                     (!strcmp(name, "unet") || !strcmp(name, "transformer") || !strcmp(name, "vae"));
-    nn_set_load_precision(bf16 ? NN_BF16 : NN_FP32);
     return model_index_path(&p->mi, name);
 }
 
@@ -105,13 +101,17 @@ static sd_status load_scheduler_config(sd_pipeline *p) {
     return SD_OK;
 }
 
-weights_policy pl_policy_begin(const sd_pipeline *p) {
-    const weights_policy want = {
-        p->load.weights_dtype == SD_WEIGHTS_F16    ? WEIGHTS_TO_F16
-        : p->load.weights_dtype == SD_WEIGHTS_BF16 ? WEIGHTS_TO_BF16
-                                                   : WEIGHTS_AS_STORED,
-        p->load.low_memory};
-    return weights_set_policy(&want);
+weights_policy pl_load_policy(const sd_pipeline *p, const char *name) {
+    const bool denoiser_or_vae =
+        !strcmp(name, "unet") || !strcmp(name, "transformer") || !strcmp(name, "vae");
+    const bool bf16 = p->precision == SD_PRECISION_BF16 && denoiser_or_vae;
+    return (weights_policy){
+        .dtype = p->load.weights_dtype == SD_WEIGHTS_F16    ? WEIGHTS_TO_F16
+                 : p->load.weights_dtype == SD_WEIGHTS_BF16 ? WEIGHTS_TO_BF16
+                                                            : WEIGHTS_AS_STORED,
+        .low_memory = p->load.low_memory,
+        .precision = bf16 ? WEIGHTS_PRECISION_BF16 : WEIGHTS_PRECISION_FP32,
+    };
 }
 
 void pl_release_text_encoders(sd_pipeline *p) {
@@ -124,7 +124,8 @@ void pl_release_text_encoders(sd_pipeline *p) {
 void pl_release_denoiser(sd_pipeline *p) {
     if (!p->load.low_memory) return;
     unet_release(p->unet);
-    sd3_release(p->sd3); /* Flux keeps its own streaming scheme (dit/flux_linear.c) */
+    sd3_release(p->sd3);
+    flux_release(p->flux);
 }
 
 void pl_release_vae(sd_pipeline *p) {
@@ -136,7 +137,8 @@ static sd_status load_vae(sd_pipeline *p) {
     SD_TRY(pl_expect_component(p, "vae", classes));
     char *dir = pl_component_dir(p, "vae");
     if (!dir) return sd_set_error(SD_ERR_NOMEM, "out of memory");
-    sd_status st = vae_load(&p->vae, dir);
+    const weights_policy policy = pl_load_policy(p, "vae");
+    sd_status st = vae_load(&p->vae, dir, &policy);
     free(dir);
     if (st != SD_OK) return st;
     p->vae_scale_factor = vae_scale_factor(p->vae);
@@ -179,17 +181,12 @@ sd_status sd_pipeline_load(sd_pipeline **out, const char *model_dir, const sd_lo
     if (st == SD_OK && (unsigned)params->weights_dtype > SD_WEIGHTS_BF16)
         st = sd_set_error(SD_ERR_ARG, "%s: weights dtype %d is not one of stored, f16, bf16",
                           model_dir, (int)params->weights_dtype);
-    /* Every component loaded from here on (now, or again later in low-memory mode) holds its
-     * weights as the load parameters say (core/weights.h). */
-    const weights_policy old = pl_policy_begin(p);
     if (st == SD_OK) st = model_index_load(&p->mi, model_dir);
     if (st == SD_OK) st = pick_family(p);
     if (st == SD_OK) resolve_precision(p);
     if (st == SD_OK) st = load_scheduler_config(p);
     if (st == SD_OK) st = load_vae(p);
     if (st == SD_OK) st = p->ops->load(p);
-    nn_set_load_precision(NN_FP32);
-    weights_set_policy(&old);
     if (st != SD_OK) {
         sd_pipeline_free(p);
         return st;

@@ -62,9 +62,11 @@ struct sd_family_ops {
     double inpaint_guidance;    /* guidance_scale default with a mask, when it differs (0: same) */
 };
 
-/* Makes the calling thread's later weights_open calls follow p->load (weights dtype, low
- * memory); returns the policy to restore with weights_set_policy. */
-weights_policy pl_policy_begin(const sd_pipeline *p);
+/* How component `name` holds its weights (given to its loader): weights dtype and low memory from
+ * p->load; bf16 packing where p->precision is BF16 for the denoiser ("unet", "transformer") and
+ * the "vae", fp32 for the rest (text encoders run once per prompt and are cached: bf16 would cost
+ * accuracy for no measurable time). Needs p->precision resolved. */
+weights_policy pl_load_policy(const sd_pipeline *p, const char *name);
 
 /* Low-memory mode (p->load.low_memory; no-ops otherwise): give back what a component holds
  * between uses: scratch memory and resident weight pages. The text encoders after the prompts are
@@ -77,10 +79,7 @@ void pl_release_vae(sd_pipeline *p);
 /* Loads component `name` through `load(out, dir)` after checking model_index.json lists it with
  * one of `classes` (NULL-terminated); the error names what was found instead. */
 sd_status pl_expect_component(const sd_pipeline *p, const char *name, const char *const *classes);
-/* malloc'd. Every family asks for a component's folder right before loading it, so this also
- * sets the arithmetic the loader packs for (nn_set_load_precision): p->precision for the denoiser
- * ("unet", "transformer") and the "vae"; fp32 for the rest (text encoders run once per prompt and
- * are cached: bf16 would cost accuracy for no measurable time). */
+/* The folder of component `name` (malloc'd; NULL when out of memory). */
 char *pl_component_dir(const sd_pipeline *p, const char *name);
 
 /* SD 1.x/2.x (pipeline/generate_sd.c). */

@@ -1,13 +1,13 @@
 /* Full-size FLUX.1-schnell transformer (12B parameters, 23.8 GB in BF16) on random BF16 weights:
  * writes a checkpoint with the release's tensor list and config (tests/fixtures/full/), loads it
- * with FLUX_WEIGHTS_AUTO (which streams the weights from the mapping on a machine with less than
- * twice 47 GB of memory) and runs one 512x512 step: 1024 image tokens and 512 text tokens (or
+ * (the BF16 weights stay in the file mapping: a float32 copy would take 47 GB) and runs one
+ * 512x512 step: 1024 image tokens and 512 text tokens (or
  * argv[1]). Checks that the output is finite and not degenerate; prints times and memory.
  * Not part of `make test` (minutes of compute, 24 GB of disk): `make test-full`.
  *
  * Environment: FLUX_FULL_DIR (default /tmp/flux_full_schnell) holds the checkpoint; an existing
  * one of the right size is reused; it is deleted at the end unless FLUX_FULL_KEEP is set.
- * FLUX_FULL_MODE=resident|streamed forces how the weights are held (default: auto). */
+ * FLUX_FULL_MODE=low-memory loads with the low-memory policy (default: stored). */
 #include <math.h>
 #include <omp.h>
 #include <stdint.h>
@@ -225,19 +225,18 @@ int main(int argc, char **argv) {
     printf("FLUX.1-schnell transformer: %d tensors, %.3f B parameters\n", n, params / 1e9);
     if (!specs || !copy_config(dir) || !write_checkpoint(st_path, specs, n)) goto done;
 
-    /* FLUX_FULL_MODE: auto (default), resident or streamed. */
-    const char *mode_name = getenv("FLUX_FULL_MODE") ? getenv("FLUX_FULL_MODE") : "auto";
-    const flux_weights_mode mode = !strcmp(mode_name, "resident")   ? FLUX_WEIGHTS_RESIDENT
-                                   : !strcmp(mode_name, "streamed") ? FLUX_WEIGHTS_STREAMED
-                                                                    : FLUX_WEIGHTS_AUTO;
+    /* FLUX_FULL_MODE: stored (default: the BF16 weights stay in the mapping, widened per call)
+     * or low-memory (also paged out after each layer). */
+    const char *mode_name = getenv("FLUX_FULL_MODE") ? getenv("FLUX_FULL_MODE") : "stored";
+    const weights_policy policy = {.low_memory = !strcmp(mode_name, "low-memory")};
     double t0 = now();
     flux_model *m = NULL;
-    CHECK_OK(flux_load_mode(&m, dir, mode));
+    CHECK_OK(flux_load(&m, dir, &policy));
     if (!m) goto done;
     const flux_config *c = flux_get_config(m);
     printf("loaded in %.1f s: %d double + %d single blocks, dim %d, weights %s\n", now() - t0,
            c->num_layers, c->num_single_layers, c->inner_dim,
-           flux_weights_streamed(m) ? "streamed from the mapping" : "resident float32");
+           policy.low_memory ? "in the mapping, paged out per layer" : "in the mapping (BF16)");
     print_memory("after load");
 
     /* Inputs at the scale the pipeline produces: unit-variance noise latents, T5 and CLIP

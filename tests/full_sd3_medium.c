@@ -140,7 +140,7 @@ static void transformer_step(const char *tdir) {
     enum { B = 2, H = 64, W = 64, C = 16, CTX = 333, JD = 4096, PD = 2048 };
     double t1 = now();
     sd3_model *m = NULL;
-    CHECK_OK(sd3_load(&m, tdir));
+    CHECK_OK(sd3_load(&m, tdir, NULL));
     double t2 = now();
     printf("sd3_load: %.1f s\n", t2 - t1);
     if (!m) return;

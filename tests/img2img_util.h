@@ -103,7 +103,7 @@ static inline int expected_calls(const char *cls, int steps, double strength) {
 /* The init image's latents as the pipeline draws them first: (mean + std * randn) * scale. */
 static inline float *init_latents(const sd_image *img, uint64_t seed, int *h, int *w, int *c) {
     vae *v;
-    if (vae_load(&v, fixture("sd15-tiny/pipeline/vae")) != SD_OK) return NULL;
+    if (vae_load(&v, fixture("sd15-tiny/pipeline/vae"), NULL) != SD_OK) return NULL;
     const vae_config *vc = vae_get_config(v);
     *h = img->height / 8, *w = img->width / 8, *c = vc->latent_channels;
     size_t n = (size_t)*h * *w * *c;

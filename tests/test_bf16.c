@@ -217,9 +217,11 @@ static void thread_runs(float **gemm_out, float **conv_out) {
     free(a), free(b), free(bias), free(pb), free(x), free(w), free(pw);
 }
 
-/* The layers loaded under NN_BF16: bf16 packing instead of fp32, forward calls on the bf16
- * kernels (same numbers as the references up to the order of fp32 sums), the padding override,
- * and NN_FP32 loads unchanged afterwards. */
+/* The layers of a set opened with bf16 packing (weights_policy.precision): bf16 packing instead
+ * of fp32, forward calls on the bf16 kernels (same numbers as the references up to the order of
+ * fp32 sums), the padding override; a stored BF16 weight packed as bf16 from the mapping, or left
+ * stored (fp32 GEMM) when its layer is not packed; a set opened with the default policy at the
+ * same time still loads fp32 layers (the precision travels with the set, not the thread). */
 static void test_layers(void) {
     char dir[] = "/tmp/sd_test_bf16_XXXXXX";
     if (!mkdtemp(dir)) {
@@ -229,58 +231,84 @@ static void test_layers(void) {
     const int cin = 37, cout = 45, k = 3, n = 2, h = 6, w = 5;
     float *conv_w = kc_random((size_t)cout * cin * k * k, 11), *conv_b = kc_random(cout, 12);
     float *lin_w = kc_random((size_t)cout * cin, 14), *lin_b = kc_random(cout, 15);
+    /* lin16: lin's weight stored as BF16; lin16_w holds its widened values */
+    uint16_t *lin16 = malloc((size_t)cout * cin * sizeof *lin16);
+    float *lin16_w = malloc((size_t)cout * cin * sizeof *lin16_w);
+    for (int i = 0; i < cout * cin; i++) {
+        lin16[i] = st_f32_to_bf16(lin_w[i]);
+        lin16_w[i] = st_bf16_to_f32(lin16[i]);
+    }
     st_entry e[] = {
         {"conv.weight", ST_F32, 4, {cout, cin, k, k}, conv_w},
         {"conv.bias", ST_F32, 1, {cout}, conv_b},
         {"lin.weight", ST_F32, 2, {cout, cin}, lin_w},
         {"lin.bias", ST_F32, 1, {cout}, lin_b},
+        {"lin16.weight", ST_BF16, 2, {cout, cin}, lin16},
+        {"lin16.bias", ST_F32, 1, {cout}, lin_b},
     };
     char path[128];
     snprintf(path, sizeof path, "%s/diffusion_pytorch_model.safetensors", dir);
     CHECK_OK(st_write(path, e, (int)(sizeof e / sizeof *e), NULL, 0));
-    sd_weights wts;
-    CHECK_OK(weights_open(&wts, dir, NULL));
+    const weights_policy bf16 = {.precision = WEIGHTS_PRECISION_BF16};
+    sd_weights wts, wbf;
+    CHECK_OK(weights_open(&wts, dir, NULL, NULL));
+    CHECK_OK(weights_open(&wbf, dir, NULL, &bf16));
+    wbf.keep_stored = true; /* lin16 may stay in the mapping */
     float *x = kc_random((size_t)n * h * w * cin, 16);
     const size_t ny = (size_t)n * h * w * cout;
     float *got = malloc(ny * sizeof *got), *want = malloc(ny * sizeof *want);
     float *ohwi = malloc((size_t)cout * cin * k * k * sizeof *ohwi);
     conv2d_weight_from_oihw(conv_w, cout, cin, k, k, ohwi);
 
-    CHECK(nn_set_load_precision(NN_BF16) == NN_FP32, "fp32 is the default load precision");
     nn_conv2d conv;
     nn_linear lin;
-    CHECK_OK(nn_conv2d_load(&conv, &wts, cin, cout, k, 1, 1, "conv"));
-    CHECK_OK(nn_linear_load(&lin, &wts, cin, cout, true, "lin"));
+    CHECK_OK(nn_conv2d_load(&conv, &wbf, cin, cout, k, 1, 1, "conv"));
+    CHECK_OK(nn_linear_load(&lin, &wbf, cin, cout, true, "lin"));
     CHECK_OK(nn_linear_pack(&lin));
-    nn_set_load_precision(NN_FP32);
     CHECK(conv.w_bf16 && !conv.w && lin.packed_bf16 && !lin.packed && !lin.w,
-          "NN_BF16 layers hold bf16 weights only");
+          "bf16-packing layers hold bf16 weights only");
     nn_conv2d_forward(&conv, x, n, h, w, got, NULL);
     conv2d_nhwc_bf16_ref(&conv.s, x, n, h, w, ohwi, conv_b, want);
-    check_rel("nn_conv2d 3x3 under NN_BF16 vs conv2d_nhwc_bf16_ref", got, want, ny, 1e-6);
+    check_rel("nn_conv2d 3x3 packed as bf16 vs conv2d_nhwc_bf16_ref", got, want, ny, 1e-6);
     conv2d_shape s = conv.s;
     s.pad_t = 0, s.pad_b = 2; /* as the VAE's banded upsampler changes it */
     const size_t ny2 = (size_t)n * conv2d_out_h(&s, h) * w * cout;
     nn_conv2d_forward_shape(&conv, &s, x, n, h, w, got, NULL);
     conv2d_nhwc_bf16_ref(&s, x, n, h, w, ohwi, conv_b, want);
-    check_rel("nn_conv2d_forward_shape under NN_BF16", got, want, ny2, 1e-6);
+    check_rel("nn_conv2d_forward_shape packed as bf16", got, want, ny2, 1e-6);
     nn_linear_forward(&lin, x, got, n * h * w);
     gemm_bf16_nt_ref(n * h * w, cout, cin, x, cin, lin_w, cin, want, cout, lin_b, 0);
-    check_rel("nn_linear under NN_BF16 vs gemm_bf16_nt_ref", got, want, ny, 1e-6);
+    check_rel("nn_linear packed as bf16 vs gemm_bf16_nt_ref", got, want, ny, 1e-6);
     nn_conv2d_free(&conv);
     nn_linear_free(&lin);
 
+    /* A stored BF16 weight: left stored until packed, then widened and packed as bf16. */
+    CHECK_OK(nn_linear_load(&lin, &wbf, cin, cout, true, "lin16"));
+    CHECK(lin.src.n_parts == 1 && lin.src.type == KERN_BF16 && !lin.w,
+          "a BF16 weight stays in the mapping until packed");
+    nn_linear_forward(&lin, x, got, n * h * w);
+    gemm_nt_ref(n * h * w, cout, cin, x, cin, lin16_w, cin, want, cout, lin_b, 0);
+    check_rel("unpacked stored BF16 nn_linear runs fp32", got, want, ny, 1e-6);
+    CHECK_OK(nn_linear_pack(&lin));
+    CHECK(lin.packed_bf16 && !lin.src.n_parts && !lin.w, "stored BF16 weight packed as bf16");
+    nn_linear_forward(&lin, x, got, n * h * w);
+    gemm_bf16_nt_ref(n * h * w, cout, cin, x, cin, lin16_w, cin, want, cout, lin_b, 0);
+    check_rel("stored BF16 nn_linear packed as bf16 vs gemm_bf16_nt_ref", got, want, ny, 1e-6);
+    nn_linear_free(&lin);
+
     CHECK_OK(nn_conv2d_load(&conv, &wts, cin, cout, k, 1, 1, "conv"));
-    CHECK(conv.w && !conv.w_bf16, "NN_FP32 again after the bf16 loads");
+    CHECK(conv.w && !conv.w_bf16, "a default-policy set loads fp32 layers beside a bf16 one");
     nn_conv2d_forward(&conv, x, n, h, w, got, NULL);
     conv2d_nhwc_ref(&conv.s, x, n, h, w, ohwi, conv_b, want);
     check_rel("nn_conv2d 3x3 back in fp32", got, want, ny, 1e-5);
     nn_conv2d_free(&conv);
 
     weights_close(&wts);
+    weights_close(&wbf);
     unlink(path);
     rmdir(dir);
     free(conv_w), free(conv_b), free(lin_w), free(lin_b), free(x), free(got), free(want), free(ohwi);
+    free(lin16), free(lin16_w);
 }
 
 int main(void) {

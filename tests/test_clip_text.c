@@ -34,7 +34,7 @@ static char *tmp_path(const char *name) {
 
 static clip_text *load_or_fail(const char *rel) {
     clip_text *m = NULL;
-    CHECK_OK(clip_text_load(&m, fixture(rel)));
+    CHECK_OK(clip_text_load(&m, fixture(rel), NULL));
     return m;
 }
 
@@ -137,7 +137,7 @@ static clip_text *load_with_eos(int eos) {
     CHECK(src && symlink(src, model) == 0, "symlink %s", model);
     free(src);
     clip_text *m = NULL;
-    CHECK_OK(clip_text_load(&m, dir));
+    CHECK_OK(clip_text_load(&m, dir, NULL));
     free(dir);
     free(cfg);
     free(model);
@@ -296,7 +296,7 @@ static void test_sdxl(void) {
     clip_text *te1 = load_or_fail("sdxl-tiny/pipeline/text_encoder"), *te2 = NULL;
     /* The class as the pipeline passes it from model_index.json. */
     CHECK_OK(clip_text_load_class(&te2, fixture("sdxl-tiny/pipeline/text_encoder_2"),
-                                  "CLIPTextModelWithProjection"));
+                                  "CLIPTextModelWithProjection", NULL));
     int32_t *ids1[2] = {want_ids(file, "tokenizer_prompt_ids"),
                         want_ids(file, "tokenizer_negative_ids")};
     int32_t *ids2[2] = {want_ids(file, "tokenizer_2_prompt_ids"),
@@ -417,7 +417,7 @@ static char *write_tiny(const char *name, int heads, const char *act, const char
 static void expect_load_error(const char *what, const char *dir, const char *class_name,
                               sd_status status, const char *needle) {
     clip_text *m = NULL;
-    sd_status st = clip_text_load_class(&m, dir, class_name);
+    sd_status st = clip_text_load_class(&m, dir, class_name, NULL);
     CHECK(st == status, "%s: status %s, expected %s (%s)", what, sd_status_name(st),
           sd_status_name(status), sd_last_error());
     CHECK(m == NULL, "%s: a model was returned", what);
@@ -432,7 +432,7 @@ static void test_tiny_models(void) {
     tiny_spec plain = {"", true, NULL, NULL};
     char *dir = write_tiny("tiny", 2, "\"gelu\"", "", plain);
     clip_text *m = NULL;
-    CHECK_OK(clip_text_load(&m, dir));
+    CHECK_OK(clip_text_load(&m, dir, NULL));
     if (m) {
         /* No architectures key: the text_projection tensor decides the class. */
         CHECK(clip_text_get_config(m)->with_projection, "tiny: projection not detected");
@@ -457,7 +457,7 @@ static void test_tiny_models(void) {
     clip_text_free(m);
     m = NULL;
     /* model_index.json's class overrides the tensor: a plain model ignores text_projection. */
-    CHECK_OK(clip_text_load_class(&m, dir, "CLIPTextModel"));
+    CHECK_OK(clip_text_load_class(&m, dir, "CLIPTextModel", NULL));
     if (m) CHECK(!clip_text_get_config(m)->with_projection, "tiny: class CLIPTextModel ignored");
     clip_text_free(m);
     expect_load_error("unknown class", dir, "T5EncoderModel", SD_ERR_UNSUPPORTED, "T5EncoderModel");
@@ -467,7 +467,7 @@ static void test_tiny_models(void) {
                      ", \"architectures\": [\"CLIPTextModel\"]",
                      (tiny_spec){"text_model.", false, NULL, NULL});
     m = NULL;
-    CHECK_OK(clip_text_load(&m, dir));
+    CHECK_OK(clip_text_load(&m, dir, NULL));
     if (m) CHECK(!clip_text_get_config(m)->with_projection, "tiny_prefix: unexpected projection");
     clip_text_free(m);
     expect_load_error("WithProjection class without the tensor", dir, "CLIPTextModelWithProjection",

@@ -166,7 +166,7 @@ static void test_weight_sets(void) {
                 ".safetensors\", \"b\": \"diffusion_pytorch_model-00002-of-00002.safetensors\"}}");
     fclose(fp);
     sd_weights w;
-    CHECK_OK(weights_open(&w, dir, NULL));
+    CHECK_OK(weights_open(&w, dir, NULL, NULL));
     float *x = NULL;
     CHECK_OK(weights_read_f32(&w, "b", -1, NULL, &x));
     CHECK(x && x[2] == 5, "sharded tensor read");
@@ -181,7 +181,7 @@ static void test_weight_sets(void) {
     st_entry eh = {"h", ST_F16, 1, {2}, h};
     p1 = sd_path_join(dir, "model.fp16.safetensors");
     CHECK_OK(st_write(p1, &eh, 1, NULL, 0));
-    CHECK_OK(weights_open(&w, dir, NULL));
+    CHECK_OK(weights_open(&w, dir, NULL, NULL));
     CHECK_OK(weights_read_f32(&w, "h", -1, NULL, &x));
     CHECK(x && x[0] == 1.5f && x[1] == -2, "fp16 variant read");
     free(x);
@@ -190,7 +190,7 @@ static void test_weight_sets(void) {
     /* empty folder */
     snprintf(dir, sizeof dir, "%s/empty", tmpdir);
     mkdir(dir, 0755);
-    CHECK(weights_open(&w, dir, NULL) == SD_ERR_IO && strstr(sd_last_error(), "empty"),
+    CHECK(weights_open(&w, dir, NULL, NULL) == SD_ERR_IO && strstr(sd_last_error(), "empty"),
           "empty folder named: %s", sd_last_error());
 }
 

@@ -1,7 +1,8 @@
 /* Flux transformer against diffusers: every transformer call of every flux-tiny run (packed
- * latents, sigma timestep, embedded guidance, T5 and pooled CLIP embeddings) with resident and
- * streamed weights, streamed F16/F32 checkpoints, latent packing, position ids, and load errors
- * (missing tensor, wrong shape, unsupported or inconsistent config). */
+ * latents, sigma timestep, embedded guidance, T5 and pooled CLIP embeddings) with the weights held
+ * as each load policy says (BF16 kept in the mapping, low memory), the same bits from a float32
+ * copy, F16/F32 checkpoints, latent packing, position ids, and load errors (missing tensor, wrong
+ * shape, unsupported or inconsistent config). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -97,19 +98,28 @@ static void check_run(flux_model *m, const char *run, const char *label) {
     run_free(&r);
 }
 
-/* tile_floats > 0 streams with conversion tiles of that many floats. */
-static void test_parity(flux_weights_mode mode, size_t tile_floats, const char *label) {
+static const weights_policy stored_policy = {0}, low_memory_policy = {.low_memory = true};
+
+static void test_parity(const weights_policy *policy, const char *label) {
     flux_model *m = NULL;
-    CHECK_OK(flux_load_tiled(&m, fixture(TRANSFORMER), mode, tile_floats));
+    CHECK_OK(flux_load(&m, fixture(TRANSFORMER), policy));
     if (!m) return;
-    CHECK(flux_weights_streamed(m) == (mode == FLUX_WEIGHTS_STREAMED), "%s: weights mode", label);
+    /* The fixture is stored as BF16: every layer points into the mapping, as an nn/ layer of a
+     * BF16 release does (no float32 copy), and pages out after each call in low-memory mode. */
+    const nn_linear *q = &m->blocks[0].to_q, *o = &m->single_blocks[1].proj_out;
+    CHECK(q->src.n_parts == 1 && q->src.type == KERN_BF16 && !q->w && !q->own[0] &&
+              o->src.n_parts == 1 && o->src.type == KERN_BF16 && !o->w,
+          "%s: BF16 weights are not kept where the file maps them", label);
+    CHECK(q->release == policy->low_memory && o->release == policy->low_memory,
+          "%s: layers %s their pages after each call", label,
+          q->release ? "give back" : "keep");
     for (size_t i = 0; i < sizeof runs / sizeof *runs; i++) check_run(m, runs[i], label);
     flux_free(m);
 }
 
 static void test_config(void) {
     flux_model *m = NULL;
-    CHECK_OK(flux_load(&m, fixture(TRANSFORMER)));
+    CHECK_OK(flux_load(&m, fixture(TRANSFORMER), NULL));
     if (!m) return;
     const flux_config *c = flux_get_config(m);
     /* config.json's values; out_channels is null there, so in_channels. */
@@ -123,8 +133,6 @@ static void test_config(void) {
     CHECK(c->guidance_embeds, "guidance_embeds");
     CHECK(c->axes_dims_rope[0] == 4 && c->axes_dims_rope[1] == 6 && c->axes_dims_rope[2] == 6,
           "axes_dims_rope");
-    /* Small enough to be resident under FLUX_WEIGHTS_AUTO. */
-    CHECK(!flux_weights_streamed(m), "auto mode streams a tiny model");
     /* A guidance-distilled model needs its guidance value. */
     float x[64] = {0}, ids[3] = {0}, ctx[16] = {0}, pooled[16] = {0}, out[64];
     sd_status st = flux_forward(m, x, 1, 1, ids, ctx, 1, ids, 1.0f, NAN, pooled, out);
@@ -143,7 +151,7 @@ static void test_batch(void) {
     run_record dev, ns;
     int ok = run_read("flux_dev_like", &dev) & run_read("flux_nonsquare", &ns);
     flux_model *m = NULL;
-    CHECK_OK(flux_load_tiled(&m, fixture(TRANSFORMER), FLUX_WEIGHTS_STREAMED, 1000));
+    CHECK_OK(flux_load(&m, fixture(TRANSFORMER), &low_memory_policy));
     ok = ok && m && dev.txt == ns.txt;
     if (ok) {
         const size_t img = (size_t)dev.img * dev.channels, ctx = (size_t)dev.txt * 16;
@@ -316,8 +324,52 @@ static long write_weights(const char *dir, st_dtype dtype, const char *drop, con
     return changed;
 }
 
-/* The fixture's weights stored as F16 and F32, streamed: the same outputs. */
-static void test_streamed_dtypes(void) {
+/* One transformer call (flux_dev_like's call 1) of the model in `dir` loaded with `policy`:
+ * malloc'd output, NULL on failure. */
+static float *one_call(const char *dir, const weights_policy *policy, const char *label) {
+    run_record r;
+    flux_model *m = NULL;
+    float *out = NULL;
+    CHECK_OK(flux_load(&m, dir, policy)); /* before run_read: fixture() reuses its buffer */
+    if (!run_read("flux_dev_like", &r)) flux_free(m), m = NULL;
+    if (m) {
+        const size_t per_call = (size_t)r.batch * r.img * r.channels;
+        float *img_ids = malloc((size_t)r.img * 3 * sizeof *img_ids);
+        float *txt_ids = calloc((size_t)r.txt * 3, sizeof *txt_ids);
+        out = malloc(per_call * sizeof *out);
+        flux_image_ids(r.gh, r.gw, img_ids);
+        sd_status st = flux_forward(m, r.inputs + per_call, r.batch, r.img, img_ids, r.prompt,
+                                    r.txt, txt_ids, r.timesteps[1], r.guidance, r.pooled, out);
+        CHECK(st == SD_OK, "%s: %s", label, sd_last_error());
+        if (st != SD_OK) free(out), out = NULL;
+        free(img_ids);
+        free(txt_ids);
+    }
+    flux_free(m);
+    run_free(&r);
+    return out;
+}
+
+static void expect_same_bits(const float *got, const float *want, const char *what) {
+    run_record r;
+    if (!run_read("flux_dev_like", &r) || !got || !want) {
+        CHECK(got && want, "%s: no output", what);
+        run_free(&r);
+        return;
+    }
+    const size_t n = (size_t)r.batch * r.img * r.channels;
+    CHECK(!memcmp(got, want, n * sizeof *got), "%s: not bit-identical (rel err %.3g)", what,
+          rel_l2(got, want, n));
+    run_free(&r);
+}
+
+/* The fixture's weights stored as F16 and F32 (against diffusers), and the same bits whatever the
+ * policy: the BF16 release kept in the mapping, its F32 copy copied to float32 at load (the fp32
+ * GEMM on the widened weights either way), --low-memory, and --weights-dtype bf16 on the F32
+ * copy (a no-op on values that are bf16 already). */
+static void test_stored_dtypes(void) {
+    float *ref = one_call(fixture(TRANSFORMER), &stored_policy, "BF16 stored");
+    const weights_policy to_bf16 = {.dtype = WEIGHTS_TO_BF16};
     const st_dtype types[2] = {ST_F16, ST_F32};
     for (int i = 0; i < 2; i++) {
         char *dir = variant_dir(i ? "f32" : "f16");
@@ -330,21 +382,41 @@ static void test_streamed_dtypes(void) {
         else
             printf("note: %ld of the BF16 weights are not exact in F16\n", changed);
         flux_model *m = NULL;
-        CHECK_OK(flux_load_mode(&m, dir, FLUX_WEIGHTS_STREAMED));
+        CHECK_OK(flux_load(&m, dir, NULL));
         if (m) {
+            const nn_linear *q = &m->blocks[0].to_q;
+            /* F16 stays in the mapping; F32 is copied once (the fastest path). */
+            CHECK(types[i] == ST_F16 ? q->src.type == KERN_F16 && q->src.n_parts == 1 && !q->w
+                                     : q->w && !q->src.n_parts,
+                  "%s weights held wrongly", st_dtype_name(types[i]));
             char label[32];
-            snprintf(label, sizeof label, "streamed %s", st_dtype_name(types[i]));
+            snprintf(label, sizeof label, "stored %s", st_dtype_name(types[i]));
             check_run(m, "flux_dev_like", label);
             flux_free(m);
         }
+        if (types[i] == ST_F32) {
+            float *got = one_call(dir, NULL, "F32 copy");
+            expect_same_bits(got, ref, "F32 copy vs BF16 kept in the mapping");
+            free(got);
+            got = one_call(dir, &low_memory_policy, "F32 low memory");
+            expect_same_bits(got, ref, "F32 --low-memory vs BF16 kept in the mapping");
+            free(got);
+            got = one_call(dir, &to_bf16, "F32 --weights-dtype bf16");
+            expect_same_bits(got, ref, "F32 --weights-dtype bf16 vs BF16 kept in the mapping");
+            free(got);
+        }
         remove_variant(dir);
     }
+    float *got = one_call(fixture(TRANSFORMER), &low_memory_policy, "BF16 low memory");
+    expect_same_bits(got, ref, "BF16 --low-memory vs BF16 kept in the mapping");
+    free(got);
+    free(ref);
 }
 
-static void expect_load_error(const char *dir, flux_weights_mode mode, sd_status want,
+static void expect_load_error(const char *dir, const weights_policy *policy, sd_status want,
                               const char *needle, const char *what) {
     flux_model *m = NULL;
-    sd_status st = flux_load_mode(&m, dir, mode);
+    sd_status st = flux_load(&m, dir, policy);
     CHECK(st == want && m == NULL, "%s: got %s, expected %s (%s)", what, sd_status_name(st),
           sd_status_name(want), sd_last_error());
     CHECK(strstr(sd_last_error(), needle) != NULL, "%s: message '%s' does not name '%s'", what,
@@ -356,7 +428,9 @@ static void test_errors(void) {
     const char *q = "transformer_blocks.0.attn.to_q.weight";
     const char *g = "time_text_embed.guidance_embedder.linear_2.bias";
     const char *nq = "single_transformer_blocks.1.attn.norm_k.weight";
-    for (int mode = FLUX_WEIGHTS_RESIDENT; mode <= FLUX_WEIGHTS_STREAMED; mode++) {
+    const weights_policy *policies[2] = {&stored_policy, &low_memory_policy};
+    for (int k = 0; k < 2; k++) {
+        const weights_policy *mode = policies[k];
         char *dir = variant_dir("missing");
         write_config(dir, NULL, NULL);
         write_weights(dir, ST_BF16, q, NULL);
@@ -375,7 +449,7 @@ static void test_errors(void) {
         {
             /* Schnell-style config over a dev checkpoint loads: the extra tensors are unused. */
             flux_model *m = NULL;
-            CHECK_OK(flux_load_mode(&m, dir, (flux_weights_mode)mode));
+            CHECK_OK(flux_load(&m, dir, mode));
             flux_free(m);
         }
         remove_variant(dir);
@@ -397,10 +471,10 @@ static void test_errors(void) {
     write_weights(dir, ST_BF16, NULL, NULL);
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         write_config(dir, bad[i].key, bad[i].value);
-        expect_load_error(dir, FLUX_WEIGHTS_AUTO, bad[i].want, bad[i].needle, bad[i].key);
+        expect_load_error(dir, NULL, bad[i].want, bad[i].needle, bad[i].key);
     }
     /* A missing folder names the file it looked for. */
-    expect_load_error("/nonexistent/flux", FLUX_WEIGHTS_AUTO, SD_ERR_IO, "/nonexistent/flux",
+    expect_load_error("/nonexistent/flux", NULL, SD_ERR_IO, "/nonexistent/flux",
                       "missing folder");
     remove_variant(dir);
 }
@@ -412,12 +486,10 @@ int main(void) {
         return test_summary();
     }
     test_config();
-    test_parity(FLUX_WEIGHTS_RESIDENT, 0, "resident");
-    test_parity(FLUX_WEIGHTS_STREAMED, 0, "streamed");
-    /* 100 floats: 3 rows of 32 (a partial last tile) or 1 row of 128/160/256 per tile. */
-    test_parity(FLUX_WEIGHTS_STREAMED, 100, "streamed, small tiles");
+    test_parity(&stored_policy, "stored");
+    test_parity(&low_memory_policy, "low memory");
     test_batch();
-    test_streamed_dtypes();
+    test_stored_dtypes();
     test_packing();
     test_errors();
     rmdir(tmpdir);

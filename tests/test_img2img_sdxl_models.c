@@ -136,7 +136,7 @@ static void capture_free(capture *cp) {
 static void aesthetic_call(const char *model, const capture *cp, int size) {
     char *dir = sd_path_join(model, "unet");
     unet *u = NULL;
-    CHECK_OK(unet_load(&u, dir));
+    CHECK_OK(unet_load(&u, dir, NULL));
     free(dir);
     if (!u) return;
     const size_t emb = (size_t)cp->tokens * cp->dim, n = 2 * (size_t)cp->h * cp->w * cp->c;

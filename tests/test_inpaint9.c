@@ -102,8 +102,8 @@ static void nine_channel_call(const char *model, const capture *cp, const img_ru
     vae *v = NULL;
     unet *u = NULL;
     char *dir = sd_path_join(model, "unet");
-    CHECK_OK(vae_load(&v, fixture("sd15-tiny/pipeline/vae")));
-    CHECK_OK(unet_load(&u, dir));
+    CHECK_OK(vae_load(&v, fixture("sd15-tiny/pipeline/vae"), NULL));
+    CHECK_OK(unet_load(&u, dir, NULL));
     if (!v || !u) goto out;
     float *img = malloc(W * H * 3 * sizeof *img), *mean = malloc(n1 * sizeof *mean);
     float *logvar = malloc(n1 * sizeof *logvar), *draw = malloc(n1 * sizeof *draw);

@@ -198,7 +198,7 @@ static void test_layers(void) {
     snprintf(path, sizeof path, "%s/diffusion_pytorch_model.safetensors", tmpdir);
     CHECK_OK(st_write(path, e, (int)(sizeof e / sizeof *e), NULL, 0));
     sd_weights wts;
-    CHECK_OK(weights_open(&wts, tmpdir, NULL));
+    CHECK_OK(weights_open(&wts, tmpdir, NULL, NULL));
 
     sd_arena arena;
     sd_arena_init(&arena);

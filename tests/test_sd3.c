@@ -72,7 +72,7 @@ static void test_parity(const char *model, bool dual) {
     snprintf(dir, sizeof dir, "%s", fixture(model));
     strncat(dir, "/pipeline/transformer", sizeof dir - strlen(dir) - 1);
     sd3_model *m = NULL;
-    CHECK_OK(sd3_load(&m, dir));
+    CHECK_OK(sd3_load(&m, dir, NULL));
     if (!m) return;
     const sd3_config *c = sd3_get_config(m);
     CHECK(c->inner_dim == 16 && c->num_layers == 2 && c->pos_embed_max_size == 24 &&
@@ -188,7 +188,7 @@ static void expect_load(const char *what, const char *key, const char *value, sd
     cJSON_Delete(root);
     sd3_model *m = NULL;
     sd_clear_error();
-    sd_status st = sd3_load(&m, tmpdir);
+    sd_status st = sd3_load(&m, tmpdir, NULL);
     const char *msg = sd_last_error();
     CHECK(st == want, "%s: status %s, expected %s (%s)", what, sd_status_name(st),
           sd_status_name(want), msg);
@@ -237,7 +237,7 @@ static void test_errors(void) {
                         "\"num_layers\": 2, \"pooled_projection_dim\": 32, "
                         "\"pos_embed_max_size\": 24, \"sample_size\": 16}"));
     sd3_model *m = NULL;
-    CHECK_OK(sd3_load(&m, tmpdir));
+    CHECK_OK(sd3_load(&m, tmpdir, NULL));
     const char *file = "sd3-tiny/expected/flow_euler_nonsquare.safetensors";
     float *in = fixture_tensor(file, "model_inputs", NULL, NULL);
     float *want = fixture_tensor(file, "model_outputs", NULL, NULL);

@@ -42,7 +42,7 @@ static int read_run(const char *file, int32_t **ids, float **embeds) {
 /* Both runs through `dir`'s model, one by one and as a batch of two, within tol. */
 static void check_model(const char *label, const char *dir, double tol) {
     t5_encoder *m = NULL;
-    CHECK_OK(t5_encoder_load(&m, dir));
+    CHECK_OK(t5_encoder_load(&m, dir, NULL));
     int32_t *ids[2] = {NULL, NULL}, batch_ids[2 * SEQ];
     float *want[2] = {NULL, NULL}, got[2 * SEQ * D];
     char what[128];
@@ -159,7 +159,7 @@ static void test_dtypes(void) {
 static void expect_load_error(const char *what, const char *dir, sd_status status,
                               const char *needle) {
     t5_encoder *m = NULL;
-    sd_status st = t5_encoder_load(&m, dir);
+    sd_status st = t5_encoder_load(&m, dir, NULL);
     CHECK(st == status && m == NULL && strstr(sd_last_error(), needle),
           "%s: got %s \"%s\", want %s naming \"%s\"", what, sd_status_name(st), sd_last_error(),
           sd_status_name(status), needle);
@@ -227,7 +227,7 @@ static void test_errors(void) {
     free(dir);
 
     t5_encoder *m = NULL;
-    CHECK_OK(t5_encoder_load(&m, fixture(ENC_DIR)));
+    CHECK_OK(t5_encoder_load(&m, fixture(ENC_DIR), NULL));
     if (!m) return;
     int32_t ids[4] = {5, 1, 700, 0};
     float out[4 * D];

@@ -259,7 +259,7 @@ static float *clip_encode(const char *dir, const int32_t *ids, int len, int *dim
     const int quick = !strcmp(cfg_str(&c, "hidden_act", "quick_gelu"), "quick_gelu");
     cfg_close(&c);
     sd_weights w;
-    if (weights_open(&w, dir, "model") != SD_OK) return NULL;
+    if (weights_open(&w, dir, "model", NULL) != SD_OK) return NULL;
     const char *pre =
         weights_find(&w, "text_model.embeddings.token_embedding.weight") ? "text_model." : "";
     float *x = calloc((size_t)len * d, sizeof *x), *h = malloc((size_t)len * d * sizeof *h);
@@ -353,7 +353,7 @@ static void test_clip_reference(void) {
 /* Every sd2v-tiny run, conditioned on the reference encoder's embeddings of its recorded ids. */
 static void test_sd2v(void) {
     unet *m = NULL;
-    CHECK_OK(unet_load(&m, fixture("sd2v-tiny/pipeline/unet")));
+    CHECK_OK(unet_load(&m, fixture("sd2v-tiny/pipeline/unet"), NULL));
     if (!m) return;
     const unet_config *c = unet_get_config(m);
     CHECK(c->use_linear_projection && c->upcast_attention && c->heads[0] == 2 && c->heads[2] == 4,
@@ -384,7 +384,7 @@ static void test_sd2v(void) {
  * level 0, cross_attention_dim 32 (two encoders concatenated). */
 static void test_sdxl(void) {
     unet *m = NULL;
-    CHECK_OK(unet_load(&m, fixture("sdxl-tiny/pipeline/unet")));
+    CHECK_OK(unet_load(&m, fixture("sdxl-tiny/pipeline/unet"), NULL));
     if (!m) return;
     const unet_config *c = unet_get_config(m);
     CHECK(c->text_time && c->transformer_layers[2] == 2 && !c->down_has_attn[0] &&
@@ -465,7 +465,7 @@ static const char *variant_dir(const char *name) {
 static void expect_load_error(const char *what, const char *dir, sd_status want,
                               const char *needle1, const char *needle2) {
     unet *m = NULL;
-    sd_status st = unet_load(&m, dir);
+    sd_status st = unet_load(&m, dir, NULL);
     const char *msg = sd_last_error();
     CHECK(st == want, "%s: got %s (%s), expected %s", what, sd_status_name(st), msg,
           sd_status_name(want));
@@ -546,7 +546,7 @@ static void test_load_errors(void) {
     write_config(dir, "num_attention_heads", "4", "attention_head_dim", "5");
     write_weights(dir, NULL, NULL, 0);
     unet *m = NULL;
-    CHECK_OK(unet_load(&m, dir));
+    CHECK_OK(unet_load(&m, dir, NULL));
     if (m) {
         CHECK(unet_get_config(m)->heads[0] == 4 && unet_get_config(m)->heads[3] == 4,
               "num_attention_heads read");
@@ -612,7 +612,7 @@ static void test_scratch_and_time(unet *m) {
     float *y2 = malloc(sizeof(float) * bh * bw * c->out_channels);
     fill_random(bx, (size_t)bh * bw * c->in_channels, 3);
     unet *fresh = NULL;
-    CHECK_OK(unet_load(&fresh, fixture("sd15-tiny/pipeline/unet")));
+    CHECK_OK(unet_load(&fresh, fixture("sd15-tiny/pipeline/unet"), NULL));
     if (fresh) {
         const size_t saved_spill = sd_arena_set_min_spill(1);
         CHECK_OK(unet_forward(fresh, bx, 1, bh, bw, 250.0f, ctx, len, NULL, y1));
@@ -639,7 +639,7 @@ static void test_scratch_and_time(unet *m) {
 
 int main(void) {
     unet *m = NULL;
-    CHECK_OK(unet_load(&m, fixture("sd15-tiny/pipeline/unet")));
+    CHECK_OK(unet_load(&m, fixture("sd15-tiny/pipeline/unet"), NULL));
     if (m) {
         test_direct(m);
         test_runs_with_embeddings(m, "sd15-tiny");

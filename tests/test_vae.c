@@ -18,8 +18,8 @@ static const char *SD15_VAE = "sd15-tiny/pipeline/vae";
 
 static vae *load(const char *rel) {
     vae *m = NULL;
-    sd_status st = vae_load(&m, fixture(rel));
-    CHECK(st == SD_OK, "vae_load(%s): %s", rel, sd_last_error());
+    sd_status st = vae_load(&m, fixture(rel), NULL);
+    CHECK(st == SD_OK, "vae_load(%s, NULL): %s", rel, sd_last_error());
     return st == SD_OK ? m : NULL;
 }
 
@@ -290,7 +290,7 @@ static void expect_load_error(const char *what, sd_status want, const char *need
     char dir[128];
     snprintf(dir, sizeof dir, "%s/vae", tmpdir);
     vae *m = NULL;
-    sd_status st = vae_load(&m, dir);
+    sd_status st = vae_load(&m, dir, NULL);
     CHECK(st == want && m == NULL, "%s: status %s, want %s", what, sd_status_name(st), sd_status_name(want));
     CHECK(strstr(sd_last_error(), needle) != NULL, "%s: message '%s' lacks '%s'", what, sd_last_error(),
           needle);
@@ -303,7 +303,7 @@ static void test_legacy_names(void) {
     char dir[128];
     snprintf(dir, sizeof dir, "%s/vae", tmpdir);
     vae *legacy = NULL, *m = load(SD15_VAE);
-    CHECK_OK(vae_load(&legacy, dir));
+    CHECK_OK(vae_load(&legacy, dir, NULL));
     if (legacy && m) {
         float z[4 * 3 * 2], a[24 * 16 * 3], b[24 * 16 * 3];
         fill_random(z, sizeof z / sizeof *z, 7);
@@ -341,7 +341,7 @@ static void test_no_attention(void) {
     char dir[128];
     snprintf(dir, sizeof dir, "%s/vae", tmpdir);
     vae *plain = NULL, *m = load(SD15_VAE);
-    CHECK_OK(vae_load(&plain, dir));
+    CHECK_OK(vae_load(&plain, dir, NULL));
     if (plain && m) {
         CHECK(!vae_get_config(plain)->mid_block_add_attention, "mid_block_add_attention read as false");
         float z[4 * 2 * 2], a[16 * 16 * 3], b[16 * 16 * 3];
@@ -357,7 +357,7 @@ static void test_no_attention(void) {
 /* Decoding needs no encoder weights: a decoder-only load decodes the same and refuses to encode. */
 static void test_decoder_only(void) {
     vae *full = load(SD15_VAE), *dec = NULL;
-    CHECK_OK(vae_load_opt(&dec, fixture(SD15_VAE), false));
+    CHECK_OK(vae_load_opt(&dec, fixture(SD15_VAE), false, NULL));
     if (full && dec) {
         float z[4 * 3 * 3], a[24 * 24 * 3], b[24 * 24 * 3], mean[36], lv[36];
         fill_random(z, sizeof z / sizeof *z, 11);
@@ -404,7 +404,8 @@ static void test_errors(void) {
     }
     vae_free(m);
     vae *none = NULL;
-    CHECK(vae_load(&none, "/nonexistent/vae") != SD_OK && strstr(sd_last_error(), "/nonexistent/vae"),
+    CHECK(vae_load(&none, "/nonexistent/vae", NULL) != SD_OK &&
+              strstr(sd_last_error(), "/nonexistent/vae"),
           "missing folder named: %s", sd_last_error());
 }
 

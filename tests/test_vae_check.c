@@ -255,7 +255,7 @@ static void test_round_trip(void) {
     vae *m = NULL;
     char dir[600];
     snprintf(dir, sizeof dir, "%s/vae", sd15);
-    CHECK_OK(vae_load(&m, dir));
+    CHECK_OK(vae_load(&m, dir, NULL));
     if (m) {
         const int W = in.width, H = in.height;
         float *x = malloc(n * sizeof *x), *mean = malloc((size_t)W * H / 16 * sizeof *mean);

@@ -18,8 +18,8 @@
 
 static vae *load(const char *rel) {
     vae *m = NULL;
-    sd_status st = vae_load(&m, fixture(rel));
-    CHECK(st == SD_OK, "vae_load(%s): %s", rel, sd_last_error());
+    sd_status st = vae_load(&m, fixture(rel), NULL);
+    CHECK(st == SD_OK, "vae_load(%s, NULL): %s", rel, sd_last_error());
     return st == SD_OK ? m : NULL;
 }
 

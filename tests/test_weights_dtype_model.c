@@ -1,8 +1,9 @@
 /* Whole pipelines with weights held in their stored dtype (issue 8), against the same pipeline
  * stored in float32 with every weight rounded to f16 / bf16 beforehand: the numbers must be
  * identical, bit for bit (widening is exact and the kernels run in the same order). Covers the
- * SD 1.5 tiny model (CLIP, UNet, VAE decoder and, through image-to-image, the VAE encoder) and
- * the SD3 tiny model with a T5 (two CLIP encoders with projection, T5, the MMDiT).
+ * SD 1.5 tiny model (CLIP, UNet, VAE decoder and, through image-to-image, the VAE encoder), the
+ * SD3 tiny model with a T5 (two CLIP encoders with projection, T5, the MMDiT) and the FLUX tiny
+ * model (CLIP, T5, the FLUX transformer, whose fixture is stored as BF16).
  *
  * The variants are written into a temporary folder from the fixtures with core/safetensors'
  * writer: "r16" / "rb16" (F32, values rounded), "f16" / "bf16" (the rounded values stored as
@@ -203,13 +204,16 @@ static void run_model(const char *model, const char *tmp, const sd_gen_params *g
             for (int k = 0; k < 2; k++) outcome_free(&got[k]);
         }
     }
-    /* Under --precision bf16 every weight is read as float32 and packed once as bf16, whatever
-     * the file holds: an f16 release (also with --low-memory) must equal its pre-rounded float32
-     * twin there too. */
+    /* Under --precision bf16 every weight packed at load is packed as bf16 from its float32
+     * values, whatever the file holds, and the unpacked ones (SD3's and FLUX's Linear layers)
+     * run fp32 on the stored weights: an f16 release (also with --low-memory) must equal its
+     * pre-rounded float32 twin there too. */
     outcome bw[2];
     if (generate_prec(dirs[1], SD_WEIGHTS_STORED, false, SD_PRECISION_BF16, 1, g, p2, bw)) {
-        /* bf16 runs where the CPU has it; elsewhere the pipeline falls back to fp32 exactly. */
-        const bool differs = memcmp(bw[0].latents, r16[0].latents, bw[0].n * sizeof(float)) != 0;
+        /* bf16 runs where the CPU has it; elsewhere the pipeline falls back to fp32 exactly.
+         * FLUX's latents stay fp32 (its transformer packs nothing): only its VAE changes. */
+        const bool differs = memcmp(bw[0].latents, r16[0].latents, bw[0].n * sizeof(float)) ||
+                             memcmp(bw[0].rgb, r16[0].rgb, bw[0].bytes);
         CHECK(differs == (kern_bf16_active() != 0), "%s: --precision bf16 %s the float32 latents "
               "on a CPU %s avx512_bf16", model, differs ? "changes" : "keeps",
               kern_bf16_active() ? "with" : "without");
@@ -280,7 +284,7 @@ static void test_mixed_stack(const char *tmp) {
     }
     CHECK_OK(st_write(path, e, 6, NULL, 0));
     sd_weights w;
-    CHECK_OK(weights_open(&w, dir, "model"));
+    CHECK_OK(weights_open(&w, dir, "model", NULL));
     w.keep_stored = true;
     nn_linear parts[3], qkv;
     memset(parts, 0, sizeof parts);
@@ -329,6 +333,15 @@ int main(void) {
     g.seed = 7;
     g.max_sequence_length = 16;
     run_model("sd3t5-tiny", tmp, &g, "a lighthouse at dusk");
+
+    /* FLUX: the transformer's Linear layers are nn/ layers like SD3's, so the same rules hold. */
+    sd_gen_params_init(&g);
+    g.prompt = "a red boat on a lake";
+    g.width = g.height = 64;
+    g.steps = 2;
+    g.seed = 5;
+    g.max_sequence_length = 16;
+    run_model("flux-tiny", tmp, &g, "a lighthouse at dusk");
     remove_tree(tmp);
     return test_summary();
 }

@@ -164,9 +164,10 @@ static sd_status load_layer(clip_layer *l, const sd_weights *w, const clip_text_
 }
 
 /* with_projection: 1 / 0 as the class says, -1 to decide from the presence of the tensor. */
-static sd_status load_weights(clip_text *m, const char *dir, int with_projection) {
+static sd_status load_weights(clip_text *m, const char *dir, int with_projection,
+                              const weights_policy *policy) {
     clip_text_config *c = &m->cfg;
-    SD_TRY(weights_open(&m->w, dir, "model"));
+    SD_TRY(weights_open(&m->w, dir, "model", policy));
     m->w.keep_stored = true; /* closed with the model; layers run through nn_linear_forward* */
     if (with_projection < 0)
         with_projection = weights_find(&m->w, "text_projection.weight") != NULL;
@@ -206,7 +207,8 @@ static sd_status load_weights(clip_text *m, const char *dir, int with_projection
     return SD_OK;
 }
 
-sd_status clip_text_load_class(clip_text **out, const char *dir, const char *class_name) {
+sd_status clip_text_load_class(clip_text **out, const char *dir, const char *class_name,
+                              const weights_policy *policy) {
     *out = NULL;
     int want = -1;
     if (class_name && !strcmp(class_name, class_proj))
@@ -222,7 +224,7 @@ sd_status clip_text_load_class(clip_text **out, const char *dir, const char *cla
     sd_arena_init(&m->scratch);
     int arch = -1;
     sd_status st = read_config(dir, &m->cfg, &m->act, &arch);
-    if (st == SD_OK) st = load_weights(m, dir, want >= 0 ? want : arch);
+    if (st == SD_OK) st = load_weights(m, dir, want >= 0 ? want : arch, policy);
     if (st != SD_OK) {
         clip_text_free(m);
         return sd_wrap_error(st, "loading CLIP text encoder");
@@ -231,8 +233,8 @@ sd_status clip_text_load_class(clip_text **out, const char *dir, const char *cla
     return SD_OK;
 }
 
-sd_status clip_text_load(clip_text **out, const char *dir) {
-    return clip_text_load_class(out, dir, NULL);
+sd_status clip_text_load(clip_text **out, const char *dir, const weights_policy *policy) {
+    return clip_text_load_class(out, dir, NULL, policy);
 }
 
 void clip_text_free(clip_text *m) {

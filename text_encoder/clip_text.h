@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "../core/error.h"
+#include "../core/weights.h"
 
 typedef struct {
     int vocab_size, hidden_size, intermediate_size, num_layers, num_heads;
@@ -20,12 +21,14 @@ typedef struct {
 typedef struct clip_text clip_text;
 
 /* The class is config.json's architectures[0]; without it, a `text_projection.weight` tensor makes
- * the model a CLIPTextModelWithProjection. */
-sd_status clip_text_load(clip_text **out, const char *dir);
+ * the model a CLIPTextModelWithProjection. Weights held as `policy` says (NULL: the default;
+ * core/weights.h). */
+sd_status clip_text_load(clip_text **out, const char *dir, const weights_policy *policy);
 /* Same, with the class given by the pipeline's model_index.json ("CLIPTextModel" or
  * "CLIPTextModelWithProjection"), which is what diffusers instantiates whatever config.json says;
  * NULL decides as clip_text_load does. Any other name is an SD_ERR_UNSUPPORTED. */
-sd_status clip_text_load_class(clip_text **out, const char *dir, const char *class_name);
+sd_status clip_text_load_class(clip_text **out, const char *dir, const char *class_name,
+                              const weights_policy *policy);
 void clip_text_free(clip_text *m);
 /* Low-memory mode between uses: frees the scratch memory and gives back the mapped weight pages
  * (weights held as stored fault back in on the next encode; results are unchanged). */

@@ -177,9 +177,9 @@ static sd_status load_block(t5_block *b, const sd_weights *w, const t5_encoder_c
     return nn_linear_load(&b->wo, w, f, d, false, "%s.wo", ff);
 }
 
-static sd_status load_weights(t5_encoder *m, const char *dir) {
+static sd_status load_weights(t5_encoder *m, const char *dir, const weights_policy *policy) {
     const t5_encoder_config *c = &m->cfg;
-    SD_TRY(weights_open(&m->w, dir, "model"));
+    SD_TRY(weights_open(&m->w, dir, "model", policy));
     m->w.keep_stored = true; /* closed with the model; layers run through nn_linear_forward* */
     /* `shared` and `encoder.embed_tokens` are one tied tensor; files keep either name. */
     const char *tok_name = "shared.weight";
@@ -206,13 +206,13 @@ static sd_status load_weights(t5_encoder *m, const char *dir) {
     return nn_read_tensor(&m->w, &m->final_ln, 1, norm_shape, "encoder.final_layer_norm.weight");
 }
 
-sd_status t5_encoder_load(t5_encoder **out, const char *dir) {
+sd_status t5_encoder_load(t5_encoder **out, const char *dir, const weights_policy *policy) {
     *out = NULL;
     t5_encoder *m = calloc(1, sizeof *m);
     if (!m) return sd_set_error(SD_ERR_NOMEM, "out of memory");
     sd_arena_init(&m->scratch);
     sd_status st = read_config(dir, &m->cfg, &m->act);
-    if (st == SD_OK) st = load_weights(m, dir);
+    if (st == SD_OK) st = load_weights(m, dir, policy);
     if (st != SD_OK) {
         t5_encoder_free(m);
         return sd_wrap_error(st, "loading T5 encoder");

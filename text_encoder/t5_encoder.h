@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "../core/error.h"
+#include "../core/weights.h"
 
 typedef struct {
     int vocab_size, d_model, d_kv, num_heads, d_ff, num_layers;
@@ -20,7 +21,8 @@ typedef struct {
 
 typedef struct t5_encoder t5_encoder;
 
-sd_status t5_encoder_load(t5_encoder **out, const char *dir);
+/* Weights held as `policy` says (NULL: the default; core/weights.h). */
+sd_status t5_encoder_load(t5_encoder **out, const char *dir, const weights_policy *policy);
 void t5_encoder_free(t5_encoder *m);
 /* Low-memory mode between uses: as clip_text_release. */
 void t5_encoder_release(t5_encoder *m);

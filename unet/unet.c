@@ -112,7 +112,7 @@ static sd_status load_all(unet *m, const sd_weights *w) {
                           (c->conv_out_kernel - 1) / 2, "conv_out");
 }
 
-sd_status unet_load(unet **out, const char *dir) {
+sd_status unet_load(unet **out, const char *dir, const weights_policy *policy) {
     *out = NULL;
     unet *m = calloc(1, sizeof *m);
     if (!m) return sd_set_error(SD_ERR_NOMEM, "unet: out of memory");
@@ -122,7 +122,7 @@ sd_status unet_load(unet **out, const char *dir) {
         free(m);
         return st;
     }
-    st = weights_open(&m->w, dir, "diffusion_pytorch_model");
+    st = weights_open(&m->w, dir, "diffusion_pytorch_model", policy);
     if (st == SD_OK) {
         m->w.keep_stored = true;
         st = load_all(m, &m->w);

@@ -8,6 +8,7 @@
 #include <stddef.h>
 
 #include "../core/error.h"
+#include "../core/weights.h"
 
 #define UNET_MAX_BLOCKS 8
 
@@ -45,7 +46,9 @@ typedef struct unet unet;
  * SD_ERR_UNSUPPORTED naming the key. */
 sd_status unet_config_read(unet_config *cfg, const char *dir);
 
-sd_status unet_load(unet **out, const char *dir);
+/* Config and weights of a UNet folder, held as `policy` says (NULL: the default;
+ * core/weights.h). */
+sd_status unet_load(unet **out, const char *dir, const weights_policy *policy);
 void unet_free(unet *m);
 /* Low-memory mode after denoising: frees the scratch arena and gives back the mapped weight
  * pages (both come back on the next forward; results are unchanged). */

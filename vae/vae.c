@@ -76,9 +76,12 @@ static sd_status read_config(vae_config *v, const char *path) {
     return st;
 }
 
-sd_status vae_load(vae **out, const char *dir) { return vae_load_opt(out, dir, true); }
+sd_status vae_load(vae **out, const char *dir, const weights_policy *policy) {
+    return vae_load_opt(out, dir, true, policy);
+}
 
-sd_status vae_load_opt(vae **out, const char *dir, bool with_encoder) {
+sd_status vae_load_opt(vae **out, const char *dir, bool with_encoder,
+                       const weights_policy *policy) {
     *out = NULL;
     vae *m = calloc(1, sizeof *m);
     char *path = sd_path_join(dir, "config.json");
@@ -94,7 +97,7 @@ sd_status vae_load_opt(vae **out, const char *dir, bool with_encoder) {
         free(m);
         return st;
     }
-    st = weights_open(&m->w, dir, "diffusion_pytorch_model");
+    st = weights_open(&m->w, dir, "diffusion_pytorch_model", policy);
     if (st != SD_OK) {
         free(m);
         return st;

@@ -7,6 +7,7 @@
 #include <stddef.h>
 
 #include "../core/error.h"
+#include "../core/weights.h"
 
 #define VAE_MAX_BLOCKS 8
 
@@ -24,13 +25,15 @@ typedef struct {
 
 typedef struct vae vae;
 
-/* Loads config.json and the weights (both encoder and decoder, copied to float32). A vae holds
- * its scratch arena: calls on one vae must not run concurrently. */
-sd_status vae_load(vae **out, const char *dir);
+/* Loads config.json and the weights (both encoder and decoder), held as `policy` says (NULL: the
+ * default; core/weights.h). A vae holds its scratch arena: calls on one vae must not run
+ * concurrently. */
+sd_status vae_load(vae **out, const char *dir, const weights_policy *policy);
 /* The same, skipping the encoder's weights (and quant_conv) when with_encoder is false: text-to-
  * image only decodes, and the encoder is about 40% of the weights. vae_encode then fails with
  * SD_ERR_ARG. */
-sd_status vae_load_opt(vae **out, const char *dir, bool with_encoder);
+sd_status vae_load_opt(vae **out, const char *dir, bool with_encoder,
+                       const weights_policy *policy);
 void vae_free(vae *m);
 /* Between uses (an img2img encode before denoising; low-memory mode): frees the scratch arena the
  * last call kept for the next one at that size (a 1024x1024 decode keeps about 2 GB) and gives

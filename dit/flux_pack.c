@@ -1,23 +1,5 @@
-/* The sinusoidal timestep projection and FluxPipeline's latent packing and position ids. */
-#include <math.h>
-
+/* FluxPipeline's latent packing and position ids. */
 #include "flux_internal.h"
-
-enum { FLUX_TIME_CHANNELS = 256 };
-
-void flux_timestep_proj(float t, float *out) {
-    const int half = FLUX_TIME_CHANNELS / 2;
-    /* get_timestep_embedding in float32, step by step as torch rounds it:
-     * exponent = -ln(10000) * i / half, freq = exp(exponent), arg = t * freq. */
-    const float neg_log = (float)-log(10000.0);
-    for (int i = 0; i < half; i++) {
-        const float exponent = neg_log * (float)i / (float)half;
-        const float arg = t * expf(exponent);
-        /* flip_sin_to_cos: cosines first. */
-        out[i] = cosf(arg);
-        out[half + i] = sinf(arg);
-    }
-}
 
 static sd_status check_pack_args(int batch, int h, int w, int c, const char *what) {
     if (batch < 1 || h < 2 || w < 2 || c < 1 || h % 2 || w % 2)
