@@ -23,7 +23,8 @@ void *pl_run_alloc(pl_run *r, size_t bytes) {
     return NULL;
 }
 
-void pl_batch_rows(float *dst, const float *uncond, const float *cond, size_t n, int batch, bool cfg) {
+void pl_batch_rows(float *dst, const float *uncond, const float *cond, size_t n, int batch,
+                   bool cfg) {
     for (int b = 0; cfg && b < batch; b++, dst += n) memcpy(dst, uncond, n * sizeof *dst);
     for (int b = 0; b < batch; b++, dst += n) memcpy(dst, cond, n * sizeof *dst);
 }

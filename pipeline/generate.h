@@ -45,9 +45,9 @@ typedef struct {
     sd_gen_params g;        /* the caller's settings after the family's defaults */
     int width, height;      /* the image size, resolved and checked */
     int batch, lh, lw, c;   /* the latents [batch][lh][lw][c] */
-    int model_channels;     /* the denoiser's input channels: c, or 2c + 1 (9-channel inpainting) */
+    int model_channels;     /* the denoiser's input channels: c, or 2c + 1 (inpainting UNets) */
     int max_sequence;       /* T5 tokens after the default (families with PL_OPT_MAX_SEQUENCE) */
-    bool cfg;               /* classifier-free guidance: the model batch is [uncond x B; cond x B] */
+    bool cfg;               /* classifier-free guidance: model batch [uncond x B; cond x B] */
     /* Prompt embeddings: one prompt's [tokens][dim] (and [pooled_dim]; 0: none), set by the check
      * hook; then batched for the model as [uncond x B; cond x B] (cond x B without CFG). */
     int tokens, dim, pooled_dim;
@@ -107,7 +107,8 @@ sd_status pl_check_options(const pl_run *r);
 /* Writes [uncond x batch; cond x batch] (cond x batch alone without cfg), n floats each, into
  * dst: the model batch order of every family (torch.cat([negative, positive]) after repeating
  * each num_images_per_prompt times). */
-void pl_batch_rows(float *dst, const float *uncond, const float *cond, size_t n, int batch, bool cfg);
+void pl_batch_rows(float *dst, const float *uncond, const float *cond, size_t n, int batch,
+                   bool cfg);
 
 /* Python's `a or b` on optional strings: NULL and "" both fall through. */
 const char *pl_or_else(const char *a, const char *b);

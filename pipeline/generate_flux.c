@@ -128,7 +128,8 @@ static sd_status flux_size(pl_run *r, int *multiple) {
     return SD_OK;
 }
 
-/* The conditioning: T5's hidden states [max_sequence][joint_attention_dim], CLIP's pooled output. */
+/* The conditioning: T5's hidden states [max_sequence][joint_attention_dim], CLIP's pooled
+ * output. */
 static sd_status flux_check(pl_run *r) {
     const flux_config *fc = flux_get_config(r->p->flux);
     r->tokens = r->max_sequence;
@@ -196,7 +197,8 @@ static sd_status flux_make_denoiser(pl_run *r, pl_denoiser *out) {
     flux_denoiser *d = pl_run_alloc(r, sizeof *d);
     float *img_ids = pl_run_alloc(r, (size_t)tokens * 3 * sizeof(float));
     float *txt_ids = pl_run_alloc(r, (size_t)r->max_sequence * 3 * sizeof(float));
-    float *packed_in = pl_run_alloc(r, n * sizeof(float)), *packed_out = pl_run_alloc(r, n * sizeof(float));
+    float *packed_in = pl_run_alloc(r, n * sizeof(float));
+    float *packed_out = pl_run_alloc(r, n * sizeof(float));
     if (!d || !img_ids || !txt_ids || !packed_in || !packed_out) return SD_ERR_NOMEM;
     flux_image_ids(r->lh / 2, r->lw / 2, img_ids);
     const bool embeds_guidance = flux_get_config(r->p->flux)->guidance_embeds;

@@ -184,8 +184,9 @@ static sd_status sd3_encode(pl_run *r, bool negative, float *hidden, float *pool
     const sd_gen_params *g = &r->g;
     if (!negative) {
         const char *p1 = g->prompt ? g->prompt : "";
-        return sd_encode_prompt_sd3(r->p, p1, pl_or_else(g->prompt_2, p1), pl_or_else(g->prompt_3, p1),
-                                    g->clip_skip, r->max_sequence, hidden, pooled);
+        return sd_encode_prompt_sd3(r->p, p1, pl_or_else(g->prompt_2, p1),
+                                    pl_or_else(g->prompt_3, p1), g->clip_skip, r->max_sequence,
+                                    hidden, pooled);
     }
     const char *n1 = pl_or_else(g->negative_prompt, "");
     return sd_encode_prompt_sd3(r->p, n1, pl_or_else(g->negative_prompt_2, n1),
@@ -201,8 +202,8 @@ static sd_status sd3_encode(pl_run *r, bool negative, float *hidden, float *pool
 static sd_status sd3_timesteps(pl_run *r, sched_timestep_opts *o) {
     const char *pred = sched_prediction_type(r->sched);
     if (strcmp(pred, "flow_prediction"))
-        return sd_set_error(SD_ERR_ARG, "scheduler %s predicts %s; StableDiffusion3Pipeline needs a "
-                            "flow-matching scheduler (FlowMatchEulerDiscreteScheduler)",
+        return sd_set_error(SD_ERR_ARG, "scheduler %s predicts %s; StableDiffusion3Pipeline needs "
+                            "a flow-matching scheduler (FlowMatchEulerDiscreteScheduler)",
                             sched_class_name(r->sched), pred);
     const cJSON *dynamic = cJSON_GetObjectItemCaseSensitive(sched_config(r->sched),
                                                             "use_dynamic_shifting");

@@ -130,7 +130,8 @@ static void check_sd15(void) {
     c = expect_cancel(p, g, SD_EVENT_MODEL_OUTPUT, 0, "cancel at the first model output",
                       "at step 1 of 4");
     CHECK(c.n_steps == 0, "no step after cancelling at the first model output (%d)", c.n_steps);
-    c = expect_cancel(p, g, SD_EVENT_DECODE, 0, "cancel before the decode", "before the VAE decode");
+    c = expect_cancel(p, g, SD_EVENT_DECODE, 0, "cancel before the decode",
+                      "before the VAE decode");
     CHECK(c.n_steps == 4, "all 4 steps ran before the decode event (%d)", c.n_steps);
 
     /* Image-to-image (strength 0.5: calls 2 and 3 of 4 run), cancelled at its first step. */
@@ -159,8 +160,8 @@ static void check_other_families(void) {
     CHECK_OK(sd_pipeline_load(&p, fixture("sdxl-tiny/pipeline"), NULL));
     if (p) {
         sd_gen_params g = small_run();
-        canceller c = expect_cancel(p, g, SD_EVENT_NEGATIVE_EMBEDS, 1, "SDXL: cancel in the encoding",
-                                    "encoding the prompts");
+        canceller c = expect_cancel(p, g, SD_EVENT_NEGATIVE_EMBEDS, 1,
+                                    "SDXL: cancel in the encoding", "encoding the prompts");
         CHECK(c.model_inputs == 0, "SDXL: no model call (%d)", c.model_inputs);
         sd_pipeline_free(p);
     }

@@ -48,8 +48,10 @@ static const struct {
     {set_negative_3, "negative_prompt_3", "negative_prompt_3", {0, 0, 1, 0}},
     {set_original, "original_width/original_height (SDXL micro-conditioning)", "original_size",
      {0, 1, 0, 0}},
-    {set_crop, "crop_top/crop_left (SDXL micro-conditioning)", "crops_coords_top_left", {0, 1, 0, 0}},
-    {set_target, "target_width/target_height (SDXL micro-conditioning)", "target_size", {0, 1, 0, 0}},
+    {set_crop, "crop_top/crop_left (SDXL micro-conditioning)", "crops_coords_top_left",
+     {0, 1, 0, 0}},
+    {set_target, "target_width/target_height (SDXL micro-conditioning)", "target_size",
+     {0, 1, 0, 0}},
     {set_max_sequence, "max_sequence_length", "max_sequence_length", {0, 0, 1, 1}},
 };
 

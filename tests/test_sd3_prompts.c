@@ -124,7 +124,7 @@ static void check_defaults_and_errors(sd_pipeline *p) {
     expect_error(p, &g, "Euler (epsilon) scheduler", "flow-matching");
     g.scheduler = NULL;
     g.guidance_rescale = 0.5;
-    expect_error(p, &g, "guidance rescale", "guidance_rescale: not supported by Stable Diffusion 3");
+    expect_error(p, &g, "guidance rescale", "guidance_rescale: not supported");
     g.guidance_rescale = 0;
     g.clip_skip = 3;
     expect_error(p, &g, "clip skip 3", "only 3 layers");
