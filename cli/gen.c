@@ -63,7 +63,7 @@ static double now_s(void) {
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-static void on_event(void *user, const sd_event *ev) {
+static int on_event(void *user, const sd_event *ev) {
     progress *pr = user;
     if (ev->kind == SD_EVENT_STEP) {
         double el = now_s() - pr->start;
@@ -73,6 +73,7 @@ static void on_event(void *user, const sd_event *ev) {
     } else if (ev->kind == SD_EVENT_DECODE) {
         fprintf(stderr, "decoding...\r");
     }
+    return 0;
 }
 
 static uint64_t random_seed(void) {

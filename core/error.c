@@ -47,6 +47,7 @@ const char *sd_status_name(sd_status status) {
     case SD_ERR_ARG: return "invalid argument";
     case SD_ERR_UNSUPPORTED: return "unsupported";
     case SD_ERR_NOMEM: return "out of memory";
+    case SD_ERR_CANCELLED: return "cancelled";
     }
     return "unknown error";
 }

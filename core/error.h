@@ -16,6 +16,7 @@ typedef enum {
     SD_ERR_ARG,         /* a caller passed an impossible value (size, steps, option) */
     SD_ERR_UNSUPPORTED, /* valid input that this engine does not implement */
     SD_ERR_NOMEM,
+    SD_ERR_CANCELLED,   /* the event callback asked to stop (sd_generate: no result) */
 } sd_status;
 
 /* Records the message (printf-style) and returns `status`, so errors read

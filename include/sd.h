@@ -56,8 +56,12 @@ typedef struct {
     sd_tensor tensor;
 } sd_event;
 
-/* Called during sd_generate (progress bars, tests comparing intermediates). */
-typedef void (*sd_event_fn)(void *user, const sd_event *ev);
+/* Called during sd_generate (progress bars, tests comparing intermediates). Return 0 to go on;
+ * any other value cancels the run at once (no further event, no further model call):
+ * sd_generate then returns SD_ERR_CANCELLED, sd_last_error() says where (e.g. "cancelled by the
+ * event callback at step 2 of 4"), and the sd_result is all zeros (no images, nothing to free).
+ * The pipeline stays usable. */
+typedef int (*sd_event_fn)(void *user, const sd_event *ev);
 
 /* How weights are held in memory (issue 8). STORED keeps each tensor in the dtype of its file
  * (fp16/bf16 releases stay 2 bytes a weight, converted while packing); F16/BF16 convert an fp32

@@ -14,11 +14,24 @@ double pl_now(void) {
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-void pl_emit(const sd_gen_params *g, sd_event_kind kind, int index, int total, double t,
-             const float *data, int batch, int h, int w, int c) {
-    if (!g->on_event) return;
+sd_status pl_emit(const sd_gen_params *g, sd_event_kind kind, int index, int total, double t,
+                  const float *data, int batch, int h, int w, int c) {
+    if (!g->on_event) return SD_OK;
     sd_event ev = {kind, index, total, t, {data, batch, h, w, c}};
-    g->on_event(g->user, &ev);
+    if (!g->on_event(g->user, &ev)) return SD_OK;
+    switch (kind) {
+    case SD_EVENT_MODEL_INPUT:
+    case SD_EVENT_MODEL_OUTPUT:
+    case SD_EVENT_STEP: /* steps counted from 1, as progress bars show them */
+        return sd_set_error(SD_ERR_CANCELLED, "cancelled by the event callback at step %d of %d",
+                            index + 1, total);
+    case SD_EVENT_DECODE:
+        return sd_set_error(SD_ERR_CANCELLED, "cancelled by the event callback before the VAE "
+                            "decode");
+    default:
+        return sd_set_error(SD_ERR_CANCELLED, "cancelled by the event callback while encoding "
+                            "the prompts");
+    }
 }
 
 sd_status pl_noise_init(pl_noise *ns, uint64_t seed, int batch, int c, int h, int w) {
@@ -77,21 +90,22 @@ sd_status pl_create_scheduler(const sd_pipeline *p, const sd_gen_params *g, sd_s
     return SD_OK;
 }
 
-sd_status pl_make_scheduler(const sd_pipeline *p, const sd_gen_params *g,
-                            const sched_timestep_opts *opts, sd_scheduler **out) {
-    SD_TRY(pl_create_scheduler(p, g, out));
-    sd_status st = sched_set_timesteps(*out, g->steps, opts);
-    if (st != SD_OK) {
-        sched_free(*out);
-        *out = NULL;
-    }
-    return st;
+static double config_num(const sd_scheduler *s, const char *key, double fallback) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(sched_config(s), key);
+    return cJSON_IsNumber(v) ? v->valuedouble : fallback;
+}
+
+double pl_flow_mu(const sd_scheduler *s, int image_seq_len, double max_shift) {
+    return sched_flux_mu(image_seq_len, (int)config_num(s, "base_image_seq_len", 256),
+                         (int)config_num(s, "max_image_seq_len", 4096),
+                         config_num(s, "base_shift", 0.5), config_num(s, "max_shift", max_shift));
 }
 
 void pl_initial_latents(const sd_gen_params *g, pl_noise *ns, const sd_scheduler *s, float *latents) {
     const size_t n = (size_t)ns->batch * ns->c * ns->h * ns->w;
     if (g->latents) layout_nchw_to_nhwc(g->latents, latents, ns->batch, ns->c, ns->h, ns->w);
     else pl_noise_draw(ns, latents, n);
+    if (!s) return;
     const float sigma = (float)sched_init_noise_sigma(s);
     for (size_t k = 0; k < n; k++) latents[k] *= sigma;
 }
@@ -129,11 +143,12 @@ sd_status pl_denoise(const pl_loop *L, const pl_denoiser *d, float *latents, sd_
         const double t = sched_timestep(L->sched, i);
         sched_scale_model_input(L->sched, i, latents, in, n);
         if (L->cfg) memcpy(in + n, in, n * sizeof(float));
-        pl_emit(g, SD_EVENT_MODEL_INPUT, i, calls, t, in, mb, L->h, L->w, L->c);
-        st = d->predict(d->ctx, in, mb, L->h, L->w, t, mo);
+        st = pl_emit(g, SD_EVENT_MODEL_INPUT, i, calls, t, in, mb, L->h, L->w, L->c);
+        if (st == SD_OK) st = d->predict(d->ctx, in, mb, L->h, L->w, t, mo);
         if (st != SD_OK) break;
         out->model_calls++;
-        pl_emit(g, SD_EVENT_MODEL_OUTPUT, i, calls, t, mo, mb, L->h, L->w, L->c);
+        st = pl_emit(g, SD_EVENT_MODEL_OUTPUT, i, calls, t, mo, mb, L->h, L->w, L->c);
+        if (st != SD_OK) break;
         if (L->cfg) { /* in float32 and in torch's order: uncond + g * (text - uncond) */
             const float *un = mo, *te = mo + n, gs = (float)g->guidance;
             for (size_t k = 0; k < n; k++) pred[k] = un[k] + gs * (te[k] - un[k]);
@@ -143,7 +158,7 @@ sd_status pl_denoise(const pl_loop *L, const pl_denoiser *d, float *latents, sd_
         }
         st = sched_step(L->sched, i, pred, latents, n, pl_noise_draw, L->noise);
         if (st == SD_OK && L->after_step) L->after_step(L->after_ctx, i, latents);
-        if (st == SD_OK) pl_emit(g, SD_EVENT_STEP, i, calls, t, latents, B, L->h, L->w, L->c);
+        if (st == SD_OK) st = pl_emit(g, SD_EVENT_STEP, i, calls, t, latents, B, L->h, L->w, L->c);
     }
     free(in), free(mo), free(pred);
     return st;
@@ -153,7 +168,7 @@ sd_status pl_decode(sd_pipeline *p, const sd_gen_params *g, float *latents, int 
                     int w, int c, sd_result *out) {
     const int f = p->vae_scale_factor, W = w * f, H = h * f;
     const size_t n = (size_t)batch * h * w * c;
-    pl_emit(g, SD_EVENT_DECODE, 0, 1, 0, latents, batch, h, w, c);
+    SD_TRY(pl_emit(g, SD_EVENT_DECODE, 0, 1, 0, latents, batch, h, w, c));
     out->latents = malloc(n * sizeof(float));
     out->images = calloc((size_t)batch, sizeof *out->images);
     float *decoded = malloc((size_t)batch * W * H * 3 * sizeof(float));

@@ -1,10 +1,11 @@
-/* The parts of a generation every family shares: parameter checks, the scheduler built from the
- * model's config, the torch-compatible noise, the denoising loop with classifier-free guidance,
- * the VAE decode into 8-bit images, and the events that tests and progress bars watch.
+/* The pieces of a generation every family shares, which the skeleton (pipeline/generate.c)
+ * strings together: parameter checks, the scheduler built from the model's config, the
+ * torch-compatible noise, the denoising loop with classifier-free guidance, the VAE decode into
+ * 8-bit images, and the events that tests and progress bars watch (and that can cancel a run).
  *
- * A family (SD, SDXL, SD3, Flux) encodes its prompts, then hands the loop a denoiser: a function
- * that runs its model on a batch of latents at one timestep. Latents are NHWC [batch][h][w][c]
- * throughout; with CFG the model batch is [uncond x B; cond x B], as torch.cat([neg, pos]). */
+ * A family (SD, SDXL, SD3, Flux) hands the loop a denoiser: a function that runs its model on a
+ * batch of latents at one timestep. Latents are NHWC [batch][h][w][c] throughout; with CFG the
+ * model batch is [uncond x B; cond x B], as torch.cat([neg, pos]). */
 #ifndef SD_DENOISE_H
 #define SD_DENOISE_H
 
@@ -33,23 +34,25 @@ void pl_noise_free(pl_noise *ns);
 void pl_noise_draw(void *ns, float *out, size_t n);
 
 double pl_now(void);
-void pl_emit(const sd_gen_params *g, sd_event_kind kind, int index, int total, double t,
-             const float *data, int batch, int h, int w, int c);
+/* Sends an event to g->on_event (if any). A non-zero return from the callback cancels the run:
+ * SD_ERR_CANCELLED, with a message saying where; every caller stops on it. */
+sd_status pl_emit(const sd_gen_params *g, sd_event_kind kind, int index, int total, double t,
+                  const float *data, int batch, int h, int w, int c);
 
 /* Checks what every family checks (size multiple of `multiple`, steps, batch, guidance...). */
 sd_status pl_check_params(const sd_gen_params *g, int width, int height, int multiple);
 
-/* The scheduler before set_timesteps (g->scheduler or the model's class, with the overrides and
- * eta), for a family that derives set_timesteps' arguments from its config (Flux's mu). */
+/* The scheduler before set_timesteps: g->scheduler (or the model's class) from the model's
+ * scheduler config, with g->scheduler_overrides and g->eta. */
 sd_status pl_create_scheduler(const sd_pipeline *p, const sd_gen_params *g, sd_scheduler **out);
 
-/* The scheduler: g->scheduler (or the model's class) from the model's scheduler config, with
- * g->scheduler_overrides and g->eta, and set_timesteps(g->steps, opts). */
-sd_status pl_make_scheduler(const sd_pipeline *p, const sd_gen_params *g,
-                            const sched_timestep_opts *opts, sd_scheduler **out);
+/* calculate_shift's mu for dynamic shifting (SD3, Flux): from the image's token count and the
+ * scheduler's resolved config (base_image_seq_len, max_image_seq_len, base_shift, max_shift), with
+ * the pipelines' fallbacks 256, 4096, 0.5 and max_shift (SD3 1.16, Flux 1.15) for absent keys. */
+double pl_flow_mu(const sd_scheduler *s, int image_seq_len, double max_shift);
 
-/* Initial latents: g->latents (NCHW) if given, else drawn from the noise source; both times the
- * scheduler's init_noise_sigma. */
+/* Initial latents: g->latents (NCHW) if given, else drawn from the noise source; times the
+ * scheduler's init_noise_sigma when s is given (NULL: as drawn, as Flux's prepare_latents). */
 void pl_initial_latents(const sd_gen_params *g, pl_noise *ns, const sd_scheduler *s, float *latents);
 
 typedef struct {
@@ -64,11 +67,13 @@ typedef struct {
     void *after_ctx;
 } pl_loop;
 
-/* Runs calls [first, sched_len) on `latents` (in place), counting model calls in out. */
+/* Runs calls [first, sched_len) on `latents` (in place), counting model calls in out. Stops with
+ * SD_ERR_CANCELLED as soon as the event callback asks (pl_emit). */
 sd_status pl_denoise(const pl_loop *L, const pl_denoiser *d, float *latents, sd_result *out);
 
 /* Final latents -> out->latents (NCHW copy) and 8-bit images through the VAE. `latents` is
- * overwritten (unscaled in place). */
+ * overwritten (unscaled in place). SD_ERR_CANCELLED, before any work, when the callback cancels
+ * on the DECODE event. */
 sd_status pl_decode(sd_pipeline *p, const sd_gen_params *g, float *latents, int batch, int h,
                     int w, int c, sd_result *out);
 

@@ -1,4 +1,5 @@
-/* FLUX.1 text-to-image, step for step as diffusers' FluxPipeline.__call__:
+/* FLUX.1: what differs from the skeleton every family runs (pipeline/generate.c, which follows
+ * diffusers' FluxPipeline.__call__ step for step):
  *   encode_prompt: CLIP's pooled output (CLIPTextModel, no projection) of `prompt`, and T5's last
  *     hidden state of `prompt_2` (default: `prompt`) padded to max_sequence_length; text ids zeros;
  *   prepare_latents: torch.randn((B, 16, 2*(H//16), 2*(W//16))) from the seeded generator, packed
@@ -16,15 +17,14 @@
  *
  * Not implemented: true_cfg_scale (a second, negative-prompt transformer call per step). diffusers
  * runs it only when true_cfg_scale > 1 (default 1), so with its defaults a negative prompt is
- * ignored, as here. */
+ * ignored, as here (pipeline/gen_options.c accepts it for that reason). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../core/fileutil.h"
-#include "../core/layout.h"
-#include "denoise.h"
 #include "embed_cache.h"
+#include "generate.h"
 
 /* FluxPipeline: default_sample_size 128 (times the VAE scale factor), max_sequence_length 512. */
 enum { FLUX_DEFAULT_SAMPLE = 128, FLUX_DEFAULT_T5_LEN = 512, FLUX_MAX_T5_LEN = 512 };
@@ -124,46 +124,57 @@ static sd_status encode_pooled(sd_pipeline *p, const char *text, float *pooled) 
     return st;
 }
 
-/* The scheduler with set_timesteps(sigmas=linspace(1, 1/n, n), mu=calculate_shift(...)), where the
- * shift's parameters come from the scheduler's resolved config (scheduler.config.get(key, default)
- * in diffusers), so overrides of them count. */
-static double config_num(const sd_scheduler *s, const char *key, double fallback) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(sched_config(s), key);
-    return cJSON_IsNumber(v) ? v->valuedouble : fallback;
+/* The size is floored to a multiple of 16 (twice the VAE factor) as diffusers' prepare_latents
+ * does, after its warning. */
+static sd_status flux_size(pl_run *r, int *multiple) {
+    const int f = 2 * r->p->vae_scale_factor;
+    if (r->width < f || r->height < f)
+        return sd_set_error(SD_ERR_ARG, "image size %dx%d: Flux needs at least %d pixels a side",
+                            r->width, r->height, f);
+    r->width = r->width / f * f;
+    r->height = r->height / f * f;
+    *multiple = f;
+    return SD_OK;
 }
 
-static sd_status make_scheduler(sd_pipeline *p, const sd_gen_params *g, int image_seq_len,
-                                sd_scheduler **out) {
-    SD_TRY(pl_create_scheduler(p, g, out));
-    const int n = g->steps;
-    double *sigmas = malloc((size_t)n * sizeof *sigmas);
-    if (!sigmas) {
-        sched_free(*out);
-        *out = NULL;
-        return sd_set_error(SD_ERR_NOMEM, "out of memory");
-    }
+/* The conditioning: T5's hidden states [max_sequence][joint_attention_dim], CLIP's pooled
+ * output. */
+static sd_status flux_check(pl_run *r) {
+    const flux_config *fc = flux_get_config(r->p->flux);
+    r->tokens = r->max_sequence;
+    r->dim = fc->joint_attention_dim;
+    r->pooled_dim = fc->pooled_projection_dim;
+    return SD_OK;
+}
+
+/* encode_prompt: CLIP's pooled output of the prompt, T5 of prompt_2 = prompt_2 or prompt (so an
+ * empty prompt_2 also falls back). Never asked for a negative side: no CFG batch. */
+static sd_status flux_encode(pl_run *r, bool negative, float *hidden, float *pooled) {
+    (void)negative;
+    const char *prompt = r->g.prompt ? r->g.prompt : "";
+    SD_TRY(encode_pooled(r->p, prompt, pooled));
+    return pl_encode_t5(r->p, pl_or_else(r->g.prompt_2, prompt), r->max_sequence, hidden);
+}
+
+/* set_timesteps(sigmas=linspace(1, 1/n, n), mu=calculate_shift(...)), where the shift's
+ * parameters come from the scheduler's resolved config (scheduler.config.get(key, default) in
+ * diffusers), so overrides of them count. */
+static sd_status flux_timesteps(pl_run *r, sched_timestep_opts *o) {
+    const int n = r->g.steps;
+    double *sigmas = pl_run_alloc(r, (size_t)n * sizeof *sigmas);
+    if (!sigmas) return SD_ERR_NOMEM;
     /* np.linspace(1.0, 1 / n, n): start + i * step, the last value set exactly */
     const double stop = 1.0 / n, step = n > 1 ? (stop - 1.0) / (n - 1) : 0;
     for (int i = 0; i < n; i++) sigmas[i] = 1.0 + i * step;
     sigmas[n - 1] = stop;
-    sched_timestep_opts opts = {0};
-    const cJSON *flow = cJSON_GetObjectItemCaseSensitive(sched_config(*out), "use_flow_sigmas");
+    const cJSON *flow = cJSON_GetObjectItemCaseSensitive(sched_config(r->sched), "use_flow_sigmas");
     if (!cJSON_IsTrue(flow)) { /* a scheduler making flow sigmas itself gets none */
-        opts.sigmas = sigmas;
-        opts.n_sigmas = n;
+        o->sigmas = sigmas;
+        o->n_sigmas = n;
     }
-    opts.has_mu = true;
-    opts.mu =
-        sched_flux_mu(image_seq_len, (int)config_num(*out, "base_image_seq_len", 256),
-                      (int)config_num(*out, "max_image_seq_len", 4096),
-                      config_num(*out, "base_shift", 0.5), config_num(*out, "max_shift", 1.15));
-    sd_status st = sched_set_timesteps(*out, n, &opts);
-    free(sigmas);
-    if (st != SD_OK) {
-        sched_free(*out);
-        *out = NULL;
-    }
-    return st;
+    o->has_mu = true;
+    o->mu = pl_flow_mu(r->sched, (r->lh / 2) * (r->lw / 2), 1.15);
+    return SD_OK;
 }
 
 typedef struct {
@@ -186,98 +197,37 @@ static sd_status flux_predict(void *ctx, const float *x, int mb, int h, int w, d
     return flux_unpack_latents(d->packed_out, mb, h, w, c, out);
 }
 
-/* Checks diffusers makes or that the shapes need; the size is floored to a multiple of 16 (twice
- * the VAE factor) as diffusers' prepare_latents does, after its warning. */
-static sd_status check_flux_params(const sd_pipeline *p, const sd_gen_params *g, int *width,
-                                   int *height, int *t5_len) {
-    if (g->init_image || g->mask_image)
-        return sd_set_error(SD_ERR_UNSUPPORTED, "image-to-image and inpainting are not implemented "
-                                                "for Flux (FluxPipeline is text-to-image)");
-    const int f = 2 * p->vae_scale_factor;
-    if (*width < f || *height < f)
-        return sd_set_error(SD_ERR_ARG, "image size %dx%d: Flux needs at least %d pixels a side",
-                            *width, *height, f);
-    *width = *width / f * f;
-    *height = *height / f * f;
-    SD_TRY(pl_check_params(g, *width, *height, f));
-    *t5_len = g->max_sequence_length ? g->max_sequence_length : FLUX_DEFAULT_T5_LEN;
-    if (*t5_len < 1 || *t5_len > FLUX_MAX_T5_LEN)
-        return sd_set_error(SD_ERR_ARG, "max sequence length %d: Flux takes 1 to %d T5 tokens",
-                            g->max_sequence_length, FLUX_MAX_T5_LEN);
+/* The transformer with the image ids of the latent grid's 2x2 patches, text ids all zeros (as
+ * encode_prompt makes them), and the guidance scale as the guidance embedding when the model has
+ * one (FLUX.1-dev), nothing otherwise (schnell). */
+static sd_status flux_make_denoiser(pl_run *r, pl_denoiser *out) {
+    const size_t n = (size_t)r->batch * r->lh * r->lw * r->c;
+    const int tokens = (r->lh / 2) * (r->lw / 2);
+    flux_denoiser *d = pl_run_alloc(r, sizeof *d);
+    float *img_ids = pl_run_alloc(r, (size_t)tokens * 3 * sizeof(float));
+    float *txt_ids = pl_run_alloc(r, (size_t)r->max_sequence * 3 * sizeof(float));
+    float *packed_in = pl_run_alloc(r, n * sizeof(float));
+    float *packed_out = pl_run_alloc(r, n * sizeof(float));
+    if (!d || !img_ids || !txt_ids || !packed_in || !packed_out) return SD_ERR_NOMEM;
+    flux_image_ids(r->lh / 2, r->lw / 2, img_ids);
+    const bool embeds_guidance = flux_get_config(r->p->flux)->guidance_embeds;
+    *d = (flux_denoiser){r->p->flux, img_ids, r->context, txt_ids, r->pooled, r->max_sequence,
+                         embeds_guidance ? (float)r->g.guidance : NAN, packed_in, packed_out};
+    *out = (pl_denoiser){d, flux_predict};
     return SD_OK;
 }
 
-sd_status sd_generate_flux(sd_pipeline *p, const sd_gen_params *g, sd_result *out) {
-    const double t0 = pl_now();
-    int width = g->width, height = g->height, t5_len = 0;
-    SD_TRY(check_flux_params(p, g, &width, &height, &t5_len));
-    const flux_config *fc = flux_get_config(p->flux);
-    const int B = g->batch, c = fc->in_channels / 4, f = p->vae_scale_factor;
-    const int lh = height / f, lw = width / f, tokens = (lh / 2) * (lw / 2);
-    const int t5_dim = fc->joint_attention_dim, clip_dim = fc->pooled_projection_dim;
-    const size_t n = (size_t)B * lh * lw * c, emb = (size_t)t5_len * t5_dim;
-    const char *prompt = g->prompt ? g->prompt : "";
-    /* encode_prompt: prompt_2 = prompt_2 or prompt (so an empty prompt_2 also falls back) */
-    const char *prompt_2 = g->prompt_2 && *g->prompt_2 ? g->prompt_2 : prompt;
-
-    float *context = malloc((size_t)B * emb * sizeof(float));
-    float *pooled = malloc((size_t)B * clip_dim * sizeof(float));
-    float *latents = malloc(n * sizeof(float));
-    float *img_ids = malloc((size_t)tokens * 3 * sizeof(float));
-    float *txt_ids = calloc((size_t)t5_len * 3, sizeof(float)); /* zeros, as encode_prompt */
-    float *packed_in = malloc(n * sizeof(float)), *packed_out = malloc(n * sizeof(float));
-    sd_scheduler *sched = NULL;
-    pl_noise noise = {0};
-    sd_status st =
-        context && pooled && latents && img_ids && txt_ids && packed_in && packed_out
-            ? SD_OK
-            : sd_set_error(SD_ERR_NOMEM, "out of memory for a %dx%d batch of %d", width, height, B);
-    /* 1. Prompt encodings, repeated for each image of the batch. */
-    if (st == SD_OK) st = encode_pooled(p, prompt, pooled);
-    if (st == SD_OK) st = pl_encode_t5(p, prompt_2, t5_len, context);
-    if (st == SD_OK) {
-        pl_emit(g, SD_EVENT_PROMPT_EMBEDS, 0, 1, 0, context, 1, t5_len, 1, t5_dim);
-        pl_emit(g, SD_EVENT_POOLED_EMBEDS, 0, 1, 0, pooled, 1, 1, 1, clip_dim);
-        for (int b = 1; b < B; b++) {
-            memcpy(context + b * emb, context, emb * sizeof(float));
-            memcpy(pooled + (size_t)b * clip_dim, pooled, (size_t)clip_dim * sizeof(float));
-        }
-    }
-    pl_release_text_encoders(p); /* low memory: not needed again for these prompts */
-    /* 2. Latents (one randn of the NCHW shape for the whole batch) and image ids. */
-    if (st == SD_OK) st = pl_noise_init(&noise, g->seed, B, c, lh, lw);
-    if (st == SD_OK) {
-        if (g->latents)
-            layout_nchw_to_nhwc(g->latents, latents, B, c, lh, lw);
-        else
-            pl_noise_draw(&noise, latents, n);
-        flux_image_ids(lh / 2, lw / 2, img_ids);
-    }
-    /* 3. Timesteps, 4. the loop, 5. decode. */
-    if (st == SD_OK) st = make_scheduler(p, g, tokens, &sched);
-    if (st == SD_OK) {
-        flux_denoiser d = {p->flux,
-                           img_ids,
-                           context,
-                           txt_ids,
-                           pooled,
-                           t5_len,
-                           fc->guidance_embeds ? (float)g->guidance : NAN,
-                           packed_in,
-                           packed_out};
-        pl_denoiser den = {&d, flux_predict};
-        pl_loop loop = {g, sched, &noise, B, lh, lw, c, false, 0, NULL, NULL};
-        st = pl_denoise(&loop, &den, latents, out);
-    }
-    pl_release_denoiser(p); /* low memory: scratch and pages back before the decode */
-    if (st == SD_OK) st = pl_decode(p, g, latents, B, lh, lw, c, out);
-    pl_release_vae(p);
-    if (st == SD_OK) out->scheduler_class = sched_class_name(sched);
-    if (sched) sched_free(sched);
-    pl_noise_free(&noise);
-    free(context), free(pooled), free(latents), free(img_ids), free(txt_ids);
-    free(packed_in), free(packed_out);
-    if (st != SD_OK) sd_result_free(out);
-    out->seconds = pl_now() - t0;
-    return st;
-}
+const pl_generator pl_generator_flux = {
+    .name = "FLUX.1",
+    .options = PL_OPT_PROMPT_2 | PL_OPT_MAX_SEQUENCE,
+    .embedded_guidance = true,
+    .scale_initial_noise = false, /* prepare_latents: plain randn, packed */
+    .max_sequence_default = FLUX_DEFAULT_T5_LEN,
+    .max_sequence_limit = FLUX_MAX_T5_LEN,
+    .pooled_event = PL_POOLED_OWN_EVENT,
+    .size = flux_size,
+    .check = flux_check,
+    .encode = flux_encode,
+    .timesteps = flux_timesteps,
+    .denoiser = flux_make_denoiser,
+};

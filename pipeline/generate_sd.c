@@ -1,17 +1,16 @@
-/* SD 1.x / 2.x, step for step as diffusers' StableDiffusionPipeline.__call__: encode_prompt,
- * set_timesteps, prepare_latents (torch.randn from the seeded CPU generator, times
- * init_noise_sigma), the denoising loop (one batched UNet call with both CFG halves, guidance,
- * optional guidance rescale, scheduler step), then the VAE decode and 8-bit conversion. With an
- * init image (and mask) the same steps run as StableDiffusionImg2ImgPipeline /
+/* SD 1.x / 2.x: what differs from the skeleton every family runs (pipeline/generate.c, which
+ * follows diffusers' StableDiffusionPipeline.__call__ step for step): one CLIP text encoder's last
+ * hidden state (after the final norm; clip_skip takes an earlier layer), the UNet as denoiser. With
+ * an init image (and mask) the skeleton runs StableDiffusionImg2ImgPipeline /
  * StableDiffusionInpaintPipeline (pipeline/img2img.c): later first step, start latents from the
- * image, the known region put back after each step or fed to a 9-channel UNet. */
+ * image, the known region put back after each step or fed to a 9-channel UNet. The UNet pieces
+ * here serve SDXL too. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "../core/fileutil.h"
-#include "denoise.h"
 #include "embed_cache.h"
-#include "img2img.h"
+#include "generate.h"
 
 /* encode_prompt for one text: [tokens][dim]. clip_skip applies to the prompt only: diffusers
  * encodes the negative prompt without it (a quirk kept, to compute what diffusers computes). */
@@ -84,11 +83,15 @@ void sd_default_size_unet(const sd_pipeline *p, int *width, int *height) {
     *width = *height = unet_get_config(p->unet)->sample_size * p->vae_scale_factor;
 }
 
+/* SDXL's UNet too (generate.h): the context, SDXL's added conditions, and for 9-channel inpainting
+ * UNets the mask and masked-image latents joined to the input. */
 typedef struct {
     unet *unet;
     const float *context; /* [mb][tokens][dim] */
     int tokens;
-    const pl_i2i *inpaint; /* 9-channel inpainting UNets: mask and masked latents join the input */
+    unet_added_cond added;
+    bool has_added;
+    const pl_i2i *inpaint; /* 9-channel inpainting UNets */
     float *input;          /* [mb][h][w][2c + 1] for them */
 } unet_denoiser;
 
@@ -98,73 +101,52 @@ static sd_status unet_predict(void *ctx, const float *x, int mb, int h, int w, d
         pl_i2i_model_input(u->inpaint, x, mb, u->input);
         x = u->input;
     }
-    return unet_forward(u->unet, x, mb, h, w, (float)t, u->context, u->tokens, NULL, out);
+    return unet_forward(u->unet, x, mb, h, w, (float)t, u->context, u->tokens,
+                        u->has_added ? &u->added : NULL, out);
 }
 
-sd_status sd_generate_sd(sd_pipeline *p, const sd_gen_params *g, sd_result *out) {
-    const double t0 = pl_now();
-    const clip_text_config *tc = clip_text_get_config(p->text_encoder);
-    const unet_config *uc = unet_get_config(p->unet);
-    const int c = vae_get_config(p->vae)->latent_channels, mc = uc->in_channels;
-    int width = g->width, height = g->height;
-    SD_TRY(pl_i2i_check(p, g, mc, c, &width, &height));
-    SD_TRY(pl_check_params(g, width, height, 8));
-
-    const int B = g->batch, tokens = clip_tokenizer_max_length(p->tokenizer), dim = tc->hidden_size;
-    const int lh = height / p->vae_scale_factor, lw = width / p->vae_scale_factor;
-    const bool cfg = g->guidance > 1.0; /* do_classifier_free_guidance */
-    const size_t n = (size_t)B * lh * lw * c, emb = (size_t)tokens * dim;
-
-    float *cond = malloc(emb * sizeof(float)), *uncond = malloc(emb * sizeof(float));
-    float *context = malloc((size_t)(cfg ? 2 : 1) * B * emb * sizeof(float));
-    float *latents = malloc(n * sizeof(float));
-    float *input = mc != c ? malloc((size_t)(cfg ? 2 : 1) * B * lh * lw * mc * sizeof(float)) : NULL;
-    sd_scheduler *sched = NULL;
-    pl_noise noise = {0};
-    pl_i2i i2i = {0};
-    sd_status st = cond && uncond && context && latents && (input || mc == c)
-                       ? SD_OK
-                       : sd_set_error(SD_ERR_NOMEM, "out of memory for a %dx%d batch of %d", width,
-                                      height, B);
-    /* 1. Prompt embeddings; the context batch is [uncond x B, cond x B], as torch.cat([neg, pos]). */
-    if (st == SD_OK) st = encode_text(p, g->prompt ? g->prompt : "", g->clip_skip, cond);
-    if (st == SD_OK && cfg) st = encode_text(p, g->negative_prompt ? g->negative_prompt : "", 0, uncond);
-    if (st == SD_OK) {
-        pl_emit(g, SD_EVENT_PROMPT_EMBEDS, 0, 1, 0, cond, 1, tokens, 1, dim);
-        if (cfg) pl_emit(g, SD_EVENT_NEGATIVE_EMBEDS, 0, 1, 0, uncond, 1, tokens, 1, dim);
-        float *ctx = context;
-        if (cfg)
-            for (int b = 0; b < B; b++, ctx += emb) memcpy(ctx, uncond, emb * sizeof(float));
-        for (int b = 0; b < B; b++, ctx += emb) memcpy(ctx, cond, emb * sizeof(float));
+sd_status pl_unet_denoiser(pl_run *r, const unet_added_cond *added, pl_denoiser *out) {
+    unet_denoiser *u = pl_run_alloc(r, sizeof *u);
+    if (!u) return SD_ERR_NOMEM;
+    u->unet = r->p->unet, u->context = r->context, u->tokens = r->tokens;
+    if (added) u->added = *added, u->has_added = true;
+    if (r->model_channels != r->c) {
+        const int mb = (r->cfg ? 2 : 1) * r->batch;
+        u->inpaint = &r->i2i;
+        u->input = pl_run_alloc(r, (size_t)mb * r->lh * r->lw * r->model_channels * sizeof(float));
+        if (!u->input) return SD_ERR_NOMEM;
     }
-    /* 2. Timesteps, 3. initial latents (from the init image when there is one), 4. the loop,
-     * 5. decode. */
-    pl_release_text_encoders(p); /* low memory: not needed again for these prompts */
-    if (st == SD_OK) st = pl_make_scheduler(p, g, NULL, &sched);
-    if (st == SD_OK) st = pl_noise_init(&noise, g->seed, B, c, lh, lw);
-    if (st == SD_OK && g->init_image)
-        st = pl_i2i_prepare(&i2i, p, g, sched, &noise, width, height, mc, latents);
-    else if (st == SD_OK)
-        pl_initial_latents(g, &noise, sched, latents);
-    pl_release_vae(p); /* low memory: the VAE encoder (init image) is done until the decode */
-    if (st == SD_OK) {
-        unet_denoiser u = {p->unet, context, tokens, mc != c ? &i2i : NULL, input};
-        pl_denoiser d = {&u, unet_predict};
-        const bool blend = i2i.inpaint && mc == c; /* 4-channel UNets inpaint by blending */
-        pl_loop loop = {g, sched, &noise, B, lh, lw, c, cfg, i2i.first,
-                        blend ? pl_i2i_after_step : NULL, &i2i};
-        st = pl_denoise(&loop, &d, latents, out);
-    }
-    pl_release_denoiser(p); /* low memory: scratch and pages back before the decode */
-    if (st == SD_OK) st = pl_decode(p, g, latents, B, lh, lw, c, out);
-    pl_release_vae(p);
-    if (st == SD_OK) out->scheduler_class = sched_class_name(sched);
-    if (st == SD_OK && g->init_image) out->used.strength = i2i.strength;
-    if (sched) sched_free(sched);
-    pl_noise_free(&noise);
-    pl_i2i_free(&i2i);
-    free(cond), free(uncond), free(context), free(latents), free(input);
-    if (st != SD_OK) sd_result_free(out);
-    out->seconds = pl_now() - t0;
-    return st;
+    *out = (pl_denoiser){u, unet_predict};
+    return SD_OK;
 }
+
+int pl_unet_model_channels(const sd_pipeline *p) { return unet_get_config(p->unet)->in_channels; }
+
+static sd_status sd_check(pl_run *r) {
+    r->tokens = clip_tokenizer_max_length(r->p->tokenizer);
+    r->dim = clip_text_get_config(r->p->text_encoder)->hidden_size;
+    r->pooled_dim = 0;
+    return SD_OK;
+}
+
+/* No negative prompt encodes "" (clip_skip: see encode_text). */
+static sd_status sd_encode(pl_run *r, bool negative, float *hidden, float *pooled) {
+    (void)pooled;
+    const char *text = negative ? r->g.negative_prompt : r->g.prompt;
+    return encode_text(r->p, text ? text : "", negative ? 0 : r->g.clip_skip, hidden);
+}
+
+static sd_status sd_denoiser(pl_run *r, pl_denoiser *out) { return pl_unet_denoiser(r, NULL, out); }
+
+const pl_generator pl_generator_sd = {
+    .name = "Stable Diffusion 1.x/2.x",
+    .options = PL_OPT_ETA | PL_OPT_GUIDANCE_RESCALE | PL_OPT_CLIP_SKIP,
+    .image_to_image = true,
+    .strength_img2img = 0.8, /* StableDiffusionImg2ImgPipeline, StableDiffusionInpaintPipeline */
+    .strength_inpaint = 1.0,
+    .scale_initial_noise = true,
+    .model_channels = pl_unet_model_channels,
+    .check = sd_check,
+    .encode = sd_encode,
+    .denoiser = sd_denoiser,
+};

@@ -1,16 +1,16 @@
-/* Text-to-image for Stable Diffusion 3 / 3.5, step for step as diffusers'
- * StableDiffusion3Pipeline.__call__: encode_prompt (two CLIPs with projection, optional T5),
- * FlowMatchEuler timesteps (sigma * 1000), prepare_latents (torch.randn from the seeded CPU
- * generator; flow matching has no init_noise_sigma scaling), the loop with one batched
- * transformer call holding both CFG halves, then (latents / scaling_factor) + shift_factor through
- * the VAE. Skip-layer guidance, IP-Adapter and precomputed embeddings are not exposed. */
+/* Stable Diffusion 3 / 3.5: what differs from the skeleton every family runs
+ * (pipeline/generate.c, which follows diffusers' StableDiffusion3Pipeline.__call__ step for
+ * step): encode_prompt (two CLIPs with projection, optional T5), FlowMatchEuler timesteps (sigma *
+ * 1000, dynamic shifting's mu from the image size), prepare_latents without init_noise_sigma
+ * scaling, one batched transformer call holding both CFG halves; the VAE decode applies the
+ * shift factor. Skip-layer guidance, IP-Adapter and precomputed embeddings are not exposed. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "../core/config.h"
 #include "../core/fileutil.h"
-#include "denoise.h"
 #include "embed_cache.h"
+#include "generate.h"
 
 enum { SD3_DEFAULT_SEQ = 256, SD3_MAX_SEQ = 512 }; /* __call__'s default; check_inputs' bound */
 
@@ -165,79 +165,65 @@ sd_status sd_encode_prompt_sd3(sd_pipeline *p, const char *text, const char *tex
     return st;
 }
 
-/* Settings StableDiffusion3Pipeline.__call__ does not take: diffusers refuses them, so do we,
- * rather than ignore them silently. */
-static sd_status check_sd3_params(const sd_pipeline *p, const sd_gen_params *g, int max_seq) {
-    if (g->init_image || g->mask_image)
-        return sd_set_error(SD_ERR_UNSUPPORTED, "SD3 image-to-image and inpainting are not "
-                            "implemented yet");
-    if (g->guidance_rescale != 0)
-        return sd_set_error(SD_ERR_ARG, "guidance rescale is not a setting of "
-                            "StableDiffusion3Pipeline");
-    if (g->eta != 0) return sd_set_error(SD_ERR_ARG, "eta is not a setting of StableDiffusion3Pipeline");
-    if (g->original_width || g->original_height || g->crop_top || g->crop_left ||
-        g->target_width || g->target_height)
-        return sd_set_error(SD_ERR_ARG, "original/crop/target sizes are SDXL settings; "
-                            "StableDiffusion3Pipeline has none");
-    if (max_seq < 1 || max_seq > SD3_MAX_SEQ)
-        return sd_set_error(SD_ERR_ARG, "max sequence length %d: must be in 1..%d", max_seq,
-                            SD3_MAX_SEQ);
-    /* diffusers loads such a folder and encodes prompts; the transformer's context embedder is
-     * where it fails. Checked here, before any work, so that the encoders stay usable. */
-    if (p->t5 && t5_encoder_get_config(p->t5)->d_model != sd3_get_config(p->sd3)->joint_attention_dim)
-        return sd_set_error(SD_ERR_CONFIG, "%s: text_encoder_3 d_model %d differs from the "
-                            "transformer's joint_attention_dim %d", p->mi.dir,
-                            t5_encoder_get_config(p->t5)->d_model,
-                            sd3_get_config(p->sd3)->joint_attention_dim);
+/* check_inputs: divisible by vae_scale_factor * patch_size. */
+static sd_status sd3_size(pl_run *r, int *multiple) {
+    *multiple = r->p->vae_scale_factor * sd3_get_config(r->p->sd3)->patch_size;
     return SD_OK;
 }
 
-/* The scheduler as retrieve_timesteps sets it up. With use_dynamic_shifting, mu comes from the
- * image sequence length and the RESOLVED scheduler config (class defaults for absent keys), known
- * only once the scheduler exists: so it is built first, then its timesteps set (which is why this
- * does not go through pl_make_scheduler). With stochastic_sampling the step noise comes from the
- * seeded generator; diffusers' SD3 pipeline gives step() none (torch's global RNG), so such runs
- * are not reproducible there to begin with. */
-static sd_status make_scheduler(const sd_pipeline *p, const sd_gen_params *g, int lh, int lw,
-                                sd_scheduler **out) {
-    *out = NULL;
-    cJSON *overrides = NULL;
-    if (g->scheduler_overrides && *g->scheduler_overrides) {
-        SD_TRY(sd_json_parse(g->scheduler_overrides, "scheduler options", &overrides));
-        if (!cJSON_IsObject(overrides)) {
-            cJSON_Delete(overrides);
-            return sd_set_error(SD_ERR_ARG, "scheduler options must be a JSON object");
-        }
+static sd_status sd3_check(pl_run *r) {
+    const sd_pipeline *p = r->p;
+    const sd3_config *tc = sd3_get_config(p->sd3);
+    const int f = p->vae_scale_factor, lh = r->height / f, lw = r->width / f;
+    const int maxp = tc->pos_embed_max_size;
+    if (maxp > 0 && (lh / tc->patch_size > maxp || lw / tc->patch_size > maxp))
+        return sd_set_error(SD_ERR_ARG, "image size %dx%d: this model takes at most %d pixels per "
+                            "side (pos_embed_max_size %d)", r->width, r->height,
+                            maxp * tc->patch_size * f, maxp);
+    /* diffusers loads such a folder and encodes prompts; the transformer's context embedder is
+     * where it fails. Checked here, before any work, so that the encoders stay usable. */
+    if (p->t5 && t5_encoder_get_config(p->t5)->d_model != tc->joint_attention_dim)
+        return sd_set_error(SD_ERR_CONFIG, "%s: text_encoder_3 d_model %d differs from the "
+                            "transformer's joint_attention_dim %d", p->mi.dir,
+                            t5_encoder_get_config(p->t5)->d_model, tc->joint_attention_dim);
+    sd_embed_shape_sd3(p, r->max_sequence, &r->tokens, &r->dim, &r->pooled_dim);
+    return SD_OK;
+}
+
+/* encode_prompt: prompt_2/3 default to the prompt, negative_2/3 to the negative prompt (itself ""
+ * by default); clip_skip applies to the prompt only. */
+static sd_status sd3_encode(pl_run *r, bool negative, float *hidden, float *pooled) {
+    const sd_gen_params *g = &r->g;
+    if (!negative) {
+        const char *p1 = g->prompt ? g->prompt : "";
+        return sd_encode_prompt_sd3(r->p, p1, pl_or_else(g->prompt_2, p1),
+                                    pl_or_else(g->prompt_3, p1), g->clip_skip, r->max_sequence,
+                                    hidden, pooled);
     }
-    sd_scheduler *s = NULL;
-    sd_status st = sched_create(&s, g->scheduler, p->scheduler_config, overrides);
-    cJSON_Delete(overrides);
-    if (st != SD_OK) return st;
-    const char *pred = sched_prediction_type(s);
+    const char *n1 = pl_or_else(g->negative_prompt, "");
+    return sd_encode_prompt_sd3(r->p, n1, pl_or_else(g->negative_prompt_2, n1),
+                                pl_or_else(g->negative_prompt_3, n1), 0, r->max_sequence, hidden,
+                                pooled);
+}
+
+/* retrieve_timesteps' arguments. With use_dynamic_shifting, mu comes from the image sequence
+ * length and the RESOLVED scheduler config (class defaults for absent keys), known only once the
+ * scheduler exists. With stochastic_sampling the step noise comes from the seeded generator;
+ * diffusers' SD3 pipeline gives step() none (torch's global RNG), so such runs are not
+ * reproducible there to begin with. */
+static sd_status sd3_timesteps(pl_run *r, sched_timestep_opts *o) {
+    const char *pred = sched_prediction_type(r->sched);
     if (strcmp(pred, "flow_prediction"))
-        st = sd_set_error(SD_ERR_ARG, "scheduler %s predicts %s; StableDiffusion3Pipeline needs a "
-                          "flow-matching scheduler (FlowMatchEulerDiscreteScheduler)",
-                          sched_class_name(s), pred);
-    sched_timestep_opts o = {0};
-    const cJSON *c = sched_config(s);
-    if (st == SD_OK && cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(c, "use_dynamic_shifting"))) {
-        const int patch = sd3_get_config(p->sd3)->patch_size;
-        const cJSON *bs = cJSON_GetObjectItemCaseSensitive(c, "base_image_seq_len");
-        const cJSON *ms = cJSON_GetObjectItemCaseSensitive(c, "max_image_seq_len");
-        const cJSON *bsh = cJSON_GetObjectItemCaseSensitive(c, "base_shift");
-        const cJSON *msh = cJSON_GetObjectItemCaseSensitive(c, "max_shift");
-        o.has_mu = true; /* calculate_shift, with the pipeline's fallbacks 256, 4096, 0.5, 1.16 */
-        o.mu = sched_flux_mu((lh / patch) * (lw / patch), cJSON_IsNumber(bs) ? bs->valueint : 256,
-                             cJSON_IsNumber(ms) ? ms->valueint : 4096,
-                             cJSON_IsNumber(bsh) ? bsh->valuedouble : 0.5,
-                             cJSON_IsNumber(msh) ? msh->valuedouble : 1.16);
+        return sd_set_error(SD_ERR_ARG, "scheduler %s predicts %s; StableDiffusion3Pipeline needs "
+                            "a flow-matching scheduler (FlowMatchEulerDiscreteScheduler)",
+                            sched_class_name(r->sched), pred);
+    const cJSON *dynamic = cJSON_GetObjectItemCaseSensitive(sched_config(r->sched),
+                                                            "use_dynamic_shifting");
+    if (cJSON_IsTrue(dynamic)) {
+        const int patch = sd3_get_config(r->p->sd3)->patch_size;
+        o->has_mu = true; /* calculate_shift, with the pipeline's fallback max_shift 1.16 */
+        o->mu = pl_flow_mu(r->sched, (r->lh / patch) * (r->lw / patch), 1.16);
     }
-    if (st == SD_OK) st = sched_set_timesteps(s, g->steps, &o);
-    if (st != SD_OK) {
-        sched_free(s);
-        return st;
-    }
-    *out = s;
     return SD_OK;
 }
 
@@ -253,89 +239,24 @@ static sd_status sd3_predict(void *ctx, const float *x, int mb, int h, int w, do
     return sd3_forward(d->model, x, mb, h, w, (float)t, d->context, d->tokens, d->pooled, out);
 }
 
-/* Python's `a or b`: None and "" both fall back. */
-static const char *or_else(const char *a, const char *b) { return a && *a ? a : b; }
-
-/* Repeats `item` (n floats) over `count` consecutive slots of dst; returns the end. */
-static float *repeat(float *dst, const float *item, size_t n, int count) {
-    for (int b = 0; b < count; b++, dst += n) memcpy(dst, item, n * sizeof *dst);
-    return dst;
+static sd_status sd3_make_denoiser(pl_run *r, pl_denoiser *out) {
+    sd3_denoiser *d = pl_run_alloc(r, sizeof *d);
+    if (!d) return SD_ERR_NOMEM;
+    *d = (sd3_denoiser){r->p->sd3, r->context, r->pooled, r->tokens};
+    *out = (pl_denoiser){d, sd3_predict};
+    return SD_OK;
 }
 
-sd_status sd_generate_sd3(sd_pipeline *p, const sd_gen_params *g, sd_result *out) {
-    const double t0 = pl_now();
-    const sd3_config *tc = sd3_get_config(p->sd3);
-    int width = g->width, height = g->height, dw, dh;
-    sd_default_size_sd3(p, &dw, &dh);
-    if (!width) width = dw;
-    if (!height) height = dh;
-    const int max_seq = g->max_sequence_length ? g->max_sequence_length : SD3_DEFAULT_SEQ;
-    SD_TRY(check_sd3_params(p, g, max_seq));
-    /* check_inputs: divisible by vae_scale_factor * patch_size */
-    SD_TRY(pl_check_params(g, width, height, p->vae_scale_factor * tc->patch_size));
-    const int f = p->vae_scale_factor, lh = height / f, lw = width / f, c = tc->in_channels;
-    const int maxp = tc->pos_embed_max_size;
-    if (maxp > 0 && (lh / tc->patch_size > maxp || lw / tc->patch_size > maxp))
-        return sd_set_error(SD_ERR_ARG, "image size %dx%d: this model takes at most %d pixels per "
-                            "side (pos_embed_max_size %d)", width, height,
-                            maxp * tc->patch_size * f, maxp);
-
-    int tokens, dim, pd;
-    sd_embed_shape_sd3(p, max_seq, &tokens, &dim, &pd);
-    const int B = g->batch, mb = g->guidance > 1.0 ? 2 * B : B; /* do_classifier_free_guidance */
-    const bool cfg = mb > B;
-    const size_t emb = (size_t)tokens * dim, n = (size_t)B * lh * lw * c;
-    float *cond = malloc(emb * sizeof(float)), *uncond = malloc(emb * sizeof(float));
-    float *cpool = malloc((size_t)pd * sizeof(float)), *upool = malloc((size_t)pd * sizeof(float));
-    float *context = malloc((size_t)mb * emb * sizeof(float));
-    float *pooled = malloc((size_t)mb * pd * sizeof(float));
-    float *latents = malloc(n * sizeof(float));
-    sd_scheduler *sched = NULL;
-    pl_noise noise = {0};
-    sd_status st = cond && uncond && cpool && upool && context && pooled && latents
-                       ? SD_OK
-                       : sd_set_error(SD_ERR_NOMEM, "out of memory for a %dx%d batch of %d", width,
-                                      height, B);
-    /* 1. encode_prompt: prompt_2/3 default to the prompt, negative_2/3 to the negative prompt
-     * (itself "" by default); clip_skip applies to the prompt only. */
-    const char *p1 = g->prompt ? g->prompt : "", *n1 = or_else(g->negative_prompt, "");
-    if (st == SD_OK)
-        st = sd_encode_prompt_sd3(p, p1, or_else(g->prompt_2, p1), or_else(g->prompt_3, p1),
-                                  g->clip_skip, max_seq, cond, cpool);
-    if (st == SD_OK && cfg)
-        st = sd_encode_prompt_sd3(p, n1, or_else(g->negative_prompt_2, n1),
-                                  or_else(g->negative_prompt_3, n1), 0, max_seq, uncond, upool);
-    if (st == SD_OK) {
-        pl_emit(g, SD_EVENT_PROMPT_EMBEDS, 0, 1, 0, cond, 1, tokens, 1, dim);
-        if (cfg) pl_emit(g, SD_EVENT_NEGATIVE_EMBEDS, 0, 1, 0, uncond, 1, tokens, 1, dim);
-        /* torch.cat([negative, prompt]) after repeating each num_images_per_prompt times */
-        float *ctx = context, *pool = pooled;
-        if (cfg) {
-            ctx = repeat(ctx, uncond, emb, B);
-            pool = repeat(pool, upool, (size_t)pd, B);
-        }
-        repeat(ctx, cond, emb, B);
-        repeat(pool, cpool, (size_t)pd, B);
-    }
-    /* 2. timesteps, 3. latents, 4. the loop, 5. decode */
-    pl_release_text_encoders(p); /* low memory: not needed again for these prompts */
-    if (st == SD_OK) st = make_scheduler(p, g, lh, lw, &sched);
-    if (st == SD_OK) st = pl_noise_init(&noise, g->seed, B, c, lh, lw);
-    if (st == SD_OK) {
-        pl_initial_latents(g, &noise, sched, latents); /* init_noise_sigma is 1 for flow matching */
-        sd3_denoiser d3 = {p->sd3, context, pooled, tokens};
-        pl_denoiser d = {&d3, sd3_predict};
-        pl_loop loop = {g, sched, &noise, B, lh, lw, c, cfg, 0, NULL, NULL};
-        st = pl_denoise(&loop, &d, latents, out);
-    }
-    pl_release_denoiser(p); /* low memory: scratch and pages back before the decode */
-    if (st == SD_OK) st = pl_decode(p, g, latents, B, lh, lw, c, out);
-    pl_release_vae(p);
-    if (st == SD_OK) out->scheduler_class = sched_class_name(sched);
-    if (sched) sched_free(sched);
-    pl_noise_free(&noise);
-    free(cond), free(uncond), free(cpool), free(upool), free(context), free(pooled), free(latents);
-    if (st != SD_OK) sd_result_free(out);
-    out->seconds = pl_now() - t0;
-    return st;
-}
+const pl_generator pl_generator_sd3 = {
+    .name = "Stable Diffusion 3",
+    .options = PL_OPT_CLIP_SKIP | PL_OPT_PROMPT_2 | PL_OPT_PROMPT_3 | PL_OPT_MAX_SEQUENCE,
+    .scale_initial_noise = false, /* prepare_latents: plain randn (flow matching) */
+    .max_sequence_default = SD3_DEFAULT_SEQ,
+    .max_sequence_limit = SD3_MAX_SEQ,
+    .pooled_event = PL_POOLED_SILENT,
+    .size = sd3_size,
+    .check = sd3_check,
+    .encode = sd3_encode,
+    .timesteps = sd3_timesteps,
+    .denoiser = sd3_make_denoiser,
+};

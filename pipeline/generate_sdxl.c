@@ -1,8 +1,10 @@
-/* Text-to-image for SDXL, step for step as diffusers' StableDiffusionXLPipeline.__call__:
- * encode_prompt with two CLIP encoders (the penultimate hidden state of each, concatenated on the
- * feature axis; the pooled, projected output of the second), the micro-conditioning time ids,
- * set_timesteps, prepare_latents, the denoising loop with the UNet's text_time added conditions,
- * then the VAE decode.
+/* SDXL: what differs from the skeleton every family runs (pipeline/generate.c, which follows
+ * diffusers' StableDiffusionXLPipeline.__call__ step for step): encode_prompt with two CLIP
+ * encoders (the penultimate hidden state of each, concatenated on the feature axis; the pooled,
+ * projected output of the second), the micro-conditioning time ids, and the UNet's text_time added
+ * conditions. The VAE always computes in float32, whatever its weights are stored in, which is
+ * what force_upcast asks for. No invisible watermark is applied (diffusers applies one only when
+ * the optional invisible-watermark package is installed).
  *
  * Folders that have only the second encoder (text_encoder null, as the refiner ships) are encoded
  * as diffusers encodes them: the prompt goes through tokenizer (or tokenizer_2 when that is null
@@ -15,15 +17,13 @@
  * default (7.5, in the family table) and the time ids, which follow the latents' size and, for a
  * folder with requires_aesthetics_score (the refiner), end in an aesthetic score instead of the
  * target size. */
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../core/config.h"
 #include "../core/fileutil.h"
-#include "denoise.h"
 #include "embed_cache.h"
-#include "img2img.h"
+#include "generate.h"
 
 /* The (tokenizer, text encoder) pairs encode_prompt zips with [prompt, prompt_2]. */
 typedef struct {
@@ -222,9 +222,6 @@ static sd_status encode_pair(sd_pipeline *p, const char *text, const char *text_
     return st;
 }
 
-/* Python's `a or b` on optional strings: NULL and "" both fall through. */
-static const char *or_else(const char *a, const char *b) { return a && *a ? a : b; }
-
 /* add_time_ids = original_size + crops_coords_top_left + target_size, each (h, w) / (top, left);
  * original and target default to the image size. */
 sd_status sdxl_add_time_ids(const sd_gen_params *g, int width, int height, float ids[6]) {
@@ -262,140 +259,68 @@ static sd_status sdxl_time_ids(const sd_pipeline *p, const sd_gen_params *g, int
     return SD_OK;
 }
 
-/* diffusers' strength defaults: StableDiffusionXLImg2ImgPipeline 0.3,
- * StableDiffusionXLInpaintPipeline 0.9999 (which, unlike 1.0, starts from the noised image:
- * int(steps * 0.9999) runs one step fewer than steps). */
-static double sdxl_default_strength(const sd_gen_params *g) { return g->mask_image ? 0.9999 : 0.3; }
-
-typedef struct {
-    unet *unet;
-    const float *context; /* [mb][tokens][dim] */
-    int tokens;
-    unet_added_cond added; /* text_embeds [mb][pooled], time_ids [mb][n_time_ids] */
-    const pl_i2i *inpaint; /* 9-channel inpainting UNets: mask and masked latents join the input */
-    float *input;          /* [mb][h][w][2c + 1] for them */
-} sdxl_denoiser;
-
-static sd_status sdxl_predict(void *ctx, const float *x, int mb, int h, int w, double t, float *out) {
-    const sdxl_denoiser *u = ctx;
-    if (u->inpaint) {
-        pl_i2i_model_input(u->inpaint, x, mb, u->input);
-        x = u->input;
-    }
-    return unet_forward(u->unet, x, mb, h, w, (float)t, u->context, u->tokens, &u->added, out);
-}
-
-/* Copies `row` (n floats) into `count` consecutive rows of dst; returns the end. */
-static float *repeat_rows(float *dst, const float *row, size_t n, int count) {
-    for (int i = 0; i < count; i++, dst += n) memcpy(dst, row, n * sizeof *dst);
-    return dst;
-}
-
-sd_status sd_generate_sdxl(sd_pipeline *p, const sd_gen_params *g_in, sd_result *out) {
-    const double t0 = pl_now();
-    /* The task's strength default, resolved once so that the shared image code uses it. */
-    sd_gen_params resolved = *g_in;
-    const sd_gen_params *g = &resolved;
-    if (resolved.init_image && isnan(resolved.strength))
-        resolved.strength = sdxl_default_strength(&resolved);
-    if (!g->init_image && p->requires_aesthetics_score)
+/* The refiner refines: without an init image there is nothing to take its aesthetic score's
+ * time ids from. */
+static sd_status sdxl_check(pl_run *r) {
+    const sd_pipeline *p = r->p;
+    if (!r->g.init_image && p->requires_aesthetics_score)
         return sd_set_error(SD_ERR_UNSUPPORTED, "%s: requires_aesthetics_score is set (an SDXL "
                             "refiner): it refines an init image, give one", p->mi.dir);
-    const unet_config *uc = unet_get_config(p->unet);
-    const int c = vae_get_config(p->vae)->latent_channels, mc = uc->in_channels;
-    int width = g->width, height = g->height;
-    SD_TRY(pl_i2i_check(p, g, mc, c, &width, &height));
-    SD_TRY(pl_check_params(g, width, height, 8));
-    float time_ids[6], neg_time_ids[6];
+    float pos[6], neg[6];
     int n_ids;
-    SD_TRY(sdxl_time_ids(p, g, width, height, time_ids, neg_time_ids, &n_ids));
-
-    sdxl_encoder enc[2];
-    sdxl_encoders(p, enc);
-    const int B = g->batch, tokens = clip_tokenizer_max_length(enc[0].tok);
-    const int dim = sdxl_embed_dim(p), pdim = sdxl_pooled_dim(p);
-    const int lh = height / p->vae_scale_factor, lw = width / p->vae_scale_factor;
-    const bool cfg = g->guidance > 1.0; /* do_classifier_free_guidance */
-    const int mb = cfg ? 2 * B : B;
-    const size_t n = (size_t)B * lh * lw * c, emb = (size_t)tokens * dim;
-
-    float *cond = malloc(emb * sizeof(float)), *uncond = calloc(emb, sizeof(float));
-    float *pooled = malloc((size_t)pdim * sizeof(float)), *neg_pooled = calloc((size_t)pdim, sizeof(float));
-    float *context = malloc((size_t)mb * emb * sizeof(float));
-    float *text_embeds = malloc((size_t)mb * pdim * sizeof(float));
-    float *ids = malloc((size_t)mb * n_ids * sizeof(float));
-    float *latents = malloc(n * sizeof(float));
-    float *input = mc != c ? malloc((size_t)mb * lh * lw * mc * sizeof(float)) : NULL;
-    sd_scheduler *sched = NULL;
-    pl_noise noise = {0};
-    pl_i2i i2i = {0};
-    sd_status st = cond && uncond && pooled && neg_pooled && context && text_embeds && ids &&
-                           latents && (input || mc == c)
-                       ? SD_OK
-                       : sd_set_error(SD_ERR_NOMEM, "out of memory for a %dx%d batch of %d", width,
-                                      height, B);
-    /* 1. encode_prompt. prompt_2 defaults to the prompt, negative_prompt_2 to the negative prompt.
-     * No negative prompt at all (NULL, not "") with force_zeros_for_empty_prompt: the negative
-     * embeddings and pooled embeddings are zeros (calloc'd above). clip_skip applies to the
-     * prompt only: diffusers always takes hidden_states[-2] for the negative prompt. */
-    const char *prompt = g->prompt ? g->prompt : "";
-    if (st == SD_OK) st = encode_pair(p, prompt, or_else(g->prompt_2, prompt), g->clip_skip, cond, pooled);
-    if (st == SD_OK && cfg && !(g->negative_prompt == NULL && p->force_zeros_for_empty_prompt)) {
-        const char *neg = g->negative_prompt ? g->negative_prompt : "";
-        st = encode_pair(p, neg, or_else(g->negative_prompt_2, neg), 0, uncond, neg_pooled);
-    }
-    if (st == SD_OK) {
-        pl_emit(g, SD_EVENT_PROMPT_EMBEDS, 0, 2, 0, cond, 1, tokens, 1, dim);
-        pl_emit(g, SD_EVENT_PROMPT_EMBEDS, 1, 2, 0, pooled, 1, 1, 1, pdim);
-        if (cfg) {
-            pl_emit(g, SD_EVENT_NEGATIVE_EMBEDS, 0, 2, 0, uncond, 1, tokens, 1, dim);
-            pl_emit(g, SD_EVENT_NEGATIVE_EMBEDS, 1, 2, 0, neg_pooled, 1, 1, 1, pdim);
-        }
-        /* The model batch is [uncond x B; cond x B], as torch.cat([negative, positive]); the
-         * time ids likewise (the img2img pipelines' cat([neg.repeat(B), pos.repeat(B)]); the
-         * text-to-image one repeats cat([neg, pos]), the same rows since its halves are equal). */
-        float *ctx = context, *te = text_embeds, *id = ids;
-        if (cfg) {
-            ctx = repeat_rows(ctx, uncond, emb, B);
-            te = repeat_rows(te, neg_pooled, (size_t)pdim, B);
-            id = repeat_rows(id, neg_time_ids, (size_t)n_ids, B);
-        }
-        repeat_rows(ctx, cond, emb, B);
-        repeat_rows(te, pooled, (size_t)pdim, B);
-        repeat_rows(id, time_ids, (size_t)n_ids, B);
-    }
-    /* 2. Timesteps, 3. initial latents (from the init image when there is one: the VAE encodes
-     * in float32 as force_upcast asks), 4. the loop, 5. decode. The VAE always computes in
-     * float32, whatever its weights are stored in, which is what force_upcast asks for. No
-     * invisible watermark is applied (diffusers applies one only when the optional
-     * invisible-watermark package is installed). */
-    pl_release_text_encoders(p); /* low memory: not needed again for these prompts */
-    if (st == SD_OK) st = pl_make_scheduler(p, g, NULL, &sched);
-    if (st == SD_OK) st = pl_noise_init(&noise, g->seed, B, c, lh, lw);
-    if (st == SD_OK && g->init_image)
-        st = pl_i2i_prepare(&i2i, p, g, sched, &noise, width, height, mc, latents);
-    else if (st == SD_OK)
-        pl_initial_latents(g, &noise, sched, latents);
-    if (st == SD_OK) {
-        sdxl_denoiser u = {p->unet, context, tokens, {text_embeds, ids, n_ids},
-                           mc != c ? &i2i : NULL, input};
-        pl_denoiser d = {&u, sdxl_predict};
-        const bool blend = i2i.inpaint && mc == c; /* 4-channel UNets inpaint by blending */
-        pl_loop loop = {g, sched, &noise, B, lh, lw, c, cfg, i2i.first,
-                        blend ? pl_i2i_after_step : NULL, &i2i};
-        st = pl_denoise(&loop, &d, latents, out);
-    }
-    pl_release_denoiser(p); /* low memory: scratch and pages back before the decode */
-    if (st == SD_OK) st = pl_decode(p, g, latents, B, lh, lw, c, out);
-    pl_release_vae(p);
-    if (st == SD_OK) out->scheduler_class = sched_class_name(sched);
-    if (st == SD_OK && g->init_image) out->used.strength = i2i.strength;
-    if (sched) sched_free(sched);
-    pl_noise_free(&noise);
-    pl_i2i_free(&i2i);
-    free(cond), free(uncond), free(pooled), free(neg_pooled), free(context), free(text_embeds);
-    free(ids), free(latents), free(input);
-    if (st != SD_OK) sd_result_free(out);
-    out->seconds = pl_now() - t0;
-    return st;
+    SD_TRY(sdxl_time_ids(p, &r->g, r->width, r->height, pos, neg, &n_ids)); /* checks the sizes */
+    sdxl_encoder e[2];
+    sdxl_encoders(p, e);
+    r->tokens = clip_tokenizer_max_length(e[0].tok);
+    r->dim = sdxl_embed_dim(p);
+    r->pooled_dim = sdxl_pooled_dim(p);
+    return SD_OK;
 }
+
+/* encode_prompt: prompt_2 defaults to the prompt, negative_prompt_2 to the negative prompt. No
+ * negative prompt at all (NULL, not "") with force_zeros_for_empty_prompt: the negative
+ * embeddings and pooled embeddings are zeros (as the skeleton hands them over). clip_skip applies
+ * to the prompt only: diffusers always takes hidden_states[-2] for the negative prompt. */
+static sd_status sdxl_encode(pl_run *r, bool negative, float *hidden, float *pooled) {
+    const sd_gen_params *g = &r->g;
+    if (!negative) {
+        const char *prompt = g->prompt ? g->prompt : "";
+        return encode_pair(r->p, prompt, pl_or_else(g->prompt_2, prompt), g->clip_skip, hidden,
+                           pooled);
+    }
+    if (!g->negative_prompt && r->p->force_zeros_for_empty_prompt) return SD_OK;
+    const char *neg = g->negative_prompt ? g->negative_prompt : "";
+    return encode_pair(r->p, neg, pl_or_else(g->negative_prompt_2, neg), 0, hidden, pooled);
+}
+
+/* The UNet with the text_time added conditions: the pooled embeddings batched as the context is,
+ * and the time ids likewise (the img2img pipelines' cat([neg.repeat(B), pos.repeat(B)]); the
+ * text-to-image one repeats cat([neg, pos]), the same rows since its halves are equal). */
+static sd_status sdxl_denoiser(pl_run *r, pl_denoiser *out) {
+    float pos[6], neg[6];
+    int n_ids;
+    SD_TRY(sdxl_time_ids(r->p, &r->g, r->width, r->height, pos, neg, &n_ids));
+    const int mb = (r->cfg ? 2 : 1) * r->batch;
+    float *ids = pl_run_alloc(r, (size_t)mb * n_ids * sizeof *ids);
+    if (!ids) return SD_ERR_NOMEM;
+    pl_batch_rows(ids, neg, pos, (size_t)n_ids, r->batch, r->cfg);
+    const unet_added_cond added = {r->pooled, ids, n_ids};
+    return pl_unet_denoiser(r, &added, out);
+}
+
+const pl_generator pl_generator_sdxl = {
+    .name = "SDXL",
+    .options = PL_OPT_ETA | PL_OPT_GUIDANCE_RESCALE | PL_OPT_CLIP_SKIP | PL_OPT_PROMPT_2 |
+               PL_OPT_MICRO_COND,
+    .image_to_image = true,
+    /* StableDiffusionXLImg2ImgPipeline 0.3, StableDiffusionXLInpaintPipeline 0.9999 (which, unlike
+     * 1.0, starts from the noised image: int(steps * 0.9999) runs one step fewer than steps) */
+    .strength_img2img = 0.3,
+    .strength_inpaint = 0.9999,
+    .scale_initial_noise = true,
+    .pooled_event = PL_POOLED_AS_INDEX_1,
+    .model_channels = pl_unet_model_channels,
+    .check = sdxl_check,
+    .encode = sdxl_encode,
+    .denoiser = sdxl_denoiser,
+};

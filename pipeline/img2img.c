@@ -9,8 +9,6 @@
 #include "../core/layout.h"
 #include "../core/resize.h"
 
-double pl_i2i_default_strength(const sd_gen_params *g) { return g->mask_image ? 1.0 : 0.8; }
-
 static sd_status check_image(const sd_image *im, const char *what) {
     if (!im->rgb || im->width <= 0 || im->height <= 0)
         return sd_set_error(SD_ERR_ARG, "the %s is empty", what);
@@ -20,15 +18,10 @@ static sd_status check_image(const sd_image *im, const char *what) {
 sd_status pl_i2i_check(const sd_pipeline *p, const sd_gen_params *g, int model_channels,
                        int latent_c, int *width, int *height) {
     const bool inpaint_model = model_channels == 2 * latent_c + 1;
-    if (g->mask_image && !g->init_image)
-        return sd_set_error(SD_ERR_ARG, "a mask needs an init image (the image to repaint)");
     if (!g->init_image) {
         if (inpaint_model)
             return sd_set_error(SD_ERR_UNSUPPORTED, "%s: a %d-channel inpainting UNet needs an "
                                 "init image and a mask", p->mi.dir, model_channels);
-        if (!isnan(g->strength))
-            return sd_set_error(SD_ERR_ARG, "strength %g applies to image-to-image: give an init "
-                                "image", g->strength);
         return SD_OK;
     }
     const sd_image *im = g->init_image;
@@ -45,9 +38,8 @@ sd_status pl_i2i_check(const sd_pipeline *p, const sd_gen_params *g, int model_c
         return sd_set_error(SD_ERR_UNSUPPORTED, "%s: a %d-channel inpainting UNet needs a mask",
                             p->mi.dir, model_channels);
     }
-    const double s = isnan(g->strength) ? pl_i2i_default_strength(g) : g->strength;
-    if (!(s > 0 && s <= 1))
-        return sd_set_error(SD_ERR_ARG, "strength %g is outside (0, 1]", s);
+    if (!(g->strength > 0 && g->strength <= 1))
+        return sd_set_error(SD_ERR_ARG, "strength %g is outside (0, 1]", g->strength);
     const int f = p->vae_scale_factor;
     int w = g->width, h = g->height;
     if (g->mask_image) {
@@ -176,7 +168,7 @@ sd_status pl_i2i_prepare(pl_i2i *st, sd_pipeline *p, const sd_gen_params *g, sd_
     st->c = vae_get_config(p->vae)->latent_channels;
     st->model_channels = model_channels;
     st->inpaint = g->mask_image != NULL;
-    st->strength = isnan(g->strength) ? pl_i2i_default_strength(g) : g->strength;
+    st->strength = g->strength;
     st->sched = sched;
     SD_TRY(pl_i2i_first_call(sched, g->steps, st->strength, &st->first));
 

@@ -39,7 +39,7 @@ typedef struct {
     int model_channels;   /* the denoiser's input channels: c, or 2c + 1 for inpainting models */
     int first;            /* first model call of the schedule */
     bool inpaint;         /* a mask was given */
-    double strength;      /* after the default */
+    double strength;      /* g->strength */
     const sd_scheduler *sched;
     float *image_latents; /* [h][w][c] scaled init latents of the one image (4-channel inpaint) */
     float *noise;         /* [batch][h][w][c] the noise of the start latents (inpaint blend) */
@@ -48,12 +48,11 @@ typedef struct {
     float *scratch;       /* [batch][h][w][c] for the blend */
 } pl_i2i;
 
-/* diffusers' defaults: 0.8 for img2img, 1.0 for inpainting (SD pipelines). */
-double pl_i2i_default_strength(const sd_gen_params *g);
-
-/* Checks the image-related settings (mask without image, strength range, mask size, what the
- * model's input channels need) and resolves the size: width/height as given, else as described
- * above. model_channels: the denoiser's input channels; latent_c: the VAE's latent channels. */
+/* Checks the image-related settings (strength range, mask size, what the model's input channels
+ * need) and resolves the size: width/height as given, else as described above. model_channels:
+ * the denoiser's input channels; latent_c: the VAE's latent channels. g->strength is the resolved
+ * one (the family's default filled in: pipeline/generate.c); a mask or a strength without an init
+ * image is refused before (pipeline/gen_options.c). */
 sd_status pl_i2i_check(const sd_pipeline *p, const sd_gen_params *g, int model_channels,
                        int latent_c, int *width, int *height);
 
@@ -63,7 +62,8 @@ sd_status pl_i2i_first_call(const sd_scheduler *s, int steps, double strength, i
 
 /* Everything before the loop: the image (and mask) preprocessed and encoded, generator draws in
  * diffusers' order from ns, and the start latents [batch][h][w][c] written to `latents`. The
- * scheduler must have its timesteps. Free with pl_i2i_free (also after a failure). */
+ * scheduler must have its timesteps; g->strength is resolved. Free with pl_i2i_free (also after a
+ * failure). */
 sd_status pl_i2i_prepare(pl_i2i *st, sd_pipeline *p, const sd_gen_params *g, sd_scheduler *sched,
                          pl_noise *ns, int width, int height, int model_channels, float *latents);
 void pl_i2i_free(pl_i2i *st);

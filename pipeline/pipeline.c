@@ -11,27 +11,28 @@
 #include "../core/fileutil.h"
 #include "../kernels/cpu.h"
 #include "embed_cache.h"
+#include "generate.h"
 #include "pipeline_internal.h"
 
 static const sd_family_ops families[] = {
     {"StableDiffusionPipeline", SD_FAMILY_SD, 50, 7.5, sd_load_sd, sd_default_size_unet,
-     sd_generate_sd, 0},
+     &pl_generator_sd, 0},
     /* Same components; which task runs depends on the call (init image, mask), not the folder. */
     {"StableDiffusionImg2ImgPipeline", SD_FAMILY_SD, 50, 7.5, sd_load_sd, sd_default_size_unet,
-     sd_generate_sd, 0},
+     &pl_generator_sd, 0},
     {"StableDiffusionInpaintPipeline", SD_FAMILY_SD, 50, 7.5, sd_load_sd, sd_default_size_unet,
-     sd_generate_sd, 0},
+     &pl_generator_sd, 0},
     {"StableDiffusionXLPipeline", SD_FAMILY_SDXL, 50, 5.0, sd_load_sdxl, sd_default_size_unet,
-     sd_generate_sdxl, 7.5},
+     &pl_generator_sdxl, 7.5},
     /* The refiner ships as StableDiffusionXLImg2ImgPipeline (requires_aesthetics_score). */
     {"StableDiffusionXLImg2ImgPipeline", SD_FAMILY_SDXL, 50, 5.0, sd_load_sdxl,
-     sd_default_size_unet, sd_generate_sdxl, 7.5},
+     sd_default_size_unet, &pl_generator_sdxl, 7.5},
     {"StableDiffusionXLInpaintPipeline", SD_FAMILY_SDXL, 50, 5.0, sd_load_sdxl,
-     sd_default_size_unet, sd_generate_sdxl, 7.5},
-    {"FluxPipeline", SD_FAMILY_FLUX, 28, 3.5, sd_load_flux, sd_default_size_flux, sd_generate_flux,
-     0},
+     sd_default_size_unet, &pl_generator_sdxl, 7.5},
+    {"FluxPipeline", SD_FAMILY_FLUX, 28, 3.5, sd_load_flux, sd_default_size_flux,
+     &pl_generator_flux, 0},
     {"StableDiffusion3Pipeline", SD_FAMILY_SD3, 28, 7.0, sd_load_sd3, sd_default_size_sd3,
-     sd_generate_sd3, 0},
+     &pl_generator_sd3, 0},
 };
 enum { N_FAMILIES = sizeof families / sizeof families[0] };
 
@@ -242,27 +243,7 @@ void sd_result_free(sd_result *r) {
 }
 
 sd_status sd_generate(sd_pipeline *p, const sd_gen_params *g, sd_result *out) {
-    memset(out, 0, sizeof *out);
-    /* Defaults that differ by family, as each diffusers pipeline's __call__ has them. */
-    sd_gen_params resolved = *g;
-    if (resolved.steps == 0) resolved.steps = p->ops->default_steps;
-    if (isnan(resolved.guidance))
-        resolved.guidance = resolved.mask_image && p->ops->inpaint_guidance > 0
-                                ? p->ops->inpaint_guidance
-                                : p->ops->default_guidance;
-    int dw, dh;
-    p->ops->default_size(p, &dw, &dh);
-    if (resolved.width == 0) resolved.width = resolved.init_image ? 0 : dw;
-    if (resolved.height == 0) resolved.height = resolved.init_image ? 0 : dh;
-    sd_status st = p->ops->generate(p, &resolved, out);
-    const double strength = out->used.strength; /* an init image's strength, as the family resolved it */
-    out->used = resolved;
-    if (resolved.init_image && isnan(resolved.strength) && strength > 0) out->used.strength = strength;
-    if (st == SD_OK && out->n_images) { /* the size an init image decided */
-        out->used.width = out->images[0].width;
-        out->used.height = out->images[0].height;
-    }
-    return st;
+    return pl_generate(p, g, out); /* pipeline/generate.c, with the family's hooks */
 }
 
 /* {"tokenizer": [ids...], "tokenizer_2": [...]}: every CLIP and T5 tokenizer the pipeline has,

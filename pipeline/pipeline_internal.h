@@ -17,6 +17,7 @@
 #include "model_index.h"
 
 typedef struct sd_family_ops sd_family_ops;
+typedef struct pl_generator pl_generator; /* pipeline/generate.h */
 
 #define PL_CACHE_SLOTS 8
 typedef struct {
@@ -50,7 +51,8 @@ struct sd_pipeline {
 };
 
 /* What a family provides: loading its components (model_index.json is read and the VAE and
- * scheduler config are loaded by the caller), its default image size, and generation. */
+ * scheduler config are loaded by the caller), its default image size and __call__ defaults, and
+ * the hooks generation runs (pipeline/generate.h). */
 struct sd_family_ops {
     const char *pipeline_class; /* model_index.json _class_name */
     sd_family family;
@@ -58,7 +60,7 @@ struct sd_family_ops {
     double default_guidance;    /* guidance_scale default */
     sd_status (*load)(sd_pipeline *p);
     void (*default_size)(const sd_pipeline *p, int *width, int *height);
-    sd_status (*generate)(sd_pipeline *p, const sd_gen_params *g, sd_result *out);
+    const pl_generator *generator;
     double inpaint_guidance;    /* guidance_scale default with a mask, when it differs (0: same) */
 };
 
@@ -85,11 +87,9 @@ char *pl_component_dir(const sd_pipeline *p, const char *name);
 /* SD 1.x/2.x (pipeline/generate_sd.c). */
 sd_status sd_load_sd(sd_pipeline *p);
 void sd_default_size_unet(const sd_pipeline *p, int *width, int *height);
-sd_status sd_generate_sd(sd_pipeline *p, const sd_gen_params *g, sd_result *out);
 
 /* SDXL (pipeline/generate_sdxl.c); the default size is sd_default_size_unet's. */
 sd_status sd_load_sdxl(sd_pipeline *p);
-sd_status sd_generate_sdxl(sd_pipeline *p, const sd_gen_params *g, sd_result *out);
 /* add_time_ids [orig_h, orig_w, crop_top, crop_left, target_h, target_w] for a width x height
  * image, with diffusers' defaults for the settings left at 0. */
 sd_status sdxl_add_time_ids(const sd_gen_params *g, int width, int height, float ids[6]);
@@ -97,12 +97,10 @@ sd_status sdxl_add_time_ids(const sd_gen_params *g, int width, int height, float
 /* FLUX.1 (pipeline/generate_flux.c). */
 sd_status sd_load_flux(sd_pipeline *p);
 void sd_default_size_flux(const sd_pipeline *p, int *width, int *height);
-sd_status sd_generate_flux(sd_pipeline *p, const sd_gen_params *g, sd_result *out);
 
 /* SD3 / SD3.5 (pipeline/generate_sd3.c). */
 sd_status sd_load_sd3(sd_pipeline *p);
 void sd_default_size_sd3(const sd_pipeline *p, int *width, int *height);
-sd_status sd_generate_sd3(sd_pipeline *p, const sd_gen_params *g, sd_result *out);
 /* encode_prompt for one prompt whose texts are already resolved (prompt_2/3 defaults applied):
  * embeds [tokens][width] and pooled [pooled_dim] as sd_embed_shape_sd3 gives them (tokens: 77 CLIP
  * + max_seq T5 rows; width: T5's d_model, else joint_attention_dim). For tests and the loop. */

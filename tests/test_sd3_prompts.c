@@ -22,14 +22,15 @@ typedef struct {
     size_t n;
 } embeds_capture;
 
-static void capture(void *user, const sd_event *ev) {
+static int capture(void *user, const sd_event *ev) {
     embeds_capture *c = user;
-    if (ev->kind != SD_EVENT_PROMPT_EMBEDS && ev->kind != SD_EVENT_NEGATIVE_EMBEDS) return;
+    if (ev->kind != SD_EVENT_PROMPT_EMBEDS && ev->kind != SD_EVENT_NEGATIVE_EMBEDS) return 0;
     float **dst = ev->kind == SD_EVENT_PROMPT_EMBEDS ? &c->embeds : &c->negative;
     c->n = (size_t)ev->tensor.h * ev->tensor.c;
     free(*dst);
     *dst = malloc(c->n * sizeof **dst);
     memcpy(*dst, ev->tensor.data, c->n * sizeof **dst);
+    return 0;
 }
 
 /* prompt_2 feeds the second CLIP only: with the flow_euler prompt and prompt_2 "cartoon" (the
@@ -117,13 +118,13 @@ static void check_defaults_and_errors(sd_pipeline *p) {
     expect_error(p, &g, "width 400 (25 patches)", "pos_embed_max_size");
     g.width = 128;
     g.max_sequence_length = 513;
-    expect_error(p, &g, "max_sequence_length 513", "max sequence length");
+    expect_error(p, &g, "max_sequence_length 513", "max_sequence_length 513");
     g.max_sequence_length = 0;
     g.scheduler = "EulerDiscreteScheduler";
     expect_error(p, &g, "Euler (epsilon) scheduler", "flow-matching");
     g.scheduler = NULL;
     g.guidance_rescale = 0.5;
-    expect_error(p, &g, "guidance rescale", "guidance rescale");
+    expect_error(p, &g, "guidance rescale", "guidance_rescale: not supported");
     g.guidance_rescale = 0;
     g.clip_skip = 3;
     expect_error(p, &g, "clip skip 3", "only 3 layers");
