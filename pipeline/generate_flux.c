@@ -23,6 +23,7 @@
 
 #include "../core/fileutil.h"
 #include "../core/layout.h"
+#include "../core/log.h"
 #include "denoise.h"
 #include "embed_cache.h"
 
@@ -188,6 +189,9 @@ static sd_status check_flux_params(const sd_pipeline *p, const sd_gen_params *g,
     if (*width < f || *height < f)
         return sd_set_error(SD_ERR_ARG, "image size %dx%d: Flux needs at least %d pixels a side",
                             *width, *height, f);
+    if (*width % f || *height % f)
+        sd_log(SD_LOG_WARN, "image size %dx%d floored to %dx%d: Flux takes multiples of %d", *width,
+               *height, *width / f * f, *height / f * f, f);
     *width = *width / f * f;
     *height = *height / f * f;
     SD_TRY(pl_check_params(g, *width, *height, f));

@@ -19,6 +19,17 @@
 
 int test_passed, test_failed;
 
+/* The suite's settings come from the environment as the tools' do (the library reads none):
+ * `make test-isa` runs every test program with SD_KERNEL_ISA=avx2 and =generic. A constructor,
+ * so that every program linking this file honours it before its main runs anything. */
+__attribute__((constructor)) static void settings_from_env(void) {
+    const char *isa = getenv("SD_KERNEL_ISA");
+    if (isa && *isa && sd_set_kernel_isa(isa) != SD_OK) {
+        fprintf(stderr, "SD_KERNEL_ISA: %s\n", sd_last_error());
+        exit(2);
+    }
+}
+
 int test_summary(void) {
     printf("%d passed, %d failed\n", test_passed, test_failed);
     return test_failed ? 1 : 0;
@@ -327,26 +338,26 @@ static void compare_embeds(run_check *rc, const sd_event *ev) {
     if (e > rc->worst_embed) rc->worst_embed = e;
 }
 
-static void on_event(void *user, const sd_event *ev) {
+static int on_event(void *user, const sd_event *ev) {
     run_check *rc = user;
     double e;
     switch (ev->kind) {
     case SD_EVENT_PROMPT_EMBEDS:
-    case SD_EVENT_NEGATIVE_EMBEDS: compare_embeds(rc, ev); return;
+    case SD_EVENT_NEGATIVE_EMBEDS: compare_embeds(rc, ev); return 0;
     case SD_EVENT_MODEL_INPUT:
-        if (!rc->model_inputs) return;
+        if (!rc->model_inputs) return 0;
         if (rc->inputs_seen >= rc->n_calls) break;
         e = fixture_compare_slice(&ev->tensor, rc->model_inputs, rc->inputs_seen++);
         if (getenv("SD_TEST_VERBOSE")) printf("   call %d t=%g input err %.3g\n", ev->index, ev->timestep, e);
         if (e > rc->worst_in) rc->worst_in = e;
-        return;
+        return 0;
     case SD_EVENT_MODEL_OUTPUT:
-        if (!rc->model_outputs) return;
+        if (!rc->model_outputs) return 0;
         if (rc->outputs_seen >= rc->n_calls) break;
         e = fixture_compare_slice(&ev->tensor, rc->model_outputs, rc->outputs_seen++);
         if (getenv("SD_TEST_VERBOSE")) printf("   call %d output err %.3g\n", ev->index, e);
         if (e > rc->worst_out) rc->worst_out = e;
-        return;
+        return 0;
     case SD_EVENT_STEP:
         if (rc->steps_seen >= rc->n_steps) break;
         const int k = rc->steps_seen++;
@@ -355,15 +366,16 @@ static void on_event(void *user, const sd_event *ev) {
             nhwc_to_nchw(ev->tensor.data, rc->own_steps + (size_t)k * n, ev->tensor.batch,
                          ev->tensor.h, ev->tensor.w, ev->tensor.c);
         }
-        if (!rc->latents_steps) return; /* a sensitivity run: nothing to compare */
+        if (!rc->latents_steps) return 0; /* a sensitivity run: nothing to compare */
         e = fixture_compare_slice(&ev->tensor, rc->latents_steps, k);
         if (getenv("SD_TEST_VERBOSE")) printf("   step %d latents err %.3g\n", ev->index, e);
         if (e > rc->worst_lat) rc->worst_lat = e;
-        return;
+        return 0;
     case SD_EVENT_DECODE:
-    case SD_EVENT_POOLED_EMBEDS: return;
+    case SD_EVENT_POOLED_EMBEDS: return 0;
     }
     rc->worst_in = INFINITY; /* more calls or steps than recorded */
+    return 0;
 }
 
 void fixture_check_pixels(const char *name, const sd_result *r, const float *image, int b_count) {

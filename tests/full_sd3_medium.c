@@ -375,13 +375,14 @@ typedef struct {
     double anon[3], file[3]; /* after encoding, after the step, before the decode */
 } stage_times;
 
-static void on_event(void *user, const sd_event *ev) {
+static int on_event(void *user, const sd_event *ev) {
     stage_times *t = user;
     int k = -1;
     if (ev->kind == SD_EVENT_PROMPT_EMBEDS) t->encoded = now(), k = 0;
     if (ev->kind == SD_EVENT_STEP) t->steps_done = now(), k = 1;
     if (ev->kind == SD_EVENT_DECODE) t->decode_start = now(), k = 2;
     if (k >= 0) rss_now(&t->anon[k], &t->file[k]);
+    return 0;
 }
 
 /* Part 2: the pipeline at its default size, one CFG step. */

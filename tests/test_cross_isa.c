@@ -594,10 +594,10 @@ static uint64_t fnv1a(const void *data, size_t bytes) {
     return h;
 }
 
-static void on_event(void *user, const sd_event *ev) {
+static int on_event(void *user, const sd_event *ev) {
     run_record *r = user;
     const size_t n = (size_t)ev->tensor.batch * ev->tensor.h * ev->tensor.w * ev->tensor.c;
-    if (!ev->tensor.data || r->n_events == MAX_EVENTS) return;
+    if (!ev->tensor.data || r->n_events == MAX_EVENTS) return 0;
     r->kind[r->n_events] = ev->kind;
     r->index[r->n_events] = ev->index;
     r->hash[r->n_events++] = fnv1a(ev->tensor.data, n * sizeof(float));
@@ -607,6 +607,7 @@ static void on_event(void *user, const sd_event *ev) {
         memcpy(r->latents, ev->tensor.data, n * sizeof(float));
         r->n_latents = n;
     }
+    return 0;
 }
 
 static void run_record_free(run_record *r) {

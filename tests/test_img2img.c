@@ -23,35 +23,36 @@ typedef struct {
 
 /* The fixture records only the calls that ran: call index i of the full schedule is record
  * i - (total - recorded). */
-static void on_event(void *user, const sd_event *ev) {
+static int on_event(void *user, const sd_event *ev) {
     run_check *rc = user;
     if (ev->kind != SD_EVENT_MODEL_INPUT && ev->kind != SD_EVENT_MODEL_OUTPUT &&
         ev->kind != SD_EVENT_STEP)
-        return;
+        return 0;
     int k = ev->index - (ev->total - rc->n_calls);
     if (k < 0 || k >= rc->n_calls) {
         rc->worst_in = INFINITY; /* a call the reference did not make */
-        return;
+        return 0;
     }
     if (ev->kind == SD_EVENT_MODEL_INPUT) {
         if (rc->calls_seen++ == 0) rc->first_call = ev->index;
-        if (!rc->model_inputs) return;
+        if (!rc->model_inputs) return 0;
         double e = fixture_compare_slice(&ev->tensor, rc->model_inputs, k);
         if (getenv("SD_TEST_VERBOSE")) printf("   call %d t=%g input err %.3g\n", ev->index, ev->timestep, e);
         if (e > rc->worst_in) rc->worst_in = e;
     } else if (ev->kind == SD_EVENT_MODEL_OUTPUT) {
-        if (!rc->model_outputs) return;
+        if (!rc->model_outputs) return 0;
         double e = fixture_compare_slice(&ev->tensor, rc->model_outputs, k);
         if (getenv("SD_TEST_VERBOSE")) printf("   call %d output err %.3g\n", ev->index, e);
         if (e > rc->worst_out) rc->worst_out = e;
     } else {
         nhwc_to_nchw(ev->tensor.data, rc->own_steps + (size_t)k * rc->per_step, ev->tensor.batch,
                      ev->tensor.h, ev->tensor.w, ev->tensor.c);
-        if (!rc->latents_steps) return;
+        if (!rc->latents_steps) return 0;
         double e = fixture_compare_slice(&ev->tensor, rc->latents_steps, k);
         if (getenv("SD_TEST_VERBOSE")) printf("   step %d latents err %.3g\n", ev->index, e);
         if (e > rc->worst_lat) rc->worst_lat = e;
     }
+    return 0;
 }
 
 /* Differences of 8-bit values over a set of pixels. */

@@ -74,7 +74,7 @@ typedef struct {
     double t0;
 } capture;
 
-static void capture_event(void *user, const sd_event *ev) {
+static int capture_event(void *user, const sd_event *ev) {
     capture *cp = user;
     const sd_tensor *t = &ev->tensor;
     size_t n = (size_t)t->batch * t->h * t->w * t->c;
@@ -86,9 +86,10 @@ static void capture_event(void *user, const sd_event *ev) {
         cp->h = t->h, cp->w = t->w, cp->c = t->c, cp->t0 = ev->timestep;
     }
     if (ev->kind == SD_EVENT_MODEL_OUTPUT && !cp->output0) slot = &cp->output0;
-    if (!slot || *slot) return;
+    if (!slot || *slot) return 0;
     *slot = malloc(n * sizeof(float));
     memcpy(*slot, t->data, n * sizeof(float));
+    return 0;
 }
 
 /* The first call of a 9-channel run again, with the UNet input built here from its pieces:

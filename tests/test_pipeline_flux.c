@@ -43,7 +43,7 @@ static double compare_packed(const sd_tensor *t, const float *rec, int k) {
     return e;
 }
 
-static void on_event(void *user, const sd_event *ev) {
+static int on_event(void *user, const sd_event *ev) {
     run_check *rc = user;
     double e;
     const sd_tensor *t = &ev->tensor;
@@ -52,12 +52,12 @@ static void on_event(void *user, const sd_event *ev) {
         rc->events_embed++;
         e = rel_l2(t->data, rc->embeds, (size_t)t->batch * t->h * t->w * t->c);
         if (e > rc->worst_embed) rc->worst_embed = e;
-        return;
+        return 0;
     case SD_EVENT_POOLED_EMBEDS:
         rc->events_pooled++;
         e = rel_l2(t->data, rc->pooled, (size_t)t->batch * t->h * t->w * t->c);
         if (e > rc->worst_pooled) rc->worst_pooled = e;
-        return;
+        return 0;
     case SD_EVENT_MODEL_INPUT:
         if (ev->index >= rc->n_calls) break;
         rc->events_in++;
@@ -67,25 +67,26 @@ static void on_event(void *user, const sd_event *ev) {
             rc->timestep_mismatch++;
         e = compare_packed(t, rc->inputs, ev->index);
         if (e > rc->worst_in) rc->worst_in = e;
-        return;
+        return 0;
     case SD_EVENT_MODEL_OUTPUT:
         if (ev->index >= rc->n_calls) break;
         rc->events_out++;
         e = compare_packed(t, rc->outputs, ev->index);
         if (e > rc->worst_out) rc->worst_out = e;
-        return;
+        return 0;
     case SD_EVENT_STEP:
         if (ev->index >= rc->n_calls) break;
         rc->events_step++;
         e = compare_packed(t, rc->steps, ev->index);
         if (e > rc->worst_lat) rc->worst_lat = e;
-        return;
+        return 0;
     case SD_EVENT_NEGATIVE_EMBEDS:
         break; /* Flux has no CFG batch */
     case SD_EVENT_DECODE:
-        return;
+        return 0;
     }
     rc->extra_events++;
+    return 0;
 }
 
 /* 8-bit images against the recorded float image (NHWC in [0,1], PNG = round(x * 255)). */
@@ -269,11 +270,12 @@ static void keep(float **dst, size_t *n, const sd_tensor *t) {
     memcpy(*dst, t->data, *n * sizeof **dst);
 }
 
-static void on_capture(void *user, const sd_event *ev) {
+static int on_capture(void *user, const sd_event *ev) {
     capture *c = user;
     if (ev->kind == SD_EVENT_PROMPT_EMBEDS) keep(&c->embeds, &c->n_embeds, &ev->tensor);
     if (ev->kind == SD_EVENT_POOLED_EMBEDS) keep(&c->pooled, &c->n_pooled, &ev->tensor);
     if (ev->kind == SD_EVENT_DECODE) keep(&c->final, &c->n_final, &ev->tensor);
+    return 0;
 }
 
 static void capture_free(capture *c) {

@@ -43,7 +43,7 @@ static void worst(double *w, double e) {
     if (!(e <= *w)) *w = e; /* NaN counts as worst */
 }
 
-static void on_event(void *user, const sd_event *ev) {
+static int on_event(void *user, const sd_event *ev) {
     run_check *rc = user;
     const sd_tensor *t = &ev->tensor;
     const size_t per_call = (size_t)t->batch * t->h * t->w * t->c;
@@ -52,15 +52,15 @@ static void on_event(void *user, const sd_event *ev) {
     case SD_EVENT_NEGATIVE_EMBEDS: {
         const float *want = ev->kind == SD_EVENT_PROMPT_EMBEDS ? rc->prompt_embeds : rc->negative_embeds;
         if (want) worst(&rc->worst_embed, rel_l2(t->data, want, (size_t)t->h * t->c));
-        return;
+        return 0;
     }
     case SD_EVENT_POOLED_EMBEDS: /* checked through sd_encode_prompt_sd3 in test_sd3_prompts */
-        return;
+        return 0;
     case SD_EVENT_MODEL_INPUT:
     case SD_EVENT_MODEL_OUTPUT:
         if (ev->index >= rc->n_calls) {
             rc->extra++;
-            return;
+            return 0;
         }
         if ((float)ev->timestep != rc->model_timesteps[ev->index]) rc->bad_timesteps++;
         if (ev->kind == SD_EVENT_MODEL_INPUT && rc->inputs)
@@ -69,11 +69,11 @@ static void on_event(void *user, const sd_event *ev) {
         if (ev->kind == SD_EVENT_MODEL_OUTPUT && rc->outputs)
             worst(&rc->worst_out, compare_nhwc(t->data, t->batch, t->h, t->w, t->c,
                                                rc->outputs + ev->index * per_call));
-        return;
+        return 0;
     case SD_EVENT_STEP: {
         if (ev->index >= rc->n_steps) {
             rc->extra++;
-            return;
+            return 0;
         }
         const size_t item = (size_t)t->h * t->w * t->c;
         for (int b = 0; b < t->batch; b++) {
@@ -81,10 +81,11 @@ static void on_event(void *user, const sd_event *ev) {
                                              : rc->steps + ev->index * per_call + b * item;
             worst(&rc->worst_lat, compare_nhwc(t->data + b * item, 1, t->h, t->w, t->c, want));
         }
-        return;
+        return 0;
     }
-    case SD_EVENT_DECODE: return;
+    case SD_EVENT_DECODE: return 0;
     }
+    return 0;
 }
 
 /* 8-bit images against the recorded float image (NHWC in [0,1]); with same_image, every image
@@ -259,9 +260,10 @@ typedef struct {
     int n;
 } timestep_capture;
 
-static void capture_timesteps(void *user, const sd_event *ev) {
+static int capture_timesteps(void *user, const sd_event *ev) {
     timestep_capture *c = user;
     if (ev->kind == SD_EVENT_MODEL_INPUT && c->n < 16) c->t[c->n++] = ev->timestep;
+    return 0;
 }
 
 /* use_dynamic_shifting: the pipeline computes mu with calculate_shift from the image sequence

@@ -39,26 +39,26 @@ typedef struct {
     float *own_steps; /* our latents after each step, NCHW */
 } run_check;
 
-static void on_event(void *user, const sd_event *ev) {
+static int on_event(void *user, const sd_event *ev) {
     run_check *rc = user;
     double e;
     if (ev->kind == SD_EVENT_PROMPT_EMBEDS || ev->kind == SD_EVENT_NEGATIVE_EMBEDS) {
         int side = ev->kind == SD_EVENT_NEGATIVE_EMBEDS, part = ev->index;
         if (part < 0 || part > 1 || ev->total != 2) {
             rc->worst_embed = INFINITY;
-            return;
+            return 0;
         }
         rc->embed_events[side][part]++;
         const float *want = rc->embeds[side][part];
-        if (!want) return;
+        if (!want) return 0;
         e = rel_l2(ev->tensor.data, want, (size_t)ev->tensor.batch * ev->tensor.h * ev->tensor.c);
         if (e > rc->worst_embed) rc->worst_embed = e;
     } else if (ev->kind == SD_EVENT_MODEL_INPUT || ev->kind == SD_EVENT_MODEL_OUTPUT) {
         const float *rec = ev->kind == SD_EVENT_MODEL_INPUT ? rc->model_inputs : rc->model_outputs;
-        if (!rec) return;
+        if (!rec) return 0;
         if (ev->index >= rc->n_calls) {
             rc->worst_in = INFINITY; /* more calls than recorded */
-            return;
+            return 0;
         }
         e = fixture_compare_slice(&ev->tensor, rec, ev->index);
         double *worst = ev->kind == SD_EVENT_MODEL_INPUT ? &rc->worst_in : &rc->worst_out;
@@ -66,16 +66,17 @@ static void on_event(void *user, const sd_event *ev) {
     } else if (ev->kind == SD_EVENT_STEP) {
         if (ev->index >= rc->n_steps) {
             rc->worst_lat = INFINITY;
-            return;
+            return 0;
         }
         size_t n = (size_t)ev->tensor.batch * ev->tensor.h * ev->tensor.w * ev->tensor.c;
         if (rc->own_steps)
             nhwc_to_nchw(ev->tensor.data, rc->own_steps + (size_t)ev->index * n, ev->tensor.batch,
                          ev->tensor.h, ev->tensor.w, ev->tensor.c);
-        if (!rc->latents_steps) return;
+        if (!rc->latents_steps) return 0;
         e = fixture_compare_slice(&ev->tensor, rc->latents_steps, ev->index);
         if (e > rc->worst_lat) rc->worst_lat = e;
     }
+    return 0;
 }
 
 static void check_pixels(const char *name, const sd_result *r, const float *image) {
@@ -291,12 +292,13 @@ typedef struct {
     int seen;
 } neg_capture;
 
-static void capture_negative(void *user, const sd_event *ev) {
+static int capture_negative(void *user, const sd_event *ev) {
     neg_capture *c = user;
-    if (ev->kind != SD_EVENT_NEGATIVE_EMBEDS) return;
+    if (ev->kind != SD_EVENT_NEGATIVE_EMBEDS) return 0;
     size_t n = (size_t)ev->tensor.h * ev->tensor.c;
     if (n == 77 * 32 && ev->index == 0) memcpy(c->neg, ev->tensor.data, sizeof c->neg), c->seen |= 1;
     if (n == 16 && ev->index == 1) memcpy(c->neg_pooled, ev->tensor.data, sizeof c->neg_pooled), c->seen |= 2;
+    return 0;
 }
 
 static double norm(const float *x, size_t n) {
@@ -355,14 +357,15 @@ typedef struct {
     int tokens, dim, pdim;
 } cond_capture;
 
-static void capture_cond(void *user, const sd_event *ev) {
+static int capture_cond(void *user, const sd_event *ev) {
     cond_capture *c = user;
-    if (ev->kind != SD_EVENT_PROMPT_EMBEDS) return;
+    if (ev->kind != SD_EVENT_PROMPT_EMBEDS) return 0;
     size_t n = (size_t)ev->tensor.h * ev->tensor.c;
     float *copy = malloc(n * sizeof *copy);
     memcpy(copy, ev->tensor.data, n * sizeof *copy);
     if (ev->index == 0) free(c->embeds), c->embeds = copy, c->tokens = ev->tensor.h, c->dim = ev->tensor.c;
     else free(c->pooled), c->pooled = copy, c->pdim = ev->tensor.c;
+    return 0;
 }
 
 /* A folder with only the second encoder: diffusers zips [prompt, prompt_2] with [tokenizer_2]

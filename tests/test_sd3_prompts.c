@@ -22,14 +22,15 @@ typedef struct {
     size_t n;
 } embeds_capture;
 
-static void capture(void *user, const sd_event *ev) {
+static int capture(void *user, const sd_event *ev) {
     embeds_capture *c = user;
-    if (ev->kind != SD_EVENT_PROMPT_EMBEDS && ev->kind != SD_EVENT_NEGATIVE_EMBEDS) return;
+    if (ev->kind != SD_EVENT_PROMPT_EMBEDS && ev->kind != SD_EVENT_NEGATIVE_EMBEDS) return 0;
     float **dst = ev->kind == SD_EVENT_PROMPT_EMBEDS ? &c->embeds : &c->negative;
     c->n = (size_t)ev->tensor.h * ev->tensor.c;
     free(*dst);
     *dst = malloc(c->n * sizeof **dst);
     memcpy(*dst, ev->tensor.data, c->n * sizeof **dst);
+    return 0;
 }
 
 /* prompt_2 feeds the second CLIP only: with the flow_euler prompt and prompt_2 "cartoon" (the
