@@ -20,7 +20,7 @@
  * - One sd_generate at a time per pipeline: a second call on a pipeline that is generating returns
  *   SD_ERR_BUSY at once (it neither waits nor races). Other pipelines are independent: any number
  *   of pipelines may load and generate in parallel, each on its own thread.
- * - The queries on a pipeline (family, class, sizes, precision, tokenize) may be
+ * - The queries on a pipeline (family, class, sizes, precision, tokenize, latents preview) may be
  *   called from any thread at any time while it lives; sd_pipeline_stats reads counters that a
  *   running sd_generate updates, so call it between generations; sd_pipeline_free only when no
  *   other call on that pipeline runs. The same holds for an sd_vae.
@@ -194,7 +194,8 @@ typedef enum {
     SD_EVENT_NEGATIVE_EMBEDS, /* tensor: negative prompt embeddings (only with CFG); pooled likewise */
     SD_EVENT_MODEL_INPUT,     /* tensor: the denoiser's input at call `index` (uncond half first) */
     SD_EVENT_MODEL_OUTPUT,    /* tensor: the denoiser's raw output at call `index` */
-    SD_EVENT_STEP,            /* tensor: the latents after scheduler step `index` */
+    SD_EVENT_STEP,            /* tensor: the latents after scheduler step `index` (previews:
+                               * sd_latents_preview) */
     SD_EVENT_DECODE,          /* before the VAE decode (tensor: the final latents) */
     SD_EVENT_POOLED_EMBEDS,   /* tensor: pooled prompt embedding [1][1][dim] (Flux: CLIP's) */
 } sd_event_kind;
@@ -327,6 +328,12 @@ typedef struct {
  * SD_ERR_BUSY when another sd_generate runs on p, SD_ERR_CANCELLED when on_event asked to stop. */
 SD_API sd_status sd_generate(sd_pipeline *p, const sd_gen_params *g, sd_result *out);
 SD_API void sd_result_free(sd_result *r);
+
+/* A preview of step latents without the VAE: the first batch item of `latents` (the engine's NHWC
+ * tensor as SD_EVENT_STEP carries it) mapped to RGB by the family's linear latent-to-RGB factors
+ * (ComfyUI's and A1111's), one pixel per latent pixel (h x w, 1/8 of the image's sides). *out is
+ * allocated (sd_image_free). SD_ERR_ARG when the channel count is not the family's. */
+SD_API sd_status sd_latents_preview(const sd_pipeline *p, const sd_tensor *latents, sd_image *out);
 
 /* Prints nothing: returns the padded token ids per tokenizer folder of the pipeline as a JSON
  * object text (malloc'd; free()), e.g. {"tokenizer": [49406, ...]}; a T5 tokenizer is padded to
