@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "../core/arena.h"
+#include "../include/sd.h"
 #include "../kernels/act.h"
 #include "../kernels/attention.h"
 #include "../kernels/conv2d.h"
@@ -317,6 +318,11 @@ static int wanted(int argc, char **argv, const char *group) {
 int main(int argc, char **argv) {
     bench_threads = omp_get_max_threads();
     use_cputime = getenv("BENCH_CPUTIME") && atoi(getenv("BENCH_CPUTIME"));
+    /* The library reads no environment: the benchmark passes SD_KERNEL_ISA on, as the tools do. */
+    if (getenv("SD_KERNEL_ISA") && sd_set_kernel_isa(getenv("SD_KERNEL_ISA")) != SD_OK) {
+        fprintf(stderr, "SD_KERNEL_ISA: %s\n", sd_last_error());
+        return 2;
+    }
     const kern_isa isa = kern_isa_active();
     printf("kernels: %s (machine supports %s), %d threads\n", kern_isa_name(isa),
            kern_isa_name(kern_isa_supported()), bench_threads);

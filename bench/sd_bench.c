@@ -29,6 +29,7 @@
 #include <time.h>
 
 #include "../core/fileutil.h"
+#include "../core/threads.h"
 #include "../include/sd.h"
 #include "../kernels/cpu.h"
 #include "../text_encoder/clip_tokenizer.h"
@@ -292,6 +293,11 @@ int main(int argc, char **argv) {
     const char *dir = NULL, *results = "bench/results.jsonl", *thread_list = "1,2,all";
     const char *parts = "text,unet,vae", *precision = NULL;
     int runs = 3, main_threads = 0, size = 0;
+    /* The library reads no environment: the benchmark passes SD_KERNEL_ISA on, as the tools do. */
+    if (getenv("SD_KERNEL_ISA") && sd_set_kernel_isa(getenv("SD_KERNEL_ISA")) != SD_OK) {
+        fprintf(stderr, "SD_KERNEL_ISA: %s\n", sd_last_error());
+        return 2;
+    }
     for (int i = 1; i < argc; i++) {
         const bool has = i + 1 < argc;
         if (!strcmp(argv[i], "--threads") && has) thread_list = argv[++i];

@@ -10,10 +10,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../core/safetensors.h"
 #include "../include/sd.h"
-#include "../schedulers/scheduler.h"
 #include "common/options.h"
+#include "common/settings.h"
+#include "common/util.h"
 
 static void usage(FILE *fp) {
     fprintf(fp, "usage: gen [options] \"PROMPT\"\n\n"
@@ -45,11 +45,11 @@ static const char *no_model_message =
     "schnell (FluxPipeline, e.g. black-forest-labs/FLUX.1-schnell).\n";
 
 static void list_schedulers(void) {
-    const sched_info *info;
-    int n = sched_list(&info);
     printf("schedulers (diffusers class names; aliases in brackets):\n");
-    for (int i = 0; i < n; i++)
-        printf("  %-34s [%s]\n      %s\n", info[i].class_name, info[i].aliases, info[i].description);
+    for (int i = 0; i < sd_scheduler_count(); i++) {
+        const sd_scheduler_info *info = sd_scheduler_get(i);
+        printf("  %-34s [%s]\n      %s\n", info->class_name, info->aliases, info->description);
+    }
 }
 
 typedef struct {
@@ -85,12 +85,10 @@ static uint64_t random_seed(void) {
 }
 
 static int save_latents(const char *path, const sd_result *r) {
-    st_entry e = {"latents", ST_F32, 4,
-                  {r->latent_shape[0], r->latent_shape[1], r->latent_shape[2], r->latent_shape[3]},
-                  r->latents};
-    const char *meta[2] = {"format", "pt"};
-    if (st_write(path, &e, 1, meta, 1) != SD_OK) {
-        fprintf(stderr, "gen: %s\n", sd_last_error());
+    const sd_latents l = {r->latents, r->latent_shape[0], r->latent_shape[1], r->latent_shape[2],
+                          r->latent_shape[3]};
+    if (sd_latents_write(path, &l) != SD_OK) {
+        fprintf(stderr, "gen: %s\n", cli_error());
         return 1;
     }
     return 0;
@@ -108,7 +106,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (o.show_version) {
-        printf("gen %s (sd engine)\n", SD_VERSION);
+        printf("gen %s (sd engine)\n", sd_version());
         return 0;
     }
     if (o.gen.scheduler && !strcmp(o.gen.scheduler, "help")) {
@@ -127,25 +125,27 @@ int main(int argc, char **argv) {
         fprintf(stderr, "gen: %s\n", err);
         return 2;
     }
+    if (!cli_settings_from_env(&o.gen.vae_tile_limit_mb, &err)) {
+        fprintf(stderr, "gen: %s\n", err);
+        cli_options_free(&o);
+        return 1;
+    }
+    if (!o.quiet) cli_log_to_stderr("gen", SD_LOG_WARN);
     if (!o.seed_given) o.gen.seed = random_seed();
 
     sd_load_params lp;
     cli_load_params(&o, &lp);
     sd_pipeline *p;
     if (sd_pipeline_load(&p, o.model, &lp) != SD_OK) {
-        fprintf(stderr, "gen: %s\n", sd_last_error());
+        fprintf(stderr, "gen: %s\n", cli_error());
         cli_options_free(&o);
         return 1;
     }
-    const char *precision_note = NULL;
-    if (sd_pipeline_precision(p, &precision_note) != SD_PRECISION_BF16 && precision_note && !o.quiet &&
-        lp.precision == SD_PRECISION_BF16)
-        fprintf(stderr, "gen: --precision bf16: running fp32 (%s)\n", precision_note);
     int rc = 0;
     if (o.print_tokens) {
         char *json;
         if (sd_tokenize_json(p, o.gen.prompt, &json) != SD_OK) {
-            fprintf(stderr, "gen: %s\n", sd_last_error());
+            fprintf(stderr, "gen: %s\n", cli_error());
             rc = 1;
         } else {
             printf("%s\n", json);
@@ -161,30 +161,30 @@ int main(int argc, char **argv) {
         o.gen.user = &pr;
     }
     sd_image init = {0}, mask = {0};
-    if (o.init_image && image_read(o.init_image, &init) != SD_OK) rc = 1;
+    if (o.init_image && sd_image_read(o.init_image, &init) != SD_OK) rc = 1;
     if (rc == 0 && o.mask && !o.init_image) {
-        sd_set_error(SD_ERR_ARG, "--mask needs --init-image (the image to repaint)");
+        cli_fail(SD_ERR_ARG, "--mask needs --init-image (the image to repaint)");
         rc = 1;
     }
-    if (rc == 0 && o.mask && image_read(o.mask, &mask) != SD_OK) rc = 1;
+    if (rc == 0 && o.mask && sd_image_read(o.mask, &mask) != SD_OK) rc = 1;
     if (o.init_image) o.gen.init_image = &init;
     if (o.mask) o.gen.mask_image = &mask;
     sd_result r;
     if (rc != 0 || sd_generate(p, &o.gen, &r) != SD_OK) {
-        fprintf(stderr, "gen: %s\n", sd_last_error());
-        image_free(&init), image_free(&mask);
+        fprintf(stderr, "gen: %s\n", cli_error());
+        sd_image_free(&init), sd_image_free(&mask);
         sd_pipeline_free(p);
         cli_options_free(&o);
         return 1;
     }
-    image_free(&init), image_free(&mask);
+    sd_image_free(&init), sd_image_free(&mask);
     int width = r.images[0].width, height = r.images[0].height;
     char *params = cli_parameters_text(&r.used, r.scheduler_class, width, height, o.model);
     const char *text[2] = {"parameters", params ? params : ""};
     for (int i = 0; i < r.n_images && rc == 0; i++) {
         char *path = cli_indexed_path(o.output, i, r.n_images);
-        if (!path || image_write(path, &r.images[i], text, 1, o.quality) != SD_OK) {
-            fprintf(stderr, "gen: %s\n", path ? sd_last_error() : "out of memory");
+        if (!path || sd_image_write(path, &r.images[i], text, 1, o.quality) != SD_OK) {
+            fprintf(stderr, "gen: %s\n", path ? cli_error() : "out of memory");
             rc = 1;
         } else if (!o.quiet) {
             fprintf(stderr, "wrote %s (%dx%d, seed %llu, %.1f s)\n", path, width, height,

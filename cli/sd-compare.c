@@ -17,11 +17,11 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include "../core/fileutil.h"
 #include "../include/sd.h"
-#include "../schedulers/scheduler.h"
 #include "common/grid.h"
 #include "common/options.h"
+#include "common/settings.h"
+#include "common/util.h"
 
 #define MAX_ITEMS 64
 
@@ -136,7 +136,6 @@ static bool make_plan(const compare_args *a, const cli_options *o, compare_plan 
         plan_free(pl);
         return false;
     }
-    cJSON *overrides = o->gen.scheduler_overrides ? cJSON_Parse(o->gen.scheduler_overrides) : NULL;
     bool ok = true;
     for (int i = 0; i < pl->n_names && ok; i++) {
         for (int j = 0; j < i && ok; j++)
@@ -144,14 +143,11 @@ static bool make_plan(const compare_args *a, const cli_options *o, compare_plan 
                 snprintf(err, err_size, "--schedulers: '%s' is listed twice", pl->names[i]);
                 ok = false;
             }
-        sd_scheduler *s = NULL;
-        if (ok && sched_create(&s, pl->names[i], NULL, overrides) != SD_OK) {
-            snprintf(err, err_size, "--schedulers: %s", sd_last_error());
+        if (ok && sd_scheduler_check(pl->names[i], o->gen.scheduler_overrides) != SD_OK) {
+            snprintf(err, err_size, "--schedulers: %s", cli_error());
             ok = false;
         }
-        sched_free(s);
     }
-    cJSON_Delete(overrides);
     if (ok && a->steps) {
         char *items[MAX_ITEMS];
         int n;
@@ -193,7 +189,7 @@ static bool make_dirs(const char *path, char *err, size_t err_size) {
         *c = '/';
     }
     if (ok && mkdir(p, 0777) != 0 && errno != EEXIST) ok = false;
-    if (ok && !sd_dir_exists(path)) errno = ENOTDIR, ok = false;
+    if (ok && !cli_dir_exists(path)) errno = ENOTDIR, ok = false;
     if (!ok) snprintf(err, err_size, "-o %s: cannot create the folder: %s", path, strerror(errno));
     free(p);
     return ok;
@@ -209,7 +205,7 @@ static double mean_abs_diff(const sd_image *a, const sd_image *b) {
 
 /* "euler_a-20.png" (with "-<i>" for batch item i when there are several). */
 static char *file_name(const char *name, int steps, bool with_steps, int b, int batch) {
-    char *base = with_steps ? sd_strfmt("%s-%d.png", name, steps) : sd_strfmt("%s.png", name);
+    char *base = with_steps ? cli_strfmt("%s-%d.png", name, steps) : cli_strfmt("%s.png", name);
     char *out = base ? cli_indexed_path(base, b, batch) : NULL;
     free(base);
     for (char *c = out; c && *c; c++) /* names are validated scheduler names; be safe anyway */
@@ -269,32 +265,29 @@ static bool write_report(const char *path, const cli_options *o, const sd_pipeli
     }
     char *text = cJSON_Print(r);
     cJSON_Delete(r);
-    sd_file_writer w;
-    sd_status s = text ? sd_writer_open(&w, path) : sd_set_error(SD_ERR_NOMEM, "out of memory");
-    if (s == SD_OK) {
-        sd_writer_put(&w, text, strlen(text));
-        sd_writer_put(&w, "\n", 1);
-        s = sd_writer_commit(&w);
-    }
+    char *line = text ? cli_strfmt("%s\n", text) : NULL;
+    const sd_status s = line ? cli_write_file(path, line, strlen(line))
+                             : cli_fail(SD_ERR_NOMEM, "out of memory");
     cJSON_free(text);
+    free(line);
     return s == SD_OK;
 }
 
 static bool write_grid(const char *path, const cli_options *o, const sd_gen_params *used,
                        compare_entry *e, int rows, int cols) {
     grid_cell *cells = calloc((size_t)rows * cols, sizeof *cells);
-    char *title = sd_strfmt("\"%s\"  seed %llu, %dx%d, guidance %g", o->gen.prompt,
-                            (unsigned long long)o->gen.seed, used->width, used->height,
-                            used->guidance);
-    sd_status s = cells && title ? SD_OK : sd_set_error(SD_ERR_NOMEM, "out of memory");
+    char *title = cli_strfmt("\"%s\"  seed %llu, %dx%d, guidance %g", o->gen.prompt,
+                             (unsigned long long)o->gen.seed, used->width, used->height,
+                             used->guidance);
+    sd_status s = cells && title ? SD_OK : cli_fail(SD_ERR_NOMEM, "out of memory");
     for (int i = 0; s == SD_OK && i < rows * cols; i++) {
         cells[i].image = &e[i].image;
         for (int k = 0; k < 3; k++) cells[i].label[k] = e[i].label[k];
     }
     sd_image sheet = {0};
     if (s == SD_OK) s = grid_render(&(grid_spec){rows, cols, cells, title, 0}, &sheet);
-    if (s == SD_OK) s = image_write(path, &sheet, NULL, 0, 90);
-    image_free(&sheet);
+    if (s == SD_OK) s = sd_image_write(path, &sheet, NULL, 0, 90);
+    sd_image_free(&sheet);
     free(cells), free(title);
     return s == SD_OK;
 }
@@ -311,7 +304,7 @@ static int render_all(sd_pipeline *p, cli_options *o, const compare_plan *pl, co
             if (pl->n_steps) g.steps = pl->steps[si];
             sd_result r;
             if (sd_generate(p, &g, &r) != SD_OK) {
-                fprintf(stderr, "sd-compare: %s: %s\n", pl->names[k], sd_last_error());
+                fprintf(stderr, "sd-compare: %s: %s\n", pl->names[k], cli_error());
                 return 1;
             }
             if (si == 0 && k == 0) *used = r.used;
@@ -334,9 +327,9 @@ static int render_all(sd_pipeline *p, cli_options *o, const compare_plan *pl, co
                 snprintf(x->label[1], sizeof x->label[1], B > 1 ? "%d steps #%d" : "%d steps",
                          x->steps, b);
                 snprintf(x->label[2], sizeof x->label[2], "%.1fs", x->seconds);
-                char *path = x->file ? sd_path_join(outdir, x->file) : NULL;
-                bool ok = path && image_write(path, &x->image, text, 1, 90) == SD_OK;
-                if (!ok) fprintf(stderr, "sd-compare: %s\n", path ? sd_last_error() : "out of memory");
+                char *path = x->file ? cli_path_join(outdir, x->file) : NULL;
+                bool ok = path && sd_image_write(path, &x->image, text, 1, 90) == SD_OK;
+                if (!ok) fprintf(stderr, "sd-compare: %s\n", path ? cli_error() : "out of memory");
                 else if (!o->quiet)
                     fprintf(stderr, "[%d/%d] %s, %d steps: %d model calls, %.2f s, mean abs diff "
                             "%.2f -> %s\n", ++done, n, x->name, x->steps, x->model_calls,
@@ -355,11 +348,11 @@ static int render_all(sd_pipeline *p, cli_options *o, const compare_plan *pl, co
 }
 
 static void list_schedulers(void) {
-    const sched_info *info;
-    int n = sched_list(&info);
     printf("schedulers (diffusers class names; aliases in brackets):\n");
-    for (int i = 0; i < n; i++)
-        printf("  %-34s [%s]\n      %s\n", info[i].class_name, info[i].aliases, info[i].description);
+    for (int i = 0; i < sd_scheduler_count(); i++) {
+        const sd_scheduler_info *info = sd_scheduler_get(i);
+        printf("  %-34s [%s]\n      %s\n", info->class_name, info->aliases, info->description);
+    }
 }
 
 static double now_s(void) {
@@ -370,12 +363,12 @@ static double now_s(void) {
 
 /* The init image and mask of img2img / inpainting, read as gen reads them. */
 static bool read_inputs(cli_options *o, sd_image *init, sd_image *mask) {
-    if (o->init_image && image_read(o->init_image, init) != SD_OK) return false;
+    if (o->init_image && sd_image_read(o->init_image, init) != SD_OK) return false;
     if (o->mask && !o->init_image) {
-        sd_set_error(SD_ERR_ARG, "--mask needs --init-image (the image to repaint)");
+        cli_fail(SD_ERR_ARG, "--mask needs --init-image (the image to repaint)");
         return false;
     }
-    if (o->mask && image_read(o->mask, mask) != SD_OK) return false;
+    if (o->mask && sd_image_read(o->mask, mask) != SD_OK) return false;
     if (o->init_image) o->gen.init_image = init;
     if (o->mask) o->gen.mask_image = mask;
     return true;
@@ -389,14 +382,14 @@ static int run(cli_options *o, const compare_plan *pl, const char *outdir) {
     cli_load_params(o, &lp);
     sd_pipeline *p;
     if (sd_pipeline_load(&p, o->model, &lp) != SD_OK) {
-        fprintf(stderr, "sd-compare: %s\n", sd_last_error());
+        fprintf(stderr, "sd-compare: %s\n", cli_error());
         return 1;
     }
     if (o->print_tokens) { /* as gen does: the ids, then nothing else */
         char *json;
         int rc = sd_tokenize_json(p, o->gen.prompt, &json) == SD_OK ? 0 : 1;
         if (rc == 0) printf("%s\n", json), free(json);
-        else fprintf(stderr, "sd-compare: %s\n", sd_last_error());
+        else fprintf(stderr, "sd-compare: %s\n", cli_error());
         sd_pipeline_free(p);
         return rc;
     }
@@ -404,25 +397,25 @@ static int run(cli_options *o, const compare_plan *pl, const char *outdir) {
     const int n = rows * cols;
     sd_image init = {0}, mask = {0};
     compare_entry *e = calloc((size_t)n, sizeof *e);
-    char *grid = sd_path_join(outdir, "grid.png"), *report = sd_path_join(outdir, "report.json");
+    char *grid = cli_path_join(outdir, "grid.png"), *report = cli_path_join(outdir, "report.json");
     char err[600] = "";
     int rc = 0;
     if (!e || !grid || !report) snprintf(err, sizeof err, "out of memory");
-    else if (!read_inputs(o, &init, &mask)) snprintf(err, sizeof err, "%s", sd_last_error());
+    else if (!read_inputs(o, &init, &mask)) snprintf(err, sizeof err, "%s", cli_error());
     else make_dirs(outdir, err, sizeof err);
     if (err[0]) fprintf(stderr, "sd-compare: %s\n", err), rc = 1;
     sd_gen_params used = o->gen;
     if (rc == 0) rc = render_all(p, o, pl, outdir, e, n, &used); /* it reports its errors */
     if (rc == 0 && (!write_grid(grid, o, &used, e, rows, cols) ||
                     !write_report(report, o, p, &used, pl, e, n, now_s() - t0))) {
-        fprintf(stderr, "sd-compare: %s\n", sd_last_error());
+        fprintf(stderr, "sd-compare: %s\n", cli_error());
         rc = 1;
     }
     if (rc == 0 && !o->quiet) fprintf(stderr, "wrote %s and %s\n", grid, report);
     free(grid), free(report);
-    for (int i = 0; e && i < n; i++) image_free(&e[i].image), free(e[i].file);
+    for (int i = 0; e && i < n; i++) sd_image_free(&e[i].image), free(e[i].file);
     free(e);
-    image_free(&init), image_free(&mask);
+    sd_image_free(&init), sd_image_free(&mask);
     sd_pipeline_free(p);
     return rc;
 }
@@ -440,7 +433,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (o.show_version) {
-        printf("sd-compare %s (sd engine)\n", SD_VERSION);
+        printf("sd-compare %s (sd engine)\n", sd_version());
         return 0;
     }
     if ((a.schedulers && !strcmp(a.schedulers, "help")) ||
@@ -457,6 +450,12 @@ int main(int argc, char **argv) {
         fprintf(stderr, "sd-compare: %s\n", err);
         return 2;
     }
+    if (!cli_settings_from_env(&o.gen.vae_tile_limit_mb, &err)) {
+        fprintf(stderr, "sd-compare: %s\n", err);
+        cli_options_free(&o);
+        return 1;
+    }
+    if (!o.quiet) cli_log_to_stderr("sd-compare", SD_LOG_WARN);
     compare_plan pl = {0};
     char msg[600];
     if (!o.print_tokens && !make_plan(&a, &o, &pl, msg, sizeof msg)) {

@@ -17,11 +17,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../core/fileutil.h"
 #include "../include/sd.h"
 #include "common/imgcmp.h"
 #include "common/options.h"
 #include "common/regress_manifest.h"
+#include "common/settings.h"
+#include "common/util.h"
 
 #define MAX_ONLY 64
 
@@ -88,7 +89,7 @@ static int parse_args(options *o, int argc, char **argv) {
             usage(stdout);
             return 1;
         } else if (!strcmp(a, "--version")) {
-            printf("sd-regress %s (sd engine)\n", SD_VERSION);
+            printf("sd-regress %s (sd engine)\n", sd_version());
             return 1;
         } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
             if (!value || !parse_int(value, 0, 4096, &o->threads)) {
@@ -137,7 +138,7 @@ static int parse_args(options *o, int argc, char **argv) {
 /* mkdir -p of the folder holding `path`. */
 static sd_status make_parent_dirs(const char *path) {
     char *dir = strdup(path);
-    if (!dir) return sd_set_error(SD_ERR_NOMEM, "out of memory");
+    if (!dir) return cli_fail(SD_ERR_NOMEM, "out of memory");
     char *slash = strrchr(dir, '/');
     sd_status st = SD_OK;
     if (slash && slash != dir) {
@@ -147,7 +148,7 @@ static sd_status make_parent_dirs(const char *path) {
             const char c = *p;
             *p = '\0';
             if (mkdir(dir, 0755) != 0 && errno != EEXIST)
-                st = sd_set_error(SD_ERR_IO, "%s: %s", dir, strerror(errno));
+                st = cli_fail(SD_ERR_IO, "%s: %s", dir, strerror(errno));
             *p = c;
             if (!c) break;
         }
@@ -159,9 +160,9 @@ static sd_status make_parent_dirs(const char *path) {
 /* Where a failure image (suffix ".diff.png", ".actual.png") of the golden .../NAME.png goes:
  * .../NAME<suffix> beside it, or DIR/NAME<suffix> with --out DIR. */
 static char *failure_path(const char *out_dir, const char *golden, const char *suffix) {
-    if (!out_dir) return sd_strfmt("%.*s%s", (int)(strlen(golden) - 4), golden, suffix);
+    if (!out_dir) return cli_strfmt("%.*s%s", (int)(strlen(golden) - 4), golden, suffix);
     const char *slash = strrchr(golden, '/'), *base = slash ? slash + 1 : golden;
-    return sd_strfmt("%s/%.*s%s", out_dir, (int)(strlen(base) - 4), base, suffix);
+    return cli_strfmt("%s/%.*s%s", out_dir, (int)(strlen(base) - 4), base, suffix);
 }
 
 /* Failure images of an earlier check no longer describe the golden. */
@@ -194,7 +195,7 @@ static void tolerance_text(const regress_tolerance *t, char *buf, size_t len) {
 typedef struct {
     sd_pipeline *p;
     char *model;
-    int threads;
+    int threads, tile_limit_mb;
 } model_cache;
 
 static sd_status get_pipeline(model_cache *mc, const char *model, sd_pipeline **out) {
@@ -206,7 +207,7 @@ static sd_status get_pipeline(model_cache *mc, const char *model, sd_pipeline **
         sd_load_params lp;
         sd_load_params_init(&lp);
         lp.threads = mc->threads;
-        SD_TRY(sd_pipeline_load(&mc->p, model, &lp));
+        CLI_TRY(sd_pipeline_load(&mc->p, model, &lp));
         mc->model = strdup(model);
     }
     *out = mc->p;
@@ -216,16 +217,17 @@ static sd_status get_pipeline(model_cache *mc, const char *model, sd_pipeline **
 /* Renders one case (init and mask images read from their files). */
 static sd_status render(model_cache *mc, const regress_case *c, sd_result *r) {
     sd_pipeline *p;
-    SD_TRY(get_pipeline(mc, c->model, &p));
+    CLI_TRY(get_pipeline(mc, c->model, &p));
     sd_gen_params g = c->g;
+    g.vae_tile_limit_mb = mc->tile_limit_mb;
     sd_image init = {0}, mask = {0};
     sd_status st = SD_OK;
-    if (c->init_image) st = image_read(c->init_image, &init);
-    if (st == SD_OK && c->mask_image) st = image_read(c->mask_image, &mask);
+    if (c->init_image) st = sd_image_read(c->init_image, &init);
+    if (st == SD_OK && c->mask_image) st = sd_image_read(c->mask_image, &mask);
     if (c->init_image) g.init_image = &init;
     if (c->mask_image) g.mask_image = &mask;
     if (st == SD_OK) st = sd_generate(p, &g, r);
-    image_free(&init), image_free(&mask);
+    sd_image_free(&init), sd_image_free(&mask);
     return st;
 }
 
@@ -248,8 +250,8 @@ static bool record_case(const regress_case *c, const sd_result *r, const char *o
     for (int b = 0; b < r->n_images && ok; b++) {
         char *path = cli_indexed_path(c->golden, b, r->n_images);
         if (!path || make_parent_dirs(path) != SD_OK ||
-            image_write(path, &r->images[b], text, 2, 90) != SD_OK) {
-            printf("FAIL %s: %s\n", c->name, path ? sd_last_error() : "out of memory");
+            sd_image_write(path, &r->images[b], text, 2, 90) != SD_OK) {
+            printf("FAIL %s: %s\n", c->name, path ? cli_error() : "out of memory");
             ok = false;
         } else {
             remove_stale(out_dir, path);
@@ -273,12 +275,12 @@ static void write_failure_images(const char *out_dir, const char *golden, const 
     sd_image heat = {0};
     if (diff && actual && make_parent_dirs(diff) == SD_OK &&
         imgcmp_heatmap(want, got, &heat) == SD_OK &&
-        image_write(diff, &heat, NULL, 0, 90) == SD_OK &&
-        image_write(actual, got, NULL, 0, 90) == SD_OK)
+        sd_image_write(diff, &heat, NULL, 0, 90) == SD_OK &&
+        sd_image_write(actual, got, NULL, 0, 90) == SD_OK)
         append(note, len, "; heat-map %s, render %s", diff, actual);
     else
-        append(note, len, "; could not write the heat-map: %s", sd_last_error());
-    image_free(&heat);
+        append(note, len, "; could not write the heat-map: %s", cli_error());
+    sd_image_free(&heat);
     free(diff), free(actual);
 }
 
@@ -292,11 +294,11 @@ static bool check_case(const regress_case *c, const sd_result *r, const char *ou
         sd_image want;
         imgcmp_stats s;
         if (!path) return false;
-        if (!sd_file_exists(path)) {
+        if (!cli_file_exists(path)) {
             append(problems, sizeof problems, "; no golden %s (run sd-regress record)", path);
             ok = false;
-        } else if (image_read(path, &want) != SD_OK) {
-            append(problems, sizeof problems, "; %s", sd_last_error());
+        } else if (sd_image_read(path, &want) != SD_OK) {
+            append(problems, sizeof problems, "; %s", cli_error());
             ok = false;
         } else {
             if (imgcmp_compare(&r->images[b], &want, &s) != SD_OK) {
@@ -315,7 +317,7 @@ static bool check_case(const regress_case *c, const sd_result *r, const char *ou
                     remove_stale(out_dir, path);
                 }
             }
-            image_free(&want);
+            sd_image_free(&want);
         }
         free(path);
     }
@@ -341,7 +343,7 @@ int main(int argc, char **argv) {
     if (rc) return rc == 1 ? 0 : 2;
     regress_manifest m;
     if (regress_manifest_load(&m, o.manifest) != SD_OK) {
-        fprintf(stderr, "sd-regress: %s\n", sd_last_error());
+        fprintf(stderr, "sd-regress: %s\n", cli_error());
         return 2;
     }
     for (int i = 0; i < o.n_only; i++) {
@@ -353,15 +355,22 @@ int main(int argc, char **argv) {
             return 2;
         }
     }
-    sd_set_threads(o.threads);
-    model_cache mc = {.threads = o.threads};
+    int tile_limit_mb = 0;
+    const char *err = NULL;
+    if (!cli_settings_from_env(&tile_limit_mb, &err)) {
+        fprintf(stderr, "sd-regress: %s\n", err);
+        regress_manifest_free(&m);
+        return 2;
+    }
+    cli_log_to_stderr("sd-regress", SD_LOG_WARN);
+    model_cache mc = {.threads = o.threads, .tile_limit_mb = tile_limit_mb};
     int passed = 0, failed = 0;
     for (int i = 0; i < m.n_cases; i++) {
         const regress_case *c = &m.cases[i];
         if (!selected(&o, c->name)) continue;
         sd_result r;
         if (render(&mc, c, &r) != SD_OK) {
-            printf("FAIL %s: %s\n", c->name, sd_last_error());
+            printf("FAIL %s: %s\n", c->name, cli_error());
             failed++;
             continue;
         }

@@ -13,13 +13,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../core/fileutil.h"
-#include "../core/layout.h"
-#include "../core/safetensors.h"
 #include "../include/sd.h"
-#include "../vae/vae.h"
 #include "common/imgcmp.h"
 #include "common/options.h"
+#include "common/settings.h"
+#include "common/util.h"
 
 static void usage(FILE *fp) {
     fprintf(fp,
@@ -60,7 +58,7 @@ static void usage(FILE *fp) {
             "each of R, G, B, averaged over the three channels.\n");
 }
 
-/* --tile auto: vae_auto_tile decides, as gen's --vae-tile auto does. */
+/* --tile auto: the library decides by size, as gen's --vae-tile auto does. */
 enum { TILE_AUTO = -1 };
 
 typedef struct {
@@ -68,6 +66,7 @@ typedef struct {
     bool raw, quiet, min_psnr_given;
     double min_psnr;
     int quality, tile, overlap, threads;
+    int tile_limit_mb; /* $SD_VAE_TILE_LIMIT_MB */
 } options;
 
 static int fail_usage(const char *msg, const char *arg) {
@@ -98,7 +97,7 @@ static int parse_args(options *o, int argc, char **argv) {
             return 1;
         }
         if (!strcmp(a, "--version")) {
-            printf("vae-check %s (sd engine)\n", SD_VERSION);
+            printf("vae-check %s (sd engine)\n", sd_version());
             return 1;
         }
         if (!strcmp(a, "--raw")) { o->raw = true; continue; }
@@ -145,110 +144,31 @@ static int parse_args(options *o, int argc, char **argv) {
     return 0;
 }
 
-/* DIR/vae when it has a config.json, else DIR itself when it has one. */
-static sd_status vae_dir(const char *model, char **out) {
-    char *sub = sd_path_join(model, "vae"), *cfg = sub ? sd_path_join(sub, "config.json") : NULL;
-    char *own = sd_path_join(model, "config.json");
-    sd_status st = SD_OK;
-    if (!sub || !cfg || !own) {
-        st = sd_set_error(SD_ERR_NOMEM, "out of memory");
-    } else if (sd_file_exists(cfg)) {
-        *out = sub;
-        sub = NULL;
-    } else if (sd_file_exists(own)) {
-        *out = strdup(model);
-    } else {
-        st = sd_set_error(SD_ERR_IO, "%s: no vae/config.json (nor config.json): not a diffusers "
-                          "model or VAE folder", model);
-    }
-    free(sub), free(cfg), free(own);
-    return st;
-}
-
-/* Reads FILE[:TENSOR] as NHWC floats checked against the VAE's latent channels. */
-static sd_status read_latents(const char *spec, const vae_config *vc, float **out, int *n, int *h,
-                              int *w) {
+/* Reads FILE[:TENSOR] (the tensor named after the last colon that follows ".safetensors"). */
+static sd_status read_latents(const char *spec, sd_latents *out) {
     char *file = strdup(spec);
-    if (!file) return sd_set_error(SD_ERR_NOMEM, "out of memory");
-    const char *name = "latents";
+    if (!file) return cli_fail(SD_ERR_NOMEM, "out of memory");
+    const char *name = NULL;
     char *colon = strrchr(file, ':');
     if (colon && colon - file >= 12 && !strncmp(colon - 12, ".safetensors", 12)) {
         *colon = '\0';
         name = colon + 1;
     }
-    st_file f;
-    sd_status st = st_open(&f, file);
-    if (st != SD_OK) {
-        free(file);
-        return st;
-    }
-    const st_tensor *t = st_find(&f, name);
-    if (!t) {
-        char list[512] = "";
-        for (int i = 0; i < f.n_tensors && strlen(list) < 400; i++)
-            snprintf(list + strlen(list), sizeof list - strlen(list), "%s'%s'", i ? ", " : "", f.tensors[i].name);
-        st = sd_set_error(SD_ERR_TENSOR, "%s: no tensor '%s' (it has %s; name one with FILE:TENSOR)",
-                          file, name, f.n_tensors ? list : "none");
-    } else if (!st_is_float(t->dtype)) {
-        st = sd_set_error(SD_ERR_TENSOR, "%s: tensor '%s' is %s, not a float tensor", file, name,
-                          st_dtype_name(t->dtype));
-    } else if (t->ndim != 4 || t->shape[0] < 1 || t->shape[2] < 1 || t->shape[3] < 1 ||
-               t->shape[2] > 8192 || t->shape[3] > 8192 || t->shape[0] > 64) {
-        st = sd_set_error(SD_ERR_TENSOR, "%s: tensor '%s' should be NCHW latents [batch][channels][h][w] "
-                          "(batch up to 64, sides up to 8192), not of %d dimensions", file, name, t->ndim);
-    } else if (t->shape[1] != vc->latent_channels) {
-        st = sd_set_error(SD_ERR_TENSOR, "%s: tensor '%s' has %lld channels; this VAE takes %d", file,
-                          name, (long long)t->shape[1], vc->latent_channels);
-    } else {
-        *n = (int)t->shape[0], *h = (int)t->shape[2], *w = (int)t->shape[3];
-        const size_t count = (size_t)st_numel(t);
-        float *nchw = malloc(count * sizeof *nchw);
-        *out = malloc(count * sizeof **out);
-        if (!nchw || !*out) {
-            free(*out);
-            *out = NULL;
-            st = sd_set_error(SD_ERR_NOMEM, "%s: out of memory", file);
-        } else {
-            st_to_f32(t, nchw);
-            layout_nchw_to_nhwc(nchw, *out, *n, vc->latent_channels, *h, *w);
-        }
-        free(nchw);
-    }
-    st_close(&f);
+    const sd_status st = sd_latents_read(file, name, out);
     free(file);
     return st;
 }
 
-/* Decodes z [n][h][w][L] (unscaled) into 8-bit images. */
-static sd_status decode(vae *m, const options *o, const float *z, int n, int h, int w, sd_image *imgs) {
-    const int f = vae_scale_factor(m), W = w * f, H = h * f;
-    if (vae_get_config(m)->out_channels != 3)
-        return sd_set_error(SD_ERR_UNSUPPORTED, "the VAE has %d output channels; images need 3",
-                            vae_get_config(m)->out_channels);
-    float *x = malloc((size_t)n * W * H * 3 * sizeof *x);
-    if (!x) return sd_set_error(SD_ERR_NOMEM, "out of memory for a %dx%d decode", W, H);
-    int tile = o->tile, overlap = o->overlap;
-    sd_status st = SD_OK;
-    if (tile == TILE_AUTO) {
-        size_t limit = 0;
-        st = vae_auto_tile_limit(&limit);
-        if (st == SD_OK) tile = vae_auto_tile(m, h, w, limit), overlap = tile / 4;
-        if (st == SD_OK && !o->quiet)
-            fprintf(stderr, "tile auto: untiled scratch %zu MB, limit %zu MB: %s",
-                    vae_decode_scratch_bytes(m, h, w, 0, 0) >> 20, limit >> 20,
-                    tile ? "tiles of " : "untiled\n");
-        if (st == SD_OK && !o->quiet && tile)
-            fprintf(stderr, "%d latent pixels, overlap %d (scratch %zu MB)\n", tile, overlap,
-                    vae_decode_scratch_bytes(m, h, w, tile, overlap) >> 20);
-    }
-    if (st == SD_OK)
-        st = tile ? vae_decode_tiled(m, z, n, h, w, tile, overlap, x) : vae_decode(m, z, n, h, w, x);
-    for (int b = 0; b < n && st == SD_OK; b++) {
-        st = image_alloc(&imgs[b], W, H);
-        if (st == SD_OK) image_from_float(x + (size_t)b * W * H * 3, W, H, imgs[b].rgb);
-    }
-    free(x);
-    return st;
+/* Decodes z into n = z->n images (the options' tiling; raw latents with --raw). */
+static sd_status decode(sd_vae *v, const options *o, const sd_latents *z, sd_image *imgs) {
+    sd_vae_decode_params dp;
+    sd_vae_decode_params_init(&dp);
+    dp.raw = o->raw;
+    /* vae-check's --tile: 0 untiled (the default), auto by size; the library's 0 is by size. */
+    dp.tile = o->tile == TILE_AUTO ? 0 : o->tile == 0 ? -1 : o->tile;
+    dp.tile_overlap = o->tile > 0 ? o->overlap : -1;
+    dp.tile_limit_mb = o->tile_limit_mb;
+    return sd_vae_decode(v, z, &dp, imgs);
 }
 
 /* Prints "<label>psnr=X ssim=Y"; *below when the PSNR is under the limit. */
@@ -256,8 +176,8 @@ static sd_status measure(const char *label, const sd_image *got, const sd_image 
                          bool *below) {
     imgcmp_stats s;
     double ssim;
-    SD_TRY(imgcmp_compare(got, want, &s));
-    SD_TRY(imgcmp_ssim(got, want, &ssim));
+    CLI_TRY(imgcmp_compare(got, want, &s));
+    CLI_TRY(imgcmp_ssim(got, want, &ssim));
     char psnr[32];
     printf("%spsnr=%s ssim=%.6f\n", label, imgcmp_psnr_text(s.psnr, psnr, sizeof psnr), ssim);
     *below = s.psnr < limit;
@@ -267,77 +187,72 @@ static sd_status measure(const char *label, const sd_image *got, const sd_image 
 static sd_status write_images(const options *o, const sd_image *imgs, int n) {
     for (int b = 0; b < n; b++) {
         char *path = cli_indexed_path(o->output, b, n);
-        if (!path) return sd_set_error(SD_ERR_NOMEM, "out of memory");
-        sd_status st = image_write(path, &imgs[b], NULL, 0, o->quality);
+        if (!path) return cli_fail(SD_ERR_NOMEM, "out of memory");
+        sd_status st = sd_image_write(path, &imgs[b], NULL, 0, o->quality);
         if (st == SD_OK && !o->quiet) fprintf(stderr, "wrote %s (%dx%d)\n", path, imgs[b].width, imgs[b].height);
         free(path);
-        SD_TRY(st);
+        CLI_TRY(st);
     }
     return SD_OK;
 }
 
-/* Encodes the image (posterior mean) and decodes it: *recon. */
-static sd_status round_trip(vae *m, const options *o, const sd_image *in, sd_image *recon) {
-    const int f = vae_scale_factor(m), W = in->width, H = in->height;
-    const int l = vae_get_config(m)->latent_channels;
-    if (W % f || H % f)
-        return sd_set_error(SD_ERR_ARG, "%s: %dx%d is not a multiple of %d on each side", o->image, W,
-                            H, f);
-    const size_t nl = (size_t)(W / f) * (H / f) * l;
-    float *x = malloc((size_t)W * H * 3 * sizeof *x), *mean = malloc(nl * sizeof *mean);
-    float *logvar = malloc(nl * sizeof *logvar);
-    sd_status st = x && mean && logvar ? SD_OK : sd_set_error(SD_ERR_NOMEM, "out of memory");
-    if (st == SD_OK) {
-        image_to_float(in->rgb, W, H, x);
-        st = vae_encode(m, x, 1, H, W, mean, logvar);
-    }
-    if (st == SD_OK) st = decode(m, o, mean, 1, H / f, W / f, recon);
-    free(x), free(mean), free(logvar);
+/* Encodes the image (posterior mean) and decodes it: *recon. Raw both ways: the decoder gets the
+ * encoder's output unchanged. */
+static sd_status round_trip(sd_vae *v, const options *o, const sd_image *in, sd_image *recon) {
+    sd_latents z;
+    sd_status st = sd_vae_encode(v, in, true, &z);
+    if (st != SD_OK) return cli_fail(st, "%s: %s", o->image, sd_last_error());
+    options raw = *o;
+    raw.raw = true;
+    st = decode(v, &raw, &z, recon);
+    sd_latents_free(&z);
     return st;
 }
 
-static int run(const options *o, vae *m) {
+static int run(const options *o, sd_vae *v) {
     sd_image *imgs = NULL, input = {0}, ref = {0};
     int n = 0, rc = 0;
     bool below = false;
     sd_status st = SD_OK;
-    if (o->reference) st = image_read(o->reference, &ref);
+    if (o->reference) st = sd_image_read(o->reference, &ref);
     if (st == SD_OK && o->latents) {
-        float *z = NULL;
-        int h, w;
-        st = read_latents(o->latents, vae_get_config(m), &z, &n, &h, &w);
+        sd_latents z = {0};
+        st = read_latents(o->latents, &z);
+        n = z.n;
         if (st == SD_OK && o->reference && n > 1)
-            st = sd_set_error(SD_ERR_ARG, "--reference compares one image; %s holds a batch of %d",
-                              o->latents, n);
-        if (st == SD_OK && !o->raw) vae_unscale_latents(m, z, z, (size_t)n * h * w * vae_get_config(m)->latent_channels);
-        if (st == SD_OK) st = (imgs = calloc((size_t)n, sizeof *imgs)) ? SD_OK : sd_set_error(SD_ERR_NOMEM, "out of memory");
-        if (st == SD_OK) st = decode(m, o, z, n, h, w, imgs);
-        free(z);
+            st = cli_fail(SD_ERR_ARG, "--reference compares one image; %s holds a batch of %d",
+                          o->latents, n);
+        if (st == SD_OK && !(imgs = calloc((size_t)n, sizeof *imgs)))
+            st = cli_fail(SD_ERR_NOMEM, "out of memory");
+        if (st == SD_OK && (st = decode(v, o, &z, imgs)) != SD_OK)
+            st = cli_fail(st, "%s: %s", o->latents, sd_last_error());
+        sd_latents_free(&z);
     } else if (st == SD_OK) {
         n = 1;
-        st = image_read(o->image, &input);
-        if (st == SD_OK) st = (imgs = calloc(1, sizeof *imgs)) ? SD_OK : sd_set_error(SD_ERR_NOMEM, "out of memory");
-        if (st == SD_OK) st = round_trip(m, o, &input, imgs);
+        st = sd_image_read(o->image, &input);
+        if (st == SD_OK && !(imgs = calloc(1, sizeof *imgs)))
+            st = cli_fail(SD_ERR_NOMEM, "out of memory");
+        if (st == SD_OK) st = round_trip(v, o, &input, imgs);
         if (st == SD_OK) st = measure("", imgs, &input, o->reference ? -INFINITY : o->min_psnr, &below);
     }
     if (st == SD_OK && o->output) st = write_images(o, imgs, n);
     if (st == SD_OK && o->reference) {
         if (imgs[0].width != ref.width || imgs[0].height != ref.height)
-            st = sd_set_error(SD_ERR_ARG, "%s is %dx%d; the decoded image is %dx%d", o->reference,
-                              ref.width, ref.height, imgs[0].width, imgs[0].height);
+            st = cli_fail(SD_ERR_ARG, "%s is %dx%d; the decoded image is %dx%d", o->reference,
+                          ref.width, ref.height, imgs[0].width, imgs[0].height);
         else
             st = measure("reference ", imgs, &ref, o->min_psnr, &below);
     }
     if (st != SD_OK) {
-        fprintf(stderr, "vae-check: %s\n", sd_last_error());
+        fprintf(stderr, "vae-check: %s\n", cli_error());
         rc = 1;
     } else if (below) {
         fprintf(stderr, "vae-check: PSNR under --min-psnr %g\n", o->min_psnr);
         rc = 1;
     }
-    for (int b = 0; imgs && b < n; b++) image_free(&imgs[b]);
+    for (int b = 0; imgs && b < n; b++) sd_image_free(&imgs[b]);
     free(imgs);
-    image_free(&input), image_free(&ref);
+    sd_image_free(&input), sd_image_free(&ref);
     return rc;
 }
 
@@ -345,16 +260,23 @@ int main(int argc, char **argv) {
     options o;
     int rc = parse_args(&o, argc, argv);
     if (rc) return rc == 1 ? 0 : 2;
-    sd_set_threads(o.threads);
-    char *dir = NULL;
-    vae *m = NULL;
-    if (vae_dir(o.model, &dir) != SD_OK || vae_load_opt(&m, dir, o.image != NULL, NULL) != SD_OK) {
-        fprintf(stderr, "vae-check: %s\n", sd_last_error());
-        free(dir);
+    const char *err = NULL;
+    if (!cli_settings_from_env(&o.tile_limit_mb, &err)) {
+        fprintf(stderr, "vae-check: %s\n", err);
         return 1;
     }
-    free(dir);
-    rc = run(&o, m);
-    vae_free(m);
+    /* INFO too: the automatic tile choice is worth seeing. */
+    if (!o.quiet) cli_log_to_stderr("vae-check", SD_LOG_INFO);
+    sd_vae_params vp;
+    sd_vae_params_init(&vp);
+    vp.threads = o.threads;
+    vp.decoder_only = o.image == NULL;
+    sd_vae *v = NULL;
+    if (sd_vae_load(&v, o.model, &vp) != SD_OK) {
+        fprintf(stderr, "vae-check: %s\n", cli_error());
+        return 1;
+    }
+    rc = run(&o, v);
+    sd_vae_free(v);
     return rc;
 }

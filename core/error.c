@@ -37,7 +37,7 @@ const char *sd_last_error(void) { return error_message[0] ? error_message : "no 
 
 void sd_clear_error(void) { error_message[0] = '\0'; }
 
-const char *sd_status_name(sd_status status) {
+const char *sd_status_string(sd_status status) {
     switch (status) {
     case SD_OK: return "ok";
     case SD_ERR_IO: return "I/O error";
@@ -48,6 +48,7 @@ const char *sd_status_name(sd_status status) {
     case SD_ERR_UNSUPPORTED: return "unsupported";
     case SD_ERR_NOMEM: return "out of memory";
     case SD_ERR_CANCELLED: return "cancelled";
+    case SD_ERR_BUSY: return "busy";
     }
     return "unknown error";
 }

@@ -3,21 +3,12 @@
  * Library functions return an sd_status; on failure they first record a one-line message that
  * names the file, tensor or key at fault (sd_set_error), which the caller reads back with
  * sd_last_error(). Nothing in the library prints or exits: the CLI decides what to do. The
- * message buffer is thread-local so parallel loaders do not trample each other. */
+ * message buffer is thread-local so parallel loaders do not trample each other. The sd_status
+ * values are public and live in sd.h; this header is the library's own side. */
 #ifndef SD_ERROR_H
 #define SD_ERROR_H
 
-typedef enum {
-    SD_OK = 0,
-    SD_ERR_IO,          /* a file is missing, unreadable or unwritable */
-    SD_ERR_FORMAT,      /* a file exists but its contents are malformed (JSON, safetensors, PNG) */
-    SD_ERR_CONFIG,      /* a config key is missing, of the wrong type or out of range */
-    SD_ERR_TENSOR,      /* a tensor is missing or has the wrong shape or dtype */
-    SD_ERR_ARG,         /* a caller passed an impossible value (size, steps, option) */
-    SD_ERR_UNSUPPORTED, /* valid input that this engine does not implement */
-    SD_ERR_NOMEM,
-    SD_ERR_CANCELLED,   /* the event callback asked to stop (sd_generate: no result) */
-} sd_status;
+#include "../include/sd.h"
 
 /* Records the message (printf-style) and returns `status`, so errors read
  * `return sd_set_error(SD_ERR_IO, "%s: %s", path, strerror(errno));`. */
@@ -28,9 +19,10 @@ sd_status sd_set_error(sd_status status, const char *fmt, ...)
 sd_status sd_wrap_error(sd_status status, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
-const char *sd_last_error(void);
+/* sd_last_error() and sd_status_string() are public (sd.h). */
 void sd_clear_error(void);
-const char *sd_status_name(sd_status status);
+/* The name the modules and tests have always used for sd_status_string. */
+#define sd_status_name sd_status_string
 
 /* Propagate a failing status unchanged. */
 #define SD_TRY(expr)                                                                               \

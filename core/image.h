@@ -6,17 +6,15 @@
 
 #include <stdint.h>
 
+#include "../include/sd.h"
 #include "error.h"
 
 /* Larger images are refused rather than allocated: the pixel limit is Pillow's
  * decompression-bomb limit, the side limit a 16-bit size. */
-#define IMAGE_MAX_PIXELS 178956970LL
-#define IMAGE_MAX_SIDE   65535
+#define IMAGE_MAX_PIXELS SD_IMAGE_MAX_PIXELS
+#define IMAGE_MAX_SIDE   SD_IMAGE_MAX_SIDE
 
-typedef struct {
-    int width, height;
-    uint8_t *rgb; /* [height][width][3] */
-} sd_image;
+/* sd_image ([height][width][3] 8-bit RGB) is public: sd.h. */
 
 /* Reads a PNG or JPEG (by content, not extension) as 8-bit RGB: grey is expanded, alpha dropped
  * (composited on nothing: the colour channels are kept), 16-bit reduced (high byte, as Pillow

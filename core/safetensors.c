@@ -208,8 +208,9 @@ const st_tensor *st_find(const st_file *f, const char *name) {
 }
 
 void st_release_pages(const void *data, size_t nbytes) {
-    static long page;
-    if (!page) page = sysconf(_SC_PAGESIZE);
+    /* Asked each time (glibc answers from memory): a cached static would be a global written from
+     * every pipeline's threads. */
+    const long page = sysconf(_SC_PAGESIZE);
     if (page <= 0 || !data) return;
     const uintptr_t begin = ((uintptr_t)data + (uintptr_t)page - 1) / (uintptr_t)page * (uintptr_t)page;
     const uintptr_t end = ((uintptr_t)data + nbytes) / (uintptr_t)page * (uintptr_t)page;

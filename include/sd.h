@@ -1,4 +1,4 @@
-/* sd.h: the engine's public interface.
+/* sd.h: the engine's public interface, the only header a program using the library includes.
  *
  * Load a diffusers model folder once, then generate as often as needed:
  *
@@ -11,20 +11,170 @@
  *     if (sd_generate(p, &g, &r) == SD_OK) { ... r.images[0] ... sd_result_free(&r); }
  *     sd_pipeline_free(p);
  *
- * Every call returns an sd_status; on failure sd_last_error() holds a one-line message naming the
- * file, tensor, key or argument at fault. The library never prints and never exits. */
+ * Errors: every call that can fail returns an sd_status; on failure sd_last_error() holds a
+ * one-line message naming the file, tensor, key or argument at fault. The library never prints,
+ * never exits and reads no environment variable: what it has to say besides errors goes to the
+ * log callback (sd_set_log_callback), and its settings are parameters.
+ *
+ * Threads:
+ * - One sd_generate at a time per pipeline: a second call on a pipeline that is generating returns
+ *   SD_ERR_BUSY at once (it neither waits nor races). Other pipelines are independent: any number
+ *   of pipelines may load and generate in parallel, each on its own thread.
+ * - The queries on a pipeline (family, class, sizes, precision, tokenize, latents preview) may be
+ *   called from any thread at any time while it lives; sd_pipeline_stats reads counters that a
+ *   running sd_generate updates, so call it between generations; sd_pipeline_free only when no
+ *   other call on that pipeline runs. The same holds for an sd_vae.
+ * - sd_load_params.threads is the pipeline's: every call that computes (sd_pipeline_load,
+ *   sd_generate) runs its parallel parts with that many threads on whatever thread calls it, and
+ *   leaves the calling thread's OpenMP setting as it found it.
+ * - Process-wide settings (sd_set_log_callback, sd_set_kernel_isa) apply to every pipeline; set
+ *   them before loading, not while other threads compute.
+ * - sd_last_error() is per thread: it reads the message of the calling thread's last failure.
+ *
+ * Cancellation: the event callback (sd_gen_params.on_event) returns 0 to go on; any other value
+ * stops the generation at the next event with SD_ERR_CANCELLED.
+ *
+ * ABI rules (compatible changes within one SD_VERSION_MAJOR):
+ * - sd_load_params, sd_gen_params, sd_vae_params and sd_vae_decode_params begin with struct_size,
+ *   which their _init functions set to the size the caller was compiled with. New members are only
+ *   ever added at the end; the library reads struct_size bytes and takes the defaults for the
+ *   rest, refuses sizes smaller than the first release's (SD_ERR_ARG), and refuses larger ones
+ *   whose unknown tail is not all zero (SD_ERR_UNSUPPORTED: the caller set a member this library
+ *   does not know). Always initialise them with their _init function.
+ * - sd_result ends with `used` (an sd_gen_params): sd_generate writes only as much of it as
+ *   the caller's struct_size says, so sd_result grows with sd_gen_params.
+ * - sd_event and sd_scheduler_info reach the caller by pointer and may grow at the end; the other
+ *   structs (sd_image, sd_tensor, sd_latents, sd_stats) and the enums' existing values are fixed.
+ * - Enum values are only added, never renumbered. */
 #ifndef SD_H
 #define SD_H
 
 #include <stdbool.h>
 #include <stddef.h>
-#include <math.h>
 #include <stdint.h>
 
-#include "../core/error.h"
-#include "../core/image.h"
+#if defined(__GNUC__) || defined(__clang__)
+#define SD_API __attribute__((visibility("default")))
+#else
+#define SD_API
+#endif
 
-#define SD_VERSION "0.1.0"
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SD_VERSION_MAJOR 0
+#define SD_VERSION_MINOR 2
+#define SD_VERSION_PATCH 0
+#define SD_VERSION "0.2.0"
+
+/* The library's version as "MAJOR.MINOR.PATCH" (the one it was built as, which may differ from the
+ * SD_VERSION a program was compiled against). */
+SD_API const char *sd_version(void);
+
+/* ---- Errors ---------------------------------------------------------------------------------- */
+
+typedef enum {
+    SD_OK = 0,
+    SD_ERR_IO,          /* a file is missing, unreadable or unwritable */
+    SD_ERR_FORMAT,      /* a file exists but its contents are malformed (JSON, safetensors, PNG) */
+    SD_ERR_CONFIG,      /* a config key is missing, of the wrong type or out of range */
+    SD_ERR_TENSOR,      /* a tensor is missing or has the wrong shape or dtype */
+    SD_ERR_ARG,         /* a caller passed an impossible value (size, steps, option) */
+    SD_ERR_UNSUPPORTED, /* valid input that this engine does not implement */
+    SD_ERR_NOMEM,
+    SD_ERR_CANCELLED,   /* the event callback asked to stop */
+    SD_ERR_BUSY,        /* the pipeline is generating on another thread */
+} sd_status;
+
+/* A short human name of a status ("I/O error", "out of memory"); static. */
+SD_API const char *sd_status_string(sd_status status);
+
+/* The message of the calling thread's last failure (thread-local: another thread's failures do
+ * not touch it). Valid until that thread's next failing call. */
+SD_API const char *sd_last_error(void);
+
+/* ---- Logging --------------------------------------------------------------------------------- */
+
+typedef enum { SD_LOG_DEBUG = 0, SD_LOG_INFO, SD_LOG_WARN } sd_log_level;
+
+/* Receives one line (no trailing newline) the library has to say besides errors: a fallback it
+ * took (bf16 asked, fp32 run), an input it adjusted (a size floored, a prompt truncated), a choice
+ * it made (VAE tiles). Called on the thread that made the call, possibly from several threads at
+ * once; it must not call back into the library. */
+typedef void (*sd_log_fn)(void *user, sd_log_level level, const char *message);
+
+/* Process-wide. NULL (the default) drops every message. */
+SD_API void sd_set_log_callback(sd_log_fn fn, void *user);
+
+/* ---- Process-wide settings ------------------------------------------------------------------- */
+
+/* The instruction set level of the kernels for the whole process: "avx512", "avx2", "generic", or
+ * NULL / "" / "best" for the best this CPU runs (the default). A level above the CPU's is lowered
+ * to the best it has (logged). Every level computes the same bits; lower ones are for testing and
+ * measuring. Unknown names are SD_ERR_ARG. Call it before loading, not while other threads
+ * compute. */
+SD_API sd_status sd_set_kernel_isa(const char *name);
+/* The level in use: "avx512", "avx2" or "generic". */
+SD_API const char *sd_kernel_isa(void);
+
+/* ---- Images ---------------------------------------------------------------------------------- */
+
+typedef struct {
+    int width, height;
+    uint8_t *rgb; /* [height][width][3], malloc'd by the library; free with sd_image_free */
+} sd_image;
+
+/* Reads a PNG or JPEG (by content) as 8-bit RGB: grey expanded, alpha dropped, 16-bit reduced, the
+ * EXIF orientation applied (as diffusers' load_image). *out is empty on failure. */
+SD_API sd_status sd_image_read(const char *path, sd_image *out);
+/* Writes .png or .jpg/.jpeg (by the path's extension, case-insensitive; others are SD_ERR_ARG)
+ * through a temporary file renamed over `path`, so a failure never leaves a half-written file.
+ * text: n_text key/value pairs (text[2i], text[2i+1]) stored as PNG text chunks (not in JPEG);
+ * quality 1..100 for JPEG. */
+SD_API sd_status sd_image_write(const char *path, const sd_image *img, const char *const *text,
+                                int n_text, int quality);
+/* The largest images the library allocates or reads: a 16-bit side, and Pillow's
+ * decompression-bomb limit of pixels. */
+#define SD_IMAGE_MAX_SIDE 65535
+#define SD_IMAGE_MAX_PIXELS 178956970LL
+
+/* A black width x height image (sides 1..SD_IMAGE_MAX_SIDE, at most SD_IMAGE_MAX_PIXELS). */
+SD_API sd_status sd_image_alloc(sd_image *img, int width, int height);
+/* Frees the pixels and empties *img (an empty image is fine). */
+SD_API void sd_image_free(sd_image *img);
+
+/* ---- Latents files --------------------------------------------------------------------------- */
+
+/* Latents as diffusers holds them: NCHW [n][c][h][w] float32. */
+typedef struct {
+    float *data;
+    int n, c, h, w;
+} sd_latents;
+
+/* Reads tensor `tensor` (NULL: "latents") of a safetensors file: 4 dimensions, F32/F16/BF16
+ * (widened to float32). The error names the tensors the file has when it lacks that one. */
+SD_API sd_status sd_latents_read(const char *path, const char *tensor, sd_latents *out);
+/* Writes l as tensor "latents" (F32) of a safetensors file, as `gen --save-latents` does. */
+SD_API sd_status sd_latents_write(const char *path, const sd_latents *l);
+SD_API void sd_latents_free(sd_latents *l);
+
+/* ---- Schedulers ------------------------------------------------------------------------------ */
+
+typedef struct {
+    const char *class_name;  /* the diffusers class, e.g. "EulerDiscreteScheduler" */
+    const char *aliases;     /* comma-separated short names, e.g. "euler" */
+    const char *description; /* one line */
+} sd_scheduler_info;
+
+/* The supported scheduler classes: i in [0, sd_scheduler_count()); NULL outside. Static. */
+SD_API int sd_scheduler_count(void);
+SD_API const sd_scheduler_info *sd_scheduler_get(int i);
+/* Whether `name` (a class name or alias) with `overrides_json` (a JSON object of config
+ * overrides, or NULL) builds a scheduler: SD_OK, or the error sd_generate would give. */
+SD_API sd_status sd_scheduler_check(const char *name, const char *overrides_json);
+
+/* ---- Pipelines ------------------------------------------------------------------------------- */
 
 typedef struct sd_pipeline sd_pipeline;
 
@@ -44,7 +194,8 @@ typedef enum {
     SD_EVENT_NEGATIVE_EMBEDS, /* tensor: negative prompt embeddings (only with CFG); pooled likewise */
     SD_EVENT_MODEL_INPUT,     /* tensor: the denoiser's input at call `index` (uncond half first) */
     SD_EVENT_MODEL_OUTPUT,    /* tensor: the denoiser's raw output at call `index` */
-    SD_EVENT_STEP,            /* tensor: the latents after scheduler step `index` */
+    SD_EVENT_STEP,            /* tensor: the latents after scheduler step `index` (previews:
+                               * sd_latents_preview) */
     SD_EVENT_DECODE,          /* before the VAE decode (tensor: the final latents) */
     SD_EVENT_POOLED_EMBEDS,   /* tensor: pooled prompt embedding [1][1][dim] (Flux: CLIP's) */
 } sd_event_kind;
@@ -56,16 +207,16 @@ typedef struct {
     sd_tensor tensor;
 } sd_event;
 
-/* Called during sd_generate (progress bars, tests comparing intermediates). Return 0 to go on;
+/* Called during sd_generate on the generating thread (progress bars, tests comparing intermediates). Return 0 to go on;
  * any other value cancels the run at once (no further event, no further model call):
  * sd_generate then returns SD_ERR_CANCELLED, sd_last_error() says where (e.g. "cancelled by the
  * event callback at step 2 of 4"), and the sd_result is all zeros (no images, nothing to free).
  * The pipeline stays usable. */
 typedef int (*sd_event_fn)(void *user, const sd_event *ev);
 
-/* How weights are held in memory (issue 8). STORED keeps each tensor in the dtype of its file
- * (fp16/bf16 releases stay 2 bytes a weight, converted while packing); F16/BF16 convert an fp32
- * release at load. */
+/* How weights are held in memory. STORED keeps each tensor in the dtype of its file (fp16/bf16
+ * releases stay 2 bytes a weight, converted while packing); F16/BF16 convert an fp32 release at
+ * load. */
 typedef enum { SD_WEIGHTS_STORED = 0, SD_WEIGHTS_F16, SD_WEIGHTS_BF16 } sd_weights_dtype;
 
 /* Arithmetic of the GEMM/conv kernels. FP32 matches diffusers within the fixture tolerances;
@@ -74,29 +225,36 @@ typedef enum { SD_WEIGHTS_STORED = 0, SD_WEIGHTS_F16, SD_WEIGHTS_BF16 } sd_weigh
 typedef enum { SD_PRECISION_FP32 = 0, SD_PRECISION_BF16, SD_PRECISION_AUTO } sd_precision;
 
 typedef struct {
-    int threads;                    /* 0: every core available */
-    sd_weights_dtype weights_dtype; /* --weights-dtype; default STORED */
-    sd_precision precision;         /* --precision; default FP32 */
-    bool low_memory;                /* --low-memory: text encoders released before denoising,
-                                     * the VAE loaded after it, weights paged in per layer */
+    size_t struct_size;             /* set by sd_load_params_init */
+    int threads;                    /* threads of every call on this pipeline; 0: all cores */
+    sd_weights_dtype weights_dtype; /* default STORED */
+    sd_precision precision;         /* default FP32 */
+    bool low_memory;                /* text encoders released before denoising, the VAE loaded
+                                     * after it, weights paged in per layer */
 } sd_load_params;
 
-void sd_load_params_init(sd_load_params *p);
+/* The defaults, with struct_size = size (use sd_load_params_init, which passes the caller's). */
+SD_API void sd_load_params_init_size(sd_load_params *p, size_t size);
+static inline void sd_load_params_init(sd_load_params *p) {
+    sd_load_params_init_size(p, sizeof *p);
+}
 
-/* Loads the pipeline that model_index.json describes (SD 1.x/2.x now; the family decides). */
-sd_status sd_pipeline_load(sd_pipeline **out, const char *model_dir, const sd_load_params *params);
-void sd_pipeline_free(sd_pipeline *p);
+/* Loads the pipeline that model_index.json describes (the family decides the components).
+ * params NULL: the defaults. */
+SD_API sd_status sd_pipeline_load(sd_pipeline **out, const char *model_dir,
+                                  const sd_load_params *params);
+SD_API void sd_pipeline_free(sd_pipeline *p);
 /* The arithmetic the pipeline's denoiser and VAE run (FP32 or BF16: AUTO resolved at load). When
  * BF16 or AUTO was asked and FP32 is used, *note (when not NULL) says why (e.g. the CPU lacks
- * avx512_bf16); otherwise NULL. */
-sd_precision sd_pipeline_precision(const sd_pipeline *p, const char **note);
+ * avx512_bf16; also logged at load); otherwise NULL. */
+SD_API sd_precision sd_pipeline_precision(const sd_pipeline *p, const char **note);
 
-sd_family sd_pipeline_family(const sd_pipeline *p);
-const char *sd_pipeline_class(const sd_pipeline *p); /* model_index.json's _class_name */
-/* Default image size: unet sample_size * VAE scale factor. */
-void sd_pipeline_default_size(const sd_pipeline *p, int *width, int *height);
+SD_API sd_family sd_pipeline_family(const sd_pipeline *p);
+SD_API const char *sd_pipeline_class(const sd_pipeline *p); /* model_index.json's _class_name */
+/* Default image size: the denoiser's sample_size * the VAE scale factor. */
+SD_API void sd_pipeline_default_size(const sd_pipeline *p, int *width, int *height);
 /* The model's scheduler class (scheduler_config.json's _class_name). */
-const char *sd_pipeline_scheduler_class(const sd_pipeline *p);
+SD_API const char *sd_pipeline_scheduler_class(const sd_pipeline *p);
 
 /* Work done since sd_pipeline_load. Repeated generations with the same texts encode them once
  * (the pipeline caches prompt encodings), which text_encoder_calls shows. */
@@ -104,12 +262,10 @@ typedef struct {
     long text_encoder_calls; /* forward passes of every text encoder (CLIP and T5) together */
 } sd_stats;
 
-void sd_pipeline_stats(const sd_pipeline *p, sd_stats *out);
-
-/* Threads for every parallel kernel (0: all cores). */
-void sd_set_threads(int threads);
+SD_API void sd_pipeline_stats(const sd_pipeline *p, sd_stats *out);
 
 typedef struct {
+    size_t struct_size;          /* set by sd_gen_params_init */
     const char *prompt;
     const char *negative_prompt; /* NULL: none (SD 1.x/2.x then encode "" for CFG, as diffusers;
                                   * SDXL uses zero embeddings when the model sets
@@ -143,13 +299,19 @@ typedef struct {
      * takes them unpacked (16 channels), not packed as its diffusers argument. */
     const float *latents;
     /* VAE decode tiles in latent pixels (8x that in image pixels for SD): 0 decides by size (tiled
-     * only when an untiled decode would need more memory than a threshold), -1 never tiles. */
+     * only when an untiled decode would need more scratch memory than vae_tile_limit_mb), -1 never
+     * tiles. */
     int vae_tile;
+    int vae_tile_limit_mb;       /* the limit of vae_tile 0, in MB; 0: 2560 */
     sd_event_fn on_event;
     void *user;
 } sd_gen_params;
 
-void sd_gen_params_init(sd_gen_params *g);
+/* The defaults, with struct_size = size (use sd_gen_params_init, which passes the caller's). */
+SD_API void sd_gen_params_init_size(sd_gen_params *g, size_t size);
+static inline void sd_gen_params_init(sd_gen_params *g) {
+    sd_gen_params_init_size(g, sizeof *g);
+}
 
 typedef struct {
     int n_images;
@@ -160,15 +322,80 @@ typedef struct {
     int model_calls;
     double seconds;
     const char *scheduler_class; /* the class actually used (static string) */
-    sd_gen_params used;          /* the settings after defaults (steps, guidance, size...) */
+    /* The settings after defaults (steps, guidance, size...). Must stay the last member: only the
+     * caller's g->struct_size bytes of it are written. */
+    sd_gen_params used;
 } sd_result;
 
-sd_status sd_generate(sd_pipeline *p, const sd_gen_params *g, sd_result *out);
-void sd_result_free(sd_result *r);
+/* Generates; *out is filled on success (free with sd_result_free) and empty on failure.
+ * SD_ERR_BUSY when another sd_generate runs on p, SD_ERR_CANCELLED when on_event asked to stop. */
+SD_API sd_status sd_generate(sd_pipeline *p, const sd_gen_params *g, sd_result *out);
+SD_API void sd_result_free(sd_result *r);
+
+/* A preview of step latents without the VAE: the first batch item of `latents` (the engine's NHWC
+ * tensor as SD_EVENT_STEP carries it) mapped to RGB by the family's linear latent-to-RGB factors
+ * (ComfyUI's and A1111's), one pixel per latent pixel (h x w, 1/8 of the image's sides). *out is
+ * allocated (sd_image_free). SD_ERR_ARG when the channel count is not the family's. */
+SD_API sd_status sd_latents_preview(const sd_pipeline *p, const sd_tensor *latents, sd_image *out);
 
 /* Prints nothing: returns the padded token ids per tokenizer folder of the pipeline as a JSON
- * object text (malloc'd), e.g. {"tokenizer": [49406, ...]}; a T5 tokenizer is padded to the
- * pipeline's default max_sequence_length (Flux: "tokenizer_2", 512). */
-sd_status sd_tokenize_json(const sd_pipeline *p, const char *prompt, char **json);
+ * object text (malloc'd; free()), e.g. {"tokenizer": [49406, ...]}; a T5 tokenizer is padded to
+ * the pipeline's default max_sequence_length (Flux: "tokenizer_2", 512). */
+SD_API sd_status sd_tokenize_json(const sd_pipeline *p, const char *prompt, char **json);
+
+/* ---- VAE alone ------------------------------------------------------------------------------- */
+
+/* An AutoencoderKL on its own (decode latents files, round-trip images) without the rest of a
+ * pipeline. One call at a time per sd_vae; any number of them in parallel. */
+typedef struct sd_vae sd_vae;
+
+typedef struct {
+    size_t struct_size; /* set by sd_vae_params_init */
+    int threads;        /* threads of every call on this VAE; 0: all cores */
+    bool decoder_only;  /* skip the encoder's weights (about 40%): sd_vae_encode then fails */
+} sd_vae_params;
+
+SD_API void sd_vae_params_init_size(sd_vae_params *p, size_t size);
+static inline void sd_vae_params_init(sd_vae_params *p) {
+    sd_vae_params_init_size(p, sizeof *p);
+}
+
+/* dir: a diffusers model folder (its vae/ is used) or a VAE folder (config.json and weights).
+ * params NULL: the defaults. */
+SD_API sd_status sd_vae_load(sd_vae **out, const char *dir, const sd_vae_params *params);
+SD_API void sd_vae_free(sd_vae *v);
+/* Image pixels per latent pixel along each side (8 for SD) and latent channels (4 SD/SDXL, 16
+ * SD3/Flux). */
+SD_API int sd_vae_scale_factor(const sd_vae *v);
+SD_API int sd_vae_latent_channels(const sd_vae *v);
+
+typedef struct {
+    size_t struct_size; /* set by sd_vae_decode_params_init */
+    /* The latents are the decoder's input already (what vae.decode takes); otherwise they are
+     * as a pipeline holds them and are divided by scaling_factor (plus shift_factor) first. */
+    bool raw;
+    int tile;           /* as sd_gen_params.vae_tile: 0 by size (default), -1 never, N: tiles of N */
+    int tile_overlap;   /* blending band between tiles, latent pixels; -1: tile / 4 (default) */
+    int tile_limit_mb;  /* as sd_gen_params.vae_tile_limit_mb (default 0: 2560) */
+} sd_vae_decode_params;
+
+SD_API void sd_vae_decode_params_init_size(sd_vae_decode_params *p, size_t size);
+static inline void sd_vae_decode_params_init(sd_vae_decode_params *p) {
+    sd_vae_decode_params_init_size(p, sizeof *p);
+}
+
+/* Decodes z (NCHW, z->c the VAE's latent channels) into z->n images that the caller's array
+ * `images` receives (each allocated: sd_image_free). params NULL: the defaults. A tile choice
+ * made by size is logged (SD_LOG_INFO). */
+SD_API sd_status sd_vae_decode(sd_vae *v, const sd_latents *z, const sd_vae_decode_params *params,
+                               sd_image *images);
+/* Encodes an image (sides multiples of the scale factor) to its posterior mean, NCHW [1][c][h][w]
+ * (*out allocated: sd_latents_free): raw as the encoder gives it, or scaled as a pipeline holds
+ * latents (times scaling_factor, after subtracting shift_factor). */
+SD_API sd_status sd_vae_encode(sd_vae *v, const sd_image *img, bool raw, sd_latents *out);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

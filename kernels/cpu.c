@@ -4,8 +4,7 @@
 #include <cpuid.h>
 #endif
 #include <stdatomic.h>
-#include <stdlib.h>
-#include <string.h>
+#include <stddef.h>
 
 /* -1 until first use; every thread computes the same value, so the first-use race is benign. */
 static atomic_int active_isa = -1;
@@ -20,20 +19,10 @@ kern_isa kern_isa_supported(void) {
     return KERN_ISA_GENERIC;
 }
 
-static kern_isa from_env(kern_isa best) {
-    const char *e = getenv("SD_KERNEL_ISA");
-    if (!e) return best;
-    kern_isa want = best;
-    if (!strcmp(e, "generic")) want = KERN_ISA_GENERIC;
-    else if (!strcmp(e, "avx2")) want = KERN_ISA_AVX2;
-    else if (!strcmp(e, "avx512")) want = KERN_ISA_AVX512;
-    return want < best ? want : best;
-}
-
 kern_isa kern_isa_active(void) {
     int isa = atomic_load_explicit(&active_isa, memory_order_relaxed);
     if (isa < 0) {
-        isa = (int)from_env(kern_isa_supported());
+        isa = (int)kern_isa_supported();
         atomic_store(&active_isa, isa);
     }
     return (kern_isa)isa;
@@ -94,6 +83,7 @@ int kern_bf16_active(void) { return kern_bf16_supported() && kern_isa_active() =
 const char *kern_bf16_unavailable(void) {
     if (!kern_bf16_supported()) return "this CPU does not report avx512_bf16";
     if (kern_isa_active() != KERN_ISA_AVX512)
-        return "the kernels are limited below AVX-512 (SD_KERNEL_ISA or kern_isa_set)";
+        return "the kernels are limited below AVX-512 (sd_set_kernel_isa; the tools' "
+               "SD_KERNEL_ISA)";
     return NULL;
 }

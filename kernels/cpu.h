@@ -5,7 +5,8 @@
  * what the CPU and OS support. Every level computes the same bits: each kernel performs the same
  * sequence of rounded operations whatever the vector width (vec_generic.h), so a level changes
  * the speed only. Tests and benchmarks can step down to a lower level to exercise every path; the
- * environment variable SD_KERNEL_ISA (generic, avx2, avx512) does the same for a whole run. */
+ * public sd_set_kernel_isa (which the tools and the test suite call with $SD_KERNEL_ISA) does the
+ * same for a whole process. The library itself reads no environment variable. */
 #ifndef SD_CPU_H
 #define SD_CPU_H
 

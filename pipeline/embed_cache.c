@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "../core/fileutil.h"
+#include "../core/log.h"
 
 const float *pl_cache_get(sd_pipeline *p, const char *key, size_t n) {
     for (int i = 0; i < PL_CACHE_SLOTS; i++) {
@@ -45,6 +46,18 @@ void pl_cache_clear(sd_pipeline *p) {
     }
 }
 
+/* diffusers warns when max_sequence_length cuts a prompt; so does this (once per encoding: a cached
+ * prompt is not tokenized again). Only called when the padded ids are full, so most prompts cost
+ * no second tokenization. */
+static void warn_if_truncated(const sd_pipeline *p, const char *text, int len) {
+    int32_t *all = NULL;
+    int n = 0;
+    if (t5_tokenize(p->t5_tokenizer, text, &all, &n) == SD_OK && n > len)
+        sd_log(SD_LOG_WARN, "T5 prompt truncated to %d tokens of its %d (max_sequence_length)", len,
+               n);
+    free(all);
+}
+
 sd_status pl_encode_t5(sd_pipeline *p, const char *text, int len, float *out) {
     const size_t n = (size_t)len * t5_encoder_get_config(p->t5)->d_model;
     char *key = sd_strfmt("t5|len=%d|%s", len, text);
@@ -54,7 +67,9 @@ sd_status pl_encode_t5(sd_pipeline *p, const char *text, int len, float *out) {
     }
     int32_t *ids = malloc((size_t)len * sizeof *ids);
     sd_status st = ids && key ? SD_OK : sd_set_error(SD_ERR_NOMEM, "out of memory");
-    if (st == SD_OK) st = t5_tokenize_padded(p->t5_tokenizer, text, ids, len, NULL);
+    int n_real = 0;
+    if (st == SD_OK) st = t5_tokenize_padded(p->t5_tokenizer, text, ids, len, &n_real);
+    if (st == SD_OK && n_real == len) warn_if_truncated(p, text, len);
     if (st == SD_OK) st = t5_encoder_encode(p->t5, ids, 1, len, out);
     if (st == SD_OK) pl_cache_put(p, key, out, n);
     free(ids), free(key);

@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "../core/fileutil.h"
+#include "../core/log.h"
 #include "embed_cache.h"
 #include "generate.h"
 
@@ -131,6 +132,9 @@ static sd_status flux_size(pl_run *r, int *multiple) {
     if (r->width < f || r->height < f)
         return sd_set_error(SD_ERR_ARG, "image size %dx%d: Flux needs at least %d pixels a side",
                             r->width, r->height, f);
+    if (r->width % f || r->height % f)
+        sd_log(SD_LOG_WARN, "image size %dx%d floored to %dx%d: Flux takes multiples of %d",
+               r->width, r->height, r->width / f * f, r->height / f * f, f);
     r->width = r->width / f * f;
     r->height = r->height / f * f;
     *multiple = f;

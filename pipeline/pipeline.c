@@ -1,15 +1,18 @@
 /* Loading a pipeline from a diffusers folder (model_index.json picks the family), and the small
  * public entry points. Each family's components and generation live in their own file. */
-#include <cblas.h>
 #include <math.h>
-#include <omp.h>
+#include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../core/config.h"
 #include "../core/fileutil.h"
+#include "../core/log.h"
+#include "../core/threads.h"
 #include "../kernels/cpu.h"
+#include "api_internal.h"
 #include "embed_cache.h"
 #include "generate.h"
 #include "pipeline_internal.h"
@@ -41,14 +44,6 @@ static const char *const known_unsupported[] = {
     "StableDiffusionUpscalePipeline",
 };
 
-void sd_load_params_init(sd_load_params *p) { memset(p, 0, sizeof *p); }
-
-void sd_set_threads(int threads) {
-    if (threads <= 0) threads = omp_get_num_procs();
-    omp_set_num_threads(threads);
-    openblas_set_num_threads(threads);
-}
-
 char *pl_component_dir(const sd_pipeline *p, const char *name) {
     return model_index_path(&p->mi, name);
 }
@@ -63,6 +58,10 @@ static void resolve_precision(sd_pipeline *p) {
     if (p->load.precision == SD_PRECISION_FP32) return;
     if (!kern_bf16_active()) {
         p->precision_note = kern_bf16_unavailable();
+        /* Asked for by name, the fallback is worth a warning; AUTO promised no more than this. */
+        sd_log(p->load.precision == SD_PRECISION_BF16 ? SD_LOG_WARN : SD_LOG_INFO,
+               "precision %s: running fp32 (%s)",
+               p->load.precision == SD_PRECISION_BF16 ? "bf16" : "auto", p->precision_note);
         return;
     }
     p->precision = SD_PRECISION_BF16;
@@ -165,16 +164,10 @@ static sd_status pick_family(sd_pipeline *p) {
                         known ? "not supported yet" : "unknown", list);
 }
 
-sd_status sd_pipeline_load(sd_pipeline **out, const char *model_dir, const sd_load_params *params) {
-    *out = NULL;
-    sd_load_params defaults;
-    if (!params) {
-        sd_load_params_init(&defaults);
-        params = &defaults;
-    }
-    sd_set_threads(params->threads);
+static sd_status load(sd_pipeline **out, const char *model_dir, const sd_load_params *params) {
     sd_pipeline *p = calloc(1, sizeof *p);
     if (!p) return sd_set_error(SD_ERR_NOMEM, "out of memory");
+    atomic_init(&p->busy, false);
     p->load = *params;
     sd_status st = SD_OK;
     if (params->precision < SD_PRECISION_FP32 || params->precision > SD_PRECISION_AUTO)
@@ -194,6 +187,18 @@ sd_status sd_pipeline_load(sd_pipeline **out, const char *model_dir, const sd_lo
     }
     *out = p;
     return SD_OK;
+}
+
+sd_status sd_pipeline_load(sd_pipeline **out, const char *model_dir, const sd_load_params *params) {
+    *out = NULL;
+    sd_load_params lp;
+    sd_load_params_init(&lp);
+    if (params)
+        SD_TRY(api_copy_params(&lp, sizeof lp, params, SD_LOAD_PARAMS_FIRST_SIZE, "sd_load_params"));
+    const int threads = sd_threads_begin(lp.threads);
+    const sd_status st = load(out, model_dir, &lp);
+    sd_threads_end(threads);
+    return st;
 }
 
 void sd_pipeline_free(sd_pipeline *p) {
@@ -226,15 +231,6 @@ const char *sd_pipeline_scheduler_class(const sd_pipeline *p) {
     return cJSON_IsString(c) ? c->valuestring : "?";
 }
 
-void sd_gen_params_init(sd_gen_params *g) {
-    memset(g, 0, sizeof *g);
-    g->prompt = "";
-    g->steps = 0;       /* the family's default */
-    g->guidance = NAN;  /* the family's default */
-    g->strength = NAN;  /* the task's default */
-    g->batch = 1;
-}
-
 void sd_result_free(sd_result *r) {
     for (int i = 0; i < r->n_images; i++) image_free(&r->images[i]);
     free(r->images);
@@ -242,8 +238,34 @@ void sd_result_free(sd_result *r) {
     memset(r, 0, sizeof *r);
 }
 
-sd_status sd_generate(sd_pipeline *p, const sd_gen_params *g, sd_result *out) {
+static sd_status generate(sd_pipeline *p, const sd_gen_params *g, sd_result *out) {
     return pl_generate(p, g, out); /* pipeline/generate.c, with the family's hooks */
+}
+
+/* The public entry around generate(): the caller's parameters read as far as their struct_size
+ * says, one generation at a time per pipeline (a second gets SD_ERR_BUSY rather than racing on the
+ * pipeline's arenas and prompt cache), and the pipeline's thread count on the calling thread. */
+sd_status sd_generate(sd_pipeline *p, const sd_gen_params *g, sd_result *out) {
+    if (!out) return sd_set_error(SD_ERR_ARG, "sd_generate: the result pointer is NULL");
+    memset(out, 0, offsetof(sd_result, used));
+    if (!p || !g)
+        return sd_set_error(SD_ERR_ARG, "sd_generate: the %s is NULL", p ? "parameters" : "pipeline");
+    sd_gen_params local;
+    sd_gen_params_init(&local);
+    SD_TRY(api_copy_params(&local, sizeof local, g, SD_GEN_PARAMS_FIRST_SIZE, "sd_gen_params"));
+    /* out->used is as large as the caller's sd_gen_params, which may be older than ours. */
+    const size_t used_size = local.struct_size < sizeof local ? local.struct_size : sizeof local;
+    memset(&out->used, 0, used_size);
+    if (atomic_exchange(&p->busy, true))
+        return sd_set_error(SD_ERR_BUSY, "%s: another sd_generate is running on this pipeline (one "
+                            "at a time per pipeline)", p->mi.dir);
+    const int threads = sd_threads_begin(p->load.threads);
+    sd_result r;
+    const sd_status st = generate(p, &local, &r);
+    sd_threads_end(threads);
+    atomic_store(&p->busy, false);
+    memcpy(out, &r, offsetof(sd_result, used) + used_size);
+    return st;
 }
 
 /* {"tokenizer": [ids...], "tokenizer_2": [...]}: every CLIP and T5 tokenizer the pipeline has,

@@ -3,9 +3,11 @@
 #define SD_PIPELINE_INTERNAL_H
 
 #include <cjson/cJSON.h>
+#include <stdatomic.h>
 
 #include "../dit/flux.h"
 #include "../dit/sd3.h"
+#include "../core/image.h"
 #include "../core/weights.h"
 #include "../include/sd.h"
 #include "../text_encoder/clip_text.h"
@@ -48,6 +50,7 @@ struct sd_pipeline {
     bool requires_aesthetics_score;    /* SDXL refiner (model_index.json): ids end in a score */
     pl_cache_entry cache[PL_CACHE_SLOTS]; /* prompt encodings (pipeline/embed_cache.c) */
     unsigned long cache_clock;
+    atomic_bool busy;                     /* an sd_generate is running (pipeline.c) */
 };
 
 /* What a family provides: loading its components (model_index.json is read and the VAE and

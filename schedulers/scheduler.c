@@ -9,6 +9,7 @@
  * this class's defaults instead. The resolved config is kept as a cJSON object, which the class
  * reads and the caller can inspect (sched_config). */
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,13 +56,21 @@ static const struct {
 };
 #define N_ALIASES ((int)(sizeof aliases / sizeof aliases[0]))
 
-int sched_list(const sched_info **out) {
-    static sched_info info[N_CLASSES];
+/* Filled once: the list may be asked for from several threads (sd_scheduler_get), and the class
+ * fields are not constant expressions a static initialiser could take. */
+static sched_info info[N_CLASSES];
+static pthread_once_t info_once = PTHREAD_ONCE_INIT;
+
+static void fill_info(void) {
     for (int i = 0; i < N_CLASSES; i++) {
         info[i].class_name = classes[i]->name;
         info[i].aliases = classes[i]->aliases;
         info[i].description = classes[i]->description;
     }
+}
+
+int sched_list(const sched_info **out) {
+    pthread_once(&info_once, fill_info);
     *out = info;
     return N_CLASSES;
 }

@@ -80,9 +80,7 @@ double sched_flux_mu(int image_seq_len, int base_seq, int max_seq, double base_s
 
 /* Every supported class: name, aliases (comma-separated) and a one-line description, for
  * `gen --scheduler help`. Returns the count; entries are static. */
-typedef struct {
-    const char *class_name, *aliases, *description;
-} sched_info;
+typedef sd_scheduler_info sched_info; /* class_name, aliases, description (sd.h) */
 int sched_list(const sched_info **out);
 
 #endif

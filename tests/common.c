@@ -19,6 +19,17 @@
 
 int test_passed, test_failed;
 
+/* The suite's settings come from the environment as the tools' do (the library reads none):
+ * `make test-isa` runs every test program with SD_KERNEL_ISA=avx2 and =generic. A constructor,
+ * so that every program linking this file honours it before its main runs anything. */
+__attribute__((constructor)) static void settings_from_env(void) {
+    const char *isa = getenv("SD_KERNEL_ISA");
+    if (isa && *isa && sd_set_kernel_isa(isa) != SD_OK) {
+        fprintf(stderr, "SD_KERNEL_ISA: %s\n", sd_last_error());
+        exit(2);
+    }
+}
+
 int test_summary(void) {
     printf("%d passed, %d failed\n", test_passed, test_failed);
     return test_failed ? 1 : 0;

@@ -11,6 +11,7 @@
 #include <stdio.h>
 
 #include "../core/error.h"
+#include "../core/image.h"
 #include "../include/sd.h"
 
 extern int test_passed, test_failed;

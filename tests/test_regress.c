@@ -20,6 +20,7 @@
 
 #include "../cli/common/options.h"
 #include "../cli/common/regress_manifest.h"
+#include "../cli/common/util.h"
 #include "../core/fileutil.h"
 #include "../core/image.h"
 #include "test.h"
@@ -130,7 +131,7 @@ static int check_against_fixture(const regress_case *c) {
 static void test_manifest(void) {
     regress_manifest m;
     sd_status st = regress_manifest_load(&m, manifest);
-    CHECK(st == SD_OK, "%s: %s", manifest, sd_last_error());
+    CHECK(st == SD_OK, "%s: %s", manifest, cli_error());
     if (st != SD_OK) return;
     /* The checks above mean "identical pixels" only while the tolerance says so. */
     int exact = 1, with_fixture = 0, models[2] = {0, 0};

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "../core/image.h"
+#include "../core/threads.h"
 #include "../include/sd.h"
 #include "../pipeline/pipeline_internal.h"
 #include "../vae/vae.h"
@@ -140,7 +141,7 @@ static void test_sd3(void) {
 }
 
 /* vae_auto_tile: untiled under the limit; over it, the largest tile that fits, and its decode
- * within one level of the untiled one; the limit's environment variable. */
+ * within one level of the untiled one; the limit parameter. */
 static void test_auto(void) {
     vae *m = load("sd15-tiny/pipeline/vae");
     if (!m) return;
@@ -157,29 +158,21 @@ static void test_auto(void) {
     const int small = vae_auto_tile(m, h, w, 1);
     CHECK(small == VAE_MIN_AUTO_TILE, "auto under an impossible limit: the smallest tile, %d", small);
 
-    /* The limit from the environment. */
+    /* The limit parameter (sd_gen_params.vae_tile_limit_mb): 0 is the default, MB otherwise. */
     size_t lim = 0;
-    unsetenv("SD_VAE_TILE_LIMIT_MB");
-    CHECK_OK(vae_auto_tile_limit(&lim));
+    CHECK_OK(vae_auto_tile_limit(0, &lim));
     CHECK(lim == (size_t)VAE_AUTO_TILE_LIMIT_MB << 20, "default limit %zu", lim);
-    setenv("SD_VAE_TILE_LIMIT_MB", "300", 1);
-    CHECK_OK(vae_auto_tile_limit(&lim));
-    CHECK(lim == (size_t)300 << 20, "limit from the environment %zu", lim);
-    static const char *const bad[] = {"x", "0", "-5", "12MB", "1e3"};
-    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
-        setenv("SD_VAE_TILE_LIMIT_MB", bad[i], 1);
-        sd_status st = vae_auto_tile_limit(&lim);
-        CHECK(st == SD_ERR_ARG && strstr(sd_last_error(), "SD_VAE_TILE_LIMIT_MB"),
-              "SD_VAE_TILE_LIMIT_MB=%s: %s", bad[i], sd_last_error());
-    }
-    unsetenv("SD_VAE_TILE_LIMIT_MB");
+    CHECK_OK(vae_auto_tile_limit(300, &lim));
+    CHECK(lim == (size_t)300 << 20, "a limit of 300 MB: %zu", lim);
+    sd_status st = vae_auto_tile_limit(-5, &lim);
+    CHECK(st == SD_ERR_ARG && strstr(sd_last_error(), "-5"), "limit -5: %s", sd_last_error());
     vae_free(m);
 }
 
 /* Through the pipeline: --vae-tile auto under a limit that forces tiles gives off's image within
  * one level, and the scratch estimates hold: after the tiled decode (a fresh pipeline) the VAE's
  * arena plus the tiled decode's own buffers fit its estimate; after the untiled one the arena's
- * high-water mark is the untiled estimate. A malformed limit fails naming the variable. */
+ * high-water mark is the untiled estimate. A negative limit is refused. */
 static void test_pipeline_auto(void) {
     const int side = 192, lat = side / 8;
     sd_pipeline *p = NULL;
@@ -203,19 +196,16 @@ static void test_pipeline_auto(void) {
     g.steps = 1;
     g.seed = 3;
     sd_result off = {0}, aut = {0}, bad = {0};
-    char env[32];
-    snprintf(env, sizeof env, "%zu", limit_mb);
-    setenv("SD_VAE_TILE_LIMIT_MB", env, 1);
+    g.vae_tile_limit_mb = (int)limit_mb;
     g.vae_tile = 0;
     CHECK_OK(sd_generate(p, &g, &aut));
     const size_t own = (size_t)lat * lat * 16 * 4 + (size_t)side * side * 4; /* low + wsum, at least */
     printf("tiled %d: estimate %zu bytes, arena high water %zu\n", tile, tiled, m->arena.high_water);
     CHECK(m->arena.high_water + own <= tiled, "tiled estimate %zu, arena %zu", tiled, m->arena.high_water);
-    setenv("SD_VAE_TILE_LIMIT_MB", "lots", 1);
+    g.vae_tile_limit_mb = -1;
     sd_status st = sd_generate(p, &g, &bad);
-    CHECK(st == SD_ERR_ARG && strstr(sd_last_error(), "SD_VAE_TILE_LIMIT_MB"), "bad limit: %s",
+    CHECK(st == SD_ERR_ARG && strstr(sd_last_error(), "tile limit"), "bad limit: %s",
           sd_last_error());
-    unsetenv("SD_VAE_TILE_LIMIT_MB");
     g.vae_tile = -1;
     CHECK_OK(sd_generate(p, &g, &off));
     printf("untiled: estimate %zu bytes, arena high water %zu\n", untiled, m->arena.high_water);

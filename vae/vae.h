@@ -86,11 +86,11 @@ size_t vae_encode_scratch_bytes(const vae *m, int h, int w);
 #define VAE_AUTO_TILE_LIMIT_MB 2560
 /* The decode --vae-tile auto makes: 0 (untiled) when the untiled decode's scratch fits within
  * limit_bytes, else the largest tile (latent pixels; overlap tile / 4) whose scratch fits, going
- * down to VAE_MIN_AUTO_TILE when none does. */
+ * down to VAE_MIN_AUTO_TILE when none does. The choice is logged (SD_LOG_INFO). */
 int vae_auto_tile(const vae *m, int h, int w, size_t limit_bytes);
-/* The limit in bytes: $SD_VAE_TILE_LIMIT_MB when set (a whole number of MB, at least 1), else
- * VAE_AUTO_TILE_LIMIT_MB. A malformed value is an error naming the variable. */
-sd_status vae_auto_tile_limit(size_t *bytes);
+/* The limit in bytes for a limit of limit_mb MB (sd_gen_params.vae_tile_limit_mb): 0 is
+ * VAE_AUTO_TILE_LIMIT_MB; a negative one is an error. */
+sd_status vae_auto_tile_limit(int limit_mb, size_t *bytes);
 
 /* image [n][h][w][in_channels] in [-1, 1] (h, w multiples of 8) -> posterior mean and logvar
  * [n][h/8][w/8][latent_channels] (logvar clamped to [-30, 20] as DiagonalGaussianDistribution

@@ -11,11 +11,11 @@
  * count along the longer side (1, 2, 3 ... tiles), because the tiled decode cuts each side into
  * equal tiles anyway: tile = ceil(side / count) wastes nothing, and fewer tiles mean fewer
  * margins decoded twice. */
-#include <errno.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 
+#include "../core/log.h"
 #include "vae_internal.h"
 
 int vae_decoder_context_pixels(const vae_decoder *d) {
@@ -70,7 +70,7 @@ size_t vae_encode_scratch_bytes(const vae *m, int h, int w) {
     return vae_region_bytes(vae_encoder_region_floats(&m->enc, &m->cfg, h, w));
 }
 
-int vae_auto_tile(const vae *m, int h, int w, size_t limit_bytes) {
+static int pick_tile(const vae *m, int h, int w, size_t limit_bytes) {
     if (vae_decode_scratch_bytes(m, h, w, 0, 0) <= limit_bytes) return 0;
     const int side = h > w ? h : w;
     int tile = side;
@@ -84,16 +84,25 @@ int vae_auto_tile(const vae *m, int h, int w, size_t limit_bytes) {
     return tile;
 }
 
-sd_status vae_auto_tile_limit(size_t *bytes) {
-    const char *v = getenv("SD_VAE_TILE_LIMIT_MB");
+int vae_auto_tile(const vae *m, int h, int w, size_t limit_bytes) {
+    const int tile = pick_tile(m, h, w, limit_bytes);
+    /* Said, since a tiled decode takes several times as long: the caller sees why. */
+    const size_t untiled_mb = vae_decode_scratch_bytes(m, h, w, 0, 0) >> 20;
+    if (tile)
+        sd_log(SD_LOG_INFO, "tile auto: untiled scratch %zu MB, limit %zu MB: tiles of %d latent "
+               "pixels, overlap %d (scratch %zu MB)", untiled_mb, limit_bytes >> 20, tile, tile / 4,
+               vae_decode_scratch_bytes(m, h, w, tile, tile / 4) >> 20);
+    else
+        sd_log(SD_LOG_INFO, "tile auto: untiled scratch %zu MB, limit %zu MB: untiled", untiled_mb,
+               limit_bytes >> 20);
+    return tile;
+}
+
+sd_status vae_auto_tile_limit(int limit_mb, size_t *bytes) {
     *bytes = (size_t)VAE_AUTO_TILE_LIMIT_MB << 20;
-    if (!v || !*v) return SD_OK;
-    char *end;
-    errno = 0;
-    const unsigned long long mb = strtoull(v, &end, 10);
-    if (*end || errno || v[0] == '-' || mb < 1 || mb > (SIZE_MAX >> 21))
-        return sd_set_error(SD_ERR_ARG, "SD_VAE_TILE_LIMIT_MB is '%s'; it should be a whole number "
-                            "of MB, at least 1", v);
-    *bytes = (size_t)mb << 20;
+    if (limit_mb < 0)
+        return sd_set_error(SD_ERR_ARG, "VAE tile limit %d MB: it should be a whole number of MB, "
+                            "at least 1 (0: the default, %d)", limit_mb, VAE_AUTO_TILE_LIMIT_MB);
+    if (limit_mb > 0) *bytes = (size_t)limit_mb << 20;
     return SD_OK;
 }

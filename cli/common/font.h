@@ -7,7 +7,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "../../core/image.h"
+#include "../../include/sd.h"
 
 #define FONT_GLYPH_W 5
 #define FONT_GLYPH_H 9 /* 7 rows down to the baseline, 2 for descenders */

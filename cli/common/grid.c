@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "font.h"
+#include "util.h"
 
 static const uint8_t background[3] = {24, 24, 24}, ink[3] = {230, 230, 230};
 
@@ -31,7 +32,7 @@ static char *fit_title(const char *title, int chars) {
 sd_status grid_render(const grid_spec *spec, sd_image *out) {
     memset(out, 0, sizeof *out);
     if (spec->rows < 1 || spec->cols < 1)
-        return sd_set_error(SD_ERR_ARG, "grid: %d x %d cells", spec->rows, spec->cols);
+        return cli_fail(SD_ERR_ARG, "grid: %d x %d cells", spec->rows, spec->cols);
     const int n = spec->rows * spec->cols;
     int img_w = 0, img_h = 0, lines = 0, label_chars = 0;
     for (int i = 0; i < n; i++) {
@@ -48,16 +49,16 @@ sd_status grid_render(const grid_spec *spec, sd_image *out) {
     const int row_h = lines * line + img_h + pad;
     const long width = pad + (long)spec->cols * (cell_w + pad);
     const long height = pad + title_h + (long)spec->rows * row_h;
-    if (width > IMAGE_MAX_SIDE || height > IMAGE_MAX_SIDE)
-        return sd_set_error(SD_ERR_ARG, "grid: %ld x %ld pixels is too large for an image", width,
-                            height);
-    SD_TRY(image_alloc(out, (int)width, (int)height));
+    if (width > SD_IMAGE_MAX_SIDE || height > SD_IMAGE_MAX_SIDE)
+        return cli_fail(SD_ERR_ARG, "grid: %ld x %ld pixels is too large for an image", width,
+                        height);
+    CLI_TRY(sd_image_alloc(out, (int)width, (int)height));
     for (size_t i = 0; i < (size_t)width * height; i++) memcpy(out->rgb + i * 3, background, 3);
     if (spec->title) {
         char *t = fit_title(spec->title, (int)(width - 2 * pad) / (FONT_ADVANCE * s));
         if (!t) {
-            image_free(out);
-            return sd_set_error(SD_ERR_NOMEM, "grid: out of memory");
+            sd_image_free(out);
+            return cli_fail(SD_ERR_NOMEM, "grid: out of memory");
         }
         font_draw(out, pad, pad, t, s, ink);
         free(t);

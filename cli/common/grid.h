@@ -13,7 +13,7 @@
 #ifndef SD_CLI_GRID_H
 #define SD_CLI_GRID_H
 
-#include "../../core/image.h"
+#include "../../include/sd.h"
 
 #define GRID_MAX_LINES 4
 

@@ -5,15 +5,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util.h"
+
 static sd_status same_size(const sd_image *a, const sd_image *b) {
     if (a->width != b->width || a->height != b->height)
-        return sd_set_error(SD_ERR_ARG, "images of different sizes: %dx%d and %dx%d", a->width,
-                            a->height, b->width, b->height);
+        return cli_fail(SD_ERR_ARG, "images of different sizes: %dx%d and %dx%d", a->width,
+                        a->height, b->width, b->height);
     return SD_OK;
 }
 
 sd_status imgcmp_compare(const sd_image *a, const sd_image *b, imgcmp_stats *out) {
-    SD_TRY(same_size(a, b));
+    CLI_TRY(same_size(a, b));
     memset(out, 0, sizeof *out);
     out->values = (size_t)a->width * a->height * 3;
     double sum = 0, sq = 0;
@@ -64,10 +66,10 @@ static double ssim_channel(const sd_image *a, const sd_image *b, int ch, int win
 }
 
 sd_status imgcmp_ssim(const sd_image *a, const sd_image *b, double *ssim) {
-    SD_TRY(same_size(a, b));
+    CLI_TRY(same_size(a, b));
     int win = 11, side = a->width < a->height ? a->width : a->height;
     if (side < win) win = side % 2 ? side : side - 1;
-    if (win < 1) return sd_set_error(SD_ERR_ARG, "SSIM of an empty image");
+    if (win < 1) return cli_fail(SD_ERR_ARG, "SSIM of an empty image");
     double g[11], norm = 0;
     for (int k = 0; k < win; k++) {
         const double d = k - (win - 1) / 2;
@@ -76,7 +78,7 @@ sd_status imgcmp_ssim(const sd_image *a, const sd_image *b, double *ssim) {
     }
     for (int k = 0; k < win; k++) g[k] /= norm;
     double *ring = malloc((size_t)win * 5 * (a->width - win + 1) * sizeof *ring);
-    if (!ring) return sd_set_error(SD_ERR_NOMEM, "SSIM: out of memory");
+    if (!ring) return cli_fail(SD_ERR_NOMEM, "SSIM: out of memory");
     double sum = 0;
     for (int ch = 0; ch < 3; ch++) sum += ssim_channel(a, b, ch, win, g, ring);
     free(ring);
@@ -85,8 +87,8 @@ sd_status imgcmp_ssim(const sd_image *a, const sd_image *b, double *ssim) {
 }
 
 sd_status imgcmp_heatmap(const sd_image *a, const sd_image *b, sd_image *out) {
-    SD_TRY(same_size(a, b));
-    SD_TRY(image_alloc(out, a->width, a->height));
+    CLI_TRY(same_size(a, b));
+    CLI_TRY(sd_image_alloc(out, a->width, a->height));
     const size_t n = (size_t)a->width * a->height;
     int dmax = 0;
     for (size_t i = 0; i < n * 3; i++) {

@@ -5,7 +5,7 @@
 
 #include <stddef.h>
 
-#include "../../core/image.h"
+#include "../../include/sd.h"
 
 typedef struct {
     int max_abs;      /* largest |a - b| over every value (0..255) */

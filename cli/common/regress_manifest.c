@@ -6,7 +6,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "../../core/fileutil.h"
+#include "util.h"
 
 typedef enum { K_STRING, K_PATH, K_INT, K_NUMBER, K_SEED, K_OBJECT } key_type;
 
@@ -50,11 +50,11 @@ typedef struct {
 } ctx;
 
 static sd_status bad(const ctx *c, const char *key, const char *what) {
-    return sd_set_error(SD_ERR_CONFIG, "%s: %s: '%s' %s", c->file, c->where, key, what);
+    return cli_fail(SD_ERR_CONFIG, "%s: %s: '%s' %s", c->file, c->where, key, what);
 }
 
 static char *resolve(const char *dir, const char *rel) {
-    return rel[0] == '/' ? strdup(rel) : sd_path_join(dir, rel);
+    return rel[0] == '/' ? strdup(rel) : cli_path_join(dir, rel);
 }
 
 static sd_status check_type(const ctx *c, int k, const cJSON *v) {
@@ -104,7 +104,7 @@ static sd_status check_keys(const ctx *c, const cJSON *obj, bool is_defaults) {
         const int k = key_index(e->string);
         if (k < 0) return bad(c, e->string, "is not a case key (see sd-regress --help)");
         if (is_defaults && keys[k].case_only) return bad(c, e->string, "belongs in each case");
-        if (!cJSON_IsNull(e)) SD_TRY(check_type(c, k, e));
+        if (!cJSON_IsNull(e)) CLI_TRY(check_type(c, k, e));
     }
     return SD_OK;
 }
@@ -156,7 +156,7 @@ static bool has_png_ext(const char *p) {
 
 static sd_status parse_case(regress_manifest *m, const ctx *c, const cJSON *cs,
                             const cJSON *defaults, const regress_tolerance *tol, regress_case *rc) {
-    SD_TRY(check_keys(c, cs, false));
+    CLI_TRY(check_keys(c, cs, false));
     for (int k = 0; k < N_KEYS; k++)
         if (keys[k].required && !get(cs, keys[k].case_only ? NULL : defaults, keys[k].name))
             return bad(c, keys[k].name, "is missing");
@@ -190,12 +190,12 @@ static sd_status parse_case(regress_manifest *m, const ctx *c, const cJSON *cs,
     if ((v = get(cs, defaults, "strength"))) g->strength = v->valuedouble;
     if ((v = get(cs, defaults, "scheduler_opts"))) {
         rc->scheduler_overrides = cJSON_PrintUnformatted(v);
-        if (!rc->scheduler_overrides) return sd_set_error(SD_ERR_NOMEM, "%s: out of memory", c->file);
+        if (!rc->scheduler_overrides) return cli_fail(SD_ERR_NOMEM, "%s: out of memory", c->file);
         g->scheduler_overrides = rc->scheduler_overrides;
     }
     rc->model = resolve(m->dir, str(cs, defaults, "model"));
     const char *golden = str(cs, NULL, "golden");
-    char *default_golden = golden ? NULL : sd_strfmt("golden/%s.png", rc->name);
+    char *default_golden = golden ? NULL : cli_strfmt("golden/%s.png", rc->name);
     rc->golden = resolve(m->dir, golden ? golden : default_golden);
     free(default_golden);
     if (!has_png_ext(rc->golden)) return bad(c, "golden", "must be a .png file (JPEG is lossy)");
@@ -203,7 +203,7 @@ static sd_status parse_case(regress_manifest *m, const ctx *c, const cJSON *cs,
     if ((v = get(cs, defaults, "mask_image"))) rc->mask_image = resolve(m->dir, v->valuestring);
     if (rc->mask_image && !rc->init_image) return bad(c, "mask_image", "needs an init_image");
     rc->tol = *tol;
-    if ((v = get(cs, NULL, "tolerance"))) SD_TRY(parse_tolerance(c, v, &rc->tol));
+    if ((v = get(cs, NULL, "tolerance"))) CLI_TRY(parse_tolerance(c, v, &rc->tol));
     /* The case as rendered, defaults merged in, for the golden PNG's text chunk. */
     cJSON *merged = cJSON_Duplicate(cs, 1);
     for (const cJSON *e = defaults ? defaults->child : NULL; e && merged; e = e->next)
@@ -212,14 +212,14 @@ static sd_status parse_case(regress_manifest *m, const ctx *c, const cJSON *cs,
     rc->json = merged ? cJSON_PrintUnformatted(merged) : NULL;
     cJSON_Delete(merged);
     if (!rc->model || !rc->golden || !rc->json)
-        return sd_set_error(SD_ERR_NOMEM, "%s: out of memory", c->file);
+        return cli_fail(SD_ERR_NOMEM, "%s: out of memory", c->file);
     return SD_OK;
 }
 
 static sd_status parse(regress_manifest *m) {
     ctx c = {.file = m->path};
     snprintf(c.where, sizeof c.where, "top level");
-    if (!cJSON_IsObject(m->root)) return sd_set_error(SD_ERR_CONFIG, "%s: not a JSON object", m->path);
+    if (!cJSON_IsObject(m->root)) return cli_fail(SD_ERR_CONFIG, "%s: not a JSON object", m->path);
     for (const cJSON *e = m->root->child; e; e = e->next)
         if (strcmp(e->string, "cases") && strcmp(e->string, "tolerance") &&
             strcmp(e->string, "defaults") && strcmp(e->string, "note"))
@@ -227,27 +227,28 @@ static sd_status parse(regress_manifest *m) {
     regress_tolerance tol = {0, NAN, NAN}; /* identical pixels */
     const cJSON *t = cJSON_GetObjectItemCaseSensitive(m->root, "tolerance");
     if (t && !cJSON_IsObject(t)) return bad(&c, "tolerance", "must be an object");
-    if (t) SD_TRY(parse_tolerance(&c, t, &tol));
+    if (t) CLI_TRY(parse_tolerance(&c, t, &tol));
     const cJSON *defaults = cJSON_GetObjectItemCaseSensitive(m->root, "defaults");
     if (defaults && !cJSON_IsObject(defaults)) return bad(&c, "defaults", "must be an object");
     if (defaults) {
         snprintf(c.where, sizeof c.where, "defaults");
-        SD_TRY(check_keys(&c, defaults, true));
+        CLI_TRY(check_keys(&c, defaults, true));
         snprintf(c.where, sizeof c.where, "top level");
     }
     const cJSON *cases = cJSON_GetObjectItemCaseSensitive(m->root, "cases");
     if (!cJSON_IsArray(cases) || cJSON_GetArraySize(cases) == 0)
         return bad(&c, "cases", "must be a non-empty array of case objects");
     m->cases = calloc((size_t)cJSON_GetArraySize(cases), sizeof *m->cases);
-    if (!m->cases) return sd_set_error(SD_ERR_NOMEM, "%s: out of memory", m->path);
+    if (!m->cases) return cli_fail(SD_ERR_NOMEM, "%s: out of memory", m->path);
     int i = 0;
     for (const cJSON *cs = cases->child; cs; cs = cs->next, i++) {
         const cJSON *name = cJSON_GetObjectItemCaseSensitive(cs, "name");
         snprintf(c.where, sizeof c.where, "cases[%d]%s%s%s", i, cJSON_IsString(name) ? " \"" : "",
                  cJSON_IsString(name) ? name->valuestring : "", cJSON_IsString(name) ? "\"" : "");
-        if (!cJSON_IsObject(cs)) return sd_set_error(SD_ERR_CONFIG, "%s: %s: not an object", m->path, c.where);
+        if (!cJSON_IsObject(cs))
+            return cli_fail(SD_ERR_CONFIG, "%s: %s: not an object", m->path, c.where);
         m->n_cases = i + 1;
-        SD_TRY(parse_case(m, &c, cs, defaults, &tol, &m->cases[i]));
+        CLI_TRY(parse_case(m, &c, cs, defaults, &tol, &m->cases[i]));
         for (int j = 0; j < i; j++) {
             if (!strcmp(m->cases[j].name, m->cases[i].name))
                 return bad(&c, "name", "repeats an earlier case's name");
@@ -261,7 +262,7 @@ static sd_status parse(regress_manifest *m) {
 sd_status regress_manifest_load(regress_manifest *m, const char *path) {
     memset(m, 0, sizeof *m);
     char *text;
-    SD_TRY(sd_read_file(path, &text, NULL));
+    CLI_TRY(cli_read_file(path, &text));
     m->path = strdup(path);
     const char *slash = strrchr(path, '/');
     m->dir = slash ? strndup(path, (size_t)(slash - path + (slash == path))) : strdup(".");
@@ -269,11 +270,11 @@ sd_status regress_manifest_load(regress_manifest *m, const char *path) {
     m->root = cJSON_ParseWithOpts(text, &end, 1);
     sd_status st = SD_OK;
     if (!m->path || !m->dir) {
-        st = sd_set_error(SD_ERR_NOMEM, "%s: out of memory", path);
+        st = cli_fail(SD_ERR_NOMEM, "%s: out of memory", path);
     } else if (!m->root) {
         int line = 1;
         for (const char *p = text; end && p < end; p++) line += *p == '\n';
-        st = sd_set_error(SD_ERR_FORMAT, "%s: invalid JSON near line %d", path, line);
+        st = cli_fail(SD_ERR_FORMAT, "%s: invalid JSON near line %d", path, line);
     }
     free(text);
     if (st == SD_OK) st = parse(m);
