@@ -24,7 +24,15 @@
 #include "../core/error.h"
 #include "../core/image.h"
 
-#define SD_VERSION "0.1.0"
+#define SD_VERSION "0.1.0" /* the Makefile's SD_VERSION_MAJOR.MINOR.PATCH (make check-version) */
+
+/* Marks what libsd.so exports: the library is compiled with -fvisibility=hidden, so everything
+ * else (the modules' internals) stays out of its dynamic symbol table. */
+#if defined(__GNUC__) || defined(__clang__)
+#define SD_API __attribute__((visibility("default")))
+#else
+#define SD_API
+#endif
 
 typedef struct sd_pipeline sd_pipeline;
 
@@ -77,22 +85,23 @@ typedef struct {
                                      * the VAE loaded after it, weights paged in per layer */
 } sd_load_params;
 
-void sd_load_params_init(sd_load_params *p);
+SD_API void sd_load_params_init(sd_load_params *p);
 
 /* Loads the pipeline that model_index.json describes (SD 1.x/2.x now; the family decides). */
-sd_status sd_pipeline_load(sd_pipeline **out, const char *model_dir, const sd_load_params *params);
-void sd_pipeline_free(sd_pipeline *p);
+SD_API sd_status sd_pipeline_load(sd_pipeline **out, const char *model_dir,
+                                 const sd_load_params *params);
+SD_API void sd_pipeline_free(sd_pipeline *p);
 /* The arithmetic the pipeline's denoiser and VAE run (FP32 or BF16: AUTO resolved at load). When
  * BF16 or AUTO was asked and FP32 is used, *note (when not NULL) says why (e.g. the CPU lacks
  * avx512_bf16); otherwise NULL. */
-sd_precision sd_pipeline_precision(const sd_pipeline *p, const char **note);
+SD_API sd_precision sd_pipeline_precision(const sd_pipeline *p, const char **note);
 
-sd_family sd_pipeline_family(const sd_pipeline *p);
-const char *sd_pipeline_class(const sd_pipeline *p); /* model_index.json's _class_name */
+SD_API sd_family sd_pipeline_family(const sd_pipeline *p);
+SD_API const char *sd_pipeline_class(const sd_pipeline *p); /* model_index.json's _class_name */
 /* Default image size: unet sample_size * VAE scale factor. */
-void sd_pipeline_default_size(const sd_pipeline *p, int *width, int *height);
+SD_API void sd_pipeline_default_size(const sd_pipeline *p, int *width, int *height);
 /* The model's scheduler class (scheduler_config.json's _class_name). */
-const char *sd_pipeline_scheduler_class(const sd_pipeline *p);
+SD_API const char *sd_pipeline_scheduler_class(const sd_pipeline *p);
 
 /* Work done since sd_pipeline_load. Repeated generations with the same texts encode them once
  * (the pipeline caches prompt encodings), which text_encoder_calls shows. */
@@ -100,10 +109,10 @@ typedef struct {
     long text_encoder_calls; /* forward passes of every text encoder (CLIP and T5) together */
 } sd_stats;
 
-void sd_pipeline_stats(const sd_pipeline *p, sd_stats *out);
+SD_API void sd_pipeline_stats(const sd_pipeline *p, sd_stats *out);
 
 /* Threads for every parallel kernel (0: all cores). */
-void sd_set_threads(int threads);
+SD_API void sd_set_threads(int threads);
 
 typedef struct {
     const char *prompt;
@@ -145,7 +154,7 @@ typedef struct {
     void *user;
 } sd_gen_params;
 
-void sd_gen_params_init(sd_gen_params *g);
+SD_API void sd_gen_params_init(sd_gen_params *g);
 
 typedef struct {
     int n_images;
@@ -159,12 +168,12 @@ typedef struct {
     sd_gen_params used;          /* the settings after defaults (steps, guidance, size...) */
 } sd_result;
 
-sd_status sd_generate(sd_pipeline *p, const sd_gen_params *g, sd_result *out);
-void sd_result_free(sd_result *r);
+SD_API sd_status sd_generate(sd_pipeline *p, const sd_gen_params *g, sd_result *out);
+SD_API void sd_result_free(sd_result *r);
 
 /* Prints nothing: returns the padded token ids per tokenizer folder of the pipeline as a JSON
  * object text (malloc'd), e.g. {"tokenizer": [49406, ...]}; a T5 tokenizer is padded to the
  * pipeline's default max_sequence_length (Flux: "tokenizer_2", 512). */
-sd_status sd_tokenize_json(const sd_pipeline *p, const char *prompt, char **json);
+SD_API sd_status sd_tokenize_json(const sd_pipeline *p, const char *prompt, char **json);
 
 #endif

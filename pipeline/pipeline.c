@@ -1,6 +1,5 @@
 /* Loading a pipeline from a diffusers folder (model_index.json picks the family), and the small
  * public entry points. Each family's components and generation live in their own file. */
-#include <cblas.h>
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -46,7 +45,6 @@ void sd_load_params_init(sd_load_params *p) { memset(p, 0, sizeof *p); }
 void sd_set_threads(int threads) {
     if (threads <= 0) threads = omp_get_num_procs();
     omp_set_num_threads(threads);
-    openblas_set_num_threads(threads);
 }
 
 char *pl_component_dir(const sd_pipeline *p, const char *name) {
