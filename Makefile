@@ -113,7 +113,7 @@ BENCH_MODEL := $(SD_BENCH_CACHE)/sd15-$(BENCH_DTYPE)
 BENCH_ARGS ?=
 
 .PHONY: all lib build-tests build-bench test test-asan test-isa test-clang test-full clean \
-    bench-kernels bench bench-memory check-version install uninstall check-install
+    bench-kernels bench bench-memory check-version print-version install uninstall check-install
 all: lib $(BINS)
 lib: $(LIB) $(SHLIB) $(SHLIB_LINKS)
 build-tests: $(TESTS) $(FULLS)
@@ -221,7 +221,10 @@ uninstall:
 	    $(DESTDIR)$(PKGCONFIGDIR)/sd.pc $(addprefix $(DESTDIR)$(TOOLDIR)/,$(INSTALLED_TOOLS))
 
 check-install: all check-version
-	tests/check_install.sh
+	MAKE="$(MAKE)" CC="$(CC)" BUILD="$(BUILD)" BINDIR="$(BINDIR)" tests/check_install.sh
+
+print-version:
+	@echo $(SD_VERSION)
 
 clean:
 	rm -rf build build-asan build-clang bin
