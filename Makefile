@@ -35,7 +35,7 @@ CPPFLAGS += -D_GNU_SOURCE -I/usr/include/cjson
 # has FMA), so gcc and clang builds round alike; the kernels fuse explicitly where they mean to.
 CFLAGS += -std=c11 $(OPT) $(SAN) -fopenmp -ffp-contract=off -Wall -Wextra -MMD -MP
 LDFLAGS += $(SAN) -fopenmp
-# What the library itself needs; the tools and tests link the same.
+# What the library itself needs (libsd.so records them); the tools and tests link the same.
 LDLIBS += -lcjson -lpng -ljpeg -lm
 
 # The one place the version lives: the shared library's file name and soname, sd.pc's Version.
@@ -45,7 +45,7 @@ SD_VERSION_MINOR := 1
 SD_VERSION_PATCH := 0
 SD_VERSION := $(SD_VERSION_MAJOR).$(SD_VERSION_MINOR).$(SD_VERSION_PATCH)
 
-# Install locations (GNU-style; DESTDIR stages the whole tree elsewhere, sd.pc keeps PREFIX's paths).
+# Install locations. DESTDIR stages the whole tree elsewhere (packaging); sd.pc keeps PREFIX's paths.
 PREFIX ?= /usr/local
 DESTDIR ?=
 LIBDIR ?= $(PREFIX)/lib
@@ -90,7 +90,8 @@ TESTS := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 FULL_SRC := $(wildcard tests/full_*.c)
 FULLS := $(FULL_SRC:tests/%.c=$(BUILD)/tests/%)
 
-# The benchmarks link OpenBLAS (bench/kernels.c times cblas_sgemm next to ours); the library does not.
+# The benchmarks link OpenBLAS (bench/kernels.c times cblas_sgemm next to ours); the library and
+# the tools do not.
 BENCH_LDLIBS := -lopenblas $(LDLIBS)
 BENCH_KERNELS := $(BUILD)/bench/kernels
 # The whole-model benchmark and the tool writing its random-weight model. The benchmark counts the
