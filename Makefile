@@ -1,17 +1,29 @@
-# Builds the engine library (build/libsd.a), the command-line tools (bin/) and the tests.
-#   make            library + tools
-#   make test       the test suite (the README's test command); ends with "N passed, N failed"
+# Builds the engine library (build/libsd.a, build/libsd.so.*), the command-line tools (bin/), the
+# tests and the benchmarks, and installs the library like any other.
+#   make            the static and shared library + the tools
+#   make test       the test suite (the README's test command); ends with "N passed, N failed".
+#                   Builds the tests and the benchmark programs (not run) first, so every build
+#                   flavour below keeps them compiling warning-free
 #   make test-asan  the same suite under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make test-isa   the suite again at each instruction set level below this CPU's best
 #                   (SD_KERNEL_ISA=avx2, generic): every level must give the same results
 #   make test-clang the library, tools and suite built with clang (build-clang/)
 #   make test-full  full-size model checks (tests/full_*.c; minutes, tens of GB of disk)
+#   make build-tests / build-bench   build the test / benchmark programs without running them
 #   make bench-kernels  kernel micro-benchmark (GFLOP/s and % of the measured FMA peak); not a test
 #   make bench      whole SD 1.5 model at 512x512 (random weights written once to $(SD_BENCH_CACHE));
 #                   BENCH_ARGS="--threads 2 --runs 5" passes options to build/bench/sd_bench;
 #                   then bench-memory's whole-run rows (BENCH_MEM_ROWS)
 #   make bench-memory  peak RSS of whole runs through bin/gen and bin/vae-check (fp16 SD 1.5 and
 #                   SDXL models written once to $(SD_BENCH_CACHE)); BENCH_MEM_ARGS passes options
+#   make install    PREFIX=/usr/local DESTDIR= : lib/libsd.so.$(SD_VERSION) and its links,
+#                   lib/libsd.a, include/sd.h, lib/pkgconfig/sd.pc, the tools in bin/;
+#                   LIBDIR, INCLUDEDIR, PKGCONFIGDIR, TOOLDIR override single folders
+#   make uninstall  removes exactly what make install put (same PREFIX, DESTDIR, ...)
+#   make check-install  installs into a temporary folder, builds samples/embed.c against it
+#                   through pkg-config (shared and static), runs it, checks the header and the
+#                   exported symbols, uninstalls (tests/check_install.sh)
+#   make check-version  the Makefile's version is include/sd.h's SD_VERSION
 #   make clean
 CC ?= gcc
 BUILD ?= build
@@ -23,14 +35,46 @@ CPPFLAGS += -D_GNU_SOURCE -I/usr/include/cjson
 # has FMA), so gcc and clang builds round alike; the kernels fuse explicitly where they mean to.
 CFLAGS += -std=c11 $(OPT) $(SAN) -fopenmp -ffp-contract=off -Wall -Wextra -MMD -MP
 LDFLAGS += $(SAN) -fopenmp
+# What the library itself needs (libsd.so records them); the tools and tests link the same.
 LDLIBS += -lcjson -lpng -ljpeg -lm
-# Only the kernel benchmark links OpenBLAS, to compare its GEMM with ours; the library needs none.
-BENCH_BLAS_LIBS := -lopenblas
+
+# The one place the version lives: the shared library's file name and soname, sd.pc's Version.
+# include/sd.h's SD_VERSION must say the same (make check-version, run by make test).
+SD_VERSION_MAJOR := 0
+SD_VERSION_MINOR := 2
+SD_VERSION_PATCH := 0
+SD_VERSION := $(SD_VERSION_MAJOR).$(SD_VERSION_MINOR).$(SD_VERSION_PATCH)
+
+# Install locations. DESTDIR stages the whole tree elsewhere (packaging); sd.pc keeps PREFIX's paths.
+PREFIX ?= /usr/local
+DESTDIR ?=
+LIBDIR ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+TOOLDIR ?= $(PREFIX)/bin
+INSTALL ?= install
 
 SRC_DIRS := core kernels nn text_encoder unet vae schedulers pipeline dit
 LIB_SRC := $(foreach d,$(SRC_DIRS),$(wildcard $(d)/*.c))
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
+# One set of objects makes both libraries: position-independent for the shared one, and every
+# symbol hidden unless include/sd.h marks it SD_API, so libsd.so exports the public API only.
+# The static archive keeps every symbol linkable (visibility only matters to the dynamic linker):
+# the tools, tests and benchmarks link libsd.a because they call internals (loaders, kernels,
+# safetensors, image I/O) as well as the API.
+$(LIB_OBJ): CFLAGS += -fPIC -fvisibility=hidden
 LIB := $(BUILD)/libsd.a
+SONAME := libsd.so.$(SD_VERSION_MAJOR)
+SHLIB := $(BUILD)/libsd.so.$(SD_VERSION)
+SHLIB_LINKS := $(BUILD)/$(SONAME) $(BUILD)/libsd.so
+# OpenMP runtime that libsd.a needs when a program links it (sd.pc's Libs.private): the one this
+# compiler's -fopenmp links (gcc: libgomp; clang: its libomp, which gcc cannot find by name, so a
+# clang-built libsd.a says -fopenmp and wants clang for the final link).
+OPENMP_LIBS ?= $(if $(findstring clang,$(shell $(CC) --version 2>/dev/null)),-fopenmp,-lgomp)
+# Undefined symbols are link errors for the shared library (a dependency missing from its link
+# would otherwise surface only in the programs using it); not under sanitizers, whose runtimes
+# clang leaves to the executable.
+SHLIB_DEFS := $(if $(SAN),,-Wl,--no-undefined)
 
 CLI_SRC := $(wildcard cli/*.c)
 BINS := $(CLI_SRC:cli/%.c=$(BINDIR)/%)
@@ -42,10 +86,13 @@ TEST_COMMON := $(BUILD)/tests/common.o
 TEST_SRC := $(wildcard tests/test_*.c)
 TESTS := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 # Full-size models with random weights (minutes each, many GB of memory and /tmp): built with
-# everything, run only by `make test-full`.
+# the tests, run only by `make test-full`.
 FULL_SRC := $(wildcard tests/full_*.c)
 FULLS := $(FULL_SRC:tests/%.c=$(BUILD)/tests/%)
 
+# The benchmarks link OpenBLAS (bench/kernels.c times cblas_sgemm next to ours); the library and
+# the tools do not.
+BENCH_LDLIBS := -lopenblas $(LDLIBS)
 BENCH_KERNELS := $(BUILD)/bench/kernels
 # The whole-model benchmark and the tool writing its random-weight model. The benchmark counts the
 # engine's allocations through the linker's --wrap (bench/sysinfo.c).
@@ -55,6 +102,7 @@ BENCH_MAKE_MODEL := $(BUILD)/bench/make_model
 # Peak RSS of the tools run as child processes (bench/rss_bench.c).
 BENCH_RSS := $(BUILD)/bench/rss_bench
 BENCH_RSS_OBJ := $(patsubst %,$(BUILD)/bench/%.o,rss_bench sysinfo)
+BENCHES := $(BENCH_KERNELS) $(BENCH_SD) $(BENCH_MAKE_MODEL) $(BENCH_RSS)
 BENCH_MEM_ARGS ?=
 # make bench's memory rows: the whole-run ones. The 2048x2048 tiled VAE decode takes most of an
 # hour on 2 cores, so it runs only under make bench-memory.
@@ -65,8 +113,12 @@ BENCH_DTYPE ?= f32
 BENCH_MODEL := $(SD_BENCH_CACHE)/sd15-$(BENCH_DTYPE)
 BENCH_ARGS ?=
 
-.PHONY: all test test-asan test-isa test-clang test-full clean bench-kernels bench bench-memory
-all: $(BINS) $(TESTS) $(FULLS) $(BENCH_SD) $(BENCH_MAKE_MODEL) $(BENCH_RSS)
+.PHONY: all lib build-tests build-bench test test-asan test-isa test-clang test-full clean \
+    bench-kernels bench bench-memory check-version print-version install uninstall check-install
+all: lib $(BINS)
+lib: $(LIB) $(SHLIB) $(SHLIB_LINKS)
+build-tests: $(TESTS) $(FULLS)
+build-bench: $(BENCHES)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -75,6 +127,13 @@ $(BUILD)/%.o: %.c
 $(LIB): $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
+
+$(SHLIB): $(LIB_OBJ)
+	$(CC) -shared -Wl,-soname,$(SONAME) $(SHLIB_DEFS) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+# libsd.so.0 is what programs load (the soname); libsd.so is what -lsd finds at link time.
+$(SHLIB_LINKS): $(SHLIB)
+	ln -sf $(notdir $(SHLIB)) $@
 
 $(CLI_LIB): $(CLI_COMMON_OBJ)
 	@mkdir -p $(dir $@)
@@ -88,19 +147,19 @@ $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_COMMON) $(CLI_LIB) $(LIB)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
 $(BENCH_KERNELS): $(BUILD)/bench/kernels.o $(BUILD)/bench/model.o $(BUILD)/bench/peak.o $(LIB)
-	$(CC) $(LDFLAGS) $^ $(LDLIBS) $(BENCH_BLAS_LIBS) -o $@
+	$(CC) $(LDFLAGS) $^ $(BENCH_LDLIBS) -o $@
 
 bench-kernels: $(BENCH_KERNELS)
 	$(BENCH_KERNELS)
 
 $(BENCH_SD): $(BENCH_SD_OBJ) $(LIB)
-	$(CC) $(LDFLAGS) $(BENCH_WRAP) $^ $(LDLIBS) -o $@
+	$(CC) $(LDFLAGS) $(BENCH_WRAP) $^ $(BENCH_LDLIBS) -o $@
 
 $(BENCH_MAKE_MODEL): $(BUILD)/bench/make_model.o $(LIB)
-	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+	$(CC) $(LDFLAGS) $^ $(BENCH_LDLIBS) -o $@
 
 $(BENCH_RSS): $(BENCH_RSS_OBJ) $(LIB)
-	$(CC) $(LDFLAGS) $(BENCH_WRAP) $^ $(LDLIBS) -o $@
+	$(CC) $(LDFLAGS) $(BENCH_WRAP) $^ $(BENCH_LDLIBS) -o $@
 
 bench: $(BENCH_SD) $(BENCH_MAKE_MODEL)
 	@mkdir -p $(SD_BENCH_CACHE)
@@ -115,10 +174,17 @@ bench-memory: $(BENCH_RSS) $(BENCH_MAKE_MODEL) $(BINDIR)/gen $(BINDIR)/vae-check
 	$(BENCH_MAKE_MODEL) bench/models/sdxl $(SD_BENCH_CACHE)/sdxl-f16 --dtype f16
 	$(BENCH_RSS) --cache $(SD_BENCH_CACHE) --bin $(BINDIR) $(BENCH_MEM_ARGS)
 
-test: all
+# SD_VERSION as the preprocessor expands it, so the check holds however sd.h spells the macro.
+check-version:
+	@v=$$(printf '#include "sd.h"\nSD_VERSION\n' | $(CC) $(CPPFLAGS) -Iinclude -E -P -x c - | tail -n 1); \
+	if [ "$$v" != '"$(SD_VERSION)"' ]; then \
+	    echo "version mismatch: Makefile SD_VERSION $(SD_VERSION), include/sd.h SD_VERSION $$v"; exit 1; \
+	fi
+
+test: all build-tests build-bench check-version
 	@tests/run.sh $(BUILD)/tests $(BINDIR)
 
-test-isa: all
+test-isa: all build-tests
 	@for isa in $$(tests/isa_levels.sh --below-best); do \
 	    echo "=== SD_KERNEL_ISA=$$isa"; SD_KERNEL_ISA=$$isa tests/run.sh $(BUILD)/tests $(BINDIR) || exit 1; \
 	done
@@ -133,6 +199,33 @@ test-full: $(FULLS)
 test-asan:
 	$(MAKE) BUILD=build-asan BINDIR=build-asan/bin OPT="-O1 -g" \
 	    SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer" test
+
+# sd.pc carries PREFIX's paths (not DESTDIR's): generated at install time, so it always matches
+# the PREFIX / LIBDIR / INCLUDEDIR of this install.
+INSTALLED_TOOLS := $(notdir $(BINS))
+install: all
+	@mkdir -p $(BUILD)
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' \
+	    -e 's|@VERSION@|$(SD_VERSION)|g' -e 's|@OPENMP_LIBS@|$(OPENMP_LIBS)|g' sd.pc.in > $(BUILD)/sd.pc
+	$(INSTALL) -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(TOOLDIR)
+	$(INSTALL) -m 755 $(SHLIB) $(DESTDIR)$(LIBDIR)/
+	ln -sf $(notdir $(SHLIB)) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sf $(notdir $(SHLIB)) $(DESTDIR)$(LIBDIR)/libsd.so
+	$(INSTALL) -m 644 $(LIB) $(DESTDIR)$(LIBDIR)/
+	$(INSTALL) -m 644 include/sd.h $(DESTDIR)$(INCLUDEDIR)/
+	$(INSTALL) -m 644 $(BUILD)/sd.pc $(DESTDIR)$(PKGCONFIGDIR)/
+	$(INSTALL) -m 755 $(BINS) $(DESTDIR)$(TOOLDIR)/
+
+uninstall:
+	rm -f $(DESTDIR)$(LIBDIR)/$(notdir $(SHLIB)) $(DESTDIR)$(LIBDIR)/$(SONAME) \
+	    $(DESTDIR)$(LIBDIR)/libsd.so $(DESTDIR)$(LIBDIR)/libsd.a $(DESTDIR)$(INCLUDEDIR)/sd.h \
+	    $(DESTDIR)$(PKGCONFIGDIR)/sd.pc $(addprefix $(DESTDIR)$(TOOLDIR)/,$(INSTALLED_TOOLS))
+
+check-install: all check-version
+	MAKE="$(MAKE)" CC="$(CC)" BUILD="$(BUILD)" BINDIR="$(BINDIR)" tests/check_install.sh
+
+print-version:
+	@echo $(SD_VERSION)
 
 clean:
 	rm -rf build build-asan build-clang bin
