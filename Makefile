@@ -120,7 +120,18 @@ lib: $(LIB) $(SHLIB) $(SHLIB_LINKS)
 build-tests: $(TESTS) $(FULLS)
 build-bench: $(BENCHES)
 
-$(BUILD)/%.o: %.c
+# Objects remember the flags they were compiled with: when they change (another OPT or SAN, the
+# library's -fPIC), everything is rebuilt instead of linking stale objects with new ones (a
+# non-PIC object in libsd.so is a link error). The stamp is rewritten only when the flags differ.
+FLAGS_STAMP := $(BUILD)/.flags
+FLAGS_NOW := $(CC) $(CPPFLAGS) $(CFLAGS)
+$(FLAGS_STAMP): FORCE
+	@mkdir -p $(dir $@)
+	@echo '$(FLAGS_NOW)' | cmp -s - $@ || echo '$(FLAGS_NOW)' > $@
+.PHONY: FORCE
+FORCE:
+
+$(BUILD)/%.o: %.c $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
 
