@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../convert/ldm_source.h"
+#include "../core/safetensors.h"
 #include "ldm_writer.h"
 #include "tool_run.h"
 
@@ -127,6 +129,69 @@ static void test_bad_input(void) {
     /* A renamed tensor that maps to nothing: named with its full original key. */
 }
 
+/* Writes a file of the named tensors (zeros) with the given shapes: a few keys of a real
+ * checkpoint at their real shapes, enough for detection. */
+static void write_shapes(const char *path, const char *const *names, const int64_t (*shapes)[4],
+                         int n) {
+    st_entry e[8];
+    int64_t most = 1;
+    for (int i = 0; i < n; i++) {
+        int64_t numel = 1;
+        for (int d = 0; d < 4 && shapes[i][d]; d++) numel *= shapes[i][d];
+        if (numel > most) most = numel;
+    }
+    uint16_t *zeros = calloc((size_t)most, sizeof *zeros);
+    for (int i = 0; i < n; i++) {
+        memset(&e[i], 0, sizeof e[i]);
+        e[i].name = names[i];
+        e[i].dtype = ST_F16;
+        e[i].ndim = 0;
+        while (e[i].ndim < 4 && shapes[i][e[i].ndim]) e[i].shape[e[i].ndim] = shapes[i][e[i].ndim], e[i].ndim++;
+        e[i].data = zeros;
+    }
+    CHECK_OK(st_write(path, e, n, NULL, 0));
+    free(zeros);
+}
+
+/* Detection on real key names and shapes (SD 2.x's 1024-wide cross-attention, SDXL's label_emb,
+ * the refiner's lone OpenCLIP, 9-channel inpainting, layers_per_block from the first downsampler,
+ * the VAE's levels), without full-size weights. */
+static void test_detection(void) {
+    static const char *const sd2[] = {
+        "model.diffusion_model.input_blocks.0.0.weight",
+        "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight",
+        "model.diffusion_model.input_blocks.3.0.op.weight",
+        "first_stage_model.decoder.up.3.block.0.conv1.weight",
+    };
+    static const int64_t sd2_shapes[][4] = {{320, 4, 3, 3}, {320, 1024}, {320, 320, 3, 3}, {4, 4, 1, 1}};
+    write_shapes(tmp("det-sd2.safetensors"), sd2, sd2_shapes, 4);
+    ldm_checkpoint c;
+    CHECK_OK(ldm_checkpoint_open(&c, tmp("det-sd2.safetensors")));
+    CHECK(c.family == LDM_SD2 && c.context_dim == 1024 && c.in_channels == 4 &&
+              c.parts[0].levels == 2 && c.parts[1].levels == 4 && !strcmp(c.unet_dtype, "fp16"),
+          "a UNet-only SD 2.x file: family %d, context %d, in %d, layers %d, VAE levels %d",
+          c.family, c.context_dim, c.in_channels, c.parts[0].levels, c.parts[1].levels);
+    ldm_checkpoint_close(&c);
+
+    static const char *const xl[] = {
+        "model.diffusion_model.input_blocks.0.0.weight", "model.diffusion_model.label_emb.0.0.weight",
+        "conditioner.embedders.0.model.ln_final.weight", "v_pred",
+    };
+    static const int64_t xl_shapes[][4] = {{320, 9, 3, 3}, {1280, 2816}, {1280}, {1}};
+    write_shapes(tmp("det-refiner.safetensors"), xl, xl_shapes, 4);
+    CHECK_OK(ldm_checkpoint_open(&c, tmp("det-refiner.safetensors")));
+    CHECK(c.family == LDM_SDXL_REFINER && c.in_channels == 9 && c.v_pred &&
+              ldm_checkpoint_source(&c, "text_encoder_2") && !ldm_checkpoint_source(&c, "text_encoder"),
+          "a refiner-like file: family %d, in %d, v_pred %d", c.family, c.in_channels, c.v_pred);
+    ldm_checkpoint_close(&c);
+    /* 9 input channels: no bundled config fits; the message says to pass --config. */
+    sd_pipeline *p = NULL;
+    const sd_status st = sd_pipeline_load(&p, tmp("det-refiner.safetensors"), NULL);
+    CHECK(st == SD_ERR_UNSUPPORTED && p == NULL && strstr(sd_last_error(), "9-channel") &&
+              strstr(sd_last_error(), "--config"),
+          "an inpainting UNet without --config: %s", sd_last_error());
+}
+
 static void test_gen_cli(void) {
     const char *folder = fixture("sd15-tiny/pipeline");
     char file[700];
@@ -149,6 +214,7 @@ int main(void) {
     test_families();
     test_prediction();
     test_bad_input();
+    test_detection();
     test_gen_cli();
     return test_summary();
 }
