@@ -21,7 +21,7 @@ static int unknown(const char *key) {
     return -1;
 }
 
-int ldm_openclip_name(const char *key, weights_rename out[3]) {
+int ldm_openclip_name(const char *key, bool with_projection, weights_rename out[3]) {
     static const char *const direct[][2] = {
         {"token_embedding.weight", "text_model.embeddings.token_embedding.weight"},
         {"positional_embedding", "text_model.embeddings.position_embedding.weight"},
@@ -32,6 +32,7 @@ int ldm_openclip_name(const char *key, weights_rename out[3]) {
         if (!strcmp(key, direct[i][0])) return put(&out[0], direct[i][1], "");
     /* OpenCLIP computes x @ text_projection; a Linear computes x @ W^T, so W is its transpose. */
     if (!strcmp(key, "text_projection")) {
+        if (!with_projection) return 0;
         out[0].transpose = true;
         return put(&out[0], "text_projection.weight", "");
     }

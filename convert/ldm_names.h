@@ -20,7 +20,9 @@ int ldm_vae_name(const char *key, int n_blocks, weights_rename out[3]);
  * conditioner.embedders.0.transformer): names are kept, under text_model. */
 int ldm_clip_name(const char *key, weights_rename out[3]);
 /* OpenCLIP's text tower (SD 2.x cond_stage_model.model, SDXL conditioner.embedders.1.model): fused
- * in_proj split into q/k/v rows, text_projection transposed into a Linear weight. */
-int ldm_openclip_name(const char *key, weights_rename out[3]);
+ * in_proj split into q/k/v rows; text_projection transposed into a Linear weight where the model
+ * has one (`with_projection`: SDXL's CLIPTextModelWithProjection), else left out as diffusers'
+ * CLIPTextModel for SD 2.x leaves it. */
+int ldm_openclip_name(const char *key, bool with_projection, weights_rename out[3]);
 
 #endif

@@ -21,7 +21,8 @@ static int rename_part(void *ctx, const char *key, weights_rename out[3]) {
     case LDM_UNET: return ldm_unet_name(key, p->levels, out);
     case LDM_VAE: return ldm_vae_name(key, p->levels, out);
     case LDM_CLIP: return ldm_clip_name(key, out);
-    case LDM_OPENCLIP: return ldm_openclip_name(key, out);
+    case LDM_OPENCLIP: /* SDXL's second encoder projects; SD 2.x's CLIPTextModel does not */
+        return ldm_openclip_name(key, !strcmp(p->component, "text_encoder_2"), out);
     }
     return 0;
 }
