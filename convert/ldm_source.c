@@ -29,7 +29,9 @@ static int rename_part(void *ctx, const char *key, weights_rename out[3]) {
 
 static sd_status open_part(sd_weights *w, const weights_source *src, const weights_policy *policy) {
     const ldm_part *p = (const ldm_part *)src;
-    return weights_open_renamed(w, p->path, rename_part, (void *)p, policy);
+    char label[600];
+    snprintf(label, sizeof label, "%s (%s* as diffusers %s)", p->path, p->prefix, p->component);
+    return weights_open_renamed(w, p->path, label, rename_part, (void *)p, policy);
 }
 
 static bool has_prefix(const st_file *f, const char *prefix) {

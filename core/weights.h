@@ -87,9 +87,11 @@ typedef int (*weights_rename_fn)(void *ctx, const char *key, weights_rename out[
 /* Opens one safetensors file as a set whose tensors carry the names `fn` gives (a single-file
  * checkpoint in another key layout, read through diffusers' names). The views point into the
  * mapping; no data is copied except transposed tensors. Two stored names giving one new name is
- * an error naming both. */
-sd_status weights_open_renamed(sd_weights *w, const char *path, weights_rename_fn fn, void *ctx,
-                               const weights_policy *policy);
+ * an error naming it. `label` (may be NULL) names the set in later messages instead of the bare
+ * path, e.g. "model.safetensors (first_stage_model.* as diffusers vae)", so that an error about
+ * a renamed tensor says where its original lives. */
+sd_status weights_open_renamed(sd_weights *w, const char *path, const char *label,
+                               weights_rename_fn fn, void *ctx, const weights_policy *policy);
 
 /* Gives back every resident page of the set's mappings (low-memory mode, between uses of a
  * model): the page cache keeps the data, later reads fault it back. */

@@ -92,12 +92,12 @@ static sd_status build(sd_weights *w, st_file *f, weights_rename_fn fn, void *ct
     return SD_OK;
 }
 
-sd_status weights_open_renamed(sd_weights *w, const char *path, weights_rename_fn fn, void *ctx,
-                               const weights_policy *policy) {
+sd_status weights_open_renamed(sd_weights *w, const char *path, const char *label,
+                               weights_rename_fn fn, void *ctx, const weights_policy *policy) {
     memset(w, 0, sizeof *w);
     if (policy) w->policy = *policy;
     w->policy.source = NULL; /* the set is open: nothing further to redirect */
-    w->dir = strdup(path);
+    w->dir = strdup(label ? label : path);
     w->files = calloc(1, sizeof *w->files);
     if (!w->dir || !w->files) {
         weights_close(w);
@@ -107,6 +107,11 @@ sd_status weights_open_renamed(sd_weights *w, const char *path, weights_rename_f
     if (st == SD_OK) {
         w->n_files = 1;
         st = build(w, &w->files[0], fn, ctx);
+    }
+    if (st == SD_OK && label) { /* messages name the file through its st_file path */
+        char *named = strdup(label);
+        if (!named) st = sd_set_error(SD_ERR_NOMEM, "out of memory");
+        else free(w->files[0].path), w->files[0].path = named;
     }
     if (st != SD_OK) weights_close(w);
     return st;
