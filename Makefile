@@ -54,7 +54,11 @@ PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
 TOOLDIR ?= $(PREFIX)/bin
 INSTALL ?= install
 
-SRC_DIRS := core kernels nn text_encoder unet vae schedulers pipeline dit
+# Where the library finds the bundled configs of single-file checkpoints (SD_CONFIG_DIR overrides).
+SD_CONFIGS_DIR ?= $(abspath configs)
+$(BUILD)/pipeline/single_file.o: CPPFLAGS += -DSD_CONFIGS_DIR='"$(SD_CONFIGS_DIR)"'
+
+SRC_DIRS := core kernels nn text_encoder unet vae schedulers pipeline dit convert
 LIB_SRC := $(foreach d,$(SRC_DIRS),$(wildcard $(d)/*.c))
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 # One set of objects makes both libraries: position-independent for the shared one, and every
@@ -156,6 +160,9 @@ $(BINDIR)/%: $(BUILD)/cli/%.o $(CLI_LIB) $(LIB)
 
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_COMMON) $(CLI_LIB) $(LIB)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+# The single-file test writes its checkpoints with an independent converter (tests/ldm_writer.c).
+$(BUILD)/tests/test_single_file: $(BUILD)/tests/ldm_writer.o
 
 $(BENCH_KERNELS): $(BUILD)/bench/kernels.o $(BUILD)/bench/model.o $(BUILD)/bench/peak.o $(LIB)
 	$(CC) $(LDFLAGS) $^ $(BENCH_LDLIBS) -o $@

@@ -141,6 +141,8 @@ int main(int argc, char **argv) {
         cli_options_free(&o);
         return 1;
     }
+    const char *detected = sd_pipeline_checkpoint_info(p);
+    if (detected && !o.quiet) fprintf(stderr, "gen: %s: %s\n", o.model, detected);
     int rc = 0;
     if (o.print_tokens) {
         char *json;

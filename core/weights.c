@@ -95,6 +95,7 @@ void weights_round_f32(const sd_weights *w, float *x, size_t n) {
 
 sd_status weights_open(sd_weights *w, const char *dir, const char *stem,
                        const weights_policy *policy) {
+    if (policy && policy->source) return policy->source->open(w, policy->source, policy);
     memset(w, 0, sizeof *w);
     if (policy) w->policy = *policy;
     if (!sd_dir_exists(dir)) return sd_set_error(SD_ERR_IO, "%s: no such folder", dir);
@@ -135,6 +136,8 @@ void weights_close(sd_weights *w) {
     for (int i = 0; i < w->n_files; i++) st_close(&w->files[i]);
     free(w->files);
     free(w->dir);
+    for (int i = 0; i < w->n_owned; i++) free(w->owned[i]);
+    free(w->owned);
     memset(w, 0, sizeof *w);
 }
 

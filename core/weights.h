@@ -19,6 +19,7 @@ typedef enum { WEIGHTS_PRECISION_FP32 = 0, WEIGHTS_PRECISION_BF16 = 1 } weights_
 /* The load options of one model, given to its loader (unet_load, vae_load, ...) and by it to
  * weights_open; all-zero (or a NULL policy) is the default: weights as stored, no low-memory
  * mode, fp32 packing. */
+struct weights_source;
 typedef struct {
     /* Layer weights converted at load (round to nearest even) into an anonymous buffer of this
      * dtype, then used as if stored so; the source pages are given back. */
@@ -27,9 +28,20 @@ typedef struct {
      * back after each forward: about one layer's weights resident at a time. */
     bool low_memory;
     weights_precision precision;
+    /* Where the weights come from instead of the folder weights_open is given (NULL: the folder):
+     * a single original-layout checkpoint (convert/ldm_source.h) whose open() builds the set. */
+    const struct weights_source *source;
 } weights_policy;
 
-typedef struct {
+typedef struct sd_weights sd_weights;
+/* Another origin of a component's weights. weights_open hands the set over to open(); the struct
+ * is embedded first in the origin's own (convert/ldm_source.h). */
+typedef struct weights_source {
+    sd_status (*open)(sd_weights *w, const struct weights_source *src,
+                      const weights_policy *policy);
+} weights_source;
+
+struct sd_weights {
     char *dir;
     int n_files;
     st_file *files;
@@ -39,7 +51,11 @@ typedef struct {
      * through nn_*_forward: its layers may then point into the mapping (f16/bf16 weights stay
      * as stored, policy applies). Unset, every layer holds a float32 copy as before. */
     bool keep_stored;
-} sd_weights;
+    /* Buffers the set owns (tensors a renamed open had to rearrange, e.g. transposed), freed by
+     * weights_close. */
+    int n_owned;
+    void **owned;
+};
 
 /* Rounds float32 values read from `w` to the dtype its policy converts weights to (nothing for
  * WEIGHTS_AS_STORED, or when the loader did not set keep_stored), so that every tensor of a model converted at load, not only the layers'
@@ -57,6 +73,25 @@ sd_status weights_convert_16(const st_tensor *t, st_dtype to, const char *name, 
 sd_status weights_open(sd_weights *w, const char *dir, const char *stem,
                        const weights_policy *policy);
 void weights_close(sd_weights *w);
+
+/* A tensor's new name in a renamed set, and how it is cut from the stored one. */
+typedef struct {
+    char name[256];
+    int part, n_parts; /* n_parts > 1: rows [part*R/n_parts, (part+1)*R/n_parts) of dim 0 (a
+                        * view: fused attention in_proj weights split into q, k, v) */
+    bool transpose;    /* a 2-D tensor stored transposed (an owned copy, same dtype) */
+} weights_rename;
+/* Maps one stored name to up to 3 new ones: returns how many (0: the tensor is not part of this
+ * set), or a negative value after recording an error naming the key. */
+typedef int (*weights_rename_fn)(void *ctx, const char *key, weights_rename out[3]);
+/* Opens one safetensors file as a set whose tensors carry the names `fn` gives (a single-file
+ * checkpoint in another key layout, read through diffusers' names). The views point into the
+ * mapping; no data is copied except transposed tensors. Two stored names giving one new name is
+ * an error naming it. `label` (may be NULL) names the set in later messages instead of the bare
+ * path, e.g. "model.safetensors (first_stage_model.* as diffusers vae)", so that an error about
+ * a renamed tensor says where its original lives. */
+sd_status weights_open_renamed(sd_weights *w, const char *path, const char *label,
+                               weights_rename_fn fn, void *ctx, const weights_policy *policy);
 
 /* Gives back every resident page of the set's mappings (low-memory mode, between uses of a
  * model): the page cache keeps the data, later reads fault it back. */

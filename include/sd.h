@@ -223,6 +223,8 @@ typedef enum { SD_WEIGHTS_STORED = 0, SD_WEIGHTS_F16, SD_WEIGHTS_BF16 } sd_weigh
  * BF16 (CPUs with AVX512_BF16) rounds operands to bf16 and accumulates in fp32: faster, looser.
  * AUTO picks BF16 where the CPU has it and the documented tolerance holds, else FP32. */
 typedef enum { SD_PRECISION_FP32 = 0, SD_PRECISION_BF16, SD_PRECISION_AUTO } sd_precision;
+/* The denoiser's prediction type (scheduler prediction_type): AUTO leaves it to the model. */
+typedef enum { SD_PREDICTION_AUTO = 0, SD_PREDICTION_EPSILON, SD_PREDICTION_V } sd_prediction;
 
 typedef struct {
     size_t struct_size;             /* set by sd_load_params_init */
@@ -231,6 +233,13 @@ typedef struct {
     sd_precision precision;         /* default FP32 */
     bool low_memory;                /* text encoders released before denoising, the VAE loaded
                                      * after it, weights paged in per layer */
+    /* Single-file checkpoints (sd_pipeline_load given a .safetensors file in the original LDM
+     * layout): a diffusers folder whose configs and tokenizers are used instead of the bundled
+     * ones (its weights only for components the file lacks), as from_single_file(config=...). */
+    const char *config_dir;
+    /* What the denoiser predicts, where the file cannot say (SD 2.x: v picks the 768 model's
+     * config, epsilon the 512 base's); set, it also overrides a folder's scheduler config. */
+    sd_prediction prediction; /* default AUTO */
 } sd_load_params;
 
 /* The defaults, with struct_size = size (use sd_load_params_init, which passes the caller's). */
@@ -239,11 +248,16 @@ static inline void sd_load_params_init(sd_load_params *p) {
     sd_load_params_init_size(p, sizeof *p);
 }
 
-/* Loads the pipeline that model_index.json describes (the family decides the components).
+/* Loads the pipeline that model_index.json describes (the family decides the components), or a
+ * single .safetensors checkpoint in the original (LDM / A1111) layout: SD 1.x, SD 2.x, SDXL,
+ * detected from its tensors, with the bundled configs (or params->config_dir's).
  * params NULL: the defaults. */
 SD_API sd_status sd_pipeline_load(sd_pipeline **out, const char *model_dir,
                                   const sd_load_params *params);
 SD_API void sd_pipeline_free(sd_pipeline *p);
+/* For a pipeline loaded from a single file, what was detected, e.g. "SD 1.x, epsilon, 859.5M UNet
+ * parameters, fp16, configs from .../sd15"; NULL for a folder. Lives as long as the pipeline. */
+SD_API const char *sd_pipeline_checkpoint_info(const sd_pipeline *p);
 /* The arithmetic the pipeline's denoiser and VAE run (FP32 or BF16: AUTO resolved at load). When
  * BF16 or AUTO was asked and FP32 is used, *note (when not NULL) says why (e.g. the CPU lacks
  * avx512_bf16; also logged at load); otherwise NULL. */

@@ -111,6 +111,7 @@ weights_policy pl_load_policy(const sd_pipeline *p, const char *name) {
                                                             : WEIGHTS_AS_STORED,
         .low_memory = p->load.low_memory,
         .precision = bf16 ? WEIGHTS_PRECISION_BF16 : WEIGHTS_PRECISION_FP32,
+        .source = pl_single_source(p, name),
     };
 }
 
@@ -175,10 +176,15 @@ static sd_status load(sd_pipeline **out, const char *model_dir, const sd_load_pa
     if (st == SD_OK && (unsigned)params->weights_dtype > SD_WEIGHTS_BF16)
         st = sd_set_error(SD_ERR_ARG, "%s: weights dtype %d is not one of stored, f16, bf16",
                           model_dir, (int)params->weights_dtype);
-    if (st == SD_OK) st = model_index_load(&p->mi, model_dir);
+    char *config_dir = NULL; /* a single-file checkpoint: the folder that describes it */
+    if (st == SD_OK) st = pl_single_open(p, model_dir, &config_dir);
+    if (st == SD_OK) st = model_index_load(&p->mi, config_dir ? config_dir : model_dir);
+    free(config_dir);
     if (st == SD_OK) st = pick_family(p);
+    if (st == SD_OK) st = pl_single_check(p);
     if (st == SD_OK) resolve_precision(p);
     if (st == SD_OK) st = load_scheduler_config(p);
+    if (st == SD_OK) st = pl_apply_prediction(p);
     if (st == SD_OK) st = load_vae(p);
     if (st == SD_OK) st = p->ops->load(p);
     if (st != SD_OK) {
@@ -216,6 +222,7 @@ void sd_pipeline_free(sd_pipeline *p) {
     cJSON_Delete(p->scheduler_config);
     pl_cache_clear(p);
     model_index_free(&p->mi);
+    pl_single_free(p);
     free(p);
 }
 

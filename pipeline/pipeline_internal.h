@@ -51,6 +51,8 @@ struct sd_pipeline {
     pl_cache_entry cache[PL_CACHE_SLOTS]; /* prompt encodings (pipeline/embed_cache.c) */
     unsigned long cache_clock;
     atomic_bool busy;                     /* an sd_generate is running (pipeline.c) */
+    struct ldm_checkpoint_ *ckpt;         /* loaded from a single file (pipeline/single_file.c) */
+    char *ckpt_info;                      /* sd_pipeline_checkpoint_info's text */
 };
 
 /* What a family provides: loading its components (model_index.json is read and the VAE and
@@ -72,6 +74,18 @@ struct sd_family_ops {
  * the "vae", fp32 for the rest (text encoders run once per prompt and are cached: bf16 would cost
  * accuracy for no measurable time). Needs p->precision resolved. */
 weights_policy pl_load_policy(const sd_pipeline *p, const char *name);
+
+/* Single-file checkpoints (pipeline/single_file.c). pl_single_open: when `path` is a file, detects
+ * what it holds, sets p->ckpt and *config_dir (malloc'd: the folder whose model_index.json and
+ * configs describe it); a folder leaves both unset. pl_single_check: after model_index.json, every
+ * weighted component the file lacks must come from a --config folder. pl_single_source: the
+ * weights source of component `name` (NULL: its folder). pl_apply_prediction: sd_load_params'
+ * prediction (or the file's v_pred marker) into the scheduler config. */
+sd_status pl_single_open(sd_pipeline *p, const char *path, char **config_dir);
+sd_status pl_single_check(const sd_pipeline *p);
+const struct weights_source *pl_single_source(const sd_pipeline *p, const char *name);
+sd_status pl_apply_prediction(sd_pipeline *p);
+void pl_single_free(sd_pipeline *p);
 
 /* Low-memory mode (p->load.low_memory; no-ops otherwise): give back what a component holds
  * between uses: scratch memory and resident weight pages. The text encoders after the prompts are

@@ -1,6 +1,7 @@
 #!/bin/sh
 # Replace copies of the CLIP vocabulary and merges under tests/fixtures with relative symlinks
-# to tests/fixtures/clip_tokenizer/ (keeps the working tree small enough to travel).
+# to tests/fixtures/clip_tokenizer/ (keeps the working tree small enough to travel; that folder
+# links to the one copy in configs/clip-bpe/, which the bundled single-file configs use).
 cd "$(dirname "$0")/../tests/fixtures" || exit 1
 for f in $(find . -path ./clip_tokenizer -prune -o \( -name vocab.json -o -name merges.txt \) -type f -print); do
     canon=clip_tokenizer/$(basename "$f")

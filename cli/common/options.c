@@ -59,7 +59,7 @@ typedef enum {
     O_MODEL, O_NEG, O_OUT, O_W, O_H, O_SEED, O_STEPS, O_GUIDANCE, O_SCHED, O_SCHED_OPT,
     O_RESCALE, O_ETA, O_BATCH, O_CLIP_SKIP, O_THREADS, O_SAVE_LATENTS, O_QUALITY,
     O_PROMPT2, O_NEG2, O_ORIG_SIZE, O_CROP, O_TARGET_SIZE, O_MAX_SEQ, O_INIT, O_MASK, O_STRENGTH,
-    O_PROMPT3, O_NEG3, O_WEIGHTS_DTYPE, O_PRECISION, O_VAE_TILE,
+    O_PROMPT3, O_NEG3, O_WEIGHTS_DTYPE, O_PRECISION, O_VAE_TILE, O_CONFIG, O_PREDICTION,
     /* flags */
     O_PRINT_TOKENS, O_HELP, O_VERSION, O_QUIET, O_LOW_MEMORY,
 } opt_id;
@@ -89,6 +89,7 @@ static const struct {
     {"quiet", 'q', O_QUIET, false},
     {"weights-dtype", 0, O_WEIGHTS_DTYPE, true}, {"precision", 0, O_PRECISION, true},
     {"vae-tile", 0, O_VAE_TILE, true},     {"low-memory", 0, O_LOW_MEMORY, false},
+    {"config", 0, O_CONFIG, true},         {"prediction", 0, O_PREDICTION, true},
 };
 enum { N_OPTS = sizeof table / sizeof table[0] };
 
@@ -180,6 +181,15 @@ static bool apply(cli_options *o, opt_id id, const char *name, const char *v, co
         else if (!strcmp(v, "auto")) o->precision = SD_PRECISION_AUTO;
         else {
             *err = errf("%s: '%s' should be fp32, bf16 or auto", name, v);
+            return false;
+        }
+        return true;
+    case O_CONFIG: o->config_dir = v; return true;
+    case O_PREDICTION:
+        if (!strcmp(v, "epsilon")) o->prediction = SD_PREDICTION_EPSILON;
+        else if (!strcmp(v, "v") || !strcmp(v, "v_prediction")) o->prediction = SD_PREDICTION_V;
+        else {
+            *err = errf("%s: '%s' should be epsilon or v", name, v);
             return false;
         }
         return true;
@@ -299,7 +309,12 @@ void cli_options_free(cli_options *o) {
 }
 
 const char *cli_gen_options_help(void) {
-    return "  -m, --model DIR          diffusers model folder (default: $SD_MODEL)\n"
+    return "  -m, --model DIR|FILE     diffusers model folder, or one .safetensors checkpoint in the\n"
+           "                           original layout (SD 1.x, 2.x, SDXL) (default: $SD_MODEL)\n"
+           "      --config DIR         single file: configs and tokenizers from this diffusers\n"
+           "                           folder instead of the bundled ones\n"
+           "      --prediction P       epsilon or v: what the model predicts where the file cannot\n"
+           "                           say (SD 2.x: v = the 768 model, epsilon = the 512 base)\n"
            "  -n, --negative TEXT      negative prompt (Flux ignores it, as diffusers does by default:\n"
            "                           no true CFG)\n"
            "  -W, --width N            image width, a multiple of 8 (default: the model's)\n"
@@ -345,6 +360,8 @@ void cli_load_params(const cli_options *o, sd_load_params *lp) {
     lp->weights_dtype = o->weights_dtype;
     lp->precision = o->precision;
     lp->low_memory = o->low_memory;
+    lp->config_dir = o->config_dir;
+    lp->prediction = o->prediction;
 }
 
 char *cli_indexed_path(const char *path, int i, int n) {

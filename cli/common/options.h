@@ -19,6 +19,8 @@ typedef struct {
     sd_weights_dtype weights_dtype; /* --weights-dtype */
     sd_precision precision;   /* --precision */
     bool low_memory;          /* --low-memory */
+    const char *config_dir;   /* --config */
+    sd_prediction prediction; /* --prediction */
     int quality;              /* --quality (JPEG), default 90 */
     bool seed_given;
     bool print_tokens, show_help, show_version, quiet;

@@ -1,0 +1,117 @@
+/* Loading a pipeline from one original-layout .safetensors checkpoint (SD 1.x, 2.x, SDXL): the
+ * file gives the weights (convert/ldm_source.h renames them to diffusers' names for the unchanged
+ * loaders), a diffusers folder gives everything else: model_index.json, the component configs,
+ * the scheduler config and the tokenizers. That folder is one of the configs bundled with the
+ * program (configs/, picked by what was detected) or the caller's (sd_load_params.config_dir). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../convert/ldm_source.h"
+#include "../core/fileutil.h"
+#include "../core/log.h"
+#include "pipeline_internal.h"
+
+#ifndef SD_CONFIGS_DIR
+#define SD_CONFIGS_DIR "configs"
+#endif
+
+/* Where the bundled configs are: the folder the build recorded (the Makefile's SD_CONFIGS_DIR;
+ * the library reads no environment variable). */
+static const char *configs_root(void) { return SD_CONFIGS_DIR; }
+
+static const char *bundled_name(const ldm_checkpoint *c, bool v) {
+    switch (c->family) {
+    case LDM_SD1: return "sd15";
+    case LDM_SD2: return v ? "sd21" : "sd21-base"; /* 768 v-prediction vs 512 epsilon */
+    case LDM_SDXL: return "sdxl";
+    case LDM_SDXL_REFINER: return "sdxl-refiner";
+    }
+    return "?";
+}
+
+sd_status pl_single_open(sd_pipeline *p, const char *path, char **config_dir) {
+    *config_dir = NULL;
+    if (sd_dir_exists(path) || !sd_file_exists(path)) return SD_OK; /* a folder (or an error later) */
+    ldm_checkpoint *c = calloc(1, sizeof *c);
+    if (!c) return sd_set_error(SD_ERR_NOMEM, "out of memory");
+    sd_status st = ldm_checkpoint_open(c, path);
+    if (st != SD_OK) {
+        free(c);
+        return st;
+    }
+    p->ckpt = c;
+    const sd_prediction asked = p->load.prediction;
+    /* SD 2.x files cannot say (diffusers' from_single_file takes the 768 v model for "v2"). */
+    const bool v = asked == SD_PREDICTION_V || (asked == SD_PREDICTION_AUTO &&
+                                                (c->v_pred || c->family == LDM_SD2));
+    if (p->load.config_dir) {
+        *config_dir = strdup(p->load.config_dir);
+    } else {
+        if (c->in_channels != 4)
+            return sd_set_error(SD_ERR_UNSUPPORTED, "%s: a %d-channel (inpainting) %s UNet; no "
+                                "config for it is bundled: pass --config DIR (sd_load_params."
+                                "config_dir) of its diffusers folder", path, c->in_channels,
+                                ldm_family_name(c->family));
+        *config_dir = sd_path_join(configs_root(), bundled_name(c, v));
+        if (*config_dir && !sd_dir_exists(*config_dir)) {
+            st = sd_set_error(SD_ERR_IO, "%s: %s detected but its bundled configs (%s) are "
+                              "missing (the build's SD_CONFIGS_DIR): pass --config DIR", path, ldm_family_name(c->family), *config_dir);
+            free(*config_dir);
+            *config_dir = NULL;
+            return st;
+        }
+    }
+    if (!*config_dir) return sd_set_error(SD_ERR_NOMEM, "out of memory");
+    const char *pred = asked == SD_PREDICTION_AUTO && !c->v_pred && p->load.config_dir
+                           ? "prediction as its scheduler config says" : v ? "v-prediction" : "epsilon";
+    p->ckpt_info = sd_strfmt("%s, %s, %.1fM UNet parameters, %s, configs from %s",
+                             ldm_family_name(c->family), pred, (double)c->unet_params / 1e6,
+                             c->unet_dtype, *config_dir);
+    if (!p->ckpt_info) return sd_set_error(SD_ERR_NOMEM, "out of memory");
+    sd_log(SD_LOG_INFO, "%s: %s", path, p->ckpt_info);
+    return SD_OK;
+}
+
+sd_status pl_single_check(const sd_pipeline *p) {
+    if (!p->ckpt) return SD_OK;
+    static const char *const weighted[] = {"unet", "vae", "text_encoder", "text_encoder_2"};
+    for (size_t i = 0; i < sizeof weighted / sizeof *weighted; i++) {
+        if (!model_index_get(&p->mi, weighted[i]) || pl_single_source(p, weighted[i])) continue;
+        if (!p->load.config_dir)
+            return sd_set_error(SD_ERR_FORMAT, "%s: the %s checkpoint has no %s weights; pass "
+                                "--config DIR of a diffusers folder that has them", p->ckpt->path,
+                                ldm_family_name(p->ckpt->family), weighted[i]);
+        sd_log(SD_LOG_INFO, "%s: %s weights from %s", p->ckpt->path, weighted[i], p->mi.dir);
+    }
+    return SD_OK;
+}
+
+const weights_source *pl_single_source(const sd_pipeline *p, const char *name) {
+    return p->ckpt ? ldm_checkpoint_source(p->ckpt, name) : NULL;
+}
+
+sd_status pl_apply_prediction(sd_pipeline *p) {
+    sd_prediction pred = p->load.prediction;
+    if (pred == SD_PREDICTION_AUTO && p->ckpt && p->ckpt->v_pred) pred = SD_PREDICTION_V;
+    if (pred == SD_PREDICTION_AUTO) return SD_OK;
+    if (pred != SD_PREDICTION_EPSILON && pred != SD_PREDICTION_V)
+        return sd_set_error(SD_ERR_ARG, "prediction %d is not one of auto, epsilon, v", (int)pred);
+    cJSON *s = cJSON_CreateString(pred == SD_PREDICTION_V ? "v_prediction" : "epsilon");
+    if (!s) return sd_set_error(SD_ERR_NOMEM, "out of memory");
+    if (cJSON_HasObjectItem(p->scheduler_config, "prediction_type"))
+        cJSON_ReplaceItemInObjectCaseSensitive(p->scheduler_config, "prediction_type", s);
+    else
+        cJSON_AddItemToObject(p->scheduler_config, "prediction_type", s);
+    return SD_OK;
+}
+
+void pl_single_free(sd_pipeline *p) {
+    if (p->ckpt) ldm_checkpoint_close(p->ckpt);
+    free(p->ckpt);
+    free(p->ckpt_info);
+    p->ckpt = NULL;
+    p->ckpt_info = NULL;
+}
+
+const char *sd_pipeline_checkpoint_info(const sd_pipeline *p) { return p->ckpt_info; }

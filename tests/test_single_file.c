@@ -1,0 +1,234 @@
+/* Single-file checkpoints in the original (LDM / A1111) layout: each tiny fixture is written as
+ * one file by an independent converter (tests/ldm_writer.c, diffusers' to-original tables) and
+ * must give the SAME image, bit for bit, as its folder (same weights, same arithmetic): SD 1.x
+ * (CLIP), SD 2.x v-prediction (OpenCLIP, fused in_proj) and SDXL (both encoders, text_projection
+ * transposed). Also: what was detected, extra keys ignored (EMA, DDPM buffers), the bundled
+ * configs' shapes disagreeing with a tiny file (an error naming the tensor), pickled files and
+ * diffusers-layout files refused, a file without a VAE, and gen's flags and printout. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "../convert/ldm_source.h"
+#include "../core/safetensors.h"
+#include "ldm_writer.h"
+#include "tool_run.h"
+
+static char tmpdir[600];
+
+static const char *tmp(const char *name) {
+    static char buf[2][700];
+    static int k;
+    k ^= 1;
+    snprintf(buf[k], sizeof buf[k], "%s/%s", tmpdir, name);
+    return buf[k];
+}
+
+static sd_status generate(const char *model, const char *config, sd_prediction pred,
+                          sd_result *r, char *info, size_t info_size) {
+    sd_load_params lp;
+    sd_load_params_init(&lp);
+    lp.config_dir = config;
+    lp.prediction = pred;
+    sd_pipeline *p = NULL;
+    SD_TRY(sd_pipeline_load(&p, model, &lp));
+    if (info) snprintf(info, info_size, "%s", sd_pipeline_checkpoint_info(p) ? sd_pipeline_checkpoint_info(p) : "");
+    sd_gen_params g;
+    sd_gen_params_init(&g);
+    g.prompt = "a red cube on a table";
+    g.negative_prompt = "blurry";
+    g.width = 64, g.height = 64;
+    g.steps = 3;
+    g.seed = 42;
+    const sd_status st = sd_generate(p, &g, r);
+    sd_pipeline_free(p);
+    return st;
+}
+
+static bool same_result(const sd_result *a, const sd_result *b) {
+    if (a->n_images != 1 || b->n_images != 1) return false;
+    const sd_image *x = &a->images[0], *y = &b->images[0];
+    return x->width == y->width && x->height == y->height &&
+           !memcmp(x->rgb, y->rgb, (size_t)x->width * x->height * 3);
+}
+
+/* The fixture's folder and its single file: one image, bit for bit. */
+static void check_family(const char *model, ldmw_flavour flavour, const char *file,
+                         const char *want_family, int extras) {
+    char folder[700];
+    snprintf(folder, sizeof folder, "%s", fixture(model));
+    const ldmw_options opt = {.with_extras = extras};
+    CHECK_OK(ldmw_write(folder, tmp(file), flavour, &opt));
+    sd_result want, got;
+    memset(&want, 0, sizeof want);
+    memset(&got, 0, sizeof got);
+    char info[512] = "";
+    CHECK_OK(generate(folder, NULL, SD_PREDICTION_AUTO, &want, NULL, 0));
+    CHECK_OK(generate(tmp(file), folder, SD_PREDICTION_AUTO, &got, info, sizeof info));
+    CHECK(same_result(&want, &got), "%s: the single file's image is the folder's, bit for bit",
+          model);
+    CHECK(strstr(info, want_family) == info, "%s detected as '%s'", model, info);
+    sd_result_free(&want);
+    sd_result_free(&got);
+}
+
+static void test_families(void) {
+    check_family("sd15-tiny/pipeline", LDMW_SD1, "sd15.safetensors", "SD 1.x", 1);
+    check_family("sd2v-tiny/pipeline", LDMW_SD2, "sd2v.safetensors", "SD 2.x", 0);
+    check_family("sdxl-tiny/pipeline", LDMW_SDXL, "sdxl.safetensors", "SDXL,", 1);
+}
+
+/* --prediction overrides the scheduler config: epsilon on the v fixture changes the image. */
+static void test_prediction(void) {
+    const char *folder = fixture("sd2v-tiny/pipeline");
+    sd_result v, eps;
+    memset(&v, 0, sizeof v);
+    memset(&eps, 0, sizeof eps);
+    CHECK_OK(generate(tmp("sd2v.safetensors"), folder, SD_PREDICTION_V, &v, NULL, 0));
+    CHECK_OK(generate(tmp("sd2v.safetensors"), folder, SD_PREDICTION_EPSILON, &eps, NULL, 0));
+    CHECK(v.n_images == 1 && eps.n_images == 1 && !same_result(&v, &eps),
+          "--prediction epsilon on a v model gives another image");
+    sd_result_free(&v);
+    sd_result_free(&eps);
+}
+
+static void test_bad_input(void) {
+    sd_pipeline *p = NULL;
+    /* Bundled SD 1.5 configs: the tiny file's shapes disagree, and the error names the tensor. */
+    sd_status st = sd_pipeline_load(&p, tmp("sd15.safetensors"), NULL);
+    CHECK(st != SD_OK && p == NULL && strstr(sd_last_error(), "conv_in.weight") &&
+              strstr(sd_last_error(), "first_stage_model.* as diffusers vae"),
+          "the bundled configs against the tiny file: %s", sd_last_error());
+
+    FILE *f = fopen(tmp("model.ckpt"), "wb");
+    if (f) fputs("PK\x03\x04 not really a zip", f), fclose(f);
+    st = sd_pipeline_load(&p, tmp("model.ckpt"), NULL);
+    CHECK(st == SD_ERR_UNSUPPORTED && p == NULL && strstr(sd_last_error(), "never unpickles") &&
+              strstr(sd_last_error(), "safetensors"),
+          "a pickled file is refused with a way out: %s", sd_last_error());
+
+    /* A diffusers-layout file: neither layout, its first key named. */
+    char unet_file[700];
+    snprintf(unet_file, sizeof unet_file, "%s", fixture("sd15-tiny/pipeline/unet/diffusion_pytorch_model.safetensors"));
+    st = sd_pipeline_load(&p, unet_file, NULL);
+    CHECK(st == SD_ERR_FORMAT && p == NULL && strstr(sd_last_error(), "'conv_in.bias'"),
+          "a diffusers-layout file names its first key: %s", sd_last_error());
+
+    /* No VAE in the file: refused with the bundled configs, taken from --config's folder. */
+    const ldmw_options no_vae = {.skip_vae = 1};
+    const char *folder = fixture("sd15-tiny/pipeline");
+    CHECK_OK(ldmw_write(folder, tmp("novae.safetensors"), LDMW_SD1, &no_vae));
+    sd_load_params lp;
+    sd_load_params_init(&lp);
+    lp.config_dir = "/nonexistent-config-folder";
+    st = sd_pipeline_load(&p, tmp("novae.safetensors"), &lp);
+    CHECK(st != SD_OK && p == NULL && strstr(sd_last_error(), "nonexistent-config-folder"),
+          "a missing --config folder is named: %s", sd_last_error());
+    lp.config_dir = folder;
+    CHECK_OK(sd_pipeline_load(&p, tmp("novae.safetensors"), &lp));
+    sd_pipeline_free(p);
+    p = NULL;
+    /* A renamed tensor that maps to nothing: named with its full original key. */
+}
+
+/* Writes a file of the named tensors (zeros) with the given shapes: a few keys of a real
+ * checkpoint at their real shapes, enough for detection. */
+static void write_shapes(const char *path, const char *const *names, const int64_t (*shapes)[4],
+                         int n) {
+    st_entry e[8];
+    int64_t most = 1;
+    for (int i = 0; i < n; i++) {
+        int64_t numel = 1;
+        for (int d = 0; d < 4 && shapes[i][d]; d++) numel *= shapes[i][d];
+        if (numel > most) most = numel;
+    }
+    uint16_t *zeros = calloc((size_t)most, sizeof *zeros);
+    for (int i = 0; i < n; i++) {
+        memset(&e[i], 0, sizeof e[i]);
+        e[i].name = names[i];
+        e[i].dtype = ST_F16;
+        e[i].ndim = 0;
+        while (e[i].ndim < 4 && shapes[i][e[i].ndim]) e[i].shape[e[i].ndim] = shapes[i][e[i].ndim], e[i].ndim++;
+        e[i].data = zeros;
+    }
+    CHECK_OK(st_write(path, e, n, NULL, 0));
+    free(zeros);
+}
+
+/* Detection on real key names and shapes (SD 2.x's 1024-wide cross-attention, SDXL's label_emb,
+ * the refiner's lone OpenCLIP, 9-channel inpainting, layers_per_block from the first downsampler,
+ * the VAE's levels), without full-size weights. */
+static void test_detection(void) {
+    static const char *const sd2[] = {
+        "model.diffusion_model.input_blocks.0.0.weight",
+        "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight",
+        "model.diffusion_model.input_blocks.3.0.op.weight",
+        "first_stage_model.decoder.up.3.block.0.conv1.weight",
+    };
+    static const int64_t sd2_shapes[][4] = {{320, 4, 3, 3}, {320, 1024}, {320, 320, 3, 3}, {4, 4, 1, 1}};
+    write_shapes(tmp("det-sd2.safetensors"), sd2, sd2_shapes, 4);
+    ldm_checkpoint c;
+    CHECK_OK(ldm_checkpoint_open(&c, tmp("det-sd2.safetensors")));
+    CHECK(c.family == LDM_SD2 && c.context_dim == 1024 && c.in_channels == 4 &&
+              c.parts[0].levels == 2 && c.parts[1].levels == 4 && !strcmp(c.unet_dtype, "fp16"),
+          "a UNet-only SD 2.x file: family %d, context %d, in %d, layers %d, VAE levels %d",
+          c.family, c.context_dim, c.in_channels, c.parts[0].levels, c.parts[1].levels);
+    ldm_checkpoint_close(&c);
+
+    static const char *const xl[] = {
+        "model.diffusion_model.input_blocks.0.0.weight", "model.diffusion_model.label_emb.0.0.weight",
+        "conditioner.embedders.0.model.ln_final.weight", "v_pred",
+    };
+    static const int64_t xl_shapes[][4] = {{320, 9, 3, 3}, {1280, 2816}, {1280}, {1}};
+    write_shapes(tmp("det-refiner.safetensors"), xl, xl_shapes, 4);
+    CHECK_OK(ldm_checkpoint_open(&c, tmp("det-refiner.safetensors")));
+    CHECK(c.family == LDM_SDXL_REFINER && c.in_channels == 9 && c.v_pred &&
+              ldm_checkpoint_source(&c, "text_encoder_2") && !ldm_checkpoint_source(&c, "text_encoder"),
+          "a refiner-like file: family %d, in %d, v_pred %d", c.family, c.in_channels, c.v_pred);
+    ldm_checkpoint_close(&c);
+    /* A key under the UNet's prefix that no table knows: named whole when the UNet is opened (the
+     * other components come from --config's folder). */
+    static const char *const odd[] = {"model.diffusion_model.input_blocks.0.0.weight",
+                                      "model.diffusion_model.middle_block.7.odd.weight"};
+    static const int64_t odd_shapes[][4] = {{320, 4, 3, 3}, {4}};
+    write_shapes(tmp("det-odd.safetensors"), odd, odd_shapes, 2);
+    sd_load_params lp;
+    sd_load_params_init(&lp);
+    lp.config_dir = fixture("sd15-tiny/pipeline");
+    sd_pipeline *bad = NULL;
+    CHECK(sd_pipeline_load(&bad, tmp("det-odd.safetensors"), &lp) == SD_ERR_FORMAT && !bad &&
+              strstr(sd_last_error(), "'model.diffusion_model.middle_block.7.odd.weight'"),
+          "an unknown UNet key is named: %s", sd_last_error());
+    /* 9 input channels: no bundled config fits; the message says to pass --config. */
+    sd_pipeline *p = NULL;
+    const sd_status st = sd_pipeline_load(&p, tmp("det-refiner.safetensors"), NULL);
+    CHECK(st == SD_ERR_UNSUPPORTED && p == NULL && strstr(sd_last_error(), "9-channel") &&
+              strstr(sd_last_error(), "--config"),
+          "an inpainting UNet without --config: %s", sd_last_error());
+}
+
+static void test_gen_cli(void) {
+    const char *folder = fixture("sd15-tiny/pipeline");
+    char file[700];
+    snprintf(file, sizeof file, "%s", tmp("sd15.safetensors"));
+    const char *args[] = {"-m", file, "--config", folder, "--prediction", "epsilon", "--steps",
+                          "2", "-W", "64", "-H", "64", "-s", "1", "-o", tmp("cli.png"),
+                          "a cat", NULL};
+    int rc = tool_run_args("gen", args);
+    CHECK(rc == 0 && strstr(tool_output, "SD 1.x, epsilon") && strstr(tool_output, "UNet parameters"),
+          "gen on a single file prints what it detected (rc %d): %s", rc, tool_output);
+    rc = tool_run("gen", "-m", file, "--prediction", "x0", "a", NULL);
+    CHECK(rc == 2 && strstr(tool_output, "epsilon or v"), "a bad --prediction: %s", tool_output);
+    rc = tool_run("gen", "--help", NULL);
+    CHECK(rc == 0 && strstr(tool_output, "--config DIR") && strstr(tool_output, "--prediction"),
+          "gen --help lists --config and --prediction");
+}
+
+int main(void) {
+    snprintf(tmpdir, sizeof tmpdir, "%s", test_output_dir("single_file"));
+    test_families();
+    test_prediction();
+    test_bad_input();
+    test_detection();
+    test_gen_cli();
+    return test_summary();
+}
