@@ -224,6 +224,13 @@ typedef enum { SD_WEIGHTS_STORED = 0, SD_WEIGHTS_F16, SD_WEIGHTS_BF16 } sd_weigh
  * AUTO picks BF16 where the CPU has it and the documented tolerance holds, else FP32. */
 typedef enum { SD_PRECISION_FP32 = 0, SD_PRECISION_BF16, SD_PRECISION_AUTO } sd_precision;
 
+/* One LoRA file (safetensors: kohya-ss / A1111, LoCon, diffusers / PEFT naming) and its scale
+ * (1: as trained; 0: no effect). */
+typedef struct {
+    const char *path;
+    float scale;
+} sd_lora;
+
 typedef struct {
     size_t struct_size;             /* set by sd_load_params_init */
     int threads;                    /* threads of every call on this pipeline; 0: all cores */
@@ -231,6 +238,10 @@ typedef struct {
     sd_precision precision;         /* default FP32 */
     bool low_memory;                /* text encoders released before denoising, the VAE loaded
                                      * after it, weights paged in per layer */
+    /* LoRAs merged into the weights at load (README, "LoRA"), n_loras of them; the array and its
+     * paths are read during sd_pipeline_load only. */
+    const sd_lora *loras;
+    int n_loras;
 } sd_load_params;
 
 /* The defaults, with struct_size = size (use sd_load_params_init, which passes the caller's). */
@@ -238,6 +249,15 @@ SD_API void sd_load_params_init_size(sd_load_params *p, size_t size);
 static inline void sd_load_params_init(sd_load_params *p) {
     sd_load_params_init_size(p, sizeof *p);
 }
+
+/* A1111 prompt tags: removes every "<lora:NAME>" / "<lora:NAME:SCALE>" (scale 1 when absent)
+ * from `prompt`, resolving NAME to lora_dir/NAME.safetensors. *text is the prompt without the tags
+ * (malloc'd; free()), *loras the tags in order (free with sd_loras_free), ready for
+ * sd_load_params.loras. A name not in lora_dir is an error listing the folder's LoRAs; a tag with
+ * lora_dir NULL is an error. No tag: *text is a copy of prompt, *n_loras 0. */
+SD_API sd_status sd_prompt_extract_loras(const char *prompt, const char *lora_dir, char **text,
+                                         sd_lora **loras, int *n_loras);
+SD_API void sd_loras_free(sd_lora *loras, int n);
 
 /* Loads the pipeline that model_index.json describes (the family decides the components).
  * params NULL: the defaults. */
