@@ -48,6 +48,8 @@ static const struct {
     {".lora_A.weight", PART_DOWN},    {".lora_B.weight", PART_UP},
     {".lora.down.weight", PART_DOWN}, {".lora.up.weight", PART_UP},
     {".alpha", PART_ALPHA},
+    /* diffusers' attention-processor LoRAs (before PEFT): <attn>.processor.to_q_lora.down.weight */
+    {"_lora.down.weight", PART_DOWN}, {"_lora.up.weight", PART_UP},
 };
 
 static bool starts_with(const char *s, const char *p) { return !strncmp(s, p, strlen(p)); }
@@ -82,6 +84,14 @@ static sd_status parse_key(const char *path, const char *name, lora_module *m, i
         if (len <= plen + slen || strcmp(name + len - slen, suffixes[i].suffix)) continue;
         m->component = pm->component;
         m->key = underscored(name + plen, len - plen - slen);
+        if (m->key && suffixes[i].suffix[0] == '_') { /* attn.processor.to_out -> attn.to_out.0 */
+            char *proc = strstr(m->key, "_processor_");
+            if (proc) memmove(proc, proc + strlen("_processor"), strlen(proc + strlen("_processor")) + 1);
+            const size_t klen = strlen(m->key);
+            char *grown = klen >= 6 && !strcmp(m->key + klen - 6, "to_out")
+                              ? realloc(m->key, klen + 3) : NULL;
+            if (grown) strcpy(grown + klen, "_0"), m->key = grown;
+        }
         *part = suffixes[i].part;
         return m->key ? SD_OK : sd_set_error(SD_ERR_NOMEM, "out of memory");
     }

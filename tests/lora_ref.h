@@ -208,7 +208,7 @@ static void ref_lora_free(ref_lora *l) {
     l->n = 0;
 }
 
-typedef enum { REF_KOHYA, REF_PEFT } ref_format;
+typedef enum { REF_KOHYA, REF_PEFT, REF_OLD_DIFFUSERS } ref_format;
 
 /* kohya: lora_unet_ / lora_te_ (lora_te1_ / lora_te2_ when `sdxl`) + module with '_';
  * PEFT: <component>.<module>.lora_A/lora_B.weight. Convolutions keep their 4-D shapes. */
@@ -236,6 +236,21 @@ static bool ref_lora_write(const ref_lora *l, const char *path, ref_format fmt, 
                 snprintf(name, sizeof name, "%s.alpha", base);
                 ref_add(&f, ref_f32(name, 0, NULL, &m->alpha));
             }
+        } else if (fmt == REF_OLD_DIFFUSERS) {
+            /* <attn>.processor.<proj>_lora.down.weight, to_out.0 written to_out (attention
+             * projections only). */
+            char *proj = strstr(module, ".to_");
+            if (!proj) continue;
+            *proj = '\0';
+            char *zero = strstr(proj + 1, ".0");
+            if (zero) *zero = '\0';
+            const int64_t ds[2] = {m->rank, m->in}, us[2] = {m->out, m->rank};
+            snprintf(name, sizeof name, "%s.%s.processor.%s_lora.down.weight", m->component,
+                     module, proj + 1);
+            ref_add(&f, ref_f32(name, 2, ds, m->down));
+            snprintf(name, sizeof name, "%s.%s.processor.%s_lora.up.weight", m->component,
+                     module, proj + 1);
+            ref_add(&f, ref_f32(name, 2, us, m->up));
         } else {
             const int64_t ds[2] = {m->rank, m->in * m->kh * m->kw}, us[2] = {m->out, m->rank};
             snprintf(name, sizeof name, "%s.%s.lora_A.weight", m->component, module);

@@ -73,10 +73,11 @@ static int grab_embeds(void *user, const sd_event *ev) {
 }
 
 /* Loads `model` with the LoRAs and generates a few steps; false (error recorded) on failure. */
-static bool run(const char *model, const sd_lora *loras, int n, run_out *out) {
+static bool run_lm(const char *model, const sd_lora *loras, int n, bool low_memory, run_out *out) {
     memset(out, 0, sizeof *out);
     sd_load_params lp;
     sd_load_params_init(&lp);
+    lp.low_memory = low_memory;
     lp.loras = loras;
     lp.n_loras = n;
     sd_pipeline *p;
@@ -97,6 +98,10 @@ static bool run(const char *model, const sd_lora *loras, int n, run_out *out) {
     }
     sd_pipeline_free(p);
     return st == SD_OK;
+}
+
+static bool run(const char *model, const sd_lora *loras, int n, run_out *out) {
+    return run_lm(model, loras, n, false, out);
 }
 
 static void run_free(run_out *o) {
@@ -127,8 +132,8 @@ static void check_case(const char *what, const char *model, const char *const *c
     const char *merged = tmp(merged_name);
     link_folder(model, merged, changed);
     for (int i = 0; changed[i]; i++) {
-        const char *file = !strcmp(changed[i], "unet") ? "diffusion_pytorch_model.safetensors"
-                                                       : "model.safetensors";
+        const char *file = strncmp(changed[i], "text_encoder", 12)
+                               ? "diffusion_pytorch_model.safetensors" : "model.safetensors";
         CHECK(ref_merge_component(model, merged, changed[i], file, refs, scales, n),
               "%s: reference merge of %s", what, changed[i]);
     }
@@ -186,6 +191,18 @@ static void test_sd15(const char *model) {
         const float s[] = {0.7f, 1.25f};
         check_case("sd15 LoCon (3x3) + PEFT at once", model, unet_only, r, p, s, 2, "m2");
     }
+    {
+        static ref_lora old;
+        static const char *const attn[] = {"attn1.to_", "attn2.to_", NULL};
+        ref_lora_pick(&old, model, "unet", "diffusion_pytorch_model.safetensors", attn, false, 2, 0,
+                      false, 15);
+        CHECK(ref_lora_write(&old, tmp("old.safetensors"), REF_OLD_DIFFUSERS, false), "write old");
+        const ref_lora *r[] = {&old};
+        const char *p[] = {tmp("old.safetensors")};
+        const float s[] = {1.0f};
+        check_case("sd15 old diffusers attn-processor naming", model, unet_only, r, p, s, 1, "m3");
+        ref_lora_free(&old);
+    }
     /* Scale 0 adds exact zeros: the plain model's numbers. */
     run_out zero, plain;
     const sd_lora z[] = {{tmp("kohya.safetensors"), 0.0f}};
@@ -193,6 +210,12 @@ static void test_sd15(const char *model) {
     CHECK(run(model, NULL, 0, &plain), "plain loads");
     CHECK(same(&zero, &plain), "scale 0 equals no LoRA");
     run_free(&zero), run_free(&plain);
+    /* --low-memory keeps unmerged weights mapped and pages them per layer: same numbers. */
+    run_out lm, full;
+    const sd_lora k[] = {{tmp("kohya.safetensors"), 0.8f}};
+    CHECK(run_lm(model, k, 1, true, &lm) && run(model, k, 1, &full) && same(&lm, &full),
+          "LoRA under --low-memory gives the same latents");
+    run_free(&lm), run_free(&full);
     ref_lora_free(&kohya), ref_lora_free(&locon), ref_lora_free(&peft);
 }
 
@@ -212,6 +235,25 @@ static void test_sdxl(const char *model) {
     check_case("sdxl kohya te1+te2(fp16)+unet", model, changed, r, p, s, 1, "x1");
     const char *pp[] = {tmp("xl_peft.safetensors")};
     check_case("sdxl PEFT te1+te2(fp16)+unet", model, changed, r, pp, s, 1, "x2");
+    ref_lora_free(&l);
+}
+
+/* diffusers/PEFT transformer.* LoRAs on the DiT families (bf16 fixtures: the merged copy is F32,
+ * widening is exact). */
+static void test_dit(const char *model, const char *what, uint64_t seed) {
+    static ref_lora l;
+    static const char *const pats[] = {"attn.to_", "attn.add_", "ff.net", "proj_mlp", NULL};
+    ref_lora_pick(&l, model, "transformer", "diffusion_pytorch_model.safetensors", pats, false, 4,
+                  2.0f, true, seed);
+    CHECK(l.n > 4, "%s: modules picked (%d)", what, l.n);
+    char name[64];
+    snprintf(name, sizeof name, "%s.safetensors", what);
+    CHECK(ref_lora_write(&l, tmp(name), REF_PEFT, false), "write %s", name);
+    const char *const changed[] = {"transformer", NULL};
+    const ref_lora *r[] = {&l};
+    const char *p[] = {tmp(name)};
+    const float s[] = {0.9f};
+    check_case(what, model, changed, r, p, s, 1, what);
     ref_lora_free(&l);
 }
 
@@ -358,6 +400,8 @@ int main(void) {
     snprintf(sdxl, sizeof sdxl, "%s", fixture("sdxl-tiny/pipeline"));
     test_sd15(sd15);
     test_sdxl(sdxl);
+    test_dit(fixture("flux-tiny/pipeline"), "flux-peft", 31);
+    test_dit(fixture("sd3-tiny/pipeline"), "sd3-peft", 32);
     test_errors(sd15, sdxl);
     test_tags();
     test_gen(sd15);
