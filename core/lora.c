@@ -139,6 +139,9 @@ static sd_status add_file(lora_set *s, int f) {
         else same = &s->modules[s->n_modules++], *same = m;
         const st_tensor **slot = part == PART_DOWN ? &same->down : part == PART_UP ? &same->up
                                                                                     : &same->alpha;
+        if (*slot) /* two namings of one module in one file: which one is meant is unclear */
+            return sd_set_error(SD_ERR_FORMAT, "LoRA %s: '%s' and '%s' adapt the same module",
+                                file->path, (*slot)->name, t->name);
         *slot = t;
     }
     for (int k = first; k < s->n_modules; k++) {

@@ -73,11 +73,13 @@ static int grab_embeds(void *user, const sd_event *ev) {
 }
 
 /* Loads `model` with the LoRAs and generates a few steps; false (error recorded) on failure. */
-static bool run_lm(const char *model, const sd_lora *loras, int n, bool low_memory, run_out *out) {
+/* mode: 0 default, 1 --low-memory, 2 --weights-dtype f16. */
+static bool run_lm(const char *model, const sd_lora *loras, int n, int mode, run_out *out) {
     memset(out, 0, sizeof *out);
     sd_load_params lp;
     sd_load_params_init(&lp);
-    lp.low_memory = low_memory;
+    lp.low_memory = mode == 1;
+    if (mode == 2) lp.weights_dtype = SD_WEIGHTS_F16;
     lp.loras = loras;
     lp.n_loras = n;
     sd_pipeline *p;
@@ -101,7 +103,7 @@ static bool run_lm(const char *model, const sd_lora *loras, int n, bool low_memo
 }
 
 static bool run(const char *model, const sd_lora *loras, int n, run_out *out) {
-    return run_lm(model, loras, n, false, out);
+    return run_lm(model, loras, n, 0, out);
 }
 
 static void run_free(run_out *o) {
@@ -213,9 +215,15 @@ static void test_sd15(const char *model) {
     /* --low-memory keeps unmerged weights mapped and pages them per layer: same numbers. */
     run_out lm, full;
     const sd_lora k[] = {{tmp("kohya.safetensors"), 0.8f}};
-    CHECK(run_lm(model, k, 1, true, &lm) && run(model, k, 1, &full) && same(&lm, &full),
+    CHECK(run_lm(model, k, 1, 1, &lm) && run(model, k, 1, &full) && same(&lm, &full),
           "LoRA under --low-memory gives the same latents");
     run_free(&lm), run_free(&full);
+    /* --weights-dtype f16 rounds the merged weight like every other: the merged folder (F32)
+     * converted at load gives the same numbers. */
+    run_out h, hm;
+    CHECK(run_lm(model, k, 1, 2, &h) && run_lm(tmp("m1"), NULL, 0, 2, &hm) && same(&h, &hm),
+          "LoRA under --weights-dtype f16 equals the merged folder under f16");
+    run_free(&h), run_free(&hm);
     ref_lora_free(&kohya), ref_lora_free(&locon), ref_lora_free(&peft);
 }
 
@@ -317,6 +325,13 @@ static void test_errors(const char *sd15, const char *sdxl) {
     const char *hada[] = {"lora_unet_down_blocks_0_attentions_0_proj_in.hada_w1_a"};
     write_raw(tmp("hada.safetensors"), hada, 1, 16, 16);
     expect_error("LoHa", sd15, tmp("hada.safetensors"), "hada_w1_a", "not supported");
+    const char *twice[] = {"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight",
+                           "lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight",
+                           "unet.down_blocks.0.attentions.0.proj_in.lora_A.weight",
+                           "unet.down_blocks.0.attentions.0.proj_in.lora_B.weight"};
+    write_raw(tmp("twice.safetensors"), twice, 4, 16, 16);
+    expect_error("one module named twice", sd15, tmp("twice.safetensors"), "same module",
+                 "proj_in.lora_A.weight");
     expect_error("missing file", sd15, tmp("absent.safetensors"), "absent.safetensors", "");
 
     /* A partial match loads, with a warning that counts. */
