@@ -7,8 +7,10 @@
  *   (text_encoder_2), each with .lora_down.weight, .lora_up.weight and optional .alpha; LoCon /
  *   LyCORIS conv layers are the same keys with a [r][cin][kh][kw] down and a [cout][r][1][1] up;
  * - diffusers / PEFT: unet.<module>, text_encoder.<module>, text_encoder_2.<module>,
- *   transformer.<module> with .lora_A.weight / .lora_B.weight (or old diffusers' .lora.down.weight
- *   / .lora.up.weight) and optional .alpha.
+ *   transformer.<module> with .lora_A.weight / .lora_B.weight (or .lora.down.weight /
+ *   .lora.up.weight) and optional .alpha; old diffusers attention-processor files
+ *   (<attn>.processor.to_q_lora.down.weight, to_out_lora for to_out.0).
+ * Every other key is refused, naming it (a LoRA half read would be a silently different model).
  * The merge is diffusers': W + scale * (alpha / rank) * up @ down, rank = down's first dimension,
  * alpha = rank when absent; summed in double over every LoRA of the set and rounded once to float.
  *
