@@ -73,11 +73,6 @@ static sd_status parse_key(const char *path, const char *name, lora_module *m, i
         return sd_set_error(SD_ERR_FORMAT, "LoRA %s: key '%s' is neither kohya-ss (lora_unet_*, "
                             "lora_te_*) nor diffusers/PEFT (unet.*, text_encoder.*, "
                             "transformer.*) naming", path, name);
-    if (starts_with(name, "lora_unet_input_blocks_") || starts_with(name, "lora_unet_middle_block_")
-        || starts_with(name, "lora_unet_output_blocks_"))
-        return sd_set_error(SD_ERR_UNSUPPORTED, "LoRA %s: key '%s' names the UNet in the original "
-                            "(LDM) layout, as SDXL kohya LoRAs do; mapping those names to diffusers "
-                            "ones is not supported yet", path, name);
     const size_t len = strlen(name), plen = strlen(pm->prefix);
     for (size_t i = 0; i < sizeof suffixes / sizeof *suffixes; i++) {
         const size_t slen = strlen(suffixes[i].suffix);
@@ -196,6 +191,32 @@ void lora_set_free(lora_set *s) {
     free(s->files);
     free(s->scales);
     free(s);
+}
+
+bool lora_set_has_ldm_unet(const lora_set *s) {
+    for (int k = 0; s && k < s->n_modules; k++)
+        if (!strcmp(s->modules[k].component, "unet") && lora_ldm_is_unet_key(s->modules[k].key))
+            return true;
+    return false;
+}
+
+sd_status lora_set_map_ldm_unet(lora_set *s, int layers_per_block, const bool *up_attn, int n_up) {
+    for (int k = 0; k < s->n_modules; k++) {
+        lora_module *m = &s->modules[k];
+        if (strcmp(m->component, "unet") || !lora_ldm_is_unet_key(m->key)) continue;
+        char mapped[512];
+        if (!lora_ldm_unet_key(m->key, layers_per_block, up_attn, n_up, mapped, sizeof mapped))
+            return sd_set_error(SD_ERR_UNSUPPORTED, "LoRA %s: '%s' names a UNet module in the "
+                                "original layout that has no diffusers counterpart in this UNet "
+                                "(%d layers per block)", s->files[m->file].path, module_name(m),
+                                layers_per_block);
+        char *key = strdup(mapped);
+        if (!key) return sd_set_error(SD_ERR_NOMEM, "out of memory");
+        free(m->key);
+        m->key = key;
+    }
+    qsort(s->modules, (size_t)s->n_modules, sizeof *s->modules, cmp_module);
+    return SD_OK;
 }
 
 void lora_set_release(const lora_set *s) {

@@ -14,8 +14,9 @@
  * The merge is diffusers': W + scale * (alpha / rank) * up @ down, rank = down's first dimension,
  * alpha = rank when absent; summed in double over every LoRA of the set and rounded once to float.
  *
- * Not read: SDXL kohya files in the original UNet layout (lora_unet_input_blocks_*), LyCORIS
- * LoHa/LoKr/DoRA tensors: refused with a message naming the key. */
+ * - kohya-ss SDXL files name the UNet in the original layout (lora_unet_input_blocks_*): mapped
+ *   to diffusers names by lora_set_map_ldm_unet (core/lora_ldm.c) once the UNet config is known.
+ * Not read: LyCORIS LoHa/LoKr/DoRA tensors: refused with a message naming the key. */
 #ifndef SD_LORA_H
 #define SD_LORA_H
 
@@ -41,6 +42,17 @@ bool lora_set_has(const lora_set *s, const char *component, const char *name);
  * messages. Nothing to do returns SD_OK. On error `w` is unchanged. */
 sd_status lora_set_apply(lora_set *s, const char *component, const char *name, const st_tensor *t,
                          const char *model_file, float *w);
+
+/* Whether UNet modules are named in the original (LDM) layout, and their mapping to diffusers
+ * names for a UNet of `layers_per_block` whose up blocks have attention where up_attn[b] (n_up
+ * blocks). A name that does not map is an error naming the key. */
+bool lora_set_has_ldm_unet(const lora_set *s);
+sd_status lora_set_map_ldm_unet(lora_set *s, int layers_per_block, const bool *up_attn, int n_up);
+/* core/lora_ldm.c: one module name (underscored, without lora_unet_); false when it is not an
+ * LDM UNet name this mapping knows. */
+bool lora_ldm_is_unet_key(const char *key);
+bool lora_ldm_unet_key(const char *key, int layers_per_block, const bool *up_attn, int n_up,
+                       char *out, size_t size);
 
 /* Before loading: a LoRA adapting a component the model lacks (text_encoder_2 on SD 1.x, a
  * transformer on a UNet model) is made for another family, an error saying so. `components`

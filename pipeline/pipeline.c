@@ -166,6 +166,27 @@ static sd_status pick_family(sd_pipeline *p) {
                         known ? "not supported yet" : "unknown", list);
 }
 
+/* kohya SDXL LoRAs name the UNet in the original layout, numbered by the UNet's config. */
+static sd_status map_ldm_unet(sd_pipeline *p) {
+    char *dir = pl_component_dir(p, "unet");
+    char *path = dir ? sd_path_join(dir, "config.json") : NULL;
+    free(dir);
+    if (!path) return sd_set_error(SD_ERR_NOMEM, "out of memory");
+    sd_cfg c;
+    sd_status st = cfg_open(&c, path);
+    free(path);
+    if (st != SD_OK) return st;
+    const int layers = cfg_int(&c, "layers_per_block", 2);
+    const cJSON *up = cJSON_GetObjectItemCaseSensitive(c.root, "up_block_types");
+    bool up_attn[16] = {false};
+    int n_up = 0;
+    for (const cJSON *it = cJSON_IsArray(up) ? up->child : NULL; it && n_up < 16; it = it->next)
+        up_attn[n_up++] = cJSON_IsString(it) && strstr(it->valuestring, "CrossAttn");
+    st = lora_set_map_ldm_unet(p->lora, layers, up_attn, n_up);
+    cfg_close(&c);
+    return st;
+}
+
 /* The LoRAs of the load parameters, opened and checked against the model's components before
  * any weight is read; the caller's array is not kept. */
 static sd_status open_loras(sd_pipeline *p) {
@@ -194,6 +215,7 @@ static sd_status open_loras(sd_pipeline *p) {
     for (int i = 0, k = 0; i < p->mi.n; i++)
         if (p->mi.comps[i].present) names[k++] = p->mi.comps[i].name;
     if (st == SD_OK) st = lora_set_check_components(p->lora, names);
+    if (st == SD_OK && lora_set_has_ldm_unet(p->lora)) st = map_ldm_unet(p);
     return st;
 }
 

@@ -208,7 +208,40 @@ static void ref_lora_free(ref_lora *l) {
     l->n = 0;
 }
 
-typedef enum { REF_KOHYA, REF_PEFT, REF_OLD_DIFFUSERS } ref_format;
+typedef enum { REF_KOHYA, REF_PEFT, REF_OLD_DIFFUSERS, REF_KOHYA_LDM } ref_format;
+
+/* The original (LDM / SGM) name of an SDXL UNet module (2 layers per block, up blocks 0 and 1
+ * with attention, as sdxl-tiny and SDXL base), from diffusers' unet_2d_condition layout and
+ * convert_diffusers_to_original_sdxl.py's table. */
+static bool ref_ldm_name(const char *d, char *out, size_t size) {
+    static const char *const res[][2] = {{"norm1", "in_layers.0"},  {"conv1", "in_layers.2"},
+                                         {"time_emb_proj", "emb_layers.1"},
+                                         {"norm2", "out_layers.0"}, {"conv2", "out_layers.3"},
+                                         {"conv_shortcut", "skip_connection"}};
+    int b, r, n = 0;
+    char rest[256] = "";
+    const char *rp = NULL;
+    if (sscanf(d, "down_blocks.%d.attentions.%d.%255s", &b, &r, rest) == 3)
+        return snprintf(out, size, "input_blocks.%d.1.%s", 1 + b * 3 + r, rest) > 0;
+    if (sscanf(d, "up_blocks.%d.attentions.%d.%255s", &b, &r, rest) == 3)
+        return snprintf(out, size, "output_blocks.%d.1.%s", b * 3 + r, rest) > 0;
+    if (sscanf(d, "mid_block.attentions.0.%255s", rest) == 1)
+        return snprintf(out, size, "middle_block.1.%s", rest) > 0;
+    if (sscanf(d, "down_blocks.%d.downsamplers.0.conv%n", &b, &n) == 1 && n && !d[n])
+        return snprintf(out, size, "input_blocks.%d.0.op", (b + 1) * 3) > 0;
+    if (sscanf(d, "up_blocks.%d.upsamplers.0.conv%n", &b, &n) == 1 && n && !d[n])
+        return snprintf(out, size, "output_blocks.%d.%d.conv", b * 3 + 2, b < 2 ? 2 : 1) > 0;
+    int kind = 0;
+    if (sscanf(d, "down_blocks.%d.resnets.%d.%255s", &b, &r, rest) == 3) kind = 1;
+    else if (sscanf(d, "up_blocks.%d.resnets.%d.%255s", &b, &r, rest) == 3) kind = 2;
+    else if (sscanf(d, "mid_block.resnets.%d.%255s", &r, rest) == 2) kind = 3;
+    for (size_t i = 0; kind && i < sizeof res / sizeof *res; i++)
+        if (!strcmp(rest, res[i][0])) rp = res[i][1];
+    if (!rp) return false;
+    if (kind == 1) return snprintf(out, size, "input_blocks.%d.0.%s", 1 + b * 3 + r, rp) > 0;
+    if (kind == 2) return snprintf(out, size, "output_blocks.%d.0.%s", b * 3 + r, rp) > 0;
+    return snprintf(out, size, "middle_block.%d.%s", r * 2, rp) > 0;
+}
 
 /* kohya: lora_unet_ / lora_te_ (lora_te1_ / lora_te2_ when `sdxl`) + module with '_';
  * PEFT: <component>.<module>.lora_A/lora_B.weight. Convolutions keep their 4-D shapes. */
@@ -218,7 +251,16 @@ static bool ref_lora_write(const ref_lora *l, const char *path, ref_format fmt, 
         const ref_module *m = &l->m[i];
         char module[256], name[320];
         snprintf(module, sizeof module, "%.*s", (int)(strlen(m->tensor) - 7), m->tensor);
-        if (fmt == REF_KOHYA) {
+        if (fmt == REF_KOHYA_LDM && !strcmp(m->component, "unet")) {
+            char ldm[256];
+            if (!ref_ldm_name(module, ldm, sizeof ldm)) {
+                fprintf(stderr, "no LDM name for %s\n", module);
+                ref_free(&f);
+                return false;
+            }
+            snprintf(module, sizeof module, "%s", ldm);
+        }
+        if (fmt == REF_KOHYA || fmt == REF_KOHYA_LDM) {
             for (char *c = module; *c; c++)
                 if (*c == '.') *c = '_';
             const char *prefix = !strcmp(m->component, "unet") ? "lora_unet_"

@@ -122,6 +122,13 @@ static double max_diff(const float *a, const float *b, size_t n) {
     return m;
 }
 
+static int warnings;
+static char last_warning[1024];
+static void on_log(void *user, sd_log_level level, const char *msg) {
+    (void)user;
+    if (level == SD_LOG_WARN) warnings++, snprintf(last_warning, sizeof last_warning, "%s", msg);
+}
+
 static const char *const unet_pats[] = {"attn1.to_", "attn2.to_", "ff.net", "proj_", NULL};
 static const char *const te_pats[] = {"self_attn.", "mlp.fc", NULL};
 static const char *const conv_pats[] = {"resnets.", NULL};
@@ -142,7 +149,11 @@ static void check_case(const char *what, const char *model, const char *const *c
     sd_lora loras[4];
     for (int i = 0; i < n; i++) loras[i] = (sd_lora){paths[i], scales[i]};
     run_out with, want, plain;
+    warnings = 0;
+    sd_set_log_callback(on_log, NULL);
     CHECK(run(model, loras, n, &with), "%s: load with LoRA: %s", what, sd_last_error());
+    sd_set_log_callback(NULL, NULL);
+    CHECK(warnings == 0, "%s: every module matched (%s)", what, warnings ? last_warning : "");
     CHECK(run(merged, NULL, 0, &want), "%s: merged folder: %s", what, sd_last_error());
     CHECK(run(model, NULL, 0, &plain), "%s: plain: %s", what, sd_last_error());
     CHECK(same(&with, &want), "%s: latents equal the merged folder's bit for bit (max diff %g)",
@@ -244,6 +255,30 @@ static void test_sdxl(const char *model) {
     const char *pp[] = {tmp("xl_peft.safetensors")};
     check_case("sdxl PEFT te1+te2(fp16)+unet", model, changed, r, pp, s, 1, "x2");
     ref_lora_free(&l);
+
+    /* kohya SDXL files name the UNet in the original layout: attention, resnets (LoCon 3x3
+     * convs, time_emb_proj), the down- and upsamplers, the mid block. */
+    static ref_lora ldm;
+    static const char *const pats[] = {"attn1.to_", "attn2.to_", "ff.net", "proj_", "resnets.",
+                                       "samplers.", NULL};
+    ref_lora_pick(&ldm, model, "unet", "diffusion_pytorch_model.safetensors", pats, true, 4, 3.0f,
+                  true, 24);
+    ref_lora_pick(&ldm, model, "text_encoder_2", "model.safetensors", te_pats, false, 2, 1.0f,
+                  true, 25);
+    int convs = 0, mids = 0, samplers = 0;
+    for (int i = 0; i < ldm.n; i++) {
+        convs += ldm.m[i].kh == 3;
+        mids += strstr(ldm.m[i].tensor, "mid_block.") != NULL;
+        samplers += strstr(ldm.m[i].tensor, "samplers.") != NULL;
+    }
+    CHECK(convs > 4 && mids > 2 && samplers >= 3, "LDM-named LoRA covers convs (%d), the mid block "
+          "(%d), down/upsamplers (%d)", convs, mids, samplers);
+    CHECK(ref_lora_write(&ldm, tmp("xl_ldm.safetensors"), REF_KOHYA_LDM, true), "write sdxl ldm");
+    const char *const changed2[] = {"unet", "text_encoder_2", NULL};
+    const ref_lora *r2[] = {&ldm};
+    const char *p2[] = {tmp("xl_ldm.safetensors")};
+    check_case("sdxl kohya, original-layout UNet names", model, changed2, r2, p2, s, 1, "x3");
+    ref_lora_free(&ldm);
 }
 
 /* diffusers/PEFT transformer.* LoRAs on the DiT families (bf16 fixtures: the merged copy is F32,
@@ -294,13 +329,6 @@ static void expect_error(const char *what, const char *model, const char *path, 
     sd_pipeline_free(p);
 }
 
-static int warnings;
-static char last_warning[1024];
-static void on_log(void *user, sd_log_level level, const char *msg) {
-    (void)user;
-    if (level == SD_LOG_WARN) warnings++, snprintf(last_warning, sizeof last_warning, "%s", msg);
-}
-
 static void test_errors(const char *sd15, const char *sdxl) {
     const char *none[] = {"lora_unet_no_such_module.lora_down.weight",
                           "lora_unet_no_such_module.lora_up.weight"};
@@ -314,11 +342,11 @@ static void test_errors(const char *sd15, const char *sdxl) {
     write_raw(tmp("shape.safetensors"), bad, 2, 16, 24);
     expect_error("shapes disagree", sd15, tmp("shape.safetensors"), "attn1_to_q.lora_down.weight",
                  "attn1.to_q.weight");
-    const char *ldm[] = {"lora_unet_input_blocks_4_1_proj_in.lora_down.weight",
-                         "lora_unet_input_blocks_4_1_proj_in.lora_up.weight"};
+    const char *ldm[] = {"lora_unet_input_blocks_4_7_proj_in.lora_down.weight",
+                         "lora_unet_input_blocks_4_7_proj_in.lora_up.weight"};
     write_raw(tmp("ldm.safetensors"), ldm, 2, 16, 16);
-    expect_error("SDXL original layout", sdxl, tmp("ldm.safetensors"), "input_blocks_4_1",
-                 "original");
+    expect_error("SDXL original layout, unknown block", sdxl, tmp("ldm.safetensors"),
+                 "input_blocks_4_7", "original layout");
     const char *half[] = {"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight"};
     write_raw(tmp("half.safetensors"), half, 1, 16, 16);
     expect_error("down without up", sd15, tmp("half.safetensors"), "half.safetensors", "up");
@@ -340,6 +368,7 @@ static void test_errors(const char *sd15, const char *sdxl) {
                              "lora_unet_no_such_module.lora_down.weight",
                              "lora_unet_no_such_module.lora_up.weight"};
     write_raw(tmp("partial.safetensors"), partial, 4, 16, 16);
+    warnings = 0;
     sd_set_log_callback(on_log, NULL);
     const sd_lora l[] = {{tmp("partial.safetensors"), 1.0f}};
     sd_load_params lp;
