@@ -121,6 +121,11 @@ int main(int argc, char **argv) {
         fprintf(stderr, "gen: no prompt given (usage: gen [options] \"PROMPT\"; see --help)\n");
         return 2;
     }
+    if (!cli_take_lora_tags(&o, &err)) {
+        fprintf(stderr, "gen: %s\n", err);
+        cli_options_free(&o);
+        return 1;
+    }
     if (!cli_build_sched_overrides(&o, &err)) {
         fprintf(stderr, "gen: %s\n", err);
         return 2;

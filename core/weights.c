@@ -162,6 +162,13 @@ sd_status weights_read_f32(const sd_weights *w, const char *name, int ndim, cons
         const st_tensor *t = st_find(&w->files[i], name);
         if (!t) continue;
         sd_status st = st_read_f32(&w->files[i], name, ndim, shape, out);
+        if (st == SD_OK && w->policy.lora)
+            st = lora_set_apply(w->policy.lora, w->policy.lora_component, name, t,
+                                w->files[i].path, *out);
+        if (st != SD_OK) {
+            free(*out);
+            *out = NULL;
+        }
         if (st == SD_OK) weights_round_f32(w, *out, (size_t)st_numel(t));
         /* The copy is what the model uses: keep one copy resident, not two. */
         st_release_pages(t->data, t->nbytes);

@@ -5,6 +5,7 @@
 #ifndef SD_WEIGHTS_H
 #define SD_WEIGHTS_H
 
+#include "lora.h"
 #include "safetensors.h"
 
 #include <stdbool.h>
@@ -31,6 +32,11 @@ typedef struct {
     /* Where the weights come from instead of the folder weights_open is given (NULL: the folder):
      * a single original-layout checkpoint (convert/ldm_source.h) whose open() builds the set. */
     const struct weights_source *source;
+    /* LoRAs merged into the tensors of the component `lora_component` ("unet", "text_encoder",
+     * ...) as they are read: a weight with deltas is read through the float32 path (a float32
+     * copy holding W + the deltas, core/lora.h), every other tensor as without. NULL: none. */
+    lora_set *lora;
+    const char *lora_component;
 } weights_policy;
 
 typedef struct sd_weights sd_weights;
@@ -102,7 +108,8 @@ const st_tensor *weights_find(const sd_weights *w, const char *name);
 /* The file holding `name` (for messages); NULL when absent. */
 const char *weights_file_of(const sd_weights *w, const char *name);
 
-/* Finds a float tensor, checks its shape (ndim < 0 skips it) and returns a malloc'd float32 copy;
+/* Finds a float tensor, checks its shape (ndim < 0 skips it) and returns a malloc'd float32 copy
+ * (with the policy's LoRA deltas merged, when it has any for the tensor);
  * the tensor's mapped pages are given back afterwards (st_release_pages). Errors name the tensor
  * and the folder. */
 sd_status weights_read_f32(const sd_weights *w, const char *name, int ndim, const int64_t *shape,

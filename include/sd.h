@@ -226,6 +226,13 @@ typedef enum { SD_PRECISION_FP32 = 0, SD_PRECISION_BF16, SD_PRECISION_AUTO } sd_
 /* The denoiser's prediction type (scheduler prediction_type): AUTO leaves it to the model. */
 typedef enum { SD_PREDICTION_AUTO = 0, SD_PREDICTION_EPSILON, SD_PREDICTION_V } sd_prediction;
 
+/* One LoRA file (safetensors: kohya-ss / A1111, LoCon, diffusers / PEFT naming) and its scale
+ * (1: as trained; 0: no effect). */
+typedef struct {
+    const char *path;
+    float scale;
+} sd_lora;
+
 typedef struct {
     size_t struct_size;             /* set by sd_load_params_init */
     int threads;                    /* threads of every call on this pipeline; 0: all cores */
@@ -240,6 +247,10 @@ typedef struct {
     /* What the denoiser predicts, where the file cannot say (SD 2.x: v picks the 768 model's
      * config, epsilon the 512 base's); set, it also overrides a folder's scheduler config. */
     sd_prediction prediction; /* default AUTO */
+    /* LoRAs merged into the weights at load (README, "LoRA"), n_loras of them; the array and its
+     * paths are read during sd_pipeline_load only. */
+    const sd_lora *loras;
+    int n_loras;
 } sd_load_params;
 
 /* The defaults, with struct_size = size (use sd_load_params_init, which passes the caller's). */
@@ -247,6 +258,15 @@ SD_API void sd_load_params_init_size(sd_load_params *p, size_t size);
 static inline void sd_load_params_init(sd_load_params *p) {
     sd_load_params_init_size(p, sizeof *p);
 }
+
+/* A1111 prompt tags: removes every "<lora:NAME>" / "<lora:NAME:SCALE>" (scale 1 when absent)
+ * from `prompt`, resolving NAME to lora_dir/NAME.safetensors. *text is the prompt without the tags
+ * (malloc'd; free()), *loras the tags in order (free with sd_loras_free), ready for
+ * sd_load_params.loras. A name not in lora_dir is an error listing the folder's LoRAs; a tag with
+ * lora_dir NULL is an error. No tag: *text is a copy of prompt, *n_loras 0. */
+SD_API sd_status sd_prompt_extract_loras(const char *prompt, const char *lora_dir, char **text,
+                                         sd_lora **loras, int *n_loras);
+SD_API void sd_loras_free(sd_lora *loras, int n);
 
 /* Loads the pipeline that model_index.json describes (the family decides the components), or a
  * single .safetensors checkpoint in the original (LDM / A1111) layout: SD 1.x, SD 2.x, SDXL,

@@ -50,6 +50,8 @@ static sd_status choose_source(const sd_weights *w, const char *name, int ndim,
                                const int64_t *shape, bool packed_at_load, weight_source *ws) {
     memset(ws, 0, sizeof *ws);
     if (packed_at_load) return SD_OK;
+    /* A weight with LoRA deltas is held as a merged float32 copy (read through the float path). */
+    if (lora_set_has(w->policy.lora, w->policy.lora_component, name)) return SD_OK;
     const st_tensor *t = w->keep_stored ? weights_find(w, name) : NULL;
     if (!t || (t->dtype != ST_F32 && t->dtype != ST_F16 && t->dtype != ST_BF16))
         return SD_OK; /* the float32 path reports absence and bad dtypes */

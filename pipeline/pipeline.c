@@ -112,6 +112,8 @@ weights_policy pl_load_policy(const sd_pipeline *p, const char *name) {
         .low_memory = p->load.low_memory,
         .precision = bf16 ? WEIGHTS_PRECISION_BF16 : WEIGHTS_PRECISION_FP32,
         .source = pl_single_source(p, name),
+        .lora = p->lora,
+        .lora_component = name,
     };
 }
 
@@ -165,6 +167,59 @@ static sd_status pick_family(sd_pipeline *p) {
                         known ? "not supported yet" : "unknown", list);
 }
 
+/* kohya SDXL LoRAs name the UNet in the original layout, numbered by the UNet's config. */
+static sd_status map_ldm_unet(sd_pipeline *p) {
+    char *dir = pl_component_dir(p, "unet");
+    char *path = dir ? sd_path_join(dir, "config.json") : NULL;
+    free(dir);
+    if (!path) return sd_set_error(SD_ERR_NOMEM, "out of memory");
+    sd_cfg c;
+    sd_status st = cfg_open(&c, path);
+    free(path);
+    if (st != SD_OK) return st;
+    const int layers = cfg_int(&c, "layers_per_block", 2);
+    const cJSON *up = cJSON_GetObjectItemCaseSensitive(c.root, "up_block_types");
+    bool up_attn[16] = {false};
+    int n_up = 0;
+    for (const cJSON *it = cJSON_IsArray(up) ? up->child : NULL; it && n_up < 16; it = it->next)
+        up_attn[n_up++] = cJSON_IsString(it) && strstr(it->valuestring, "CrossAttn");
+    st = lora_set_map_ldm_unet(p->lora, layers, up_attn, n_up);
+    cfg_close(&c);
+    return st;
+}
+
+/* The LoRAs of the load parameters, opened and checked against the model's components before
+ * any weight is read; the caller's array is not kept. */
+static sd_status open_loras(sd_pipeline *p) {
+    const int n = p->load.n_loras;
+    const sd_lora *loras = p->load.loras;
+    p->load.loras = NULL;
+    p->load.n_loras = 0;
+    if (n == 0) return SD_OK;
+    if (n < 0 || !loras)
+        return sd_set_error(SD_ERR_ARG, "sd_load_params: %d LoRAs with loras %s", n,
+                            loras ? "set" : "NULL");
+    const char **paths = calloc((size_t)n, sizeof *paths);
+    float *scales = calloc((size_t)n, sizeof *scales);
+    sd_status st = paths && scales ? SD_OK : sd_set_error(SD_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < n && st == SD_OK; i++) {
+        paths[i] = loras[i].path;
+        scales[i] = loras[i].scale;
+        if (!paths[i] || !isfinite(scales[i]))
+            st = sd_set_error(SD_ERR_ARG, "sd_load_params: LoRA %d has %s", i,
+                              paths[i] ? "a scale that is not a finite number" : "no path");
+    }
+    if (st == SD_OK) st = lora_set_open(&p->lora, paths, scales, n);
+    free(paths);
+    free(scales);
+    const char *names[MI_MAX_COMPONENTS + 1] = {NULL};
+    for (int i = 0, k = 0; i < p->mi.n; i++)
+        if (p->mi.comps[i].present) names[k++] = p->mi.comps[i].name;
+    if (st == SD_OK) st = lora_set_check_components(p->lora, names);
+    if (st == SD_OK && lora_set_has_ldm_unet(p->lora)) st = map_ldm_unet(p);
+    return st;
+}
+
 static sd_status load(sd_pipeline **out, const char *model_dir, const sd_load_params *params) {
     sd_pipeline *p = calloc(1, sizeof *p);
     if (!p) return sd_set_error(SD_ERR_NOMEM, "out of memory");
@@ -185,8 +240,11 @@ static sd_status load(sd_pipeline **out, const char *model_dir, const sd_load_pa
     if (st == SD_OK) resolve_precision(p);
     if (st == SD_OK) st = load_scheduler_config(p);
     if (st == SD_OK) st = pl_apply_prediction(p);
+    if (st == SD_OK) st = open_loras(p);
     if (st == SD_OK) st = load_vae(p);
     if (st == SD_OK) st = p->ops->load(p);
+    if (st == SD_OK) st = lora_set_check(p->lora);
+    if (st == SD_OK) lora_set_release(p->lora); /* merged: its pages are not needed resident */
     if (st != SD_OK) {
         sd_pipeline_free(p);
         return st;
@@ -219,6 +277,7 @@ void sd_pipeline_free(sd_pipeline *p) {
     if (p->sd3) sd3_free(p->sd3);
     if (p->flux) flux_free(p->flux);
     if (p->vae) vae_free(p->vae);
+    lora_set_free(p->lora);
     cJSON_Delete(p->scheduler_config);
     pl_cache_clear(p);
     model_index_free(&p->mi);

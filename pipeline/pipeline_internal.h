@@ -44,6 +44,7 @@ struct sd_pipeline {
     sd3_model *sd3;
     flux_model *flux;
     vae *vae;
+    lora_set *lora; /* load.loras opened (core/lora.h): merged at load, kept for the layers' sets */
     cJSON *scheduler_config; /* scheduler/scheduler_config.json */
     int vae_scale_factor;    /* 2^(len(vae.block_out_channels) - 1) */
     bool force_zeros_for_empty_prompt; /* SDXL (model_index.json): no negative prompt -> zeros */

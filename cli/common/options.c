@@ -59,7 +59,8 @@ typedef enum {
     O_MODEL, O_NEG, O_OUT, O_W, O_H, O_SEED, O_STEPS, O_GUIDANCE, O_SCHED, O_SCHED_OPT,
     O_RESCALE, O_ETA, O_BATCH, O_CLIP_SKIP, O_THREADS, O_SAVE_LATENTS, O_QUALITY,
     O_PROMPT2, O_NEG2, O_ORIG_SIZE, O_CROP, O_TARGET_SIZE, O_MAX_SEQ, O_INIT, O_MASK, O_STRENGTH,
-    O_PROMPT3, O_NEG3, O_WEIGHTS_DTYPE, O_PRECISION, O_VAE_TILE, O_CONFIG, O_PREDICTION,
+    O_PROMPT3, O_NEG3, O_WEIGHTS_DTYPE, O_PRECISION, O_VAE_TILE, O_CONFIG, O_PREDICTION, O_LORA,
+    O_LORA_DIR,
     /* flags */
     O_PRINT_TOKENS, O_HELP, O_VERSION, O_QUIET, O_LOW_MEMORY,
 } opt_id;
@@ -90,6 +91,7 @@ static const struct {
     {"weights-dtype", 0, O_WEIGHTS_DTYPE, true}, {"precision", 0, O_PRECISION, true},
     {"vae-tile", 0, O_VAE_TILE, true},     {"low-memory", 0, O_LOW_MEMORY, false},
     {"config", 0, O_CONFIG, true},         {"prediction", 0, O_PREDICTION, true},
+    {"lora", 0, O_LORA, true},             {"lora-dir", 0, O_LORA_DIR, true},
 };
 enum { N_OPTS = sizeof table / sizeof table[0] };
 
@@ -109,6 +111,36 @@ bad:
              sep == 'x' ? "WIDTHxHEIGHT, e.g. 1024x1024" : "TOP,LEFT, e.g. 0,0");
     *err = err_buf;
     return false;
+}
+
+/* FILE or FILE:SCALE; a path may itself hold ':', so only a number after the last one is a
+ * scale. */
+static bool parse_lora(cli_options *o, const char *name, const char *v, const char **err) {
+    if (o->n_loras == CLI_MAX_LORAS) {
+        *err = errf("%s: more than 64 LoRAs%s", name, NULL);
+        return false;
+    }
+    sd_lora l = {v, 1.0f};
+    const char *colon = strrchr(v, ':');
+    if (colon && colon[1]) {
+        char *end;
+        errno = 0;
+        const double x = strtod(colon + 1, &end);
+        if (!*end && !errno && isfinite(x)) {
+            size_t len = (size_t)(colon - v);
+            char *path = malloc(len + 1);
+            if (!path) {
+                *err = "out of memory";
+                return false;
+            }
+            memcpy(path, v, len);
+            path[len] = '\0';
+            o->tag_paths[o->n_loras] = path; /* freed with the tags' */
+            l = (sd_lora){path, (float)x};
+        }
+    }
+    o->loras[o->n_loras++] = l;
+    return true;
 }
 
 static bool apply(cli_options *o, opt_id id, const char *name, const char *v, const char **err) {
@@ -166,6 +198,8 @@ static bool apply(cli_options *o, opt_id id, const char *name, const char *v, co
     case O_VERSION: o->show_version = true; return true;
     case O_QUIET: o->quiet = true; return true;
     case O_LOW_MEMORY: o->low_memory = true; return true;
+    case O_LORA: return parse_lora(o, name, v, err);
+    case O_LORA_DIR: o->lora_dir = v; return true;
     case O_WEIGHTS_DTYPE:
         if (!strcmp(v, "stored")) o->weights_dtype = SD_WEIGHTS_STORED;
         else if (!strcmp(v, "f16") || !strcmp(v, "fp16")) o->weights_dtype = SD_WEIGHTS_F16;
@@ -303,7 +337,39 @@ bool cli_build_sched_overrides(cli_options *o, const char **err) {
     return true;
 }
 
+bool cli_take_lora_tags(cli_options *o, const char **err) {
+    char *text;
+    sd_lora *tags;
+    int n;
+    if (sd_prompt_extract_loras(o->gen.prompt, o->lora_dir, &text, &tags, &n) != SD_OK) {
+        *err = errf("%s%s", sd_last_error(), NULL);
+        return false;
+    }
+    if (o->n_loras + n > CLI_MAX_LORAS) {
+        sd_loras_free(tags, n);
+        free(text);
+        *err = "more than 64 LoRAs";
+        return false;
+    }
+    for (int i = 0; i < n; i++) {
+        o->tag_paths[o->n_loras] = (char *)tags[i].path; /* owned from here */
+        o->loras[o->n_loras++] = tags[i];
+    }
+    free(tags);
+    free(o->prompt_without_tags);
+    o->prompt_without_tags = text;
+    o->gen.prompt = text;
+    return true;
+}
+
 void cli_options_free(cli_options *o) {
+    for (int i = 0; i < o->n_loras; i++) {
+        free(o->tag_paths[i]);
+        o->tag_paths[i] = NULL;
+    }
+    o->n_loras = 0;
+    free(o->prompt_without_tags);
+    o->prompt_without_tags = NULL;
     cJSON_free(o->sched_overrides_json);
     o->sched_overrides_json = NULL;
 }
@@ -351,6 +417,11 @@ const char *cli_gen_options_help(void) {
            "      --precision P        fp32 (default), bf16 (AVX512_BF16 CPUs: faster, looser) or auto\n"
            "      --low-memory         release text encoders before denoising, load the VAE after\n"
            "                           it, page weights in per layer\n"
+           "      --lora FILE[:SCALE]  merge a LoRA (kohya-ss/A1111, LoCon, diffusers/PEFT\n"
+           "                           safetensors) into the weights at load, scale default 1;\n"
+           "                           repeatable\n"
+           "      --lora-dir DIR       where prompt tags <lora:NAME:SCALE> find NAME.safetensors\n"
+           "                           (the tag is removed from the prompt)\n"
            "  -t, --threads N          threads (default: all cores)\n";
 }
 
@@ -362,6 +433,8 @@ void cli_load_params(const cli_options *o, sd_load_params *lp) {
     lp->low_memory = o->low_memory;
     lp->config_dir = o->config_dir;
     lp->prediction = o->prediction;
+    lp->loras = o->n_loras ? o->loras : NULL;
+    lp->n_loras = o->n_loras;
 }
 
 char *cli_indexed_path(const char *path, int i, int n) {

@@ -8,6 +8,7 @@
 #include "../../include/sd.h"
 
 #define CLI_MAX_SCHED_OPTS 32
+#define CLI_MAX_LORAS 64
 
 typedef struct {
     const char *model;        /* -m; default $SD_MODEL */
@@ -21,6 +22,11 @@ typedef struct {
     bool low_memory;          /* --low-memory */
     const char *config_dir;   /* --config */
     sd_prediction prediction; /* --prediction */
+    const char *lora_dir;     /* --lora-dir: where <lora:NAME:SCALE> prompt tags are looked up */
+    int n_loras;              /* --lora FILE[:SCALE] given, then the prompt's tags */
+    sd_lora loras[CLI_MAX_LORAS];
+    char *tag_paths[CLI_MAX_LORAS]; /* paths resolved from tags (malloc'd) */
+    char *prompt_without_tags;      /* malloc'd, once cli_take_lora_tags has run */
     int quality;              /* --quality (JPEG), default 90 */
     bool seed_given;
     bool print_tokens, show_help, show_version, quiet;
@@ -41,7 +47,11 @@ bool cli_parse(cli_options *o, int argc, char **argv, cli_extra_fn extra, void *
                const char **err);
 void cli_options_free(cli_options *o);
 
-/* The load settings the options chose (threads, weights dtype, precision, low memory). */
+/* Moves the "<lora:NAME:SCALE>" tags of the prompt into o->loras (after the --lora ones),
+ * resolved in --lora-dir, and the prompt without them into o->gen.prompt. */
+bool cli_take_lora_tags(cli_options *o, const char **err);
+
+/* The load settings the options chose (threads, weights dtype, precision, low memory, LoRAs). */
 void cli_load_params(const cli_options *o, sd_load_params *lp);
 
 /* Builds the scheduler override JSON object from KEY=VALUE pairs: VALUE is taken as JSON when it

@@ -1,0 +1,381 @@
+#include "lora.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+enum { PART_DOWN, PART_UP, PART_ALPHA };
+
+/* One adapted module of one file: the tensors that make its delta. */
+typedef struct {
+    const char *component; /* a literal from the prefix tables */
+    char *key;             /* module name, '.' written as '_' */
+    int file;
+    const st_tensor *down, *up, *alpha;
+    bool used;
+} lora_module;
+
+struct lora_set {
+    int n_files;
+    st_file *files;
+    float *scales;
+    int n_modules;
+    lora_module *modules; /* sorted by component, key, file */
+};
+
+typedef struct {
+    const char *prefix, *component;
+} prefix_map;
+
+/* kohya-ss names modules with '_' for '.'; te1/te2 are SDXL's two encoders. */
+static const prefix_map kohya_prefixes[] = {
+    {"lora_unet_", "unet"},         {"lora_te1_", "text_encoder"},
+    {"lora_te2_", "text_encoder_2"}, {"lora_te_", "text_encoder"},
+};
+static const prefix_map peft_prefixes[] = {
+    {"unet.", "unet"},
+    {"text_encoder.", "text_encoder"},
+    {"text_encoder_2.", "text_encoder_2"},
+    {"transformer.", "transformer"},
+};
+static const struct {
+    const char *suffix;
+    int part;
+} suffixes[] = {
+    {".lora_down.weight", PART_DOWN}, {".lora_up.weight", PART_UP},
+    {".lora_A.weight", PART_DOWN},    {".lora_B.weight", PART_UP},
+    {".lora.down.weight", PART_DOWN}, {".lora.up.weight", PART_UP},
+    {".alpha", PART_ALPHA},
+    /* diffusers' attention-processor LoRAs (before PEFT): <attn>.processor.to_q_lora.down.weight */
+    {"_lora.down.weight", PART_DOWN}, {"_lora.up.weight", PART_UP},
+};
+
+static bool starts_with(const char *s, const char *p) { return !strncmp(s, p, strlen(p)); }
+
+static char *underscored(const char *s, size_t len) {
+    char *k = malloc(len + 1);
+    if (!k) return NULL;
+    for (size_t i = 0; i < len; i++) k[i] = s[i] == '.' ? '_' : s[i];
+    k[len] = '\0';
+    return k;
+}
+
+/* Splits one tensor name into its module and part; errors name the file and the key. */
+static sd_status parse_key(const char *path, const char *name, lora_module *m, int *part) {
+    const prefix_map *pm = NULL;
+    for (size_t i = 0; i < sizeof kohya_prefixes / sizeof *kohya_prefixes && !pm; i++)
+        if (starts_with(name, kohya_prefixes[i].prefix)) pm = &kohya_prefixes[i];
+    for (size_t i = 0; i < sizeof peft_prefixes / sizeof *peft_prefixes && !pm; i++)
+        if (starts_with(name, peft_prefixes[i].prefix)) pm = &peft_prefixes[i];
+    if (!pm)
+        return sd_set_error(SD_ERR_FORMAT, "LoRA %s: key '%s' is neither kohya-ss (lora_unet_*, "
+                            "lora_te_*) nor diffusers/PEFT (unet.*, text_encoder.*, "
+                            "transformer.*) naming", path, name);
+    const size_t len = strlen(name), plen = strlen(pm->prefix);
+    for (size_t i = 0; i < sizeof suffixes / sizeof *suffixes; i++) {
+        const size_t slen = strlen(suffixes[i].suffix);
+        if (len <= plen + slen || strcmp(name + len - slen, suffixes[i].suffix)) continue;
+        m->component = pm->component;
+        m->key = underscored(name + plen, len - plen - slen);
+        if (m->key && suffixes[i].suffix[0] == '_') { /* attn.processor.to_out -> attn.to_out.0 */
+            char *proc = strstr(m->key, "_processor_");
+            if (proc) memmove(proc, proc + strlen("_processor"), strlen(proc + strlen("_processor")) + 1);
+            const size_t klen = strlen(m->key);
+            char *grown = klen >= 6 && !strcmp(m->key + klen - 6, "to_out")
+                              ? realloc(m->key, klen + 3) : NULL;
+            if (grown) strcpy(grown + klen, "_0"), m->key = grown;
+        }
+        *part = suffixes[i].part;
+        return m->key ? SD_OK : sd_set_error(SD_ERR_NOMEM, "out of memory");
+    }
+    return sd_set_error(SD_ERR_UNSUPPORTED, "LoRA %s: tensor '%s' is not a LoRA down/up/alpha "
+                        "tensor (LyCORIS LoHa/LoKr and DoRA are not supported)", path, name);
+}
+
+static int cmp_module(const void *a, const void *b) {
+    const lora_module *x = a, *y = b;
+    int c = strcmp(x->component, y->component);
+    if (!c) c = strcmp(x->key, y->key);
+    return c ? c : x->file - y->file;
+}
+
+static const char *module_name(const lora_module *m) {
+    return m->down ? m->down->name : m->up ? m->up->name : m->alpha->name;
+}
+
+static sd_status add_file(lora_set *s, int f) {
+    const st_file *file = &s->files[f];
+    lora_module *grown =
+        realloc(s->modules, (size_t)(s->n_modules + file->n_tensors + 1) * sizeof *grown);
+    if (!grown) return sd_set_error(SD_ERR_NOMEM, "out of memory reading LoRA %s", file->path);
+    s->modules = grown;
+    const int first = s->n_modules;
+    for (int i = 0; i < file->n_tensors; i++) {
+        const st_tensor *t = &file->tensors[i];
+        lora_module m = {.file = f};
+        int part = PART_DOWN;
+        SD_TRY(parse_key(file->path, t->name, &m, &part));
+        if (!st_is_float(t->dtype) || (part == PART_ALPHA && st_numel(t) != 1)) {
+            free(m.key);
+            return sd_set_error(SD_ERR_TENSOR, "LoRA %s: tensor '%s' is %s of %lld values; "
+                                "expected a float %s", file->path, t->name,
+                                st_dtype_name(t->dtype), (long long)st_numel(t),
+                                part == PART_ALPHA ? "scalar" : "matrix");
+        }
+        /* The file's tensors are sorted by name, but the parts of one module need not be
+         * adjacent (".alpha" < ".lora_A"), so look back over this file's modules. */
+        lora_module *same = NULL;
+        for (int k = s->n_modules - 1; k >= first && !same; k--)
+            if (s->modules[k].component == m.component && !strcmp(s->modules[k].key, m.key))
+                same = &s->modules[k];
+        if (same) free(m.key);
+        else same = &s->modules[s->n_modules++], *same = m;
+        const st_tensor **slot = part == PART_DOWN ? &same->down : part == PART_UP ? &same->up
+                                                                                    : &same->alpha;
+        if (*slot) /* two namings of one module in one file: which one is meant is unclear */
+            return sd_set_error(SD_ERR_FORMAT, "LoRA %s: '%s' and '%s' adapt the same module",
+                                file->path, (*slot)->name, t->name);
+        *slot = t;
+    }
+    for (int k = first; k < s->n_modules; k++) {
+        const lora_module *m = &s->modules[k];
+        if (!m->down || !m->up)
+            return sd_set_error(SD_ERR_TENSOR, "LoRA %s: '%s' has no matching %s tensor",
+                                file->path, module_name(m), m->down ? "up" : "down");
+        const st_tensor *d = m->down, *u = m->up;
+        int64_t up_tail = 1;
+        for (int j = 2; j < u->ndim; j++) up_tail *= u->shape[j];
+        if (d->ndim < 2 || u->ndim < 2 || u->shape[1] != d->shape[0] || up_tail != 1)
+            return sd_set_error(SD_ERR_TENSOR, "LoRA %s: '%s' ([%lld x ...]) and '%s' ([%lld x "
+                                "%lld ...]) do not make a rank-r product", file->path, d->name,
+                                (long long)d->shape[0], u->name, (long long)u->shape[0],
+                                (long long)(u->ndim > 1 ? u->shape[1] : 0));
+    }
+    if (s->n_modules == first)
+        return sd_set_error(SD_ERR_FORMAT, "LoRA %s: no LoRA tensors in the file", file->path);
+    return SD_OK;
+}
+
+sd_status lora_set_open(lora_set **out, const char *const *paths, const float *scales, int n) {
+    *out = NULL;
+    lora_set *s = calloc(1, sizeof *s);
+    if (!s || !(s->files = calloc((size_t)n + 1, sizeof *s->files)) ||
+        !(s->scales = calloc((size_t)n + 1, sizeof *s->scales))) {
+        lora_set_free(s);
+        return sd_set_error(SD_ERR_NOMEM, "out of memory");
+    }
+    sd_status st = SD_OK;
+    for (int i = 0; i < n && st == SD_OK; i++) {
+        st = st_open(&s->files[i], paths[i]);
+        if (st != SD_OK) break;
+        s->n_files++;
+        s->scales[i] = scales[i];
+        st = add_file(s, i);
+    }
+    if (st != SD_OK) {
+        lora_set_free(s);
+        return st;
+    }
+    if (s->n_modules) qsort(s->modules, (size_t)s->n_modules, sizeof *s->modules, cmp_module);
+    *out = s;
+    return SD_OK;
+}
+
+void lora_set_free(lora_set *s) {
+    if (!s) return;
+    for (int i = 0; i < s->n_modules; i++) free(s->modules[i].key);
+    for (int i = 0; i < s->n_files; i++) st_close(&s->files[i]);
+    free(s->modules);
+    free(s->files);
+    free(s->scales);
+    free(s);
+}
+
+bool lora_set_has_ldm_unet(const lora_set *s) {
+    for (int k = 0; s && k < s->n_modules; k++)
+        if (!strcmp(s->modules[k].component, "unet") && lora_ldm_is_unet_key(s->modules[k].key))
+            return true;
+    return false;
+}
+
+sd_status lora_set_map_ldm_unet(lora_set *s, int layers_per_block, const bool *up_attn, int n_up) {
+    for (int k = 0; k < s->n_modules; k++) {
+        lora_module *m = &s->modules[k];
+        if (strcmp(m->component, "unet") || !lora_ldm_is_unet_key(m->key)) continue;
+        char mapped[512];
+        if (!lora_ldm_unet_key(m->key, layers_per_block, up_attn, n_up, mapped, sizeof mapped))
+            return sd_set_error(SD_ERR_UNSUPPORTED, "LoRA %s: '%s' names a UNet module in the "
+                                "original layout that has no diffusers counterpart in this UNet "
+                                "(%d layers per block)", s->files[m->file].path, module_name(m),
+                                layers_per_block);
+        char *key = strdup(mapped);
+        if (!key) return sd_set_error(SD_ERR_NOMEM, "out of memory");
+        free(m->key);
+        m->key = key;
+    }
+    qsort(s->modules, (size_t)s->n_modules, sizeof *s->modules, cmp_module);
+    return SD_OK;
+}
+
+void lora_set_release(const lora_set *s) {
+    for (int i = 0; s && i < s->n_files; i++) st_release_pages(s->files[i].map, s->files[i].map_size);
+}
+
+/* The first module of (component, key of `name`), or -1; `name` must end in ".weight". */
+static int find_first(const lora_set *s, const char *component, const char *name) {
+    if (!s || !s->n_modules) return -1;
+    const size_t len = strlen(name), slen = strlen(".weight");
+    if (len <= slen || strcmp(name + len - slen, ".weight")) return -1;
+    char key[512];
+    if (len - slen >= sizeof key) return -1;
+    for (size_t i = 0; i < len - slen; i++) key[i] = name[i] == '.' ? '_' : name[i];
+    key[len - slen] = '\0';
+    int lo = 0, hi = s->n_modules; /* the first module not less than (component, key) */
+    while (lo < hi) {
+        const int mid = (lo + hi) / 2;
+        const lora_module *m = &s->modules[mid];
+        int c = strcmp(m->component, component);
+        if (!c) c = strcmp(m->key, key);
+        if (c < 0) lo = mid + 1;
+        else hi = mid;
+    }
+    if (lo == s->n_modules || strcmp(s->modules[lo].component, component) ||
+        strcmp(s->modules[lo].key, key))
+        return -1;
+    return lo;
+}
+
+bool lora_set_has(const lora_set *s, const char *component, const char *name) {
+    return component && find_first(s, component, name) >= 0;
+}
+
+static void shape_text(const st_tensor *t, char *buf, size_t size) {
+    size_t used = (size_t)snprintf(buf, size, "[");
+    for (int i = 0; i < t->ndim && used < size; i++)
+        used += (size_t)snprintf(buf + used, size - used, "%s%lld", i ? " x " : "",
+                                 (long long)t->shape[i]);
+    if (used < size) snprintf(buf + used, size - used, "]");
+}
+
+static sd_status check_shapes(const lora_set *s, const lora_module *m, const st_tensor *t,
+                              const char *name, const char *model_file) {
+    const int64_t rank = m->down->shape[0];
+    const int64_t rows = t->ndim ? t->shape[0] : 1, cols = rows ? st_numel(t) / rows : 0;
+    if (m->up->shape[0] == rows && st_numel(m->down) == rank * cols) return SD_OK;
+    char ws[96], ds[96], us[96];
+    shape_text(t, ws, sizeof ws);
+    shape_text(m->down, ds, sizeof ds);
+    shape_text(m->up, us, sizeof us);
+    return sd_set_error(SD_ERR_TENSOR, "LoRA %s: '%s' %s and '%s' %s do not fit the model's '%s' "
+                        "%s (%s): a LoRA made for another model?", s->files[m->file].path,
+                        m->down->name, ds, m->up->name, us, name, ws, model_file);
+}
+
+static double scalar(const st_tensor *t) {
+    float v;
+    st_to_f32(t, &v);
+    return v;
+}
+
+static bool same_module(const lora_module *a, const lora_module *b) {
+    return !strcmp(a->component, b->component) && !strcmp(a->key, b->key);
+}
+
+sd_status lora_set_apply(lora_set *s, const char *component, const char *name, const st_tensor *t,
+                         const char *model_file, float *w) {
+    const int first = component ? find_first(s, component, name) : -1;
+    if (first < 0) return SD_OK;
+    int end = first + 1;
+    while (end < s->n_modules && same_module(&s->modules[first], &s->modules[end])) end++;
+    for (int k = first; k < end; k++) SD_TRY(check_shapes(s, &s->modules[k], t, name, model_file));
+    const int64_t rows = t->ndim ? t->shape[0] : 1, cols = st_numel(t) / rows;
+    const int n = end - first;
+    /* Every module's down and up widened once (exact for f16/bf16/f32), then one row of double
+     * sums per output row: W + sum over modules of factor * (up @ down), rounded once. */
+    size_t floats = 0;
+    for (int k = first; k < end; k++)
+        floats += (size_t)(st_numel(s->modules[k].down) + st_numel(s->modules[k].up));
+    double *acc = malloc((size_t)cols * sizeof *acc), *sum = malloc((size_t)cols * sizeof *sum);
+    float *buf = malloc(floats * sizeof *buf);
+    const float **down = malloc((size_t)n * sizeof *down), **up = malloc((size_t)n * sizeof *up);
+    if (!acc || !sum || !buf || !down || !up) {
+        free(acc), free(sum), free(buf), free(down), free(up);
+        return sd_set_error(SD_ERR_NOMEM, "out of memory merging LoRA into '%s'", name);
+    }
+    float *at = buf;
+    for (int k = 0; k < n; k++) {
+        const lora_module *m = &s->modules[first + k];
+        st_to_f32(m->down, at);
+        down[k] = at, at += st_numel(m->down);
+        st_to_f32(m->up, at);
+        up[k] = at, at += st_numel(m->up);
+    }
+    for (int64_t o = 0; o < rows; o++) {
+        for (int64_t i = 0; i < cols; i++) acc[i] = w[o * cols + i];
+        for (int k = 0; k < n; k++) {
+            const lora_module *m = &s->modules[first + k];
+            const int64_t rank = m->down->shape[0];
+            const double alpha = m->alpha ? scalar(m->alpha) : (double)rank;
+            const double factor = (double)s->scales[m->file] * alpha / (double)rank;
+            for (int64_t i = 0; i < cols; i++) sum[i] = 0;
+            for (int64_t r = 0; r < rank; r++) {
+                const double u = up[k][o * rank + r];
+                const float *d = down[k] + r * cols;
+                for (int64_t i = 0; i < cols; i++) sum[i] += u * d[i];
+            }
+            for (int64_t i = 0; i < cols; i++) acc[i] += factor * sum[i];
+        }
+        for (int64_t i = 0; i < cols; i++) w[o * cols + i] = (float)acc[i];
+    }
+    for (int k = first; k < end; k++) s->modules[k].used = true;
+    free(acc), free(sum), free(buf), free(down), free(up);
+    return SD_OK;
+}
+
+static bool has_component(const char *const *components, const char *c) {
+    for (int i = 0; components[i]; i++)
+        if (!strcmp(components[i], c)) return true;
+    return false;
+}
+
+sd_status lora_set_check_components(const lora_set *s, const char *const *components) {
+    for (int k = 0; s && k < s->n_modules; k++) {
+        const lora_module *m = &s->modules[k];
+        if (has_component(components, m->component)) continue;
+        return sd_set_error(SD_ERR_UNSUPPORTED, "LoRA %s: '%s' adapts a %s, which this model does "
+                            "not have: the LoRA is made for another family%s",
+                            s->files[m->file].path, module_name(m), m->component,
+                            !strcmp(m->component, "text_encoder_2") ? " (SDXL has two text "
+                            "encoders)" : "");
+    }
+    return SD_OK;
+}
+
+sd_status lora_set_check(const lora_set *s) {
+    if (!s) return SD_OK;
+    for (int f = 0; f < s->n_files; f++) {
+        int total = 0, used = 0;
+        const lora_module *unmatched = NULL;
+        for (int k = 0; k < s->n_modules; k++) {
+            const lora_module *m = &s->modules[k];
+            if (m->file != f) continue;
+            total++;
+            used += m->used;
+            if (!m->used && !unmatched) unmatched = m;
+        }
+        const char *path = s->files[f].path;
+        if (!used)
+            return sd_set_error(SD_ERR_TENSOR, "LoRA %s: no key matches the model (e.g. '%s', "
+                                "module %s/%s)", path, module_name(unmatched),
+                                unmatched->component, unmatched->key);
+        if (used < total)
+            sd_log(SD_LOG_WARN, "LoRA %s: %d of %d modules matched the model (first unmatched: "
+                   "'%s')", path, used, total, module_name(unmatched));
+        else
+            sd_log(SD_LOG_INFO, "LoRA %s: %d modules merged, scale %g", path, used,
+                   (double)s->scales[f]);
+    }
+    return SD_OK;
+}
