@@ -312,6 +312,7 @@ static bool ref_lora_write(const ref_lora *l, const char *path, ref_format fmt, 
 
 /* Merges n LoRAs (with scales) into component `component` (weights file `file`) of model `src`,
  * writing dst/<component>/<file> as F32; the caller links the rest of the folder. */
+__attribute__((unused)) /* not every test merges */
 static bool ref_merge_component(const char *src, const char *dst, const char *component,
                                 const char *file, const ref_lora *const *loras,
                                 const float *scales, int n) {

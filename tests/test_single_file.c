@@ -11,6 +11,7 @@
 #include "../convert/ldm_source.h"
 #include "../core/safetensors.h"
 #include "ldm_writer.h"
+#include "lora_ref.h"
 #include "tool_run.h"
 
 static char tmpdir[600];
@@ -23,12 +24,15 @@ static const char *tmp(const char *name) {
     return buf[k];
 }
 
-static sd_status generate(const char *model, const char *config, sd_prediction pred,
-                          sd_result *r, char *info, size_t info_size) {
+static sd_status generate_lora(const char *model, const char *config, sd_prediction pred,
+                               const sd_lora *loras, int n_loras, sd_result *r, char *info,
+                               size_t info_size) {
     sd_load_params lp;
     sd_load_params_init(&lp);
     lp.config_dir = config;
     lp.prediction = pred;
+    lp.loras = loras;
+    lp.n_loras = n_loras;
     sd_pipeline *p = NULL;
     SD_TRY(sd_pipeline_load(&p, model, &lp));
     if (info) snprintf(info, info_size, "%s", sd_pipeline_checkpoint_info(p) ? sd_pipeline_checkpoint_info(p) : "");
@@ -42,6 +46,11 @@ static sd_status generate(const char *model, const char *config, sd_prediction p
     const sd_status st = sd_generate(p, &g, r);
     sd_pipeline_free(p);
     return st;
+}
+
+static sd_status generate(const char *model, const char *config, sd_prediction pred,
+                          sd_result *r, char *info, size_t info_size) {
+    return generate_lora(model, config, pred, NULL, 0, r, info, info_size);
 }
 
 static bool same_result(const sd_result *a, const sd_result *b) {
@@ -223,6 +232,36 @@ static void test_gen_cli(void) {
           "gen --help lists --config and --prediction");
 }
 
+/* A LoRA applies to a single file as to its folder: the LoRA's keys (kohya names for the UNet and
+ * the text encoder) meet the diffusers names the file's tensors are renamed to, so the image is
+ * the folder's with the same LoRA, bit for bit, and differs from the image without it. */
+static void test_lora(void) {
+    char folder[700];
+    snprintf(folder, sizeof folder, "%s", fixture("sd15-tiny/pipeline"));
+    static const char *const unet_pats[] = {"attn1.to_", "attn2.to_", "ff.net", NULL};
+    static const char *const te_pats[] = {"self_attn.", "mlp.fc", NULL};
+    static ref_lora kohya;
+    ref_lora_pick(&kohya, folder, "unet", "diffusion_pytorch_model.safetensors", unet_pats, false,
+                  4, 3.0f, true, 31);
+    ref_lora_pick(&kohya, folder, "text_encoder", "model.safetensors", te_pats, false, 4, 2.0f,
+                  true, 32);
+    CHECK(kohya.n > 20, "LoRA modules picked (%d)", kohya.n);
+    CHECK(ref_lora_write(&kohya, tmp("lora.safetensors"), REF_KOHYA, false), "write the LoRA");
+    ref_lora_free(&kohya);
+    const ldmw_options opt = {0};
+    CHECK_OK(ldmw_write(folder, tmp("sd15-lora.safetensors"), LDMW_SD1, &opt));
+    const sd_lora lora = {tmp("lora.safetensors"), 0.8f};
+    sd_result want, got, plain;
+    memset(&want, 0, sizeof want), memset(&got, 0, sizeof got), memset(&plain, 0, sizeof plain);
+    CHECK_OK(generate_lora(folder, NULL, SD_PREDICTION_AUTO, &lora, 1, &want, NULL, 0));
+    CHECK_OK(generate_lora(tmp("sd15-lora.safetensors"), folder, SD_PREDICTION_AUTO, &lora, 1, &got,
+                           NULL, 0));
+    CHECK_OK(generate(tmp("sd15-lora.safetensors"), folder, SD_PREDICTION_AUTO, &plain, NULL, 0));
+    CHECK(same_result(&want, &got), "LoRA on the single file: the folder's image with the LoRA");
+    CHECK(!same_result(&got, &plain), "LoRA on the single file: the LoRA changes the image");
+    sd_result_free(&want), sd_result_free(&got), sd_result_free(&plain);
+}
+
 int main(void) {
     snprintf(tmpdir, sizeof tmpdir, "%s", test_output_dir("single_file"));
     test_families();
@@ -230,5 +269,6 @@ int main(void) {
     test_bad_input();
     test_detection();
     test_gen_cli();
+    test_lora();
     return test_summary();
 }
