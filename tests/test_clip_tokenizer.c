@@ -297,6 +297,39 @@ static void test_bad_folders(void) {
         free(text);
         clip_tokenizer_free(t);
     }
+    /* special_tokens_map.json over tokenizer_config.json, as transformers reads them (SD 2.x
+     * releases: "<|endoftext|>" in the config, "!" in the map, padding with "!"): the "!" padding
+     * fixture's ids. A malformed map is an error naming it. */
+    write_config("{\"pad_token\": \"<|endoftext|>\", \"model_max_length\": 77}");
+    const char *map = "{\"pad_token\": \"!\", \"eos_token\": null}";
+    write_file("special_tokens_map.json", map, strlen(map));
+    st = clip_tokenizer_load(&t, tmp_dir);
+    CHECK(st == SD_OK, "special_tokens_map.json: %s %s", sd_status_name(st), sd_last_error());
+    if (t) {
+        char *text = NULL;
+        sd_read_file(fixture("tokenizer_cases.json"), &text, NULL);
+        cJSON *root = text ? cJSON_Parse(text) : NULL;
+        const cJSON *c;
+        int n_cases = 0;
+        cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(root, "cases")) {
+            const char *prompt = cJSON_GetObjectItemCaseSensitive(c, "prompt")->valuestring;
+            if (!strchr(prompt, '!')) continue;
+            int32_t padded[77];
+            CHECK_OK(clip_tokenize_padded(t, prompt, padded, 77));
+            check_ids("pad \"!\" from special_tokens_map.json", prompt, padded, 77,
+                      cJSON_GetObjectItemCaseSensitive(c, "padded77_pad_bang"));
+            n_cases++;
+        }
+        CHECK(n_cases > 0, "special_tokens_map.json: cases with \"!\" found");
+        cJSON_Delete(root);
+        free(text);
+        clip_tokenizer_free(t);
+        t = NULL;
+    }
+    write_file("special_tokens_map.json", "{\"pad_token\": ", 14);
+    expect_load_error("truncated special_tokens_map.json", SD_ERR_FORMAT, "special_tokens_map.json");
+    remove_file("special_tokens_map.json");
+
     write_config("{\"pad_token\": {\"content\": \"!\", \"single_word\": true}}");
     expect_load_error("single_word token", SD_ERR_UNSUPPORTED, "pad_token");
 

@@ -294,9 +294,42 @@ static sd_status read_special(clip_tokenizer *t, sd_cfg *c, const char *key, con
     return SD_OK;
 }
 
-static sd_status load_config(clip_tokenizer *t, const char *path) {
+/* transformers applies special_tokens_map.json over tokenizer_config.json (as the T5 loader does
+ * here): SD 2.x releases say pad_token "<|endoftext|>" in the config and "!" in the map, and pad
+ * with "!" (id 0). The map's non-null entries replace the config's before they are read. */
+static sd_status apply_special_map(sd_cfg *c, const char *map_path) {
+    if (!sd_file_exists(map_path)) return SD_OK;
+    char *text = NULL;
+    SD_TRY(sd_read_file(map_path, &text, NULL));
+    cJSON *map = NULL;
+    sd_status st = sd_json_parse(text, map_path, &map);
+    free(text);
+    if (st == SD_OK && !cJSON_IsObject(map))
+        st = sd_set_error(SD_ERR_FORMAT, "%s: not a JSON object", map_path);
+    static const char *const keys[] = {"bos_token", "eos_token", "unk_token", "pad_token"};
+    for (size_t k = 0; st == SD_OK && k < sizeof keys / sizeof *keys; k++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(map, keys[k]);
+        if (!v || cJSON_IsNull(v)) continue;
+        cJSON *copy = cJSON_Duplicate(v, true);
+        if (!copy) {
+            st = sd_set_error(SD_ERR_NOMEM, "%s: out of memory", map_path);
+            break;
+        }
+        cJSON_DeleteItemFromObjectCaseSensitive(c->root, keys[k]);
+        cJSON_AddItemToObject(c->root, keys[k], copy);
+    }
+    cJSON_Delete(map);
+    return st;
+}
+
+static sd_status load_config(clip_tokenizer *t, const char *path, const char *map_path) {
     sd_cfg c;
     SD_TRY(cfg_open(&c, path));
+    sd_status map_st = apply_special_map(&c, map_path);
+    if (map_st != SD_OK) {
+        cfg_close(&c);
+        return map_st;
+    }
     int32_t unk_added = -1;
     /* The order in which transformers adds them, which decides whose flags a shared content gets.
      */
@@ -357,9 +390,10 @@ sd_status clip_tokenizer_load(clip_tokenizer **out, const char *dir) {
     char *vocab = sd_path_join(dir, "vocab.json"), *merges = sd_path_join(dir, "merges.txt");
     char *config = sd_path_join(dir, "tokenizer_config.json");
     char *json = sd_path_join(dir, "tokenizer.json");
+    char *map = sd_path_join(dir, "special_tokens_map.json");
     clip_tokenizer *t = calloc(1, sizeof *t);
     sd_status st = SD_OK;
-    if (!vocab || !merges || !config || !json || !t)
+    if (!vocab || !merges || !config || !json || !map || !t)
         st = sd_set_error(SD_ERR_NOMEM, "%s: out of memory", dir);
     /* Releases saved by transformers 4 have vocab.json + merges.txt; transformers 5 saves only
      * tokenizer.json, which holds the same vocabulary and merges. */
@@ -367,9 +401,9 @@ sd_status clip_tokenizer_load(clip_tokenizer **out, const char *dir) {
         st = clip_bpe_load_tokenizer_json(&t->bpe, json);
     else
         st = clip_bpe_load(&t->bpe, vocab, merges);
-    if (st == SD_OK) st = load_config(t, config);
+    if (st == SD_OK) st = load_config(t, config, map);
     if (st == SD_OK) st = prepare_specials(t, config);
-    free(vocab), free(merges), free(config), free(json);
+    free(vocab), free(merges), free(config), free(json), free(map);
     if (st != SD_OK) {
         clip_tokenizer_free(t);
         return st;
