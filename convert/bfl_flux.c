@@ -12,8 +12,6 @@
 
 #include "../core/config.h"
 
-static const char *const DIFFUSION_PREFIX = "model.diffusion_model.";
-
 static int bad_key(const bfl_flux_file *f, const char *key, const char *why) {
     sd_set_error(SD_ERR_FORMAT, "%s: tensor '%s%s' %s", f->path, f->prefix, key, why);
     return -1;
@@ -229,21 +227,23 @@ sd_status bfl_flux_open(bfl_flux_file *f, const char *path, const char *config_j
         bfl_flux_close(f);
         return st;
     }
-    char key[64];
+    /* Bare as BFL release it, under ComfyUI's prefix, or under the shorter one diffusers'
+     * from_single_file also strips. */
+    static const char *const prefixes[] = {"", "model.diffusion_model.", "diffusion_model."};
     const st_tensor *in = NULL;
-    snprintf(key, sizeof key, "%simg_in.weight", DIFFUSION_PREFIX);
-    if ((in = st_find(&sf, key))) {
-        snprintf(f->prefix, sizeof f->prefix, "%s", DIFFUSION_PREFIX);
-        f->bfl = true;
-    } else if ((in = st_find(&sf, "img_in.weight"))) {
-        f->bfl = true;
-    } else {
-        in = st_find(&sf, "x_embedder.weight");
+    for (size_t i = 0; i < sizeof prefixes / sizeof *prefixes && !in; i++) {
+        char key[64];
+        snprintf(key, sizeof key, "%simg_in.weight", prefixes[i]);
+        if ((in = st_find(&sf, key))) {
+            snprintf(f->prefix, sizeof f->prefix, "%s", prefixes[i]);
+            f->bfl = true;
+        }
     }
+    if (!in) in = st_find(&sf, "x_embedder.weight");
     if (!in || in->ndim != 2) {
         st = sd_set_error(SD_ERR_FORMAT, "%s: not a FLUX.1 transformer: no 2-D img_in.weight "
-                          "(Black Forest Labs' layout, bare or under %s) nor x_embedder.weight "
-                          "(diffusers'); its first tensor is '%s'", path, DIFFUSION_PREFIX,
+                          "(Black Forest Labs' layout, bare or under model.diffusion_model.) nor "
+                          "x_embedder.weight (diffusers'); its first tensor is '%s'", path,
                           sf.n_tensors ? sf.tensors[0].name : "(none)");
     } else {
         f->dim = in->shape[0];

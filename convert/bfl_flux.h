@@ -1,6 +1,6 @@
 /* A FLUX.1 transformer saved as one file: Black Forest Labs' own layout (flux1-dev.safetensors,
  * flux1-schnell.safetensors: double_blocks.N.img_attn.qkv, single_blocks.N.linear1, ...; with or
- * without ComfyUI's "model.diffusion_model." prefix) or diffusers' (a transformer's
+ * without ComfyUI's "model.diffusion_model." prefix or a bare "diffusion_model.") or diffusers' (a transformer's
  * diffusion_pytorch_model.safetensors). The file is read through diffusers' names, as
  * diffusers' convert_flux_transformer_checkpoint_to_diffusers maps them, so dit/flux_load.c loads
  * it unchanged: pl_load_policy hands bfl_flux_source(...) to weights_open as
@@ -17,7 +17,7 @@
 typedef struct bfl_flux_file_ {
     weights_source base;    /* first: weights_policy.source points here */
     char *path;
-    char prefix[32];        /* "" or "model.diffusion_model." */
+    char prefix[32];        /* "", "model.diffusion_model." or "diffusion_model." */
     bool bfl;               /* BFL layout; false: diffusers' names already */
     int64_t dim;            /* hidden size (img_in's rows): splits single_blocks' linear1 */
     int num_layers, num_single_layers; /* the folder config's */

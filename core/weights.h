@@ -30,7 +30,8 @@ typedef struct {
     bool low_memory;
     weights_precision precision;
     /* Where the weights come from instead of the folder weights_open is given (NULL: the folder):
-     * a single original-layout checkpoint (convert/ldm_source.h) whose open() builds the set. */
+     * a single original-layout checkpoint (convert/ldm_source.h) or a FLUX.1 transformer file
+     * (convert/bfl_flux.h) whose open() builds the set. */
     const struct weights_source *source;
     /* LoRAs merged into the tensors of the component `lora_component` ("unet", "text_encoder",
      * ...) as they are read: a weight with deltas is read through the float32 path (a float32

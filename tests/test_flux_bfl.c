@@ -2,7 +2,7 @@
  * (sd_load_params.transformer_file, gen --transformer): flux-tiny's transformer is written as one
  * BFL file by an independent converter (tests/bfl_writer.c, from BFL's model definition) and must
  * give the SAME image, bit for bit, as the plain folder (same weights, same arithmetic): bare and
- * under ComfyUI's model.diffusion_model. prefix, with --low-memory, and as a diffusers-layout
+ * under ComfyUI's model.diffusion_model. prefix (or diffusion_model.), with --low-memory, and as a diffusers-layout
  * file. The fixture is bf16 and the file keeps it (the fused tensors' row views read bf16). Also
  * the errors: a missing block, an unexpected key, a block beyond the config's count, a shape
  * mismatch, a pickled file, an SD checkpoint given as the transformer, a non-FLUX folder. */
@@ -79,6 +79,8 @@ static void test_same_image(void) {
     const bflw_options plain = {0}, comfy = {.prefix = "model.diffusion_model."};
     CHECK_OK(bflw_write(transformer_dir(), tmp("flux1-tiny.safetensors"), &plain));
     CHECK_OK(bflw_write(transformer_dir(), tmp("flux1-tiny-comfy.safetensors"), &comfy));
+    const bflw_options short_prefix = {.prefix = "diffusion_model."};
+    CHECK_OK(bflw_write(transformer_dir(), tmp("flux1-tiny-dm.safetensors"), &short_prefix));
     CHECK(dtype_of(tmp("flux1-tiny.safetensors"), "single_blocks.0.linear1.weight") == ST_BF16,
           "the BFL file keeps the fixture's bf16");
     char diffusers[800];
@@ -89,6 +91,7 @@ static void test_same_image(void) {
     } cases[] = {
         {tmp("flux1-tiny.safetensors"), false},
         {tmp("flux1-tiny-comfy.safetensors"), false},
+        {tmp("flux1-tiny-dm.safetensors"), false},
         {tmp("flux1-tiny.safetensors"), true},
         {diffusers, false},
     };
