@@ -163,6 +163,8 @@ $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_COMMON) $(CLI_LIB) $(LIB)
 
 # The single-file test writes its checkpoints with an independent converter (tests/ldm_writer.c).
 $(BUILD)/tests/test_single_file: $(BUILD)/tests/ldm_writer.o
+# So does the FLUX transformer-file test (tests/bfl_writer.c; an SD file as a wrong input).
+$(BUILD)/tests/test_flux_bfl: $(BUILD)/tests/bfl_writer.o $(BUILD)/tests/ldm_writer.o
 
 $(BENCH_KERNELS): $(BUILD)/bench/kernels.o $(BUILD)/bench/model.o $(BUILD)/bench/peak.o $(LIB)
 	$(CC) $(LDFLAGS) $^ $(BENCH_LDLIBS) -o $@

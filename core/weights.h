@@ -30,7 +30,8 @@ typedef struct {
     bool low_memory;
     weights_precision precision;
     /* Where the weights come from instead of the folder weights_open is given (NULL: the folder):
-     * a single original-layout checkpoint (convert/ldm_source.h) whose open() builds the set. */
+     * a single original-layout checkpoint (convert/ldm_source.h) or a FLUX.1 transformer file
+     * (convert/bfl_flux.h) whose open() builds the set. */
     const struct weights_source *source;
     /* LoRAs merged into the tensors of the component `lora_component` ("unet", "text_encoder",
      * ...) as they are read: a weight with deltas is read through the float32 path (a float32
@@ -85,14 +86,20 @@ typedef struct {
     char name[256];
     int part, n_parts; /* n_parts > 1: rows [part*R/n_parts, (part+1)*R/n_parts) of dim 0 (a
                         * view: fused attention in_proj weights split into q, k, v) */
+    int64_t row0, rows; /* rows > 0: rows [row0, row0 + rows) of dim 0 (a view: fused tensors
+                         * split unevenly, FLUX's single-block linear1 into q, k, v and mlp) */
     bool transpose;    /* a 2-D tensor stored transposed (an owned copy, same dtype) */
+    bool swap_halves;  /* the two halves of dim 0 swapped (an owned copy, same dtype): BFL's
+                        * final adaLN modulation is (shift, scale), diffusers' (scale, shift) */
 } weights_rename;
-/* Maps one stored name to up to 3 new ones: returns how many (0: the tensor is not part of this
- * set), or a negative value after recording an error naming the key. */
-typedef int (*weights_rename_fn)(void *ctx, const char *key, weights_rename out[3]);
+/* The most names one stored tensor maps to. */
+enum { WEIGHTS_RENAME_MAX = 4 };
+/* Maps one stored name to up to WEIGHTS_RENAME_MAX new ones: returns how many (0: the tensor is
+ * not part of this set), or a negative value after recording an error naming the key. */
+typedef int (*weights_rename_fn)(void *ctx, const char *key, weights_rename out[WEIGHTS_RENAME_MAX]);
 /* Opens one safetensors file as a set whose tensors carry the names `fn` gives (a single-file
  * checkpoint in another key layout, read through diffusers' names). The views point into the
- * mapping; no data is copied except transposed tensors. Two stored names giving one new name is
+ * mapping; no data is copied except transposed and half-swapped tensors. Two stored names giving one new name is
  * an error naming it. `label` (may be NULL) names the set in later messages instead of the bare
  * path, e.g. "model.safetensors (first_stage_model.* as diffusers vae)", so that an error about
  * a renamed tensor says where its original lives. */

@@ -35,6 +35,29 @@ static sd_status cut(sd_weights *w, const char *path, const st_tensor *t, const 
         out->nbytes = t->nbytes / (size_t)r->n_parts;
         out->data = (const uint8_t *)t->data + out->nbytes * (size_t)r->part;
     }
+    if (r->rows > 0) {
+        const int64_t rows = t->ndim ? t->shape[0] : 0;
+        if (r->row0 < 0 || r->row0 + r->rows > rows)
+            return sd_set_error(SD_ERR_TENSOR, "%s: tensor '%s' has %lld rows, not the %lld its "
+                                "split needs", path, t->name, (long long)rows,
+                                (long long)(r->row0 + r->rows));
+        const size_t row_bytes = t->nbytes / (size_t)rows;
+        out->shape[0] = r->rows;
+        out->nbytes = row_bytes * (size_t)r->rows;
+        out->data = (const uint8_t *)t->data + row_bytes * (size_t)r->row0;
+    }
+    if (r->swap_halves) {
+        if (out->ndim < 1 || out->shape[0] % 2)
+            return sd_set_error(SD_ERR_TENSOR, "%s: tensor '%s' (%lld rows) has no two halves",
+                                path, t->name, out->ndim ? (long long)out->shape[0] : 0LL);
+        const size_t half = out->nbytes / 2;
+        uint8_t *buf = malloc(out->nbytes ? out->nbytes : 1);
+        if (!buf) return sd_set_error(SD_ERR_NOMEM, "out of memory reordering '%s'", t->name);
+        memcpy(buf, (const uint8_t *)out->data + half, half);
+        memcpy(buf + half, out->data, half);
+        SD_TRY(keep_owned(w, buf));
+        out->data = buf;
+    }
     if (r->transpose) {
         if (out->ndim != 2)
             return sd_set_error(SD_ERR_TENSOR, "%s: tensor '%s' has %d dimensions, expected 2",
@@ -60,7 +83,7 @@ static sd_status build(sd_weights *w, st_file *f, weights_rename_fn fn, void *ct
     if (!next) return sd_set_error(SD_ERR_NOMEM, "out of memory");
     sd_status st = SD_OK;
     for (int i = 0; i < f->n_tensors && st == SD_OK; i++) {
-        weights_rename r[3];
+        weights_rename r[WEIGHTS_RENAME_MAX];
         memset(r, 0, sizeof r);
         const int k = fn(ctx, f->tensors[i].name, r);
         if (k < 0) st = SD_ERR_FORMAT; /* fn recorded the message */

@@ -251,6 +251,11 @@ typedef struct {
      * paths are read during sd_pipeline_load only. */
     const sd_lora *loras;
     int n_loras;
+    /* A FLUX.1 folder's transformer weights from this one .safetensors file instead (Black Forest
+     * Labs' flux1-dev.safetensors / flux1-schnell.safetensors as released, with or without
+     * ComfyUI's model.diffusion_model. prefix, or a diffusers-layout file); the folder's config
+     * says the architecture and the file must match it. NULL: the folder's. */
+    const char *transformer_file;
 } sd_load_params;
 
 /* The defaults, with struct_size = size (use sd_load_params_init, which passes the caller's). */

@@ -54,6 +54,7 @@ struct sd_pipeline {
     atomic_bool busy;                     /* an sd_generate is running (pipeline.c) */
     struct ldm_checkpoint_ *ckpt;         /* loaded from a single file (pipeline/single_file.c) */
     char *ckpt_info;                      /* sd_pipeline_checkpoint_info's text */
+    struct bfl_flux_file_ *transformer_file; /* load.transformer_file (transformer_file.c) */
 };
 
 /* What a family provides: loading its components (model_index.json is read and the VAE and
@@ -87,6 +88,12 @@ sd_status pl_single_check(const sd_pipeline *p);
 const struct weights_source *pl_single_source(const sd_pipeline *p, const char *name);
 sd_status pl_apply_prediction(sd_pipeline *p);
 void pl_single_free(sd_pipeline *p);
+
+/* load.transformer_file (pipeline/transformer_file.c): opened after model_index.json (a FLUX.1
+ * folder's, whose transformer config it must agree with); the source of "transformer" then. */
+sd_status pl_transformer_file_open(sd_pipeline *p);
+const struct weights_source *pl_transformer_file_source(const sd_pipeline *p, const char *name);
+void pl_transformer_file_free(sd_pipeline *p);
 
 /* Low-memory mode (p->load.low_memory; no-ops otherwise): give back what a component holds
  * between uses: scratch memory and resident weight pages. The text encoders after the prompts are

@@ -88,6 +88,8 @@ sd_status pl_single_check(const sd_pipeline *p) {
 }
 
 const weights_source *pl_single_source(const sd_pipeline *p, const char *name) {
+    const weights_source *file = pl_transformer_file_source(p, name); /* sd_load_params's */
+    if (file) return file;
     return p->ckpt ? ldm_checkpoint_source(p->ckpt, name) : NULL;
 }
 

@@ -59,7 +59,7 @@ typedef enum {
     O_MODEL, O_NEG, O_OUT, O_W, O_H, O_SEED, O_STEPS, O_GUIDANCE, O_SCHED, O_SCHED_OPT,
     O_RESCALE, O_ETA, O_BATCH, O_CLIP_SKIP, O_THREADS, O_SAVE_LATENTS, O_QUALITY,
     O_PROMPT2, O_NEG2, O_ORIG_SIZE, O_CROP, O_TARGET_SIZE, O_MAX_SEQ, O_INIT, O_MASK, O_STRENGTH,
-    O_PROMPT3, O_NEG3, O_WEIGHTS_DTYPE, O_PRECISION, O_VAE_TILE, O_CONFIG, O_PREDICTION, O_LORA,
+    O_PROMPT3, O_NEG3, O_WEIGHTS_DTYPE, O_PRECISION, O_VAE_TILE, O_CONFIG, O_PREDICTION, O_TRANSFORMER, O_LORA,
     O_LORA_DIR,
     /* flags */
     O_PRINT_TOKENS, O_HELP, O_VERSION, O_QUIET, O_LOW_MEMORY,
@@ -92,6 +92,7 @@ static const struct {
     {"vae-tile", 0, O_VAE_TILE, true},     {"low-memory", 0, O_LOW_MEMORY, false},
     {"config", 0, O_CONFIG, true},         {"prediction", 0, O_PREDICTION, true},
     {"lora", 0, O_LORA, true},             {"lora-dir", 0, O_LORA_DIR, true},
+    {"transformer", 0, O_TRANSFORMER, true},
 };
 enum { N_OPTS = sizeof table / sizeof table[0] };
 
@@ -219,6 +220,7 @@ static bool apply(cli_options *o, opt_id id, const char *name, const char *v, co
         }
         return true;
     case O_CONFIG: o->config_dir = v; return true;
+    case O_TRANSFORMER: o->transformer_file = v; return true;
     case O_PREDICTION:
         if (!strcmp(v, "epsilon")) o->prediction = SD_PREDICTION_EPSILON;
         else if (!strcmp(v, "v") || !strcmp(v, "v_prediction")) o->prediction = SD_PREDICTION_V;
@@ -379,6 +381,9 @@ const char *cli_gen_options_help(void) {
            "                           original layout (SD 1.x, 2.x, SDXL) (default: $SD_MODEL)\n"
            "      --config DIR         single file: configs and tokenizers from this diffusers\n"
            "                           folder instead of the bundled ones\n"
+           "      --transformer FILE   FLUX.1: the transformer from this .safetensors file (Black\n"
+           "                           Forest Labs' flux1-dev.safetensors, or diffusers' layout),\n"
+           "                           the rest from the -m folder\n"
            "      --prediction P       epsilon or v: what the model predicts where the file cannot\n"
            "                           say (SD 2.x: v = the 768 model, epsilon = the 512 base)\n"
            "  -n, --negative TEXT      negative prompt (Flux ignores it, as diffusers does by default:\n"
@@ -435,6 +440,7 @@ void cli_load_params(const cli_options *o, sd_load_params *lp) {
     lp->prediction = o->prediction;
     lp->loras = o->n_loras ? o->loras : NULL;
     lp->n_loras = o->n_loras;
+    lp->transformer_file = o->transformer_file;
 }
 
 char *cli_indexed_path(const char *path, int i, int n) {

@@ -21,6 +21,7 @@ typedef struct {
     sd_precision precision;   /* --precision */
     bool low_memory;          /* --low-memory */
     const char *config_dir;   /* --config */
+    const char *transformer_file; /* --transformer */
     sd_prediction prediction; /* --prediction */
     const char *lora_dir;     /* --lora-dir: where <lora:NAME:SCALE> prompt tags are looked up */
     int n_loras;              /* --lora FILE[:SCALE] given, then the prompt's tags */
