@@ -161,8 +161,8 @@ $(BINDIR)/%: $(BUILD)/cli/%.o $(CLI_LIB) $(LIB)
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_COMMON) $(CLI_LIB) $(LIB)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
-# The single-file test writes its checkpoints with an independent converter (tests/ldm_writer.c).
-$(BUILD)/tests/test_single_file: $(BUILD)/tests/ldm_writer.o
+# The single-file and component tests write their checkpoints with an independent converter (tests/ldm_writer.c).
+$(BUILD)/tests/test_single_file $(BUILD)/tests/test_components: $(BUILD)/tests/ldm_writer.o
 
 $(BENCH_KERNELS): $(BUILD)/bench/kernels.o $(BUILD)/bench/model.o $(BUILD)/bench/peak.o $(LIB)
 	$(CC) $(LDFLAGS) $^ $(BENCH_LDLIBS) -o $@

@@ -251,6 +251,15 @@ typedef struct {
      * paths are read during sd_pipeline_load only. */
     const sd_lora *loras;
     int n_loras;
+    /* Components' weights from files of their own instead of the folder's or the checkpoint's
+     * (README, "Single-file checkpoints"): a .safetensors file in diffusers' or the original
+     * (LDM) key layout, detected from its keys; the component's config stays the folder's (or
+     * the bundled one). unet_file is the denoiser: unet/, or transformer/ for SD3 and FLUX
+     * (diffusers names only there). NULL: none. Read during sd_pipeline_load only. */
+    const char *vae_file;
+    const char *unet_file;
+    const char *text_encoder_file;
+    const char *text_encoder_2_file;
 } sd_load_params;
 
 /* The defaults, with struct_size = size (use sd_load_params_init, which passes the caller's). */

@@ -88,6 +88,8 @@ sd_status pl_single_check(const sd_pipeline *p) {
 }
 
 const weights_source *pl_single_source(const sd_pipeline *p, const char *name) {
+    const weights_source *file = pl_component_file_source(p, name); /* --vae FILE, ... first */
+    if (file) return file;
     return p->ckpt ? ldm_checkpoint_source(p->ckpt, name) : NULL;
 }
 
