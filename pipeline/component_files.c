@@ -22,8 +22,8 @@ sd_status pl_component_files_open(sd_pipeline *p) {
                                                      p->load.text_encoder_file,
                                                      p->load.text_encoder_2_file};
     static const char *const options[PL_N_COMPONENT_FILES] = {
-        "vae_file (--vae)", "unet_file (--unet)", "text_encoder_file (--text-encoder)",
-        "text_encoder_2_file (--text-encoder-2)"};
+        "vae_file (--vae)", "unet_file (--unet, --transformer)",
+        "text_encoder_file (--text-encoder)", "text_encoder_2_file (--text-encoder-2)"};
     for (int i = 0; i < PL_N_COMPONENT_FILES; i++) {
         if (!files[i]) continue;
         const char *name = component_of(p, i);

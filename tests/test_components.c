@@ -75,7 +75,8 @@ static const char *weights_name(const char *component) {
 }
 
 /* The component's diffusers file with `tensor` shifted by 0.05 (or, `cut` set, one element
- * shorter in dim 0: a shape the config disagrees with), written to `out`. */
+ * shorter in dim 0: a shape the config disagrees with), written to `out`. 16-bit tensors get
+ * their lowest mantissa bit flipped instead. */
 static void write_changed(const char *model, const char *component, const char *tensor, int cut,
                           const char *out) {
     char path[900];
@@ -93,22 +94,32 @@ static void write_changed(const char *model, const char *component, const char *
         memcpy(e[i].shape, t->shape, sizeof e[i].shape);
         e[i].data = t->data;
         if (strcmp(t->name, tensor)) continue;
-        found = t->dtype == ST_F32;
+        found = t->dtype == ST_F32 || t->dtype == ST_BF16 || t->dtype == ST_F16;
         if (cut) {
             e[i].shape[0]--;
             continue;
         }
         const size_t n = (size_t)st_numel(t);
-        changed = malloc(n * sizeof *changed);
-        memcpy(changed, t->data, n * sizeof *changed);
-        for (size_t j = 0; j < n; j++) changed[j] += 0.05f;
+        changed = malloc(t->nbytes);
+        memcpy(changed, t->data, t->nbytes);
+        if (t->dtype == ST_F32)
+            for (size_t j = 0; j < n; j++) changed[j] += 0.05f;
+        else /* 16-bit: each value's lowest mantissa bit flipped */
+            for (size_t j = 0; j < n; j++) ((uint16_t *)changed)[j] ^= 1;
         e[i].data = changed;
     }
-    CHECK(found, "%s: float32 tensor %s found", path, tensor);
+    CHECK(found, "%s: float tensor %s found", path, tensor);
     CHECK_OK(st_write(out, e, f.n_tensors, NULL, 0));
     free(changed);
     free(e);
     st_close(&f);
+}
+
+/* A symbolic link at `to` to the real path of `from`, replacing one a previous run left. */
+static bool link_real(const char *from, const char *to) {
+    char real[PATH_MAX];
+    unlink(to);
+    return realpath(from, real) && symlink(real, to) == 0;
 }
 
 /* A folder like `model` (its parts linked) whose `component` folder holds `weights`. */
@@ -116,22 +127,22 @@ static void folder_with(const char *model, const char *component, const char *we
                         const char *dst) {
     mkdir(dst, 0755);
     const char *src = fixture(model);
-    char real[PATH_MAX], from[PATH_MAX + 400], to[PATH_MAX + 400];
+    char from[PATH_MAX + 400], to[PATH_MAX + 400];
     DIR *d = opendir(src);
     for (struct dirent *e; d && (e = readdir(d));) {
         if (e->d_name[0] == '.' || !strcmp(e->d_name, component)) continue;
         snprintf(from, sizeof from, "%s/%s", src, e->d_name);
         snprintf(to, sizeof to, "%s/%s", dst, e->d_name);
-        CHECK(realpath(from, real) && symlink(real, to) == 0, "link %s", to);
+        CHECK(link_real(from, to), "link %s", to);
     }
     if (d) closedir(d);
     snprintf(to, sizeof to, "%s/%s", dst, component);
     mkdir(to, 0755);
     snprintf(from, sizeof from, "%s/%s/config.json", src, component);
     snprintf(to, sizeof to, "%s/%s/config.json", dst, component);
-    CHECK(realpath(from, real) && symlink(real, to) == 0, "link %s", to);
+    CHECK(link_real(from, to), "link %s", to);
     snprintf(to, sizeof to, "%s/%s/%s", dst, component, weights_name(component));
-    CHECK(realpath(weights, real) && symlink(real, to) == 0, "link %s", to);
+    CHECK(link_real(weights, to), "link %s", to);
 }
 
 /* The fixture's own component in the original layout, bare and prefixed: the folder's image. */
@@ -157,9 +168,8 @@ static void check_same(const char *model, ldmw_flavour flavour, const char *comp
 }
 
 /* A changed component from its file gives another image: the one of a folder holding it. */
-static void check_changed(const char *component, const char *tensor, const sd_image *plain,
-                          sd_image *changed_out) {
-    const char *model = "sd15-tiny/pipeline";
+static void check_changed(const char *model, const char *component, const char *tensor,
+                          const sd_image *plain, sd_image *changed_out) {
     char file[900], dir[900];
     snprintf(file, sizeof file, "%s", tmp(component));
     strcat(file, "-changed.safetensors");
@@ -168,7 +178,7 @@ static void check_changed(const char *component, const char *tensor, const sd_im
     folder_with(model, component, file, dir);
     files f = {0};
     if (!strcmp(component, "vae")) f.vae = file;
-    if (!strcmp(component, "unet")) f.unet = file;
+    if (!strcmp(component, "unet") || !strcmp(component, "transformer")) f.unet = file;
     if (!strcmp(component, "text_encoder")) f.te = file;
     sd_image got = {0}, want = {0};
     CHECK_OK(run(fixture(model), NULL, &f, &got));
@@ -188,9 +198,9 @@ static void test_sd15(void) {
     check_same(model, LDMW_SD1, "vae", &plain);
     check_same(model, LDMW_SD1, "unet", &plain);
     check_same(model, LDMW_SD1, "text_encoder", &plain);
-    check_changed("vae", "decoder.conv_out.bias", &plain, &vae_changed);
-    check_changed("unet", "conv_out.bias", &plain, NULL);
-    check_changed("text_encoder", "text_model.final_layer_norm.bias", &plain, NULL);
+    check_changed(model, "vae", "decoder.conv_out.bias", &plain, &vae_changed);
+    check_changed(model, "unet", "conv_out.bias", &plain, NULL);
+    check_changed(model, "text_encoder", "text_model.final_layer_norm.bias", &plain, NULL);
 
     /* A single file with --vae: the file's own VAE is replaced (with --config for the tiny
      * shapes); a file without a VAE takes it from --vae. */
@@ -218,6 +228,21 @@ static void test_sdxl(void) {
     check_same(model, LDMW_SDXL, "vae", &plain);
     check_same(model, LDMW_SDXL, "unet", &plain);
     check_same(model, LDMW_SDXL, "text_encoder_2", &plain);
+    free(plain.rgb);
+}
+
+/* SD3: --transformer (unet_file) in diffusers names; no original layout there. */
+static void test_sd3(void) {
+    const char *model = "sd3-tiny/pipeline";
+    sd_image plain = {0};
+    CHECK_OK(run(fixture(model), NULL, NULL, &plain));
+    check_changed(model, "transformer", "proj_out.bias", &plain, NULL);
+    files f = {.unet = tmp("sd15-vae-prefixed.safetensors")};
+    sd_image got = {0};
+    CHECK(run(fixture(model), NULL, &f, &got) != SD_OK &&
+              strstr(sd_last_error(), "sd15-vae-prefixed.safetensors"),
+          "a VAE file as SD3's --transformer: %s", sd_last_error());
+    free(got.rgb);
     free(plain.rgb);
 }
 
@@ -269,6 +294,7 @@ int main(void) {
     test_sd15();
     test_sdxl();
     test_errors();
+    test_sd3();
     test_cli();
     return test_summary();
 }
