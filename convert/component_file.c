@@ -21,40 +21,64 @@ static bool has_prefix(const st_file *f, const char *prefix) {
     return lo < f->n_tensors && !strncmp(f->tensors[lo].name, prefix, strlen(prefix));
 }
 
+/* The renamings a layout applies to a key with its prefix removed (ldm_names.h's contract). */
+static int as_is(const ldm_part *p, const char *key, weights_rename out[3]) {
+    (void)p;
+    if (snprintf(out[0].name, sizeof out[0].name, "%s", key) < (int)sizeof out[0].name) return 1;
+    sd_set_error(SD_ERR_FORMAT, "tensor name '%s' is too long", key);
+    return -1;
+}
+static int ldm_unet(const ldm_part *p, const char *key, weights_rename out[3]) {
+    return ldm_unet_name(key, p->levels, out);
+}
+static int ldm_vae(const ldm_part *p, const char *key, weights_rename out[3]) {
+    return ldm_vae_name(key, p->levels, out);
+}
+static int ldm_clip(const ldm_part *p, const char *key, weights_rename out[3]) {
+    (void)p;
+    return ldm_clip_name(key, out);
+}
+static int ldm_openclip(const ldm_part *p, const char *key, weights_rename out[3]) {
+    /* SDXL's second encoder projects; SD 2.x's CLIPTextModel does not */
+    return ldm_openclip_name(key, !strcmp(p->component, "text_encoder_2"), out);
+}
+
 /* One way a component may be stored. `marker` starts some key of such a file; `prefix` is cut
- * off every key before renaming (keys without it are not the component's: a whole checkpoint). */
+ * off every key before renaming (keys without it are not the component's: a whole checkpoint).
+ * Another layout (say, a transformer in its authors' naming) is one more row with its own
+ * renaming. */
 typedef struct {
     const char *component; /* diffusers folder name */
     const char *marker;
     const char *prefix;
-    int kind;              /* ldm_part_kind, or -1 for diffusers names */
+    int kind;              /* ldm_part_kind measured for the renaming, or -1 */
+    component_rename_fn rename;
 } layout;
 
-#define DIFFUSERS (-1)
-
 static const layout layouts[] = {
-    {"vae", "first_stage_model.", "first_stage_model.", LDM_VAE},
-    {"vae", "encoder.down.", "", LDM_VAE},
-    {"vae", "decoder.up.", "", LDM_VAE},
-    {"vae", "encoder.down_blocks.", "", DIFFUSERS},
-    {"vae", "decoder.up_blocks.", "", DIFFUSERS},
-    {"unet", "model.diffusion_model.", "model.diffusion_model.", LDM_UNET},
-    {"unet", "input_blocks.", "", LDM_UNET},
-    {"unet", "down_blocks.", "", DIFFUSERS},
-    {"text_encoder", "cond_stage_model.transformer.", "cond_stage_model.transformer.", LDM_CLIP},
+    {"vae", "first_stage_model.", "first_stage_model.", LDM_VAE, ldm_vae},
+    {"vae", "encoder.down.", "", LDM_VAE, ldm_vae},
+    {"vae", "decoder.up.", "", LDM_VAE, ldm_vae},
+    {"vae", "encoder.down_blocks.", "", -1, as_is},
+    {"vae", "decoder.up_blocks.", "", -1, as_is},
+    {"unet", "model.diffusion_model.", "model.diffusion_model.", LDM_UNET, ldm_unet},
+    {"unet", "input_blocks.", "", LDM_UNET, ldm_unet},
+    {"unet", "down_blocks.", "", -1, as_is},
+    {"text_encoder", "cond_stage_model.transformer.", "cond_stage_model.transformer.", -1,
+     ldm_clip},
     {"text_encoder", "conditioner.embedders.0.transformer.", "conditioner.embedders.0.transformer.",
-     LDM_CLIP},
-    {"text_encoder", "cond_stage_model.model.", "cond_stage_model.model.", LDM_OPENCLIP},
-    {"text_encoder", "transformer.resblocks.", "", LDM_OPENCLIP},
-    {"text_encoder", "text_model.", "", DIFFUSERS},
-    {"text_encoder", "encoder.layers.", "", DIFFUSERS}, /* transformers 5: no text_model level */
-    {"text_encoder_2", "conditioner.embedders.1.model.", "conditioner.embedders.1.model.",
-     LDM_OPENCLIP},
-    {"text_encoder_2", "conditioner.embedders.0.model.", "conditioner.embedders.0.model.",
-     LDM_OPENCLIP}, /* the SDXL refiner's only encoder */
-    {"text_encoder_2", "transformer.resblocks.", "", LDM_OPENCLIP},
-    {"text_encoder_2", "text_model.", "", DIFFUSERS},
-    {"text_encoder_2", "encoder.layers.", "", DIFFUSERS},
+     -1, ldm_clip},
+    {"text_encoder", "cond_stage_model.model.", "cond_stage_model.model.", -1, ldm_openclip},
+    {"text_encoder", "transformer.resblocks.", "", -1, ldm_openclip},
+    {"text_encoder", "text_model.", "", -1, as_is},
+    {"text_encoder", "encoder.layers.", "", -1, as_is}, /* transformers 5: no text_model level */
+    {"text_encoder_2", "conditioner.embedders.1.model.", "conditioner.embedders.1.model.", -1,
+     ldm_openclip},
+    {"text_encoder_2", "conditioner.embedders.0.model.", "conditioner.embedders.0.model.", -1,
+     ldm_openclip}, /* the SDXL refiner's only encoder */
+    {"text_encoder_2", "transformer.resblocks.", "", -1, ldm_openclip},
+    {"text_encoder_2", "text_model.", "", -1, as_is},
+    {"text_encoder_2", "encoder.layers.", "", -1, as_is},
 };
 
 /* What a file's keys look like, for the message when they are not the asked component's. */
@@ -110,19 +134,8 @@ static int rename_key(void *ctx, const char *key, weights_rename out[3]) {
     const size_t l = strlen(p->prefix);
     if (strncmp(key, p->prefix, l)) return 0;
     /* The training loss (an LDM autoencoder's discriminator) some VAE releases keep. */
-    if (p->kind == LDM_VAE && !c->diffusers && !strncmp(key + l, "loss.", 5)) return 0;
-    int n;
-    if (c->diffusers) {
-        n = snprintf(out[0].name, sizeof out[0].name, "%s", key + l) < (int)sizeof out[0].name ? 1 : -1;
-        if (n < 0) sd_set_error(SD_ERR_FORMAT, "tensor name '%s' is too long", key);
-    } else {
-        switch (p->kind) {
-        case LDM_UNET: n = ldm_unet_name(key + l, p->levels, out); break;
-        case LDM_VAE: n = ldm_vae_name(key + l, p->levels, out); break;
-        case LDM_CLIP: n = ldm_clip_name(key + l, out); break;
-        default: n = ldm_openclip_name(key + l, !strcmp(p->component, "text_encoder_2"), out);
-        }
-    }
+    if (c->rename == ldm_vae && !strncmp(key + l, "loss.", 5)) return 0;
+    const int n = c->rename(p, key + l, out);
     if (n < 0) sd_wrap_error(SD_ERR_FORMAT, "%s (%s)", c->path, c->option);
     return n;
 }
@@ -132,9 +145,12 @@ static sd_status open_source(sd_weights *w, const weights_source *src, const wei
     char label[1200];
     if (c->diffusers)
         snprintf(label, sizeof label, "%s (%s, diffusers names)", c->path, c->option);
-    else
+    else if (c->part.prefix[0])
         snprintf(label, sizeof label, "%s (%s, %s* in the original layout as diffusers %s)",
                  c->path, c->option, c->part.prefix, c->part.component);
+    else
+        snprintf(label, sizeof label, "%s (%s, bare original-layout keys as diffusers %s)",
+                 c->path, c->option, c->part.component);
     return weights_open_renamed(w, c->path, label, rename_key, (void *)c, policy);
 }
 
@@ -174,10 +190,11 @@ static sd_status pick_layout(component_file *c, const st_file *f, const char *co
     p->component = hit ? hit->component : component;
     p->present = true;
     /* Components without a known original layout (transformer, T5) are taken as stored. */
-    c->diffusers = !hit || hit->kind == DIFFUSERS;
+    c->rename = hit ? hit->rename : as_is;
+    c->diffusers = c->rename == as_is;
     snprintf(p->prefix, sizeof p->prefix, "%s", hit ? hit->prefix : "");
-    p->kind = c->diffusers ? LDM_UNET : (ldm_part_kind)hit->kind;
-    if (!c->diffusers) measure(p, f);
+    p->kind = hit && hit->kind >= 0 ? (ldm_part_kind)hit->kind : LDM_CLIP;
+    if (hit && hit->kind >= 0) measure(p, f);
     return SD_OK;
 }
 

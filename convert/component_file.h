@@ -13,10 +13,16 @@
 #include "../core/weights.h"
 #include "ldm_source.h"
 
+/* A layout's renaming of one key (its prefix removed) into diffusers names: ldm_names.h's
+ * contract (how many names, 0: not a weight, -1 after recording an error). The layouts and their
+ * detection are a table in component_file.c: one row per (component, marker key, prefix). */
+typedef int (*component_rename_fn)(const ldm_part *p, const char *key, weights_rename out[3]);
+
 typedef struct component_file_ {
     ldm_part part;       /* first: its base is the weights source (weights_policy.source) */
     char *path;
     char *option;        /* what the caller named it by, for messages ("--vae") */
+    component_rename_fn rename;
     bool diffusers;      /* stored under diffusers' names: read as they are */
 } component_file;
 

@@ -273,6 +273,13 @@ static void test_errors(void) {
     expect_error(&f, model, "a pickled --vae", "vae.ckpt", "never unpickles");
     f = (files){.te2 = tmp("sd15-vae-prefixed.safetensors")};
     expect_error(&f, model, "--text-encoder-2 on SD 1.5", "text_encoder_2_file", "has no text_encoder_2");
+    /* A bare original-layout VAE key no table knows: named, with the file. */
+    static const float one = 1.0f;
+    const st_entry odd = {.name = "encoder.down.0.zzz.weight", .dtype = ST_F32, .ndim = 1,
+                          .shape = {1}, .data = &one};
+    CHECK_OK(st_write(tmp("vae-odd.safetensors"), &odd, 1, NULL, 0));
+    f = (files){.vae = tmp("vae-odd.safetensors")};
+    expect_error(&f, model, "an unknown bare VAE key", "vae-odd.safetensors", "down.0.zzz.weight");
     f = (files){.vae = tmp("missing.safetensors")};
     expect_error(&f, model, "a missing --vae file", "missing.safetensors", NULL);
 }
