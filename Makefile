@@ -17,8 +17,9 @@
 #   make bench-memory  peak RSS of whole runs through bin/gen and bin/vae-check (fp16 SD 1.5 and
 #                   SDXL models written once to $(SD_BENCH_CACHE)); BENCH_MEM_ARGS passes options
 #   make install    PREFIX=/usr/local DESTDIR= : lib/libsd.so.$(SD_VERSION) and its links,
-#                   lib/libsd.a, include/sd.h, lib/pkgconfig/sd.pc, the tools in bin/;
-#                   LIBDIR, INCLUDEDIR, PKGCONFIGDIR, TOOLDIR override single folders
+#                   lib/libsd.a, include/sd.h, lib/pkgconfig/sd.pc, the tools in bin/, the
+#                   bundled configs in share/sd/configs (symbolic links kept);
+#                   LIBDIR, INCLUDEDIR, PKGCONFIGDIR, TOOLDIR, CONFIGSDIR override single folders
 #   make uninstall  removes exactly what make install put (same PREFIX, DESTDIR, ...)
 #   make check-install  installs into a temporary folder, builds samples/embed.c against it
 #                   through pkg-config (shared and static), runs it, checks the header and the
@@ -54,9 +55,15 @@ PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
 TOOLDIR ?= $(PREFIX)/bin
 INSTALL ?= install
 
-# Where the library finds the bundled configs of single-file checkpoints (SD_CONFIG_DIR overrides).
+DATADIR ?= $(PREFIX)/share
+CONFIGSDIR ?= $(DATADIR)/sd/configs
+
+# Where the library finds the bundled configs of single-file checkpoints when none was set
+# (sd_set_configs_dir) and none lies beside the installed program or library
+# (<prefix>/share/sd/configs): the install path, then the source tree's (pipeline/configs_dir.c).
 SD_CONFIGS_DIR ?= $(abspath configs)
-$(BUILD)/pipeline/single_file.o: CPPFLAGS += -DSD_CONFIGS_DIR='"$(SD_CONFIGS_DIR)"'
+$(BUILD)/pipeline/configs_dir.o: CPPFLAGS += -DSD_CONFIGS_DIR='"$(SD_CONFIGS_DIR)"' \
+    -DSD_CONFIGS_INSTALL_DIR='"$(CONFIGSDIR)"'
 
 SRC_DIRS := core kernels nn text_encoder unet vae schedulers pipeline dit convert
 LIB_SRC := $(foreach d,$(SRC_DIRS),$(wildcard $(d)/*.c))
@@ -161,10 +168,10 @@ $(BINDIR)/%: $(BUILD)/cli/%.o $(CLI_LIB) $(LIB)
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_COMMON) $(CLI_LIB) $(LIB)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
-# The single-file test writes its checkpoints with an independent converter (tests/ldm_writer.c).
-$(BUILD)/tests/test_single_file: $(BUILD)/tests/ldm_writer.o
 # So does the FLUX transformer-file test (tests/bfl_writer.c; an SD file as a wrong input).
 $(BUILD)/tests/test_flux_bfl: $(BUILD)/tests/bfl_writer.o $(BUILD)/tests/ldm_writer.o
+# The single-file and component tests write their checkpoints with an independent converter (tests/ldm_writer.c).
+$(BUILD)/tests/test_single_file $(BUILD)/tests/test_components: $(BUILD)/tests/ldm_writer.o
 
 $(BENCH_KERNELS): $(BUILD)/bench/kernels.o $(BUILD)/bench/model.o $(BUILD)/bench/peak.o $(LIB)
 	$(CC) $(LDFLAGS) $^ $(BENCH_LDLIBS) -o $@
@@ -235,11 +242,15 @@ install: all
 	$(INSTALL) -m 644 include/sd.h $(DESTDIR)$(INCLUDEDIR)/
 	$(INSTALL) -m 644 $(BUILD)/sd.pc $(DESTDIR)$(PKGCONFIGDIR)/
 	$(INSTALL) -m 755 $(BINS) $(DESTDIR)$(TOOLDIR)/
+	$(INSTALL) -d $(DESTDIR)$(CONFIGSDIR)
+	cp -R -P -f configs/. $(DESTDIR)$(CONFIGSDIR)/
 
 uninstall:
 	rm -f $(DESTDIR)$(LIBDIR)/$(notdir $(SHLIB)) $(DESTDIR)$(LIBDIR)/$(SONAME) \
 	    $(DESTDIR)$(LIBDIR)/libsd.so $(DESTDIR)$(LIBDIR)/libsd.a $(DESTDIR)$(INCLUDEDIR)/sd.h \
 	    $(DESTDIR)$(PKGCONFIGDIR)/sd.pc $(addprefix $(DESTDIR)$(TOOLDIR)/,$(INSTALLED_TOOLS))
+	rm -rf $(DESTDIR)$(CONFIGSDIR)
+	rmdir $(DESTDIR)$(DATADIR)/sd 2>/dev/null || true
 
 check-install: all check-version
 	MAKE="$(MAKE)" CC="$(CC)" BUILD="$(BUILD)" BINDIR="$(BINDIR)" tests/check_install.sh

@@ -27,7 +27,7 @@ static void usage(FILE *fp) {
                 "      --print-tokens       print the padded token ids of PROMPT per tokenizer, exit\n"
                 "  -q, --quiet              no progress line and no messages (errors still print)\n"
                 "  -h, --help               this text\n"
-                "      --version            the version\n\n"
+                "      --version            the version, and where the bundled configs are\n\n"
                 "PNG files carry the settings in a 'parameters' text chunk, in the format A1111 and\n"
                 "ComfyUI read (prompt, negative prompt, steps, sampler, CFG scale, seed, size, model).\n"
                 "Options may come before or after PROMPT; '--' ends them (for a prompt starting with\n"
@@ -105,8 +105,13 @@ int main(int argc, char **argv) {
         usage(stdout);
         return 0;
     }
+    /* The library reads no environment: gen passes $SD_CONFIGS_DIR on (bundled configs of
+     * single-file checkpoints kept elsewhere than the install). */
+    const char *configs = getenv("SD_CONFIGS_DIR");
+    if (configs && *configs) sd_set_configs_dir(configs);
     if (o.show_version) {
-        printf("gen %s (sd engine)\n", sd_version());
+        const char *found = sd_configs_dir();
+        printf("gen %s (sd engine)\nconfigs: %s\n", sd_version(), found ? found : "(none found)");
         return 0;
     }
     if (o.gen.scheduler && !strcmp(o.gen.scheduler, "help")) {

@@ -27,8 +27,8 @@
  * - sd_load_params.threads is the pipeline's: every call that computes (sd_pipeline_load,
  *   sd_generate) runs its parallel parts with that many threads on whatever thread calls it, and
  *   leaves the calling thread's OpenMP setting as it found it.
- * - Process-wide settings (sd_set_log_callback, sd_set_kernel_isa) apply to every pipeline; set
- *   them before loading, not while other threads compute.
+ * - Process-wide settings (sd_set_log_callback, sd_set_kernel_isa, sd_set_configs_dir) apply
+ *   to every pipeline; set them before loading, not while other threads compute.
  * - sd_last_error() is per thread: it reads the message of the calling thread's last failure.
  *
  * Cancellation: the event callback (sd_gen_params.on_event) returns 0 to go on; any other value
@@ -117,6 +117,17 @@ SD_API void sd_set_log_callback(sd_log_fn fn, void *user);
 SD_API sd_status sd_set_kernel_isa(const char *name);
 /* The level in use: "avx512", "avx2" or "generic". */
 SD_API const char *sd_kernel_isa(void);
+
+/* Where single-file checkpoints find their bundled configs (README, "Single-file checkpoints"):
+ * the folder holding sd15/, sd21/, sdxl/, ... Looked up, in order: the folder set here (NULL or
+ * "" forgets it; gen sets $SD_CONFIGS_DIR's), share/sd/configs beside the installed program or
+ * library (<prefix>/bin or <prefix>/lib -> <prefix>/share/sd/configs, so an install stays
+ * relocatable), the install path the build recorded, the source tree's configs/. The library
+ * reads no environment variable. A per-load sd_load_params.config_dir still comes first. */
+SD_API void sd_set_configs_dir(const char *path);
+/* The first of those folders that exists (a thread-local buffer, valid until the calling thread's
+ * next call), or NULL when none does. */
+SD_API const char *sd_configs_dir(void);
 
 /* ---- Images ---------------------------------------------------------------------------------- */
 
@@ -256,6 +267,15 @@ typedef struct {
      * ComfyUI's model.diffusion_model. prefix, or a diffusers-layout file); the folder's config
      * says the architecture and the file must match it. NULL: the folder's. */
     const char *transformer_file;
+    /* Components' weights from files of their own instead of the folder's or the checkpoint's
+     * (README, "Single-file checkpoints"): a .safetensors file in diffusers' or the original
+     * (LDM) key layout, detected from its keys; the component's config stays the folder's (or
+     * the bundled one). unet_file is the denoiser: unet/, or transformer/ for SD3 and FLUX
+     * (diffusers names only there). NULL: none. Read during sd_pipeline_load only. */
+    const char *vae_file;
+    const char *unet_file;
+    const char *text_encoder_file;
+    const char *text_encoder_2_file;
 } sd_load_params;
 
 /* The defaults, with struct_size = size (use sd_load_params_init, which passes the caller's). */

@@ -236,6 +236,7 @@ static sd_status load(sd_pipeline **out, const char *model_dir, const sd_load_pa
     if (st == SD_OK) st = model_index_load(&p->mi, config_dir ? config_dir : model_dir);
     free(config_dir);
     if (st == SD_OK) st = pick_family(p);
+    if (st == SD_OK) st = pl_component_files_open(p);
     if (st == SD_OK) st = pl_single_check(p);
     if (st == SD_OK) st = pl_transformer_file_open(p);
     if (st == SD_OK) resolve_precision(p);
@@ -284,6 +285,7 @@ void sd_pipeline_free(sd_pipeline *p) {
     model_index_free(&p->mi);
     pl_single_free(p);
     pl_transformer_file_free(p);
+    pl_component_files_free(p);
     free(p);
 }
 

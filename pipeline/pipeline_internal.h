@@ -22,6 +22,7 @@ typedef struct sd_family_ops sd_family_ops;
 typedef struct pl_generator pl_generator; /* pipeline/generate.h */
 
 #define PL_CACHE_SLOTS 8
+#define PL_N_COMPONENT_FILES 4 /* vae, unet (or transformer), text_encoder, text_encoder_2 */
 typedef struct {
     char *key;
     float *data;
@@ -55,6 +56,7 @@ struct sd_pipeline {
     struct ldm_checkpoint_ *ckpt;         /* loaded from a single file (pipeline/single_file.c) */
     char *ckpt_info;                      /* sd_pipeline_checkpoint_info's text */
     struct bfl_flux_file_ *transformer_file; /* load.transformer_file (transformer_file.c) */
+    struct component_file_ *comp_files[PL_N_COMPONENT_FILES]; /* pipeline/component_files.c */
 };
 
 /* What a family provides: loading its components (model_index.json is read and the VAE and
@@ -76,6 +78,15 @@ struct sd_family_ops {
  * the "vae", fp32 for the rest (text encoders run once per prompt and are cached: bf16 would cost
  * accuracy for no measurable time). Needs p->precision resolved. */
 weights_policy pl_load_policy(const sd_pipeline *p, const char *name);
+
+/* Components' weights from files of their own (pipeline/component_files.c), sd_load_params'
+ * vae_file, unet_file, text_encoder_file, text_encoder_2_file. pl_component_files_open, after
+ * model_index.json: opens each (its component must be in the pipeline) and detects its layout.
+ * pl_component_file_source: the weights source of component `name`, NULL when none was given
+ * (pl_single_source asks it first). */
+sd_status pl_component_files_open(sd_pipeline *p);
+const struct weights_source *pl_component_file_source(const sd_pipeline *p, const char *name);
+void pl_component_files_free(sd_pipeline *p);
 
 /* Single-file checkpoints (pipeline/single_file.c). pl_single_open: when `path` is a file, detects
  * what it holds, sets p->ckpt and *config_dir (malloc'd: the folder whose model_index.json and

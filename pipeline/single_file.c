@@ -2,7 +2,8 @@
  * file gives the weights (convert/ldm_source.h renames them to diffusers' names for the unchanged
  * loaders), a diffusers folder gives everything else: model_index.json, the component configs,
  * the scheduler config and the tokenizers. That folder is one of the configs bundled with the
- * program (configs/, picked by what was detected) or the caller's (sd_load_params.config_dir). */
+ * program (configs/, picked by what was detected; pipeline/configs_dir.c finds it) or the
+ * caller's (sd_load_params.config_dir). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,14 +12,6 @@
 #include "../core/fileutil.h"
 #include "../core/log.h"
 #include "pipeline_internal.h"
-
-#ifndef SD_CONFIGS_DIR
-#define SD_CONFIGS_DIR "configs"
-#endif
-
-/* Where the bundled configs are: the folder the build recorded (the Makefile's SD_CONFIGS_DIR;
- * the library reads no environment variable). */
-static const char *configs_root(void) { return SD_CONFIGS_DIR; }
 
 static const char *bundled_name(const ldm_checkpoint *c, bool v) {
     switch (c->family) {
@@ -53,10 +46,17 @@ sd_status pl_single_open(sd_pipeline *p, const char *path, char **config_dir) {
                                 "config for it is bundled: pass --config DIR (sd_load_params."
                                 "config_dir) of its diffusers folder", path, c->in_channels,
                                 ldm_family_name(c->family));
-        *config_dir = sd_path_join(configs_root(), bundled_name(c, v));
+        const char *root = sd_configs_dir(); /* sd_set_configs_dir's, installed, built */
+        if (!root)
+            return sd_set_error(SD_ERR_IO, "%s: %s detected but no bundled configs folder was "
+                                "found (sd_set_configs_dir, gen's $SD_CONFIGS_DIR, or "
+                                "<prefix>/share/sd/configs): pass --config DIR", path,
+                                ldm_family_name(c->family));
+        *config_dir = sd_path_join(root, bundled_name(c, v));
         if (*config_dir && !sd_dir_exists(*config_dir)) {
             st = sd_set_error(SD_ERR_IO, "%s: %s detected but its bundled configs (%s) are "
-                              "missing (the build's SD_CONFIGS_DIR): pass --config DIR", path, ldm_family_name(c->family), *config_dir);
+                              "missing: pass --config DIR", path, ldm_family_name(c->family),
+                              *config_dir);
             free(*config_dir);
             *config_dir = NULL;
             return st;
@@ -88,7 +88,9 @@ sd_status pl_single_check(const sd_pipeline *p) {
 }
 
 const weights_source *pl_single_source(const sd_pipeline *p, const char *name) {
-    const weights_source *file = pl_transformer_file_source(p, name); /* sd_load_params's */
+    /* Files of their own first (--vae FILE, ..., FLUX's --transformer FILE), then the checkpoint. */
+    const weights_source *file = pl_component_file_source(p, name);
+    if (!file) file = pl_transformer_file_source(p, name);
     if (file) return file;
     return p->ckpt ? ldm_checkpoint_source(p->ckpt, name) : NULL;
 }

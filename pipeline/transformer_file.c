@@ -15,7 +15,8 @@ sd_status pl_transformer_file_open(sd_pipeline *p) {
     if (!path) return SD_OK;
     if (p->mi.family != SD_FAMILY_FLUX || !model_index_get(&p->mi, "transformer"))
         return sd_set_error(SD_ERR_ARG, "%s: a transformer file is for FLUX.1 folders; %s is a "
-                            "%s", path, p->mi.dir, p->mi.class_name);
+                            "%s (another denoiser's file: --unet FILE, sd_load_params.unet_file)",
+                            path, p->mi.dir, p->mi.class_name);
     if (!sd_file_exists(path)) return sd_set_error(SD_ERR_IO, "%s: no such file", path);
     char *dir = pl_component_dir(p, "transformer");
     char *config = dir ? sd_path_join(dir, "config.json") : NULL;

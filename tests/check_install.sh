@@ -2,9 +2,11 @@
 # make check-install: the library as a user gets it from `make install`. Run from the repository
 # root after `make all` (the Makefile passes MAKE, CC, BUILD and BINDIR).
 #   1. install staged under DESTDIR (PREFIX=/usr/local): exactly the expected files, sd.pc naming
-#      PREFIX (not the staging folder); uninstall leaves no file behind.
+#      PREFIX (not the staging folder), the bundled configs under share/sd/configs; uninstall
+#      leaves no file behind.
 #   2. install into a temporary PREFIX; through pkg-config: the version agrees in sd.pc, sd.h and
-#      the shared library's name and soname; sd.h compiles alone as C99 and as C++ (-pedantic,
+#      the shared library's name and soname; the installed gen finds the installed configs (and
+#      $SD_CONFIGS_DIR's); sd.h compiles alone as C99 and as C++ (-pedantic,
 #      warnings as errors); libsd.so exports only sd_ symbols; samples/embed.c builds against
 #      the shared library and against libsd.a, both write the same image on the tiny SD 1.5
 #      fixture, and --cancel-after 2 stops the run with exit status 3 and no image; uninstall
@@ -36,6 +38,7 @@ major=${version%%.*}
     echo "lib/libsd.so.$major"
     echo "lib/libsd.so.$version"
     echo lib/pkgconfig/sd.pc
+    files_under configs | sed 's|^|share/sd/configs/|'
 } | sort > "$tmp/expected"
 
 # 1. Staged install.
@@ -64,6 +67,18 @@ soname=$(readelf -d "$prefix/lib/libsd.so.$version" | sed -n 's/.*(SONAME).*\[\(
 [ "$pc_version" = "$version" ] && [ "$h_version" = "\"$version\"" ] && [ "$soname" = "libsd.so.$major" ] ||
     fail "versions disagree: Makefile $version, sd.pc $pc_version, sd.h $h_version, soname $soname"
 ok "version $version in the Makefile, sd.pc, sd.h and the library's name; soname $soname"
+
+# The bundled configs of single-file checkpoints: installed with their links intact, and found by
+# the installed gen beside itself (<prefix>/bin -> <prefix>/share/sd/configs), not in the source
+# tree the build recorded; $SD_CONFIGS_DIR moves them.
+[ -L "$prefix/share/sd/configs/sd15/tokenizer/vocab.json" ] && [ -f "$prefix/share/sd/configs/sd15/tokenizer/vocab.json" ] ||
+    fail "share/sd/configs/sd15/tokenizer/vocab.json is not a working link"
+want=$(cd "$prefix/share/sd/configs" && pwd -P)
+got=$(env -u SD_CONFIGS_DIR "$prefix/bin/gen" --version | sed -n 's/^configs: //p')
+[ "$got" = "$want" ] || fail "installed gen finds its configs in '$got', not '$want'"
+got=$(SD_CONFIGS_DIR="$tmp" "$prefix/bin/gen" --version | sed -n 's/^configs: //p')
+[ "$got" = "$tmp" ] || fail "SD_CONFIGS_DIR=$tmp: gen reports '$got'"
+ok "configs installed in share/sd/configs (links kept); the installed gen finds them there"
 
 # The installed header alone, in both languages (nothing but -I of the prefix).
 printf '#include <sd.h>\nint main(void) { sd_gen_params g; sd_gen_params_init(&g); return g.steps; }\n' \

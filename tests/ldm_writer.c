@@ -104,7 +104,7 @@ static int unet_layer_pairs(pair *p, int xl) {
     return n;
 }
 
-static void convert_unet(out_list *o, const st_file *f, int xl) {
+static void convert_unet(out_list *o, const st_file *f, int xl, const char *prefix) {
     static const char *const whole[][2] = {
         {"time_embed.0.", "time_embedding.linear_1."}, {"time_embed.2.", "time_embedding.linear_2."},
         {"input_blocks.0.0.", "conv_in."}, {"out.0.", "conv_norm_out."}, {"out.2.", "conv_out."},
@@ -135,12 +135,12 @@ static void convert_unet(out_list *o, const st_file *f, int xl) {
             for (int l = 0; l < nl; l++) replace_all(k, sizeof k, layers[l].hf, layers[l].sd);
         }
         char name[600];
-        snprintf(name, sizeof name, "model.diffusion_model.%s", k);
+        snprintf(name, sizeof name, "%s%s", prefix, k);
         add(o, name, t, t->data, t->ndim, t->shape);
     }
 }
 
-static void convert_vae(out_list *o, const st_file *f) {
+static void convert_vae(out_list *o, const st_file *f, const char *prefix) {
     pair map[64];
     int n = 0;
 #define P(SD, HF) (snprintf(map[n].sd, 96, "%s", SD), snprintf(map[n].hf, 96, "%s", HF), n++)
@@ -192,7 +192,7 @@ static void convert_vae(out_list *o, const st_file *f) {
             if (ndim == 2) shape[2] = shape[3] = 1, ndim = 4;
         }
         char name[600];
-        snprintf(name, sizeof name, "first_stage_model.%s", k);
+        snprintf(name, sizeof name, "%s%s", prefix, k);
         add(o, name, t, t->data, ndim, shape);
     }
 }
@@ -283,6 +283,14 @@ static void copy_prefixed(out_list *o, const st_file *f, const char *prefix) {
     }
 }
 
+static void free_list(out_list *o) {
+    for (int i = 0; i < o->n; i++) free(o->names[i]);
+    for (int i = 0; i < o->n_owned; i++) free(o->owned[i]);
+    free(o->e);
+    free(o->names);
+    free(o->owned);
+}
+
 static sd_status open_part(st_file *f, const char *folder, const char *part, const char *file) {
     char path[4096];
     snprintf(path, sizeof path, "%s/%s/%s", folder, part, file);
@@ -302,8 +310,8 @@ sd_status ldmw_write(const char *folder, const char *out_path, ldmw_flavour flav
     out_list o = {0};
     static const float ema = 0.9999f, betas[4] = {0.00085f, 0.001f, 0.0011f, 0.0012f};
     if (st == SD_OK) {
-        convert_unet(&o, &unet, flavour == LDMW_SDXL);
-        if (!opt->skip_vae) convert_vae(&o, &vae);
+        convert_unet(&o, &unet, flavour == LDMW_SDXL, "model.diffusion_model.");
+        if (!opt->skip_vae) convert_vae(&o, &vae, "first_stage_model.");
         if (flavour == LDMW_SD1) copy_prefixed(&o, &te, "cond_stage_model.transformer.");
         if (flavour == LDMW_SD2) convert_openclip(&o, &te, "cond_stage_model.model.");
         if (flavour == LDMW_SDXL) {
@@ -319,14 +327,38 @@ sd_status ldmw_write(const char *folder, const char *out_path, ldmw_flavour flav
         }
         st = st_write(out_path, o.e, o.n, NULL, 0);
     }
-    for (int i = 0; i < o.n; i++) free(o.names[i]);
-    for (int i = 0; i < o.n_owned; i++) free(o.owned[i]);
-    free(o.e);
-    free(o.names);
-    free(o.owned);
+    free_list(&o);
     st_close(&unet);
     if (!opt->skip_vae) st_close(&vae);
     st_close(&te);
     if (flavour == LDMW_SDXL) st_close(&te2);
+    return st;
+}
+
+sd_status ldmw_write_component(const char *folder, const char *component, const char *out_path,
+                               ldmw_flavour flavour, int prefixed) {
+    const int te = !strncmp(component, "text_encoder", 12);
+    st_file f;
+    SD_TRY(open_part(&f, folder, component, te ? "model.safetensors"
+                                               : "diffusion_pytorch_model.safetensors"));
+    out_list o = {0};
+    sd_status st = SD_OK;
+    if (!strcmp(component, "unet"))
+        convert_unet(&o, &f, flavour == LDMW_SDXL, prefixed ? "model.diffusion_model." : "");
+    else if (!strcmp(component, "vae"))
+        convert_vae(&o, &f, prefixed ? "first_stage_model." : "");
+    else if (!strcmp(component, "text_encoder") && flavour == LDMW_SD1)
+        copy_prefixed(&o, &f, prefixed ? "cond_stage_model.transformer." : "");
+    else if (!strcmp(component, "text_encoder") && flavour == LDMW_SD2)
+        convert_openclip(&o, &f, prefixed ? "cond_stage_model.model." : "");
+    else if (!strcmp(component, "text_encoder") && flavour == LDMW_SDXL)
+        copy_prefixed(&o, &f, prefixed ? "conditioner.embedders.0.transformer." : "");
+    else if (!strcmp(component, "text_encoder_2") && flavour == LDMW_SDXL)
+        convert_openclip(&o, &f, prefixed ? "conditioner.embedders.1.model." : "");
+    else
+        st = sd_set_error(SD_ERR_ARG, "ldmw_write_component: no %s here", component);
+    if (st == SD_OK) st = st_write(out_path, o.e, o.n, NULL, 0);
+    free_list(&o);
+    st_close(&f);
     return st;
 }

@@ -24,4 +24,11 @@ typedef struct {
 sd_status ldmw_write(const char *folder, const char *out_path, ldmw_flavour flavour,
                      const ldmw_options *opt);
 
+/* One component of `folder` ("unet", "vae", "text_encoder", "text_encoder_2") alone in the
+ * original layout, as the separate files people download hold them: under its checkpoint prefix
+ * (model.diffusion_model., first_stage_model., ...) when `prefixed`, else bare (a VAE's
+ * encoder.down.0...; a CLIP text encoder's bare keys are transformers' own). */
+sd_status ldmw_write_component(const char *folder, const char *component, const char *out_path,
+                               ldmw_flavour flavour, int prefixed);
+
 #endif

@@ -59,8 +59,8 @@ typedef enum {
     O_MODEL, O_NEG, O_OUT, O_W, O_H, O_SEED, O_STEPS, O_GUIDANCE, O_SCHED, O_SCHED_OPT,
     O_RESCALE, O_ETA, O_BATCH, O_CLIP_SKIP, O_THREADS, O_SAVE_LATENTS, O_QUALITY,
     O_PROMPT2, O_NEG2, O_ORIG_SIZE, O_CROP, O_TARGET_SIZE, O_MAX_SEQ, O_INIT, O_MASK, O_STRENGTH,
-    O_PROMPT3, O_NEG3, O_WEIGHTS_DTYPE, O_PRECISION, O_VAE_TILE, O_CONFIG, O_PREDICTION, O_TRANSFORMER, O_LORA,
-    O_LORA_DIR,
+    O_PROMPT3, O_NEG3, O_WEIGHTS_DTYPE, O_PRECISION, O_VAE_TILE, O_CONFIG, O_PREDICTION,
+    O_TRANSFORMER, O_LORA, O_LORA_DIR, O_VAE_FILE, O_UNET_FILE, O_TE_FILE, O_TE2_FILE,
     /* flags */
     O_PRINT_TOKENS, O_HELP, O_VERSION, O_QUIET, O_LOW_MEMORY,
 } opt_id;
@@ -93,6 +93,8 @@ static const struct {
     {"config", 0, O_CONFIG, true},         {"prediction", 0, O_PREDICTION, true},
     {"lora", 0, O_LORA, true},             {"lora-dir", 0, O_LORA_DIR, true},
     {"transformer", 0, O_TRANSFORMER, true},
+    {"vae", 0, O_VAE_FILE, true},          {"unet", 0, O_UNET_FILE, true},
+    {"text-encoder", 0, O_TE_FILE, true},  {"text-encoder-2", 0, O_TE2_FILE, true},
 };
 enum { N_OPTS = sizeof table / sizeof table[0] };
 
@@ -221,6 +223,10 @@ static bool apply(cli_options *o, opt_id id, const char *name, const char *v, co
         return true;
     case O_CONFIG: o->config_dir = v; return true;
     case O_TRANSFORMER: o->transformer_file = v; return true;
+    case O_VAE_FILE: o->vae_file = v; return true;
+    case O_UNET_FILE: o->unet_file = v; return true;
+    case O_TE_FILE: o->text_encoder_file = v; return true;
+    case O_TE2_FILE: o->text_encoder_2_file = v; return true;
     case O_PREDICTION:
         if (!strcmp(v, "epsilon")) o->prediction = SD_PREDICTION_EPSILON;
         else if (!strcmp(v, "v") || !strcmp(v, "v_prediction")) o->prediction = SD_PREDICTION_V;
@@ -380,12 +386,20 @@ const char *cli_gen_options_help(void) {
     return "  -m, --model DIR|FILE     diffusers model folder, or one .safetensors checkpoint in the\n"
            "                           original layout (SD 1.x, 2.x, SDXL) (default: $SD_MODEL)\n"
            "      --config DIR         single file: configs and tokenizers from this diffusers\n"
-           "                           folder instead of the bundled ones\n"
+           "                           folder instead of the bundled ones (found beside the\n"
+           "                           install, or in $SD_CONFIGS_DIR; gen --version shows where)\n"
            "      --transformer FILE   FLUX.1: the transformer from this .safetensors file (Black\n"
            "                           Forest Labs' flux1-dev.safetensors, or diffusers' layout),\n"
-           "                           the rest from the -m folder\n"
+           "                           the rest from the -m folder (SD3: --unet FILE)\n"
            "      --prediction P       epsilon or v: what the model predicts where the file cannot\n"
            "                           say (SD 2.x: v = the 768 model, epsilon = the 512 base)\n"
+           "      --vae FILE           the VAE's weights from this .safetensors file (diffusers or\n"
+           "                           original layout, e.g. vae-ft-mse-840000-ema-pruned), over a\n"
+           "                           folder or a single file; the config stays the model's\n"
+           "      --unet FILE          the denoiser's weights likewise (SD3's transformer too, in\n"
+           "                           diffusers names)\n"
+           "      --text-encoder FILE  the first text encoder's weights likewise (e.g. clip_l)\n"
+           "      --text-encoder-2 FILE  the second text encoder's (SDXL's OpenCLIP bigG)\n"
            "  -n, --negative TEXT      negative prompt (Flux ignores it, as diffusers does by default:\n"
            "                           no true CFG)\n"
            "  -W, --width N            image width, a multiple of 8 (default: the model's)\n"
@@ -441,6 +455,10 @@ void cli_load_params(const cli_options *o, sd_load_params *lp) {
     lp->loras = o->n_loras ? o->loras : NULL;
     lp->n_loras = o->n_loras;
     lp->transformer_file = o->transformer_file;
+    lp->vae_file = o->vae_file;
+    lp->unet_file = o->unet_file;
+    lp->text_encoder_file = o->text_encoder_file;
+    lp->text_encoder_2_file = o->text_encoder_2_file;
 }
 
 char *cli_indexed_path(const char *path, int i, int n) {
