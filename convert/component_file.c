@@ -10,17 +10,6 @@
 
 #include "ldm_names.h"
 
-/* Sorted tensor names: the first at or after `prefix` tells whether any starts with it. */
-static bool has_prefix(const st_file *f, const char *prefix) {
-    int lo = 0, hi = f->n_tensors;
-    while (lo < hi) {
-        const int mid = (lo + hi) / 2;
-        if (strcmp(f->tensors[mid].name, prefix) < 0) lo = mid + 1;
-        else hi = mid;
-    }
-    return lo < f->n_tensors && !strncmp(f->tensors[lo].name, prefix, strlen(prefix));
-}
-
 /* The renamings a layout applies to a key with its prefix removed (ldm_names.h's contract). */
 static int as_is(const ldm_part *p, const char *key, weights_rename out[3]) {
     (void)p;
@@ -173,7 +162,7 @@ static sd_status refuse_pickle(const char *path, const char *option) {
 static sd_status pick_layout(component_file *c, const st_file *f, const char *component) {
     const layout *hit = NULL;
     for (size_t i = 0; i < sizeof layouts / sizeof *layouts && !hit; i++)
-        if (!strcmp(layouts[i].component, component) && has_prefix(f, layouts[i].marker))
+        if (!strcmp(layouts[i].component, component) && st_has_prefix(f, layouts[i].marker))
             hit = &layouts[i];
     if (!hit && has_original_layout(component)) {
         const char *what = looks_like(f);

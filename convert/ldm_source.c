@@ -34,17 +34,6 @@ static sd_status open_part(sd_weights *w, const weights_source *src, const weigh
     return weights_open_renamed(w, p->path, label, rename_part, (void *)p, policy);
 }
 
-static bool has_prefix(const st_file *f, const char *prefix) {
-    /* Tensors are sorted by name: the first one at or after `prefix` tells. */
-    int lo = 0, hi = f->n_tensors;
-    while (lo < hi) {
-        const int mid = (lo + hi) / 2;
-        if (strcmp(f->tensors[mid].name, prefix) < 0) lo = mid + 1;
-        else hi = mid;
-    }
-    return lo < f->n_tensors && !strncmp(f->tensors[lo].name, prefix, strlen(prefix));
-}
-
 static void set_part(ldm_checkpoint *c, int i, const char *component, const char *prefix,
                      ldm_part_kind kind) {
     ldm_part *p = &c->parts[i];
@@ -128,7 +117,7 @@ sd_status ldm_checkpoint_open(ldm_checkpoint *c, const char *path) {
                               "checkpoint layout (model.diffusion_model.*, first_stage_model.*, "
                               "cond_stage_model.*, conditioner.embedders.*); for a diffusers "
                               "model pass its folder", path, f.tensors[i].name);
-    if (st == SD_OK && !has_prefix(&f, "model.diffusion_model."))
+    if (st == SD_OK && !st_has_prefix(&f, "model.diffusion_model."))
         st = sd_set_error(SD_ERR_FORMAT, "%s: no UNet (model.diffusion_model.*) in the file; "
                           "first tensor '%s'", path, f.n_tensors ? f.tensors[0].name : "(none)");
     if (st == SD_OK && !(c->path = strdup(path))) st = sd_set_error(SD_ERR_NOMEM, "out of memory");
@@ -137,21 +126,21 @@ sd_status ldm_checkpoint_open(ldm_checkpoint *c, const char *path) {
         return st;
     }
     set_part(c, 0, "unet", "model.diffusion_model.", LDM_UNET);
-    if (has_prefix(&f, "first_stage_model.")) set_part(c, 1, "vae", "first_stage_model.", LDM_VAE);
+    if (st_has_prefix(&f, "first_stage_model.")) set_part(c, 1, "vae", "first_stage_model.", LDM_VAE);
     measure(c, &f);
-    const bool label_emb = has_prefix(&f, "model.diffusion_model.label_emb.");
-    if (has_prefix(&f, "conditioner.embedders.1.model.")) {
+    const bool label_emb = st_has_prefix(&f, "model.diffusion_model.label_emb.");
+    if (st_has_prefix(&f, "conditioner.embedders.1.model.")) {
         c->family = LDM_SDXL;
-        if (has_prefix(&f, "conditioner.embedders.0.transformer."))
+        if (st_has_prefix(&f, "conditioner.embedders.0.transformer."))
             set_part(c, 2, "text_encoder", "conditioner.embedders.0.transformer.", LDM_CLIP);
         set_part(c, 3, "text_encoder_2", "conditioner.embedders.1.model.", LDM_OPENCLIP);
-    } else if (has_prefix(&f, "conditioner.embedders.0.model.")) {
+    } else if (st_has_prefix(&f, "conditioner.embedders.0.model.")) {
         c->family = LDM_SDXL_REFINER;
         set_part(c, 3, "text_encoder_2", "conditioner.embedders.0.model.", LDM_OPENCLIP);
-    } else if (has_prefix(&f, "cond_stage_model.model.")) {
+    } else if (st_has_prefix(&f, "cond_stage_model.model.")) {
         c->family = LDM_SD2;
         set_part(c, 2, "text_encoder", "cond_stage_model.model.", LDM_OPENCLIP);
-    } else if (has_prefix(&f, "cond_stage_model.transformer.")) {
+    } else if (st_has_prefix(&f, "cond_stage_model.transformer.")) {
         c->family = LDM_SD1;
         set_part(c, 2, "text_encoder", "cond_stage_model.transformer.", LDM_CLIP);
     } else {

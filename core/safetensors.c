@@ -377,3 +377,14 @@ sd_status st_write(const char *path, const st_entry *entries, int n, const char 
     free(json);
     return st;
 }
+
+bool st_has_prefix(const st_file *f, const char *prefix) {
+    /* Tensors are sorted by name: the first one at or after `prefix` tells. */
+    int lo = 0, hi = f->n_tensors;
+    while (lo < hi) {
+        const int mid = (lo + hi) / 2;
+        if (strcmp(f->tensors[mid].name, prefix) < 0) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo < f->n_tensors && !strncmp(f->tensors[lo].name, prefix, strlen(prefix));
+}

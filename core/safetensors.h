@@ -9,6 +9,7 @@
 #define SD_SAFETENSORS_H
 
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "error.h"
@@ -38,6 +39,8 @@ sd_status st_open(st_file *f, const char *path);
 void st_close(st_file *f);
 
 const st_tensor *st_find(const st_file *f, const char *name);
+/* Whether any tensor's name starts with `prefix` (a binary search over the sorted names). */
+bool st_has_prefix(const st_file *f, const char *prefix);
 const char *st_dtype_name(st_dtype dtype);
 size_t st_dtype_size(st_dtype dtype);
 int64_t st_numel(const st_tensor *t);
