@@ -523,3 +523,11 @@ void fixture_check_run(sd_pipeline *p, const char *name, fixture_run *fr, const 
     free(rc.pooled);
     free(image);
 }
+
+const char *test_path(const char *dir, const char *name) {
+    static char buf[8][1024];
+    static int k;
+    k = (k + 1) % 8;
+    snprintf(buf[k], sizeof buf[k], "%s/%s", dir, name);
+    return buf[k];
+}

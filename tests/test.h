@@ -60,6 +60,8 @@ const char *tool_path(const char *name);
  * test program, so in the build tree (build/tests/name), never in the sources; created when
  * missing. Static buffer, valid until the next call. */
 const char *test_output_dir(const char *name);
+/* dir/name in one of 8 rotating static buffers: a result stays valid for the next 7 calls. */
+const char *test_path(const char *dir, const char *name);
 
 /* Layout conversions for comparing NHWC engine tensors with NCHW references. */
 void nchw_to_nhwc(const float *src, float *dst, int n, int c, int h, int w);

@@ -21,13 +21,7 @@
 
 static char tmpdir[256], model[512];
 
-static const char *tmp(const char *name) {
-    static char buf[4][600];
-    static int k;
-    k = (k + 1) % 4;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", tmpdir, name);
-    return buf[k];
-}
+static const char *tmp(const char *name) { return test_path(tmpdir, name); }
 /* Exit status 2, a one-line error mentioning `needle`, and no output folder made. */
 static void expect_refused(const char *what, int rc, const char *needle, const char *outdir) {
     int lines = 0;

@@ -20,13 +20,7 @@
 
 static char tmpdir[600];
 
-static const char *tmp(const char *name) {
-    static char buf[4][800];
-    static int k;
-    k = (k + 1) % 4;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", tmpdir, name);
-    return buf[k];
-}
+static const char *tmp(const char *name) { return test_path(tmpdir, name); }
 
 typedef struct {
     const char *vae, *unet, *te, *te2;

@@ -15,11 +15,7 @@
 
 static char tmpdir[256];
 
-static const char *tmp(const char *name) {
-    static char buf[512];
-    snprintf(buf, sizeof buf, "%s/%s", tmpdir, name);
-    return buf;
-}
+static const char *tmp(const char *name) { return test_path(tmpdir, name); }
 
 /* Writes raw bytes: an 8-byte length, the header text, then `data_len` zero bytes. */
 static void write_raw(const char *path, const char *header, uint64_t claimed_len, size_t data_len) {

@@ -16,13 +16,7 @@
 
 static char tmpdir[600];
 
-static const char *tmp(const char *name) {
-    static char buf[2][700];
-    static int k;
-    k ^= 1;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", tmpdir, name);
-    return buf[k];
-}
+static const char *tmp(const char *name) { return test_path(tmpdir, name); }
 
 static sd_status generate(const char *model, const char *transformer, bool low_memory,
                           sd_result *r) {

@@ -22,13 +22,7 @@
 
 static char tmpdir[256];
 
-static const char *tmp(const char *name) {
-    static char buf[4][512];
-    static int k;
-    k = (k + 1) % 4;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", tmpdir, name);
-    return buf[k];
-}
+static const char *tmp(const char *name) { return test_path(tmpdir, name); }
 
 /* The command failed cleanly: exit status 1 or 2, one line of error text containing `needle`. */
 static void expect_error(const char *what, int rc, const char *needle) {

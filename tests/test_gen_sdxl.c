@@ -22,13 +22,7 @@
 
 static char tmpdir[256];
 
-static const char *tmp(const char *name) {
-    static char buf[4][512];
-    static int k;
-    k = (k + 1) % 4;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", tmpdir, name);
-    return buf[k];
-}
+static const char *tmp(const char *name) { return test_path(tmpdir, name); }
 static void test_gen_print_tokens(const char *model_dir) {
     const char *args[] = {"-m", model_dir, "--print-tokens", "a photo of a cat", NULL};
     int rc = tool_run_args("gen", args);

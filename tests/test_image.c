@@ -17,11 +17,7 @@
 
 static char tmpdir[256];
 
-static const char *tmp(const char *name) {
-    static char buf[512];
-    snprintf(buf, sizeof buf, "%s/%s", tmpdir, name);
-    return buf;
-}
+static const char *tmp(const char *name) { return test_path(tmpdir, name); }
 
 static uint8_t *read_bytes(const char *path, size_t *len) {
     char *buf = NULL;

@@ -16,11 +16,7 @@
 
 static char tmpdir[256];
 
-static const char *tmp(const char *name) {
-    static char buf[512];
-    snprintf(buf, sizeof buf, "%s/%s", tmpdir, name);
-    return buf;
-}
+static const char *tmp(const char *name) { return test_path(tmpdir, name); }
 
 /* A PNG written by libpng itself, to reach colour types and depths image_write never makes. */
 typedef struct {

@@ -17,13 +17,7 @@
 
 static char tmpdir[256];
 
-static const char *tmp(const char *name) {
-    static char buf[4][512];
-    static int k;
-    k = (k + 1) % 4;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", tmpdir, name);
-    return buf[k];
-}
+static const char *tmp(const char *name) { return test_path(tmpdir, name); }
 
 /* dst: a copy of model folder src where the components listed in `changed` are real folders
  * (their files linked, the weights left for the merge to write) and everything else a link. */

@@ -249,13 +249,7 @@ static void test_time_ids(void) {
 
 static char tmpdir[256];
 
-static const char *tmp(const char *name) {
-    static char buf[4][512];
-    static int k;
-    k = (k + 1) % 4;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", tmpdir, name);
-    return buf[k];
-}
+static const char *tmp(const char *name) { return test_path(tmpdir, name); }
 
 static void write_text(const char *path, const char *text) {
     FILE *fp = fopen(path, "w");

@@ -32,13 +32,7 @@ static char manifest[512];
 static char failures[4096];
 static char model_abs[4096]; /* sd15-tiny/pipeline, absolute: manifests in tmp name it */
 
-static const char *tmp(const char *name) {
-    static char buf[4][600];
-    static int k;
-    k = (k + 1) % 4;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", tmpdir, name);
-    return buf[k];
-}
+static const char *tmp(const char *name) { return test_path(tmpdir, name); }
 
 static void write_text(const char *path, const char *text) {
     FILE *fp = fopen(path, "w");

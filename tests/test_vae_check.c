@@ -26,13 +26,7 @@
 
 static char tmpdir[256];
 
-static const char *tmp(const char *name) {
-    static char buf[4][600];
-    static int k;
-    k = (k + 1) % 4;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", tmpdir, name);
-    return buf[k];
-}
+static const char *tmp(const char *name) { return test_path(tmpdir, name); }
 
 /* Copies of fixture paths (fixture() reuses one buffer). */
 static char sd15[512], sd2v[512], sd3[512];
