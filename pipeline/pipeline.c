@@ -83,18 +83,24 @@ sd_status pl_expect_component(const sd_pipeline *p, const char *name, const char
                         "not supported (expected %s)", p->mi.dir, name, c->cls, classes[0]);
 }
 
+/* Opens `file` in the folder of component `name` (model_index.json's) for reading. */
+static sd_status open_component_config(const sd_pipeline *p, const char *name, const char *file,
+                                       sd_cfg *c) {
+    char *dir = pl_component_dir(p, name);
+    char *path = dir ? sd_path_join(dir, file) : NULL;
+    free(dir);
+    if (!path) return sd_set_error(SD_ERR_NOMEM, "out of memory");
+    const sd_status st = cfg_open(c, path);
+    free(path);
+    return st;
+}
+
 static sd_status load_scheduler_config(sd_pipeline *p) {
     if (!model_index_get(&p->mi, "scheduler"))
         return sd_set_error(SD_ERR_CONFIG, "%s/model_index.json: component 'scheduler' is missing",
                             p->mi.dir);
-    char *dir = pl_component_dir(p, "scheduler");
-    char *path = dir ? sd_path_join(dir, "scheduler_config.json") : NULL;
-    free(dir);
-    if (!path) return sd_set_error(SD_ERR_NOMEM, "out of memory");
     sd_cfg c;
-    sd_status st = cfg_open(&c, path);
-    free(path);
-    if (st != SD_OK) return st;
+    SD_TRY(open_component_config(p, "scheduler", "scheduler_config.json", &c));
     p->scheduler_config = c.root; /* keep the parsed object, drop the reader */
     c.root = NULL;
     cfg_close(&c);
@@ -169,21 +175,15 @@ static sd_status pick_family(sd_pipeline *p) {
 
 /* kohya SDXL LoRAs name the UNet in the original layout, numbered by the UNet's config. */
 static sd_status map_ldm_unet(sd_pipeline *p) {
-    char *dir = pl_component_dir(p, "unet");
-    char *path = dir ? sd_path_join(dir, "config.json") : NULL;
-    free(dir);
-    if (!path) return sd_set_error(SD_ERR_NOMEM, "out of memory");
     sd_cfg c;
-    sd_status st = cfg_open(&c, path);
-    free(path);
-    if (st != SD_OK) return st;
+    SD_TRY(open_component_config(p, "unet", "config.json", &c));
     const int layers = cfg_int(&c, "layers_per_block", 2);
     const cJSON *up = cJSON_GetObjectItemCaseSensitive(c.root, "up_block_types");
     bool up_attn[16] = {false};
     int n_up = 0;
     for (const cJSON *it = cJSON_IsArray(up) ? up->child : NULL; it && n_up < 16; it = it->next)
         up_attn[n_up++] = cJSON_IsString(it) && strstr(it->valuestring, "CrossAttn");
-    st = lora_set_map_ldm_unet(p->lora, layers, up_attn, n_up);
+    const sd_status st = lora_set_map_ldm_unet(p->lora, layers, up_attn, n_up);
     cfg_close(&c);
     return st;
 }
