@@ -171,7 +171,7 @@ $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_COMMON) $(CLI_LIB) $(LIB)
 # So does the FLUX transformer-file test (tests/bfl_writer.c; an SD file as a wrong input).
 $(BUILD)/tests/test_flux_bfl: $(BUILD)/tests/bfl_writer.o $(BUILD)/tests/ldm_writer.o
 # The single-file and component tests write their checkpoints with an independent converter (tests/ldm_writer.c).
-$(BUILD)/tests/test_single_file $(BUILD)/tests/test_components: $(BUILD)/tests/ldm_writer.o
+$(BUILD)/tests/test_single_file $(BUILD)/tests/test_components $(BUILD)/tests/test_file_refs: $(BUILD)/tests/ldm_writer.o
 
 $(BENCH_KERNELS): $(BUILD)/bench/kernels.o $(BUILD)/bench/model.o $(BUILD)/bench/peak.o $(LIB)
 	$(CC) $(LDFLAGS) $^ $(BENCH_LDLIBS) -o $@
