@@ -121,8 +121,12 @@ static void run_job(srv_jobs *q, srv_job *j) {
         sd_result res;
         sd_status st = sd_generate(p, &g, &res);
         if (st == SD_ERR_CANCELLED) {
+            pthread_mutex_lock(&q->lock);
+            bool stopping = q->stopping;
+            pthread_mutex_unlock(&q->lock);
             j->interrupted = atomic_load(&q->interrupt) && !atomic_load(&j->cancel);
-            if (!j->interrupted) srv_fail(&j->error, 499, "", "cancelled: the client disconnected");
+            if (stopping) srv_fail(&j->error, 503, "", "the server is shutting down");
+            else if (!j->interrupted) srv_fail(&j->error, 499, "", "cancelled: the client disconnected");
             break;
         }
         if (st != SD_OK) {
