@@ -287,7 +287,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (cfg->api_key && !(rt && rt->fn == srv_web_page) && !key_ok(conn, cfg->api_key))
             return fail_now(st, cfg, openai, 401, "%s", "missing or wrong API key (Authorization: Bearer KEY)");
         const char *clen = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
-        if (clen && strtoull(clen, NULL, 10) > cfg->max_body) {
+        /* Too large: read and drop the body, then answer 413 (a reply sent before the body is
+         * read makes MHD close the socket under a client still writing, which then sees a reset
+         * instead of the 413). Beyond 16x the limit, not worth reading: answer and close now. */
+        unsigned long long declared = clen ? strtoull(clen, NULL, 10) : 0;
+        if (declared > cfg->max_body) st->too_large = true;
+        if (declared / 16 > cfg->max_body) {
             char mb[24];
             snprintf(mb, sizeof mb, "%zu", cfg->max_body >> 20);
             return fail_now(st, cfg, openai, 413, "the body is larger than the server's limit of %s MB (--max-body-mb)", mb);
@@ -299,8 +304,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     }
     if (*upload_size) { /* a piece of the body */
         if (st->pp) {
-            if (!st->too_large && MHD_post_process(st->pp, upload, *upload_size) != MHD_YES && !st->too_large)
-                st->too_large = true; /* a malformed form ends the same way: refused below */
+            /* The result is not checked: MHD 0.9.75 refuses bytes after the closing boundary,
+             * which some clients send (the openai npm client adds a CRLF). A form that is really
+             * malformed lacks its fields, and the handler names the missing one. */
+            st->len += *upload_size;
+            if (st->len > cfg->max_body) st->too_large = true;
+            else if (!st->too_large) MHD_post_process(st->pp, upload, *upload_size);
         } else if (!st->too_large && !append(st, upload, *upload_size, cfg->max_body)) {
             st->too_large = true;
         }
@@ -312,19 +321,23 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (st->too_large) {
         char mb[24];
         snprintf(mb, sizeof mb, "%zu", cfg->max_body >> 20);
-        srv_fail(&e, 413, "", "the body is larger than the server's limit of %s MB (--max-body-mb), or a malformed form", mb);
+        srv_fail(&e, 413, "", "the body is larger than the server's limit of %s MB (--max-body-mb)", mb);
     } else if (!rt) {
         srv_fail(&e, wrong_method ? 405 : 404, "", "%s %s: %s", method, url, wrong_method ? "method not allowed" : "no such endpoint");
     } else {
-        st->req.body = st->buf ? st->buf : "", st->req.body_len = st->len;
+        st->req.body = st->buf ? st->buf : "", st->req.body_len = st->buf ? st->len : 0;
         rt->fn(&st->req, &rep);
     }
     if (e.status) {
         if (openai) srv_reply_openai_error(&rep, &e);
         else srv_reply_a1111_error(&rep, &e);
     }
-    if (!cfg->quiet)
-        fprintf(stderr, "%s %s %d %.1f ms\n", method, url, rep.status, (srv_now() - st->t0) * 1e3);
+    double ms = (srv_now() - st->t0) * 1e3;
+    if (rep.timing[0]) { /* the whole request as the server saw it, body upload included */
+        size_t used = strlen(rep.timing);
+        snprintf(rep.timing + used, sizeof rep.timing - used, ", total;dur=%.1f", ms);
+    }
+    if (!cfg->quiet) fprintf(stderr, "%s %s %d %.1f ms\n", method, url, rep.status, ms);
     return send_reply(conn, cfg, &rep);
 }
 
