@@ -263,7 +263,11 @@ try {
     'every request of the load got 200 or 503 + Retry-After: ' + statuses.join(','));
   check(statuses.includes(200) && statuses.includes(503), 'the load both ran and queued out requests');
   console.log(`load: ${statuses.filter((s) => s === 200).length} x 200, ${statuses.filter((s) => s === 503).length} x 503; RSS ${rss0} -> ${rss1} kB; fds ${fd0} -> ${fd1}`);
-  check(Math.abs(rss1 - rss0) <= 0.05 * rss0, `RSS back within 5% of its baseline: ${rss0} -> ${rss1} kB`);
+  // Under AddressSanitizer (make test-asan) freed memory waits in its quarantine by design, so
+  // RSS says nothing there; LeakSanitizer at the SIGTERM exit below checks for leaks instead.
+  const asan = fs.readFileSync(path.join(binDir, 'sd-server')).includes('__asan_init');
+  if (asan) console.log('RSS check skipped: an AddressSanitizer build (its leak check runs at exit)');
+  else check(Math.abs(rss1 - rss0) <= 0.05 * rss0, `RSS back within 5% of its baseline: ${rss0} -> ${rss1} kB`);
   check(fd1 <= fd0, `no descriptor leak: ${fd0} -> ${fd1}`);
 
   // ---- a client that goes away cancels its job ----
@@ -292,7 +296,8 @@ srv.child.kill('SIGTERM');
 const t0 = Date.now();
 const code = await Promise.race([exited, sleep(10000).then(() => 'timeout')]);
 const last = await running;
-check(code === 0 && Date.now() - t0 < 5000, 'SIGTERM: the server exits 0 promptly (' + code + ')');
+check(code === 0 && Date.now() - t0 < 5000, 'SIGTERM: the server exits 0 promptly (' + code + ')' +
+  (code ? ': ' + srv.stderr().slice(-2000) : ''));
 check(last.status === 503, 'the running job is answered 503 at shutdown: ' + last.status);
 fs.rmSync(tmp, { recursive: true, force: true });
 console.log(`${passed} passed, ${failed} failed`);
