@@ -288,6 +288,31 @@ try {
   check(false, 'exception: ' + (e.stack || e));
 }
 
+// ---- safe by default: no key off loopback refuses to start; CORS only when asked ----
+try {
+  const modelArgs = ['--models', models, '--model', 'pipeline', '-q'];
+  let refused = null;
+  try { execFileSync(path.join(binDir, 'sd-server'), ['--listen', '0.0.0.0', '--port', '0', ...modelArgs], { stdio: 'pipe' }); }
+  catch (e) { refused = e; }
+  check(refused && refused.status === 2 && /--api-key/.test(refused.stderr), 'a non-loopback address without --api-key refuses to start');
+  const noCors = await request('GET', '/v1/models', { headers: { Origin: 'http://example.test' } });
+  check(noCors.status === 200 && !('access-control-allow-origin' in noCors.headers), 'no CORS header unless --cors');
+  const cors = await startServer(['--port', '0', '--cors', 'http://example.test', ...modelArgs]);
+  const saved = base;
+  base = cors.url;
+  const pre = await request('OPTIONS', '/v1/images/generations', { key: null, headers: { Origin: 'http://example.test',
+    'Access-Control-Request-Method': 'POST', 'Access-Control-Request-Headers': 'authorization, content-type' } });
+  const get = await request('GET', '/sdapi/v1/samplers', { headers: { Origin: 'http://example.test' } });
+  check(pre.status === 204 && pre.headers['access-control-allow-origin'] === 'http://example.test' &&
+    /Authorization/.test(pre.headers['access-control-allow-headers']) && /POST/.test(pre.headers['access-control-allow-methods']),
+    '--cors answers the preflight: ' + JSON.stringify(pre.headers));
+  check(get.status === 200 && get.headers['access-control-allow-origin'] === 'http://example.test', '--cors marks replies');
+  base = saved;
+  cors.child.kill('SIGTERM');
+} catch (e) {
+  check(false, 'exception: ' + (e.stack || e));
+}
+
 // ---- SIGTERM: the running job stops, the server exits 0 ----
 const running = request('POST', '/sdapi/v1/txt2img', { body: { prompt: 'a castle', steps: 50, width: 256, height: 256 } });
 await sleep(300);
