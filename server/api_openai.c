@@ -108,6 +108,8 @@ void srv_openai_edits(srv_http_req *req, srv_reply *rep) {
         srv_fail(&e, 400, "", "the body must be multipart/form-data with 'image' and 'prompt'");
     else if (!req->image)
         srv_fail(&e, 400, "image", "'image' is missing");
+    else if (!req->form)
+        srv_fail(&e, 400, "prompt", "'prompt' is missing");
     else if (srv_request_from_openai(req->form, true, &req->app->cfg->limits, &j->req, &e)) {
         if (srv_image_decode(req->image, req->image_len, &j->req.init) != SD_OK)
             srv_fail(&e, 400, "image", "'image' is not a PNG or JPEG the server can read: %s",
