@@ -118,7 +118,7 @@ void srv_a1111_progress(srv_http_req *req, srv_reply *rep) {
     cJSON *s = cJSON_AddObjectToObject(o, "state");
     cJSON_AddBoolToObject(s, "skipped", false);
     cJSON_AddBoolToObject(s, "interrupted", p.interrupted);
-    cJSON_AddStringToObject(s, "job", p.busy ? "txt2img" : "");
+    cJSON_AddStringToObject(s, "job", p.job);
     cJSON_AddNumberToObject(s, "job_count", p.busy ? p.job_count : 0);
     cJSON_AddNumberToObject(s, "job_no", p.job_no);
     cJSON_AddNumberToObject(s, "sampling_step", p.step);

@@ -299,6 +299,7 @@ void srv_jobs_progress(srv_jobs *q, srv_progress *out) {
     memset(out, 0, sizeof *out);
     pthread_mutex_lock(&q->lock);
     out->busy = q->running != NULL;
+    out->job = !out->busy ? "" : q->running->req.init.width ? "img2img" : "txt2img";
     out->queued = q->queued;
     if (out->busy) {
         out->job_count = q->job_count, out->job_no = q->job_no;

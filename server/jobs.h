@@ -39,6 +39,7 @@ typedef struct srv_job {
 
 typedef struct {
     bool busy;
+    const char *job;              /* "txt2img" or "img2img" (static); "" when idle */
     int job_count, job_no; /* iterations of the running request, the current one */
     int step, steps;       /* sampling_step, sampling_steps */
     double progress, eta;  /* 0..1; seconds left */

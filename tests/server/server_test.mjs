@@ -124,6 +124,9 @@ try {
     settings.prompt]);
   const ref = decodePng(fs.readFileSync(path.join(tmp, 'gen.png')));
   check(mine.w === 64 && mine.h === 64 && mine.rgb.equals(ref.rgb), 'openai images.generate equals gen pixel for pixel');
+  const page = await request('GET', '/', { key: null });
+  check(page.status === 200 && page.buf.equals(fs.readFileSync(path.join(root, 'server/web/index.html'))) &&
+    /^text\/html/.test(page.headers['content-type']), 'GET / serves server/web/index.html byte for byte, without a key');
   const models_ = await client.models.list();
   check(models_.data.some((m) => m.id === 'pipeline'), 'GET /v1/models lists the model');
   const urlRes = await client.images.generate({ prompt: 'a red fox', size: '64x64', steps: 2, seed: 1, response_format: 'url' });
