@@ -1,10 +1,12 @@
 #!/bin/sh
-# Runs every test program in $1 (with tools from $2), shows their output, and ends with the
-# totals line "N passed, N failed". Exits non-zero if any check failed or a program crashed.
+# Runs every test program in $1 (with tools from $2) and every tests/*/test_*.sh script, shows
+# their output, and ends with the totals line "N passed, N failed". Exits non-zero if any check
+# failed or a program crashed.
 dir=${1:-build/tests}
 export SD_BIN_DIR=${2:-bin}
 passed=0 failed=0 crashed=0
-for t in "$dir"/test_*; do
+# Then the scripts of tests/*/ (sd-server's integration test), which print the same totals line.
+for t in "$dir"/test_* "$(dirname "$0")"/*/test_*.sh; do
     [ -x "$t" ] || continue
     case "$t" in *.d|*.o) continue ;; esac
     echo "== $(basename "$t")"
