@@ -90,12 +90,14 @@ void pl_component_files_free(sd_pipeline *p);
 
 /* Single-file checkpoints (pipeline/single_file.c). pl_single_open: when `path` is a file, detects
  * what it holds, sets p->ckpt and *config_dir (malloc'd: the folder whose model_index.json and
- * configs describe it); a folder leaves both unset. pl_single_check: after model_index.json, every
- * weighted component the file lacks must come from a --config folder. pl_single_source: the
+ * configs describe it); a folder leaves both unset. pl_single_check: after model_index.json and
+ * the component files, every weighted component the file lacks must come from a --config folder
+ * (an SD3 file without T5 and no --config runs without T5); the checkpoint info then names the
+ * components files of their own replace. pl_single_source: the
  * weights source of component `name` (NULL: its folder). pl_apply_prediction: sd_load_params'
  * prediction (or the file's v_pred marker) into the scheduler config. */
 sd_status pl_single_open(sd_pipeline *p, const char *path, char **config_dir);
-sd_status pl_single_check(const sd_pipeline *p);
+sd_status pl_single_check(sd_pipeline *p);
 const struct weights_source *pl_single_source(const sd_pipeline *p, const char *name);
 sd_status pl_apply_prediction(sd_pipeline *p);
 void pl_single_free(sd_pipeline *p);

@@ -1,0 +1,172 @@
+/* SD3 / SD3.5 single files in Stability's layout (model.diffusion_model.joint_blocks.*,
+ * first_stage_model.*, text_encoders.*): each tiny fixture is written as one file by an
+ * independent writer (tests/sd3_writer.c) and must give the SAME image, bit for bit, as the
+ * folder diffusers' from_single_file builds from it (the fixture with CLIP-L's text_projection an
+ * identity): SD3 (no qk norm), SD3.5 medium (qk norm, dual attention in block 0, the last
+ * context block pre-only) and SD3 with T5 in the file. Also: detection on real key shapes, the
+ * file's architecture against a config that disagrees (named), an unknown MMDiT key (named),
+ * and gen's printout. */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "../convert/ldm_source.h"
+#include "../core/safetensors.h"
+#include "sd3_writer.h"
+#include "tool_run.h"
+
+static char tmpdir[600];
+
+static const char *tmp(const char *name) { return test_path(tmpdir, name); }
+
+static sd_status generate(const char *model, const char *config, sd_result *r, char *info,
+                          size_t info_size) {
+    sd_load_params lp;
+    sd_load_params_init(&lp);
+    lp.config_dir = config;
+    sd_pipeline *p = NULL;
+    SD_TRY(sd_pipeline_load(&p, model, &lp));
+    if (info) snprintf(info, info_size, "%s", sd_pipeline_checkpoint_info(p) ? sd_pipeline_checkpoint_info(p) : "");
+    sd_gen_params g;
+    sd_gen_params_init(&g);
+    g.prompt = "a red cube on a table";
+    g.negative_prompt = "blurry";
+    g.width = 64, g.height = 64;
+    g.steps = 2;
+    g.seed = 7;
+    const sd_status st = sd_generate(p, &g, r);
+    sd_pipeline_free(p);
+    return st;
+}
+
+static bool same_result(const sd_result *a, const sd_result *b) {
+    if (a->n_images != 1 || b->n_images != 1) return false;
+    const sd_image *x = &a->images[0], *y = &b->images[0];
+    return x->width == y->width && x->height == y->height &&
+           !memcmp(x->rgb, y->rgb, (size_t)x->width * x->height * 3);
+}
+
+static void check_family(const char *model, int with_t5, const char *file, const char *ref,
+                         const char *want_family) {
+    char folder[700];
+    snprintf(folder, sizeof folder, "%s", fixture(model));
+    CHECK_OK(sd3w_write(folder, tmp(file), with_t5, NULL, tmpdir));
+    char ref_dir[700];
+    snprintf(ref_dir, sizeof ref_dir, "%s", tmp(ref));
+    CHECK_OK(sd3w_reference_folder(folder, ref_dir));
+    sd_result want, got;
+    memset(&want, 0, sizeof want);
+    memset(&got, 0, sizeof got);
+    char info[1024] = "";
+    CHECK_OK(generate(ref_dir, NULL, &want, NULL, 0));
+    CHECK_OK(generate(tmp(file), ref_dir, &got, info, sizeof info));
+    CHECK(same_result(&want, &got), "%s: the single file's image is the folder's, bit for bit",
+          model);
+    CHECK(strstr(info, want_family) == info && strstr(info, "2 joint blocks"),
+          "%s detected as '%s'", model, info);
+    sd_result_free(&want);
+    sd_result_free(&got);
+}
+
+static void test_families(void) {
+    check_family("sd3-tiny/pipeline", 0, "sd3.safetensors", "sd3-ref", "SD3 medium,");
+    check_family("sd35-tiny/pipeline", 0, "sd35.safetensors", "sd35-ref", "SD3.5 medium,");
+    check_family("sd3t5-tiny/pipeline", 1, "sd3t5.safetensors", "sd3t5-ref", "SD3 medium,");
+}
+
+/* The identity projection matters: against the fixture's own CLIP-L projection the image differs
+ * (otherwise the test above could not tell a file's projection from diffusers' identity). */
+static void test_identity_projection(void) {
+    sd_result folder, file;
+    memset(&folder, 0, sizeof folder);
+    memset(&file, 0, sizeof file);
+    CHECK_OK(generate(fixture("sd3-tiny/pipeline"), NULL, &folder, NULL, 0));
+    CHECK_OK(generate(tmp("sd3.safetensors"), tmp("sd3-ref"), &file, NULL, 0));
+    CHECK(folder.n_images == 1 && file.n_images == 1 && !same_result(&folder, &file),
+          "CLIP-L's projection is diffusers' identity, not the file's");
+    sd_result_free(&folder);
+    sd_result_free(&file);
+}
+
+static void test_bad_input(void) {
+    sd_pipeline *p = NULL;
+    sd_load_params lp;
+    sd_load_params_init(&lp);
+    /* SD3.5 medium's tensors (ln_q, attn2) against SD3's config: named, not half-loaded. */
+    lp.config_dir = tmp("sd3-ref");
+    sd_status st = sd_pipeline_load(&p, tmp("sd35.safetensors"), &lp);
+    CHECK(st == SD_ERR_CONFIG && !p && strstr(sd_last_error(), "qk_norm") &&
+              strstr(sd_last_error(), "ln_q"),
+          "an SD3.5 file with an SD3 config: %s", sd_last_error());
+    /* The bundled SD3 medium config (24 blocks) against the tiny file (2). */
+    st = sd_pipeline_load(&p, tmp("sd3.safetensors"), NULL);
+    CHECK(st == SD_ERR_CONFIG && !p && strstr(sd_last_error(), "num_layers 2") &&
+              strstr(sd_last_error(), "sd3-medium/transformer/config.json"),
+          "the bundled SD3 config against the tiny file: %s", sd_last_error());
+    /* A key of no MMDiT: named whole. */
+    const char *odd = "model.diffusion_model.joint_blocks.0.x_block.odd.weight";
+    CHECK_OK(sd3w_write(fixture("sd3-tiny/pipeline"), tmp("odd.safetensors"), 0, odd, tmpdir));
+    st = sd_pipeline_load(&p, tmp("odd.safetensors"), &lp);
+    CHECK(st == SD_ERR_FORMAT && !p && strstr(sd_last_error(), odd),
+          "an unknown MMDiT key is named: %s", sd_last_error());
+}
+
+/* Detection on real key names and shapes (SD3.5 medium: 24 blocks, attn2 in 0-12, qk norm; SD3.5
+ * large: 38 blocks, qk norm only), headers and small tensors only. */
+static void test_detection(void) {
+    static const char *const names[] = {
+        "model.diffusion_model.x_embedder.proj.weight",
+        "model.diffusion_model.joint_blocks.0.x_block.attn.ln_q.weight",
+        "model.diffusion_model.joint_blocks.12.x_block.attn2.qkv.bias",
+        "model.diffusion_model.joint_blocks.23.x_block.attn.qkv.bias",
+        "text_encoders.t5xxl.transformer.encoder.final_layer_norm.weight",
+    };
+    static const int64_t shapes[][4] = {{1536, 16, 2, 2}, {64}, {4608}, {4608}, {4096}};
+    st_entry e[5];
+    uint16_t *zeros = calloc(1536 * 16 * 4, sizeof *zeros);
+    for (int i = 0; i < 5; i++) {
+        memset(&e[i], 0, sizeof e[i]);
+        e[i].name = names[i];
+        e[i].dtype = ST_BF16;
+        while (e[i].ndim < 4 && shapes[i][e[i].ndim]) e[i].shape[e[i].ndim] = shapes[i][e[i].ndim], e[i].ndim++;
+        e[i].data = zeros;
+    }
+    CHECK_OK(st_write(tmp("det-sd35m.safetensors"), e, 5, NULL, 0));
+    e[2].name = "model.diffusion_model.joint_blocks.37.x_block.attn.qkv.bias";
+    CHECK_OK(st_write(tmp("det-sd35l.safetensors"), e, 4, NULL, 0));
+    free(zeros);
+    ldm_checkpoint c;
+    CHECK_OK(ldm_checkpoint_open(&c, tmp("det-sd35m.safetensors")));
+    CHECK(c.family == LDM_SD35_MEDIUM && c.sd3_layers == 24 && c.sd3_dual_mask == 1ull << 12 &&
+              c.sd3_qk_norm && c.in_channels == 16 && !strcmp(c.unet_dtype, "bf16") &&
+              ldm_checkpoint_source(&c, "transformer") && ldm_checkpoint_source(&c, "text_encoder_3") &&
+              !ldm_checkpoint_source(&c, "vae") && !ldm_checkpoint_source(&c, "text_encoder"),
+          "SD3.5 medium shapes: family %d, %d blocks, dual %llx", c.family, c.sd3_layers,
+          (unsigned long long)c.sd3_dual_mask);
+    ldm_checkpoint_close(&c);
+    CHECK_OK(ldm_checkpoint_open(&c, tmp("det-sd35l.safetensors")));
+    CHECK(c.family == LDM_SD35_LARGE && c.sd3_layers == 38 && !c.sd3_dual_mask,
+          "SD3.5 large shapes: family %d, %d blocks", c.family, c.sd3_layers);
+    ldm_checkpoint_close(&c);
+}
+
+static void test_gen_cli(void) {
+    char file[700], ref[700];
+    snprintf(file, sizeof file, "%s", tmp("sd3.safetensors"));
+    snprintf(ref, sizeof ref, "%s", tmp("sd3-ref"));
+    const char *args[] = {"-m", file, "--config", ref, "--steps", "1", "-W", "64", "-H", "64",
+                          "-o", tmp("cli.png"), "a cat", NULL};
+    const int rc = tool_run_args("gen", args);
+    CHECK(rc == 0 && strstr(tool_output, "SD3 medium, 2 joint blocks"),
+          "gen on an SD3 file prints what it detected (rc %d): %s", rc, tool_output);
+}
+
+int main(void) {
+    snprintf(tmpdir, sizeof tmpdir, "%s", test_output_dir("sd3_file"));
+    test_families();
+    test_identity_projection();
+    test_bad_input();
+    test_detection();
+    test_gen_cli();
+    return test_summary();
+}
