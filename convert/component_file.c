@@ -68,6 +68,10 @@ static const layout layouts[] = {
     {"text_encoder_2", "transformer.resblocks.", "", -1, ldm_openclip},
     {"text_encoder_2", "text_model.", "", -1, as_is},
     {"text_encoder_2", "encoder.layers.", "", -1, as_is},
+    /* T5EncoderModel, whichever component it is (layout key "t5"): an SD3 checkpoint's, or
+     * transformers' names as the t5xxl files hold them (ComfyUI's too: the same names). */
+    {"t5", "text_encoders.t5xxl.transformer.", "text_encoders.t5xxl.transformer.", -1, as_is},
+    {"t5", "encoder.block.", "", -1, as_is},
 };
 
 /* What a file's keys look like, for the message when they are not the asked component's. */
@@ -159,12 +163,13 @@ static sd_status refuse_pickle(const char *path, const char *option) {
     return SD_OK;
 }
 
-static sd_status pick_layout(component_file *c, const st_file *f, const char *component) {
+static sd_status pick_layout(component_file *c, const st_file *f, const char *component, bool t5) {
+    const char *kind = t5 ? "t5" : component;
     const layout *hit = NULL;
     for (size_t i = 0; i < sizeof layouts / sizeof *layouts && !hit; i++)
-        if (!strcmp(layouts[i].component, component) && st_has_prefix(f, layouts[i].marker))
+        if (!strcmp(layouts[i].component, kind) && st_has_prefix(f, layouts[i].marker))
             hit = &layouts[i];
-    if (!hit && has_original_layout(component)) {
+    if (!hit && has_original_layout(kind)) {
         const char *what = looks_like(f);
         if (what)
             return sd_set_error(SD_ERR_FORMAT, "%s (%s): the file holds %s, not the %s weights",
@@ -176,7 +181,7 @@ static sd_status pick_layout(component_file *c, const st_file *f, const char *co
     ldm_part *p = &c->part;
     p->base.open = open_source;
     p->path = c->path;
-    p->component = hit ? hit->component : component;
+    p->component = component;
     p->present = true;
     /* Components without a known original layout (transformer, T5) are taken as stored. */
     c->rename = hit ? hit->rename : as_is;
@@ -187,7 +192,7 @@ static sd_status pick_layout(component_file *c, const st_file *f, const char *co
     return SD_OK;
 }
 
-sd_status component_file_open(component_file *c, const char *path, const char *component,
+sd_status component_file_open(component_file *c, const char *path, const char *component, bool t5,
                               const char *option) {
     memset(c, 0, sizeof *c);
     c->path = strdup(path);
@@ -203,7 +208,7 @@ sd_status component_file_open(component_file *c, const char *path, const char *c
         if (st != SD_OK) st = sd_wrap_error(st, "%s", option);
     }
     if (st == SD_OK) {
-        st = pick_layout(c, &f, component);
+        st = pick_layout(c, &f, component, t5);
         st_close(&f);
     }
     if (st != SD_OK) component_file_close(c);

@@ -27,11 +27,13 @@ typedef struct component_file_ {
 } component_file;
 
 /* Opens `path` as the weights of diffusers component `component` ("vae", "unet", "transformer",
- * "text_encoder", "text_encoder_2", ...). Refuses pickled files, a file holding another
- * component (saying which it looks like) and keys of neither layout (naming the first), each
- * message naming the file and `option`. Components without an original layout ("transformer",
- * T5 encoders) are taken in diffusers' names only. */
-sd_status component_file_open(component_file *c, const char *path, const char *component,
+ * "text_encoder", "text_encoder_2", ...). `t5`: the component is a T5EncoderModel (SD3's
+ * text_encoder_3, FLUX's text_encoder_2), whose layouts are T5's (transformers' names, bare as
+ * t5xxl_fp16.safetensors or under an SD3 checkpoint's text_encoders.t5xxl.transformer.).
+ * Refuses pickled files, a file holding another component (saying which it looks like) and keys
+ * of neither layout (naming the first), each message naming the file and `option`. Components
+ * without an original layout ("transformer") are taken in diffusers' names only. */
+sd_status component_file_open(component_file *c, const char *path, const char *component, bool t5,
                               const char *option);
 void component_file_close(component_file *c);
 

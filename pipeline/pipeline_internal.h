@@ -22,7 +22,7 @@ typedef struct sd_family_ops sd_family_ops;
 typedef struct pl_generator pl_generator; /* pipeline/generate.h */
 
 #define PL_CACHE_SLOTS 8
-#define PL_N_COMPONENT_FILES 4 /* vae, unet (or transformer), text_encoder, text_encoder_2 */
+#define PL_N_COMPONENT_FILES 5 /* vae, unet (or transformer), text_encoder, text_encoder_2, _3 */
 typedef struct {
     char *key;
     float *data;
@@ -80,7 +80,8 @@ struct sd_family_ops {
 weights_policy pl_load_policy(const sd_pipeline *p, const char *name);
 
 /* Components' weights from files of their own (pipeline/component_files.c), sd_load_params'
- * vae_file, unet_file, text_encoder_file, text_encoder_2_file. pl_component_files_open, after
+ * vae_file, unet_file, text_encoder_file, text_encoder_2_file, text_encoder_3_file.
+ * pl_component_files_open, after
  * model_index.json: opens each (its component must be in the pipeline) and detects its layout.
  * pl_component_file_source: the weights source of component `name`, NULL when none was given
  * (pl_single_source asks it first). */

@@ -5,10 +5,12 @@
  * identity): SD3 (no qk norm), SD3.5 medium (qk norm, dual attention in block 0, the last
  * context block pre-only) and SD3 with T5 in the file. Also: detection on real key shapes, the
  * file's architecture against a config that disagrees (named), an unknown MMDiT key (named),
- * and gen's printout. */
+ * --text-encoder-3 (T5 from a file of its own; FLUX's T5 as --text-encoder-2) and gen's
+ * printout. */
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "../convert/ldm_source.h"
 #include "../core/safetensors.h"
@@ -19,11 +21,16 @@ static char tmpdir[600];
 
 static const char *tmp(const char *name) { return test_path(tmpdir, name); }
 
+/* Component files of their own (NULL: none): text_encoder_2_file, text_encoder_3_file. */
+static const char *te2_file, *te3_file;
+
 static sd_status generate(const char *model, const char *config, sd_result *r, char *info,
                           size_t info_size) {
     sd_load_params lp;
     sd_load_params_init(&lp);
     lp.config_dir = config;
+    lp.text_encoder_2_file = te2_file;
+    lp.text_encoder_3_file = te3_file;
     sd_pipeline *p = NULL;
     SD_TRY(sd_pipeline_load(&p, model, &lp));
     if (info) snprintf(info, info_size, "%s", sd_pipeline_checkpoint_info(p) ? sd_pipeline_checkpoint_info(p) : "");
@@ -150,6 +157,76 @@ static void test_detection(void) {
     ldm_checkpoint_close(&c);
 }
 
+/* --text-encoder-3: SD3's T5 from a file of its own, in transformers' names (t5xxl_fp16's) or
+ * under a whole SD3 checkpoint's text_encoders.t5xxl.transformer.; the image is the folder's with
+ * that T5. A CLIP file is refused as such. */
+static void test_text_encoder_3(void) {
+    sd_result want, got;
+    memset(&want, 0, sizeof want);
+    CHECK_OK(generate(tmp("sd3t5-ref"), NULL, &want, NULL, 0));
+    char t5[700], whole[700], info[1024] = "";
+    snprintf(t5, sizeof t5, "%s", fixture("sd3t5-tiny/pipeline/text_encoder_3/model.safetensors"));
+    snprintf(whole, sizeof whole, "%s", tmp("sd3t5.safetensors"));
+    /* configs whose text_encoder_3/ holds no weights: the T5 can only come from the file */
+    char cfg[700], te3[800], link[900];
+    snprintf(cfg, sizeof cfg, "%s", tmp("sd3t5-noweights"));
+    snprintf(te3, sizeof te3, "%s/text_encoder_3", cfg);
+    snprintf(link, sizeof link, "%s/config.json", te3);
+    unlink(link), rmdir(te3); /* an earlier run's */
+    CHECK_OK(sd3w_reference_folder(fixture("sd3t5-tiny/pipeline"), cfg));
+    char *abs = realpath(fixture("sd3t5-tiny/pipeline/text_encoder_3/config.json"), NULL);
+    CHECK(abs && unlink(te3) == 0 && mkdir(te3, 0755) == 0 && symlink(abs, link) == 0,
+          "a config folder without T5 weights");
+    free(abs);
+    const char *files[] = {t5, whole};
+    for (int i = 0; i < 2; i++) {
+        memset(&got, 0, sizeof got);
+        te3_file = files[i];
+        CHECK_OK(generate(tmp("sd3.safetensors"), cfg, &got, info, sizeof info));
+        CHECK(same_result(&want, &got), "--text-encoder-3 %s: the folder's image with its T5",
+              i ? "(a whole SD3 file)" : "(t5xxl names)");
+        char note[800];
+        snprintf(note, sizeof note, "; text_encoder_3 from %s", files[i]);
+        CHECK(strstr(info, note) != NULL, "the checkpoint info names the T5 file: %s", info);
+        sd_result_free(&got);
+    }
+    sd_result_free(&want);
+    char clip[700];
+    snprintf(clip, sizeof clip, "%s", fixture("sd3-tiny/pipeline/text_encoder/model.safetensors"));
+    te3_file = clip;
+    sd_pipeline *p = NULL;
+    sd_load_params lp;
+    sd_load_params_init(&lp);
+    lp.text_encoder_3_file = clip;
+    sd_status st = sd_pipeline_load(&p, tmp("sd3t5-ref"), &lp);
+    CHECK(st == SD_ERR_FORMAT && !p && strstr(sd_last_error(), "--text-encoder-3") &&
+              strstr(sd_last_error(), "CLIP text encoder, not the text_encoder_3"),
+          "a CLIP file as --text-encoder-3: %s", sd_last_error());
+    /* FLUX: the T5 is text_encoder_2, which takes a T5 file; --text-encoder-3 says so. */
+    lp.text_encoder_3_file = t5;
+    st = sd_pipeline_load(&p, fixture("flux-tiny/pipeline"), &lp);
+    CHECK(st == SD_ERR_ARG && !p && strstr(sd_last_error(), "--text-encoder-2"),
+          "--text-encoder-3 on FLUX: %s", sd_last_error());
+    te3_file = NULL;
+}
+
+/* FLUX's T5 (text_encoder_2) from a file of its own: the folder's image, bit for bit. */
+static void test_flux_t5(void) {
+    char folder[700], t5[700];
+    snprintf(folder, sizeof folder, "%s", fixture("flux-tiny/pipeline"));
+    snprintf(t5, sizeof t5, "%s", fixture("flux-tiny/pipeline/text_encoder_2/model.safetensors"));
+    sd_result want, got;
+    memset(&want, 0, sizeof want);
+    memset(&got, 0, sizeof got);
+    CHECK_OK(generate(folder, NULL, &want, NULL, 0));
+    te2_file = t5;
+    CHECK_OK(generate(folder, NULL, &got, NULL, 0));
+    te2_file = NULL;
+    CHECK(same_result(&want, &got), "FLUX --text-encoder-2 with a T5 file: the folder's image");
+    sd_result_free(&want);
+    sd_result_free(&got);
+}
+
 static void test_gen_cli(void) {
     char file[700], ref[700];
     snprintf(file, sizeof file, "%s", tmp("sd3.safetensors"));
@@ -167,6 +244,8 @@ int main(void) {
     test_identity_projection();
     test_bad_input();
     test_detection();
+    test_text_encoder_3();
+    test_flux_t5();
     test_gen_cli();
     return test_summary();
 }
