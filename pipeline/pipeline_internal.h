@@ -101,6 +101,10 @@ sd_status pl_single_open(sd_pipeline *p, const char *path, char **config_dir);
 sd_status pl_single_check(sd_pipeline *p);
 const struct weights_source *pl_single_source(const sd_pipeline *p, const char *name);
 sd_status pl_apply_prediction(sd_pipeline *p);
+/* p->unet from `dir` (unet_load), but for a single file the tensors decide in_channels over the
+ * config's (an inpainting checkpoint's 9 under the SD 1.5 / 2.1 configs, as diffusers'
+ * from_single_file reads conv_in). */
+sd_status pl_unet_load(sd_pipeline *p, const char *dir, const weights_policy *policy);
 void pl_single_free(sd_pipeline *p);
 
 /* load.transformer_file (pipeline/transformer_file.c): opened after model_index.json (a FLUX.1

@@ -55,16 +55,20 @@ sd_status pl_single_open(sd_pipeline *p, const char *path, char **config_dir) {
     }
     p->ckpt = c;
     const sd_prediction asked = p->load.prediction;
-    /* SD 2.x files cannot say (diffusers' from_single_file takes the 768 v model for "v2"). */
-    const bool v = asked == SD_PREDICTION_V || (asked == SD_PREDICTION_AUTO &&
-                                                (c->v_pred || c->family == LDM_SD2));
+    /* SD 2.x files cannot say (diffusers' from_single_file takes the 768 v model for "v2"); its
+     * inpainting model (stable-diffusion-2-inpainting) is the 512 epsilon one. */
+    const bool inpaint = !ldm_family_is_sd3(c->family) && c->in_channels == 9;
+    const bool v = asked == SD_PREDICTION_V ||
+                   (asked == SD_PREDICTION_AUTO && (c->v_pred || (c->family == LDM_SD2 && !inpaint)));
     if (p->load.config_dir) {
         *config_dir = strdup(p->load.config_dir);
     } else {
-        if (!ldm_family_is_sd3(c->family) && c->in_channels != 4)
-            return sd_set_error(SD_ERR_UNSUPPORTED, "%s: a %d-channel (inpainting) %s UNet; no "
-                                "config for it is bundled: pass --config DIR (sd_load_params."
-                                "config_dir) of its diffusers folder", path, c->in_channels,
+        /* An inpainting UNet (9 channels: latents, mask, masked image) takes its family's
+         * config with the file's in_channels (pl_unet_load); other widths are unknown. */
+        if (!ldm_family_is_sd3(c->family) && c->in_channels != 4 && !inpaint)
+            return sd_set_error(SD_ERR_UNSUPPORTED, "%s: a %d-channel %s UNet; no config for it "
+                                "is bundled: pass --config DIR (sd_load_params.config_dir) of its "
+                                "diffusers folder", path, c->in_channels,
                                 ldm_family_name(c->family));
         const char *root = sd_configs_dir(); /* sd_set_configs_dir's, installed, built */
         if (!root)
@@ -86,8 +90,9 @@ sd_status pl_single_open(sd_pipeline *p, const char *path, char **config_dir) {
     if (ldm_family_is_sd3(c->family)) return sd3_info(p, path, *config_dir);
     const char *pred = asked == SD_PREDICTION_AUTO && !c->v_pred && p->load.config_dir
                            ? "prediction as its scheduler config says" : v ? "v-prediction" : "epsilon";
-    p->ckpt_info = sd_strfmt("%s, %s, %.1fM UNet parameters, %s, configs from %s",
-                             ldm_family_name(c->family), pred, (double)c->unet_params / 1e6,
+    p->ckpt_info = sd_strfmt("%s%s, %s, %.1fM UNet parameters, %s, configs from %s",
+                             ldm_family_name(c->family), inpaint ? " inpainting (9-channel UNet)" : "",
+                             pred, (double)c->unet_params / 1e6,
                              c->unet_dtype, *config_dir);
     if (!p->ckpt_info) return sd_set_error(SD_ERR_NOMEM, "out of memory");
     sd_log(SD_LOG_INFO, "%s: %s", path, p->ckpt_info);
@@ -169,6 +174,19 @@ sd_status pl_apply_prediction(sd_pipeline *p) {
     else
         cJSON_AddItemToObject(p->scheduler_config, "prediction_type", s);
     return SD_OK;
+}
+
+sd_status pl_unet_load(sd_pipeline *p, const char *dir, const weights_policy *policy) {
+    unet_config cfg;
+    SD_TRY(unet_config_read(&cfg, dir));
+    const ldm_checkpoint *c = p->ckpt;
+    if (c && !ldm_family_is_sd3(c->family) && c->in_channels > 0 &&
+        c->in_channels != cfg.in_channels && !pl_component_file_source(p, "unet")) {
+        sd_log(SD_LOG_INFO, "%s: a %d-channel UNet (input_blocks.0.0.weight); %s/config.json says "
+               "in_channels %d: the file's is used", c->path, c->in_channels, dir, cfg.in_channels);
+        cfg.in_channels = c->in_channels;
+    }
+    return unet_load_with_config(&p->unet, &cfg, dir, policy);
 }
 
 void pl_single_free(sd_pipeline *p) {
