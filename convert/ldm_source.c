@@ -12,11 +12,7 @@
 
 #include "ldm_names.h"
 
-static int rename_part(void *ctx, const char *key, weights_rename out[WEIGHTS_RENAME_MAX]) {
-    const ldm_part *p = ctx;
-    const size_t l = strlen(p->prefix);
-    if (strncmp(key, p->prefix, l)) return 0;
-    key += l;
+static int rename_key(const ldm_part *p, const char *key, weights_rename out[WEIGHTS_RENAME_MAX]) {
     switch (p->kind) {
     case LDM_UNET: return ldm_unet_name(key, p->levels, out);
     case LDM_VAE: return ldm_vae_name(key, p->levels, out);
@@ -31,6 +27,17 @@ static int rename_part(void *ctx, const char *key, weights_rename out[WEIGHTS_RE
         return -1;
     }
     return 0;
+}
+
+/* weights_open_renamed's callback: the part's keys through its table; a key no table knows is
+ * reported with the file it is in. */
+static int rename_part(void *ctx, const char *key, weights_rename out[WEIGHTS_RENAME_MAX]) {
+    const ldm_part *p = ctx;
+    const size_t l = strlen(p->prefix);
+    if (strncmp(key, p->prefix, l)) return 0;
+    const int n = rename_key(p, key + l, out);
+    if (n < 0) sd_wrap_error(SD_ERR_FORMAT, "%s", p->path);
+    return n;
 }
 
 static sd_status open_part(sd_weights *w, const weights_source *src, const weights_policy *policy) {
@@ -133,9 +140,10 @@ sd_status ldm_checkpoint_open(ldm_checkpoint *c, const char *path) {
         return st;
     }
     if (st_has_prefix(&f, "model.diffusion_model.joint_blocks.")) {
-        ldm_sd3_detect(c, &f);
+        st = ldm_sd3_detect(c, &f);
         st_close(&f);
-        return SD_OK;
+        if (st != SD_OK) ldm_checkpoint_close(c);
+        return st;
     }
     ldm_set_part(c, 0, "unet", "model.diffusion_model.", LDM_UNET);
     if (st_has_prefix(&f, "first_stage_model.")) ldm_set_part(c, 1, "vae", "first_stage_model.", LDM_VAE);

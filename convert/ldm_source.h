@@ -73,8 +73,9 @@ static inline bool ldm_family_is_sd3(ldm_family f) { return f >= LDM_SD3; }
 sd_status ldm_checkpoint_check_sd3(const ldm_checkpoint *c, const char *config_json);
 
 /* Part of ldm_checkpoint_open (convert/sd3_source.c): an SD3 file's family, shape facts and
- * parts (transformer, VAE, clip_l, clip_g, t5xxl), read from its header. */
-void ldm_sd3_detect(ldm_checkpoint *c, const st_file *f);
+ * parts (transformer, VAE, clip_l, clip_g, t5xxl), read from its header; a text_encoders.* key
+ * of another encoder is refused by name. */
+sd_status ldm_sd3_detect(ldm_checkpoint *c, const st_file *f);
 /* Marks part i present as diffusers `component`, its keys under `prefix` renamed by `kind`. */
 void ldm_set_part(ldm_checkpoint *c, int i, const char *component, const char *prefix,
                   ldm_part_kind kind);

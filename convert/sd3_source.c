@@ -16,7 +16,7 @@ static const char *dtype_name(const st_tensor *t) {
     return !t ? "?" : t->dtype == ST_F16 ? "fp16" : t->dtype == ST_BF16 ? "bf16" : "fp32";
 }
 
-void ldm_sd3_detect(ldm_checkpoint *c, const st_file *f) {
+sd_status ldm_sd3_detect(ldm_checkpoint *c, const st_file *f) {
     ldm_part *vae = &c->parts[1];
     for (int i = 0; i < f->n_tensors; i++) {
         const st_tensor *t = &f->tensors[i];
@@ -50,6 +50,17 @@ void ldm_sd3_detect(ldm_checkpoint *c, const st_file *f) {
     };
     for (int i = 0; i < 3; i++)
         if (st_has_prefix(f, enc[i].prefix)) ldm_set_part(c, 2 + i, enc[i].component, enc[i].prefix, enc[i].kind);
+    for (int i = 0; i < f->n_tensors; i++) {
+        const char *k = f->tensors[i].name;
+        if (strncmp(k, "text_encoders.", 14)) continue;
+        bool known = false;
+        for (int e = 0; e < 3 && !known; e++) known = !strncmp(k, enc[e].prefix, strlen(enc[e].prefix));
+        if (!known)
+            return sd_set_error(SD_ERR_FORMAT, "%s: tensor '%s' is not in an SD3 file's text "
+                                "encoders (text_encoders.clip_l.transformer.*, clip_g, t5xxl)",
+                                c->path, k);
+    }
+    return SD_OK;
 }
 
 static sd_status disagree(const ldm_checkpoint *c, const char *config_json, const char *tensor,

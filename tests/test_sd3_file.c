@@ -114,8 +114,15 @@ static void test_bad_input(void) {
     const char *odd = "model.diffusion_model.joint_blocks.0.x_block.odd.weight";
     CHECK_OK(sd3w_write(fixture("sd3-tiny/pipeline"), tmp("odd.safetensors"), 0, odd, tmpdir));
     st = sd_pipeline_load(&p, tmp("odd.safetensors"), &lp);
-    CHECK(st == SD_ERR_FORMAT && !p && strstr(sd_last_error(), odd),
-          "an unknown MMDiT key is named: %s", sd_last_error());
+    CHECK(st == SD_ERR_FORMAT && !p && strstr(sd_last_error(), odd) &&
+              strstr(sd_last_error(), "odd.safetensors"),
+          "an unknown MMDiT key is named with its file: %s", sd_last_error());
+    /* An encoder SD3 files do not have: named. */
+    const char *enc = "text_encoders.clip_x.transformer.text_model.final_layer_norm.weight";
+    CHECK_OK(sd3w_write(fixture("sd3-tiny/pipeline"), tmp("odd-enc.safetensors"), 0, enc, tmpdir));
+    st = sd_pipeline_load(&p, tmp("odd-enc.safetensors"), &lp);
+    CHECK(st == SD_ERR_FORMAT && !p && strstr(sd_last_error(), enc),
+          "an unknown text encoder key is named: %s", sd_last_error());
 }
 
 /* Detection on real key names and shapes (SD3.5 medium: 24 blocks, attn2 in 0-12, qk norm; SD3.5
