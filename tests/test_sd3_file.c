@@ -4,7 +4,8 @@
  * folder diffusers' from_single_file builds from it (the fixture with CLIP-L's text_projection an
  * identity): SD3 (no qk norm), SD3.5 medium (qk norm, dual attention in block 0, the last
  * context block pre-only) and SD3 with T5 in the file. Also: detection on real key shapes, the
- * file's architecture against a config that disagrees (named), an unknown MMDiT key (named),
+ * bundled configs against the released models' shapes (sparse files), the file's architecture
+ * against a config that disagrees (named), an unknown MMDiT key (named),
  * --text-encoder-3 (T5 from a file of its own; FLUX's T5 as --text-encoder-2) and gen's
  * printout. */
 #include <stdlib.h>
@@ -234,6 +235,101 @@ static void test_flux_t5(void) {
     sd_result_free(&got);
 }
 
+/* A safetensors file whose header lists `n` BF16 tensors of the given shapes and whose data is a
+ * hole (ftruncate: no disk, no memory): real-size shapes for detection, without gigabytes. */
+static bool write_sparse(const char *path, int n, char names[][160], const int64_t (*shapes)[4]) {
+    cJSON *root = cJSON_CreateObject();
+    uint64_t off = 0;
+    for (int i = 0; i < n; i++) {
+        cJSON *t = cJSON_AddObjectToObject(root, names[i]);
+        cJSON_AddStringToObject(t, "dtype", "BF16");
+        cJSON *shape = cJSON_AddArrayToObject(t, "shape");
+        uint64_t bytes = 2;
+        for (int d = 0; d < 4 && shapes[i][d]; d++) {
+            cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)shapes[i][d]));
+            bytes *= (uint64_t)shapes[i][d];
+        }
+        cJSON *offs = cJSON_AddArrayToObject(t, "data_offsets");
+        cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)off));
+        cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)(off + bytes)));
+        off += bytes;
+    }
+    char *json = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    uint64_t hlen = strlen(json);
+    const uint64_t padded = (hlen + 7) / 8 * 8;
+    FILE *fp = fopen(path, "wb");
+    bool ok = fp && fwrite(&hlen, 8, 1, fp) == 1 && fwrite(json, 1, hlen, fp) == hlen;
+    for (uint64_t i = hlen; ok && i < padded; i++) ok = fputc(' ', fp) != EOF;
+    if (fp) ok = fclose(fp) == 0 && ok;
+    free(json);
+    if (ok) { /* the header length counts its padding */
+        fp = fopen(path, "r+b");
+        ok = fp && fwrite(&(uint64_t){padded}, 8, 1, fp) == 1;
+        if (fp) ok = fclose(fp) == 0 && ok;
+    }
+    return ok && truncate(path, (off_t)(8 + padded + off)) == 0;
+}
+
+/* The bundled SD3 configs against files with the released models' shapes: hidden width (24 or
+ * 38 heads of 64), depth, pos_embed positions (diffusers' model type inference: 36864 = 192^2 for
+ * SD3 medium and SD3.5 large, 147456 = 384^2 for SD3.5 medium), T5's 4096-wide context, dual
+ * attention in blocks 0-12 (SD3.5 medium), qk norm (SD3.5). Each file passes its family's config
+ * and fails another's, naming what differs. */
+static void test_bundled_sd3_configs(void) {
+    static const struct {
+        const char *file, *config, *family;
+        int heads, depth, positions, dual, qk;
+    } models[] = {
+        {"real-sd3m.safetensors", "sd3-medium", "SD3 medium", 24, 24, 36864, 0, 0},
+        {"real-sd35m.safetensors", "sd35-medium", "SD3.5 medium", 24, 24, 147456, 13, 1},
+        {"real-sd35l.safetensors", "sd35-large", "SD3.5 large", 38, 38, 36864, 0, 1},
+    };
+    for (int m = 0; m < 3; m++) {
+        char names[32][160];
+        int64_t shapes[32][4];
+        memset(shapes, 0, sizeof shapes);
+        int n = 0;
+        const int64_t hidden = 64 * models[m].heads;
+        const char *const pre = "model.diffusion_model.";
+#define T(NAME, A, B, C, D)                                                                        \
+    (snprintf(names[n], 160, "%s%s", pre, NAME), shapes[n][0] = A, shapes[n][1] = B,                \
+     shapes[n][2] = C, shapes[n][3] = D, n++)
+        T("x_embedder.proj.weight", hidden, 16, 2, 2);
+        T("pos_embed", 1, models[m].positions, hidden, 0);
+        T("context_embedder.weight", hidden, 4096, 0, 0);
+        char key[96];
+        snprintf(key, sizeof key, "joint_blocks.%d.x_block.attn.qkv.bias", models[m].depth - 1);
+        T(key, 3 * hidden, 0, 0, 0);
+        if (models[m].qk) T("joint_blocks.0.x_block.attn.ln_q.weight", 64, 0, 0, 0);
+        for (int b = 0; b < models[m].dual; b++) {
+            snprintf(key, sizeof key, "joint_blocks.%d.x_block.attn2.qkv.bias", b);
+            T(key, 3 * hidden, 0, 0, 0);
+        }
+#undef T
+        CHECK(write_sparse(tmp(models[m].file), n, names, (const int64_t(*)[4])shapes),
+              "write %s", models[m].file);
+        ldm_checkpoint c;
+        CHECK_OK(ldm_checkpoint_open(&c, tmp(models[m].file)));
+        CHECK(!strcmp(ldm_family_name(c.family), models[m].family), "%s detected as %s",
+              models[m].file, ldm_family_name(c.family));
+        for (int k = 0; k < 3; k++) {
+            char json[1200];
+            snprintf(json, sizeof json, "%s/%s/transformer/config.json", sd_configs_dir(),
+                     models[k].config);
+            const sd_status st = ldm_checkpoint_check_sd3(&c, json);
+            if (k == m)
+                CHECK(st == SD_OK, "%s fits the bundled %s config: %s", models[m].file,
+                      models[k].config, sd_last_error());
+            else
+                CHECK(st == SD_ERR_CONFIG && strstr(sd_last_error(), models[k].config),
+                      "%s against the %s config: %s", models[m].file, models[k].config,
+                      sd_last_error());
+        }
+        ldm_checkpoint_close(&c);
+    }
+}
+
 static void test_gen_cli(void) {
     char file[700], ref[700];
     snprintf(file, sizeof file, "%s", tmp("sd3.safetensors"));
@@ -251,6 +347,7 @@ int main(void) {
     test_identity_projection();
     test_bad_input();
     test_detection();
+    test_bundled_sd3_configs();
     test_text_encoder_3();
     test_flux_t5();
     test_gen_cli();
