@@ -41,8 +41,7 @@ sd_status pl_component_files_open(sd_pipeline *p) {
         }
         component_file *c = calloc(1, sizeof *c);
         if (!c) return sd_set_error(SD_ERR_NOMEM, "out of memory");
-        const bool t5 = !strcmp(mc->cls, "T5EncoderModel");
-        const sd_status st = component_file_open(c, files[i], name, t5, options[i]);
+        const sd_status st = component_file_open(c, files[i], name, mc->cls, options[i]);
         if (st != SD_OK) {
             free(c);
             return st;

@@ -22,14 +22,15 @@ static char tmpdir[600];
 
 static const char *tmp(const char *name) { return test_path(tmpdir, name); }
 
-/* Component files of their own (NULL: none): text_encoder_2_file, text_encoder_3_file. */
-static const char *te2_file, *te3_file;
+/* Component files of their own (NULL: none): text_encoder_file, _2, _3. */
+static const char *te_file, *te2_file, *te3_file;
 
 static sd_status generate(const char *model, const char *config, sd_result *r, char *info,
                           size_t info_size) {
     sd_load_params lp;
     sd_load_params_init(&lp);
     lp.config_dir = config;
+    lp.text_encoder_file = te_file;
     lp.text_encoder_2_file = te2_file;
     lp.text_encoder_3_file = te3_file;
     sd_pipeline *p = NULL;
@@ -218,6 +219,50 @@ static void test_text_encoder_3(void) {
     te3_file = NULL;
 }
 
+/* SD3's CLIPs from files of their own: a bare CLIP-L without text_projection (ComfyUI's
+ * clip_l.safetensors) or out of a whole SD3 file gets the identity projection (the reference
+ * folder's image); a CLIP-L file with its own projection keeps it (the fixture folder's image);
+ * CLIP-G out of a whole SD3 file. */
+static void test_sd3_clip_files(void) {
+    st_file f;
+    CHECK_OK(st_open(&f, fixture("sd3-tiny/pipeline/text_encoder/model.safetensors")));
+    st_entry e[512];
+    int n = 0;
+    for (int i = 0; i < f.n_tensors && n < 512; i++) {
+        const st_tensor *t = &f.tensors[i];
+        if (!strcmp(t->name, "text_projection.weight")) continue;
+        e[n] = (st_entry){t->name, t->dtype, t->ndim, {0}, t->data};
+        memcpy(e[n].shape, t->shape, sizeof t->shape);
+        n++;
+    }
+    CHECK_OK(st_write(tmp("clip_l.safetensors"), e, n, NULL, 0));
+    st_close(&f);
+    sd_result ref, plain, got;
+    memset(&ref, 0, sizeof ref), memset(&plain, 0, sizeof plain);
+    CHECK_OK(generate(tmp("sd3-ref"), NULL, &ref, NULL, 0));
+    CHECK_OK(generate(fixture("sd3-tiny/pipeline"), NULL, &plain, NULL, 0));
+    char bare[700], whole[700], own[700];
+    snprintf(bare, sizeof bare, "%s", tmp("clip_l.safetensors"));
+    snprintf(whole, sizeof whole, "%s", tmp("sd3.safetensors"));
+    snprintf(own, sizeof own, "%s", fixture("sd3-tiny/pipeline/text_encoder/model.safetensors"));
+    const struct { const char *te, *te2; const sd_result *want; const char *what; } cases[] = {
+        {bare, NULL, &ref, "a bare CLIP-L without projection: identity"},
+        {whole, NULL, &ref, "CLIP-L out of a whole SD3 file: identity"},
+        {own, NULL, &plain, "a CLIP-L file with its projection keeps it"},
+        {NULL, whole, &plain, "CLIP-G out of a whole SD3 file (CLIP-L the folder's)"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        memset(&got, 0, sizeof got);
+        te_file = cases[i].te, te2_file = cases[i].te2;
+        CHECK_OK(generate(fixture("sd3-tiny/pipeline"), NULL, &got, NULL, 0));
+        CHECK(same_result(cases[i].want, &got), "--text-encoder%s: %s", cases[i].te ? "" : "-2",
+              cases[i].what);
+        sd_result_free(&got);
+    }
+    te_file = te2_file = NULL;
+    sd_result_free(&ref), sd_result_free(&plain);
+}
+
 /* FLUX's T5 (text_encoder_2) from a file of its own: the folder's image, bit for bit. */
 static void test_flux_t5(void) {
     char folder[700], t5[700];
@@ -349,6 +394,7 @@ int main(void) {
     test_detection();
     test_bundled_sd3_configs();
     test_text_encoder_3();
+    test_sd3_clip_files();
     test_flux_t5();
     test_gen_cli();
     return test_summary();
