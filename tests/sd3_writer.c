@@ -59,7 +59,7 @@ static void add_swapped(out_list *o, const char *name, const st_tensor *t) {
     add(o, name, t->dtype, t->ndim, t->shape, buf);
 }
 
-/* q, k, v (names differing only in `q` at `qpos` of `qname`) one after the other along rows. */
+/* q, then the k and v tensors named, one after the other along rows (the fused qkv). */
 static sd_status add_qkv(out_list *o, const st_file *f, const st_tensor *q, const char *k_name,
                          const char *v_name, const char *name) {
     const st_tensor *k = st_find(f, k_name), *v = st_find(f, v_name);

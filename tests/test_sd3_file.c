@@ -6,8 +6,8 @@
  * context block pre-only) and SD3 with T5 in the file. Also: detection on real key shapes, the
  * bundled configs against the released models' shapes (sparse files), the file's architecture
  * against a config that disagrees (named), an unknown MMDiT key (named),
- * --text-encoder-3 (T5 from a file of its own; FLUX's T5 as --text-encoder-2) and gen's
- * printout. */
+ * --text-encoder-3 (T5 from a file of its own; FLUX's T5 as --text-encoder-2), SD3's CLIP files
+ * (bare or out of a whole SD3 file) and gen's printout. */
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
