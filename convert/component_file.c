@@ -27,6 +27,10 @@ static int ldm_clip(const ldm_part *p, const char *key, weights_rename out[3]) {
     (void)p;
     return ldm_clip_name(key, out);
 }
+static int sd3_clip_l(const ldm_part *p, const char *key, weights_rename out[WEIGHTS_RENAME_MAX]) {
+    (void)p;
+    return sd3_clip_l_name(key, out);
+}
 static int ldm_openclip(const ldm_part *p, const char *key, weights_rename out[3]) {
     /* SDXL's second encoder projects; SD 2.x's CLIPTextModel does not */
     return ldm_openclip_name(key, !strcmp(p->component, "text_encoder_2"), out);
@@ -68,6 +72,20 @@ static const layout layouts[] = {
     {"text_encoder_2", "transformer.resblocks.", "", -1, ldm_openclip},
     {"text_encoder_2", "text_model.", "", -1, as_is},
     {"text_encoder_2", "encoder.layers.", "", -1, as_is},
+    {"text_encoder_2", "text_encoders.clip_g.transformer.", "text_encoders.clip_g.transformer.", -1,
+     as_is}, /* SD3's CLIP-G out of a whole SD3 file */
+    /* SD3's CLIP-L (layout key "sd3_clip_l": a CLIPTextModelWithProjection text_encoder). Out of
+     * a whole SD3 file it gets diffusers' from_single_file identity projection; a bare file
+     * (ComfyUI's clip_l.safetensors) keeps its own projection when it has one, else the same
+     * identity (pick_layout). */
+    {"sd3_clip_l", "text_encoders.clip_l.transformer.", "text_encoders.clip_l.transformer.", -1,
+     sd3_clip_l},
+    {"sd3_clip_l", "text_model.", "", -1, sd3_clip_l},
+    {"sd3_clip_l", "encoder.layers.", "", -1, as_is},
+    /* T5EncoderModel, whichever component it is (layout key "t5"): an SD3 checkpoint's, or
+     * transformers' names as the t5xxl files hold them (ComfyUI's too: the same names). */
+    {"t5", "text_encoders.t5xxl.transformer.", "text_encoders.t5xxl.transformer.", -1, as_is},
+    {"t5", "encoder.block.", "", -1, as_is},
 };
 
 /* What a file's keys look like, for the message when they are not the asked component's. */
@@ -159,12 +177,17 @@ static sd_status refuse_pickle(const char *path, const char *option) {
     return SD_OK;
 }
 
-static sd_status pick_layout(component_file *c, const st_file *f, const char *component) {
+static sd_status pick_layout(component_file *c, const st_file *f, const char *component,
+                             const char *cls) {
+    const bool with_proj = cls && !strcmp(cls, "CLIPTextModelWithProjection");
+    const char *kind = cls && !strcmp(cls, "T5EncoderModel") ? "t5"
+                       : with_proj && !strcmp(component, "text_encoder") ? "sd3_clip_l"
+                                                                          : component;
     const layout *hit = NULL;
     for (size_t i = 0; i < sizeof layouts / sizeof *layouts && !hit; i++)
-        if (!strcmp(layouts[i].component, component) && st_has_prefix(f, layouts[i].marker))
+        if (!strcmp(layouts[i].component, kind) && st_has_prefix(f, layouts[i].marker))
             hit = &layouts[i];
-    if (!hit && has_original_layout(component)) {
+    if (!hit && has_original_layout(kind)) {
         const char *what = looks_like(f);
         if (what)
             return sd_set_error(SD_ERR_FORMAT, "%s (%s): the file holds %s, not the %s weights",
@@ -176,10 +199,12 @@ static sd_status pick_layout(component_file *c, const st_file *f, const char *co
     ldm_part *p = &c->part;
     p->base.open = open_source;
     p->path = c->path;
-    p->component = hit ? hit->component : component;
+    p->component = component;
     p->present = true;
     /* Components without a known original layout (transformer, T5) are taken as stored. */
     c->rename = hit ? hit->rename : as_is;
+    if (c->rename == sd3_clip_l && !hit->prefix[0] && st_find(f, "text_projection.weight"))
+        c->rename = as_is;
     c->diffusers = c->rename == as_is;
     snprintf(p->prefix, sizeof p->prefix, "%s", hit ? hit->prefix : "");
     p->kind = hit && hit->kind >= 0 ? (ldm_part_kind)hit->kind : LDM_CLIP;
@@ -188,7 +213,7 @@ static sd_status pick_layout(component_file *c, const st_file *f, const char *co
 }
 
 sd_status component_file_open(component_file *c, const char *path, const char *component,
-                              const char *option) {
+                              const char *cls, const char *option) {
     memset(c, 0, sizeof *c);
     c->path = strdup(path);
     c->option = strdup(option);
@@ -203,7 +228,7 @@ sd_status component_file_open(component_file *c, const char *path, const char *c
         if (st != SD_OK) st = sd_wrap_error(st, "%s", option);
     }
     if (st == SD_OK) {
-        st = pick_layout(c, &f, component);
+        st = pick_layout(c, &f, component, cls);
         st_close(&f);
     }
     if (st != SD_OK) component_file_close(c);

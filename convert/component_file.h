@@ -27,12 +27,17 @@ typedef struct component_file_ {
 } component_file;
 
 /* Opens `path` as the weights of diffusers component `component` ("vae", "unet", "transformer",
- * "text_encoder", "text_encoder_2", ...). Refuses pickled files, a file holding another
- * component (saying which it looks like) and keys of neither layout (naming the first), each
- * message naming the file and `option`. Components without an original layout ("transformer",
- * T5 encoders) are taken in diffusers' names only. */
+ * "text_encoder", "text_encoder_2", ...) of class `cls` (model_index.json's; may be NULL). A
+ * T5EncoderModel (SD3's text_encoder_3, FLUX's text_encoder_2) takes T5's layouts
+ * (transformers' names, bare as t5xxl_fp16.safetensors or under an SD3 checkpoint's
+ * text_encoders.t5xxl.transformer.); a CLIPTextModelWithProjection text_encoder (SD3's CLIP-L)
+ * gets an identity text_projection where the file has none (ComfyUI's clip_l.safetensors) or
+ * comes from a whole SD3 file, as diffusers' from_single_file gives it.
+ * Refuses pickled files, a file holding another component (saying which it looks like) and keys
+ * of neither layout (naming the first), each message naming the file and `option`. Components
+ * without an original layout ("transformer") are taken in diffusers' names only. */
 sd_status component_file_open(component_file *c, const char *path, const char *component,
-                              const char *option);
+                              const char *cls, const char *option);
 void component_file_close(component_file *c);
 
 #endif

@@ -25,4 +25,11 @@ int ldm_clip_name(const char *key, weights_rename out[3]);
  * CLIPTextModel for SD 2.x leaves it. */
 int ldm_openclip_name(const char *key, bool with_projection, weights_rename out[3]);
 
+/* SD3 / SD3.5 (convert/sd3_names.c). The MMDiT under model.diffusion_model. to diffusers'
+ * SD3Transformer2DModel (`num_layers`: the file's joint blocks; the last one's context stream is
+ * pre-only). The CLIP-L under text_encoders.clip_l.transformer.: transformers' names, with
+ * text_projection an identity (WEIGHTS_RENAME_MAX names at most). */
+int sd3_mmdit_name(const char *key, int num_layers, weights_rename out[WEIGHTS_RENAME_MAX]);
+int sd3_clip_l_name(const char *key, weights_rename out[WEIGHTS_RENAME_MAX]);
+
 #endif

@@ -12,19 +12,32 @@
 
 #include "ldm_names.h"
 
-static int rename_part(void *ctx, const char *key, weights_rename out[3]) {
-    const ldm_part *p = ctx;
-    const size_t l = strlen(p->prefix);
-    if (strncmp(key, p->prefix, l)) return 0;
-    key += l;
+static int rename_key(const ldm_part *p, const char *key, weights_rename out[WEIGHTS_RENAME_MAX]) {
     switch (p->kind) {
     case LDM_UNET: return ldm_unet_name(key, p->levels, out);
     case LDM_VAE: return ldm_vae_name(key, p->levels, out);
     case LDM_CLIP: return ldm_clip_name(key, out);
     case LDM_OPENCLIP: /* SDXL's second encoder projects; SD 2.x's CLIPTextModel does not */
         return ldm_openclip_name(key, !strcmp(p->component, "text_encoder_2"), out);
+    case LDM_MMDIT: return sd3_mmdit_name(key, p->levels, out);
+    case LDM_CLIP_SD3L: return sd3_clip_l_name(key, out);
+    case LDM_AS_IS:
+        if (snprintf(out[0].name, sizeof out[0].name, "%s", key) < (int)sizeof out[0].name) return 1;
+        sd_set_error(SD_ERR_FORMAT, "tensor '%s%s': name too long", p->prefix, key);
+        return -1;
     }
     return 0;
+}
+
+/* weights_open_renamed's callback: the part's keys through its table; a key no table knows is
+ * reported with the file it is in. */
+static int rename_part(void *ctx, const char *key, weights_rename out[WEIGHTS_RENAME_MAX]) {
+    const ldm_part *p = ctx;
+    const size_t l = strlen(p->prefix);
+    if (strncmp(key, p->prefix, l)) return 0;
+    const int n = rename_key(p, key + l, out);
+    if (n < 0) sd_wrap_error(SD_ERR_FORMAT, "%s", p->path);
+    return n;
 }
 
 static sd_status open_part(sd_weights *w, const weights_source *src, const weights_policy *policy) {
@@ -34,8 +47,8 @@ static sd_status open_part(sd_weights *w, const weights_source *src, const weigh
     return weights_open_renamed(w, p->path, label, rename_part, (void *)p, policy);
 }
 
-static void set_part(ldm_checkpoint *c, int i, const char *component, const char *prefix,
-                     ldm_part_kind kind) {
+void ldm_set_part(ldm_checkpoint *c, int i, const char *component, const char *prefix,
+                  ldm_part_kind kind) {
     ldm_part *p = &c->parts[i];
     p->base.open = open_part;
     p->path = c->path;
@@ -50,7 +63,7 @@ static void set_part(ldm_checkpoint *c, int i, const char *component, const char
 static bool expected_key(const char *k) {
     static const char *const prefixes[] = {
         "model.diffusion_model.", "first_stage_model.", "cond_stage_model.", "conditioner.",
-        "model_ema.",
+        "model_ema.", "text_encoders.", /* SD3: clip_l, clip_g, t5xxl */
     };
     for (size_t i = 0; i < sizeof prefixes / sizeof *prefixes; i++)
         if (!strncmp(k, prefixes[i], strlen(prefixes[i]))) return true;
@@ -115,7 +128,8 @@ sd_status ldm_checkpoint_open(ldm_checkpoint *c, const char *path) {
         if (!expected_key(f.tensors[i].name))
             st = sd_set_error(SD_ERR_FORMAT, "%s: tensor '%s' is not in the original (LDM) "
                               "checkpoint layout (model.diffusion_model.*, first_stage_model.*, "
-                              "cond_stage_model.*, conditioner.embedders.*); for a diffusers "
+                              "cond_stage_model.*, conditioner.embedders.*; SD3: "
+                              "text_encoders.*); for a diffusers "
                               "model pass its folder", path, f.tensors[i].name);
     if (st == SD_OK && !st_has_prefix(&f, "model.diffusion_model."))
         st = sd_set_error(SD_ERR_FORMAT, "%s: no UNet (model.diffusion_model.*) in the file; "
@@ -125,24 +139,30 @@ sd_status ldm_checkpoint_open(ldm_checkpoint *c, const char *path) {
         st_close(&f);
         return st;
     }
-    set_part(c, 0, "unet", "model.diffusion_model.", LDM_UNET);
-    if (st_has_prefix(&f, "first_stage_model.")) set_part(c, 1, "vae", "first_stage_model.", LDM_VAE);
+    if (st_has_prefix(&f, "model.diffusion_model.joint_blocks.")) {
+        st = ldm_sd3_detect(c, &f);
+        st_close(&f);
+        if (st != SD_OK) ldm_checkpoint_close(c);
+        return st;
+    }
+    ldm_set_part(c, 0, "unet", "model.diffusion_model.", LDM_UNET);
+    if (st_has_prefix(&f, "first_stage_model.")) ldm_set_part(c, 1, "vae", "first_stage_model.", LDM_VAE);
     measure(c, &f);
     const bool label_emb = st_has_prefix(&f, "model.diffusion_model.label_emb.");
     if (st_has_prefix(&f, "conditioner.embedders.1.model.")) {
         c->family = LDM_SDXL;
         if (st_has_prefix(&f, "conditioner.embedders.0.transformer."))
-            set_part(c, 2, "text_encoder", "conditioner.embedders.0.transformer.", LDM_CLIP);
-        set_part(c, 3, "text_encoder_2", "conditioner.embedders.1.model.", LDM_OPENCLIP);
+            ldm_set_part(c, 2, "text_encoder", "conditioner.embedders.0.transformer.", LDM_CLIP);
+        ldm_set_part(c, 3, "text_encoder_2", "conditioner.embedders.1.model.", LDM_OPENCLIP);
     } else if (st_has_prefix(&f, "conditioner.embedders.0.model.")) {
         c->family = LDM_SDXL_REFINER;
-        set_part(c, 3, "text_encoder_2", "conditioner.embedders.0.model.", LDM_OPENCLIP);
+        ldm_set_part(c, 3, "text_encoder_2", "conditioner.embedders.0.model.", LDM_OPENCLIP);
     } else if (st_has_prefix(&f, "cond_stage_model.model.")) {
         c->family = LDM_SD2;
-        set_part(c, 2, "text_encoder", "cond_stage_model.model.", LDM_OPENCLIP);
+        ldm_set_part(c, 2, "text_encoder", "cond_stage_model.model.", LDM_OPENCLIP);
     } else if (st_has_prefix(&f, "cond_stage_model.transformer.")) {
         c->family = LDM_SD1;
-        set_part(c, 2, "text_encoder", "cond_stage_model.transformer.", LDM_CLIP);
+        ldm_set_part(c, 2, "text_encoder", "cond_stage_model.transformer.", LDM_CLIP);
     } else {
         c->family = label_emb ? LDM_SDXL : c->context_dim == 1024 ? LDM_SD2 : LDM_SD1;
     }
@@ -169,6 +189,9 @@ const char *ldm_family_name(ldm_family f) {
     case LDM_SD2: return "SD 2.x";
     case LDM_SDXL: return "SDXL";
     case LDM_SDXL_REFINER: return "SDXL refiner";
+    case LDM_SD3: return "SD3 medium";
+    case LDM_SD35_MEDIUM: return "SD3.5 medium";
+    case LDM_SD35_LARGE: return "SD3.5 large";
     }
     return "?";
 }

@@ -91,6 +91,9 @@ typedef struct {
     bool transpose;    /* a 2-D tensor stored transposed (an owned copy, same dtype) */
     bool swap_halves;  /* the two halves of dim 0 swapped (an owned copy, same dtype): BFL's
                         * final adaLN modulation is (shift, scale), diffusers' (scale, shift) */
+    bool identity;     /* not the stored data: a float32 d x d identity matrix, d the stored
+                        * tensor's first dimension (diffusers' from_single_file gives SD3's CLIP-L
+                        * an identity text_projection the file does not hold) */
 } weights_rename;
 /* The most names one stored tensor maps to. */
 enum { WEIGHTS_RENAME_MAX = 4 };

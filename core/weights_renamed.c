@@ -27,6 +27,19 @@ static sd_status cut(sd_weights *w, const char *path, const st_tensor *t, const 
                      st_tensor *out) {
     *out = *t;
     out->name = NULL;
+    if (r->identity) {
+        const int64_t d = t->ndim ? t->shape[0] : 0;
+        float *eye = calloc(d > 0 ? (size_t)(d * d) : 1, sizeof *eye);
+        if (!eye) return sd_set_error(SD_ERR_NOMEM, "out of memory building '%s'", r->name);
+        for (int64_t i = 0; i < d; i++) eye[i * d + i] = 1.0f;
+        SD_TRY(keep_owned(w, eye));
+        out->dtype = ST_F32;
+        out->ndim = 2;
+        out->shape[0] = out->shape[1] = d;
+        out->nbytes = (size_t)(d * d) * sizeof *eye;
+        out->data = eye;
+        return SD_OK;
+    }
     if (r->n_parts > 1) {
         if (t->ndim < 1 || t->shape[0] % r->n_parts)
             return sd_set_error(SD_ERR_TENSOR, "%s: tensor '%s' (%lld rows) cannot be split in %d",

@@ -276,6 +276,11 @@ typedef struct {
     const char *unet_file;
     const char *text_encoder_file;
     const char *text_encoder_2_file;
+    /* SD3's third text encoder (T5) from a file of its own: transformers' T5EncoderModel names
+     * (encoder.block.N..., shared.weight, as t5xxl_fp16.safetensors holds them), bare or under
+     * an SD3 checkpoint's text_encoders.t5xxl.transformer. prefix. (FLUX's T5 is its
+     * text_encoder_2: text_encoder_2_file takes such a file there.) NULL: none. */
+    const char *text_encoder_3_file;
 } sd_load_params;
 
 /* The defaults, with struct_size = size (use sd_load_params_init, which passes the caller's). */

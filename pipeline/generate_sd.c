@@ -58,7 +58,7 @@ sd_status sd_load_sd(sd_pipeline *p) {
     if (st == SD_OK) {
         dir = pl_component_dir(p, "unet");
         const weights_policy policy = pl_load_policy(p, "unet");
-        st = dir ? unet_load(&p->unet, dir, &policy) : SD_ERR_NOMEM;
+        st = dir ? pl_unet_load(p, dir, &policy) : SD_ERR_NOMEM;
         free(dir);
     }
     if (st == SD_ERR_NOMEM) return sd_set_error(SD_ERR_NOMEM, "out of memory");

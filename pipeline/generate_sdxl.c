@@ -166,7 +166,7 @@ sd_status sd_load_sdxl(sd_pipeline *p) {
     SD_TRY(load_encoder(p, "text_encoder_2", "CLIPTextModelWithProjection", &p->text_encoder_2));
     char *dir = pl_component_dir(p, "unet");
     const weights_policy policy = pl_load_policy(p, "unet");
-    sd_status st = dir ? unet_load(&p->unet, dir, &policy)
+    sd_status st = dir ? pl_unet_load(p, dir, &policy)
                        : sd_set_error(SD_ERR_NOMEM, "out of memory");
     free(dir);
     return st == SD_OK ? check_dims(p) : st;

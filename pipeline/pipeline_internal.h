@@ -22,7 +22,7 @@ typedef struct sd_family_ops sd_family_ops;
 typedef struct pl_generator pl_generator; /* pipeline/generate.h */
 
 #define PL_CACHE_SLOTS 8
-#define PL_N_COMPONENT_FILES 4 /* vae, unet (or transformer), text_encoder, text_encoder_2 */
+#define PL_N_COMPONENT_FILES 5 /* vae, unet (or transformer), text_encoder, text_encoder_2, _3 */
 typedef struct {
     char *key;
     float *data;
@@ -80,7 +80,8 @@ struct sd_family_ops {
 weights_policy pl_load_policy(const sd_pipeline *p, const char *name);
 
 /* Components' weights from files of their own (pipeline/component_files.c), sd_load_params'
- * vae_file, unet_file, text_encoder_file, text_encoder_2_file. pl_component_files_open, after
+ * vae_file, unet_file, text_encoder_file, text_encoder_2_file, text_encoder_3_file.
+ * pl_component_files_open, after
  * model_index.json: opens each (its component must be in the pipeline) and detects its layout.
  * pl_component_file_source: the weights source of component `name`, NULL when none was given
  * (pl_single_source asks it first). */
@@ -90,14 +91,20 @@ void pl_component_files_free(sd_pipeline *p);
 
 /* Single-file checkpoints (pipeline/single_file.c). pl_single_open: when `path` is a file, detects
  * what it holds, sets p->ckpt and *config_dir (malloc'd: the folder whose model_index.json and
- * configs describe it); a folder leaves both unset. pl_single_check: after model_index.json, every
- * weighted component the file lacks must come from a --config folder. pl_single_source: the
+ * configs describe it); a folder leaves both unset. pl_single_check: after model_index.json and
+ * the component files, every weighted component the file lacks must come from a --config folder
+ * (an SD3 file without T5 and no --config runs without T5); the checkpoint info then names the
+ * components files of their own replace. pl_single_source: the
  * weights source of component `name` (NULL: its folder). pl_apply_prediction: sd_load_params'
  * prediction (or the file's v_pred marker) into the scheduler config. */
 sd_status pl_single_open(sd_pipeline *p, const char *path, char **config_dir);
-sd_status pl_single_check(const sd_pipeline *p);
+sd_status pl_single_check(sd_pipeline *p);
 const struct weights_source *pl_single_source(const sd_pipeline *p, const char *name);
 sd_status pl_apply_prediction(sd_pipeline *p);
+/* p->unet from `dir` (unet_load), but for a single file the tensors decide in_channels over the
+ * config's (an inpainting checkpoint's 9 under the SD 1.5 / 2.1 configs, as diffusers'
+ * from_single_file reads conv_in). */
+sd_status pl_unet_load(sd_pipeline *p, const char *dir, const weights_policy *policy);
 void pl_single_free(sd_pipeline *p);
 
 /* load.transformer_file (pipeline/transformer_file.c): opened after model_index.json (a FLUX.1

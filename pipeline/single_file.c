@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../convert/component_file.h"
 #include "../convert/ldm_source.h"
 #include "../core/fileutil.h"
 #include "../core/log.h"
@@ -19,8 +20,27 @@ static const char *bundled_name(const ldm_checkpoint *c, bool v) {
     case LDM_SD2: return v ? "sd21" : "sd21-base"; /* 768 v-prediction vs 512 epsilon */
     case LDM_SDXL: return "sdxl";
     case LDM_SDXL_REFINER: return "sdxl-refiner";
+    case LDM_SD3: return "sd3-medium";
+    case LDM_SD35_MEDIUM: return "sd35-medium";
+    case LDM_SD35_LARGE: return "sd35-large";
     }
     return "?";
+}
+
+/* An SD3 file against its folder's transformer config (the tensors decide), and what it holds. */
+static sd_status sd3_info(sd_pipeline *p, const char *path, const char *config_dir) {
+    const ldm_checkpoint *c = p->ckpt;
+    char *json = sd_strfmt("%s/transformer/config.json", config_dir);
+    if (!json) return sd_set_error(SD_ERR_NOMEM, "out of memory");
+    const sd_status st = ldm_checkpoint_check_sd3(c, json);
+    free(json);
+    SD_TRY(st);
+    p->ckpt_info = sd_strfmt("%s, %d joint blocks, %.1fM transformer parameters, %s, configs from "
+                             "%s", ldm_family_name(c->family), c->sd3_layers,
+                             (double)c->unet_params / 1e6, c->unet_dtype, config_dir);
+    if (!p->ckpt_info) return sd_set_error(SD_ERR_NOMEM, "out of memory");
+    sd_log(SD_LOG_INFO, "%s: %s", path, p->ckpt_info);
+    return SD_OK;
 }
 
 sd_status pl_single_open(sd_pipeline *p, const char *path, char **config_dir) {
@@ -35,16 +55,20 @@ sd_status pl_single_open(sd_pipeline *p, const char *path, char **config_dir) {
     }
     p->ckpt = c;
     const sd_prediction asked = p->load.prediction;
-    /* SD 2.x files cannot say (diffusers' from_single_file takes the 768 v model for "v2"). */
-    const bool v = asked == SD_PREDICTION_V || (asked == SD_PREDICTION_AUTO &&
-                                                (c->v_pred || c->family == LDM_SD2));
+    /* SD 2.x files cannot say (diffusers' from_single_file takes the 768 v model for "v2"); its
+     * inpainting model (stable-diffusion-2-inpainting) is the 512 epsilon one. */
+    const bool inpaint = !ldm_family_is_sd3(c->family) && c->in_channels == 9;
+    const bool v = asked == SD_PREDICTION_V ||
+                   (asked == SD_PREDICTION_AUTO && (c->v_pred || (c->family == LDM_SD2 && !inpaint)));
     if (p->load.config_dir) {
         *config_dir = strdup(p->load.config_dir);
     } else {
-        if (c->in_channels != 4)
-            return sd_set_error(SD_ERR_UNSUPPORTED, "%s: a %d-channel (inpainting) %s UNet; no "
-                                "config for it is bundled: pass --config DIR (sd_load_params."
-                                "config_dir) of its diffusers folder", path, c->in_channels,
+        /* An inpainting UNet (9 channels: latents, mask, masked image) takes its family's
+         * config with the file's in_channels (pl_unet_load); other widths are unknown. */
+        if (!ldm_family_is_sd3(c->family) && c->in_channels != 4 && !inpaint)
+            return sd_set_error(SD_ERR_UNSUPPORTED, "%s: a %d-channel %s UNet; no config for it "
+                                "is bundled: pass --config DIR (sd_load_params.config_dir) of its "
+                                "diffusers folder", path, c->in_channels,
                                 ldm_family_name(c->family));
         const char *root = sd_configs_dir(); /* sd_set_configs_dir's, installed, built */
         if (!root)
@@ -63,28 +87,70 @@ sd_status pl_single_open(sd_pipeline *p, const char *path, char **config_dir) {
         }
     }
     if (!*config_dir) return sd_set_error(SD_ERR_NOMEM, "out of memory");
+    if (ldm_family_is_sd3(c->family)) return sd3_info(p, path, *config_dir);
     const char *pred = asked == SD_PREDICTION_AUTO && !c->v_pred && p->load.config_dir
                            ? "prediction as its scheduler config says" : v ? "v-prediction" : "epsilon";
-    p->ckpt_info = sd_strfmt("%s, %s, %.1fM UNet parameters, %s, configs from %s",
-                             ldm_family_name(c->family), pred, (double)c->unet_params / 1e6,
+    p->ckpt_info = sd_strfmt("%s%s, %s, %.1fM UNet parameters, %s, configs from %s",
+                             ldm_family_name(c->family), inpaint ? " inpainting (9-channel UNet)" : "",
+                             pred, (double)c->unet_params / 1e6,
                              c->unet_dtype, *config_dir);
     if (!p->ckpt_info) return sd_set_error(SD_ERR_NOMEM, "out of memory");
     sd_log(SD_LOG_INFO, "%s: %s", path, p->ckpt_info);
     return SD_OK;
 }
 
-sd_status pl_single_check(const sd_pipeline *p) {
+/* A file without T5 (sd3_medium_incl_clips.safetensors) runs as diffusers' from_single_file with
+ * text_encoder_3=None: the T5 part of the prompt embedding is zeros. Only with the bundled
+ * configs; a --config folder's own T5 weights are used as for any other missing component. */
+static void drop_t5(sd_pipeline *p) {
+    for (int i = 0; i < p->mi.n; i++)
+        if (!strcmp(p->mi.comps[i].name, "text_encoder_3") || !strcmp(p->mi.comps[i].name, "tokenizer_3"))
+            p->mi.comps[i].present = false;
+    sd_log(SD_LOG_INFO, "%s: no T5 (text_encoders.t5xxl.*) in the file and no --text-encoder-3: "
+           "running without it (its embeddings are zeros)", p->ckpt->path);
+}
+
+/* sd_pipeline_checkpoint_info's text gains the components that files of their own replace. */
+static sd_status note_replaced(sd_pipeline *p) {
+    for (int i = 0; i < PL_N_COMPONENT_FILES; i++) {
+        const struct component_file_ *f = p->comp_files[i];
+        if (!f) continue;
+        char *info = sd_strfmt("%s; %s from %s", p->ckpt_info, f->part.component, f->path);
+        if (!info) return sd_set_error(SD_ERR_NOMEM, "out of memory");
+        free(p->ckpt_info);
+        p->ckpt_info = info;
+    }
+    return SD_OK;
+}
+
+sd_status pl_single_check(sd_pipeline *p) {
     if (!p->ckpt) return SD_OK;
-    static const char *const weighted[] = {"unet", "vae", "text_encoder", "text_encoder_2"};
+    static const char *const weighted[] = {"unet", "transformer", "vae", "text_encoder",
+                                           "text_encoder_2", "text_encoder_3"};
     for (size_t i = 0; i < sizeof weighted / sizeof *weighted; i++) {
         if (!model_index_get(&p->mi, weighted[i]) || pl_single_source(p, weighted[i])) continue;
+        if (!p->load.config_dir && !strcmp(weighted[i], "text_encoder_3")) {
+            drop_t5(p);
+            continue;
+        }
         if (!p->load.config_dir)
             return sd_set_error(SD_ERR_FORMAT, "%s: the %s checkpoint has no %s weights; pass "
                                 "--config DIR of a diffusers folder that has them", p->ckpt->path,
                                 ldm_family_name(p->ckpt->family), weighted[i]);
         sd_log(SD_LOG_INFO, "%s: %s weights from %s", p->ckpt->path, weighted[i], p->mi.dir);
     }
-    return SD_OK;
+    /* The bundled SD3 configs hold no T5 tokenizer (its vocabulary is megabytes). */
+    if (!p->load.config_dir && model_index_get(&p->mi, "tokenizer_3")) {
+        char *dir = pl_component_dir(p, "tokenizer_3");
+        const bool there = dir && sd_dir_exists(dir);
+        free(dir);
+        if (!there)
+            return sd_set_error(SD_ERR_CONFIG, "%s: the %s checkpoint's T5 needs its tokenizer, "
+                                "which the bundled configs (%s) do not hold: pass --config DIR "
+                                "of the model's diffusers folder (with tokenizer_3/)",
+                                p->ckpt->path, ldm_family_name(p->ckpt->family), p->mi.dir);
+    }
+    return note_replaced(p);
 }
 
 const weights_source *pl_single_source(const sd_pipeline *p, const char *name) {
@@ -108,6 +174,19 @@ sd_status pl_apply_prediction(sd_pipeline *p) {
     else
         cJSON_AddItemToObject(p->scheduler_config, "prediction_type", s);
     return SD_OK;
+}
+
+sd_status pl_unet_load(sd_pipeline *p, const char *dir, const weights_policy *policy) {
+    unet_config cfg;
+    SD_TRY(unet_config_read(&cfg, dir));
+    const ldm_checkpoint *c = p->ckpt;
+    if (c && !ldm_family_is_sd3(c->family) && c->in_channels > 0 &&
+        c->in_channels != cfg.in_channels && !pl_component_file_source(p, "unet")) {
+        sd_log(SD_LOG_INFO, "%s: a %d-channel UNet (input_blocks.0.0.weight); %s/config.json says "
+               "in_channels %d: the file's is used", c->path, c->in_channels, dir, cfg.in_channels);
+        cfg.in_channels = c->in_channels;
+    }
+    return unet_load_with_config(&p->unet, &cfg, dir, policy);
 }
 
 void pl_single_free(sd_pipeline *p) {

@@ -9,7 +9,9 @@
 #include <string.h>
 
 #include "../convert/ldm_source.h"
+#include "../core/fileutil.h"
 #include "../core/safetensors.h"
+#include "../unet/unet.h"
 #include "ldm_writer.h"
 #include "lora_ref.h"
 #include "tool_run.h"
@@ -201,12 +203,124 @@ static void test_detection(void) {
     CHECK(sd_pipeline_load(&bad, tmp("det-odd.safetensors"), &lp) == SD_ERR_FORMAT && !bad &&
               strstr(sd_last_error(), "'model.diffusion_model.middle_block.7.odd.weight'"),
           "an unknown UNet key is named: %s", sd_last_error());
-    /* 9 input channels: no bundled config fits; the message says to pass --config. */
+    /* A refiner takes the bundled (derived) sdxl-refiner configs, whatever its input width;
+     * without a VAE in the file the message says to pass --config. */
     sd_pipeline *p = NULL;
     const sd_status st = sd_pipeline_load(&p, tmp("det-refiner.safetensors"), NULL);
-    CHECK(st == SD_ERR_UNSUPPORTED && p == NULL && strstr(sd_last_error(), "9-channel") &&
-              strstr(sd_last_error(), "--config"),
-          "an inpainting UNet without --config: %s", sd_last_error());
+    CHECK(st == SD_ERR_FORMAT && p == NULL && strstr(sd_last_error(), "SDXL refiner") &&
+              strstr(sd_last_error(), "no vae weights") && strstr(sd_last_error(), "--config"),
+          "a refiner file without a VAE: %s", sd_last_error());
+    /* The derived refiner UNet config is one the UNet reader takes, and its widths fit the
+     * refiner's pieces: bigG's 1280-wide hidden states, its pooled 1280 + 5 time ids x 256 (the
+     * aesthetic score among them), 64-wide heads. */
+    char *dir = sd_path_join(sd_configs_dir(), "sdxl-refiner/unet");
+    unet_config uc;
+    CHECK_OK(unet_config_read(&uc, dir));
+    CHECK(uc.n_blocks == 4 && uc.cross_attention_dim == 1280 &&
+              uc.projection_class_embeddings_input_dim == 1280 + 5 * uc.addition_time_embed_dim &&
+              uc.heads[1] * 64 == uc.block_out_channels[1] && uc.transformer_layers[2] == 4,
+          "the bundled refiner UNet config: %d blocks, cross %d, class %d", uc.n_blocks,
+          uc.cross_attention_dim, uc.projection_class_embeddings_input_dim);
+    free(dir);
+}
+
+/* sd15-tiny with its UNet's conv_in widened to 9 input channels (latents, mask, masked image;
+ * deterministic weights), the rest linked: what an inpainting checkpoint's folder would be. */
+static const char *make_inpaint_folder(void) {
+    static char dir[700];
+    snprintf(dir, sizeof dir, "%s", tmp("inpaint9"));
+    char cmd[1600], path[900];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' && mkdir -p '%s/unet'", dir, dir);
+    const char *parts[] = {"tokenizer", "text_encoder", "vae", "scheduler", "model_index.json"};
+    if (system(cmd) != 0 || !fixture_link_parts("sd15-tiny/pipeline", dir, parts, 5)) return NULL;
+    char *text;
+    if (sd_read_file(fixture("sd15-tiny/pipeline/unet/config.json"), &text, NULL) != SD_OK) return NULL;
+    cJSON *uc = cJSON_Parse(text);
+    free(text);
+    cJSON_ReplaceItemInObject(uc, "in_channels", cJSON_CreateNumber(9));
+    text = cJSON_Print(uc);
+    cJSON_Delete(uc);
+    snprintf(path, sizeof path, "%s/unet/config.json", dir);
+    FILE *fp = fopen(path, "w");
+    const bool ok = fp && fputs(text, fp) >= 0 && fclose(fp) == 0;
+    cJSON_free(text);
+    st_file f;
+    if (!ok || st_open(&f, fixture("sd15-tiny/pipeline/unet/diffusion_pytorch_model.safetensors")) != SD_OK)
+        return NULL;
+    st_entry *es = calloc((size_t)f.n_tensors, sizeof *es);
+    float *conv_in = NULL;
+    for (int i = 0; i < f.n_tensors; i++) {
+        const st_tensor *t = &f.tensors[i];
+        es[i] = (st_entry){t->name, t->dtype, t->ndim, {0}, t->data};
+        memcpy(es[i].shape, t->shape, sizeof t->shape);
+        if (!strcmp(t->name, "conv_in.weight")) { /* [out][in][3][3] */
+            es[i].shape[1] = 9;
+            const size_t n = (size_t)t->shape[0] * 9 * t->shape[2] * t->shape[3];
+            conv_in = malloc(n * sizeof *conv_in);
+            for (size_t k = 0; k < n; k++) conv_in[k] = 0.2f * (float)((k * 7919 % 201) - 100) / 100.0f;
+            es[i].dtype = ST_F32;
+            es[i].data = conv_in;
+        }
+    }
+    snprintf(path, sizeof path, "%s/unet/diffusion_pytorch_model.safetensors", dir);
+    const sd_status st = conv_in ? st_write(path, es, f.n_tensors, NULL, 0) : SD_ERR_TENSOR;
+    st_close(&f);
+    free(es), free(conv_in);
+    return st == SD_OK ? dir : NULL;
+}
+
+static sd_status generate_inpaint(const char *model, const char *config, sd_result *r, char *info,
+                                  size_t info_size) {
+    static uint8_t rgb[64 * 64 * 3], mask[64 * 64 * 3];
+    for (int i = 0; i < 64 * 64; i++) {
+        rgb[3 * i] = (uint8_t)(i % 64 * 4), rgb[3 * i + 1] = (uint8_t)(i / 64 * 4), rgb[3 * i + 2] = 90;
+        memset(mask + 3 * i, i % 64 < 32 ? 255 : 0, 3); /* repaint the left half */
+    }
+    const sd_image init = {64, 64, rgb}, m = {64, 64, mask};
+    sd_load_params lp;
+    sd_load_params_init(&lp);
+    lp.config_dir = config;
+    sd_pipeline *p = NULL;
+    SD_TRY(sd_pipeline_load(&p, model, &lp));
+    if (info) snprintf(info, info_size, "%s", sd_pipeline_checkpoint_info(p) ? sd_pipeline_checkpoint_info(p) : "");
+    sd_gen_params g;
+    sd_gen_params_init(&g);
+    g.prompt = "a red cube on a table";
+    g.width = 64, g.height = 64;
+    g.steps = 3;
+    g.seed = 42;
+    g.init_image = &init;
+    g.mask_image = &m;
+    const sd_status st = sd_generate(p, &g, r);
+    sd_pipeline_free(p);
+    return st;
+}
+
+/* A 9-channel inpainting checkpoint: the tensors decide in_channels over the config's (sd15-tiny's
+ * says 4), so the file under the plain SD 1.5 config paints as the 9-channel folder, bit for bit;
+ * with the bundled configs it is no longer refused (the tiny shapes then disagree, named). */
+static void test_inpainting(void) {
+    const char *folder = make_inpaint_folder();
+    CHECK(folder != NULL, "a 9-channel sd15-tiny folder");
+    if (!folder) return;
+    const ldmw_options opt = {0};
+    CHECK_OK(ldmw_write(folder, tmp("inpaint9.safetensors"), LDMW_SD1, &opt));
+    sd_result want, got;
+    memset(&want, 0, sizeof want);
+    memset(&got, 0, sizeof got);
+    char info[512] = "";
+    CHECK_OK(generate_inpaint(folder, NULL, &want, NULL, 0));
+    CHECK_OK(generate_inpaint(tmp("inpaint9.safetensors"), fixture("sd15-tiny/pipeline"), &got,
+                              info, sizeof info));
+    CHECK(same_result(&want, &got), "an inpainting file: the 9-channel folder's image, bit for bit");
+    CHECK(strstr(info, "SD 1.x inpainting (9-channel UNet)") == info, "detected as '%s'", info);
+    sd_result_free(&want);
+    sd_result_free(&got);
+    sd_pipeline *p = NULL;
+    const sd_status st = sd_pipeline_load(&p, tmp("inpaint9.safetensors"), NULL);
+    CHECK(st != SD_OK && st != SD_ERR_UNSUPPORTED && !p &&
+              strstr(sd_last_error(), "first_stage_model") && strstr(sd_last_error(), "expected [512"),
+          "an inpainting file takes the bundled SD 1.5 configs: %s", sd_last_error());
 }
 
 static void test_gen_cli(void) {
@@ -264,5 +378,6 @@ int main(void) {
     test_detection();
     test_gen_cli();
     test_lora();
+    test_inpainting();
     return test_summary();
 }

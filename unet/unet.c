@@ -114,15 +114,19 @@ static sd_status load_all(unet *m, const sd_weights *w) {
 
 sd_status unet_load(unet **out, const char *dir, const weights_policy *policy) {
     *out = NULL;
+    unet_config cfg;
+    SD_TRY(unet_config_read(&cfg, dir));
+    return unet_load_with_config(out, &cfg, dir, policy);
+}
+
+sd_status unet_load_with_config(unet **out, const unet_config *cfg, const char *dir,
+                                const weights_policy *policy) {
+    *out = NULL;
     unet *m = calloc(1, sizeof *m);
     if (!m) return sd_set_error(SD_ERR_NOMEM, "unet: out of memory");
     sd_arena_init(&m->arena);
-    sd_status st = unet_config_read(&m->cfg, dir);
-    if (st != SD_OK) {
-        free(m);
-        return st;
-    }
-    st = weights_open(&m->w, dir, "diffusion_pytorch_model", policy);
+    m->cfg = *cfg;
+    sd_status st = weights_open(&m->w, dir, "diffusion_pytorch_model", policy);
     if (st == SD_OK) {
         m->w.keep_stored = true;
         st = load_all(m, &m->w);

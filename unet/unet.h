@@ -49,6 +49,10 @@ sd_status unet_config_read(unet_config *cfg, const char *dir);
 /* Config and weights of a UNet folder, held as `policy` says (NULL: the default;
  * core/weights.h). */
 sd_status unet_load(unet **out, const char *dir, const weights_policy *policy);
+/* The same with a config the caller read (unet_config_read) and may have adjusted: a single-file
+ * checkpoint's tensors decide in_channels (a 9-channel inpainting UNet under an SD 1.5 config). */
+sd_status unet_load_with_config(unet **out, const unet_config *cfg, const char *dir,
+                                const weights_policy *policy);
 void unet_free(unet *m);
 /* Low-memory mode after denoising: frees the scratch arena and gives back the mapped weight
  * pages (both come back on the next forward; results are unchanged). */

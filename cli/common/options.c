@@ -60,7 +60,7 @@ typedef enum {
     O_RESCALE, O_ETA, O_BATCH, O_CLIP_SKIP, O_THREADS, O_SAVE_LATENTS, O_QUALITY,
     O_PROMPT2, O_NEG2, O_ORIG_SIZE, O_CROP, O_TARGET_SIZE, O_MAX_SEQ, O_INIT, O_MASK, O_STRENGTH,
     O_PROMPT3, O_NEG3, O_WEIGHTS_DTYPE, O_PRECISION, O_VAE_TILE, O_CONFIG, O_PREDICTION,
-    O_TRANSFORMER, O_LORA, O_LORA_DIR, O_VAE_FILE, O_UNET_FILE, O_TE_FILE, O_TE2_FILE,
+    O_TRANSFORMER, O_LORA, O_LORA_DIR, O_VAE_FILE, O_UNET_FILE, O_TE_FILE, O_TE2_FILE, O_TE3_FILE,
     /* flags */
     O_PRINT_TOKENS, O_HELP, O_VERSION, O_QUIET, O_LOW_MEMORY,
 } opt_id;
@@ -95,6 +95,7 @@ static const struct {
     {"transformer", 0, O_TRANSFORMER, true},
     {"vae", 0, O_VAE_FILE, true},          {"unet", 0, O_UNET_FILE, true},
     {"text-encoder", 0, O_TE_FILE, true},  {"text-encoder-2", 0, O_TE2_FILE, true},
+    {"text-encoder-3", 0, O_TE3_FILE, true},
 };
 enum { N_OPTS = sizeof table / sizeof table[0] };
 
@@ -227,6 +228,7 @@ static bool apply(cli_options *o, opt_id id, const char *name, const char *v, co
     case O_UNET_FILE: o->unet_file = v; return true;
     case O_TE_FILE: o->text_encoder_file = v; return true;
     case O_TE2_FILE: o->text_encoder_2_file = v; return true;
+    case O_TE3_FILE: o->text_encoder_3_file = v; return true;
     case O_PREDICTION:
         if (!strcmp(v, "epsilon")) o->prediction = SD_PREDICTION_EPSILON;
         else if (!strcmp(v, "v") || !strcmp(v, "v_prediction")) o->prediction = SD_PREDICTION_V;
@@ -399,7 +401,9 @@ const char *cli_gen_options_help(void) {
            "      --unet FILE          the denoiser's weights likewise (SD3's transformer too, in\n"
            "                           diffusers names)\n"
            "      --text-encoder FILE  the first text encoder's weights likewise (e.g. clip_l)\n"
-           "      --text-encoder-2 FILE  the second text encoder's (SDXL's OpenCLIP bigG)\n"
+           "      --text-encoder-2 FILE  the second text encoder's (SDXL's OpenCLIP bigG;\n"
+           "                           FLUX's T5, e.g. t5xxl_fp16)\n"
+           "      --text-encoder-3 FILE  SD3's third text encoder (T5, e.g. t5xxl_fp16)\n"
            "  -n, --negative TEXT      negative prompt (Flux ignores it, as diffusers does by default:\n"
            "                           no true CFG)\n"
            "  -W, --width N            image width, a multiple of 8 (default: the model's)\n"
@@ -459,6 +463,7 @@ void cli_load_params(const cli_options *o, sd_load_params *lp) {
     lp->unet_file = o->unet_file;
     lp->text_encoder_file = o->text_encoder_file;
     lp->text_encoder_2_file = o->text_encoder_2_file;
+    lp->text_encoder_3_file = o->text_encoder_3_file;
 }
 
 char *cli_indexed_path(const char *path, int i, int n) {
