@@ -35,16 +35,79 @@ static void check_ids(const char *what, const char *prompt, const int32_t *got, 
           prompt, i, i < n_got ? got[i] : -1, i < n_want ? (int)w->valuedouble : -1, n_got, n_want);
 }
 
+/* The tokenizer as transformers 5 saves it: tokenizer.json alone, no vocab.json / merges.txt.
+ * The recorded file (tools/reference/extra_refs.py's save_pretrained) holds exactly the
+ * vocabulary of vocab.json and the merges of merges.txt (as [a, b] pairs); to keep the tree
+ * small enough to travel, the fixture keeps the rest of it (tokenizer_skeleton.json, with an
+ * empty vocab and merges) and the file is put back together here, in a folder of its own. */
+static const char *assemble_tokenizer_json(void) {
+    static char dir[600];
+    snprintf(dir, sizeof dir, "%s", test_output_dir("clip_tokenizer_json"));
+    char *skel = NULL, *vocab = NULL, *merges = NULL;
+    char *out = NULL;
+    size_t n_out = 0;
+    FILE *mem = NULL;
+    const char *result = NULL;
+    if (sd_read_file(fixture("clip_tokenizer_json/tokenizer_skeleton.json"), &skel, NULL) != SD_OK ||
+        sd_read_file(fixture("clip_tokenizer/vocab.json"), &vocab, NULL) != SD_OK ||
+        sd_read_file(fixture("clip_tokenizer/merges.txt"), &merges, NULL) != SD_OK)
+        goto done;
+    char *v = strstr(skel, "\"vocab\": {}"), *m = strstr(skel, "\"merges\": []");
+    if (!v || !m || m < v || !(mem = open_memstream(&out, &n_out))) goto done;
+    fwrite(skel, 1, (size_t)(v - skel), mem);
+    fprintf(mem, "\"vocab\": %s", vocab);
+    fwrite(v + 11, 1, (size_t)(m - (v + 11)), mem);
+    fputs("\"merges\": [", mem);
+    int first = 1;
+    for (char *line = strtok(merges, "\n"); line; line = strtok(NULL, "\n")) {
+        char *sp = strchr(line, ' ');
+        if (line[0] == '#' || !sp) continue; /* the "#version" header */
+        *sp = 0;
+        cJSON *pair = cJSON_CreateArray();
+        cJSON_AddItemToArray(pair, cJSON_CreateString(line));
+        cJSON_AddItemToArray(pair, cJSON_CreateString(sp + 1));
+        char *txt = cJSON_PrintUnformatted(pair);
+        fprintf(mem, "%s%s", first ? "" : ",", txt);
+        first = 0;
+        free(txt);
+        cJSON_Delete(pair);
+    }
+    fprintf(mem, "]%s", m + 12);
+    fclose(mem);
+    mem = NULL;
+    char path[700], cfg[700];
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    snprintf(cfg, sizeof cfg, "%s/tokenizer_config.json", dir);
+    char *cfg_text = NULL;
+    size_t n_cfg = 0;
+    FILE *f = fopen(path, "wb");
+    const int ok = f && fwrite(out, 1, n_out, f) == n_out;
+    if (f) fclose(f);
+    if (ok && sd_read_file(fixture("clip_tokenizer_json/tokenizer_config.json"), &cfg_text, &n_cfg) == SD_OK &&
+        (f = fopen(cfg, "wb"))) {
+        if (fwrite(cfg_text, 1, n_cfg, f) == n_cfg) result = dir;
+        fclose(f);
+    }
+    free(cfg_text);
+done:
+    if (mem) fclose(mem);
+    free(out);
+    free(skel);
+    free(vocab);
+    free(merges);
+    return result;
+}
+
 static void test_cases(void) {
     clip_tokenizer *tok = NULL, *bang = NULL, *from_json = NULL;
     double t0 = now_ms();
     CHECK_OK(clip_tokenizer_load(&tok, fixture("clip_tokenizer")));
     printf("load clip_tokenizer: %.1f ms\n", now_ms() - t0);
     CHECK_OK(clip_tokenizer_load(&bang, fixture("clip_tokenizer_pad_bang")));
-    /* The same tokenizer as transformers 5 saves it: tokenizer.json alone (recorded by
-     * tools/reference/extra_refs.py's save_pretrained), no vocab.json / merges.txt. */
+    const char *json_dir = assemble_tokenizer_json();
+    CHECK(json_dir != NULL, "tokenizer.json put back together from the fixture's parts");
     t0 = now_ms();
-    CHECK_OK(clip_tokenizer_load(&from_json, fixture("clip_tokenizer_json")));
+    if (json_dir) CHECK_OK(clip_tokenizer_load(&from_json, json_dir));
     printf("load clip_tokenizer_json (tokenizer.json): %.1f ms\n", now_ms() - t0);
     char *text = NULL;
     CHECK_OK(sd_read_file(fixture("tokenizer_cases.json"), &text, NULL));
