@@ -275,10 +275,14 @@ static void convert_openclip(out_list *o, const st_file *f, const char *prefix) 
     }
 }
 
+/* A CLIP text encoder under `prefix`, its names as transformers 4 saved them (text_model.*, which
+ * every original-layout checkpoint carries): a fixture saved by transformers 5 lacks that level. */
 static void copy_prefixed(out_list *o, const st_file *f, const char *prefix) {
     char name[600];
     for (int i = 0; i < f->n_tensors; i++) {
-        snprintf(name, sizeof name, "%s%s", prefix, f->tensors[i].name);
+        const char *n = f->tensors[i].name;
+        const bool bare = strncmp(n, "text_model.", 11) && strcmp(n, "text_projection.weight");
+        snprintf(name, sizeof name, "%s%s%s", prefix, bare ? "text_model." : "", n);
         add(o, name, &f->tensors[i], f->tensors[i].data, f->tensors[i].ndim, f->tensors[i].shape);
     }
 }
