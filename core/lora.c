@@ -15,6 +15,11 @@ typedef struct {
     int file;
     const st_tensor *down, *up, *alpha;
     bool used;
+    /* FLUX.1 in BFL naming (core/lora_flux.c): the key is BFL's until expand_flux, then the
+     * diffusers module with the rows of up it takes (lora_flux_target's fields). */
+    bool flux;
+    int part, n_parts;
+    bool has_tail, swap_halves, ignore_alpha;
 } lora_module;
 
 struct lora_set {
@@ -39,6 +44,8 @@ static const prefix_map peft_prefixes[] = {
     {"text_encoder.", "text_encoder"},
     {"text_encoder_2.", "text_encoder_2"},
     {"transformer.", "transformer"},
+    /* ComfyUI / BFL FLUX.1 names (diffusion_model.double_blocks.0.img_attn.qkv) */
+    {"diffusion_model.", "transformer"},
 };
 static const struct {
     const char *suffix;
@@ -71,14 +78,18 @@ static sd_status parse_key(const char *path, const char *name, lora_module *m, i
         if (starts_with(name, peft_prefixes[i].prefix)) pm = &peft_prefixes[i];
     if (!pm)
         return sd_set_error(SD_ERR_FORMAT, "LoRA %s: key '%s' is neither kohya-ss (lora_unet_*, "
-                            "lora_te_*) nor diffusers/PEFT (unet.*, text_encoder.*, "
-                            "transformer.*) naming", path, name);
+                            "lora_te_*), diffusers/PEFT (unet.*, text_encoder.*, "
+                            "transformer.*) nor FLUX.1 BFL (diffusion_model.*) naming", path, name);
     const size_t len = strlen(name), plen = strlen(pm->prefix);
     for (size_t i = 0; i < sizeof suffixes / sizeof *suffixes; i++) {
         const size_t slen = strlen(suffixes[i].suffix);
         if (len <= plen + slen || strcmp(name + len - slen, suffixes[i].suffix)) continue;
         m->component = pm->component;
         m->key = underscored(name + plen, len - plen - slen);
+        /* kohya-ss FLUX files share lora_unet_ with SD UNets: the module names tell them apart */
+        m->flux = m->key && (!strcmp(pm->prefix, "diffusion_model.") ||
+                             (!strcmp(pm->prefix, "lora_unet_") && lora_flux_is_key(m->key)));
+        if (m->flux) m->component = "transformer";
         if (m->key && suffixes[i].suffix[0] == '_') { /* attn.processor.to_out -> attn.to_out.0 */
             char *proc = strstr(m->key, "_processor_");
             if (proc) memmove(proc, proc + strlen("_processor"), strlen(proc + strlen("_processor")) + 1);
@@ -103,6 +114,40 @@ static int cmp_module(const void *a, const void *b) {
 
 static const char *module_name(const lora_module *m) {
     return m->down ? m->down->name : m->up ? m->up->name : m->alpha->name;
+}
+
+/* Replaces each FLUX.1 module of modules [first, s->n_modules) in BFL naming by the diffusers
+ * modules it adapts (a fused one by several sharing its tensors). A name that maps to nothing is
+ * an error naming the key. */
+static sd_status expand_flux(lora_set *s, int first) {
+    int extra = 0;
+    for (int k = first; k < s->n_modules; k++) extra += s->modules[k].flux ? 3 : 0;
+    if (!extra) return SD_OK;
+    lora_module *grown = realloc(s->modules, (size_t)(s->n_modules + extra) * sizeof *grown);
+    if (!grown) return sd_set_error(SD_ERR_NOMEM, "out of memory");
+    s->modules = grown;
+    for (int k = first, end = s->n_modules; k < end; k++) {
+        lora_module *m = &s->modules[k];
+        if (!m->flux) continue;
+        lora_flux_target t[4];
+        const int n = lora_flux_targets(m->key, t);
+        if (!n)
+            return sd_set_error(SD_ERR_UNSUPPORTED, "LoRA %s: '%s' names no FLUX.1 transformer "
+                                "module this program knows (BFL naming: double_blocks.N.img_attn."
+                                "qkv, single_blocks.N.linear1, img_in, final_layer.linear, ...)",
+                                s->files[m->file].path, module_name(m));
+        for (int i = 0; i < n; i++) {
+            char *key = strdup(t[i].key);
+            if (!key) return sd_set_error(SD_ERR_NOMEM, "out of memory");
+            lora_module *to = i ? &s->modules[s->n_modules++] : m;
+            if (i) *to = *m;
+            else free(m->key);
+            to->key = key;
+            to->part = t[i].part, to->n_parts = t[i].n_parts, to->has_tail = t[i].has_tail;
+            to->swap_halves = t[i].swap_halves, to->ignore_alpha = t[i].ignore_alpha;
+        }
+    }
+    return SD_OK;
 }
 
 static sd_status add_file(lora_set *s, int f) {
@@ -155,7 +200,7 @@ static sd_status add_file(lora_set *s, int f) {
     }
     if (s->n_modules == first)
         return sd_set_error(SD_ERR_FORMAT, "LoRA %s: no LoRA tensors in the file", file->path);
-    return SD_OK;
+    return expand_flux(s, first);
 }
 
 sd_status lora_set_open(lora_set **out, const char *const *paths, const float *scales, int n) {
@@ -179,6 +224,17 @@ sd_status lora_set_open(lora_set **out, const char *const *paths, const float *s
         return st;
     }
     if (s->n_modules) qsort(s->modules, (size_t)s->n_modules, sizeof *s->modules, cmp_module);
+    /* Two namings in one file reaching one module (PEFT to_q beside a fused qkv): unclear. */
+    for (int k = 1; k < s->n_modules && st == SD_OK; k++) {
+        const lora_module *a = &s->modules[k - 1], *b = &s->modules[k];
+        if (a->file == b->file && !strcmp(a->component, b->component) && !strcmp(a->key, b->key))
+            st = sd_set_error(SD_ERR_FORMAT, "LoRA %s: '%s' and '%s' adapt the same module",
+                              s->files[a->file].path, module_name(a), module_name(b));
+    }
+    if (st != SD_OK) {
+        lora_set_free(s);
+        return st;
+    }
     *out = s;
     return SD_OK;
 }
@@ -259,11 +315,27 @@ static void shape_text(const st_tensor *t, char *buf, size_t size) {
     if (used < size) snprintf(buf + used, size - used, "]");
 }
 
+/* The first row of up that row 0 of a model tensor of `rows` rows takes: 0 for a plain module,
+ * a block of a fused up otherwise (lora_flux_target); false when up's rows do not fit. */
+static bool up_offset(const lora_module *m, int64_t rows, int64_t *off) {
+    const int64_t up_rows = m->up->shape[0];
+    *off = 0;
+    if (m->swap_halves && rows % 2) return false;
+    if (!m->n_parts) return up_rows == rows;
+    if (m->has_tail && m->part == m->n_parts - 1) { /* the rows left after the equal blocks */
+        *off = up_rows - rows;
+        return *off > 0 && *off % (m->n_parts - 1) == 0;
+    }
+    *off = m->part * rows;
+    return m->has_tail ? (m->n_parts - 1) * rows < up_rows : m->n_parts * rows == up_rows;
+}
+
 static sd_status check_shapes(const lora_set *s, const lora_module *m, const st_tensor *t,
                               const char *name, const char *model_file) {
     const int64_t rank = m->down->shape[0];
     const int64_t rows = t->ndim ? t->shape[0] : 1, cols = rows ? st_numel(t) / rows : 0;
-    if (m->up->shape[0] == rows && st_numel(m->down) == rank * cols) return SD_OK;
+    int64_t off;
+    if (up_offset(m, rows, &off) && st_numel(m->down) == rank * cols) return SD_OK;
     char ws[96], ds[96], us[96];
     shape_text(t, ws, sizeof ws);
     shape_text(m->down, ds, sizeof ds);
@@ -317,11 +389,14 @@ sd_status lora_set_apply(lora_set *s, const char *component, const char *name, c
         for (int k = 0; k < n; k++) {
             const lora_module *m = &s->modules[first + k];
             const int64_t rank = m->down->shape[0];
-            const double alpha = m->alpha ? scalar(m->alpha) : (double)rank;
+            const double alpha = m->alpha && !m->ignore_alpha ? scalar(m->alpha) : (double)rank;
             const double factor = (double)s->scales[m->file] * alpha / (double)rank;
+            int64_t off;
+            up_offset(m, rows, &off); /* checked above */
+            const int64_t u_row = off + (m->swap_halves ? (o + rows / 2) % rows : o);
             for (int64_t i = 0; i < cols; i++) sum[i] = 0;
             for (int64_t r = 0; r < rank; r++) {
-                const double u = up[k][o * rank + r];
+                const double u = up[k][u_row * rank + r];
                 const float *d = down[k] + r * cols;
                 for (int64_t i = 0; i < cols; i++) sum[i] += u * d[i];
             }
@@ -340,9 +415,26 @@ static bool has_component(const char *const *components, const char *c) {
     return false;
 }
 
-sd_status lora_set_check_components(const lora_set *s, const char *const *components) {
+bool lora_set_is_flux(const lora_set *s) {
+    for (int k = 0; s && k < s->n_modules; k++)
+        if (s->modules[k].flux) return true;
+    return false;
+}
+
+bool lora_set_touches(const lora_set *s, const char *component) {
+    for (int k = 0; s && k < s->n_modules; k++)
+        if (!strcmp(s->modules[k].component, component)) return true;
+    return false;
+}
+
+sd_status lora_set_check_components(const lora_set *s, const char *const *components,
+                                    bool flux_model) {
     for (int k = 0; s && k < s->n_modules; k++) {
         const lora_module *m = &s->modules[k];
+        if (m->flux && !flux_model)
+            return sd_set_error(SD_ERR_UNSUPPORTED, "LoRA %s: '%s' adapts FLUX.1's transformer "
+                                "(BFL module names): the LoRA is for FLUX.1, not this model",
+                                s->files[m->file].path, module_name(m));
         if (has_component(components, m->component)) continue;
         return sd_set_error(SD_ERR_UNSUPPORTED, "LoRA %s: '%s' adapts a %s, which this model does "
                             "not have: the LoRA is made for another family%s",

@@ -215,7 +215,8 @@ static sd_status open_loras(sd_pipeline *p) {
     const char *names[MI_MAX_COMPONENTS + 1] = {NULL};
     for (int i = 0, k = 0; i < p->mi.n; i++)
         if (p->mi.comps[i].present) names[k++] = p->mi.comps[i].name;
-    if (st == SD_OK) st = lora_set_check_components(p->lora, names);
+    if (st == SD_OK)
+        st = lora_set_check_components(p->lora, names, p->mi.family == SD_FAMILY_FLUX);
     if (st == SD_OK && lora_set_has_ldm_unet(p->lora)) st = map_ldm_unet(p);
     return st;
 }

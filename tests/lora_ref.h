@@ -171,6 +171,7 @@ static float ref_rand(void) { /* deterministic, in [-1, 1) */
 
 /* Picks the weights of `component` of model `dir` whose name contains one of `pats`
  * (NULL-terminated): 2-D weights and, with `convs`, 3x3 convolutions (LoCon). */
+__attribute__((unused)) /* test_lora_flux.c makes its own modules */
 static void ref_lora_pick(ref_lora *l, const char *dir, const char *component, const char *file,
                           const char *const *pats, bool convs, int rank, float alpha,
                           bool has_alpha, uint64_t seed) {
@@ -245,6 +246,7 @@ static bool ref_ldm_name(const char *d, char *out, size_t size) {
 
 /* kohya: lora_unet_ / lora_te_ (lora_te1_ / lora_te2_ when `sdxl`) + module with '_';
  * PEFT: <component>.<module>.lora_A/lora_B.weight. Convolutions keep their 4-D shapes. */
+__attribute__((unused))
 static bool ref_lora_write(const ref_lora *l, const char *path, ref_format fmt, bool sdxl) {
     ref_file f = {0};
     for (int i = 0; i < l->n; i++) {
