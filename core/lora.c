@@ -6,7 +6,8 @@
 
 #include "log.h"
 
-enum { PART_DOWN, PART_UP, PART_ALPHA };
+/* PART_LY + LY_*: a LyCORIS LoHa / LoKr tensor (lora.h) */
+enum { PART_DOWN, PART_UP, PART_ALPHA, PART_LY };
 
 /* One adapted module of one file: the tensors that make its delta. */
 typedef struct {
@@ -14,6 +15,8 @@ typedef struct {
     char *key;             /* module name, '.' written as '_' */
     int file;
     const st_tensor *down, *up, *alpha;
+    lora_kind kind;             /* LoRA: down and up; LoHa / LoKr: ly */
+    const st_tensor *ly[LY_N];
     bool used;
     /* FLUX.1 in BFL naming (core/lora_flux.c): the key is BFL's until expand_flux, then the
      * diffusers module with the rows of up it takes (lora_flux_target's fields). */
@@ -57,6 +60,12 @@ static const struct {
     {".alpha", PART_ALPHA},
     /* diffusers' attention-processor LoRAs (before PEFT): <attn>.processor.to_q_lora.down.weight */
     {"_lora.down.weight", PART_DOWN}, {"_lora.up.weight", PART_UP},
+    /* LyCORIS */
+    {".hada_w1_a", PART_LY + LY_HADA_W1A}, {".hada_w1_b", PART_LY + LY_HADA_W1B},
+    {".hada_w2_a", PART_LY + LY_HADA_W2A}, {".hada_w2_b", PART_LY + LY_HADA_W2B},
+    {".lokr_w1", PART_LY + LY_LOKR_W1},    {".lokr_w1_a", PART_LY + LY_LOKR_W1A},
+    {".lokr_w1_b", PART_LY + LY_LOKR_W1B}, {".lokr_w2", PART_LY + LY_LOKR_W2},
+    {".lokr_w2_a", PART_LY + LY_LOKR_W2A}, {".lokr_w2_b", PART_LY + LY_LOKR_W2B},
 };
 
 static bool starts_with(const char *s, const char *p) { return !strncmp(s, p, strlen(p)); }
@@ -101,8 +110,9 @@ static sd_status parse_key(const char *path, const char *name, lora_module *m, i
         *part = suffixes[i].part;
         return m->key ? SD_OK : sd_set_error(SD_ERR_NOMEM, "out of memory");
     }
-    return sd_set_error(SD_ERR_UNSUPPORTED, "LoRA %s: tensor '%s' is not a LoRA down/up/alpha "
-                        "tensor (LyCORIS LoHa/LoKr and DoRA are not supported)", path, name);
+    return sd_set_error(SD_ERR_UNSUPPORTED, "LoRA %s: tensor '%s' is not a LoRA down/up/alpha, "
+                        "LoHa (hada_w*) or LoKr (lokr_w*) tensor (DoRA's dora_scale and the "
+                        "Tucker forms hada_t1/t2, lokr_t1/t2 are not supported)", path, name);
 }
 
 static int cmp_module(const void *a, const void *b) {
@@ -113,7 +123,19 @@ static int cmp_module(const void *a, const void *b) {
 }
 
 static const char *module_name(const lora_module *m) {
-    return m->down ? m->down->name : m->up ? m->up->name : m->alpha->name;
+    if (m->down || m->up) return m->down ? m->down->name : m->up->name;
+    for (int i = 0; i < LY_N; i++)
+        if (m->ly[i]) return m->ly[i]->name;
+    return m->alpha->name;
+}
+
+/* A module's kind from the tensors it has; false when it mixes kinds. */
+static bool settle_kind(lora_module *m) {
+    bool hada = false, lokr = false;
+    for (int i = 0; i < LY_N; i++)
+        if (m->ly[i]) hada |= i <= LY_HADA_W2B, lokr |= i >= LY_LOKR_W1;
+    m->kind = hada ? LORA_KIND_LOHA : lokr ? LORA_KIND_LOKR : LORA_KIND_LORA;
+    return !(hada && lokr) && !((hada || lokr) && (m->down || m->up));
 }
 
 /* Replaces each FLUX.1 module of modules [first, s->n_modules) in BFL naming by the diffusers
@@ -177,15 +199,27 @@ static sd_status add_file(lora_set *s, int f) {
                 same = &s->modules[k];
         if (same) free(m.key);
         else same = &s->modules[s->n_modules++], *same = m;
-        const st_tensor **slot = part == PART_DOWN ? &same->down : part == PART_UP ? &same->up
-                                                                                    : &same->alpha;
+        const st_tensor **slot = part == PART_DOWN ? &same->down
+                                 : part == PART_UP ? &same->up
+                                 : part == PART_ALPHA ? &same->alpha
+                                                      : &same->ly[part - PART_LY];
         if (*slot) /* two namings of one module in one file: which one is meant is unclear */
             return sd_set_error(SD_ERR_FORMAT, "LoRA %s: '%s' and '%s' adapt the same module",
                                 file->path, (*slot)->name, t->name);
         *slot = t;
     }
     for (int k = first; k < s->n_modules; k++) {
-        const lora_module *m = &s->modules[k];
+        lora_module *m = &s->modules[k];
+        if (!settle_kind(m))
+            return sd_set_error(SD_ERR_FORMAT, "LoRA %s: '%s' mixes LoRA, LoHa and LoKr tensors "
+                                "in one module", file->path, module_name(m));
+        if (m->kind != LORA_KIND_LORA) {
+            const char *missing = lora_lycoris_missing(m->kind, m->ly);
+            if (missing)
+                return sd_set_error(SD_ERR_TENSOR, "LoRA %s: '%s' has no matching %s tensor",
+                                    file->path, module_name(m), missing);
+            continue;
+        }
         if (!m->down || !m->up)
             return sd_set_error(SD_ERR_TENSOR, "LoRA %s: '%s' has no matching %s tensor",
                                 file->path, module_name(m), m->down ? "up" : "down");
@@ -355,30 +389,62 @@ static bool same_module(const lora_module *a, const lora_module *b) {
     return !strcmp(a->component, b->component) && !strcmp(a->key, b->key);
 }
 
+/* The factor a module's delta is scaled by: scale * alpha / rank as diffusers (and A1111) apply
+ * it; a LoHa / LoKr without alpha, or a LoKr of two whole factors, takes the scale alone. */
+static double module_factor(const lora_set *s, const lora_module *m) {
+    const double scale = s->scales[m->file];
+    if (m->kind == LORA_KIND_LORA) {
+        const int64_t rank = m->down->shape[0];
+        const double alpha = m->alpha && !m->ignore_alpha ? scalar(m->alpha) : (double)rank;
+        return scale * alpha / (double)rank;
+    }
+    const int64_t dim = lora_lycoris_dim(m->kind, m->ly);
+    return m->alpha && dim ? scale * scalar(m->alpha) / (double)dim : scale;
+}
+
+static void free_lycoris(lora_lycoris **ly, int n) {
+    for (int k = 0; ly && k < n; k++) lora_lycoris_free(ly[k]);
+    free(ly);
+}
+
 sd_status lora_set_apply(lora_set *s, const char *component, const char *name, const st_tensor *t,
                          const char *model_file, float *w) {
     const int first = component ? find_first(s, component, name) : -1;
     if (first < 0) return SD_OK;
     int end = first + 1;
     while (end < s->n_modules && same_module(&s->modules[first], &s->modules[end])) end++;
-    for (int k = first; k < end; k++) SD_TRY(check_shapes(s, &s->modules[k], t, name, model_file));
     const int64_t rows = t->ndim ? t->shape[0] : 1, cols = st_numel(t) / rows;
     const int n = end - first;
-    /* Every module's down and up widened once (exact for f16/bf16/f32), then one row of double
-     * sums per output row: W + sum over modules of factor * (up @ down), rounded once. */
+    lora_lycoris **ly = calloc((size_t)n, sizeof *ly);
+    if (!ly) return sd_set_error(SD_ERR_NOMEM, "out of memory merging LoRA into '%s'", name);
+    for (int k = 0; k < n; k++) {
+        const lora_module *m = &s->modules[first + k];
+        const sd_status st = m->kind == LORA_KIND_LORA
+                                 ? check_shapes(s, m, t, name, model_file)
+                                 : lora_lycoris_open(&ly[k], m->kind, m->ly, rows, cols,
+                                                     s->files[m->file].path, name);
+        if (st != SD_OK) {
+            free_lycoris(ly, n);
+            return st;
+        }
+    }
+    /* Every LoRA module's down and up widened once (exact for f16/bf16/f32), then one row of
+     * double sums per output row: W + sum over modules of factor * (up @ down), rounded once. */
     size_t floats = 0;
     for (int k = first; k < end; k++)
-        floats += (size_t)(st_numel(s->modules[k].down) + st_numel(s->modules[k].up));
+        if (s->modules[k].kind == LORA_KIND_LORA)
+            floats += (size_t)(st_numel(s->modules[k].down) + st_numel(s->modules[k].up));
     double *acc = malloc((size_t)cols * sizeof *acc), *sum = malloc((size_t)cols * sizeof *sum);
-    float *buf = malloc(floats * sizeof *buf);
-    const float **down = malloc((size_t)n * sizeof *down), **up = malloc((size_t)n * sizeof *up);
+    float *buf = malloc((floats + 1) * sizeof *buf);
+    const float **down = calloc((size_t)n, sizeof *down), **up = calloc((size_t)n, sizeof *up);
     if (!acc || !sum || !buf || !down || !up) {
-        free(acc), free(sum), free(buf), free(down), free(up);
+        free(acc), free(sum), free(buf), free(down), free(up), free_lycoris(ly, n);
         return sd_set_error(SD_ERR_NOMEM, "out of memory merging LoRA into '%s'", name);
     }
     float *at = buf;
     for (int k = 0; k < n; k++) {
         const lora_module *m = &s->modules[first + k];
+        if (m->kind != LORA_KIND_LORA) continue;
         st_to_f32(m->down, at);
         down[k] = at, at += st_numel(m->down);
         st_to_f32(m->up, at);
@@ -388,24 +454,27 @@ sd_status lora_set_apply(lora_set *s, const char *component, const char *name, c
         for (int64_t i = 0; i < cols; i++) acc[i] = w[o * cols + i];
         for (int k = 0; k < n; k++) {
             const lora_module *m = &s->modules[first + k];
-            const int64_t rank = m->down->shape[0];
-            const double alpha = m->alpha && !m->ignore_alpha ? scalar(m->alpha) : (double)rank;
-            const double factor = (double)s->scales[m->file] * alpha / (double)rank;
-            int64_t off;
-            up_offset(m, rows, &off); /* checked above */
-            const int64_t u_row = off + (m->swap_halves ? (o + rows / 2) % rows : o);
-            for (int64_t i = 0; i < cols; i++) sum[i] = 0;
-            for (int64_t r = 0; r < rank; r++) {
-                const double u = up[k][u_row * rank + r];
-                const float *d = down[k] + r * cols;
-                for (int64_t i = 0; i < cols; i++) sum[i] += u * d[i];
+            const double factor = module_factor(s, m);
+            if (ly[k]) {
+                lora_lycoris_row(ly[k], o, sum);
+            } else {
+                const int64_t rank = m->down->shape[0];
+                int64_t off;
+                up_offset(m, rows, &off); /* checked above */
+                const int64_t u_row = off + (m->swap_halves ? (o + rows / 2) % rows : o);
+                for (int64_t i = 0; i < cols; i++) sum[i] = 0;
+                for (int64_t r = 0; r < rank; r++) {
+                    const double u = up[k][u_row * rank + r];
+                    const float *d = down[k] + r * cols;
+                    for (int64_t i = 0; i < cols; i++) sum[i] += u * d[i];
+                }
             }
             for (int64_t i = 0; i < cols; i++) acc[i] += factor * sum[i];
         }
         for (int64_t i = 0; i < cols; i++) w[o * cols + i] = (float)acc[i];
     }
     for (int k = first; k < end; k++) s->modules[k].used = true;
-    free(acc), free(sum), free(buf), free(down), free(up);
+    free(acc), free(sum), free(buf), free(down), free(up), free_lycoris(ly, n);
     return SD_OK;
 }
 

@@ -20,7 +20,11 @@
  *
  * - kohya-ss SDXL files name the UNet in the original layout (lora_unet_input_blocks_*): mapped
  *   to diffusers names by lora_set_map_ldm_unet (core/lora_ldm.c) once the UNet config is known.
- * Not read: LyCORIS LoHa/LoKr/DoRA tensors: refused with a message naming the key.
+ * - LyCORIS LoHa (.hada_w1_a / _w1_b / _w2_a / _w2_b) and LoKr (.lokr_w1 or .lokr_w1_a / _w1_b,
+ *   .lokr_w2 or .lokr_w2_a / _w2_b), under the kohya-ss prefixes, with optional .alpha: their
+ *   deltas as A1111 builds them (core/lora_lycoris.c), added like a LoRA's.
+ * Not read: DoRA (dora_scale) and the Tucker forms (hada_t1/t2, lokr_t1/t2): refused, naming the
+ * key.
  * One difference from diffusers: a FLUX kohya file's lora_te2_ (T5) modules are merged into
  * text_encoder_2 (T5's names match), where diffusers drops them with a warning. */
 #ifndef SD_LORA_H
@@ -76,6 +80,25 @@ int lora_flux_targets(const char *key, lora_flux_target out[4]);
 bool lora_flux_is_key(const char *key);
 /* Whether the set has a FLUX.1 LoRA in BFL naming, for the family check. */
 bool lora_set_is_flux(const lora_set *s);
+
+/* core/lora_lycoris.c, for core/lora.c: a LoHa or LoKr module's tensors (ly[LY_*], NULL where
+ * absent), the name of a missing one (NULL: complete), the rank alpha divides by (0: the scale is
+ * 1 whatever alpha), and its delta for a [rows][cols] weight (a convolution's taken as
+ * [cout][cin*kh*kw]) one row at a time, in double, before the scale. open checks the shapes
+ * (errors name the LoRA file `path`, a factor and the model's tensor `name`). */
+typedef enum { LORA_KIND_LORA, LORA_KIND_LOHA, LORA_KIND_LOKR } lora_kind;
+enum {
+    LY_HADA_W1A, LY_HADA_W1B, LY_HADA_W2A, LY_HADA_W2B,
+    LY_LOKR_W1, LY_LOKR_W1A, LY_LOKR_W1B, LY_LOKR_W2, LY_LOKR_W2A, LY_LOKR_W2B,
+    LY_N
+};
+typedef struct lora_lycoris lora_lycoris;
+const char *lora_lycoris_missing(lora_kind kind, const st_tensor *const ly[LY_N]);
+int64_t lora_lycoris_dim(lora_kind kind, const st_tensor *const ly[LY_N]);
+sd_status lora_lycoris_open(lora_lycoris **out, lora_kind kind, const st_tensor *const ly[LY_N],
+                            int64_t rows, int64_t cols, const char *path, const char *name);
+void lora_lycoris_row(const lora_lycoris *c, int64_t o, double *row);
+void lora_lycoris_free(lora_lycoris *c);
 
 /* Which components the set adapts: whether it has a module of `component`. */
 bool lora_set_touches(const lora_set *s, const char *component);

@@ -237,8 +237,8 @@ typedef enum { SD_PRECISION_FP32 = 0, SD_PRECISION_BF16, SD_PRECISION_AUTO } sd_
 /* The denoiser's prediction type (scheduler prediction_type): AUTO leaves it to the model. */
 typedef enum { SD_PREDICTION_AUTO = 0, SD_PREDICTION_EPSILON, SD_PREDICTION_V } sd_prediction;
 
-/* One LoRA file (safetensors: kohya-ss / A1111, LoCon, diffusers / PEFT naming) and its scale
- * (1: as trained; 0: no effect). */
+/* One LoRA file (safetensors: kohya-ss / A1111, LoCon, LyCORIS LoHa / LoKr, diffusers / PEFT
+ * naming, FLUX.1 in kohya-ss or BFL naming) and its scale (1: as trained; 0: no effect). */
 typedef struct {
     const char *path;
     float scale;

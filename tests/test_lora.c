@@ -179,6 +179,45 @@ static void test_sdxl(const char *model) {
     ref_lora_free(&ldm);
 }
 
+/* LyCORIS LoHa and LoKr (each way of holding LoKr's factors) on the SD 1.5 UNet's attention and
+ * 3x3 convolutions, alone and beside a plain LoRA. */
+static void test_lycoris(const char *model) {
+    static const char *const pats[] = {"attn1.to_", "attn2.to_", "ff.net", "resnets.", NULL};
+    static ref_lora loha, lokr[3], plain;
+    const char *const changed[] = {"unet", NULL};
+    const char *unet = "diffusion_pytorch_model.safetensors";
+    ref_lora_pick(&loha, model, "unet", unet, pats, true, 4, 2.0f, true, 61);
+    ref_lycoris_make(&loha, 1, false, false, 62);
+    CHECK(ref_lora_write(&loha, tmp("loha.safetensors"), REF_KOHYA, false), "write LoHa");
+    const ref_lora *r1[] = {&loha};
+    const char *p1[] = {tmp("loha.safetensors")};
+    const float s1[] = {0.6f};
+    check_case("LoHa", model, changed, r1, p1, s1, 1, "ly1");
+    static const bool factored[3][2] = {{false, true}, {true, false}, {false, false}};
+    for (int k = 0; k < 3; k++) {
+        ref_lora_pick(&lokr[k], model, "unet", unet, pats, k == 1, 4, 3.0f, true, 63 + k);
+        ref_lycoris_make(&lokr[k], 2, factored[k][0], factored[k][1], 66 + k);
+        char file[64], what[80], merged[16];
+        snprintf(file, sizeof file, "lokr%d.safetensors", k);
+        snprintf(what, sizeof what, "LoKr, w1 %s, w2 %s", factored[k][0] ? "a @ b" : "whole",
+                 factored[k][1] ? "a @ b" : "whole");
+        snprintf(merged, sizeof merged, "ly%d", 2 + k);
+        CHECK(ref_lora_write(&lokr[k], tmp(file), REF_KOHYA, false), "write %s", what);
+        const ref_lora *r[] = {&lokr[k]};
+        const char *p[] = {tmp(file)};
+        check_case(what, model, changed, r, p, s1, 1, merged);
+    }
+    ref_lora_pick(&plain, model, "unet", unet, pats, false, 4, 1.0f, false, 69);
+    CHECK(ref_lora_write(&plain, tmp("ly_plain.safetensors"), REF_KOHYA, false), "write LoRA");
+    const ref_lora *r2[] = {&loha, &lokr[1], &plain};
+    const char *p2[] = {tmp("loha.safetensors"), tmp("lokr1.safetensors"),
+                        tmp("ly_plain.safetensors")};
+    const float s2[] = {0.5f, 1.5f, 0.8f};
+    check_case("LoHa + LoKr + LoRA", model, changed, r2, p2, s2, 3, "ly5");
+    ref_lora_free(&loha), ref_lora_free(&plain);
+    for (int k = 0; k < 3; k++) ref_lora_free(&lokr[k]);
+}
+
 /* diffusers/PEFT transformer.* LoRAs on the DiT families (bf16 fixtures: the merged copy is F32,
  * widening is exact). */
 static void test_dit(const char *model, const char *what, uint64_t seed) {
@@ -250,7 +289,15 @@ static void test_errors(const char *sd15, const char *sdxl) {
     expect_error("down without up", sd15, tmp("half.safetensors"), "half.safetensors", "up");
     const char *hada[] = {"lora_unet_down_blocks_0_attentions_0_proj_in.hada_w1_a"};
     write_raw(tmp("hada.safetensors"), hada, 1, 16, 16);
-    expect_error("LoHa", sd15, tmp("hada.safetensors"), "hada_w1_a", "not supported");
+    expect_error("LoHa without its other factors", sd15, tmp("hada.safetensors"), "hada_w1_a",
+                 "hada_w1_b");
+    const char *dora[] = {"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight",
+                          "lora_unet_down_blocks_0_attentions_0_proj_in.dora_scale"};
+    write_raw(tmp("dora.safetensors"), dora, 2, 16, 16);
+    expect_error("DoRA", sd15, tmp("dora.safetensors"), "dora_scale", "not supported");
+    const char *tucker[] = {"lora_unet_down_blocks_0_resnets_0_conv1.hada_t1"};
+    write_raw(tmp("tucker.safetensors"), tucker, 1, 16, 16);
+    expect_error("LoHa Tucker form", sd15, tmp("tucker.safetensors"), "hada_t1", "not supported");
     const char *twice[] = {"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight",
                            "lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight",
                            "unet.down_blocks.0.attentions.0.proj_in.lora_A.weight",
@@ -342,6 +389,7 @@ int main(void) {
     snprintf(sdxl, sizeof sdxl, "%s", fixture("sdxl-tiny/pipeline"));
     test_sd15(sd15);
     test_sdxl(sdxl);
+    test_lycoris(sd15);
     test_dit(fixture("flux-tiny/pipeline"), "flux-peft", 31);
     test_dit(fixture("sd3-tiny/pipeline"), "sd3-peft", 32);
     test_errors(sd15, sdxl);
