@@ -306,7 +306,9 @@ SD_API void sd_pipeline_free(sd_pipeline *p);
  * merged. The pixels are those of a fresh sd_pipeline_load with `loras`. The array and its paths
  * are read during the call only. SD_ERR_BUSY while an sd_generate runs on the pipeline (and an
  * sd_generate during the call gets SD_ERR_BUSY); on any error the pipeline is unchanged and keeps
- * its previous LoRAs. Needs memory for a second copy of the largest rebuilt component meanwhile. */
+ * its previous LoRAs. Needs memory for a second copy of the largest rebuilt component meanwhile.
+ * Not to be called while another thread uses the pipeline through calls other than sd_generate
+ * (sd_tokenize_json, sd_pipeline_stats, ...): the components it replaces are freed. */
 SD_API sd_status sd_pipeline_set_loras(sd_pipeline *p, const sd_lora *loras, int n);
 /* For a pipeline loaded from a single file, what was detected, e.g. "SD 1.x, epsilon, 859.5M UNet
  * parameters, fp16, configs from .../sd15"; NULL for a folder. Lives as long as the pipeline. */

@@ -1,6 +1,7 @@
 /* The LoRA ground truth of tests/test_lora.c, written without the library: its own safetensors
  * reader (cJSON for the header) and writer, a deterministic random LoRA generator that writes
- * kohya-ss, LoCon and diffusers/PEFT files, and a float64 merge into a copy of a model folder:
+ * kohya-ss, LoCon, LoHa, LoKr and diffusers/PEFT files, and a float64 merge into a copy of a
+ * model folder:
  *     W' = W + sum_i scale_i * (alpha_i / rank_i) * (up_i @ down_i)
  * summed in double (products of floats are exact in double; the rank sum runs in order r = 0..),
  * rounded once to float32 and stored as F32 (every tensor of a changed component is stored F32:

@@ -1,7 +1,7 @@
 /* LoRA: the library's merge at load (core/lora.c) against an independent float64 merge into a
- * copy of the fixture folder (tests/lora_ref.h), for kohya-ss, LoCon and diffusers/PEFT files on
- * the SD 1.5 and SDXL tiny fixtures; several LoRAs at once; scale 0; the text encoders; the error
- * cases; gen's --lora and <lora:NAME:SCALE> tags. LoRA files are written at test time into a
+ * copy of the fixture folder (tests/lora_ref.h), for kohya-ss, LoCon, LyCORIS LoHa / LoKr and
+ * diffusers/PEFT files on the SD 1.5 and SDXL tiny fixtures; several LoRAs at once; scale 0; the
+ * text encoders; the error cases; gen's --lora and <lora:NAME:SCALE> tags. LoRA files are written at test time into a
  * temporary folder (never committed). */
 #include <dirent.h>
 #include <limits.h>
