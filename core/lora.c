@@ -79,7 +79,32 @@ static char *underscored(const char *s, size_t len) {
 }
 
 /* Splits one tensor name into its module and part; errors name the file and the key. */
+/* XLabs FLUX.1 LoRAs: BFL block names with attention-processor factors, e.g.
+ * double_blocks.0.processor.qkv_lora1.down.weight (optionally under diffusion_model.): the module
+ * is BFL's name up to the factor, mapped by core/lora_flux.c. False: not such a key. */
+static bool parse_xlabs(const char *name, lora_module *m, int *part) {
+    const char *bare = starts_with(name, "diffusion_model.") ? name + strlen("diffusion_model.")
+                                                             : name;
+    if ((!starts_with(bare, "double_blocks.") && !starts_with(bare, "single_blocks.")) ||
+        !strstr(bare, ".processor."))
+        return false;
+    static const char *const ends[2] = {".down.weight", ".up.weight"};
+    const size_t len = strlen(bare);
+    for (int i = 0; i < 2; i++) {
+        const size_t slen = strlen(ends[i]);
+        if (len <= slen || strcmp(bare + len - slen, ends[i])) continue;
+        m->component = "transformer";
+        m->flux = true;
+        m->key = underscored(bare, len - slen);
+        *part = i ? PART_UP : PART_DOWN;
+        return true;
+    }
+    return false;
+}
+
 static sd_status parse_key(const char *path, const char *name, lora_module *m, int *part) {
+    if (parse_xlabs(name, m, part))
+        return m->key ? SD_OK : sd_set_error(SD_ERR_NOMEM, "out of memory");
     const prefix_map *pm = NULL;
     for (size_t i = 0; i < sizeof kohya_prefixes / sizeof *kohya_prefixes && !pm; i++)
         if (starts_with(name, kohya_prefixes[i].prefix)) pm = &kohya_prefixes[i];
@@ -88,7 +113,8 @@ static sd_status parse_key(const char *path, const char *name, lora_module *m, i
     if (!pm)
         return sd_set_error(SD_ERR_FORMAT, "LoRA %s: key '%s' is neither kohya-ss (lora_unet_*, "
                             "lora_te_*), diffusers/PEFT (unet.*, text_encoder.*, "
-                            "transformer.*) nor FLUX.1 BFL (diffusion_model.*) naming", path, name);
+                            "transformer.*) nor FLUX.1 BFL (diffusion_model.*) or XLabs "
+                            "(double_blocks.N.processor.*) naming", path, name);
     const size_t len = strlen(name), plen = strlen(pm->prefix);
     for (size_t i = 0; i < sizeof suffixes / sizeof *suffixes; i++) {
         const size_t slen = strlen(suffixes[i].suffix);

@@ -13,7 +13,8 @@
  * - FLUX.1 in Black Forest Labs' module names: kohya-ss lora_unet_double_blocks_N_img_attn_qkv
  *   (single_blocks_N_linear1, img_in, final_layer_linear, ...) and ComfyUI / BFL
  *   diffusion_model.double_blocks.N.img_attn.qkv, with either down/up naming: mapped to the
- *   diffusers transformer's modules (core/lora_flux.c), a fused qkv / linear1 split by rows of up.
+ *   diffusers transformer's modules (core/lora_flux.c), a fused qkv / linear1 split by rows of up;
+ *   XLabs' double_blocks.N.processor.qkv_lora1.down.weight / .up.weight likewise.
  * Every other key is refused, naming it (a LoRA half read would be a silently different model).
  * The merge is diffusers': W + scale * (alpha / rank) * up @ down, rank = down's first dimension,
  * alpha = rank when absent; summed in double over every LoRA of the set and rounded once to float.

@@ -6,7 +6,9 @@
  * blocks of the hidden size, then the MLP's rows). Since delta = up @ down, each diffusers module
  * gets the matching rows of `up` with the whole `down`, as diffusers splits them; which rows is
  * worked out from the model tensor's shape when the delta is applied (core/lora.c), so no FLUX
- * config is needed here. */
+ * config is needed here. XLabs files name attention processors under the BFL blocks
+ * (double_blocks.0.processor.qkv_lora1.down.weight) and are mapped as diffusers'
+ * _convert_xlabs_flux_lora_to_diffusers does, without alpha. */
 #include <stdio.h>
 #include <string.h>
 
@@ -44,11 +46,20 @@ static const flux_row double_rows[] = {
     {"txt_mlp_0", {"ff_context_net_0_proj"}, 1, false, false, false},
     {"txt_mlp_2", {"ff_context_net_2"}, 1, false, false, false},
     {"txt_mod_lin", {"norm1_context_linear"}, 1, false, false, false},
+    /* XLabs' attention processors (image stream 1, text stream 2); diffusers reads no alpha */
+    {"processor_qkv_lora1", {"attn_to_q", "attn_to_k", "attn_to_v"}, 3, false, false, true},
+    {"processor_qkv_lora2", {"attn_add_q_proj", "attn_add_k_proj", "attn_add_v_proj"}, 3, false,
+     false, true},
+    {"processor_proj_lora1", {"attn_to_out_0"}, 1, false, false, true},
+    {"processor_proj_lora2", {"attn_to_add_out"}, 1, false, false, true},
 };
 static const flux_row single_rows[] = {
     {"linear1", {"attn_to_q", "attn_to_k", "attn_to_v", "proj_mlp"}, 4, true, false, false},
     {"linear2", {"proj_out"}, 1, false, false, false},
     {"modulation_lin", {"norm_linear"}, 1, false, false, false},
+    /* XLabs: q, k, v alone (linear1's MLP rows untouched) */
+    {"processor_qkv_lora", {"attn_to_q", "attn_to_k", "attn_to_v"}, 3, false, false, true},
+    {"processor_proj_lora", {"proj_out"}, 1, false, false, true},
 };
 /* diffusers' kohya conversion takes final_layer's up as it is (adaLN's halves swapped: BFL's
  * (shift, scale) is diffusers' (scale, shift)) and drops its alpha: kept so here. */

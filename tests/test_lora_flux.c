@@ -1,7 +1,8 @@
 /* FLUX.1 LoRAs in Black Forest Labs' module names, as people share them: kohya-ss
  * (lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight / .lora_up.weight / .alpha) and
  * ComfyUI / BFL (diffusion_model.double_blocks.0.img_attn.qkv.lora_A.weight / .lora_B.weight),
- * written at test time for flux-tiny with random factors. The reference (tests/lora_ref.h) merges
+ * written at test time for flux-tiny with random factors; and XLabs' attention-processor files
+ * (double_blocks.0.processor.qkv_lora1.down.weight). The reference (tests/lora_ref.h) merges
  * in float64 into a copy of the folder, each fused BFL module (img_attn.qkv, single_blocks.N.linear1)
  * cut by this file's own table into the diffusers modules it adapts, as diffusers'
  * _convert_kohya_flux_lora_to_diffusers cuts it: the matching rows of up with the whole down.
@@ -57,6 +58,22 @@ static const flux_case cases[] = {
 };
 enum { N_CASES = sizeof cases / sizeof *cases, RANK = 4 };
 
+/* XLabs' attention-processor LoRAs (diffusers' _convert_xlabs_flux_lora_to_diffusers): no alpha;
+ * a single block's qkv_lora is q, k, v alone. */
+static const flux_case xlabs_cases[] = {
+    {"double_blocks.0.processor.qkv_lora1",
+     {"transformer_blocks.0.attn.to_q", "transformer_blocks.0.attn.to_k",
+      "transformer_blocks.0.attn.to_v"}, 3, false, false, true},
+    {"double_blocks.0.processor.proj_lora2", {"transformer_blocks.0.attn.to_add_out"}, 1, false,
+     false, true},
+    {"single_blocks.0.processor.qkv_lora",
+     {"single_transformer_blocks.0.attn.to_q", "single_transformer_blocks.0.attn.to_k",
+      "single_transformer_blocks.0.attn.to_v"}, 3, false, false, true},
+    {"single_blocks.1.processor.proj_lora", {"single_transformer_blocks.1.proj_out"}, 1, false,
+     false, true},
+};
+enum { N_XLABS = sizeof xlabs_cases / sizeof *xlabs_cases };
+
 static const ref_tensor *find(const ref_file *f, const char *name) {
     for (int i = 0; i < f->n; i++)
         if (!strcmp(f->t[i].name, name)) return &f->t[i];
@@ -71,7 +88,8 @@ typedef struct {
 
 /* Random factors for every case (shapes from flux-tiny's tensors), and the reference's modules:
  * one per diffusers target with the rows of up it takes. */
-static bool make(const char *model, fused *f, ref_lora *ref, uint64_t seed) {
+static bool make(const char *model, const flux_case *cases, int n_cases, fused *f, ref_lora *ref,
+                 uint64_t seed) {
     char path[1024];
     snprintf(path, sizeof path, "%s/transformer/diffusion_pytorch_model.safetensors", model);
     ref_file w;
@@ -79,7 +97,7 @@ static bool make(const char *model, fused *f, ref_lora *ref, uint64_t seed) {
     ref_rng = seed;
     ref->n = 0;
     bool ok = true;
-    for (int c = 0; c < N_CASES && ok; c++) {
+    for (int c = 0; c < n_cases && ok; c++) {
         const flux_case *k = &cases[c];
         int64_t rows[4], total = 0;
         for (int i = 0; i < k->n && ok; i++) {
@@ -150,10 +168,52 @@ static bool write_lora(const fused *f, const char *path, bool kohya, const char 
     return ok;
 }
 
+/* XLabs: <bfl>.down.weight / .up.weight, no alpha. */
+static bool write_xlabs(const fused *f, const char *path) {
+    ref_file out = {0};
+    for (int c = 0; c < N_XLABS; c++) {
+        char name[340];
+        const int64_t ds[2] = {RANK, f[c].in}, us[2] = {f[c].rows, RANK};
+        snprintf(name, sizeof name, "%s.down.weight", xlabs_cases[c].bfl);
+        ref_add(&out, ref_f32(name, 2, ds, f[c].down));
+        snprintf(name, sizeof name, "%s.up.weight", xlabs_cases[c].bfl);
+        ref_add(&out, ref_f32(name, 2, us, f[c].up));
+    }
+    const bool ok = ref_write(path, &out);
+    ref_free(&out);
+    return ok;
+}
+
+/* An XLabs LoRA against its own merged folder. */
+static void test_xlabs(const char *model) {
+    static fused f[N_XLABS];
+    static ref_lora ref;
+    CHECK(make(model, xlabs_cases, N_XLABS, f, &ref, 43), "flux-tiny's tensors for XLabs");
+    CHECK(write_xlabs(f, tmp("xlabs.safetensors")), "write XLabs FLUX LoRA");
+    const char *merged = tmp("merged-xlabs");
+    const char *const changed[] = {"transformer", NULL};
+    link_folder(model, merged, changed);
+    const ref_lora *refs[] = {&ref};
+    const float scale = 1.1f;
+    CHECK(ref_merge_component(model, merged, "transformer", "diffusion_pytorch_model.safetensors",
+                              refs, &scale, 1), "reference merge (XLabs)");
+    const sd_lora l = {tmp("xlabs.safetensors"), scale};
+    run_out want, with, plain;
+    CHECK(run(merged, NULL, 0, &want) && run(model, &l, 1, &with) && run(model, NULL, 0, &plain),
+          "XLabs runs: %s", sd_last_error());
+    CHECK(same(&with, &want), "XLabs LoRA: latents equal the merged folder's bit for bit (max "
+          "diff %g)", with.latents && want.latents ? max_diff(with.latents, want.latents, with.n)
+                                                   : -1.0);
+    CHECK(!same(&with, &plain), "the XLabs LoRA changes the latents");
+    run_free(&want), run_free(&with), run_free(&plain);
+    for (int c = 0; c < N_XLABS; c++) free(f[c].down), free(f[c].up);
+    ref_lora_free(&ref);
+}
+
 static void test_flux(const char *model) {
     static fused f[N_CASES];
     static ref_lora ref;
-    CHECK(make(model, f, &ref, 41), "flux-tiny's tensors for every case");
+    CHECK(make(model, cases, N_CASES, f, &ref, 41), "flux-tiny's tensors for every case");
     CHECK(write_lora(f, tmp("kohya.safetensors"), true, NULL), "write kohya FLUX LoRA");
     CHECK(write_lora(f, tmp("bfl.safetensors"), false, NULL), "write BFL FLUX LoRA");
     const char *merged = tmp("merged");
@@ -204,7 +264,7 @@ static void expect_error(const char *what, const char *model, const char *lora, 
 static void test_errors(const char *flux) {
     static fused f[N_CASES];
     static ref_lora ref;
-    CHECK(make(flux, f, &ref, 42), "factors for the error cases");
+    CHECK(make(flux, cases, N_CASES, f, &ref, 42), "factors for the error cases");
     CHECK(write_lora(f, tmp("unknown.safetensors"), true, "double_blocks.0.img_attn.bogus"),
           "write a kohya FLUX LoRA with an unknown module");
     expect_error("unknown FLUX module", flux, tmp("unknown.safetensors"),
@@ -223,6 +283,7 @@ int main(void) {
     char flux[512];
     snprintf(flux, sizeof flux, "%s", fixture("flux-tiny/pipeline"));
     test_flux(flux);
+    test_xlabs(flux);
     test_errors(flux);
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
