@@ -170,8 +170,10 @@ $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_COMMON) $(CLI_LIB) $(LIB)
 
 # So does the FLUX transformer-file test (tests/bfl_writer.c; an SD file as a wrong input).
 $(BUILD)/tests/test_flux_bfl: $(BUILD)/tests/bfl_writer.o $(BUILD)/tests/ldm_writer.o
-# The FLUX LoRA and LoRA-switch tests apply LoRAs to a BFL transformer file too.
+# The FLUX LoRA and LoRA-switch tests apply LoRAs to a BFL transformer file too (the switch
+# test to a single-file SD checkpoint as well).
 $(BUILD)/tests/test_lora_flux $(BUILD)/tests/test_lora_switch: $(BUILD)/tests/bfl_writer.o
+$(BUILD)/tests/test_lora_switch: $(BUILD)/tests/ldm_writer.o
 # The single-file and component tests write their checkpoints with an independent converter (tests/ldm_writer.c).
 $(BUILD)/tests/test_single_file $(BUILD)/tests/test_components: $(BUILD)/tests/ldm_writer.o
 

@@ -2,12 +2,13 @@
  * latents and prompt embeddings, bit for bit, as a fresh load with B; switched to none, as the
  * plain model; to A + B, as a fresh load with both. A set that fails (a missing file, a LoRA for
  * another family, keys that match nothing) leaves the pipeline with its previous set. A switch
- * while sd_generate runs is SD_ERR_BUSY. The same on FLUX, with the transformer from the folder
+ * while sd_generate runs is SD_ERR_BUSY. The same from a single-file checkpoint, and on FLUX, with the transformer from the folder
  * and from a BFL file. LoRA files are written at test time (tests/lora_ref.h). */
 #include <stdlib.h>
 #include <string.h>
 
 #include "bfl_writer.h"
+#include "ldm_writer.h"
 #include "lora_ref.h"
 #include "lora_run.h"
 
@@ -15,10 +16,12 @@ static char tmpdir[256];
 
 static const char *tmp(const char *name) { return test_path(tmpdir, name); }
 
-static sd_pipeline *load(const char *model, const char *transformer_file, const sd_lora *loras,
-                         int n) {
+/* config_dir: a single file's configs (the tiny fixtures are not the bundled real ones). */
+static sd_pipeline *load_cfg(const char *model, const char *config_dir,
+                             const char *transformer_file, const sd_lora *loras, int n) {
     sd_load_params lp;
     sd_load_params_init(&lp);
+    lp.config_dir = config_dir;
     lp.transformer_file = transformer_file;
     lp.loras = loras;
     lp.n_loras = n;
@@ -27,9 +30,14 @@ static sd_pipeline *load(const char *model, const char *transformer_file, const 
     return p;
 }
 
+static sd_pipeline *load(const char *model, const char *transformer_file, const sd_lora *loras,
+                         int n) {
+    return load_cfg(model, NULL, transformer_file, loras, n);
+}
+
 /* Generates with p and compares with `want` (latents and embeddings). */
 static void expect_same(sd_pipeline *p, const run_out *want, const char *what) {
-    run_out got;
+    run_out got = {0};
     CHECK(p && run_generate(p, &got), "%s: generates: %s", what, sd_last_error());
     CHECK(same(&got, want), "%s: latents bit for bit (max diff %g)", what,
           got.latents && want->latents ? max_diff(got.latents, want->latents, got.n) : -1.0);
@@ -125,6 +133,25 @@ static void test_sd15(const char *model) {
     ref_lora_free(&a), ref_lora_free(&b), ref_lora_free(&te2);
 }
 
+/* A single-file SD 1.x checkpoint (original layout, tests/ldm_writer.c): A -> B equals a fresh
+ * load of the file with B; the components come from the file again, not from a folder. */
+static void test_single_file(const char *model) {
+    const ldmw_options plain_file = {0};
+    CHECK(ldmw_write(model, tmp("sd15.safetensors"), LDMW_SD1, &plain_file) == SD_OK,
+          "single file written: %s", sd_last_error());
+    const sd_lora la = {tmp("a.safetensors"), 0.7f}, lb = {tmp("b.safetensors"), 1.2f};
+    run_out want_b = {0};
+    sd_pipeline *fresh = load_cfg(tmp("sd15.safetensors"), model, NULL, &lb, 1);
+    CHECK(fresh && run_generate(fresh, &want_b), "single file with B: %s", sd_last_error());
+    sd_pipeline_free(fresh);
+    sd_pipeline *p = load_cfg(tmp("sd15.safetensors"), model, NULL, &la, 1);
+    CHECK(p && sd_pipeline_set_loras(p, &lb, 1) == SD_OK, "single file A -> B: %s",
+          sd_last_error());
+    expect_same(p, &want_b, "single file A -> B equals a fresh load with B");
+    sd_pipeline_free(p);
+    run_free(&want_b);
+}
+
 /* FLUX.1: none -> a PEFT LoRA -> none, the transformer from the folder and from a BFL file. */
 static void test_flux(const char *model) {
     static const char *const pats[] = {"attn.to_", "ff.net", "proj_mlp", NULL};
@@ -162,6 +189,7 @@ int main(void) {
     snprintf(sd15, sizeof sd15, "%s", fixture("sd15-tiny/pipeline"));
     snprintf(flux, sizeof flux, "%s", fixture("flux-tiny/pipeline"));
     test_sd15(sd15);
+    test_single_file(sd15); /* with test_sd15's a/b.safetensors */
     test_flux(flux);
     CHECK(sd_pipeline_set_loras(NULL, NULL, 0) == SD_ERR_ARG, "a NULL pipeline is an error");
     char cmd[600];
