@@ -202,6 +202,10 @@ $(BUILD)/tests/test_server: $(BUILD)/tests/test_server.o $(TEST_COMMON) $(SERVER
 
 # So does the FLUX transformer-file test (tests/bfl_writer.c; an SD file as a wrong input).
 $(BUILD)/tests/test_flux_bfl: $(BUILD)/tests/bfl_writer.o $(BUILD)/tests/ldm_writer.o
+# The FLUX LoRA and LoRA-switch tests apply LoRAs to a BFL transformer file too (the switch
+# test to a single-file SD checkpoint as well).
+$(BUILD)/tests/test_lora_flux $(BUILD)/tests/test_lora_switch: $(BUILD)/tests/bfl_writer.o
+$(BUILD)/tests/test_lora_switch: $(BUILD)/tests/ldm_writer.o
 # The single-file and component tests write their checkpoints with an independent converter (tests/ldm_writer.c).
 $(BUILD)/tests/test_single_file $(BUILD)/tests/test_components $(BUILD)/tests/test_file_refs: $(BUILD)/tests/ldm_writer.o
 # The SD3 single-file test writes Stability's layout with its own writer (tests/sd3_writer.c).

@@ -237,8 +237,8 @@ typedef enum { SD_PRECISION_FP32 = 0, SD_PRECISION_BF16, SD_PRECISION_AUTO } sd_
 /* The denoiser's prediction type (scheduler prediction_type): AUTO leaves it to the model. */
 typedef enum { SD_PREDICTION_AUTO = 0, SD_PREDICTION_EPSILON, SD_PREDICTION_V } sd_prediction;
 
-/* One LoRA file (safetensors: kohya-ss / A1111, LoCon, diffusers / PEFT naming) and its scale
- * (1: as trained; 0: no effect). */
+/* One LoRA file (safetensors: kohya-ss / A1111, LoCon, LyCORIS LoHa / LoKr, diffusers / PEFT
+ * naming, FLUX.1 in kohya-ss or BFL naming) and its scale (1: as trained; 0: no effect). */
 typedef struct {
     const char *path;
     float scale;
@@ -305,6 +305,16 @@ SD_API void sd_loras_free(sd_lora *loras, int n);
 SD_API sd_status sd_pipeline_load(sd_pipeline **out, const char *model_dir,
                                   const sd_load_params *params);
 SD_API void sd_pipeline_free(sd_pipeline *p);
+/* Replaces the pipeline's LoRAs (those of sd_load_params, or of the last call) by `loras` (n of
+ * them; n 0: none, the plain model), without loading the model again: only the components that
+ * the old or the new set adapts are rebuilt, from the model files already open, with the new set
+ * merged. The pixels are those of a fresh sd_pipeline_load with `loras`. The array and its paths
+ * are read during the call only. SD_ERR_BUSY while an sd_generate runs on the pipeline (and an
+ * sd_generate during the call gets SD_ERR_BUSY); on any error the pipeline is unchanged and keeps
+ * its previous LoRAs. Needs memory for a second copy of the largest rebuilt component meanwhile.
+ * Not to be called while another thread uses the pipeline through calls other than sd_generate
+ * (sd_tokenize_json, sd_pipeline_stats, ...): the components it replaces are freed. */
+SD_API sd_status sd_pipeline_set_loras(sd_pipeline *p, const sd_lora *loras, int n);
 /* For a pipeline loaded from a single file, what was detected, e.g. "SD 1.x, epsilon, 859.5M UNet
  * parameters, fp16, configs from .../sd15"; NULL for a folder. Lives as long as the pipeline. */
 SD_API const char *sd_pipeline_checkpoint_info(const sd_pipeline *p);

@@ -174,7 +174,7 @@ static sd_status pick_family(sd_pipeline *p) {
 }
 
 /* kohya SDXL LoRAs name the UNet in the original layout, numbered by the UNet's config. */
-static sd_status map_ldm_unet(sd_pipeline *p) {
+static sd_status map_ldm_unet(const sd_pipeline *p, lora_set *set) {
     sd_cfg c;
     SD_TRY(open_component_config(p, "unet", "config.json", &c));
     const int layers = cfg_int(&c, "layers_per_block", 2);
@@ -183,21 +183,16 @@ static sd_status map_ldm_unet(sd_pipeline *p) {
     int n_up = 0;
     for (const cJSON *it = cJSON_IsArray(up) ? up->child : NULL; it && n_up < 16; it = it->next)
         up_attn[n_up++] = cJSON_IsString(it) && strstr(it->valuestring, "CrossAttn");
-    const sd_status st = lora_set_map_ldm_unet(p->lora, layers, up_attn, n_up);
+    const sd_status st = lora_set_map_ldm_unet(set, layers, up_attn, n_up);
     cfg_close(&c);
     return st;
 }
 
-/* The LoRAs of the load parameters, opened and checked against the model's components before
- * any weight is read; the caller's array is not kept. */
-static sd_status open_loras(sd_pipeline *p) {
-    const int n = p->load.n_loras;
-    const sd_lora *loras = p->load.loras;
-    p->load.loras = NULL;
-    p->load.n_loras = 0;
+sd_status pl_open_loras(const sd_pipeline *p, const sd_lora *loras, int n, lora_set **out) {
+    *out = NULL;
     if (n == 0) return SD_OK;
     if (n < 0 || !loras)
-        return sd_set_error(SD_ERR_ARG, "sd_load_params: %d LoRAs with loras %s", n,
+        return sd_set_error(SD_ERR_ARG, "LoRAs: %d of them with the array %s", n,
                             loras ? "set" : "NULL");
     const char **paths = calloc((size_t)n, sizeof *paths);
     float *scales = calloc((size_t)n, sizeof *scales);
@@ -206,18 +201,31 @@ static sd_status open_loras(sd_pipeline *p) {
         paths[i] = loras[i].path;
         scales[i] = loras[i].scale;
         if (!paths[i] || !isfinite(scales[i]))
-            st = sd_set_error(SD_ERR_ARG, "sd_load_params: LoRA %d has %s", i,
+            st = sd_set_error(SD_ERR_ARG, "LoRAs: LoRA %d has %s", i,
                               paths[i] ? "a scale that is not a finite number" : "no path");
     }
-    if (st == SD_OK) st = lora_set_open(&p->lora, paths, scales, n);
+    lora_set *set = NULL;
+    if (st == SD_OK) st = lora_set_open(&set, paths, scales, n);
     free(paths);
     free(scales);
     const char *names[MI_MAX_COMPONENTS + 1] = {NULL};
     for (int i = 0, k = 0; i < p->mi.n; i++)
         if (p->mi.comps[i].present) names[k++] = p->mi.comps[i].name;
-    if (st == SD_OK) st = lora_set_check_components(p->lora, names);
-    if (st == SD_OK && lora_set_has_ldm_unet(p->lora)) st = map_ldm_unet(p);
+    if (st == SD_OK) st = lora_set_check_components(set, names, p->mi.family == SD_FAMILY_FLUX);
+    if (st == SD_OK && lora_set_has_ldm_unet(set)) st = map_ldm_unet(p, set);
+    if (st == SD_OK) *out = set;
+    else lora_set_free(set);
     return st;
+}
+
+/* The LoRAs of the load parameters, opened before any weight is read; the caller's array is not
+ * kept. */
+static sd_status open_loras(sd_pipeline *p) {
+    const sd_lora *loras = p->load.loras;
+    const int n = p->load.n_loras;
+    p->load.loras = NULL;
+    p->load.n_loras = 0;
+    return pl_open_loras(p, loras, n, &p->lora);
 }
 
 static sd_status load(sd_pipeline **out, const char *model_dir, const sd_load_params *params) {

@@ -73,6 +73,11 @@ struct sd_family_ops {
     double inpaint_guidance;    /* guidance_scale default with a mask, when it differs (0: same) */
 };
 
+/* The LoRAs `loras` (n of them) opened for this pipeline and checked against its family and
+ * components before any weight is read (UNet names in the original layout mapped by its
+ * config); n 0 gives NULL. Errors name the file and the key. pipeline.c. */
+sd_status pl_open_loras(const sd_pipeline *p, const sd_lora *loras, int n, lora_set **out);
+
 /* How component `name` holds its weights (given to its loader): weights dtype and low memory from
  * p->load; bf16 packing where p->precision is BF16 for the denoiser ("unet", "transformer") and
  * the "vae", fp32 for the rest (text encoders run once per prompt and are cached: bf16 would cost

@@ -1,10 +1,13 @@
 /* The LoRA ground truth of tests/test_lora.c, written without the library: its own safetensors
  * reader (cJSON for the header) and writer, a deterministic random LoRA generator that writes
- * kohya-ss, LoCon and diffusers/PEFT files, and a float64 merge into a copy of a model folder:
+ * kohya-ss, LoCon, LoHa, LoKr and diffusers/PEFT files, and a float64 merge into a copy of a
+ * model folder:
  *     W' = W + sum_i scale_i * (alpha_i / rank_i) * (up_i @ down_i)
  * summed in double (products of floats are exact in double; the rank sum runs in order r = 0..),
  * rounded once to float32 and stored as F32 (every tensor of a changed component is stored F32:
  * widening F16 is exact, so the copy holds the numbers the library computes with).
+ * LyCORIS modules add their own deltas instead of up @ down (ref_lycoris_delta, from LyCORIS' and
+ * A1111's definitions): LoHa (w1_a @ w1_b) * (w2_a @ w2_b), LoKr kron(w1, w2), scaled as A1111 does.
  * The merge works from the generator's own list of (component, tensor) pairs, never from the
  * file's key names, so the name conversions under test are not reused here. */
 #ifndef SD_TEST_LORA_REF_H
@@ -156,6 +159,13 @@ typedef struct {
     bool has_alpha;
     float *down; /* [rank][in][kh][kw] */
     float *up;   /* [out][rank] */
+    /* LyCORIS (ref_lycoris_make): kind 1 LoHa, f = w1_a [out][rank], w1_b [rank][in*kh*kw],
+     * w2_a, w2_b likewise; kind 2 LoKr, f = w1 [n1][m1] or w1_a [n1][rank] and w1_b [rank][m1],
+     * w2 [n2][c2] or w2_a [n2][rank] and w2_b [rank][c2] (c2 = in*kh*kw / m1). */
+    int kind;
+    float *f[4];
+    int64_t n1, m1, n2, c2;
+    bool w1_factored, w2_factored;
 } ref_module;
 
 typedef struct {
@@ -171,6 +181,7 @@ static float ref_rand(void) { /* deterministic, in [-1, 1) */
 
 /* Picks the weights of `component` of model `dir` whose name contains one of `pats`
  * (NULL-terminated): 2-D weights and, with `convs`, 3x3 convolutions (LoCon). */
+__attribute__((unused)) /* test_lora_flux.c makes its own modules */
 static void ref_lora_pick(ref_lora *l, const char *dir, const char *component, const char *file,
                           const char *const *pats, bool convs, int rank, float alpha,
                           bool has_alpha, uint64_t seed) {
@@ -204,8 +215,72 @@ static void ref_lora_pick(ref_lora *l, const char *dir, const char *component, c
 }
 
 static void ref_lora_free(ref_lora *l) {
-    for (int i = 0; i < l->n; i++) free(l->m[i].down), free(l->m[i].up);
+    for (int i = 0; i < l->n; i++) {
+        free(l->m[i].down), free(l->m[i].up);
+        for (int k = 0; k < 4; k++) free(l->m[i].f[k]);
+    }
     l->n = 0;
+}
+
+static float *ref_random(int64_t n) {
+    float *v = malloc((size_t)n * sizeof *v + sizeof *v);
+    for (int64_t i = 0; i < n; i++) v[i] = 0.5f * ref_rand();
+    return v;
+}
+
+/* Turns the modules picked by ref_lora_pick into LyCORIS ones of `kind` (1 LoHa, 2 LoKr with
+ * n1 = 2, m1 = 2 and the factors whole or products as asked), new random factors. */
+__attribute__((unused))
+static void ref_lycoris_make(ref_lora *l, int kind, bool w1_factored, bool w2_factored,
+                             uint64_t seed) {
+    ref_rng = seed;
+    for (int i = 0; i < l->n; i++) {
+        ref_module *m = &l->m[i];
+        const int64_t cols = m->in * m->kh * m->kw, r = m->rank;
+        m->kind = kind;
+        if (kind == 1) {
+            m->f[0] = ref_random(m->out * r), m->f[1] = ref_random(r * cols);
+            m->f[2] = ref_random(m->out * r), m->f[3] = ref_random(r * cols);
+            continue;
+        }
+        m->n1 = 2, m->m1 = 2, m->n2 = m->out / 2, m->c2 = cols / 2;
+        m->w1_factored = w1_factored, m->w2_factored = w2_factored;
+        if (w1_factored) m->f[0] = ref_random(m->n1 * r), m->f[1] = ref_random(r * m->m1);
+        else m->f[0] = ref_random(m->n1 * m->m1);
+        if (w2_factored) m->f[2] = ref_random(m->n2 * r), m->f[3] = ref_random(r * m->c2);
+        else m->f[2] = ref_random(m->n2 * m->c2);
+    }
+}
+
+/* LoKr's factor k (0: w1, 1: w2) at (i, j), in double: whole, or the product summed over the rank
+ * in order. */
+static double ref_kron_factor(const ref_module *m, int k, int64_t i, int64_t j) {
+    const bool factored = k ? m->w2_factored : m->w1_factored;
+    const float *a = m->f[2 * k], *b = m->f[2 * k + 1];
+    const int64_t cols = k ? m->c2 : m->m1;
+    if (!factored) return a[i * cols + j];
+    double v = 0;
+    for (int r = 0; r < m->rank; r++) v += (double)a[i * m->rank + r] * b[r * cols + j];
+    return v;
+}
+
+/* A LyCORIS module's delta at (o, j) before its factor, and the factor itself. */
+static double ref_lycoris_delta(const ref_module *m, int64_t o, int64_t j) {
+    if (m->kind == 1) {
+        const int64_t cols = m->in * m->kh * m->kw;
+        double p1 = 0, p2 = 0;
+        for (int r = 0; r < m->rank; r++) p1 += (double)m->f[0][o * m->rank + r] * m->f[1][r * cols + j];
+        for (int r = 0; r < m->rank; r++) p2 += (double)m->f[2][o * m->rank + r] * m->f[3][r * cols + j];
+        return p1 * p2;
+    }
+    /* kron(w1, w2)[i1 * n2 + i2][j1 * c2 + j2] = w1[i1][j1] * w2[i2][j2] */
+    return ref_kron_factor(m, 0, o / m->n2, j / m->c2) * ref_kron_factor(m, 1, o % m->n2, j % m->c2);
+}
+
+static double ref_lycoris_factor(const ref_module *m, double scale) {
+    /* A1111: alpha / rank where a rank exists (LoHa; LoKr with a factored side), else 1 */
+    const bool has_rank = m->kind == 1 || m->w1_factored || m->w2_factored;
+    return m->has_alpha && has_rank ? scale * m->alpha / (double)m->rank : scale;
 }
 
 typedef enum { REF_KOHYA, REF_PEFT, REF_OLD_DIFFUSERS, REF_KOHYA_LDM } ref_format;
@@ -245,6 +320,7 @@ static bool ref_ldm_name(const char *d, char *out, size_t size) {
 
 /* kohya: lora_unet_ / lora_te_ (lora_te1_ / lora_te2_ when `sdxl`) + module with '_';
  * PEFT: <component>.<module>.lora_A/lora_B.weight. Convolutions keep their 4-D shapes. */
+__attribute__((unused))
 static bool ref_lora_write(const ref_lora *l, const char *path, ref_format fmt, bool sdxl) {
     ref_file f = {0};
     for (int i = 0; i < l->n; i++) {
@@ -270,10 +346,42 @@ static bool ref_lora_write(const ref_lora *l, const char *path, ref_format fmt, 
             snprintf(base, sizeof base, "%s%s", prefix, module);
             const bool conv = m->kh > 1;
             const int64_t ds[4] = {m->rank, m->in, m->kh, m->kw}, us[4] = {m->out, m->rank, 1, 1};
-            snprintf(name, sizeof name, "%s.lora_down.weight", base);
-            ref_add(&f, ref_f32(name, conv ? 4 : 2, ds, m->down));
-            snprintf(name, sizeof name, "%s.lora_up.weight", base);
-            ref_add(&f, ref_f32(name, conv ? 4 : 2, us, m->up));
+            const int64_t r = m->rank, cols = m->in * m->kh * m->kw;
+            if (m->kind == 1) { /* LyCORIS stores w*_b flattened */
+                static const char *const sfx[] = {"hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b"};
+                for (int k = 0; k < 4; k++) {
+                    const int64_t sh[2] = {k % 2 ? r : m->out, k % 2 ? cols : r};
+                    snprintf(name, sizeof name, "%s.%s", base, sfx[k]);
+                    ref_add(&f, ref_f32(name, 2, sh, m->f[k]));
+                }
+            } else if (m->kind == 2) { /* a whole conv w2 keeps its kernel: [n2][m2][kh][kw] */
+                const int64_t w1[2] = {m->n1, m->m1}, w1a[2] = {m->n1, r}, w1b[2] = {r, m->m1};
+                const int64_t w2[4] = {m->n2, m->in / m->m1, m->kh, m->kw};
+                const int64_t w2a[2] = {m->n2, r}, w2b[2] = {r, m->c2};
+                if (m->w1_factored) {
+                    snprintf(name, sizeof name, "%s.lokr_w1_a", base);
+                    ref_add(&f, ref_f32(name, 2, w1a, m->f[0]));
+                    snprintf(name, sizeof name, "%s.lokr_w1_b", base);
+                    ref_add(&f, ref_f32(name, 2, w1b, m->f[1]));
+                } else {
+                    snprintf(name, sizeof name, "%s.lokr_w1", base);
+                    ref_add(&f, ref_f32(name, 2, w1, m->f[0]));
+                }
+                if (m->w2_factored) {
+                    snprintf(name, sizeof name, "%s.lokr_w2_a", base);
+                    ref_add(&f, ref_f32(name, 2, w2a, m->f[2]));
+                    snprintf(name, sizeof name, "%s.lokr_w2_b", base);
+                    ref_add(&f, ref_f32(name, 2, w2b, m->f[3]));
+                } else {
+                    snprintf(name, sizeof name, "%s.lokr_w2", base);
+                    ref_add(&f, ref_f32(name, conv ? 4 : 2, w2, m->f[2]));
+                }
+            } else {
+                snprintf(name, sizeof name, "%s.lora_down.weight", base);
+                ref_add(&f, ref_f32(name, conv ? 4 : 2, ds, m->down));
+                snprintf(name, sizeof name, "%s.lora_up.weight", base);
+                ref_add(&f, ref_f32(name, conv ? 4 : 2, us, m->up));
+            }
             if (m->has_alpha) {
                 snprintf(name, sizeof name, "%s.alpha", base);
                 ref_add(&f, ref_f32(name, 0, NULL, &m->alpha));
@@ -337,6 +445,11 @@ static bool ref_merge_component(const char *src, const char *dst, const char *co
                 for (int q = 0; q < loras[k]->n; q++) {
                     const ref_module *m = &loras[k]->m[q];
                     if (strcmp(m->component, component) || strcmp(m->tensor, t->name)) continue;
+                    if (m->kind) {
+                        const double factor = ref_lycoris_factor(m, scales[k]);
+                        for (int64_t j = 0; j < cols; j++) acc[j] += factor * ref_lycoris_delta(m, o, j);
+                        continue;
+                    }
                     const double alpha = m->has_alpha ? m->alpha : m->rank;
                     const double factor = (double)scales[k] * alpha / (double)m->rank;
                     for (int64_t j = 0; j < cols; j++) sum[j] = 0;

@@ -1,7 +1,7 @@
 /* LoRA: the library's merge at load (core/lora.c) against an independent float64 merge into a
- * copy of the fixture folder (tests/lora_ref.h), for kohya-ss, LoCon and diffusers/PEFT files on
- * the SD 1.5 and SDXL tiny fixtures; several LoRAs at once; scale 0; the text encoders; the error
- * cases; gen's --lora and <lora:NAME:SCALE> tags. LoRA files are written at test time into a
+ * copy of the fixture folder (tests/lora_ref.h), for kohya-ss, LoCon, LyCORIS LoHa / LoKr and
+ * diffusers/PEFT files on the SD 1.5 and SDXL tiny fixtures; several LoRAs at once; scale 0; the
+ * text encoders; the error cases; gen's --lora and <lora:NAME:SCALE> tags. LoRA files are written at test time into a
  * temporary folder (never committed). */
 #include <dirent.h>
 #include <limits.h>
@@ -12,109 +12,13 @@
 #include <unistd.h>
 
 #include "lora_ref.h"
+#include "lora_run.h"
 #include "test.h"
 #include "tool_run.h"
 
 static char tmpdir[256];
 
 static const char *tmp(const char *name) { return test_path(tmpdir, name); }
-
-/* dst: a copy of model folder src where the components listed in `changed` are real folders
- * (their files linked, the weights left for the merge to write) and everything else a link. */
-static void link_folder(const char *src, const char *dst, const char *const *changed) {
-    mkdir(dst, 0755);
-    DIR *d = opendir(src);
-    for (struct dirent *e; d && (e = readdir(d));) {
-        if (e->d_name[0] == '.') continue;
-        char from[PATH_MAX], to[PATH_MAX], real[PATH_MAX];
-        snprintf(from, sizeof from, "%s/%s", src, e->d_name);
-        snprintf(to, sizeof to, "%s/%s", dst, e->d_name);
-        bool is_changed = false;
-        for (int i = 0; changed[i]; i++) is_changed |= !strcmp(changed[i], e->d_name);
-        if (!is_changed) {
-            if (realpath(from, real)) CHECK(symlink(real, to) == 0, "link %s", to);
-            continue;
-        }
-        mkdir(to, 0755);
-        DIR *c = opendir(from);
-        for (struct dirent *f; c && (f = readdir(c));) {
-            if (f->d_name[0] == '.' || strstr(f->d_name, ".safetensors")) continue;
-            char a[PATH_MAX + 300], b[PATH_MAX + 300];
-            snprintf(a, sizeof a, "%s/%s", from, f->d_name);
-            snprintf(b, sizeof b, "%s/%s", to, f->d_name);
-            if (realpath(a, real)) CHECK(symlink(real, b) == 0, "link %s", b);
-        }
-        if (c) closedir(c);
-    }
-    if (d) closedir(d);
-}
-
-typedef struct {
-    float *latents;
-    size_t n;
-    float *embeds; /* prompt embeddings */
-    size_t n_embeds;
-} run_out;
-
-static int grab_embeds(void *user, const sd_event *ev) {
-    run_out *o = user;
-    if (ev->kind != SD_EVENT_PROMPT_EMBEDS || ev->index != 0 || o->embeds) return 0;
-    const size_t n = (size_t)ev->tensor.batch * ev->tensor.h * ev->tensor.w * ev->tensor.c;
-    o->embeds = malloc(n * sizeof *o->embeds);
-    memcpy(o->embeds, ev->tensor.data, n * sizeof *o->embeds);
-    o->n_embeds = n;
-    return 0;
-}
-
-/* Loads `model` with the LoRAs and generates a few steps; false (error recorded) on failure. */
-/* mode: 0 default, 1 --low-memory, 2 --weights-dtype f16. */
-static bool run_lm(const char *model, const sd_lora *loras, int n, int mode, run_out *out) {
-    memset(out, 0, sizeof *out);
-    sd_load_params lp;
-    sd_load_params_init(&lp);
-    lp.low_memory = mode == 1;
-    if (mode == 2) lp.weights_dtype = SD_WEIGHTS_F16;
-    lp.loras = loras;
-    lp.n_loras = n;
-    sd_pipeline *p;
-    if (sd_pipeline_load(&p, model, &lp) != SD_OK) return false;
-    sd_gen_params g;
-    sd_gen_params_init(&g);
-    g.prompt = "a photo of an astronaut riding a horse on mars";
-    g.seed = 7, g.steps = 3, g.guidance = 5;
-    g.on_event = grab_embeds;
-    g.user = out;
-    sd_result r;
-    const sd_status st = sd_generate(p, &g, &r);
-    if (st == SD_OK) {
-        out->n = (size_t)r.latent_shape[0] * r.latent_shape[1] * r.latent_shape[2] * r.latent_shape[3];
-        out->latents = malloc(out->n * sizeof *out->latents);
-        memcpy(out->latents, r.latents, out->n * sizeof *out->latents);
-        sd_result_free(&r);
-    }
-    sd_pipeline_free(p);
-    return st == SD_OK;
-}
-
-static bool run(const char *model, const sd_lora *loras, int n, run_out *out) {
-    return run_lm(model, loras, n, 0, out);
-}
-
-static void run_free(run_out *o) {
-    free(o->latents);
-    free(o->embeds);
-}
-
-static bool same(const run_out *a, const run_out *b) {
-    return a->latents && b->latents && a->n == b->n &&
-           !memcmp(a->latents, b->latents, a->n * sizeof *a->latents);
-}
-
-static double max_diff(const float *a, const float *b, size_t n) {
-    double m = 0;
-    for (size_t i = 0; i < n; i++) m = fmax(m, fabs((double)a[i] - b[i]));
-    return m;
-}
 
 static int warnings;
 static char last_warning[1024];
@@ -275,6 +179,45 @@ static void test_sdxl(const char *model) {
     ref_lora_free(&ldm);
 }
 
+/* LyCORIS LoHa and LoKr (each way of holding LoKr's factors) on the SD 1.5 UNet's attention and
+ * 3x3 convolutions, alone and beside a plain LoRA. */
+static void test_lycoris(const char *model) {
+    static const char *const pats[] = {"attn1.to_", "attn2.to_", "ff.net", "resnets.", NULL};
+    static ref_lora loha, lokr[3], plain;
+    const char *const changed[] = {"unet", NULL};
+    const char *unet = "diffusion_pytorch_model.safetensors";
+    ref_lora_pick(&loha, model, "unet", unet, pats, true, 4, 2.0f, true, 61);
+    ref_lycoris_make(&loha, 1, false, false, 62);
+    CHECK(ref_lora_write(&loha, tmp("loha.safetensors"), REF_KOHYA, false), "write LoHa");
+    const ref_lora *r1[] = {&loha};
+    const char *p1[] = {tmp("loha.safetensors")};
+    const float s1[] = {0.6f};
+    check_case("LoHa", model, changed, r1, p1, s1, 1, "ly1");
+    static const bool factored[3][2] = {{false, true}, {true, false}, {false, false}};
+    for (int k = 0; k < 3; k++) {
+        ref_lora_pick(&lokr[k], model, "unet", unet, pats, k == 1, 4, 3.0f, true, 63 + k);
+        ref_lycoris_make(&lokr[k], 2, factored[k][0], factored[k][1], 66 + k);
+        char file[64], what[80], merged[16];
+        snprintf(file, sizeof file, "lokr%d.safetensors", k);
+        snprintf(what, sizeof what, "LoKr, w1 %s, w2 %s", factored[k][0] ? "a @ b" : "whole",
+                 factored[k][1] ? "a @ b" : "whole");
+        snprintf(merged, sizeof merged, "ly%d", 2 + k);
+        CHECK(ref_lora_write(&lokr[k], tmp(file), REF_KOHYA, false), "write %s", what);
+        const ref_lora *r[] = {&lokr[k]};
+        const char *p[] = {tmp(file)};
+        check_case(what, model, changed, r, p, s1, 1, merged);
+    }
+    ref_lora_pick(&plain, model, "unet", unet, pats, false, 4, 1.0f, false, 69);
+    CHECK(ref_lora_write(&plain, tmp("ly_plain.safetensors"), REF_KOHYA, false), "write LoRA");
+    const ref_lora *r2[] = {&loha, &lokr[1], &plain};
+    const char *p2[] = {tmp("loha.safetensors"), tmp("lokr1.safetensors"),
+                        tmp("ly_plain.safetensors")};
+    const float s2[] = {0.5f, 1.5f, 0.8f};
+    check_case("LoHa + LoKr + LoRA", model, changed, r2, p2, s2, 3, "ly5");
+    ref_lora_free(&loha), ref_lora_free(&plain);
+    for (int k = 0; k < 3; k++) ref_lora_free(&lokr[k]);
+}
+
 /* diffusers/PEFT transformer.* LoRAs on the DiT families (bf16 fixtures: the merged copy is F32,
  * widening is exact). */
 static void test_dit(const char *model, const char *what, uint64_t seed) {
@@ -346,7 +289,15 @@ static void test_errors(const char *sd15, const char *sdxl) {
     expect_error("down without up", sd15, tmp("half.safetensors"), "half.safetensors", "up");
     const char *hada[] = {"lora_unet_down_blocks_0_attentions_0_proj_in.hada_w1_a"};
     write_raw(tmp("hada.safetensors"), hada, 1, 16, 16);
-    expect_error("LoHa", sd15, tmp("hada.safetensors"), "hada_w1_a", "not supported");
+    expect_error("LoHa without its other factors", sd15, tmp("hada.safetensors"), "hada_w1_a",
+                 "hada_w1_b");
+    const char *dora[] = {"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight",
+                          "lora_unet_down_blocks_0_attentions_0_proj_in.dora_scale"};
+    write_raw(tmp("dora.safetensors"), dora, 2, 16, 16);
+    expect_error("DoRA", sd15, tmp("dora.safetensors"), "dora_scale", "not supported");
+    const char *tucker[] = {"lora_unet_down_blocks_0_resnets_0_conv1.hada_t1"};
+    write_raw(tmp("tucker.safetensors"), tucker, 1, 16, 16);
+    expect_error("LoHa Tucker form", sd15, tmp("tucker.safetensors"), "hada_t1", "not supported");
     const char *twice[] = {"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight",
                            "lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight",
                            "unet.down_blocks.0.attentions.0.proj_in.lora_A.weight",
@@ -438,6 +389,7 @@ int main(void) {
     snprintf(sdxl, sizeof sdxl, "%s", fixture("sdxl-tiny/pipeline"));
     test_sd15(sd15);
     test_sdxl(sdxl);
+    test_lycoris(sd15);
     test_dit(fixture("flux-tiny/pipeline"), "flux-peft", 31);
     test_dit(fixture("sd3-tiny/pipeline"), "sd3-peft", 32);
     test_errors(sd15, sdxl);

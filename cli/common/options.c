@@ -440,9 +440,9 @@ const char *cli_gen_options_help(void) {
            "      --precision P        fp32 (default), bf16 (AVX512_BF16 CPUs: faster, looser) or auto\n"
            "      --low-memory         release text encoders before denoising, load the VAE after\n"
            "                           it, page weights in per layer\n"
-           "      --lora FILE[:SCALE]  merge a LoRA (kohya-ss/A1111, LoCon, diffusers/PEFT\n"
-           "                           safetensors) into the weights at load, scale default 1;\n"
-           "                           repeatable\n"
+           "      --lora FILE[:SCALE]  merge a LoRA (kohya-ss/A1111, LoCon, LoHa, LoKr,\n"
+           "                           diffusers/PEFT, FLUX kohya/BFL safetensors) into the\n"
+           "                           weights at load, scale default 1; repeatable\n"
            "      --lora-dir DIR       where prompt tags <lora:NAME:SCALE> find NAME.safetensors\n"
            "                           (the tag is removed from the prompt)\n"
            "  -t, --threads N          threads (default: all cores)\n";
