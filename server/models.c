@@ -222,7 +222,18 @@ static char *lora_key(const sd_lora *loras, int n) {
  * LoRAs on a loaded pipeline (sd_pipeline_set_loras), this becomes that call. */
 static bool load_into(srv_models *m, resident *r, const char *path, const sd_lora *loras, int n,
                       char *key, srv_error *e) {
-    if (r->p) sd_pipeline_free(r->p), r->p = NULL;
+    if (r->p) {
+        /* The model is resident with other LoRAs: re-merge only what the old or new set adapts,
+         * from the files already mapped (sd_pipeline_set_loras). On error the pipeline keeps its
+         * previous set, and so does the key that names it. */
+        if (sd_pipeline_set_loras(r->p, loras, n) != SD_OK) {
+            free(key);
+            return srv_fail(e, 400, "prompt", "LoRAs for model '%s': %s", r->name, sd_last_error());
+        }
+        free(r->lora_key);
+        r->lora_key = key;
+        return true;
+    }
     free(r->lora_key);
     r->lora_key = key;
     sd_load_params lp;
@@ -270,10 +281,10 @@ sd_pipeline *srv_models_acquire(srv_models *m, const char *name, const sd_lora *
     free(path);
     *loaded_s = now_s() - t0;
     r->last_used = ++m->clock;
-    if (!ok) { /* drop the empty slot */
+    if (!ok && !r->p) { /* drop the empty slot */
         free(r->name), free(r->lora_key);
         *r = m->res[--m->n_res];
-        return NULL;
     }
+    if (!ok) return NULL; /* a refused LoRA switch keeps the model resident with its old set */
     return r->p;
 }

@@ -193,7 +193,7 @@ static uint32_t image_hash(sd_pipeline *p) {
 }
 
 /* Resident pipelines: a second request loads nothing, --max-models evicts the least recently used,
- * a different LoRA set reloads the model with it (and back). */
+ * a different LoRA set is merged into the resident model (and back); a refused one changes nothing. */
 static void test_resident(void) {
     const char *dir = test_output_dir("server_resident"), *loras = test_output_dir("server_loras");
     CHECK(make_model(dir, "a") && make_model(dir, "b"), "model folders in %s", dir);
@@ -219,7 +219,7 @@ static void test_resident(void) {
     uint32_t plain = a ? image_hash(a) : 0;
     acquire(m, "b", NULL, &loaded);
     CHECK(loaded > 0, "another model loads");
-    acquire(m, "a", NULL, &loaded);
+    a = acquire(m, "a", NULL, &loaded);
     CHECK(loaded > 0, "--max-models 1: the first was freed for it");
     srv_request r;
     srv_request_init(&r);
@@ -228,11 +228,27 @@ static void test_resident(void) {
     CHECK(srv_request_take_loras(&r, loras, &e) && r.n_loras == 1 && !strcmp(r.prompt, "a cat "),
           "the tag taken: '%s' %s", r.prompt, e.message);
     sd_pipeline *with = acquire(m, "a", &r, &loaded);
-    CHECK(loaded > 0, "another LoRA set reloads");
-    CHECK(acquire(m, "a", &r, &loaded) == with && loaded == 0, "the same set does not");
+    CHECK(loaded > 0 && with == a, "another LoRA set is merged into the resident model "
+          "(sd_pipeline_set_loras), not a reload");
+    CHECK(acquire(m, "a", &r, &loaded) == with && loaded == 0, "the same set does nothing");
     CHECK(with && image_hash(with) != plain, "the LoRA changes the image");
-    a = acquire(m, "a", NULL, &loaded);
-    CHECK(loaded > 0 && a && image_hash(a) == plain, "no LoRA again: the plain model back");
+    sd_pipeline *back = acquire(m, "a", NULL, &loaded);
+    CHECK(loaded > 0 && back == a && back && image_hash(back) == plain,
+          "no LoRA again: the plain model back");
+    srv_request_free(&r);
+    /* A LoRA the library refuses: a 400, and the model stays resident as it was. */
+    FILE *bad = fopen(test_path(loras, "broken.safetensors"), "wb");
+    if (bad) fputs("not a safetensors file", bad), fclose(bad);
+    srv_request_init(&r);
+    r.prompt = strdup("a cat <lora:broken>");
+    CHECK(srv_request_take_loras(&r, loras, &e), "the broken tag taken: %s", e.message);
+    e = (srv_error){0};
+    CHECK(!srv_models_acquire(m, "a", r.loras, r.n_loras, &loaded, &e) && e.status == 400 &&
+              strstr(e.message, "broken"),
+          "a refused LoRA: %d %s", e.status, e.message);
+    back = acquire(m, "a", NULL, &loaded);
+    CHECK(back == a && loaded == 0 && image_hash(back) == plain,
+          "after the refusal the plain model is still resident");
     srv_request_free(&r);
     srv_models_close(m);
 
