@@ -33,6 +33,16 @@ typedef enum {
 
 typedef struct pl_generator pl_generator;
 
+/* One CLIP encoder as A1111's prompt syntax runs it (pl_generator.a1111_encoders). */
+typedef struct {
+    const clip_tokenizer *tok;
+    clip_text *te;
+    int index;       /* 0: text_encoder, 1: text_encoder_2 (which embedding vectors it takes) */
+    int layer;       /* the hidden state, as clip_text_encode's */
+    bool final_norm;
+    bool pooled;     /* gives the pooled output (of the first chunk, as A1111) */
+} pl_clip_use;
+
 /* Blocks one run owns: the skeleton takes up to 7 (embeddings, batched context, latents), a
  * family up to 6 (Flux: its denoiser, ids, packing buffers, sigmas). */
 enum { PL_RUN_MAX_OWNED = 16 };
@@ -56,6 +66,7 @@ typedef struct {
     pl_noise noise;
     pl_i2i i2i;             /* image-to-image and inpainting state (zero without an init image) */
     void *owned[PL_RUN_MAX_OWNED]; /* pl_run_alloc's blocks, freed when the run ends */
+    struct pl_a1111 *a1111; /* A1111's prompt syntax (pipeline/prompt_a1111.c), or NULL */
 } pl_run;
 
 /* What a family plugs into pl_generate. Hooks marked optional may be NULL. */
@@ -85,6 +96,10 @@ struct pl_generator {
     sd_status (*timesteps)(pl_run *r, sched_timestep_opts *opts);
     /* The model for the loop, built from r (context, pooled, i2i); its memory from pl_run_alloc. */
     sd_status (*denoiser)(pl_run *r, pl_denoiser *out);
+    /* Optional: the CLIP encoders A1111's prompt syntax runs for one side, their hidden states
+     * side by side in that order; returns how many (0: that side is zeros). NULL: the family does
+     * not take the syntax. */
+    int (*a1111_encoders)(const pl_run *r, bool negative, pl_clip_use out[2]);
 };
 
 extern const pl_generator pl_generator_sd, pl_generator_sdxl, pl_generator_sd3, pl_generator_flux;

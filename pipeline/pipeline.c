@@ -11,6 +11,7 @@
 #include "../core/fileutil.h"
 #include "../core/log.h"
 #include "../core/threads.h"
+#include "embeddings.h"
 #include "../kernels/cpu.h"
 #include "api_internal.h"
 #include "embed_cache.h"
@@ -282,6 +283,7 @@ void sd_pipeline_free(sd_pipeline *p) {
     lora_set_free(p->lora);
     cJSON_Delete(p->scheduler_config);
     pl_cache_clear(p);
+    pl_embeddings_free(p);
     model_index_free(&p->mi);
     pl_single_free(p);
     pl_transformer_file_free(p);

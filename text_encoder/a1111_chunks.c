@@ -119,7 +119,7 @@ sd_status a1111_chunk(const clip_tokenizer *tok, const char *text, const a1111_t
     int n_pieces = 0, n_ids = 0;
     int32_t *ids = NULL, comma = -1;
     /* The comma's id: vocab[",</w>"], as the tokenizer spells a lone comma. */
-    sd_status st = clip_tokenize(tok, ",", &ids, &n_ids);
+    sd_status st = clip_tokenize_vocab(tok, ",", &ids, &n_ids);
     if (st == SD_OK && n_ids == 3) comma = ids[1];
     free(ids);
     if (st == SD_OK) st = a1111_parse_attention(text, &pieces, &n_pieces);
@@ -129,7 +129,7 @@ sd_status a1111_chunk(const clip_tokenizer *tok, const char *text, const a1111_t
             continue;
         }
         ids = NULL;
-        st = clip_tokenize(tok, pieces[p].text, &ids, &n_ids); /* BOS ... EOS */
+        st = clip_tokenize_vocab(tok, pieces[p].text, &ids, &n_ids); /* BOS ... EOS */
         if (st == SD_OK)
             st = chunk_piece(c, ids + 1, n_ids - 2, pieces[p].weight, comma, triggers, n_triggers);
         free(ids);
