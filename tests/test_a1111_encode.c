@@ -1,0 +1,212 @@
+/* Generations with A1111's prompt syntax on the tiny models (pipeline/prompt_a1111.c):
+ *   - emphasis: the prompt embeddings of a weighted two-chunk prompt equal A1111's "Original"
+ *     formula z * w * mean(z) / mean(z * w), computed here in float64 from the unweighted encoder
+ *     output of the same chunk (SD 1.x; SD 2.x with its "!" padding after the first EOS);
+ *   - a prompt without syntax gives the plain syntax's embeddings bit for bit;
+ *   - the shorter side is padded with the empty prompt's chunk;
+ *   - prompt editing and alternation switch the conditioning at A1111's steps: the latents
+ *     follow the first text's run exactly up to the switch, then leave it;
+ *   - families without the syntax refuse it. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../core/fileutil.h"
+#include "../text_encoder/a1111_prompt.h"
+#include "../text_encoder/clip_text.h"
+#include "test.h"
+
+enum { MAX_STEPS = 8 };
+
+typedef struct {
+    float *pos, *neg, *steps[MAX_STEPS];
+    int pos_tokens, neg_tokens, dim, n_steps;
+    size_t step_n;
+    bool embeds_only; /* cancel at the first model call */
+} capture;
+
+static float *dup_floats(const float *x, size_t n) {
+    float *d = malloc(n * sizeof *d);
+    if (d) memcpy(d, x, n * sizeof *d);
+    return d;
+}
+
+static int on_event(void *user, const sd_event *e) {
+    capture *c = user;
+    const sd_tensor *t = &e->tensor;
+    if ((e->kind == SD_EVENT_PROMPT_EMBEDS || e->kind == SD_EVENT_NEGATIVE_EMBEDS) && e->index == 0) {
+        const bool neg = e->kind == SD_EVENT_NEGATIVE_EMBEDS;
+        float **dst = neg ? &c->neg : &c->pos;
+        free(*dst);
+        *dst = dup_floats(t->data, (size_t)t->h * t->c);
+        *(neg ? &c->neg_tokens : &c->pos_tokens) = t->h;
+        c->dim = t->c;
+    }
+    if (e->kind == SD_EVENT_MODEL_INPUT && c->embeds_only) return 1;
+    if (e->kind == SD_EVENT_STEP && c->n_steps < MAX_STEPS) {
+        c->step_n = (size_t)t->batch * t->h * t->w * t->c;
+        c->steps[c->n_steps++] = dup_floats(t->data, c->step_n);
+    }
+    return 0;
+}
+
+static void capture_free(capture *c) {
+    free(c->pos), free(c->neg);
+    for (int i = 0; i < c->n_steps; i++) free(c->steps[i]);
+    memset(c, 0, sizeof *c);
+}
+
+static sd_status run(sd_pipeline *p, const char *prompt, const char *neg, sd_prompt_syntax syntax,
+                     int steps, capture *c) {
+    sd_gen_params g;
+    sd_gen_params_init(&g);
+    g.prompt = prompt, g.negative_prompt = neg, g.prompt_syntax = syntax;
+    g.width = g.height = 64, g.steps = steps, g.seed = 7;
+    g.scheduler = "EulerDiscreteScheduler"; /* order 1: one model call per step */
+    g.on_event = on_event, g.user = c;
+    sd_result r;
+    sd_status st = sd_generate(p, &g, &r);
+    if (st == SD_OK) sd_result_free(&r);
+    return c->embeds_only && st == SD_ERR_CANCELLED ? SD_OK : st;
+}
+
+static bool same(const float *a, const float *b, size_t n) {
+    return a && b && !memcmp(a, b, n * sizeof *a);
+}
+
+static const char *long_prompt(void) {
+    static char buf[2048];
+    int n = snprintf(buf, sizeof buf, "a (red:1.3) fox, ((masterpiece)), [blurry]");
+    for (int i = 0; i < 30; i++)
+        n += snprintf(buf + n, sizeof buf - (size_t)n, i % 3 ? ", thing %d" : ", (thing %d:0.7)", i);
+    snprintf(buf + n, sizeof buf - (size_t)n, ", ((((last words))))");
+    return buf;
+}
+
+/* The formula, independently: chunks from a1111_chunk (checked against the Python reference in
+ * test_a1111_prompts), each chunk encoded without weights, weighted and renormalized in float64. */
+static void test_emphasis(const char *model) {
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/pipeline", model);
+    sd_pipeline *p = NULL;
+    CHECK_OK(sd_pipeline_load(&p, fixture(dir), NULL));
+    snprintf(dir, sizeof dir, "%s/pipeline/tokenizer", model);
+    clip_tokenizer *tok = NULL;
+    CHECK_OK(clip_tokenizer_load(&tok, fixture(dir)));
+    snprintf(dir, sizeof dir, "%s/pipeline/text_encoder", model);
+    clip_text *te = NULL;
+    CHECK_OK(clip_text_load(&te, fixture(dir), NULL));
+    if (!p || !tok || !te) goto done;
+    const char *prompt = long_prompt();
+    capture c = {.embeds_only = true};
+    CHECK_OK(run(p, prompt, NULL, SD_PROMPT_A1111, 2, &c));
+    a1111_chunks ch;
+    CHECK_OK(a1111_chunk(tok, prompt, NULL, 0, &ch));
+    const clip_text_config *tc = clip_text_get_config(te);
+    const int h = tc->hidden_size, L = A1111_CHUNK_LEN;
+    CHECK(ch.n_chunks == 2 && c.pos_tokens == 2 * L && c.dim == h,
+          "%s: %d chunks, embeddings [%d][%d]", model, ch.n_chunks, c.pos_tokens, c.dim);
+    if (ch.n_chunks != 2 || c.pos_tokens != 2 * L || c.dim != h) goto free_run;
+    float *want = malloc((size_t)2 * L * h * sizeof *want), *z = malloc((size_t)L * h * sizeof *z);
+    int n_weighted = 0;
+    for (int k = 0; k < 2; k++) {
+        int32_t ids[A1111_CHUNK_LEN];
+        bool after_eos = false; /* process_tokens: the pad token after the first EOS (SD 2.x) */
+        for (int i = 0; i < L; i++) {
+            ids[i] = after_eos ? clip_tokenizer_pad_id(tok) : ch.ids[k * L + i];
+            after_eos |= ch.ids[k * L + i] == clip_tokenizer_eos_id(tok);
+        }
+        CHECK_OK(clip_text_encode(te, ids, 1, L, tc->num_layers, true, z, NULL));
+        double m0 = 0, m1 = 0;
+        for (int i = 0; i < L * h; i++) {
+            m0 += z[i];
+            m1 += z[i] * ch.weights[k * L + i / h];
+        }
+        for (int i = 0; i < L; i++) n_weighted += ch.weights[k * L + i] != 1.0;
+        for (int i = 0; i < L * h; i++)
+            want[(size_t)k * L * h + i] = (float)(z[i] * ch.weights[k * L + i / h] * (m0 / m1));
+    }
+    CHECK(n_weighted > 10, "%s: %d weighted tokens", model, n_weighted);
+    char what[256];
+    snprintf(what, sizeof what, "%s: a1111 embeddings vs z*w*mean(z)/mean(z*w) (float64)", model);
+    check_rel(what, c.pos, want, (size_t)2 * L * h, 1e-6);
+    free(want), free(z);
+free_run:
+    a1111_chunks_free(&ch);
+    capture_free(&c);
+done:
+    clip_text_free(te);
+    clip_tokenizer_free(tok);
+    sd_pipeline_free(p);
+}
+
+static void test_plain_and_padding(sd_pipeline *p) {
+    capture a = {.embeds_only = true}, b = {.embeds_only = true}, e = {.embeds_only = true};
+    CHECK_OK(run(p, "a photo of a cat", "ugly", SD_PROMPT_A1111, 2, &a));
+    CHECK_OK(run(p, "a photo of a cat", "ugly", SD_PROMPT_PLAIN, 2, &b));
+    CHECK(a.pos_tokens == 77 && b.pos_tokens == 77 && same(a.pos, b.pos, (size_t)77 * a.dim) &&
+              same(a.neg, b.neg, (size_t)77 * a.dim),
+          "a prompt without syntax: a1111 embeddings equal the plain syntax's bit for bit");
+    capture_free(&a), capture_free(&b);
+    CHECK_OK(run(p, long_prompt(), "lowres", SD_PROMPT_A1111, 2, &a));
+    CHECK_OK(run(p, "", NULL, SD_PROMPT_A1111, 2, &e));
+    CHECK(a.neg_tokens == 154 && e.pos_tokens == 77 &&
+              same(a.neg + (size_t)77 * a.dim, e.pos, (size_t)77 * a.dim),
+          "the negative prompt padded to 2 chunks with the empty prompt's chunk (%d tokens)",
+          a.neg_tokens);
+    capture_free(&a), capture_free(&e);
+}
+
+/* "[cat:dog:1]" over 3 steps: steps 0 and 1 take "cat", step 2 "dog" (reconstruct_cond_batch's
+ * current_step <= end_at_step); "[cat|dog]": cat, cat, dog. */
+static void test_editing(sd_pipeline *p) {
+    const char *edits[2] = {"a [cat:dog:1] photo", "a [cat|dog] photo"};
+    capture cat = {0}, dog = {0};
+    CHECK_OK(run(p, "a cat photo", NULL, SD_PROMPT_A1111, 3, &cat));
+    CHECK_OK(run(p, "a dog photo", NULL, SD_PROMPT_A1111, 3, &dog));
+    for (int k = 0; k < 2; k++) {
+        capture ed = {0};
+        CHECK_OK(run(p, edits[k], NULL, SD_PROMPT_A1111, 3, &ed));
+        const size_t n = ed.step_n;
+        CHECK(ed.n_steps == 3 && cat.n_steps == 3 && same(ed.steps[0], cat.steps[0], n) &&
+                  same(ed.steps[1], cat.steps[1], n),
+              "\"%s\": steps 0 and 1 as \"a cat photo\"", edits[k]);
+        CHECK(ed.n_steps == 3 && !same(ed.steps[2], cat.steps[2], n) &&
+                  !same(ed.steps[2], dog.steps[2], n),
+              "\"%s\": step 2 conditioned on \"a dog photo\" (differs from both runs)", edits[k]);
+        capture_free(&ed);
+    }
+    capture_free(&cat), capture_free(&dog);
+    capture same_text = {0}, ref = {0};
+    CHECK_OK(run(p, "[a cat:a dog:0] photo", NULL, SD_PROMPT_A1111, 2, &same_text));
+    CHECK_OK(run(p, "a dog photo", NULL, SD_PROMPT_A1111, 2, &ref));
+    CHECK(same_text.n_steps == 2 && same(same_text.steps[1], ref.steps[1], ref.step_n),
+          "[from:to:0] is `to` from the start");
+    capture_free(&same_text), capture_free(&ref);
+}
+
+static void test_refused(void) {
+    sd_pipeline *p = NULL;
+    CHECK_OK(sd_pipeline_load(&p, fixture("sd3-tiny/pipeline"), NULL));
+    if (!p) return;
+    capture c = {.embeds_only = true};
+    sd_status st = run(p, "a (cat:1.2)", NULL, SD_PROMPT_A1111, 2, &c);
+    CHECK(st == SD_ERR_UNSUPPORTED && strstr(sd_last_error(), "a1111"),
+          "SD3 refuses the a1111 syntax: %s", sd_last_error());
+    capture_free(&c);
+    sd_pipeline_free(p);
+}
+
+int main(void) {
+    test_emphasis("sd15-tiny");
+    test_emphasis("sd2v-tiny");
+    sd_pipeline *p = NULL;
+    CHECK_OK(sd_pipeline_load(&p, fixture("sd15-tiny/pipeline"), NULL));
+    if (p) {
+        test_plain_and_padding(p);
+        test_editing(p);
+    }
+    sd_pipeline_free(p);
+    test_refused();
+    return test_summary();
+}
