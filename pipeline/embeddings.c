@@ -127,14 +127,29 @@ static void warn_collision(const clip_tokenizer *tok, const char *name) {
     free(ids);
 }
 
-/* Plain syntax: tokens in the tokenizer, rows in the text encoder (load_textual_inversion). */
+/* Plain syntax: tokens in the tokenizer, rows in the text encoder (load_textual_inversion). A
+ * token the tokenizer already has makes diffusers refuse the file; here the embedding then serves
+ * A1111's syntax only, with a warning. */
 static sd_status register_tokens(sd_pipeline *p, const pl_embedding *e) {
     clip_tokenizer *toks[2] = {p->tokenizer, p->tokenizer_2};
     clip_text *tes[2] = {p->text_encoder, p->text_encoder_2};
     for (int k = 0; k < 2; k++) {
-        clip_tokenizer *tok = toks[k];
+        clip_tokenizer *tok = toks[k] ? toks[k] : toks[1 - k]; /* a refiner's one tokenizer */
         if (!tes[k] || !e->vec[k]) continue;
-        if (!tok) tok = toks[1 - k]; /* a refiner's one tokenizer */
+        for (int v = 0; v < e->n_vectors; v++) {
+            char *name = vector_token(e->name, v);
+            const int32_t have = name ? clip_tokenizer_lookup(tok, name) : -1;
+            if (have >= 0)
+                sd_log(SD_LOG_WARN, "embedding \"%s\": the tokenizer already has the token \"%s\" "
+                       "(id %d), so the plain prompt syntax cannot add it (diffusers refuses "
+                       "such a file); it works with --prompt-syntax a1111", e->name, name, have);
+            free(name);
+            if (have >= 0) return SD_OK;
+        }
+    }
+    for (int k = 0; k < 2; k++) {
+        clip_tokenizer *tok = toks[k] ? toks[k] : toks[1 - k];
+        if (!tes[k] || !e->vec[k]) continue;
         for (int v = 0; v < e->n_vectors; v++) {
             char *name = vector_token(e->name, v);
             if (!name) return sd_set_error(SD_ERR_NOMEM, "out of memory");

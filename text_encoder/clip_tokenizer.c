@@ -463,6 +463,12 @@ sd_status clip_tokenizer_add_token(clip_tokenizer *t, const char *content, int32
     return SD_OK;
 }
 
+int32_t clip_tokenizer_lookup(const clip_tokenizer *t, const char *content) {
+    for (int k = 0; k < t->n_special; k++)
+        if (!strcmp(t->special[k].content, content)) return t->special[k].id;
+    return clip_bpe_lookup(&t->bpe, content, strlen(content));
+}
+
 int clip_tokenizer_size(const clip_tokenizer *t) {
     int n = clip_bpe_vocab_size(&t->bpe);
     for (int k = 0; k < t->n_special; k++)

@@ -41,6 +41,8 @@ const char *clip_tokenizer_token(const clip_tokenizer *t, int id);
  * the lower-cased text wherever it occurs, given the next id past the vocabulary and the tokens
  * added before (*id). An SD_ERR_ARG when the content is a vocabulary key or already added. */
 sd_status clip_tokenizer_add_token(clip_tokenizer *t, const char *content, int32_t *id);
+/* The id of a token spelled `content` (an added token's content, else a vocab.json key), or -1. */
+int32_t clip_tokenizer_lookup(const clip_tokenizer *t, const char *content);
 /* len(tokenizer): the vocabulary and the added tokens. */
 int clip_tokenizer_size(const clip_tokenizer *t);
 

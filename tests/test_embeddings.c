@@ -1,0 +1,286 @@
+/* Textual-inversion embeddings (pipeline/embeddings.c), against an independent equivalent model:
+ * a copy of the tiny pipeline whose text encoders hold the embedding's vectors in their token
+ * tables at the rows of two ordinary words ("cat", "dog"). A prompt with the trigger must give
+ * exactly what that model gives for the prompt with the words in its place: in the plain syntax
+ * (diffusers' load_textual_inversion: added tokens, multi-vector spelled out), in A1111's, for
+ * SD 1.x (A1111's one-tensor file, diffusers' learned_embeds.safetensors) and SDXL (clip_l +
+ * clip_g). The embedding files are written here. Then what bad files get. (The rows of words the
+ * vocabulary has, not new ids: the tiny models pool at the first EOS, so the ids themselves
+ * change nothing but the rows looked up.) */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../core/fileutil.h"
+#include "../core/safetensors.h"
+#include "test.h"
+
+enum { H = 16 }; /* the tiny text encoders' width */
+
+/* Vectors exactly representable in fp16 (sdxl-tiny's text_encoder_2 table is fp16). */
+static void make_vectors(float *v, int n, int seed) {
+    for (int i = 0; i < n; i++) v[i] = (float)(((i * 37 + seed * 11) % 129) - 64) / 128.0f;
+}
+
+static bool write_tensors(const char *path, const char *const *names, const float *const *data,
+                          const int *rows, int n) {
+    st_entry e[2];
+    for (int i = 0; i < n; i++) {
+        e[i] = (st_entry){names[i], ST_F32, rows[i] ? 2 : 1, {0}, data[i]};
+        if (rows[i]) e[i].shape[0] = rows[i], e[i].shape[1] = H;
+        else e[i].shape[0] = H;
+    }
+    return st_write(path, e, n, NULL, 0) == SD_OK;
+}
+
+/* dir/<enc>: config.json linked, model.safetensors with token rows `ids` set to `vecs`. */
+static bool write_encoder(const char *model, const char *dir, const char *enc, const int32_t *ids,
+                          const float *vecs, int n) {
+    char src[512], path[1024];
+    snprintf(path, sizeof path, "%s/%s", dir, enc);
+    if (mkdir(path, 0755) != 0) return false;
+    snprintf(src, sizeof src, "%s/%s", model, enc);
+    const char *cfg[] = {"config.json"};
+    if (!fixture_link_parts(src, path, cfg, 1)) return false;
+    snprintf(src, sizeof src, "%s/%s/model.safetensors", model, enc);
+    st_file f;
+    if (st_open(&f, fixture(src)) != SD_OK) return false;
+    st_entry *es = calloc((size_t)f.n_tensors, sizeof *es);
+    float *table = NULL;
+    for (int i = 0; i < f.n_tensors; i++) {
+        const st_tensor *t = &f.tensors[i];
+        es[i] = (st_entry){t->name, t->dtype, t->ndim, {0}, t->data};
+        memcpy(es[i].shape, t->shape, sizeof t->shape);
+        const size_t len = strlen(t->name), tail = strlen("embeddings.token_embedding.weight");
+        if (len >= tail && !strcmp(t->name + len - tail, "embeddings.token_embedding.weight")) {
+            table = malloc((size_t)st_numel(t) * sizeof *table); /* as float32, rows replaced */
+            st_to_f32(t, table);
+            for (int k = 0; k < n; k++) memcpy(table + (size_t)ids[k] * H, vecs + k * H, H * 4);
+            es[i].dtype = ST_F32, es[i].data = table;
+        }
+    }
+    snprintf(path, sizeof path, "%s/%s/model.safetensors", dir, enc);
+    const bool ok = table && st_write(path, es, f.n_tensors, NULL, 0) == SD_OK;
+    free(table), free(es);
+    st_close(&f);
+    return ok;
+}
+
+/* The equivalent model of `model` ("sd15-tiny/pipeline") with vecs[e] at rows ids in encoder e. */
+static const char *make_model(const char *model, const char *name, int n_enc, const int32_t *ids,
+                              const float *const *vecs, int n) {
+    const char *dir = test_path(test_output_dir("embeddings"), name);
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' && mkdir -p '%s'", dir, dir);
+    if (system(cmd) != 0) return NULL;
+    const char *common[] = {"model_index.json", "scheduler", "unet", "vae", "tokenizer",
+                            "tokenizer_2"};
+    if (!fixture_link_parts(model, dir, common, n_enc == 2 ? 6 : 5)) return NULL;
+    const char *encs[2] = {"text_encoder", "text_encoder_2"};
+    for (int e = 0; e < n_enc; e++)
+        if (!write_encoder(model, dir, encs[e], ids, vecs[e], n)) return NULL;
+    return dir;
+}
+
+typedef struct {
+    float *pos, *neg, *pooled, *latents;
+    size_t n_pos, n_neg, n_pooled, n_latents;
+    bool full; /* the whole run; otherwise cancelled at the first model call */
+} result;
+
+static void keep(float **dst, size_t *n, const sd_tensor *t) {
+    free(*dst);
+    *n = (size_t)t->batch * t->h * t->w * t->c;
+    *dst = malloc(*n * sizeof **dst);
+    memcpy(*dst, t->data, *n * sizeof **dst);
+}
+
+static int on_event(void *user, const sd_event *e) {
+    result *r = user;
+    if (e->kind == SD_EVENT_PROMPT_EMBEDS && e->index == 0) keep(&r->pos, &r->n_pos, &e->tensor);
+    if (e->kind == SD_EVENT_PROMPT_EMBEDS && e->index == 1) keep(&r->pooled, &r->n_pooled, &e->tensor);
+    if (e->kind == SD_EVENT_NEGATIVE_EMBEDS && e->index == 0) keep(&r->neg, &r->n_neg, &e->tensor);
+    if (e->kind == SD_EVENT_DECODE) keep(&r->latents, &r->n_latents, &e->tensor);
+    return e->kind == SD_EVENT_MODEL_INPUT && !r->full;
+}
+
+static void result_free(result *r) {
+    free(r->pos), free(r->neg), free(r->pooled), free(r->latents);
+    memset(r, 0, sizeof *r);
+}
+
+static sd_status run(sd_pipeline *p, const char *prompt, const char *neg, sd_prompt_syntax syn,
+                     result *r) {
+    sd_gen_params g;
+    sd_gen_params_init(&g);
+    g.prompt = prompt, g.negative_prompt = neg, g.prompt_syntax = syn;
+    g.width = g.height = 64, g.steps = 2, g.seed = 3;
+    g.on_event = on_event, g.user = r;
+    sd_result out;
+    const sd_status st = sd_generate(p, &g, &out);
+    if (st == SD_OK) sd_result_free(&out);
+    return st == SD_ERR_CANCELLED && !r->full ? SD_OK : st;
+}
+
+static bool eq(const float *a, size_t na, const float *b, size_t nb) {
+    return a && b && na == nb && !memcmp(a, b, na * sizeof *a);
+}
+
+/* The trigger run on `with` against the word run on `equiv`: embeddings, pooled, final latents. */
+static void compare(sd_pipeline *with, sd_pipeline *equiv, const char *what, sd_prompt_syntax syn,
+                    const char *prompt, const char *neg, const char *prompt_eq, const char *neg_eq) {
+    static int n_full = 0; /* the first two comparisons run whole (latents too), the rest stop
+                            * at the first model call: equal embeddings make equal runs */
+    result a = {.full = n_full < 2}, b = {.full = n_full < 2};
+    n_full++;
+    CHECK_OK(run(with, prompt, neg, syn, &a));
+    CHECK_OK(run(equiv, prompt_eq, neg_eq, syn, &b));
+    CHECK(a.n_pos && eq(a.pos, a.n_pos, b.pos, b.n_pos) && eq(a.neg, a.n_neg, b.neg, b.n_neg) &&
+              (!b.pooled || eq(a.pooled, a.n_pooled, b.pooled, b.n_pooled)) &&
+              (!a.full || eq(a.latents, a.n_latents, b.latents, b.n_latents)),
+          "%s (%s): \"%s\" equals the equivalent model's \"%s\" bit for bit", what,
+          syn == SD_PROMPT_A1111 ? "a1111" : "plain", prompt, prompt_eq);
+    result_free(&a), result_free(&b);
+}
+
+static int32_t word_id(sd_pipeline *p, const char *word) {
+    char *json = NULL;
+    int32_t id = -1;
+    if (sd_tokenize_json(p, word, &json) == SD_OK) {
+        cJSON *root = cJSON_Parse(json), *ids = cJSON_GetObjectItem(root, "tokenizer");
+        if (cJSON_GetArrayItem(ids, 2) && cJSON_GetArrayItem(ids, 2)->valueint == 49407)
+            id = cJSON_GetArrayItem(ids, 1)->valueint; /* one token between BOS and EOS */
+        cJSON_Delete(root);
+    }
+    free(json);
+    return id;
+}
+
+static char warned[2048]; /* every warning since it was last emptied */
+static void on_log(void *user, sd_log_level level, const char *msg) {
+    (void)user;
+    const size_t n = strlen(warned);
+    if (level == SD_LOG_WARN) snprintf(warned + n, sizeof warned - n, "%s\n", msg);
+}
+
+static void test_sd15(void) {
+    const char *out = test_output_dir("embeddings");
+    sd_pipeline *base = NULL, *p = NULL, *eqv = NULL;
+    CHECK_OK(sd_pipeline_load(&base, fixture("sd15-tiny/pipeline"), NULL));
+    if (!base) return;
+    const int32_t ids[2] = {word_id(base, "cat"), word_id(base, "dog")};
+    CHECK(ids[0] > 0 && ids[1] > 0, "\"cat\" and \"dog\" are single tokens (%d, %d)", ids[0], ids[1]);
+    float v[2 * H], d[H];
+    make_vectors(v, 2 * H, 1), make_vectors(d, H, 2);
+    const char *emb = test_path(out, "mytrig.safetensors");
+    const char *names[1] = {"emb_params"};
+    const float *data[1] = {v};
+    const int rows[1] = {2};
+    CHECK(write_tensors(emb, names, data, rows, 1), "wrote %s", emb);
+    const float *vecs[1] = {v};
+    const char *dir = make_model("sd15-tiny/pipeline", "sd15-equiv", 1, ids, vecs, 2);
+    CHECK(dir != NULL, "equivalent sd15 model written");
+    CHECK_OK(sd_pipeline_load(&p, fixture("sd15-tiny/pipeline"), NULL));
+    if (dir) CHECK_OK(sd_pipeline_load(&eqv, dir, NULL));
+    if (!p || !eqv) goto done;
+    CHECK_OK(sd_pipeline_add_embedding(p, emb, NULL));
+    compare(p, eqv, "A1111 file, 2 vectors", SD_PROMPT_PLAIN, "a mytrig photo", "ugly mytrig",
+            "a cat dog photo", "ugly cat dog");
+    compare(p, eqv, "A1111 file, 2 vectors", SD_PROMPT_A1111, "a (mytrig:1.3) photo, [mytrig]",
+            "mytrig", "a (cat dog:1.3) photo, [cat dog]", "cat dog");
+    /* diffusers' learned_embeds.safetensors: one vector keyed by its token */
+    const char *dir2 = test_path(out, "cat-toy");
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' && mkdir -p '%s'", dir2, dir2);
+    CHECK(system(cmd) == 0, "made %s", dir2);
+    const char *learned = test_path(dir2, "learned_embeds.safetensors");
+    const char *tok_name[1] = {"<cat-toy>"};
+    const float *one[1] = {v}; /* the row "cat" holds in the equivalent model */
+    const int vec_rows[1] = {0};
+    CHECK(write_tensors(learned, tok_name, one, vec_rows, 1), "wrote %s", learned);
+    CHECK_OK(sd_pipeline_add_embedding(p, learned, NULL));
+    compare(p, eqv, "diffusers learned_embeds", SD_PROMPT_PLAIN, "a <cat-toy> photo", NULL,
+            "a cat photo", NULL);
+    compare(p, eqv, "diffusers learned_embeds", SD_PROMPT_A1111, "a <cat-toy> photo", NULL,
+            "a cat photo", NULL);
+
+    /* What bad files get. */
+    const char *narrow = test_path(out, "narrow.safetensors");
+    const float *dd[1] = {d};
+    st_entry e = {"emb_params", ST_F32, 2, {2, 8}, dd[0]};
+    CHECK(st_write(narrow, &e, 1, NULL, 0) == SD_OK, "wrote %s", narrow);
+    sd_status st = sd_pipeline_add_embedding(p, narrow, NULL);
+    CHECK(st == SD_ERR_ARG && strstr(sd_last_error(), "narrow.safetensors") &&
+              strstr(sd_last_error(), "8 wide") && strstr(sd_last_error(), "16"),
+          "a width mismatch names the file and the widths: %s", sd_last_error());
+    const char *pt = test_path(out, "badhandv4.pt");
+    FILE *fp = fopen(pt, "wb");
+    if (fp) fputs("PK\x03\x04 not unpickled", fp), fclose(fp);
+    st = sd_pipeline_add_embedding(p, pt, NULL);
+    CHECK(st == SD_ERR_UNSUPPORTED && strstr(sd_last_error(), "unpickled") &&
+              strstr(sd_last_error(), "safetensors"),
+          "a pickled embedding is refused with how to convert it: %s", sd_last_error());
+    st = sd_pipeline_add_embedding(p, emb, NULL);
+    CHECK(st == SD_ERR_ARG && strstr(sd_last_error(), "already loaded"), "a second \"mytrig\": %s",
+          sd_last_error());
+    sd_set_log_callback(on_log, NULL);
+    warned[0] = '\0';
+    CHECK_OK(sd_pipeline_add_embedding(p, emb, "cat"));
+    CHECK(strstr(warned, "is also the vocabulary token \"cat</w>\"") &&
+              strstr(warned, "cannot add it"),
+          "a trigger that is a vocabulary word warns (and is A1111's only): %s", warned);
+    /* A folder of embeddings, A1111's way: each file's name is its trigger; .pt named, skipped. */
+    warned[0] = '\0';
+    sd_pipeline *q = NULL;
+    CHECK_OK(sd_pipeline_load(&q, fixture("sd15-tiny/pipeline"), NULL));
+    snprintf(cmd, sizeof cmd, "rm -rf '%s/dir' && mkdir '%s/dir' && cp '%s' '%s' '%s/dir/'", out,
+             out, emb, pt, out);
+    CHECK(system(cmd) == 0, "embeddings folder");
+    char folder[600];
+    snprintf(folder, sizeof folder, "%s/dir", out);
+    if (q) CHECK_OK(sd_pipeline_add_embeddings_dir(q, folder));
+    CHECK(strstr(warned, "badhandv4.pt") != NULL, "the folder's pickled file is named: %s", warned);
+    if (q) compare(q, eqv, "from --embeddings-dir", SD_PROMPT_A1111, "a mytrig photo", NULL,
+                   "a cat dog photo", NULL);
+    sd_set_log_callback(NULL, NULL);
+    sd_pipeline_free(q);
+done:
+    sd_pipeline_free(base), sd_pipeline_free(p), sd_pipeline_free(eqv);
+}
+
+static void test_sdxl(void) {
+    const char *out = test_output_dir("embeddings");
+    sd_pipeline *p = NULL, *eqv = NULL;
+    CHECK_OK(sd_pipeline_load(&p, fixture("sdxl-tiny/pipeline"), NULL));
+    if (!p) return;
+    const int32_t ids[1] = {word_id(p, "cat")};
+    float l[H], g[H];
+    make_vectors(l, H, 3), make_vectors(g, H, 4);
+    const char *emb = test_path(out, "xlemb.safetensors");
+    const char *names[2] = {"clip_g", "clip_l"};
+    const float *data[2] = {g, l};
+    const int rows[2] = {1, 1};
+    CHECK(write_tensors(emb, names, data, rows, 2), "wrote %s", emb);
+    const float *vecs[2] = {l, g};
+    const char *dir = make_model("sdxl-tiny/pipeline", "sdxl-equiv", 2, ids, vecs, 1);
+    CHECK(dir != NULL, "equivalent sdxl model written");
+    if (dir) CHECK_OK(sd_pipeline_load(&eqv, dir, NULL));
+    CHECK_OK(sd_pipeline_add_embedding(p, emb, NULL));
+    if (eqv) {
+        compare(p, eqv, "SDXL clip_l + clip_g", SD_PROMPT_PLAIN, "a xlemb photo", "xlemb",
+                "a cat photo", "cat");
+        compare(p, eqv, "SDXL clip_l + clip_g", SD_PROMPT_A1111, "a (xlemb:0.8) photo", "xlemb",
+                "a (cat:0.8) photo", "cat");
+    }
+    sd_status st = sd_pipeline_add_embedding(p, test_path(out, "mytrig.safetensors"), NULL);
+    CHECK(st == SD_ERR_ARG && strstr(sd_last_error(), "clip_g"),
+          "an SD 1.x embedding on SDXL: %s", sd_last_error());
+    sd_pipeline_free(p), sd_pipeline_free(eqv);
+}
+
+int main(void) {
+    test_sd15();
+    test_sdxl();
+    return test_summary();
+}
