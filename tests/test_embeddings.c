@@ -13,8 +13,9 @@
 #include <unistd.h>
 
 #include "../core/fileutil.h"
+#include "../core/image.h"
 #include "../core/safetensors.h"
-#include "test.h"
+#include "tool_run.h"
 
 enum { H = 16 }; /* the tiny text encoders' width */
 
@@ -279,8 +280,36 @@ static void test_sdxl(void) {
     sd_pipeline_free(p), sd_pipeline_free(eqv);
 }
 
+/* What the issue asks of gen: a long weighted prompt with an embedding in the negative prompt runs
+ * on the tiny models, and the PNG's parameters keep the prompt as typed. */
+static void test_gen_cli(void) {
+    const char *out = test_output_dir("embeddings");
+    char prompt[1600], png[600];
+    int n = snprintf(prompt, sizeof prompt, "a (red:1.3) fox, ((masterpiece)), [blurry]");
+    for (int i = 0; i < 40; i++) n += snprintf(prompt + n, sizeof prompt - (size_t)n, ", word%d", i);
+    snprintf(prompt + n, sizeof prompt - (size_t)n, " BREAK [cat|dog] [spring:winter:0.5]");
+    snprintf(png, sizeof png, "%s/cli.png", out);
+    const char *models[2] = {"sd15-tiny/pipeline", "sdxl-tiny/pipeline"};
+    const char *embs[2] = {"mytrig.safetensors", "xlemb.safetensors"};
+    const char *negs[2] = {"(mytrig:1.2), lowres", "(xlemb:1.2), lowres"};
+    for (int k = 0; k < 2; k++) {
+        char model[512];
+        snprintf(model, sizeof model, "%s", fixture(models[k]));
+        const int rc = tool_run("gen", "-m", model, "--prompt-syntax", "a1111", "--embedding",
+                                test_path(out, embs[k]), "-n", negs[k], "--steps", "3", "-W", "64",
+                                "-H", "64", "-s", "5", "-q", "-o", png, prompt, NULL);
+        CHECK(rc == 0, "gen --prompt-syntax a1111 on %s: exit %d: %s", models[k], rc, tool_output);
+        char *params = NULL;
+        if (rc == 0) CHECK_OK(image_read_png_text(png, "parameters", &params));
+        CHECK(params && !strncmp(params, prompt, strlen(prompt)) && strstr(params, negs[k]),
+              "the PNG parameters keep the typed prompt and negative prompt");
+        free(params);
+    }
+}
+
 int main(void) {
     test_sd15();
     test_sdxl();
+    test_gen_cli();
     return test_summary();
 }
