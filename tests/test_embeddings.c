@@ -1,12 +1,11 @@
 /* Textual-inversion embeddings (pipeline/embeddings.c), against an independent equivalent model:
- * a copy of the tiny pipeline whose text encoders hold the embedding's vectors in their token
- * tables at the rows of two ordinary words ("cat", "dog"). A prompt with the trigger must give
- * exactly what that model gives for the prompt with the words in its place: in the plain syntax
- * (diffusers' load_textual_inversion: added tokens, multi-vector spelled out), in A1111's, for
- * SD 1.x (A1111's one-tensor file, diffusers' learned_embeds.safetensors) and SDXL (clip_l +
- * clip_g). The embedding files are written here. Then what bad files get. (The rows of words the
- * vocabulary has, not new ids: the tiny models pool at the first EOS, so the ids themselves
- * change nothing but the rows looked up.) */
+ * a copy of the tiny pipeline saved as diffusers would save it after load_textual_inversion, the
+ * trigger tokens added to its tokenizers (added_tokens_decoder) and the vectors written into its
+ * text encoders' token tables at the new ids. A prompt with the trigger must give exactly (bit for
+ * bit: embeddings, pooled, latents) what that model gives: in the plain syntax (added tokens,
+ * multi-vector spelled out), in A1111's, for SD 1.x (A1111's one-tensor file, diffusers'
+ * learned_embeds.safetensors) and SDXL (clip_l + clip_g). The embedding files are written here.
+ * Then what bad files get, and gen end to end. */
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -35,18 +34,67 @@ static bool write_tensors(const char *path, const char *const *names, const floa
     return st_write(path, e, n, NULL, 0) == SD_OK;
 }
 
-/* dir/<enc>: config.json linked, model.safetensors with token rows `ids` set to `vecs`. */
-static bool write_encoder(const char *model, const char *dir, const char *enc, const int32_t *ids,
-                          const float *vecs, int n) {
+/* dir/<tok>: the vocabulary linked, tokenizer_config.json with `tokens` in added_tokens_decoder
+ * at ids 49408... (as transformers saves a tokenizer after add_tokens). */
+static bool write_tokenizer(const char *model, const char *dir, const char *name,
+                            const char *const *tokens, int n) {
+    char src[512], path[1024];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    if (mkdir(path, 0755) != 0) return false;
+    snprintf(src, sizeof src, "%s/%s", model, name);
+    const char *vocab[] = {"vocab.json", "merges.txt"};
+    if (!fixture_link_parts(src, path, vocab, 2)) return false;
+    snprintf(src, sizeof src, "%s/%s/tokenizer_config.json", model, name);
+    char *text = NULL;
+    if (sd_read_file(fixture(src), &text, NULL) != SD_OK) return false;
+    cJSON *cfg = cJSON_Parse(text), *dec = cJSON_CreateObject();
+    free(text);
+    for (int k = 0; k < n; k++) {
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddStringToObject(e, "content", tokens[k]);
+        cJSON_AddBoolToObject(e, "lstrip", false);
+        cJSON_AddBoolToObject(e, "normalized", true);
+        cJSON_AddBoolToObject(e, "rstrip", false);
+        cJSON_AddBoolToObject(e, "single_word", false);
+        cJSON_AddBoolToObject(e, "special", false);
+        char id[16];
+        snprintf(id, sizeof id, "%d", 49408 + k);
+        cJSON_AddItemToObject(dec, id, e);
+    }
+    cJSON_AddItemToObject(cfg, "added_tokens_decoder", dec);
+    text = cJSON_Print(cfg);
+    cJSON_Delete(cfg);
+    snprintf(path, sizeof path, "%s/%s/tokenizer_config.json", dir, name);
+    FILE *fp = fopen(path, "w");
+    const bool ok = fp && text && fputs(text, fp) >= 0;
+    if (fp) fclose(fp);
+    free(text);
+    return ok;
+}
+
+/* dir/<enc>: vocab_size + n in config.json, the token table grown by `vecs` [n][H] at the new ids
+ * (resize_token_embeddings, then the vectors written in). */
+static bool write_encoder(const char *model, const char *dir, const char *enc, const float *vecs,
+                          int n) {
     char src[512], path[1024];
     snprintf(path, sizeof path, "%s/%s", dir, enc);
     if (mkdir(path, 0755) != 0) return false;
-    snprintf(src, sizeof src, "%s/%s", model, enc);
-    const char *cfg[] = {"config.json"};
-    if (!fixture_link_parts(src, path, cfg, 1)) return false;
+    snprintf(src, sizeof src, "%s/%s/config.json", model, enc);
+    char *text = NULL;
+    if (sd_read_file(fixture(src), &text, NULL) != SD_OK) return false;
+    cJSON *cfg = cJSON_Parse(text);
+    free(text);
+    cJSON_ReplaceItemInObject(cfg, "vocab_size", cJSON_CreateNumber(49408 + n));
+    text = cJSON_Print(cfg);
+    cJSON_Delete(cfg);
+    snprintf(path, sizeof path, "%s/%s/config.json", dir, enc);
+    FILE *fp = fopen(path, "w");
+    bool ok = fp && text && fputs(text, fp) >= 0;
+    if (fp) fclose(fp);
+    free(text);
     snprintf(src, sizeof src, "%s/%s/model.safetensors", model, enc);
     st_file f;
-    if (st_open(&f, fixture(src)) != SD_OK) return false;
+    if (!ok || st_open(&f, fixture(src)) != SD_OK) return false;
     st_entry *es = calloc((size_t)f.n_tensors, sizeof *es);
     float *table = NULL;
     for (int i = 0; i < f.n_tensors; i++) {
@@ -55,32 +103,35 @@ static bool write_encoder(const char *model, const char *dir, const char *enc, c
         memcpy(es[i].shape, t->shape, sizeof t->shape);
         const size_t len = strlen(t->name), tail = strlen("embeddings.token_embedding.weight");
         if (len >= tail && !strcmp(t->name + len - tail, "embeddings.token_embedding.weight")) {
-            table = malloc((size_t)st_numel(t) * sizeof *table); /* as float32, rows replaced */
+            const size_t rows = (size_t)t->shape[0];
+            table = malloc((rows + (size_t)n) * H * sizeof *table); /* float32, rows appended */
             st_to_f32(t, table);
-            for (int k = 0; k < n; k++) memcpy(table + (size_t)ids[k] * H, vecs + k * H, H * 4);
-            es[i].dtype = ST_F32, es[i].data = table;
+            memcpy(table + rows * H, vecs, (size_t)n * H * sizeof *table);
+            es[i].dtype = ST_F32, es[i].data = table, es[i].shape[0] = (int64_t)rows + n;
         }
     }
     snprintf(path, sizeof path, "%s/%s/model.safetensors", dir, enc);
-    const bool ok = table && st_write(path, es, f.n_tensors, NULL, 0) == SD_OK;
+    ok = table && st_write(path, es, f.n_tensors, NULL, 0) == SD_OK;
     free(table), free(es);
     st_close(&f);
     return ok;
 }
 
-/* The equivalent model of `model` ("sd15-tiny/pipeline") with vecs[e] at rows ids in encoder e. */
-static const char *make_model(const char *model, const char *name, int n_enc, const int32_t *ids,
-                              const float *const *vecs, int n) {
+/* The equivalent model of `model` ("sd15-tiny/pipeline"): tokens[k] added at id 49408 + k in its
+ * tokenizer(s), vecs[e][k] the new rows of text encoder e. */
+static const char *make_model(const char *model, const char *name, int n_enc,
+                              const char *const *tokens, const float *const *vecs, int n) {
     const char *dir = test_path(test_output_dir("embeddings"), name);
     char cmd[1200];
     snprintf(cmd, sizeof cmd, "rm -rf '%s' && mkdir -p '%s'", dir, dir);
     if (system(cmd) != 0) return NULL;
-    const char *common[] = {"model_index.json", "scheduler", "unet", "vae", "tokenizer",
-                            "tokenizer_2"};
-    if (!fixture_link_parts(model, dir, common, n_enc == 2 ? 6 : 5)) return NULL;
-    const char *encs[2] = {"text_encoder", "text_encoder_2"};
+    const char *common[] = {"model_index.json", "scheduler", "unet", "vae"};
+    if (!fixture_link_parts(model, dir, common, 4)) return NULL;
+    const char *toks[2] = {"tokenizer", "tokenizer_2"}, *encs[2] = {"text_encoder", "text_encoder_2"};
     for (int e = 0; e < n_enc; e++)
-        if (!write_encoder(model, dir, encs[e], ids, vecs[e], n)) return NULL;
+        if (!write_tokenizer(model, dir, toks[e], tokens, n) ||
+            !write_encoder(model, dir, encs[e], vecs[e], n))
+            return NULL;
     return dir;
 }
 
@@ -145,19 +196,6 @@ static void compare(sd_pipeline *with, sd_pipeline *equiv, const char *what, sd_
     result_free(&a), result_free(&b);
 }
 
-static int32_t word_id(sd_pipeline *p, const char *word) {
-    char *json = NULL;
-    int32_t id = -1;
-    if (sd_tokenize_json(p, word, &json) == SD_OK) {
-        cJSON *root = cJSON_Parse(json), *ids = cJSON_GetObjectItem(root, "tokenizer");
-        if (cJSON_GetArrayItem(ids, 2) && cJSON_GetArrayItem(ids, 2)->valueint == 49407)
-            id = cJSON_GetArrayItem(ids, 1)->valueint; /* one token between BOS and EOS */
-        cJSON_Delete(root);
-    }
-    free(json);
-    return id;
-}
-
 static char warned[2048]; /* every warning since it was last emptied */
 static void on_log(void *user, sd_log_level level, const char *msg) {
     (void)user;
@@ -170,26 +208,27 @@ static void test_sd15(void) {
     sd_pipeline *base = NULL, *p = NULL, *eqv = NULL;
     CHECK_OK(sd_pipeline_load(&base, fixture("sd15-tiny/pipeline"), NULL));
     if (!base) return;
-    const int32_t ids[2] = {word_id(base, "cat"), word_id(base, "dog")};
-    CHECK(ids[0] > 0 && ids[1] > 0, "\"cat\" and \"dog\" are single tokens (%d, %d)", ids[0], ids[1]);
-    float v[2 * H], d[H];
-    make_vectors(v, 2 * H, 1), make_vectors(d, H, 2);
+    float v[3 * H], d[H]; /* mytrig's two vectors, then <cat-toy>'s */
+    make_vectors(v, 3 * H, 1), make_vectors(d, H, 2);
     const char *emb = test_path(out, "mytrig.safetensors");
     const char *names[1] = {"emb_params"};
     const float *data[1] = {v};
     const int rows[1] = {2};
     CHECK(write_tensors(emb, names, data, rows, 1), "wrote %s", emb);
     const float *vecs[1] = {v};
-    const char *dir = make_model("sd15-tiny/pipeline", "sd15-equiv", 1, ids, vecs, 2);
+    const char *tokens[3] = {"mytrig", "mytrig_1", "<cat-toy>"};
+    const char *dir = make_model("sd15-tiny/pipeline", "sd15-equiv", 1, tokens, vecs, 3);
     CHECK(dir != NULL, "equivalent sd15 model written");
     CHECK_OK(sd_pipeline_load(&p, fixture("sd15-tiny/pipeline"), NULL));
     if (dir) CHECK_OK(sd_pipeline_load(&eqv, dir, NULL));
     if (!p || !eqv) goto done;
     CHECK_OK(sd_pipeline_add_embedding(p, emb, NULL));
+    /* diffusers' maybe_convert_prompt spells "mytrig" out as "mytrig mytrig_1"; the equivalent
+     * model, a saved pipeline, is given the spelled-out prompt */
     compare(p, eqv, "A1111 file, 2 vectors", SD_PROMPT_PLAIN, "a mytrig photo", "ugly mytrig",
-            "a cat dog photo", "ugly cat dog");
+            "a mytrig mytrig_1 photo", "ugly mytrig mytrig_1");
     compare(p, eqv, "A1111 file, 2 vectors", SD_PROMPT_A1111, "a (mytrig:1.3) photo, [mytrig]",
-            "mytrig", "a (cat dog:1.3) photo, [cat dog]", "cat dog");
+            "mytrig", "a (mytrig mytrig_1:1.3) photo, [mytrig mytrig_1]", "mytrig mytrig_1");
     /* diffusers' learned_embeds.safetensors: one vector keyed by its token */
     const char *dir2 = test_path(out, "cat-toy");
     char cmd[700];
@@ -197,14 +236,14 @@ static void test_sd15(void) {
     CHECK(system(cmd) == 0, "made %s", dir2);
     const char *learned = test_path(dir2, "learned_embeds.safetensors");
     const char *tok_name[1] = {"<cat-toy>"};
-    const float *one[1] = {v}; /* the row "cat" holds in the equivalent model */
+    const float *one[1] = {v + 2 * H}; /* the row "<cat-toy>" has in the equivalent model */
     const int vec_rows[1] = {0};
     CHECK(write_tensors(learned, tok_name, one, vec_rows, 1), "wrote %s", learned);
     CHECK_OK(sd_pipeline_add_embedding(p, learned, NULL));
     compare(p, eqv, "diffusers learned_embeds", SD_PROMPT_PLAIN, "a <cat-toy> photo", NULL,
-            "a cat photo", NULL);
+            "a <cat-toy> photo", NULL);
     compare(p, eqv, "diffusers learned_embeds", SD_PROMPT_A1111, "a <cat-toy> photo", NULL,
-            "a cat photo", NULL);
+            "a <cat-toy> photo", NULL);
 
     /* What bad files get. */
     const char *narrow = test_path(out, "narrow.safetensors");
@@ -243,7 +282,7 @@ static void test_sd15(void) {
     if (q) CHECK_OK(sd_pipeline_add_embeddings_dir(q, folder));
     CHECK(strstr(warned, "badhandv4.pt") != NULL, "the folder's pickled file is named: %s", warned);
     if (q) compare(q, eqv, "from --embeddings-dir", SD_PROMPT_A1111, "a mytrig photo", NULL,
-                   "a cat dog photo", NULL);
+                   "a mytrig mytrig_1 photo", NULL);
     sd_set_log_callback(NULL, NULL);
     sd_pipeline_free(q);
 done:
@@ -255,7 +294,6 @@ static void test_sdxl(void) {
     sd_pipeline *p = NULL, *eqv = NULL;
     CHECK_OK(sd_pipeline_load(&p, fixture("sdxl-tiny/pipeline"), NULL));
     if (!p) return;
-    const int32_t ids[1] = {word_id(p, "cat")};
     float l[H], g[H];
     make_vectors(l, H, 3), make_vectors(g, H, 4);
     const char *emb = test_path(out, "xlemb.safetensors");
@@ -264,15 +302,16 @@ static void test_sdxl(void) {
     const int rows[2] = {1, 1};
     CHECK(write_tensors(emb, names, data, rows, 2), "wrote %s", emb);
     const float *vecs[2] = {l, g};
-    const char *dir = make_model("sdxl-tiny/pipeline", "sdxl-equiv", 2, ids, vecs, 1);
+    const char *tokens[1] = {"xlemb"};
+    const char *dir = make_model("sdxl-tiny/pipeline", "sdxl-equiv", 2, tokens, vecs, 1);
     CHECK(dir != NULL, "equivalent sdxl model written");
     if (dir) CHECK_OK(sd_pipeline_load(&eqv, dir, NULL));
     CHECK_OK(sd_pipeline_add_embedding(p, emb, NULL));
     if (eqv) {
         compare(p, eqv, "SDXL clip_l + clip_g", SD_PROMPT_PLAIN, "a xlemb photo", "xlemb",
-                "a cat photo", "cat");
+                "a xlemb photo", "xlemb");
         compare(p, eqv, "SDXL clip_l + clip_g", SD_PROMPT_A1111, "a (xlemb:0.8) photo", "xlemb",
-                "a (cat:0.8) photo", "cat");
+                "a (xlemb:0.8) photo", "xlemb");
     }
     sd_status st = sd_pipeline_add_embedding(p, test_path(out, "mytrig.safetensors"), NULL);
     CHECK(st == SD_ERR_ARG && strstr(sd_last_error(), "clip_g"),

@@ -338,6 +338,38 @@ static sd_status apply_special_map(sd_cfg *c, const char *map_path) {
     return st;
 }
 
+/* added_tokens_decoder (what transformers saves after add_tokens, e.g. a pipeline saved with
+ * textual-inversion tokens): entries past the vocabulary and the special tokens are added in id
+ * order, each of which must get the id it is saved under. */
+static sd_status read_added_tokens(clip_tokenizer *t, sd_cfg *c) {
+    const cJSON *dec = cJSON_GetObjectItemCaseSensitive(c->root, "added_tokens_decoder");
+    if (!cJSON_IsObject(dec)) return SD_OK;
+    for (int want = clip_bpe_vocab_size(&t->bpe);; want++) {
+        char key[16];
+        snprintf(key, sizeof key, "%d", want);
+        const cJSON *e = cJSON_GetObjectItemCaseSensitive(dec, key);
+        if (!e) break;
+        const cJSON *content = cJSON_GetObjectItemCaseSensitive(e, "content");
+        if (!cJSON_IsString(content) || !*content->valuestring)
+            return sd_set_error(SD_ERR_CONFIG, "%s: added_tokens_decoder[\"%s\"] has no content",
+                                c->path, key);
+        bool present = false;
+        for (int k = 0; k < t->n_special; k++) present |= t->special[k].id == want;
+        if (present) continue; /* a special token read before */
+        const int k = t->n_special;
+        SD_TRY(add_special(t, content->valuestring,
+                           cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(e, "lstrip")),
+                           cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(e, "rstrip")),
+                           !cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(e, "normalized")),
+                           c->path));
+        if (t->n_special == k || t->special[k].id != want)
+            return sd_set_error(SD_ERR_CONFIG, "%s: added token \"%s\" is saved as id %d, which "
+                                "does not follow the vocabulary", c->path, content->valuestring,
+                                want);
+    }
+    return SD_OK;
+}
+
 static sd_status load_config(clip_tokenizer *t, const char *path, const char *map_path) {
     sd_cfg c;
     SD_TRY(cfg_open(&c, path));
@@ -353,6 +385,7 @@ static sd_status load_config(clip_tokenizer *t, const char *path, const char *ma
     if (st == SD_OK) st = read_special(t, &c, "eos_token", "<|endoftext|>", &t->eos_id);
     if (st == SD_OK) st = read_special(t, &c, "unk_token", "<|endoftext|>", &unk_added);
     if (st == SD_OK) st = read_special(t, &c, "pad_token", "<|endoftext|>", &t->pad_id);
+    if (st == SD_OK) st = read_added_tokens(t, &c);
     double max_len = cfg_num(&c, "model_max_length", 77);
     if (st == SD_OK) st = cfg_status(&c);
     /* transformers writes 1e30 for "no limit"; a CLIP text model has 77 positions, and a pipeline
