@@ -226,7 +226,10 @@ sd_status pl_a1111_encode(pl_run *r) {
     SD_TRY(st);
     for (int s = 0; s < a->sides; s++) { /* the callback sees each side's first conditioning */
         const sd_event_kind kind = s ? SD_EVENT_NEGATIVE_EMBEDS : SD_EVENT_PROMPT_EMBEDS;
-        SD_TRY(pl_emit(&r->g, kind, 0, 1, 0, a->s[s].hidden[0], 1, r->tokens, 1, r->dim));
+        const bool second = pd && r->gen->pooled_event == PL_POOLED_AS_INDEX_1; /* SDXL */
+        SD_TRY(pl_emit(&r->g, kind, 0, second ? 2 : 1, 0, a->s[s].hidden[0], 1, r->tokens, 1,
+                       r->dim));
+        if (second) SD_TRY(pl_emit(&r->g, kind, 1, 2, 0, a->s[s].pooled[0], 1, 1, 1, r->pooled_dim));
     }
     fill_batch(r);
     return SD_OK;

@@ -185,6 +185,44 @@ static void test_editing(sd_pipeline *p) {
     capture_free(&same_text), capture_free(&ref);
 }
 
+/* transformers' CLIP with A1111's emphasis, recorded on a device by
+ * tools/reference/a1111_device_refs.py (extra/a1111_refs.json); until then, nothing to compare. */
+static void test_device_refs(void) {
+    char *text = NULL;
+    if (!sd_file_exists(fixture("extra/a1111_refs.json"))) {
+        printf("no device references yet (tools/reference/a1111_device_refs.py writes "
+               "extra/a1111_refs.*): transformers comparison not run\n");
+        return;
+    }
+    CHECK_OK(sd_read_file(fixture("extra/a1111_refs.json"), &text, NULL));
+    cJSON *root = text ? cJSON_Parse(text) : NULL;
+    free(text);
+    const cJSON *cases = cJSON_GetObjectItem(root, "emphasis");
+    CHECK(cJSON_GetArraySize(cases) > 0, "a1111_refs.json has emphasis cases");
+    for (const cJSON *c = cases ? cases->child : NULL; c; c = c->next) {
+        const char *name = cJSON_GetObjectItem(c, "name")->valuestring;
+        char dir[512], tname[600];
+        snprintf(dir, sizeof dir, "%s/pipeline", cJSON_GetObjectItem(c, "model")->valuestring);
+        sd_pipeline *p = NULL;
+        CHECK_OK(sd_pipeline_load(&p, fixture(dir), NULL));
+        capture cap = {.embeds_only = true};
+        if (p) CHECK_OK(run(p, cJSON_GetObjectItem(c, "prompt")->valuestring, NULL,
+                            SD_PROMPT_A1111, 2, &cap));
+        snprintf(tname, sizeof tname, "%s.cond", name);
+        int64_t shape[3];
+        int nd = 0;
+        float *want = fixture_tensor("extra/a1111_refs.safetensors", tname, shape, &nd);
+        const bool fits = want && cap.pos && nd == 3 && shape[1] == cap.pos_tokens &&
+                          shape[2] == cap.dim;
+        CHECK(fits, "%s: shape", name);
+        if (fits) check_rel(name, cap.pos, want, (size_t)shape[1] * shape[2], 1e-5);
+        free(want);
+        capture_free(&cap);
+        sd_pipeline_free(p);
+    }
+    cJSON_Delete(root);
+}
+
 static void test_refused(void) {
     sd_pipeline *p = NULL;
     CHECK_OK(sd_pipeline_load(&p, fixture("sd3-tiny/pipeline"), NULL));
@@ -208,5 +246,6 @@ int main(void) {
     }
     sd_pipeline_free(p);
     test_refused();
+    test_device_refs();
     return test_summary();
 }

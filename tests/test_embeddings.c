@@ -346,9 +346,57 @@ static void test_gen_cli(void) {
     }
 }
 
+/* diffusers' load_textual_inversion on the device (tools/reference/a1111_device_refs.py writes
+ * extra/a1111_refs.* and the embedding files it loaded); until then, nothing to compare. */
+static void test_device_refs(void) {
+    char *text = NULL;
+    if (!sd_file_exists(fixture("extra/a1111_refs.json"))) {
+        printf("no device references yet (tools/reference/a1111_device_refs.py): diffusers' "
+               "load_textual_inversion comparison not run\n");
+        return;
+    }
+    CHECK_OK(sd_read_file(fixture("extra/a1111_refs.json"), &text, NULL));
+    cJSON *root = text ? cJSON_Parse(text) : NULL;
+    free(text);
+    const cJSON *cases = cJSON_GetObjectItem(root, "embeddings");
+    CHECK(cJSON_GetArraySize(cases) > 0, "a1111_refs.json has embedding cases");
+    for (const cJSON *c = cases ? cases->child : NULL; c; c = c->next) {
+        const char *name = cJSON_GetObjectItem(c, "name")->valuestring;
+        char dir[512], file[512], tname[600];
+        snprintf(dir, sizeof dir, "%s/pipeline", cJSON_GetObjectItem(c, "model")->valuestring);
+        snprintf(file, sizeof file, "extra/a1111_refs_files/%s",
+                 cJSON_GetObjectItem(c, "file")->valuestring);
+        sd_pipeline *p = NULL;
+        CHECK_OK(sd_pipeline_load(&p, fixture(dir), NULL));
+        result r = {0};
+        if (p) CHECK_OK(sd_pipeline_add_embedding(p, fixture(file), NULL));
+        if (p) CHECK_OK(run(p, cJSON_GetObjectItem(c, "prompt")->valuestring, NULL,
+                            SD_PROMPT_PLAIN, &r));
+        const char *parts[2] = {"prompt_embeds", "pooled_prompt_embeds"};
+        float *got[2] = {r.pos, r.pooled};
+        size_t n_got[2] = {r.n_pos, r.n_pooled};
+        for (int k = 0; k < 2; k++) {
+            snprintf(tname, sizeof tname, "%s.%s", name, parts[k]);
+            if (k == 1 && !r.pooled) continue;
+            int64_t shape[3];
+            int nd = 0;
+            float *want = fixture_tensor("extra/a1111_refs.safetensors", tname, shape, &nd);
+            size_t n = 1;
+            for (int d = 0; d < nd; d++) n *= (size_t)shape[d];
+            CHECK(want && n == n_got[k], "%s: shape", tname);
+            if (want && n == n_got[k]) check_rel(tname, got[k], want, n, 1e-5);
+            free(want);
+        }
+        result_free(&r);
+        sd_pipeline_free(p);
+    }
+    cJSON_Delete(root);
+}
+
 int main(void) {
     test_sd15();
     test_sdxl();
     test_gen_cli();
+    test_device_refs();
     return test_summary();
 }
