@@ -382,8 +382,8 @@ typedef struct {
     int vae_tile_limit_mb;       /* the limit of vae_tile 0, in MB; 0: 2560 */
     sd_event_fn on_event;
     void *user;
-    /* How the prompts are read; default SD_PROMPT_PLAIN. A1111's syntax takes SD 1.x/2.x and
-     * SDXL pipelines, and no prompt_2 / negative_prompt_2 (both encoders read the prompt). */
+    /* How the prompts are read; default SD_PROMPT_PLAIN. A1111's syntax takes no prompt_2 /
+     * prompt_3 or their negatives (every encoder reads the prompt, as in A1111). */
     sd_prompt_syntax prompt_syntax;
 } sd_gen_params;
 

@@ -8,7 +8,8 @@
 
 /* After the family's check: parses and chunks both prompts, sets r->tokens to 77 x the most
  * chunks any scheduled text of either side needs (the others are padded with the empty prompt's
- * chunk, as A1111 pads cond and uncond). Refuses families without pl_generator.a1111_encoders. */
+ * chunk, as A1111 pads cond and uncond), plus the family's T5 rows. Refuses families without
+ * pl_generator.a1111_plan. */
 sd_status pl_a1111_prepare(pl_run *r);
 /* encode_prompts' work: each distinct text encoded once, r->context / r->pooled set for step 0. */
 sd_status pl_a1111_encode(pl_run *r);

@@ -6,7 +6,8 @@
  *   - the shorter side is padded with the empty prompt's chunk;
  *   - prompt editing and alternation switch the conditioning at A1111's steps: the latents
  *     follow the first text's run exactly up to the switch, then leave it;
- *   - families without the syntax refuse it. */
+ *   - SD3: CLIP rows as the plain syntax's for a prompt without syntax, then T5's; Flux: T5's rows
+ *     weighted by the same formula (each piece tokenized alone), pooled from CLIP's first chunk. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,13 +15,15 @@
 #include "../core/fileutil.h"
 #include "../text_encoder/a1111_prompt.h"
 #include "../text_encoder/clip_text.h"
+#include "../text_encoder/t5_encoder.h"
+#include "../text_encoder/t5_tokenizer.h"
 #include "test.h"
 
 enum { MAX_STEPS = 8 };
 
 typedef struct {
-    float *pos, *neg, *steps[MAX_STEPS];
-    int pos_tokens, neg_tokens, dim, n_steps;
+    float *pos, *neg, *pooled, *steps[MAX_STEPS];
+    int pos_tokens, neg_tokens, dim, n_steps, pooled_n;
     size_t step_n;
     bool embeds_only; /* cancel at the first model call */
 } capture;
@@ -42,6 +45,11 @@ static int on_event(void *user, const sd_event *e) {
         *(neg ? &c->neg_tokens : &c->pos_tokens) = t->h;
         c->dim = t->c;
     }
+    if (e->kind == SD_EVENT_POOLED_EMBEDS) {
+        free(c->pooled);
+        c->pooled = dup_floats(t->data, (size_t)t->c);
+        c->pooled_n = t->c;
+    }
     if (e->kind == SD_EVENT_MODEL_INPUT && c->embeds_only) return 1;
     if (e->kind == SD_EVENT_STEP && c->n_steps < MAX_STEPS) {
         c->step_n = (size_t)t->batch * t->h * t->w * t->c;
@@ -51,10 +59,14 @@ static int on_event(void *user, const sd_event *e) {
 }
 
 static void capture_free(capture *c) {
-    free(c->pos), free(c->neg);
+    free(c->pos), free(c->neg), free(c->pooled);
     for (int i = 0; i < c->n_steps; i++) free(c->steps[i]);
     memset(c, 0, sizeof *c);
 }
+
+/* The UNet families' runs use Euler (order 1: one model call per step); SD3 / Flux their own. */
+static const char *run_scheduler = "EulerDiscreteScheduler";
+static int run_max_sequence = 0;
 
 static sd_status run(sd_pipeline *p, const char *prompt, const char *neg, sd_prompt_syntax syntax,
                      int steps, capture *c) {
@@ -62,7 +74,7 @@ static sd_status run(sd_pipeline *p, const char *prompt, const char *neg, sd_pro
     sd_gen_params_init(&g);
     g.prompt = prompt, g.negative_prompt = neg, g.prompt_syntax = syntax;
     g.width = g.height = 64, g.steps = steps, g.seed = 7;
-    g.scheduler = "EulerDiscreteScheduler"; /* order 1: one model call per step */
+    g.scheduler = run_scheduler, g.max_sequence_length = run_max_sequence;
     g.on_event = on_event, g.user = c;
     sd_result r;
     sd_status st = sd_generate(p, &g, &r);
@@ -223,15 +235,84 @@ static void test_device_refs(void) {
     cJSON_Delete(root);
 }
 
-static void test_refused(void) {
+/* SD3 as A1111 runs it: CLIP rows (both encoders, one emphasis over the joined row) then as many
+ * T5 rows (zeros without T5). A prompt without syntax: the CLIP rows are the plain syntax's. */
+static void test_sd3(void) {
     sd_pipeline *p = NULL;
     CHECK_OK(sd_pipeline_load(&p, fixture("sd3-tiny/pipeline"), NULL));
     if (!p) return;
-    capture c = {.embeds_only = true};
-    sd_status st = run(p, "a (cat:1.2)", NULL, SD_PROMPT_A1111, 2, &c);
-    CHECK(st == SD_ERR_UNSUPPORTED && strstr(sd_last_error(), "a1111"),
-          "SD3 refuses the a1111 syntax: %s", sd_last_error());
-    capture_free(&c);
+    run_scheduler = NULL;
+    capture a = {.embeds_only = true}, b = {.embeds_only = true}, l = {0};
+    CHECK_OK(run(p, "a photo of a cat", NULL, SD_PROMPT_A1111, 2, &a));
+    CHECK_OK(run(p, "a photo of a cat", NULL, SD_PROMPT_PLAIN, 2, &b));
+    bool zeros = a.pos != NULL;
+    for (size_t i = (size_t)77 * a.dim; zeros && i < (size_t)154 * a.dim; i++) zeros = a.pos[i] == 0;
+    CHECK(a.pos_tokens == 154 && b.pos && same(a.pos, b.pos, (size_t)77 * a.dim) && zeros,
+          "SD3: a1111 CLIP rows equal the plain syntax's, then 77 T5 rows (zeros without T5); "
+          "%d tokens", a.pos_tokens);
+    CHECK_OK(run(p, long_prompt(), "lowres", SD_PROMPT_A1111, 2, &l));
+    CHECK(l.pos_tokens == 4 * 77 && l.n_steps == 2, "SD3: a two-chunk prompt runs (%d tokens)",
+          l.pos_tokens);
+    capture_free(&a), capture_free(&b), capture_free(&l);
+    run_scheduler = "EulerDiscreteScheduler";
+    sd_pipeline_free(p);
+}
+
+/* Flux: the T5 rows of a weighted prompt against the formula from T5's unweighted output, each
+ * piece tokenized alone (Sd3T5.tokenize_line); and a prompt without syntax as the plain syntax. */
+static void test_flux(void) {
+    sd_pipeline *p = NULL;
+    t5_tokenizer *tok = NULL;
+    t5_encoder *t5 = NULL;
+    CHECK_OK(sd_pipeline_load(&p, fixture("flux-tiny/pipeline"), NULL));
+    CHECK_OK(t5_tokenizer_load(&tok, fixture("flux-tiny/pipeline/tokenizer_2")));
+    CHECK_OK(t5_encoder_load(&t5, fixture("flux-tiny/pipeline/text_encoder_2"), NULL));
+    if (!p || !tok || !t5) goto done;
+    run_scheduler = NULL, run_max_sequence = 24;
+    capture a = {.embeds_only = true}, b = {.embeds_only = true};
+    CHECK_OK(run(p, "a photo of a cat", NULL, SD_PROMPT_A1111, 2, &a));
+    CHECK_OK(run(p, "a photo of a cat", NULL, SD_PROMPT_PLAIN, 2, &b));
+    CHECK(a.pos_tokens == 24 && same(a.pos, b.pos, (size_t)24 * a.dim) && b.pooled &&
+              a.pooled_n == b.pooled_n && same(a.pooled, b.pooled, (size_t)b.pooled_n),
+          "Flux: a prompt without syntax gives the plain syntax's T5 rows and pooled output");
+    capture_free(&a);
+    const char *pieces[3] = {"a photo", " of a ", "cat"};
+    const double weights[3] = {1.3, 1.0, 1 / 1.1};
+    capture w = {.embeds_only = true};
+    CHECK_OK(run(p, "(a photo:1.3) of a [cat]", NULL, SD_PROMPT_A1111, 2, &w));
+    int32_t ids[24];
+    double wt[24];
+    int n = 0;
+    for (int k = 0; k < 3; k++) {
+        int32_t *t = NULL;
+        int nt = 0;
+        CHECK_OK(t5_tokenize(tok, pieces[k], &t, &nt));
+        for (int j = 0; j < nt - 1 && n < 24; j++) ids[n] = t[j], wt[n++] = weights[k];
+        free(t);
+    }
+    ids[n] = t5_tokenizer_eos_id(tok), wt[n++] = 1.0;
+    for (; n < 24; n++) ids[n] = t5_tokenizer_pad_id(tok), wt[n] = 1.0;
+    const int d = t5_encoder_get_config(t5)->d_model;
+    float *z = malloc((size_t)24 * d * sizeof *z), *want = malloc((size_t)24 * d * sizeof *want);
+    CHECK_OK(t5_encoder_encode(t5, ids, 1, 24, z));
+    double m0 = 0, m1 = 0;
+    for (int i = 0; i < 24 * d; i++) m0 += z[i], m1 += z[i] * wt[i / d];
+    for (int i = 0; i < 24 * d; i++) want[i] = (float)(z[i] * wt[i / d] * (m0 / m1));
+    CHECK(w.pos_tokens == 24 && w.dim == d, "Flux: a1111 T5 rows [%d][%d]", w.pos_tokens, w.dim);
+    if (w.pos_tokens == 24 && w.dim == d)
+        check_rel("Flux: weighted T5 rows vs z*w*mean(z)/mean(z*w) (float64)", w.pos, want,
+                  (size_t)24 * d, 1e-6);
+    CHECK(!same(w.pos, b.pos, (size_t)24 * d), "the weights change T5's rows");
+    free(z), free(want);
+    capture_free(&w), capture_free(&b);
+    capture e = {0}; /* prompt editing through Flux's denoiser */
+    CHECK_OK(run(p, "a [cat:dog:1] photo", NULL, SD_PROMPT_A1111, 3, &e));
+    CHECK(e.n_steps == 3, "Flux: a run with prompt editing");
+    capture_free(&e);
+    run_scheduler = "EulerDiscreteScheduler", run_max_sequence = 0;
+done:
+    t5_encoder_free(t5);
+    t5_tokenizer_free(tok);
     sd_pipeline_free(p);
 }
 
@@ -245,7 +326,8 @@ int main(void) {
         test_editing(p);
     }
     sd_pipeline_free(p);
-    test_refused();
+    test_sd3();
+    test_flux();
     test_device_refs();
     return test_summary();
 }
