@@ -6,12 +6,12 @@
  * decode; on failures and cancellation too. */
 #include "generate.h"
 
-#include "embeddings.h"
-#include "prompt_a1111.h"
-
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "embeddings.h"
+#include "prompt_a1111.h"
 
 void *pl_run_alloc(pl_run *r, size_t bytes) {
     for (int i = 0; i < PL_RUN_MAX_OWNED; i++) {

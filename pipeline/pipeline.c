@@ -11,10 +11,10 @@
 #include "../core/fileutil.h"
 #include "../core/log.h"
 #include "../core/threads.h"
-#include "embeddings.h"
 #include "../kernels/cpu.h"
 #include "api_internal.h"
 #include "embed_cache.h"
+#include "embeddings.h"
 #include "generate.h"
 #include "pipeline_internal.h"
 

@@ -258,6 +258,63 @@ static void test_sd3(void) {
     sd_pipeline_free(p);
 }
 
+/* SD3's one emphasis over the joined row [clip_l | clip_g | zeros] (Sd3ClipLG), independently:
+ * both encoders run unweighted on the chunk (CLIP-G with 0 after the first EOS), joined, weighted
+ * and renormalized in float64 over the whole padded row. */
+static void test_sd3_emphasis(void) {
+    const char *dirs[4] = {"sd3-tiny/pipeline/tokenizer", "sd3-tiny/pipeline/tokenizer_2",
+                           "sd3-tiny/pipeline/text_encoder", "sd3-tiny/pipeline/text_encoder_2"};
+    clip_tokenizer *tok[2] = {NULL, NULL};
+    clip_text *te[2] = {NULL, NULL};
+    sd_pipeline *p = NULL;
+    CHECK_OK(sd_pipeline_load(&p, fixture("sd3-tiny/pipeline"), NULL));
+    for (int k = 0; k < 2; k++) {
+        CHECK_OK(clip_tokenizer_load(&tok[k], fixture(dirs[k])));
+        CHECK_OK(clip_text_load(&te[k], fixture(dirs[2 + k]), NULL));
+    }
+    if (!p || !tok[0] || !tok[1] || !te[0] || !te[1]) goto done;
+    const char *prompt = "a (red:1.3) fox, [blurry] ((snow))";
+    run_scheduler = NULL;
+    capture c = {.embeds_only = true};
+    CHECK_OK(run(p, prompt, NULL, SD_PROMPT_A1111, 2, &c));
+    run_scheduler = "EulerDiscreteScheduler";
+    const int L = A1111_CHUNK_LEN, dim = c.dim;
+    double *row = calloc((size_t)L * dim, sizeof *row);
+    float *want = malloc((size_t)L * dim * sizeof *want);
+    a1111_chunks ch = {0};
+    CHECK_OK(a1111_chunk(tok[0], prompt, NULL, 0, &ch));
+    int off = 0;
+    for (int k = 0; k < 2 && ch.n_chunks == 1; k++) {
+        const clip_text_config *tc = clip_text_get_config(te[k]);
+        int32_t ids[A1111_CHUNK_LEN];
+        bool after_eos = false;
+        for (int i = 0; i < L; i++) {
+            ids[i] = after_eos ? clip_tokenizer_pad_id(tok[k]) : ch.ids[i];
+            after_eos |= ch.ids[i] == clip_tokenizer_eos_id(tok[k]);
+        }
+        float *z = malloc((size_t)L * tc->hidden_size * sizeof *z);
+        CHECK_OK(clip_text_encode(te[k], ids, 1, L, tc->num_layers - 1, false, z, NULL));
+        for (int t = 0; t < L; t++)
+            for (int j = 0; j < tc->hidden_size && off + j < dim; j++)
+                row[(size_t)t * dim + off + j] = z[(size_t)t * tc->hidden_size + j];
+        off += tc->hidden_size;
+        free(z);
+    }
+    double m0 = 0, m1 = 0;
+    for (int i = 0; i < L * dim; i++) m0 += row[i], m1 += row[i] * ch.weights[i / dim];
+    for (int i = 0; i < L * dim; i++) want[i] = (float)(row[i] * ch.weights[i / dim] * (m0 / m1));
+    CHECK(ch.n_chunks == 1 && c.pos_tokens == 2 * L, "SD3: one chunk, %d tokens", c.pos_tokens);
+    if (ch.n_chunks == 1 && c.pos_tokens == 2 * L)
+        check_rel("SD3: joined CLIP rows vs z*w*mean(z)/mean(z*w) over the padded row (float64)",
+                  c.pos, want, (size_t)L * dim, 1e-6);
+    free(row), free(want);
+    a1111_chunks_free(&ch);
+    capture_free(&c);
+done:
+    for (int k = 0; k < 2; k++) clip_tokenizer_free(tok[k]), clip_text_free(te[k]);
+    sd_pipeline_free(p);
+}
+
 /* Flux: the T5 rows of a weighted prompt against the formula from T5's unweighted output, each
  * piece tokenized alone (Sd3T5.tokenize_line); and a prompt without syntax as the plain syntax. */
 static void test_flux(void) {
@@ -327,6 +384,7 @@ int main(void) {
     }
     sd_pipeline_free(p);
     test_sd3();
+    test_sd3_emphasis();
     test_flux();
     test_device_refs();
     return test_summary();
