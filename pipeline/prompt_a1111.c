@@ -222,7 +222,8 @@ static sd_status encode_entry(pl_run *r, const side *d, int i, float *hidden, fl
     if (st == SD_OK && !pl_cache_copy(r->p, key, all, n + pd)) {
         const int own = pl->n_clip ? d->chunks[i * 2].n_chunks : 0;
         float *rows = a->clip_rows ? all : NULL;
-        for (int ch = 0; ch < own && st == SD_OK; ch++)
+        const int run = rows ? own : own > 0; /* pooled only (Flux): the first chunk */
+        for (int ch = 0; ch < run && st == SD_OK; ch++)
             st = encode_clip_chunk(r, d, i, ch, rows ? rows + (size_t)ch * LEN * r->dim : NULL,
                                    pd ? all + n : NULL);
         if (rows && own < a->chunks && st == SD_OK) /* pad_cond: the empty prompt's chunk */

@@ -9,9 +9,10 @@ tests/test_embeddings.c compare with when present (relative L2 < 1e-5):
   - emphasis: for each tiny model and prompt, the chunks of tools/reference/a1111_prompts.py
     (the ids and weights the C chunker matches exactly) through transformers' CLIPTextModel /
     CLIPTextModelWithProjection as A1111 runs them (process_tokens: pad token after the first EOS;
-    SD 1.x/2.x last_hidden_state, SDXL hidden_states[-2] of both encoders side by side), the
+    SD 1.x/2.x last_hidden_state, SDXL hidden_states[-2] of both encoders side by side; SD3 as
+    A1111's sd3_cond.py: both joined, padded to the T5 width, one emphasis, zero T5 rows after), the
     "Original" emphasis in torch float32 (z * w, then * mean(z) / mean(z * w)), the chunks
-    concatenated: `<case>.cond` [1][77 * chunks][dim], SDXL also `<case>.pooled` (the first
+    concatenated: `<case>.cond` [1][tokens][dim], SDXL / SD3 also `<case>.pooled` (the first
     chunk's text_embeds);
   - textual inversion: the embedding files tests/test_embeddings.c writes (same vectors), loaded
     with diffusers' load_textual_inversion, encode_prompt of a prompt with the trigger:
@@ -41,8 +42,46 @@ PROMPTS = [
 ]
 
 
+def emphasis(z, weights):
+    """A1111's EmphasisOriginal.after_transformers, in torch float32."""
+    w = torch.asarray(weights).reshape(1, -1, 1)
+    m0 = z.mean()
+    z = z * w
+    return z * (m0 / z.mean())
+
+
+def encode_sd3(folder, text):
+    """A1111's SD3 (sd3_cond.py): both CLIPs' hidden_states[-2] joined, padded to the T5 width,
+    one emphasis over the row; pooled = both text_embeds of the first chunk; then as many T5 rows
+    as CLIP rows (zeros: sd3-tiny has no T5)."""
+    width = json.load(open(f"{folder}/transformer/config.json"))["joint_attention_dim"]
+    bpe = ref.ClipBpe(ROOT_CFG)
+    chunks = ref.chunk_line(bpe, text, {})
+    toks = [CLIPTokenizer.from_pretrained(f"{folder}/{t}") for t in ("tokenizer", "tokenizer_2")]
+    models = [CLIPTextModelWithProjection.from_pretrained(f"{folder}/{m}").float().eval()
+              for m in ("text_encoder", "text_encoder_2")]
+    rows, pooled = [], None
+    for k, c in enumerate(chunks):
+        outs = []
+        for tok, model in zip(toks, models):
+            ids = list(c["ids"])
+            if tok.pad_token_id != tok.eos_token_id:
+                e = ids.index(tok.eos_token_id)
+                ids = ids[:e + 1] + [tok.pad_token_id] * (len(ids) - e - 1)
+            outs.append(model(torch.tensor([ids]), output_hidden_states=True))
+        lg = torch.cat([o.hidden_states[-2] for o in outs], dim=-1)
+        lg = torch.nn.functional.pad(lg, (0, width - lg.shape[-1]))[..., :width]
+        rows.append(emphasis(lg, c["weights"]))
+        if k == 0:
+            pooled = torch.cat([o.text_embeds for o in outs], dim=-1)
+    clip = torch.cat(rows, dim=1)
+    return torch.cat([clip, torch.zeros_like(clip)], dim=1), pooled
+
+
 def encode_a1111(folder, encoders, text):
     """encoders: [(subfolder, class, hidden state index or None for last_hidden_state)]."""
+    if encoders == "sd3":
+        return encode_sd3(folder, text)
     bpe = ref.ClipBpe(os.path.join(ROOT_CFG))
     chunks = ref.chunk_line(bpe, text, {})
     parts, pooled = [], None
@@ -57,11 +96,7 @@ def encode_a1111(folder, encoders, text):
                 ids = ids[:e + 1] + [tok.pad_token_id] * (len(ids) - e - 1)
             out = model(torch.tensor([ids]), output_hidden_states=True)
             z = out.last_hidden_state if layer is None else out.hidden_states[layer]
-            w = torch.asarray(c["weights"]).reshape(1, -1, 1)  # float32, as A1111
-            m0 = z.mean()
-            z = z * w
-            z = z * (m0 / z.mean())
-            zs.append(z)
+            zs.append(emphasis(z, c["weights"]))
             if k == 0 and cls is CLIPTextModelWithProjection:
                 pooled = out.text_embeds
         parts.append(torch.cat(zs, dim=1))
@@ -73,6 +108,7 @@ MODELS = {
     "sd15-tiny": [("text_encoder", CLIPTextModel, None)],
     "sd2v-tiny": [("text_encoder", CLIPTextModel, None)],
     "sdxl-tiny": [("text_encoder", CLIPTextModel, -2), ("text_encoder_2", CLIPTextModelWithProjection, -2)],
+    "sd3-tiny": "sd3",
 }
 
 
