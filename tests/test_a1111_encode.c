@@ -189,6 +189,18 @@ static void test_editing(sd_pipeline *p) {
         capture_free(&ed);
     }
     capture_free(&cat), capture_free(&dog);
+    /* Heun: two model calls per step (calls 0-1 step 0, 2-3 step 1, 4 step 2) */
+    run_scheduler = "HeunDiscreteScheduler";
+    capture h_ed = {0}, h_cat = {0};
+    CHECK_OK(run(p, edits[0], NULL, SD_PROMPT_A1111, 3, &h_ed));
+    CHECK_OK(run(p, "a cat photo", NULL, SD_PROMPT_A1111, 3, &h_cat));
+    bool first4 = h_ed.n_steps == 5 && h_cat.n_steps == 5;
+    for (int i = 0; first4 && i < 4; i++) first4 = same(h_ed.steps[i], h_cat.steps[i], h_ed.step_n);
+    CHECK(first4 && !same(h_ed.steps[4], h_cat.steps[4], h_ed.step_n),
+          "Heun: \"%s\" follows \"a cat photo\" for the 4 calls of steps 0-1, then leaves it "
+          "(%d calls)", edits[0], h_ed.n_steps);
+    capture_free(&h_ed), capture_free(&h_cat);
+    run_scheduler = "EulerDiscreteScheduler";
     capture same_text = {0}, ref = {0};
     CHECK_OK(run(p, "[a cat:a dog:0] photo", NULL, SD_PROMPT_A1111, 2, &same_text));
     CHECK_OK(run(p, "a dog photo", NULL, SD_PROMPT_A1111, 2, &ref));
