@@ -126,6 +126,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "gen: no prompt given (usage: gen [options] \"PROMPT\"; see --help)\n");
         return 2;
     }
+    const char *typed = o.gen.prompt; /* with its <lora:...> tags, for the PNG parameters */
     if (!cli_take_lora_tags(&o, &err)) {
         fprintf(stderr, "gen: %s\n", err);
         cli_options_free(&o);
@@ -148,6 +149,12 @@ int main(int argc, char **argv) {
     sd_pipeline *p;
     if (sd_pipeline_load(&p, o.model, &lp) != SD_OK) {
         fprintf(stderr, "gen: %s\n", cli_error());
+        cli_options_free(&o);
+        return 1;
+    }
+    if (cli_load_embeddings(&o, p) != SD_OK) {
+        fprintf(stderr, "gen: %s\n", cli_error());
+        sd_pipeline_free(p);
         cli_options_free(&o);
         return 1;
     }
@@ -191,7 +198,9 @@ int main(int argc, char **argv) {
     }
     sd_image_free(&init), sd_image_free(&mask);
     int width = r.images[0].width, height = r.images[0].height;
-    char *params = cli_parameters_text(&r.used, r.scheduler_class, width, height, o.model);
+    sd_gen_params shown = r.used; /* the prompt as typed, so A1111 and ComfyUI read it back */
+    shown.prompt = typed;
+    char *params = cli_parameters_text(&shown, r.scheduler_class, width, height, o.model);
     const char *text[2] = {"parameters", params ? params : ""};
     for (int i = 0; i < r.n_images && rc == 0; i++) {
         char *path = cli_indexed_path(o.output, i, r.n_images);

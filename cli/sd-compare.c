@@ -385,6 +385,11 @@ static int run(cli_options *o, const compare_plan *pl, const char *outdir) {
         fprintf(stderr, "sd-compare: %s\n", cli_error());
         return 1;
     }
+    if (cli_load_embeddings(o, p) != SD_OK) { /* --embedding, --embeddings-dir */
+        fprintf(stderr, "sd-compare: %s\n", cli_error());
+        sd_pipeline_free(p);
+        return 1;
+    }
     if (o->print_tokens) { /* as gen does: the ids, then nothing else */
         char *json;
         int rc = sd_tokenize_json(p, o->gen.prompt, &json) == SD_OK ? 0 : 1;

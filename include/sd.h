@@ -338,6 +338,24 @@ typedef struct {
 
 SD_API void sd_pipeline_stats(const sd_pipeline *p, sd_stats *out);
 
+/* Textual-inversion embeddings (README, "Prompts"), for SD 1.x/2.x and SDXL: a .safetensors file
+ * in A1111's layout (one [vectors][width] tensor; SDXL: clip_l and clip_g) or diffusers'
+ * learned_embeds.safetensors. `trigger` NULL: the file name without extension (a diffusers file
+ * named learned_embeds*: its token). Prompts in both syntaxes then use it: plain as diffusers'
+ * load_textual_inversion (the trigger becomes added tokens), a1111 as A1111 does. Pickled
+ * .pt/.bin files are refused (SD_ERR_UNSUPPORTED, the message says how to convert them); vectors of
+ * the wrong width are an SD_ERR_ARG naming the file and the widths. Not while sd_generate runs. */
+SD_API sd_status sd_pipeline_add_embedding(sd_pipeline *p, const char *path, const char *trigger);
+/* Every .safetensors file of `dir`, each triggered by its file name (A1111's embeddings folder). */
+SD_API sd_status sd_pipeline_add_embeddings_dir(sd_pipeline *p, const char *dir);
+
+/* How sd_generate reads prompts (README, "Prompts"). */
+typedef enum {
+    SD_PROMPT_PLAIN = 0, /* as diffusers: the text as written, cut at the tokenizer's length */
+    SD_PROMPT_A1111 = 1, /* AUTOMATIC1111's syntax: (emphasis:1.2), [de-emphasis], long prompts in
+                          * 75-token chunks, BREAK, [from:to:when] editing, [a|b] alternation */
+} sd_prompt_syntax;
+
 typedef struct {
     size_t struct_size;          /* set by sd_gen_params_init */
     const char *prompt;
@@ -379,6 +397,9 @@ typedef struct {
     int vae_tile_limit_mb;       /* the limit of vae_tile 0, in MB; 0: 2560 */
     sd_event_fn on_event;
     void *user;
+    /* How the prompts are read; default SD_PROMPT_PLAIN. A1111's syntax takes no prompt_2 /
+     * prompt_3 or their negatives (every encoder reads the prompt, as in A1111). */
+    sd_prompt_syntax prompt_syntax;
 } sd_gen_params;
 
 /* The defaults, with struct_size = size (use sd_gen_params_init, which passes the caller's). */

@@ -144,6 +144,7 @@ sd_status pl_denoise(const pl_loop *L, const pl_denoiser *d, float *latents, sd_
         sched_scale_model_input(L->sched, i, latents, in, n);
         if (L->cfg) memcpy(in + n, in, n * sizeof(float));
         st = pl_emit(g, SD_EVENT_MODEL_INPUT, i, calls, t, in, mb, L->h, L->w, L->c);
+        if (st == SD_OK && L->before_call) L->before_call(L->before_ctx, i);
         if (st == SD_OK) st = d->predict(d->ctx, in, mb, L->h, L->w, t, mo);
         if (st != SD_OK) break;
         out->model_calls++;

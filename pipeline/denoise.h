@@ -65,6 +65,9 @@ typedef struct {
     /* Optional, after each scheduler step i (inpainting puts the known region back). */
     void (*after_step)(void *ctx, int i, float *latents);
     void *after_ctx;
+    /* Optional, before model call i (A1111's prompt editing changes the conditioning). */
+    void (*before_call)(void *ctx, int i);
+    void *before_ctx;
 } pl_loop;
 
 /* Runs calls [first, sched_len) on `latents` (in place), counting model calls in out. Stops with

@@ -10,6 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "embeddings.h"
+#include "prompt_a1111.h"
+
 void *pl_run_alloc(pl_run *r, size_t bytes) {
     for (int i = 0; i < PL_RUN_MAX_OWNED; i++) {
         if (r->owned[i]) continue;
@@ -72,7 +75,11 @@ static sd_status check_run(pl_run *r) {
     r->batch = r->g.batch;
     r->lh = r->height / p->vae_scale_factor, r->lw = r->width / p->vae_scale_factor;
     r->cfg = !gen->embedded_guidance && r->g.guidance > 1.0; /* do_classifier_free_guidance */
-    return SD_OK;
+    if (r->g.prompt_syntax == SD_PROMPT_A1111) return pl_a1111_prepare(r);
+    if (r->g.prompt_syntax != SD_PROMPT_PLAIN)
+        return sd_set_error(SD_ERR_ARG, "prompt_syntax %d: 0 (plain) or 1 (a1111)",
+                            (int)r->g.prompt_syntax);
+    return pl_embeddings_expand_run(r); /* diffusers' maybe_convert_prompt */
 }
 
 /* One side's embeddings to the event callback (a non-zero return cancels). */
@@ -89,6 +96,7 @@ static sd_status emit_embeds(const pl_run *r, bool negative, const float *hidden
 
 /* encode_prompt: the prompt, and the negative prompt with CFG, then the model batch. */
 static sd_status encode_prompts(pl_run *r) {
+    if (r->a1111) return pl_a1111_encode(r);
     const size_t emb = (size_t)r->tokens * r->dim, pd = (size_t)r->pooled_dim;
     const int sides = r->cfg ? 2 : 1, mb = sides * r->batch;
     float *hidden[2] = {NULL, NULL}, *pooled[2] = {NULL, NULL};
@@ -134,7 +142,8 @@ static sd_status denoise(pl_run *r, float *latents, sd_result *out) {
     SD_TRY(r->gen->denoiser(r, &d));
     const bool blend = r->i2i.inpaint && r->model_channels == r->c; /* 4-channel inpainting */
     const pl_loop loop = {&r->g, r->sched, &r->noise, r->batch, r->lh, r->lw, r->c, r->cfg,
-                          r->i2i.first, blend ? pl_i2i_after_step : NULL, &r->i2i};
+                          r->i2i.first, blend ? pl_i2i_after_step : NULL, &r->i2i,
+                          r->a1111 ? pl_a1111_before_call : NULL, r};
     return pl_denoise(&loop, &d, latents, out);
 }
 
@@ -142,6 +151,7 @@ static void run_free(pl_run *r) {
     if (r->sched) sched_free(r->sched);
     pl_noise_free(&r->noise);
     pl_i2i_free(&r->i2i);
+    pl_a1111_free(r);
     for (int i = 0; i < PL_RUN_MAX_OWNED; i++) free(r->owned[i]);
 }
 
@@ -166,6 +176,9 @@ sd_status pl_generate(sd_pipeline *p, const sd_gen_params *g, sd_result *out) {
     if (st != SD_OK) sd_result_free(out); /* no images, no latents; zeroed */
     if (st == SD_ERR_CANCELLED) return st; /* nothing at all, as sd.h says */
     out->used = r.g;
+    /* the caller's texts, not the run's spelled-out copies (pl_embeddings_expand_run) */
+    out->used.prompt = g->prompt, out->used.negative_prompt = g->negative_prompt;
+    out->used.prompt_2 = g->prompt_2, out->used.negative_prompt_2 = g->negative_prompt_2;
     if (st == SD_OK) { /* the size an init image (or Flux's flooring) decided */
         out->used.width = out->images[0].width;
         out->used.height = out->images[0].height;

@@ -33,6 +33,27 @@ typedef enum {
 
 typedef struct pl_generator pl_generator;
 
+/* One CLIP encoder as A1111's prompt syntax runs it (pl_a1111_plan). */
+typedef struct {
+    const clip_tokenizer *tok;
+    clip_text *te;
+    int index;       /* 0: text_encoder, 1: text_encoder_2 (which embedding vectors it takes) */
+    int layer;       /* the hidden state, as clip_text_encode's */
+    bool final_norm;
+    int pooled_at;   /* where its pooled output (of the first chunk, as A1111) goes; -1: unused */
+} pl_clip_use;
+
+/* How a family encodes one side under A1111's prompt syntax (pl_generator.a1111_plan). */
+typedef struct {
+    int n_clip;          /* 0: the side is zeros (SDXL's force_zeros_for_empty_prompt) */
+    pl_clip_use clip[2]; /* their hidden states side by side in this order */
+    bool clip_context;   /* CLIP's hidden states are context rows (not Flux: pooled only) */
+    bool joint_emphasis; /* one emphasis over the encoders' joined row, padded to r->dim (A1111's
+                          * SD3); otherwise each encoder's output on its own (A1111's SDXL) */
+    int t5_rows;         /* T5 rows after the CLIP rows: 0 none, -1 as many as the CLIP rows
+                          * (A1111's SD3), else that many (Flux's max_sequence_length) */
+} pl_a1111_plan;
+
 /* Blocks one run owns: the skeleton takes up to 7 (embeddings, batched context, latents), a
  * family up to 6 (Flux: its denoiser, ids, packing buffers, sigmas). */
 enum { PL_RUN_MAX_OWNED = 16 };
@@ -56,6 +77,7 @@ typedef struct {
     pl_noise noise;
     pl_i2i i2i;             /* image-to-image and inpainting state (zero without an init image) */
     void *owned[PL_RUN_MAX_OWNED]; /* pl_run_alloc's blocks, freed when the run ends */
+    struct pl_a1111 *a1111; /* A1111's prompt syntax (pipeline/prompt_a1111.c), or NULL */
 } pl_run;
 
 /* What a family plugs into pl_generate. Hooks marked optional may be NULL. */
@@ -85,6 +107,9 @@ struct pl_generator {
     sd_status (*timesteps)(pl_run *r, sched_timestep_opts *opts);
     /* The model for the loop, built from r (context, pooled, i2i); its memory from pl_run_alloc. */
     sd_status (*denoiser)(pl_run *r, pl_denoiser *out);
+    /* Optional: how A1111's prompt syntax encodes one side (pipeline/prompt_a1111.c). NULL: the
+     * family does not take the syntax. */
+    void (*a1111_plan)(const pl_run *r, bool negative, pl_a1111_plan *out);
 };
 
 extern const pl_generator pl_generator_sd, pl_generator_sdxl, pl_generator_sd3, pl_generator_flux;

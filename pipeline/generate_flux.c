@@ -221,6 +221,17 @@ static sd_status flux_make_denoiser(pl_run *r, pl_denoiser *out) {
     return SD_OK;
 }
 
+/* A1111's syntax for FLUX.1 (which A1111 itself does not run; the rules of its SD3 support):
+ * CLIP's pooled output of the first chunk, T5 reading the pieces' text (weights stripped, each
+ * piece tokenized alone), its output weighted per token with the mean restored,
+ * max_sequence_length rows. */
+static void flux_a1111_plan(const pl_run *r, bool negative, pl_a1111_plan *out) {
+    (void)negative;
+    const int layers = clip_text_get_config(r->p->text_encoder)->num_layers;
+    *out = (pl_a1111_plan){.n_clip = 1, .t5_rows = r->max_sequence};
+    out->clip[0] = (pl_clip_use){r->p->tokenizer, r->p->text_encoder, 0, layers, true, 0};
+}
+
 const pl_generator pl_generator_flux = {
     .name = "FLUX.1",
     .options = PL_OPT_PROMPT_2 | PL_OPT_MAX_SEQUENCE,
@@ -234,4 +245,5 @@ const pl_generator pl_generator_flux = {
     .encode = flux_encode,
     .timesteps = flux_timesteps,
     .denoiser = flux_make_denoiser,
+    .a1111_plan = flux_a1111_plan,
 };

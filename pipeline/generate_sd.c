@@ -138,6 +138,15 @@ static sd_status sd_encode(pl_run *r, bool negative, float *hidden, float *poole
 
 static sd_status sd_denoiser(pl_run *r, pl_denoiser *out) { return pl_unet_denoiser(r, NULL, out); }
 
+/* A1111's syntax: the one encoder, clip skip on both sides (A1111's CLIP_stop_at_last_layers). */
+static void sd_a1111_plan(const pl_run *r, bool negative, pl_a1111_plan *out) {
+    (void)negative;
+    const int layers = clip_text_get_config(r->p->text_encoder)->num_layers;
+    *out = (pl_a1111_plan){.n_clip = 1, .clip_context = true};
+    out->clip[0] = (pl_clip_use){r->p->tokenizer, r->p->text_encoder, 0, layers - r->g.clip_skip,
+                                 true, -1};
+}
+
 const pl_generator pl_generator_sd = {
     .name = "Stable Diffusion 1.x/2.x",
     .options = PL_OPT_ETA | PL_OPT_GUIDANCE_RESCALE | PL_OPT_CLIP_SKIP,
@@ -149,4 +158,5 @@ const pl_generator pl_generator_sd = {
     .check = sd_check,
     .encode = sd_encode,
     .denoiser = sd_denoiser,
+    .a1111_plan = sd_a1111_plan,
 };

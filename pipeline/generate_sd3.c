@@ -247,6 +247,25 @@ static sd_status sd3_make_denoiser(pl_run *r, pl_denoiser *out) {
     return SD_OK;
 }
 
+/* A1111's syntax as its SD3 support runs it (modules/models/sd3/sd3_cond.py): both CLIPs read the
+ * same chunks (penultimate layer; CLIP-G padded with 0 after the first EOS), side by side and
+ * padded to the T5 width, with one emphasis over that joined row; pooled = both pooled outputs of
+ * the first chunk; T5 reads the pieces' text (weights stripped, each piece tokenized alone) padded
+ * or cut to as many tokens as the CLIP rows, appended after them. A1111 computes T5's weights and
+ * does not apply them; here they are applied as CLIP's are (the mean restored). */
+static void sd3_a1111_plan(const pl_run *r, bool negative, pl_a1111_plan *out) {
+    (void)negative;
+    const sd_pipeline *p = r->p;
+    *out = (pl_a1111_plan){.n_clip = 2, .clip_context = true, .joint_emphasis = true,
+                           .t5_rows = -1};
+    const clip_text_config *c1 = clip_text_get_config(p->text_encoder);
+    const clip_text_config *c2 = clip_text_get_config(p->text_encoder_2);
+    out->clip[0] = (pl_clip_use){p->tokenizer, p->text_encoder, 0,
+                                 c1->num_layers - 1 - r->g.clip_skip, false, 0};
+    out->clip[1] = (pl_clip_use){p->tokenizer_2, p->text_encoder_2, 1,
+                                 c2->num_layers - 1 - r->g.clip_skip, false, c1->projection_dim};
+}
+
 const pl_generator pl_generator_sd3 = {
     .name = "Stable Diffusion 3",
     .options = PL_OPT_CLIP_SKIP | PL_OPT_PROMPT_2 | PL_OPT_PROMPT_3 | PL_OPT_MAX_SEQUENCE,
@@ -259,4 +278,5 @@ const pl_generator pl_generator_sd3 = {
     .encode = sd3_encode,
     .timesteps = sd3_timesteps,
     .denoiser = sd3_make_denoiser,
+    .a1111_plan = sd3_a1111_plan,
 };

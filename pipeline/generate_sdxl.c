@@ -308,6 +308,22 @@ static sd_status sdxl_denoiser(pl_run *r, pl_denoiser *out) {
     return pl_unet_denoiser(r, &added, out);
 }
 
+/* A1111's syntax: both encoders read the same chunks (penultimate layer, clip skip on both sides),
+ * the pooled output from the last; an absent negative prompt is zeros as in encode_prompt (A1111
+ * zeros an empty one for SDXL too). */
+static void sdxl_a1111_plan(const pl_run *r, bool negative, pl_a1111_plan *out) {
+    *out = (pl_a1111_plan){.clip_context = true};
+    if (negative && !r->g.negative_prompt && r->p->force_zeros_for_empty_prompt) return;
+    sdxl_encoder e[2];
+    out->n_clip = sdxl_encoders(r->p, e);
+    for (int k = 0; k < out->n_clip; k++) {
+        const int layers = clip_text_get_config(e[k].te)->num_layers;
+        out->clip[k] = (pl_clip_use){e[k].tok, e[k].te, e[k].te == r->p->text_encoder_2,
+                                     layers - 1 - r->g.clip_skip, false,
+                                     k == out->n_clip - 1 ? 0 : -1};
+    }
+}
+
 const pl_generator pl_generator_sdxl = {
     .name = "SDXL",
     .options = PL_OPT_ETA | PL_OPT_GUIDANCE_RESCALE | PL_OPT_CLIP_SKIP | PL_OPT_PROMPT_2 |
@@ -323,4 +339,5 @@ const pl_generator pl_generator_sdxl = {
     .check = sdxl_check,
     .encode = sdxl_encode,
     .denoiser = sdxl_denoiser,
+    .a1111_plan = sdxl_a1111_plan,
 };

@@ -14,6 +14,7 @@
 #include "../kernels/cpu.h"
 #include "api_internal.h"
 #include "embed_cache.h"
+#include "embeddings.h"
 #include "generate.h"
 #include "pipeline_internal.h"
 
@@ -290,6 +291,7 @@ void sd_pipeline_free(sd_pipeline *p) {
     lora_set_free(p->lora);
     cJSON_Delete(p->scheduler_config);
     pl_cache_clear(p);
+    pl_embeddings_free(p);
     model_index_free(&p->mi);
     pl_single_free(p);
     pl_transformer_file_free(p);

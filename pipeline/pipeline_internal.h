@@ -20,6 +20,7 @@
 
 typedef struct sd_family_ops sd_family_ops;
 typedef struct pl_generator pl_generator; /* pipeline/generate.h */
+typedef struct pl_embedding pl_embedding; /* pipeline/embeddings.h */
 
 #define PL_CACHE_SLOTS 8
 #define PL_N_COMPONENT_FILES 5 /* vae, unet (or transformer), text_encoder, text_encoder_2, _3 */
@@ -57,6 +58,8 @@ struct sd_pipeline {
     char *ckpt_info;                      /* sd_pipeline_checkpoint_info's text */
     struct bfl_flux_file_ *transformer_file; /* load.transformer_file (transformer_file.c) */
     struct component_file_ *comp_files[PL_N_COMPONENT_FILES]; /* pipeline/component_files.c */
+    pl_embedding *embeddings; /* textual inversion (pipeline/embeddings.c) */
+    int n_embeddings;
 };
 
 /* What a family provides: loading its components (model_index.json is read and the VAE and

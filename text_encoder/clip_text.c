@@ -38,6 +38,8 @@ struct clip_text {
     nn_linear proj;           /* [projection_dim][hidden], no bias; only with_projection */
     sd_arena scratch;
     long encode_calls; /* completed encodes, for sd_pipeline_stats */
+    float *added;      /* [n_added][hidden]: rows of ids vocab_size... (clip_text_add_rows) */
+    int n_added;
 };
 
 /* Sanity bounds on config values and call sizes, far above any real model, so size arithmetic
@@ -239,6 +241,7 @@ sd_status clip_text_load(clip_text **out, const char *dir, const weights_policy 
 
 void clip_text_free(clip_text *m) {
     if (!m) return;
+    free(m->added);
     if (m->layers)
         for (int i = 0; i < m->cfg.num_layers; i++) {
             clip_layer *l = &m->layers[i];
@@ -290,8 +293,10 @@ static void linear_residual(const nn_linear *l, const float *x, float *y, int ro
     nn_linear_forward_add(l, x, y, rows);
 }
 
-/* x[rows][hidden] = token_embedding[id] + position_embedding[position]. */
-static void embed(const clip_text *m, const int32_t *ids, int batch, int len, float *x) {
+/* x[rows][hidden] = token_embedding[id] (or the row given for that position) +
+ * position_embedding[position]. */
+static void embed(const clip_text *m, const int32_t *ids, const float *const *rows, int batch,
+                  int len, float *x) {
     const int h = m->cfg.hidden_size;
     const size_t row_bytes = (size_t)h * st_dtype_size(m->tok_emb->dtype);
     st_tensor row = *m->tok_emb; /* a one-row view, so st_to_f32 converts just that row */
@@ -301,6 +306,16 @@ static void embed(const clip_text *m, const int32_t *ids, int batch, int len, fl
     for (int b = 0; b < batch; b++)
         for (int i = 0; i < len; i++) {
             float *xr = x + ((size_t)b * len + i) * h;
+            const int32_t id = ids[(size_t)b * len + i];
+            const float *given = rows ? rows[(size_t)b * len + i] : NULL;
+            if (!given && id >= m->cfg.vocab_size) given = m->added + (size_t)(id - m->cfg.vocab_size) * h;
+            if (given) { /* a textual-inversion vector, in the token table's precision */
+                memcpy(xr, given, (size_t)h * sizeof *xr);
+                weights_round_f32(&m->w, xr, (size_t)h);
+                const float *pr = m->pos_emb + (size_t)i * h;
+                for (int c = 0; c < h; c++) xr[c] += pr[c];
+                continue;
+            }
             row.data = (const unsigned char *)m->tok_emb->data +
                        (size_t)ids[(size_t)b * len + i] * row_bytes;
             st_to_f32(&row, xr);
@@ -362,7 +377,8 @@ static void emit_hidden(const clip_text *m, const float *x, size_t rows, bool fi
         memcpy(out, x, rows * m->cfg.hidden_size * sizeof *out);
 }
 
-static sd_status check_args(const clip_text *m, const int32_t *ids, int batch, int len, int layer) {
+static sd_status check_args(const clip_text *m, const int32_t *ids, const float *const *rows,
+                            int batch, int len, int layer) {
     const clip_text_config *c = &m->cfg;
     if (batch < 1 || len < 1 || len > c->max_position_embeddings)
         return sd_set_error(SD_ERR_ARG,
@@ -377,7 +393,7 @@ static sd_status check_args(const clip_text *m, const int32_t *ids, int batch, i
                             "0 to %d",
                             layer, c->num_layers);
     for (size_t i = 0; i < (size_t)batch * len; i++)
-        if (ids[i] < 0 || ids[i] >= c->vocab_size)
+        if ((ids[i] < 0 || ids[i] >= c->vocab_size + m->n_added) && !(rows && rows[i]))
             return sd_set_error(SD_ERR_ARG,
                                 "CLIP text encoder: token id %d (sequence %zu, position %zu) is "
                                 "outside the vocabulary of %d",
@@ -387,7 +403,14 @@ static sd_status check_args(const clip_text *m, const int32_t *ids, int batch, i
 
 sd_status clip_text_encode(clip_text *m, const int32_t *ids, int batch, int len, int layer,
                            bool final_norm, float *hidden_out, float *pooled_out) {
-    SD_TRY(check_args(m, ids, batch, len, layer));
+    return clip_text_encode_rows(m, ids, NULL, batch, len, layer, final_norm, hidden_out,
+                                 pooled_out);
+}
+
+sd_status clip_text_encode_rows(clip_text *m, const int32_t *ids, const float *const *given,
+                                int batch, int len, int layer, bool final_norm, float *hidden_out,
+                                float *pooled_out) {
+    SD_TRY(check_args(m, ids, given, batch, len, layer));
     const clip_text_config *c = &m->cfg;
     const int h = c->hidden_size, rows = batch * len;
     float *x = sd_arena_floats(&m->scratch, (size_t)rows * h);
@@ -398,7 +421,7 @@ sd_status clip_text_encode(clip_text *m, const int32_t *ids, int batch, int len,
         sd_arena_reset(&m->scratch);
         return sd_set_error(SD_ERR_NOMEM, "CLIP text encoder: out of memory for %d tokens", rows);
     }
-    embed(m, ids, batch, len, x);
+    embed(m, ids, given, batch, len, x);
     /* Only the pooled output needs the layers past the requested hidden state (clip skip). */
     const int run = pooled_out ? c->num_layers : layer;
     if (hidden_out && layer == 0) emit_hidden(m, x, rows, final_norm, hidden_out);
@@ -424,3 +447,16 @@ sd_status clip_text_encode(clip_text *m, const int32_t *ids, int batch, int len,
 }
 
 long clip_text_encode_calls(const clip_text *m) { return m->encode_calls; }
+
+sd_status clip_text_add_rows(clip_text *m, const float *rows, int n) {
+    const size_t h = (size_t)m->cfg.hidden_size;
+    float *a = realloc(m->added, (size_t)(m->n_added + n) * h * sizeof *a);
+    if (!a) return sd_set_error(SD_ERR_NOMEM, "CLIP text encoder: out of memory for %d added "
+                                "token embeddings", m->n_added + n);
+    memcpy(a + (size_t)m->n_added * h, rows, (size_t)n * h * sizeof *a);
+    m->added = a;
+    m->n_added += n;
+    return SD_OK;
+}
+
+int clip_text_vocab_size(const clip_text *m) { return m->cfg.vocab_size + m->n_added; }

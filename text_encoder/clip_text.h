@@ -50,6 +50,20 @@ const clip_text_config *clip_text_get_config(const clip_text *m);
 sd_status clip_text_encode(clip_text *m, const int32_t *ids, int batch, int len, int layer,
                            bool final_norm, float *hidden_out, float *pooled_out);
 
+/* The same, with token embeddings given for some positions (textual inversion): rows[b * len + i],
+ * when rows and it are not NULL, is the [hidden] vector used instead of token_embedding[ids[...]];
+ * there the id may lie outside the vocabulary (an added token), and it still decides the pooling
+ * position as the id of that token (A1111 passes 0 there, diffusers the added token's id). */
+sd_status clip_text_encode_rows(clip_text *m, const int32_t *ids, const float *const *rows,
+                                int batch, int len, int layer, bool final_norm, float *hidden_out,
+                                float *pooled_out);
+
+/* Appends n token embeddings [n][hidden] for the ids vocab_size + (those added before) ...: the
+ * token table grown as diffusers' load_textual_inversion grows it (resize_token_embeddings). */
+sd_status clip_text_add_rows(clip_text *m, const float *rows, int n);
+/* The token table's size: config vocab_size plus the rows added. */
+int clip_text_vocab_size(const clip_text *m);
+
 /* How many clip_text_encode calls completed since loading (what sd_pipeline_stats reports). */
 long clip_text_encode_calls(const clip_text *m);
 

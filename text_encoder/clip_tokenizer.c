@@ -21,8 +21,6 @@
 #include "clip_pretokenize.h"
 #include "unicode.h"
 
-#define MAX_SPECIAL 4
-
 typedef struct {
     char *content; /* as configured (UTF-8) */
     uint32_t *cps; /* what is matched: the content, normalized when `normalized` is set */
@@ -33,8 +31,9 @@ typedef struct {
 
 struct clip_tokenizer {
     clip_bpe bpe;
-    special_token special[MAX_SPECIAL];
-    int n_special;
+    special_token *special; /* the configured special tokens, then tokens added at run time */
+    int n_special, cap_special;
+    int n_configured; /* special[0, n_configured) come from the tokenizer's files */
     int32_t bos_id, eos_id, pad_id;
     int32_t unk_id; /* the BPE model's unknown token (vocab.json only), -1 if absent */
     int max_length;
@@ -100,11 +99,11 @@ static sd_status encode_words(const clip_tokenizer *t, const uint32_t *s, size_t
 /* The leftmost-longest match at or after `from` among the special tokens of one kind
  * (normalized or not), widened over white space by lstrip / rstrip (never back past `from`).
  * Returns the token's index, or -1 when none occurs. */
-static int find_special(const clip_tokenizer *t, const uint32_t *s, size_t n, size_t from,
-                        bool normalized, size_t *start, size_t *end) {
+static int find_special(const clip_tokenizer *t, int n_spec, const uint32_t *s, size_t n,
+                        size_t from, bool normalized, size_t *start, size_t *end) {
     for (size_t pos = from; pos < n; pos++) {
         int best = -1;
-        for (int k = 0; k < t->n_special; k++) {
+        for (int k = 0; k < n_spec; k++) {
             const special_token *sp = &t->special[k];
             if (sp->normalized != normalized || sp->n > n - pos) continue;
             if (best >= 0 && sp->n <= t->special[best].n) continue;
@@ -124,7 +123,7 @@ static int find_special(const clip_tokenizer *t, const uint32_t *s, size_t n, si
 
 /* Normalizes a piece between raw-text special tokens, cuts out the normalized special tokens,
  * and encodes the rest. */
-static sd_status encode_plain(const clip_tokenizer *t, const uint32_t *raw, size_t n,
+static sd_status encode_plain(const clip_tokenizer *t, int n_spec, const uint32_t *raw, size_t n,
                               id_list *ids) {
     uint32_t *s;
     size_t m;
@@ -133,7 +132,7 @@ static sd_status encode_plain(const clip_tokenizer *t, const uint32_t *raw, size
     size_t pos = 0;
     while (st == SD_OK && pos < m) {
         size_t a, b;
-        int k = find_special(t, s, m, pos, true, &a, &b);
+        int k = find_special(t, n_spec, s, m, pos, true, &a, &b);
         if (k < 0) {
             st = encode_words(t, s + pos, m - pos, ids);
             break;
@@ -146,8 +145,8 @@ static sd_status encode_plain(const clip_tokenizer *t, const uint32_t *raw, size
     return st;
 }
 
-/* The ids of `text` without BOS / EOS. */
-static sd_status encode(const clip_tokenizer *t, const char *text, id_list *ids) {
+/* The ids of `text` without BOS / EOS, with the first n_spec special tokens. */
+static sd_status encode(const clip_tokenizer *t, int n_spec, const char *text, id_list *ids) {
     uint32_t *cps;
     long n;
     SD_TRY(unicode_decode_prompt(text, "tokenizer", &cps, &n));
@@ -155,12 +154,12 @@ static sd_status encode(const clip_tokenizer *t, const char *text, id_list *ids)
     size_t pos = 0;
     while (st == SD_OK && pos < (size_t)n) {
         size_t a, b;
-        int k = find_special(t, cps, (size_t)n, pos, false, &a, &b);
+        int k = find_special(t, n_spec, cps, (size_t)n, pos, false, &a, &b);
         if (k < 0) {
-            st = encode_plain(t, cps + pos, (size_t)n - pos, ids);
+            st = encode_plain(t, n_spec, cps + pos, (size_t)n - pos, ids);
             break;
         }
-        if (a > pos) st = encode_plain(t, cps + pos, a - pos, ids);
+        if (a > pos) st = encode_plain(t, n_spec, cps + pos, a - pos, ids);
         if (st == SD_OK && (st = ids_reserve(ids, 1)) == SD_OK) ids->v[ids->n++] = t->special[k].id;
         pos = b;
     }
@@ -168,13 +167,14 @@ static sd_status encode(const clip_tokenizer *t, const char *text, id_list *ids)
     return st;
 }
 
-sd_status clip_tokenize(const clip_tokenizer *t, const char *text, int32_t **ids, int *n_ids) {
+static sd_status tokenize(const clip_tokenizer *t, int n_spec, const char *text, int32_t **ids,
+                          int *n_ids) {
     *ids = NULL, *n_ids = 0;
     id_list l = {0};
     sd_status st = ids_reserve(&l, 2);
     if (st == SD_OK) {
         l.v[l.n++] = t->bos_id;
-        st = encode(t, text, &l);
+        st = encode(t, n_spec, text, &l);
     }
     if (st == SD_OK && (st = ids_reserve(&l, 1)) == SD_OK) l.v[l.n++] = t->eos_id;
     if (st == SD_OK && l.n > (size_t)INT32_MAX)
@@ -187,13 +187,22 @@ sd_status clip_tokenize(const clip_tokenizer *t, const char *text, int32_t **ids
     return SD_OK;
 }
 
+sd_status clip_tokenize(const clip_tokenizer *t, const char *text, int32_t **ids, int *n_ids) {
+    return tokenize(t, t->n_special, text, ids, n_ids);
+}
+
+sd_status clip_tokenize_vocab(const clip_tokenizer *t, const char *text, int32_t **ids,
+                              int *n_ids) {
+    return tokenize(t, t->n_configured, text, ids, n_ids);
+}
+
 sd_status clip_tokenize_padded(const clip_tokenizer *t, const char *text, int32_t *ids,
                                int max_length) {
     if (max_length < 2)
         return sd_set_error(SD_ERR_ARG, "tokenizer: max_length %d leaves no room for BOS and EOS",
                             max_length);
     id_list l = {0};
-    sd_status st = encode(t, text, &l);
+    sd_status st = encode(t, t->n_special, text, &l);
     if (st != SD_OK) {
         free(l.v);
         return st;
@@ -245,7 +254,14 @@ static sd_status add_special(clip_tokenizer *t, const char *content, bool lstrip
             for (int k = 0; k < t->n_special; k++)
                 if (t->special[k].id >= id) id = t->special[k].id + 1;
         }
+        if (t->n_special == t->cap_special) {
+            const int cap = t->cap_special ? 2 * t->cap_special : 8;
+            special_token *v = realloc(t->special, (size_t)cap * sizeof *v);
+            if (!v) return sd_set_error(SD_ERR_NOMEM, "%s: out of memory", where);
+            t->special = v, t->cap_special = cap;
+        }
         sp = &t->special[t->n_special++];
+        *sp = (special_token){0};
         sp->content = strdup(content);
         if (!sp->content) return sd_set_error(SD_ERR_NOMEM, "%s: out of memory", where);
         sp->id = id;
@@ -322,6 +338,38 @@ static sd_status apply_special_map(sd_cfg *c, const char *map_path) {
     return st;
 }
 
+/* added_tokens_decoder (what transformers saves after add_tokens, e.g. a pipeline saved with
+ * textual-inversion tokens): entries past the vocabulary and the special tokens are added in id
+ * order, each of which must get the id it is saved under. */
+static sd_status read_added_tokens(clip_tokenizer *t, sd_cfg *c) {
+    const cJSON *dec = cJSON_GetObjectItemCaseSensitive(c->root, "added_tokens_decoder");
+    if (!cJSON_IsObject(dec)) return SD_OK;
+    for (int want = clip_bpe_vocab_size(&t->bpe);; want++) {
+        char key[16];
+        snprintf(key, sizeof key, "%d", want);
+        const cJSON *e = cJSON_GetObjectItemCaseSensitive(dec, key);
+        if (!e) break;
+        const cJSON *content = cJSON_GetObjectItemCaseSensitive(e, "content");
+        if (!cJSON_IsString(content) || !*content->valuestring)
+            return sd_set_error(SD_ERR_CONFIG, "%s: added_tokens_decoder[\"%s\"] has no content",
+                                c->path, key);
+        bool present = false;
+        for (int k = 0; k < t->n_special; k++) present |= t->special[k].id == want;
+        if (present) continue; /* a special token read before */
+        const int k = t->n_special;
+        SD_TRY(add_special(t, content->valuestring,
+                           cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(e, "lstrip")),
+                           cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(e, "rstrip")),
+                           !cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(e, "normalized")),
+                           c->path));
+        if (t->n_special == k || t->special[k].id != want)
+            return sd_set_error(SD_ERR_CONFIG, "%s: added token \"%s\" is saved as id %d, which "
+                                "does not follow the vocabulary", c->path, content->valuestring,
+                                want);
+    }
+    return SD_OK;
+}
+
 static sd_status load_config(clip_tokenizer *t, const char *path, const char *map_path) {
     sd_cfg c;
     SD_TRY(cfg_open(&c, path));
@@ -337,6 +385,7 @@ static sd_status load_config(clip_tokenizer *t, const char *path, const char *ma
     if (st == SD_OK) st = read_special(t, &c, "eos_token", "<|endoftext|>", &t->eos_id);
     if (st == SD_OK) st = read_special(t, &c, "unk_token", "<|endoftext|>", &unk_added);
     if (st == SD_OK) st = read_special(t, &c, "pad_token", "<|endoftext|>", &t->pad_id);
+    if (st == SD_OK) st = read_added_tokens(t, &c);
     double max_len = cfg_num(&c, "model_max_length", 77);
     if (st == SD_OK) st = cfg_status(&c);
     /* transformers writes 1e30 for "no limit"; a CLIP text model has 77 positions, and a pipeline
@@ -356,30 +405,33 @@ static sd_status load_config(clip_tokenizer *t, const char *path, const char *ma
     return st;
 }
 
-/* What each special token is matched against: its content, or its normalized form. */
-static sd_status prepare_specials(clip_tokenizer *t, const char *path) {
-    for (int k = 0; k < t->n_special; k++) {
-        special_token *sp = &t->special[k];
-        size_t len = strlen(sp->content), bad_at;
-        uint32_t *cps = malloc((len + 1) * sizeof *cps);
-        if (!cps) return sd_set_error(SD_ERR_NOMEM, "%s: out of memory", path);
-        long n = unicode_utf8_decode(sp->content, len, cps, &bad_at);
-        if (n < 0) {
-            free(cps);
-            return sd_set_error(SD_ERR_CONFIG, "%s: token \"%s\" is not valid UTF-8", path,
-                                sp->content);
-        }
-        if (sp->normalized) {
-            sd_status st = clip_normalize(cps, (size_t)n, &sp->cps, &sp->n);
-            free(cps);
-            SD_TRY(st);
-            if (sp->n == 0)
-                return sd_set_error(SD_ERR_CONFIG, "%s: token \"%s\" normalizes to nothing", path,
-                                    sp->content);
-        } else {
-            sp->cps = cps, sp->n = (size_t)n;
-        }
+/* What special token k is matched against: its content, or its normalized form. */
+static sd_status prepare_special(clip_tokenizer *t, int k, const char *path) {
+    special_token *sp = &t->special[k];
+    size_t len = strlen(sp->content), bad_at;
+    uint32_t *cps = malloc((len + 1) * sizeof *cps);
+    if (!cps) return sd_set_error(SD_ERR_NOMEM, "%s: out of memory", path);
+    long n = unicode_utf8_decode(sp->content, len, cps, &bad_at);
+    if (n < 0) {
+        free(cps);
+        return sd_set_error(SD_ERR_CONFIG, "%s: token \"%s\" is not valid UTF-8", path,
+                            sp->content);
     }
+    if (sp->normalized) {
+        sd_status st = clip_normalize(cps, (size_t)n, &sp->cps, &sp->n);
+        free(cps);
+        SD_TRY(st);
+        if (sp->n == 0)
+            return sd_set_error(SD_ERR_CONFIG, "%s: token \"%s\" normalizes to nothing", path,
+                                sp->content);
+    } else {
+        sp->cps = cps, sp->n = (size_t)n;
+    }
+    return SD_OK;
+}
+
+static sd_status prepare_specials(clip_tokenizer *t, const char *path) {
+    for (int k = 0; k < t->n_special; k++) SD_TRY(prepare_special(t, k, path));
     return SD_OK;
 }
 
@@ -403,6 +455,7 @@ sd_status clip_tokenizer_load(clip_tokenizer **out, const char *dir) {
         st = clip_bpe_load(&t->bpe, vocab, merges);
     if (st == SD_OK) st = load_config(t, config, map);
     if (st == SD_OK) st = prepare_specials(t, config);
+    if (st == SD_OK) t->n_configured = t->n_special;
     free(vocab), free(merges), free(config), free(json), free(map);
     if (st != SD_OK) {
         clip_tokenizer_free(t);
@@ -416,5 +469,42 @@ void clip_tokenizer_free(clip_tokenizer *t) {
     if (!t) return;
     clip_bpe_free(&t->bpe);
     for (int k = 0; k < t->n_special; k++) free(t->special[k].content), free(t->special[k].cps);
+    free(t->special);
     free(t);
+}
+
+/* ---- tokens added at run time ---- */
+
+sd_status clip_tokenizer_add_token(clip_tokenizer *t, const char *content, int32_t *id) {
+    for (int k = 0; k < t->n_special; k++)
+        if (!strcmp(t->special[k].content, content))
+            return sd_set_error(SD_ERR_ARG, "tokenizer: token \"%s\" is already added", content);
+    const int k = t->n_special;
+    /* add_tokens' AddedToken: normalized (matched in the lower-cased text), no strip flags. */
+    SD_TRY(add_special(t, content, false, false, true, "tokenizer"));
+    sd_status st = SD_OK;
+    if (t->special[k].id < clip_bpe_vocab_size(&t->bpe)) /* a vocab.json key: not a new token */
+        st = sd_set_error(SD_ERR_ARG, "tokenizer: \"%s\" is already a vocabulary token", content);
+    else
+        st = prepare_special(t, k, "tokenizer");
+    if (st != SD_OK) {
+        free(t->special[k].content), free(t->special[k].cps);
+        t->n_special = k;
+        return st;
+    }
+    *id = t->special[k].id;
+    return SD_OK;
+}
+
+int32_t clip_tokenizer_lookup(const clip_tokenizer *t, const char *content) {
+    for (int k = 0; k < t->n_special; k++)
+        if (!strcmp(t->special[k].content, content)) return t->special[k].id;
+    return clip_bpe_lookup(&t->bpe, content, strlen(content));
+}
+
+int clip_tokenizer_size(const clip_tokenizer *t) {
+    int n = clip_bpe_vocab_size(&t->bpe);
+    for (int k = 0; k < t->n_special; k++)
+        if (t->special[k].id >= n) n = t->special[k].id + 1;
+    return n;
 }

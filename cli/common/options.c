@@ -61,6 +61,7 @@ typedef enum {
     O_PROMPT2, O_NEG2, O_ORIG_SIZE, O_CROP, O_TARGET_SIZE, O_MAX_SEQ, O_INIT, O_MASK, O_STRENGTH,
     O_PROMPT3, O_NEG3, O_WEIGHTS_DTYPE, O_PRECISION, O_VAE_TILE, O_CONFIG, O_PREDICTION,
     O_TRANSFORMER, O_LORA, O_LORA_DIR, O_VAE_FILE, O_UNET_FILE, O_TE_FILE, O_TE2_FILE, O_TE3_FILE,
+    O_PROMPT_SYNTAX, O_EMBEDDING, O_EMBEDDINGS_DIR,
     /* flags */
     O_PRINT_TOKENS, O_HELP, O_VERSION, O_QUIET, O_LOW_MEMORY,
 } opt_id;
@@ -96,6 +97,8 @@ static const struct {
     {"vae", 0, O_VAE_FILE, true},          {"unet", 0, O_UNET_FILE, true},
     {"text-encoder", 0, O_TE_FILE, true},  {"text-encoder-2", 0, O_TE2_FILE, true},
     {"text-encoder-3", 0, O_TE3_FILE, true},
+    {"prompt-syntax", 0, O_PROMPT_SYNTAX, true}, {"embedding", 0, O_EMBEDDING, true},
+    {"embeddings-dir", 0, O_EMBEDDINGS_DIR, true},
 };
 enum { N_OPTS = sizeof table / sizeof table[0] };
 
@@ -204,6 +207,22 @@ static bool apply(cli_options *o, opt_id id, const char *name, const char *v, co
     case O_LOW_MEMORY: o->low_memory = true; return true;
     case O_LORA: return parse_lora(o, name, v, err);
     case O_LORA_DIR: o->lora_dir = v; return true;
+    case O_PROMPT_SYNTAX:
+        if (!strcmp(v, "plain")) o->gen.prompt_syntax = SD_PROMPT_PLAIN;
+        else if (!strcmp(v, "a1111")) o->gen.prompt_syntax = SD_PROMPT_A1111;
+        else {
+            *err = errf("%s: '%s' should be plain or a1111", name, v);
+            return false;
+        }
+        return true;
+    case O_EMBEDDING:
+        if (o->n_embeddings == CLI_MAX_EMBEDDINGS) {
+            *err = errf("%s: more than %s embeddings", name, "64");
+            return false;
+        }
+        o->embeddings[o->n_embeddings++] = v;
+        return true;
+    case O_EMBEDDINGS_DIR: o->embeddings_dir = v; return true;
     case O_WEIGHTS_DTYPE:
         if (!strcmp(v, "stored")) o->weights_dtype = SD_WEIGHTS_STORED;
         else if (!strcmp(v, "f16") || !strcmp(v, "fp16")) o->weights_dtype = SD_WEIGHTS_F16;
@@ -445,7 +464,21 @@ const char *cli_gen_options_help(void) {
            "                           weights at load, scale default 1; repeatable\n"
            "      --lora-dir DIR       where prompt tags <lora:NAME:SCALE> find NAME.safetensors\n"
            "                           (the tag is removed from the prompt)\n"
+           "      --prompt-syntax S    plain (default: as diffusers) or a1111: AUTOMATIC1111's\n"
+           "                           (word:1.3) (word) [word] weights, prompts of any length,\n"
+           "                           BREAK, [from:to:when] editing, [a|b] alternation\n"
+           "      --embedding FILE     a textual-inversion embedding (.safetensors; A1111 or\n"
+           "                           diffusers), its file name the trigger word; repeatable\n"
+           "      --embeddings-dir DIR every .safetensors embedding in DIR, as A1111's folder\n"
            "  -t, --threads N          threads (default: all cores)\n";
+}
+
+sd_status cli_load_embeddings(const cli_options *o, sd_pipeline *p) {
+    for (int i = 0; i < o->n_embeddings; i++) {
+        const sd_status st = sd_pipeline_add_embedding(p, o->embeddings[i], NULL);
+        if (st != SD_OK) return st;
+    }
+    return o->embeddings_dir ? sd_pipeline_add_embeddings_dir(p, o->embeddings_dir) : SD_OK;
 }
 
 void cli_load_params(const cli_options *o, sd_load_params *lp) {

@@ -9,6 +9,7 @@
 
 #define CLI_MAX_SCHED_OPTS 32
 #define CLI_MAX_LORAS 64
+#define CLI_MAX_EMBEDDINGS 64
 
 typedef struct {
     const char *model;        /* -m; default $SD_MODEL */
@@ -31,6 +32,9 @@ typedef struct {
     sd_lora loras[CLI_MAX_LORAS];
     char *tag_paths[CLI_MAX_LORAS]; /* paths resolved from tags (malloc'd) */
     char *prompt_without_tags;      /* malloc'd, once cli_take_lora_tags has run */
+    int n_embeddings;         /* --embedding FILE (repeatable) */
+    const char *embeddings[CLI_MAX_EMBEDDINGS];
+    const char *embeddings_dir; /* --embeddings-dir DIR */
     int quality;              /* --quality (JPEG), default 90 */
     bool seed_given;
     bool print_tokens, show_help, show_version, quiet;
@@ -57,6 +61,9 @@ bool cli_take_lora_tags(cli_options *o, const char **err);
 
 /* The load settings the options chose (threads, weights dtype, precision, low memory, LoRAs). */
 void cli_load_params(const cli_options *o, sd_load_params *lp);
+
+/* Loads the --embedding files, then the --embeddings-dir folder, into p. */
+sd_status cli_load_embeddings(const cli_options *o, sd_pipeline *p);
 
 /* Builds the scheduler override JSON object from KEY=VALUE pairs: VALUE is taken as JSON when it
  * parses (true, 3, 0.5, "x", [1,2]) and as a string otherwise. */
