@@ -24,6 +24,7 @@ typedef struct {
     const char *model;      /* --model NAME (default model) */
     int max_models;         /* --max-models N resident */
     const char *lora_dir;   /* --lora-dir DIR */
+    const char *embeddings_dir; /* --embeddings-dir DIR: added to every model loaded */
     int threads;            /* --threads N (0: all cores) */
     bool low_memory;        /* --low-memory */
     int max_files;          /* --max-files N: images kept for response_format url */

@@ -111,6 +111,7 @@ static void run_job(srv_jobs *q, srv_job *j) {
         sd_gen_params g;
         sd_gen_params_init(&g);
         g.prompt = r->prompt, g.negative_prompt = r->negative_prompt;
+        g.prompt_syntax = r->syntax;
         g.width = r->width, g.height = r->height, g.steps = r->steps, g.guidance = r->guidance;
         g.seed = (uint64_t)(j->seed + it);
         g.batch = r->batch;

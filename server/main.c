@@ -40,6 +40,8 @@ static void usage(FILE *fp) {
         "      --model NAME|PATH     the default model (a name in --models, or a path without it)\n"
         "      --max-models N        pipelines kept loaded at once (default 1)\n"
         "      --lora-dir DIR        where <lora:NAME:SCALE> prompt tags are looked up\n"
+        "      --embeddings-dir DIR  textual-inversion embeddings (.safetensors), the file name\n"
+        "                            the trigger word, loaded with each model (as A1111's folder)\n"
         "      --queue N             requests waiting besides the running one (default 8; more: "
         "503)\n"
         "      --max-connections N   simultaneous connections (default 64)\n"
@@ -64,6 +66,7 @@ enum {
     O_MODEL,
     O_MAX_MODELS,
     O_LORA,
+    O_EMBEDDINGS,
     O_QUEUE,
     O_MAXCONN,
     O_BODY,
@@ -85,6 +88,7 @@ static const struct option long_opts[] = {{"listen", 1, 0, O_LISTEN},
                                           {"model", 1, 0, O_MODEL},
                                           {"max-models", 1, 0, O_MAX_MODELS},
                                           {"lora-dir", 1, 0, O_LORA},
+                                          {"embeddings-dir", 1, 0, O_EMBEDDINGS},
                                           {"queue", 1, 0, O_QUEUE},
                                           {"max-connections", 1, 0, O_MAXCONN},
                                           {"max-body-mb", 1, 0, O_BODY},
@@ -156,6 +160,9 @@ static int parse(int argc, char **argv, srv_config *c) {
             break;
         case O_LORA:
             c->lora_dir = optarg;
+            break;
+        case O_EMBEDDINGS:
+            c->embeddings_dir = optarg;
             break;
         case O_QUEUE:
             ok = int_arg(name, optarg, 0, 10000, &c->queue);

@@ -245,6 +245,11 @@ static bool load_into(srv_models *m, resident *r, const char *path, const sd_lor
         r->p = NULL;
         return srv_fail(e, 500, "model", "loading model '%s': %s", r->name, sd_last_error());
     }
+    if (m->cfg->embeddings_dir && sd_pipeline_add_embeddings_dir(r->p, m->cfg->embeddings_dir) != SD_OK) {
+        srv_fail(e, 500, "model", "embeddings for model '%s': %s", r->name, sd_last_error());
+        sd_pipeline_free(r->p), r->p = NULL;
+        return false;
+    }
     return true;
 }
 

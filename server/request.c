@@ -191,6 +191,7 @@ bool srv_request_from_a1111(const cJSON *b, bool img2img, const srv_limits *lim,
                             srv_error *e) {
     if (!cJSON_IsObject(b)) return srv_fail(e, 400, "", "the body must be a JSON object");
     if (!common_a1111(b, lim, r, e)) return false;
+    r->syntax = SD_PROMPT_A1111;
     if (!img2img) return true;
     if (!get_double(b, "denoising_strength", false, 0, 1, &r->strength, e)) return false;
     if (r->strength == 0)

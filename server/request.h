@@ -40,6 +40,9 @@ typedef struct {
     bool url;              /* OpenAI response_format url */
     sd_lora *loras;        /* from the prompt's tags */
     int n_loras;
+    /* How the prompt is read: A1111's syntax (weights, any length, BREAK, editing) on the A1111
+     * endpoints, as A1111 itself reads it; diffusers' plain reading on the OpenAI ones. */
+    sd_prompt_syntax syntax;
 } srv_request;
 
 void srv_request_init(srv_request *r);

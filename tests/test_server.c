@@ -13,6 +13,7 @@
 #include "../server/models.h"
 #include "../server/request.h"
 #include "../server/samplers.h"
+#include "../core/safetensors.h"
 #include "test.h"
 /* The LoRA writer of tests/test_lora.c; this test uses only part of it. */
 #pragma GCC diagnostic push
@@ -262,6 +263,71 @@ static void test_resident(void) {
     srv_models_close(m);
 }
 
+/* 64x64, 2 steps of `prompt` in A1111's syntax: the first pixel bytes. */
+static uint32_t prompt_hash(sd_pipeline *p, const char *prompt) {
+    sd_gen_params g;
+    sd_gen_params_init(&g);
+    g.prompt = prompt, g.width = 64, g.height = 64, g.steps = 2, g.seed = 1;
+    g.prompt_syntax = SD_PROMPT_A1111;
+    sd_result r;
+    if (sd_generate(p, &g, &r) != SD_OK) return 0;
+    uint32_t h = 2166136261u;
+    for (int i = 0; i < 64 * 64 * 3; i++) h = (h ^ r.images[0].rgb[i]) * 16777619u;
+    sd_result_free(&r);
+    return h;
+}
+
+/* Writes an A1111 embedding file: emb_params [vectors][width] of small distinct values. */
+static bool write_embedding(const char *path, int vectors, int width) {
+    float v[4 * 64];
+    for (int i = 0; i < vectors * width; i++) v[i] = 0.05f * (float)((i * 7) % 13) - 0.3f;
+    st_entry e = {"emb_params", ST_F32, 2, {vectors, width}, v};
+    return st_write(path, &e, 1, NULL, 0) == SD_OK;
+}
+
+/* --embeddings-dir: every model loaded gets the folder's embeddings (the trigger changes the
+ * image); a file the library refuses (wrong width) fails the load with a 500 naming it. */
+static void test_embeddings_dir(void) {
+    const char *dir = test_output_dir("server_emb_models"), *emb = test_output_dir("server_emb");
+    CHECK(make_model(dir, "a"), "model folder in %s", dir);
+    unlink(test_path(emb, "wide.safetensors")); /* a previous run's */
+    CHECK(write_embedding(test_path(emb, "mytrig.safetensors"), 2, 16), "write an embedding");
+    /* srv_models keeps a pointer to its config: one each */
+    static srv_config plain_cfg, cfg;
+    plain_cfg = (srv_config){.models_dir = dir, .model = "a", .max_models = 1, .threads = 2};
+    cfg = plain_cfg;
+    cfg.embeddings_dir = emb;
+    srv_models *plain_m, *emb_m;
+    char err[300];
+    if (!srv_models_open(&plain_m, &plain_cfg, err, sizeof err)) {
+        CHECK(false, "open: %s", err);
+        return;
+    }
+    if (!srv_models_open(&emb_m, &cfg, err, sizeof err)) {
+        CHECK(false, "open: %s", err);
+        srv_models_close(plain_m);
+        return;
+    }
+    double loaded;
+    sd_pipeline *plain = acquire(plain_m, "a", NULL, &loaded), *with = acquire(emb_m, "a", NULL, &loaded);
+    if (plain && with) {
+        CHECK(prompt_hash(plain, "a cat") == prompt_hash(with, "a cat"),
+              "a prompt without the trigger: the same image");
+        CHECK(prompt_hash(plain, "a mytrig cat") != prompt_hash(with, "a mytrig cat"),
+              "the trigger word uses the folder's embedding");
+    }
+    srv_models_close(emb_m);
+    CHECK(write_embedding(test_path(emb, "wide.safetensors"), 1, 24), "write a too-wide embedding");
+    if (srv_models_open(&emb_m, &cfg, err, sizeof err)) {
+        srv_error e = {0};
+        CHECK(!srv_models_acquire(emb_m, "a", NULL, 0, &loaded, &e) && e.status == 500 &&
+                  strstr(e.message, "wide.safetensors"),
+              "a refused embedding fails the load: %d %s", e.status, e.message);
+        srv_models_close(emb_m);
+    }
+    srv_models_close(plain_m);
+}
+
 static const srv_limits limits = {256, 192, 30, 4};
 
 /* Parses body (A1111 txt2img, or OpenAI when openai) and checks the status and the field named. */
@@ -295,8 +361,8 @@ static void test_requests(void) {
         CHECK(!strcmp(r.prompt, "a cat") && !strcmp(r.negative_prompt, "dog") && r.seed == 42 &&
                   r.steps == 8 && r.guidance == 6.5 && r.width == 128 && r.height == 64 &&
                   r.batch == 2 && r.n_iter == 2 && !strcmp(r.scheduler, "dpm++2m_karras") &&
-                  !strcmp(r.model, "sd15"),
-              "fields taken");
+                  !strcmp(r.model, "sd15") && r.syntax == SD_PROMPT_A1111,
+              "fields taken; the prompt read in A1111's syntax");
     srv_request_free(&r);
     cJSON_Delete(j);
     j = cJSON_Parse("{\"prompt\": \"a cat\"}");
@@ -314,8 +380,8 @@ static void test_requests(void) {
     ok = srv_request_from_openai(j, false, &limits, &r, &e);
     CHECK(ok && r.batch == 2 && r.width == 128 && r.height == 64 && r.url && r.jpeg &&
               r.seed == 7 && r.steps == 5 && r.guidance == 3 && !strcmp(r.scheduler, "euler") &&
-              !strcmp(r.model, "m"),
-          "a full OpenAI request: %s", e.message);
+              !strcmp(r.model, "m") && r.syntax == SD_PROMPT_PLAIN,
+          "a full OpenAI request (plain prompt syntax): %s", e.message);
     srv_request_free(&r);
     cJSON_Delete(j);
     j = cJSON_Parse("{\"prompt\": \"a cat\", \"n\": \"2\", \"seed\": \"9\"}");
@@ -400,6 +466,7 @@ int main(void) {
     test_samplers();
     test_models();
     test_resident();
+    test_embeddings_dir();
     test_requests();
     test_png_text();
     srv_images_cleanup();
