@@ -2,10 +2,13 @@
 // real bin/sd-server on the tiny SD 1.5 fixture: type a prompt, fix the seed, press Generate, and
 // check the page shows exactly the image the A1111 API returns for the very request the page sent;
 // then a long run, whose progress bar must move and which Interrupt must stop early; then a request
-// the server refuses, whose message the page must show. Keeps a screenshot in build/web-page.png.
+// image to image with an uploaded image and mask; a request the server refuses, whose message the
+// page must show; then a server started with --api-key.
+// Keeps a screenshot in build/web-page.png.
 // Prints failures and ends with "N passed, N failed" (tests/run.sh adds it up). Run by run.sh.
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import zlib from 'node:zlib';
@@ -129,6 +132,7 @@ async function main() {
   });
   try {
     await run(srv, browser);
+    await runWithKey(browser);
   } finally {
     await browser.close();
     const st = await stopServer(srv);
@@ -143,7 +147,11 @@ async function run(srv, browser) {
   // (A refused request's own status line in the console is expected, not a page error.)
   page.on('console', (m) => { if (m.type() === 'error' && !/Failed to load resource/.test(m.text())) pageErrors.push(m.text()); });
   const sent = [];
-  page.on('request', (r) => { if (r.url().endsWith('/sdapi/v1/txt2img')) sent.push(r.postData()); });
+  const sentImg2img = [];
+  page.on('request', (r) => {
+    if (r.url().endsWith('/sdapi/v1/txt2img')) sent.push(r.postData());
+    if (r.url().endsWith('/sdapi/v1/img2img')) sentImg2img.push(r.postData());
+  });
   await page.setViewport({ width: 1280, height: 860 });
 
   const resp = await page.goto(srv.url + '/');
@@ -192,6 +200,7 @@ async function run(srv, browser) {
   check(/Seed: 42\b/.test(a.text.parameters || ''), 'the downloaded PNG lacks A1111 "parameters" metadata with "Seed: 42": ' + JSON.stringify(a.text));
 
   fs.mkdirSync(path.dirname(screenshot), { recursive: true });
+  await sleep(400); // the progress bar's last transition
   await page.screenshot({ path: screenshot, fullPage: true });
 
   // ---- 2. a long run: the progress bar moves, Interrupt stops it well before its end
@@ -210,7 +219,7 @@ async function run(srv, browser) {
   // Wait until the server reports a few steps, so the time per step is known.
   const atClick = await page.waitForFunction(() => {
     const m = /Step (\d+) of (\d+)/.exec(document.getElementById('status').textContent);
-    return m && Number(m[1]) >= 3 ? [Number(m[1]), Number(m[2])] : false;
+    return m && Number(m[1]) >= 2 ? [Number(m[1]), Number(m[2])] : false;
   }, { timeout: 120000, polling: 50 }).then((h) => h.jsonValue());
   const tClick = Date.now();
   const seen = await page.evaluate(() => window.seenProgress);
@@ -230,7 +239,35 @@ async function run(srv, browser) {
   check(await page.$eval('#error', (e) => e.hidden), 'an interrupted run shows an error: ' + await page.$eval('#error-text', (e) => e.textContent));
   check(await page.$eval('#generate', (e) => !e.disabled) && await page.$eval('#interrupt', (e) => e.disabled), 'the buttons are not back to idle after the interrupt');
 
-  // ---- 3. a request the server refuses: its message is shown, and the page recovers
+  // ---- 3. image to image: the chosen files go out as they are, with the strength
+  const initPath = path.join(os.tmpdir(), `sd-web-init-${process.pid}.png`);
+  fs.writeFileSync(initPath, Buffer.from(download, 'base64'));
+  try {
+    const before = await page.$$eval('#gallery li', (l) => l.length);
+    await page.click('#img2img summary');
+    await (await page.$('#init-file')).uploadFile(initPath);
+    await (await page.$('#mask-file')).uploadFile(initPath);
+    await page.waitForSelector('#init-drop img');
+    await page.waitForSelector('#mask-drop img');
+    await fill(page, '#strength-num', 0.5);
+    await fill(page, '#width', 64);
+    await fill(page, '#height', 64);
+    await fill(page, '#steps', 4);
+    await page.click('#generate');
+    await page.waitForFunction(() => document.body.dataset.state !== 'running', { timeout: 120000 });
+    check(await page.evaluate(() => document.body.dataset.state) === 'done', 'image to image failed: ' + await page.$eval('#error-text', (e) => e.textContent));
+    const r = sentImg2img.length === 1 ? JSON.parse(sentImg2img[0]) : {};
+    check(Array.isArray(r.init_images) && r.init_images[0] === download && r.mask === download && r.denoising_strength === 0.5,
+      'the img2img request lacks the file as init_images and mask, or strength 0.5: ' + JSON.stringify(Object.keys(r)) + ' ' + r.denoising_strength);
+    check(await page.$$eval('#gallery li', (l) => l.length) === before + 1, 'the image to image result is not in the gallery');
+    await page.click('#init-clear');
+    await page.click('#mask-clear');
+    check(await page.$eval('#i2i-badge', (e) => e.hidden) && !await page.$('#init-drop img'), 'Remove did not clear the initial image');
+  } finally {
+    fs.rmSync(initPath, { force: true });
+  }
+
+  // ---- 4. a request the server refuses: its message is shown, and the page recovers
   await page.evaluate(() => { const o = document.createElement('option'); o.value = o.textContent = 'No Such Sampler'; document.getElementById('sampler').append(o); });
   await page.select('#sampler', 'No Such Sampler');
   await fill(page, '#width', 64);
@@ -245,6 +282,34 @@ async function run(srv, browser) {
   check(await page.$eval('#generate', (e) => !e.disabled), 'Generate stays disabled after an error');
 
   check(pageErrors.length === 0, 'errors in the page\'s console: ' + pageErrors.join(' | '));
+}
+
+// ---- 5. a server started with --api-key: the page says so, asks for the key, and works with it
+async function runWithKey(browser) {
+  const key = 'web-test-key-' + process.pid;
+  const srv = await startServer(['--model', model, '--port', '0', '--api-key', key]);
+  try {
+    const page = await browser.newPage();
+    await page.goto(srv.url + '/');
+    await page.waitForFunction(() => document.getElementById('conn').dataset.ok === '0' && document.getElementById('key-dialog').open, { timeout: 15000 });
+    const err = await page.$eval('#error-text', (e) => e.textContent);
+    check(/^401\b/.test(err) && /API key/.test(err), 'a missing key is not reported as 401 asking for the API key: ' + err);
+    await page.type('#api-key', key);
+    await page.click('#key-save');
+    await page.waitForFunction(() => document.getElementById('conn').dataset.ok === '1', { timeout: 15000 });
+    check(await page.evaluate(() => localStorage.getItem('sd-server.api-key')) === key, 'the key is not kept in localStorage');
+    check(await page.$eval('#error', (e) => e.hidden), 'the 401 message stays after the key was given');
+    await fill(page, '#prompt', 'a key');
+    await fill(page, '#width', 64);
+    await fill(page, '#height', 64);
+    await fill(page, '#steps', 2);
+    await page.click('#generate');
+    await page.waitForFunction(() => document.body.dataset.state !== 'running', { timeout: 60000 });
+    check(await page.evaluate(() => document.body.dataset.state) === 'done', 'no image with the API key: ' + await page.$eval('#error-text', (e) => e.textContent));
+  } finally {
+    const st = await stopServer(srv);
+    check(st === 0, `sd-server --api-key did not exit cleanly on SIGTERM (${st})`);
+  }
 }
 
 const watchdog = setTimeout(() => { check(false, 'the test took over 10 minutes'); finish(); }, 600000);
