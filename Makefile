@@ -93,6 +93,16 @@ BINS := $(CLI_SRC:cli/%.c=$(BINDIR)/%)
 CLI_COMMON_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(wildcard cli/common/*.c))
 CLI_LIB := $(BUILD)/libsdcli.a
 
+# sd-server (server/): the HTTP service on the public API; libmicrohttpd does the HTTP. Its objects
+# but main.c form an archive the unit test links too; the web page is compiled in (tools/embed.c
+# turns each server/web file into a C array).
+SERVER_SRC := $(filter-out server/main.c,$(wildcard server/*.c))
+SERVER_OBJ := $(SERVER_SRC:%.c=$(BUILD)/%.o) $(BUILD)/server/embed/index.html.o
+SERVER_LIB := $(BUILD)/libsdserver.a
+SERVER_BIN := $(BINDIR)/sd-server
+SERVER_LDLIBS := -lmicrohttpd
+EMBED := $(BUILD)/tools/embed
+
 TEST_COMMON := $(BUILD)/tests/common.o
 TEST_SRC := $(wildcard tests/test_*.c)
 TESTS := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
@@ -126,7 +136,7 @@ BENCH_ARGS ?=
 
 .PHONY: all lib build-tests build-bench test test-asan test-isa test-clang test-full clean \
     bench-kernels bench bench-memory check-version print-version install uninstall check-install
-all: lib $(BINS)
+all: lib $(BINS) $(SERVER_BIN)
 lib: $(LIB) $(SHLIB) $(SHLIB_LINKS)
 build-tests: $(TESTS) $(FULLS)
 build-bench: $(BENCHES)
@@ -167,6 +177,28 @@ $(BINDIR)/%: $(BUILD)/cli/%.o $(CLI_LIB) $(LIB)
 
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_COMMON) $(CLI_LIB) $(LIB)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+$(EMBED): tools/embed.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $< -o $@
+
+$(BUILD)/server/embed/%.c: server/web/% $(EMBED)
+	@mkdir -p $(dir $@)
+	$(EMBED) srv_embed_$(subst -,_,$(subst .,_,$*)) < $< > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/server/embed/%.o: $(BUILD)/server/embed/%.c
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+
+$(SERVER_LIB): $(SERVER_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(SERVER_BIN): $(BUILD)/server/main.o $(SERVER_LIB) $(CLI_LIB) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) $(SERVER_LDLIBS) -o $@
+
+$(BUILD)/tests/test_server: $(BUILD)/tests/test_server.o $(TEST_COMMON) $(SERVER_LIB) $(CLI_LIB) $(LIB)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) $(SERVER_LDLIBS) -o $@
 
 # So does the FLUX transformer-file test (tests/bfl_writer.c; an SD file as a wrong input).
 $(BUILD)/tests/test_flux_bfl: $(BUILD)/tests/bfl_writer.o $(BUILD)/tests/ldm_writer.o
@@ -229,7 +261,7 @@ test-asan:
 
 # sd.pc carries PREFIX's paths (not DESTDIR's): generated at install time, so it always matches
 # the PREFIX / LIBDIR / INCLUDEDIR of this install.
-INSTALLED_TOOLS := $(notdir $(BINS))
+INSTALLED_TOOLS := $(notdir $(BINS) $(SERVER_BIN))
 install: all
 	@mkdir -p $(BUILD)
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' \
@@ -241,7 +273,7 @@ install: all
 	$(INSTALL) -m 644 $(LIB) $(DESTDIR)$(LIBDIR)/
 	$(INSTALL) -m 644 include/sd.h $(DESTDIR)$(INCLUDEDIR)/
 	$(INSTALL) -m 644 $(BUILD)/sd.pc $(DESTDIR)$(PKGCONFIGDIR)/
-	$(INSTALL) -m 755 $(BINS) $(DESTDIR)$(TOOLDIR)/
+	$(INSTALL) -m 755 $(BINS) $(SERVER_BIN) $(DESTDIR)$(TOOLDIR)/
 	$(INSTALL) -d $(DESTDIR)$(CONFIGSDIR)
 	cp -R -P -f configs/. $(DESTDIR)$(CONFIGSDIR)/
 
@@ -264,4 +296,4 @@ clean:
 -include $(BUILD)/bench/kernels.d $(BUILD)/bench/model.d $(BUILD)/bench/peak.d $(BENCH_SD_OBJ:.o=.d) \
     $(BUILD)/bench/make_model.d $(BUILD)/bench/rss_bench.d
 -include $(LIB_OBJ:.o=.d) $(TESTS:=.d) $(FULLS:=.d) $(TEST_COMMON:.o=.d) $(CLI_SRC:cli/%.c=$(BUILD)/cli/%.d) \
-    $(CLI_COMMON_OBJ:.o=.d)
+    $(CLI_COMMON_OBJ:.o=.d) $(SERVER_OBJ:.o=.d) $(BUILD)/server/main.d

@@ -32,6 +32,7 @@ version=$(mk -f Makefile print-version 2>/dev/null) || fail "make print-version"
 major=${version%%.*}
 {
     for t in cli/*.c; do t=${t#cli/}; echo "bin/${t%.c}"; done
+    echo bin/sd-server
     echo include/sd.h
     echo lib/libsd.a
     echo lib/libsd.so

@@ -1,0 +1,274 @@
+/* sd-server's pure pieces (server/): base64, the A1111 sampler names, model name resolution inside
+ * the models folder, request validation, the PNG "parameters" chunk read back. The HTTP side runs
+ * in tests/server/ against a live server. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../server/base64.h"
+#include "../server/images.h"
+#include "../server/models.h"
+#include "../server/request.h"
+#include "../server/samplers.h"
+#include "test.h"
+
+static void test_base64(void) {
+    /* RFC 4648 section 10 */
+    static const char *const plain[] = {"", "f", "fo", "foo", "foob", "fooba", "foobar"};
+    static const char *const coded[] = {"", "Zg==", "Zm8=", "Zm9v", "Zm9vYg==", "Zm9vYmE=", "Zm9vYmFy"};
+    for (int i = 0; i < 7; i++) {
+        char *e = srv_base64_encode((const uint8_t *)plain[i], strlen(plain[i]));
+        CHECK(e && !strcmp(e, coded[i]), "encode '%s' -> '%s', want '%s'", plain[i], e, coded[i]);
+        free(e);
+        uint8_t *d;
+        size_t n;
+        bool ok = srv_base64_decode(coded[i], strlen(coded[i]), &d, &n);
+        CHECK(ok && n == strlen(plain[i]) && !memcmp(d, plain[i], n), "decode '%s'", coded[i]);
+        free(d);
+    }
+    uint8_t *d;
+    size_t n;
+    const char *url = "data:image/png;base64,Zm9v\nYmE";
+    CHECK(srv_base64_decode(url, strlen(url), &d, &n) && n == 5 && !memcmp(d, "fooba", 5),
+          "a data URL with a line break and no padding decodes");
+    free(d);
+    CHECK(!srv_base64_decode("Zm9v!", 5, &d, &n) && !d, "a foreign character is refused");
+    CHECK(!srv_base64_decode("Zm9vY", 5, &d, &n), "a dangling sixth of a group is refused");
+    CHECK(!srv_base64_decode("Zg==Zg", 6, &d, &n), "data after padding is refused");
+    uint8_t all[256];
+    for (int i = 0; i < 256; i++) all[i] = (uint8_t)(255 - i);
+    char *e = srv_base64_encode(all, 256);
+    CHECK(e && srv_base64_decode(e, strlen(e), &d, &n) && n == 256 && !memcmp(d, all, 256),
+          "every byte value round-trips");
+    free(e), free(d);
+}
+
+static void check_map(const char *sampler, const char *schedule, const char *want) {
+    const char *alias;
+    char err[200] = "";
+    bool ok = srv_sampler_map(sampler, schedule, &alias, err, sizeof err);
+    CHECK(ok && (want ? alias && !strcmp(alias, want) : !alias), "sampler '%s' + '%s' -> %s (%s), want %s",
+          sampler, schedule, ok ? (alias ? alias : "(model's)") : "error", err, want ? want : "(model's)");
+    if (ok && alias) CHECK(sd_scheduler_check(alias, NULL) == SD_OK, "'%s' is a scheduler of the engine", alias);
+}
+
+static void check_map_fails(const char *sampler, const char *schedule, const char *named) {
+    const char *alias;
+    char err[200] = "";
+    bool ok = srv_sampler_map(sampler, schedule, &alias, err, sizeof err);
+    CHECK(!ok && strstr(err, named), "sampler '%s' + '%s' refused naming '%s': %s", sampler,
+          schedule ? schedule : "", named, err);
+}
+
+static void test_samplers(void) {
+    check_map("Euler a", NULL, "euler_a");
+    check_map("Euler", "Automatic", "euler");
+    check_map("Euler", "Karras", "euler_karras");
+    check_map("DPM++ 2M", NULL, "dpm++2m");
+    check_map("DPM++ 2M", "Karras", "dpm++2m_karras");
+    check_map("DPM++ 2M Karras", NULL, "dpm++2m_karras");
+    check_map("DPM++ 2M SDE", "karras", "dpm++2m_sde_karras");
+    check_map("DDIM", "", "ddim");
+    check_map("PLMS", NULL, "pndm");
+    check_map("LMS", NULL, "lms");
+    check_map("Heun", NULL, "heun");
+    check_map("UniPC", NULL, "unipc");
+    check_map("LCM", NULL, "lcm");
+    check_map(NULL, NULL, NULL);
+    check_map("", "Automatic", NULL);
+    check_map("dpm++2m_karras", NULL, "dpm++2m_karras"); /* gen's own names */
+    check_map("EulerDiscreteScheduler", NULL, "EulerDiscreteScheduler");
+    check_map_fails("DPM2", NULL, "DPM2");
+    check_map_fails("Euler a", "Karras", "Euler a");
+    check_map_fails("Euler", "Exponential", "Exponential");
+    for (int i = 0; i < srv_sampler_count(); i++) {
+        const srv_sampler *s = srv_sampler_get(i);
+        CHECK(sd_scheduler_check(s->alias, NULL) == SD_OK, "listed sampler %s -> %s exists", s->name, s->alias);
+        if (s->karras) CHECK(sd_scheduler_check(s->karras, NULL) == SD_OK, "%s Karras -> %s exists", s->name, s->karras);
+    }
+}
+
+static void touch(const char *path) {
+    FILE *fp = fopen(path, "w");
+    if (fp) fclose(fp);
+}
+
+static void test_models(void) {
+    CHECK(srv_model_name_ok("sd15") && srv_model_name_ok("v1-5.safetensors"), "plain names pass");
+    CHECK(!srv_model_name_ok("../sd15") && !srv_model_name_ok("/etc") && !srv_model_name_ok("a/b") &&
+              !srv_model_name_ok("..") && !srv_model_name_ok(".hidden") && !srv_model_name_ok(""),
+          "names that could leave the folder are refused");
+    const char *dir = test_output_dir("server_models");
+    const char *inside = test_path(dir, "inside"), *out = test_path(dir, "out");
+    mkdir(inside, 0755);
+    touch(test_path(inside, "model_index.json"));
+    touch(test_path(dir, "single.safetensors"));
+    touch(test_path(dir, "notes.txt"));
+    unlink(out);
+    CHECK(symlink(fixture("sd15-tiny/pipeline"), out) == 0, "symlink %s", out);
+    srv_config cfg = {.models_dir = dir, .model = "inside", .max_models = 1};
+    srv_models *m;
+    char err[300];
+    bool ok = srv_models_open(&m, &cfg, err, sizeof err);
+    CHECK(ok, "open %s: %s", dir, ok ? "" : err);
+    if (!ok) return;
+    char **names;
+    int n = srv_models_list(m, &names);
+    CHECK(n == 2 && !strcmp(names[0], "inside") && !strcmp(names[1], "single.safetensors"),
+          "listed: a diffusers folder and a .safetensors file, not the link out nor other files (%d)", n);
+    srv_models_list_free(names, n);
+    srv_error e = {0};
+    char *path = NULL;
+    CHECK(!srv_models_resolve(m, "out", &path, &e) && e.status == 404, "a symbolic link out of the folder: %d %s", e.status, e.message);
+    CHECK(!srv_models_resolve(m, "../server_models/inside", &path, &e) && e.status == 400 && strstr(e.message, "../"),
+          "'..' in a name: %d %s", e.status, e.message);
+    CHECK(!srv_models_resolve(m, "nothing", &path, &e) && e.status == 404 && strstr(e.message, "nothing"),
+          "an unknown name: %d %s", e.status, e.message);
+    CHECK(srv_models_resolve(m, "single", &path, &e) && path && strstr(path, "single.safetensors"),
+          "a file by its name without the extension");
+    free(path);
+    CHECK(srv_models_set_current(m, "single.safetensors", &e), "set the default");
+    char *cur = srv_models_current(m);
+    CHECK(cur && !strcmp(cur, "single.safetensors"), "the default is %s", cur);
+    free(cur);
+    CHECK(!srv_models_set_current(m, "../x", &e) && e.status == 400, "the default stays inside");
+    srv_models_close(m);
+}
+
+static const srv_limits limits = {256, 192, 30, 4};
+
+/* Parses body (A1111 txt2img, or OpenAI when openai) and checks the status and the field named. */
+static void check_bad(bool openai, const char *body, int status, const char *param) {
+    cJSON *j = cJSON_Parse(body);
+    srv_request r;
+    srv_request_init(&r);
+    srv_error e = {0};
+    bool ok = j && (openai ? srv_request_from_openai(j, false, &limits, &r, &e)
+                           : srv_request_from_a1111(j, false, &limits, &r, &e));
+    CHECK(!ok && e.status == status && !strcmp(e.param, param) && e.message[0],
+          "%s %s -> %d '%s' %s; want %d '%s'", openai ? "openai" : "a1111", body, e.status, e.param,
+          e.message, status, param);
+    srv_request_free(&r);
+    cJSON_Delete(j);
+}
+
+static void test_requests(void) {
+    cJSON *j = cJSON_Parse("{\"prompt\": \"a cat\", \"negative_prompt\": \"dog\", \"seed\": 42, "
+                           "\"steps\": 8, \"cfg_scale\": 6.5, \"width\": 128, \"height\": 64, "
+                           "\"sampler_name\": \"DPM++ 2M\", \"scheduler\": \"Karras\", \"batch_size\": 2, "
+                           "\"n_iter\": 2, \"override_settings\": {\"sd_model_checkpoint\": \"sd15 [abc123]\"}, "
+                           "\"send_images\": true}");
+    srv_request r;
+    srv_request_init(&r);
+    srv_error e = {0};
+    bool ok = srv_request_from_a1111(j, false, &limits, &r, &e);
+    CHECK(ok, "a full A1111 request: %s", e.message);
+    if (ok)
+        CHECK(!strcmp(r.prompt, "a cat") && !strcmp(r.negative_prompt, "dog") && r.seed == 42 &&
+                  r.steps == 8 && r.guidance == 6.5 && r.width == 128 && r.height == 64 && r.batch == 2 &&
+                  r.n_iter == 2 && !strcmp(r.scheduler, "dpm++2m_karras") && !strcmp(r.model, "sd15"),
+              "fields taken");
+    srv_request_free(&r);
+    cJSON_Delete(j);
+    j = cJSON_Parse("{\"prompt\": \"a cat\"}");
+    srv_request_init(&r);
+    CHECK(srv_request_from_a1111(j, false, &limits, &r, &e) && r.seed == -1 && r.width == 0 &&
+              r.steps == 0 && isnan(r.guidance) && !r.scheduler && !r.model,
+          "absent fields are the model's defaults");
+    srv_request_free(&r);
+    cJSON_Delete(j);
+    j = cJSON_Parse("{\"prompt\": \"a cat\", \"n\": 2, \"size\": \"128x64\", \"response_format\": \"url\", "
+                    "\"seed\": 7, \"steps\": 5, \"guidance_scale\": 3, \"scheduler\": \"euler\", "
+                    "\"output_format\": \"jpeg\", \"model\": \"m\"}");
+    srv_request_init(&r);
+    ok = srv_request_from_openai(j, false, &limits, &r, &e);
+    CHECK(ok && r.batch == 2 && r.width == 128 && r.height == 64 && r.url && r.jpeg && r.seed == 7 &&
+              r.steps == 5 && r.guidance == 3 && !strcmp(r.scheduler, "euler") && !strcmp(r.model, "m"),
+          "a full OpenAI request: %s", e.message);
+    srv_request_free(&r);
+    cJSON_Delete(j);
+    j = cJSON_Parse("{\"prompt\": \"a cat\", \"n\": \"2\", \"seed\": \"9\"}");
+    srv_request_init(&r);
+    CHECK(srv_request_from_openai(j, true, &limits, &r, &e) && r.batch == 2 && r.seed == 9,
+          "form fields give numbers as text");
+    srv_request_free(&r);
+    cJSON_Delete(j);
+
+    check_bad(false, "{}", 400, "prompt");
+    check_bad(false, "[1]", 400, "");
+    check_bad(false, "{\"prompt\": 5}", 400, "prompt");
+    check_bad(false, "{\"prompt\": \"x\", \"steps\": \"20\"}", 400, "steps");
+    check_bad(false, "{\"prompt\": \"x\", \"steps\": 2.5}", 400, "steps");
+    check_bad(false, "{\"prompt\": \"x\", \"steps\": 31}", 400, "steps");
+    check_bad(false, "{\"prompt\": \"x\", \"width\": 0}", 400, "width");
+    check_bad(false, "{\"prompt\": \"x\", \"width\": 100000}", 400, "width");
+    check_bad(false, "{\"prompt\": \"x\", \"height\": 193}", 400, "height");
+    check_bad(false, "{\"prompt\": \"x\", \"cfg_scale\": true}", 400, "cfg_scale");
+    check_bad(false, "{\"prompt\": \"x\", \"sampler_name\": \"Nope\"}", 400, "sampler_name");
+    check_bad(false, "{\"prompt\": \"x\", \"batch_size\": 2, \"n_iter\": 3}", 400, "batch_size");
+    check_bad(false, "{\"prompt\": \"x\", \"override_settings\": 3}", 400, "override_settings");
+    check_bad(false, "{\"prompt\": \"x\", \"seed\": -2}", 400, "seed");
+    check_bad(true, "{\"n\": 1}", 400, "prompt");
+    check_bad(true, "{\"prompt\": \"x\", \"size\": \"0x0\"}", 400, "size");
+    check_bad(true, "{\"prompt\": \"x\", \"size\": \"100000x100000\"}", 400, "size");
+    check_bad(true, "{\"prompt\": \"x\", \"size\": \"big\"}", 400, "size");
+    check_bad(true, "{\"prompt\": \"x\", \"n\": 5}", 400, "n");
+    check_bad(true, "{\"prompt\": \"x\", \"response_format\": \"gif\"}", 400, "response_format");
+    check_bad(true, "{\"prompt\": \"x\", \"output_format\": \"webp\"}", 400, "output_format");
+    check_bad(true, "{\"prompt\": \"x\", \"scheduler\": \"DPM2\"}", 400, "scheduler");
+    check_bad(true, "{\"prompt\": \"x\", \"model\": 3}", 400, "model");
+
+    /* img2img: the init image decodes through the library; garbage is a 400 naming the field. */
+    j = cJSON_Parse("{\"prompt\": \"x\", \"init_images\": [\"AAAA\"]}");
+    srv_request_init(&r);
+    CHECK(!srv_request_from_a1111(j, true, &limits, &r, &e) && e.status == 400 && !strcmp(e.param, "init_images"),
+          "an init image that is no image: %d %s", e.status, e.message);
+    srv_request_free(&r);
+    cJSON_Delete(j);
+    j = cJSON_Parse("{\"prompt\": \"x\"}");
+    srv_request_init(&r);
+    CHECK(!srv_request_from_a1111(j, true, &limits, &r, &e) && !strcmp(e.param, "init_images"),
+          "img2img without init_images");
+    srv_request_free(&r);
+    cJSON_Delete(j);
+
+    srv_request_init(&r);
+    r.prompt = strdup("a <lora:x:0.5> cat");
+    CHECK(!srv_request_take_loras(&r, NULL, &e) && e.status == 400 && strstr(e.message, "--lora-dir"),
+          "a LoRA tag without --lora-dir: %s", e.message);
+    srv_request_free(&r);
+}
+
+static void test_png_text(void) {
+    sd_image img;
+    CHECK_OK(sd_image_alloc(&img, 4, 3));
+    uint8_t *png = NULL;
+    size_t len = 0;
+    CHECK_OK(srv_image_encode(&img, false, 90, "a cat\nSteps: 4, Sampler: Euler", &png, &len));
+    char *text = png ? srv_png_text(png, len, "parameters") : NULL;
+    CHECK(text && !strcmp(text, "a cat\nSteps: 4, Sampler: Euler"), "parameters read back: %s", text);
+    free(text);
+    CHECK(png && !srv_png_text(png, len, "Comment"), "no such chunk");
+    CHECK(png && !srv_png_text(png, 40, "parameters"), "a truncated PNG gives nothing");
+    sd_image back;
+    CHECK_OK(srv_image_decode(png, len, &back));
+    CHECK(back.width == 4 && back.height == 3, "decoded %dx%d", back.width, back.height);
+    sd_image_free(&back);
+    CHECK(srv_image_decode((const uint8_t *)"nope", 4, &back) != SD_OK, "garbage does not decode");
+    free(png);
+    sd_image_free(&img);
+}
+
+int main(void) {
+    char err[200];
+    CHECK(srv_images_init(err, sizeof err), "%s", err);
+    test_base64();
+    test_samplers();
+    test_models();
+    test_requests();
+    test_png_text();
+    srv_images_cleanup();
+    return test_summary();
+}
