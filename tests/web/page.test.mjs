@@ -5,7 +5,7 @@
 // image to image with an uploaded image and mask; a request the server refuses, whose message the
 // page must show; then a server started with --api-key.
 // Keeps a screenshot in build/web-page.png.
-// Prints failures and ends with "N passed, N failed" (tests/run.sh adds it up). Run by run.sh.
+// Prints failures and ends with "N passed, N failed" (tests/run.sh adds it up). Run by test_web.sh.
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
