@@ -199,6 +199,15 @@ async function run(srv, browser) {
   check(new Set(a.px).size > 16, 'the image is (nearly) uniform: not a generated picture');
   check(/Seed: 42\b/.test(a.text.parameters || ''), 'the downloaded PNG lacks A1111 "parameters" metadata with "Seed: 42": ' + JSON.stringify(a.text));
 
+  // The gallery's Reuse puts the image's settings back, its seed fixed.
+  await fill(page, '#prompt', 'something else');
+  await fill(page, '#seed', -1);
+  await fill(page, '#steps', 9);
+  await page.click('#gallery li button.small');
+  const back = await page.evaluate(() => ['prompt', 'negative', 'seed', 'steps', 'width', 'height', 'sampler'].map((id) => document.getElementById(id).value));
+  check(JSON.stringify(back) === JSON.stringify(['a lighthouse at dawn, oil painting', 'blurry', '42', '4', '64', '64', 'Euler a']),
+    'Reuse did not restore the settings: ' + back.join(', '));
+
   fs.mkdirSync(path.dirname(screenshot), { recursive: true });
   await sleep(400); // the progress bar's last transition
   await page.screenshot({ path: screenshot, fullPage: true });
