@@ -28,6 +28,7 @@ typedef struct {
     bool low_memory;         /* --low-memory */
     int max_files;           /* --max-files N: images kept for response_format url */
     bool quiet;              /* --quiet: no request log */
+    int vae_tile_limit_mb;   /* $SD_VAE_TILE_LIMIT_MB, as gen (0: the library's default) */
     srv_limits limits;
 } srv_config;
 

@@ -283,8 +283,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             MHD_destroy_response(r);
             return ok;
         }
-        /* The page itself is public (it holds no data); every API call needs the key. */
-        if (cfg->api_key && !(rt && rt->fn == srv_web_page) && !key_ok(conn, cfg->api_key))
+        /* The page itself is public (it holds no data), and so are the url images: their 128-bit
+         * ids are the capability, as OpenAI's signed URLs are, so an <img src> or a client that
+         * fetches the url without headers works. Every other route needs the key. */
+        bool open = rt && (rt->fn == srv_web_page || rt->fn == srv_openai_file);
+        if (cfg->api_key && !open && !key_ok(conn, cfg->api_key))
             return fail_now(st, cfg, openai, 401, "%s", "missing or wrong API key (Authorization: Bearer KEY)");
         const char *clen = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
         /* Too large: read and drop the body, then answer 413 (a reply sent before the body is

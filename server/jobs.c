@@ -115,6 +115,7 @@ static void run_job(srv_jobs *q, srv_job *j) {
         g.batch = r->batch;
         g.scheduler = sched;
         g.strength = r->strength;
+        g.vae_tile_limit_mb = q->cfg->vae_tile_limit_mb;
         if (r->init.width) g.init_image = &r->init;
         if (r->mask.width) g.mask_image = &r->mask;
         g.on_event = on_event, g.user = q;

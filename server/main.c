@@ -139,8 +139,14 @@ int main(int argc, char **argv) {
                         "(or --insecure to serve anyone who can connect)\n", cfg.listen);
         return 2;
     }
-    const char *configs = getenv("SD_CONFIGS_DIR");
+    /* The variables gen reads, read the same way: SD_CONFIGS_DIR, SD_KERNEL_ISA (make test-isa
+     * runs the suite at each level), SD_VAE_TILE_LIMIT_MB. */
+    const char *configs = getenv("SD_CONFIGS_DIR"), *env_err;
     if (configs && *configs) sd_set_configs_dir(configs);
+    if (!cli_settings_from_env(&cfg.vae_tile_limit_mb, &env_err)) {
+        fprintf(stderr, "sd-server: %s\n", env_err);
+        return 2;
+    }
     if (!cfg.quiet) cli_log_to_stderr("sd-server", SD_LOG_WARN);
     /* Signals are taken by sigwait below; every thread started from here inherits the mask. A
      * client closing its socket mid-reply must not kill the server (SIGPIPE). */

@@ -52,10 +52,10 @@ static char *entry_path(const srv_models *m, const char *name) {
     bool ok = real && !strncmp(real, m->dir, n) && real[n] == '/';
     struct stat st;
     if (ok && stat(real, &st) == 0 && S_ISDIR(st.st_mode)) {
-        char *index;
+        char *index = NULL;
         ok = asprintf(&index, "%s/model_index.json", real) >= 0 && stat(index, &st) == 0 &&
              S_ISREG(st.st_mode);
-        if (ok) free(index);
+        free(index);
     } else {
         ok = ok && stat(real, &st) == 0 && S_ISREG(st.st_mode) && has_suffix(name, ".safetensors");
     }

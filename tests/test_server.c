@@ -7,12 +7,18 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../cli/common/util.h"
 #include "../server/base64.h"
 #include "../server/images.h"
 #include "../server/models.h"
 #include "../server/request.h"
 #include "../server/samplers.h"
 #include "test.h"
+/* The LoRA writer of tests/test_lora.c; this test uses only part of it. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-function"
+#include "lora_ref.h"
+#pragma GCC diagnostic pop
 
 static void test_base64(void) {
     /* RFC 4648 section 10 */
@@ -134,6 +140,92 @@ static void test_models(void) {
     CHECK(cur && !strcmp(cur, "single.safetensors"), "the default is %s", cur);
     free(cur);
     CHECK(!srv_models_set_current(m, "../x", &e) && e.status == 400, "the default stays inside");
+    srv_models_close(m);
+}
+
+/* A model folder `name` in dir: the fixture's model_index.json copied, its components linked. */
+static bool make_model(const char *dir, const char *name) {
+    const char *m = test_path(dir, name);
+    mkdir(m, 0755);
+    static const char *const parts[] = {"unet", "vae", "text_encoder", "tokenizer", "scheduler"};
+    char *index = NULL;
+    FILE *fp = fopen(test_path(m, "model_index.json"), "w");
+    bool ok = fp && cli_read_file(fixture("sd15-tiny/pipeline/model_index.json"), &index) == SD_OK &&
+              fputs(index, fp) >= 0;
+    if (fp) ok = fclose(fp) == 0 && ok;
+    free(index);
+    for (int i = 0; i < 5; i++) unlink(test_path(m, parts[i]));
+    return ok && fixture_link_parts("sd15-tiny/pipeline", m, parts, 5);
+}
+
+static sd_pipeline *acquire(srv_models *m, const char *name, const srv_request *r, double *loaded) {
+    srv_error e = {0};
+    sd_pipeline *p = srv_models_acquire(m, name, r ? r->loras : NULL, r ? r->n_loras : 0, loaded, &e);
+    CHECK(p, "acquire %s: %s", name, e.message);
+    return p;
+}
+
+/* 64x64, 2 steps: the first pixel bytes, to tell two models' images apart. */
+static uint32_t image_hash(sd_pipeline *p) {
+    sd_gen_params g;
+    sd_gen_params_init(&g);
+    g.prompt = "a cat", g.width = 64, g.height = 64, g.steps = 2, g.seed = 1;
+    sd_result r;
+    if (sd_generate(p, &g, &r) != SD_OK) return 0;
+    uint32_t h = 2166136261u;
+    for (int i = 0; i < 64 * 64 * 3; i++) h = (h ^ r.images[0].rgb[i]) * 16777619u;
+    sd_result_free(&r);
+    return h;
+}
+
+/* Resident pipelines: a second request loads nothing, --max-models evicts the least recently used,
+ * a different LoRA set reloads the model with it (and back). */
+static void test_resident(void) {
+    const char *dir = test_output_dir("server_resident"), *loras = test_output_dir("server_loras");
+    CHECK(make_model(dir, "a") && make_model(dir, "b"), "model folders in %s", dir);
+    static ref_lora style;
+    ref_lora_pick(&style, fixture("sd15-tiny/pipeline"), "unet", "diffusion_pytorch_model.safetensors",
+                  (const char *const[]){"attn1.to_", "attn2.to_", NULL}, false, 4, 4.0f, true, 21);
+    CHECK(ref_lora_write(&style, test_path(loras, "style.safetensors"), REF_KOHYA, false), "write a LoRA");
+    ref_lora_free(&style);
+    srv_config cfg = {.models_dir = dir, .model = "a", .max_models = 1, .lora_dir = loras, .threads = 2};
+    srv_models *m;
+    char err[300];
+    if (!srv_models_open(&m, &cfg, err, sizeof err)) {
+        CHECK(false, "open: %s", err);
+        return;
+    }
+    double loaded;
+    sd_pipeline *a = acquire(m, "a", NULL, &loaded);
+    CHECK(loaded > 0, "the first use loads");
+    CHECK(acquire(m, "a", NULL, &loaded) == a && loaded == 0, "the second finds it resident");
+    uint32_t plain = a ? image_hash(a) : 0;
+    acquire(m, "b", NULL, &loaded);
+    CHECK(loaded > 0, "another model loads");
+    acquire(m, "a", NULL, &loaded);
+    CHECK(loaded > 0, "--max-models 1: the first was freed for it");
+    srv_request r;
+    srv_request_init(&r);
+    r.prompt = strdup("a cat <lora:style:0.9>");
+    srv_error e = {0};
+    CHECK(srv_request_take_loras(&r, loras, &e) && r.n_loras == 1 && !strcmp(r.prompt, "a cat "),
+          "the tag taken: '%s' %s", r.prompt, e.message);
+    sd_pipeline *with = acquire(m, "a", &r, &loaded);
+    CHECK(loaded > 0, "another LoRA set reloads");
+    CHECK(acquire(m, "a", &r, &loaded) == with && loaded == 0, "the same set does not");
+    CHECK(with && image_hash(with) != plain, "the LoRA changes the image");
+    a = acquire(m, "a", NULL, &loaded);
+    CHECK(loaded > 0 && a && image_hash(a) == plain, "no LoRA again: the plain model back");
+    srv_request_free(&r);
+    srv_models_close(m);
+
+    cfg.max_models = 2;
+    if (!srv_models_open(&m, &cfg, err, sizeof err)) return;
+    acquire(m, "a", NULL, &loaded), acquire(m, "b", NULL, &loaded);
+    acquire(m, "a", NULL, &loaded);
+    CHECK(loaded == 0, "--max-models 2: both stay");
+    acquire(m, "b", NULL, &loaded);
+    CHECK(loaded == 0, "--max-models 2: both stay (b)");
     srv_models_close(m);
 }
 
@@ -267,6 +359,7 @@ int main(void) {
     test_base64();
     test_samplers();
     test_models();
+    test_resident();
     test_requests();
     test_png_text();
     srv_images_cleanup();
