@@ -29,7 +29,8 @@ static cJSON *info_json(const srv_job *j, const cJSON *body) {
     cJSON_AddStringToObject(o, "prompt", r->prompt);
     cJSON_AddStringToObject(o, "negative_prompt", r->negative_prompt ? r->negative_prompt : "");
     cJSON_AddNumberToObject(o, "seed", (double)j->seed);
-    cJSON *seeds = cJSON_AddArrayToObject(o, "all_seeds"), *texts = cJSON_AddArrayToObject(o, "infotexts");
+    cJSON *seeds = cJSON_AddArrayToObject(o, "all_seeds"),
+          *texts = cJSON_AddArrayToObject(o, "infotexts");
     cJSON *prompts = cJSON_AddArrayToObject(o, "all_prompts");
     for (int i = 0; i < j->n_images; i++) {
         cJSON_AddItemToArray(seeds, cJSON_CreateNumber((double)j->seeds[i]));
@@ -43,7 +44,8 @@ static cJSON *info_json(const srv_job *j, const cJSON *body) {
     cJSON_AddNumberToObject(o, "batch_size", r->batch);
     cJSON_AddNumberToObject(o, "n_iter", r->n_iter);
     const cJSON *s = cJSON_GetObjectItemCaseSensitive(body, "sampler_name");
-    cJSON_AddStringToObject(o, "sampler_name", cJSON_IsString(s) ? s->valuestring : (r->scheduler ? r->scheduler : ""));
+    cJSON_AddStringToObject(
+        o, "sampler_name", cJSON_IsString(s) ? s->valuestring : (r->scheduler ? r->scheduler : ""));
     cJSON_AddStringToObject(o, "sd_model_name", j->model ? j->model : "");
     if (!isnan(r->strength)) cJSON_AddNumberToObject(o, "denoising_strength", r->strength);
     cJSON_AddBoolToObject(o, "interrupted", j->interrupted);
@@ -75,38 +77,48 @@ static void generate(srv_http_req *req, srv_reply *rep, bool img2img) {
             free(b64);
         }
         cJSON *params = cJSON_Duplicate(body, true);
-        if (cJSON_HasObjectItem(params, "init_images")) cJSON_ReplaceItemInObject(params, "init_images", cJSON_CreateNull());
-        if (cJSON_HasObjectItem(params, "mask")) cJSON_ReplaceItemInObject(params, "mask", cJSON_CreateNull());
+        if (cJSON_HasObjectItem(params, "init_images"))
+            cJSON_ReplaceItemInObject(params, "init_images", cJSON_CreateNull());
+        if (cJSON_HasObjectItem(params, "mask"))
+            cJSON_ReplaceItemInObject(params, "mask", cJSON_CreateNull());
         cJSON_AddItemToObject(o, "parameters", params);
         cJSON *info = info_json(j, body);
         char *info_text = cJSON_PrintUnformatted(info);
         cJSON_Delete(info);
         cJSON_AddStringToObject(o, "info", info_text ? info_text : "{}");
         free(info_text);
-        if (e.status) cJSON_Delete(o);
-        else srv_reply_json(rep, 200, o);
+        if (e.status)
+            cJSON_Delete(o);
+        else
+            srv_reply_json(rep, 200, o);
         size_t used = strlen(rep->timing);
-        snprintf(rep->timing + used, sizeof rep->timing - used, ", encode;dur=%.1f", (srv_now() - t0) * 1e3);
+        snprintf(rep->timing + used, sizeof rep->timing - used, ", encode;dur=%.1f",
+                 (srv_now() - t0) * 1e3);
     }
     if (e.status) srv_reply_a1111_error(rep, &e);
     cJSON_Delete(body);
     srv_job_free(j);
 }
 
-void srv_a1111_txt2img(srv_http_req *req, srv_reply *rep) { generate(req, rep, false); }
-void srv_a1111_img2img(srv_http_req *req, srv_reply *rep) { generate(req, rep, true); }
+void srv_a1111_txt2img(srv_http_req *req, srv_reply *rep) {
+    generate(req, rep, false);
+}
+void srv_a1111_img2img(srv_http_req *req, srv_reply *rep) {
+    generate(req, rep, true);
+}
 
 void srv_a1111_progress(srv_http_req *req, srv_reply *rep) {
     srv_progress p;
     srv_jobs_progress(req->app->jobs, &p);
-    const char *skip = MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, "skip_current_image");
+    const char *skip =
+        MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, "skip_current_image");
     cJSON *o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "progress", p.progress);
     cJSON_AddNumberToObject(o, "eta_relative", p.eta);
     cJSON *s = cJSON_AddObjectToObject(o, "state");
     cJSON_AddBoolToObject(s, "skipped", false);
     cJSON_AddBoolToObject(s, "interrupted", p.interrupted);
-    cJSON_AddStringToObject(s, "job", p.busy ? "txt2img" : "");
+    cJSON_AddStringToObject(s, "job", p.job);
     cJSON_AddNumberToObject(s, "job_count", p.busy ? p.job_count : 0);
     cJSON_AddNumberToObject(s, "job_no", p.job_no);
     cJSON_AddNumberToObject(s, "sampling_step", p.step);
@@ -121,8 +133,10 @@ void srv_a1111_progress(srv_http_req *req, srv_reply *rep) {
             free(png);
         }
     }
-    if (b64) cJSON_AddStringToObject(o, "current_image", b64);
-    else cJSON_AddNullToObject(o, "current_image");
+    if (b64)
+        cJSON_AddStringToObject(o, "current_image", b64);
+    else
+        cJSON_AddNullToObject(o, "current_image");
     cJSON_AddNullToObject(o, "textinfo");
     free(b64);
     sd_image_free(&p.preview);
@@ -204,7 +218,8 @@ void srv_a1111_options_post(srv_http_req *req, srv_reply *rep) {
             srv_request tmp;
             srv_request_init(&tmp);
             /* the title may carry " [hash]": the request parser strips it */
-            cJSON *wrap = cJSON_CreateObject(), *ov = cJSON_AddObjectToObject(wrap, "override_settings");
+            cJSON *wrap = cJSON_CreateObject(),
+                  *ov = cJSON_AddObjectToObject(wrap, "override_settings");
             cJSON_AddStringToObject(wrap, "prompt", "");
             cJSON_AddStringToObject(ov, "sd_model_checkpoint", ck->valuestring);
             if (srv_request_from_a1111(wrap, false, &req->app->cfg->limits, &tmp, &e))
@@ -214,8 +229,10 @@ void srv_a1111_options_post(srv_http_req *req, srv_reply *rep) {
         }
     }
     cJSON_Delete(body);
-    if (e.status) srv_reply_a1111_error(rep, &e);
-    else srv_reply_json(rep, 200, cJSON_CreateNull());
+    if (e.status)
+        srv_reply_a1111_error(rep, &e);
+    else
+        srv_reply_json(rep, 200, cJSON_CreateNull());
 }
 
 /* "Steps: 20, Sampler: Euler a, ..." after the prompt lines, as A1111's parse_generation_parameters
@@ -259,7 +276,8 @@ void srv_a1111_png_info(srv_http_req *req, srv_reply *rep) {
     const cJSON *img = body ? cJSON_GetObjectItemCaseSensitive(body, "image") : NULL;
     uint8_t *bytes = NULL;
     size_t len = 0;
-    if (body && !cJSON_IsString(img)) srv_fail(&e, 400, "image", "'image' must be a base64 PNG");
+    if (body && !cJSON_IsString(img))
+        srv_fail(&e, 400, "image", "'image' must be a base64 PNG");
     else if (body && !srv_base64_decode(img->valuestring, strlen(img->valuestring), &bytes, &len))
         srv_fail(&e, 400, "image", "'image' is not valid base64");
     if (!e.status) {
@@ -268,7 +286,8 @@ void srv_a1111_png_info(srv_http_req *req, srv_reply *rep) {
         cJSON_AddStringToObject(o, "info", text ? text : "");
         cJSON *items = cJSON_AddObjectToObject(o, "items");
         if (text) cJSON_AddStringToObject(items, "parameters", text);
-        cJSON_AddItemToObject(o, "parameters", text ? parse_parameters(text) : cJSON_CreateObject());
+        cJSON_AddItemToObject(o, "parameters",
+                              text ? parse_parameters(text) : cJSON_CreateObject());
         free(text);
         srv_reply_json(rep, 200, o);
     }

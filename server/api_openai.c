@@ -30,7 +30,8 @@ static void answer(srv_http_req *req, srv_reply *rep, srv_job *j, srv_error *e) 
     for (int i = 0; i < j->n_images; i++) {
         uint8_t *bytes;
         size_t len;
-        if (srv_image_encode(&j->images[i], r->jpeg, r->quality, j->infotexts[i], &bytes, &len) != SD_OK) {
+        if (srv_image_encode(&j->images[i], r->jpeg, r->quality, j->infotexts[i], &bytes, &len) !=
+            SD_OK) {
             srv_fail(e, 500, "", "encoding the image: %s", sd_last_error());
             break;
         }
@@ -45,7 +46,8 @@ static void answer(srv_http_req *req, srv_reply *rep, srv_job *j, srv_error *e) 
             snprintf(url, sizeof url, "http://127.0.0.1:%d/v1/files/%s", req->app->port, id);
             /* The Host the client used, when it sent one: the server may be behind another name. */
             const char *host = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Host");
-            if (host && strlen(host) < 64 && !strpbrk(host, "/ \"\\")) snprintf(url, sizeof url, "http://%s/v1/files/%s", host, id);
+            if (host && strlen(host) < 64 && !strpbrk(host, "/ \"\\"))
+                snprintf(url, sizeof url, "http://%s/v1/files/%s", host, id);
             cJSON_AddStringToObject(item, "url", url);
         } else {
             char *b64 = srv_base64_encode(bytes, len);
@@ -62,18 +64,24 @@ static void answer(srv_http_req *req, srv_reply *rep, srv_job *j, srv_error *e) 
     snprintf(size, sizeof size, "%dx%d", j->width, j->height);
     cJSON_AddStringToObject(o, "size", size);
     cJSON_AddStringToObject(o, "model", j->model ? j->model : "");
-    if (e->status) cJSON_Delete(o);
-    else srv_reply_json(rep, 200, o);
+    if (e->status)
+        cJSON_Delete(o);
+    else
+        srv_reply_json(rep, 200, o);
     size_t used = strlen(rep->timing);
-    snprintf(rep->timing + used, sizeof rep->timing - used, ", encode;dur=%.1f", (srv_now() - t0) * 1e3);
+    snprintf(rep->timing + used, sizeof rep->timing - used, ", encode;dur=%.1f",
+             (srv_now() - t0) * 1e3);
 }
 
 static void run(srv_http_req *req, srv_reply *rep, srv_job *j, srv_error *e) {
     default_model_names(&j->req);
     if (srv_prepare_request(req, &j->req, e) && srv_run_job(req, rep, j, e)) {
-        if (j->interrupted) srv_fail(e, 409, "", "interrupted (POST /sdapi/v1/interrupt)");
-        else if (!j->ok) *e = j->error;
-        else answer(req, rep, j, e);
+        if (j->interrupted)
+            srv_fail(e, 409, "", "interrupted (POST /sdapi/v1/interrupt)");
+        else if (!j->ok)
+            *e = j->error;
+        else
+            answer(req, rep, j, e);
     }
 }
 
@@ -94,14 +102,21 @@ void srv_openai_generations(srv_http_req *req, srv_reply *rep) {
 void srv_openai_edits(srv_http_req *req, srv_reply *rep) {
     srv_error e = {0};
     srv_job *j = srv_job_new();
-    if (!j) srv_fail(&e, 500, "", "out of memory");
-    else if (!req->form && !req->image) srv_fail(&e, 400, "", "the body must be multipart/form-data with 'image' and 'prompt'");
-    else if (!req->image) srv_fail(&e, 400, "image", "'image' is missing");
+    if (!j)
+        srv_fail(&e, 500, "", "out of memory");
+    else if (!req->form && !req->image)
+        srv_fail(&e, 400, "", "the body must be multipart/form-data with 'image' and 'prompt'");
+    else if (!req->image)
+        srv_fail(&e, 400, "image", "'image' is missing");
+    else if (!req->form)
+        srv_fail(&e, 400, "prompt", "'prompt' is missing");
     else if (srv_request_from_openai(req->form, true, &req->app->cfg->limits, &j->req, &e)) {
         if (srv_image_decode(req->image, req->image_len, &j->req.init) != SD_OK)
-            srv_fail(&e, 400, "image", "'image' is not a PNG or JPEG the server can read: %s", sd_last_error());
+            srv_fail(&e, 400, "image", "'image' is not a PNG or JPEG the server can read: %s",
+                     sd_last_error());
         else if (req->mask && srv_image_decode(req->mask, req->mask_len, &j->req.mask) != SD_OK)
-            srv_fail(&e, 400, "mask", "'mask' is not a PNG or JPEG the server can read: %s", sd_last_error());
+            srv_fail(&e, 400, "mask", "'mask' is not a PNG or JPEG the server can read: %s",
+                     sd_last_error());
         else
             run(req, rep, j, &e);
     }
@@ -133,7 +148,8 @@ void srv_openai_file(srv_http_req *req, srv_reply *rep) {
     size_t len;
     if (!srv_files_get(req->app->files, id, &data, &len)) {
         srv_error e = {0};
-        srv_fail(&e, 404, "", "no file '%.60s' (images are kept for the newest --max-files only)", id);
+        srv_fail(&e, 404, "", "no file '%.60s' (images are kept for the newest --max-files only)",
+                 id);
         srv_reply_openai_error(rep, &e);
         return;
     }

@@ -43,12 +43,12 @@ typedef struct {
 
 typedef struct {
     int status;
-    uint8_t *body;     /* malloc'd unless is_static */
+    uint8_t *body; /* malloc'd unless is_static */
     size_t len;
     bool is_static;
-    const char *type;  /* Content-Type */
-    int retry_after;   /* > 0: a Retry-After header */
-    char timing[200];  /* Server-Timing header value ("" for none) */
+    const char *type; /* Content-Type */
+    int retry_after;  /* > 0: a Retry-After header */
+    char timing[200]; /* Server-Timing header value ("" for none) */
 } srv_reply;
 
 /* A JSON reply (takes json). */

@@ -12,23 +12,23 @@ typedef struct {
 } srv_limits;
 
 typedef struct {
-    const char *listen;      /* --listen ADDR (default 127.0.0.1) */
-    int port;                /* --port N (default 7860; 0 picks a free one) */
-    const char *api_key;     /* --api-key KEY: Bearer token, required off loopback */
-    bool insecure;           /* --insecure: allow a non-loopback address without a key */
-    const char *cors;        /* --cors ORIGIN; NULL: no CORS headers */
-    size_t max_body;         /* --max-body-mb, in bytes */
-    int queue;               /* --queue N: jobs waiting besides the running one */
-    int max_connections;     /* --max-connections N */
-    const char *models_dir;  /* --models DIR */
-    const char *model;       /* --model NAME (default model) */
-    int max_models;          /* --max-models N resident */
-    const char *lora_dir;    /* --lora-dir DIR */
-    int threads;             /* --threads N (0: all cores) */
-    bool low_memory;         /* --low-memory */
-    int max_files;           /* --max-files N: images kept for response_format url */
-    bool quiet;              /* --quiet: no request log */
-    int vae_tile_limit_mb;   /* $SD_VAE_TILE_LIMIT_MB, as gen (0: the library's default) */
+    const char *listen;     /* --listen ADDR (default 127.0.0.1) */
+    int port;               /* --port N (default 7860; 0 picks a free one) */
+    const char *api_key;    /* --api-key KEY: Bearer token, required off loopback */
+    bool insecure;          /* --insecure: allow a non-loopback address without a key */
+    const char *cors;       /* --cors ORIGIN; NULL: no CORS headers */
+    size_t max_body;        /* --max-body-mb, in bytes */
+    int queue;              /* --queue N: jobs waiting besides the running one */
+    int max_connections;    /* --max-connections N */
+    const char *models_dir; /* --models DIR */
+    const char *model;      /* --model NAME (default model) */
+    int max_models;         /* --max-models N resident */
+    const char *lora_dir;   /* --lora-dir DIR */
+    int threads;            /* --threads N (0: all cores) */
+    bool low_memory;        /* --low-memory */
+    int max_files;          /* --max-files N: images kept for response_format url */
+    bool quiet;             /* --quiet: no request log */
+    int vae_tile_limit_mb;  /* $SD_VAE_TILE_LIMIT_MB, as gen (0: the library's default) */
     srv_limits limits;
 } srv_config;
 

@@ -17,8 +17,8 @@
 typedef struct {
     const char *method, *path;
     srv_handler fn;
-    bool openai;   /* errors in OpenAI's shape */
-    bool prefix;   /* path is a prefix */
+    bool openai; /* errors in OpenAI's shape */
+    bool prefix; /* path is a prefix */
 } route;
 
 static const route routes[] = {
@@ -63,15 +63,24 @@ void srv_reply_json(srv_reply *rep, int status, cJSON *json) {
 
 static const char *reason(int status) {
     switch (status) {
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 409: return "Conflict";
-    case 413: return "Payload Too Large";
-    case 499: return "Client Closed Request";
-    case 503: return "Service Unavailable";
-    default: return "Internal Server Error";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 409:
+        return "Conflict";
+    case 413:
+        return "Payload Too Large";
+    case 499:
+        return "Client Closed Request";
+    case 503:
+        return "Service Unavailable";
+    default:
+        return "Internal Server Error";
     }
 }
 
@@ -86,19 +95,24 @@ void srv_reply_a1111_error(srv_reply *rep, const srv_error *e) {
 void srv_reply_openai_error(srv_reply *rep, const srv_error *e) {
     cJSON *o = cJSON_CreateObject(), *err = cJSON_AddObjectToObject(o, "error");
     cJSON_AddStringToObject(err, "message", e->message);
-    const char *type = e->status == 401 ? "authentication_error"
+    const char *type = e->status == 401   ? "authentication_error"
                        : e->status >= 500 ? "server_error"
                                           : "invalid_request_error";
     cJSON_AddStringToObject(err, "type", type);
-    if (e->param[0]) cJSON_AddStringToObject(err, "param", e->param);
-    else cJSON_AddNullToObject(err, "param");
-    if (e->code) cJSON_AddStringToObject(err, "code", e->code);
-    else cJSON_AddNullToObject(err, "code");
+    if (e->param[0])
+        cJSON_AddStringToObject(err, "param", e->param);
+    else
+        cJSON_AddNullToObject(err, "param");
+    if (e->code)
+        cJSON_AddStringToObject(err, "code", e->code);
+    else
+        cJSON_AddNullToObject(err, "code");
     srv_reply_json(rep, e->status, o);
 }
 
 cJSON *srv_body_json(const srv_http_req *req, srv_error *e) {
-    if (!req->body_len) return srv_fail(e, 400, "", "the request has no body (a JSON object expected)"), NULL;
+    if (!req->body_len)
+        return srv_fail(e, 400, "", "the request has no body (a JSON object expected)"), NULL;
     const char *end = NULL;
     cJSON *j = cJSON_ParseWithLengthOpts(req->body, req->body_len, &end, false);
     if (!j) {
@@ -130,19 +144,22 @@ bool srv_run_job(srv_http_req *req, srv_reply *rep, srv_job *j, srv_error *e) {
     int rc = srv_jobs_submit(req->app->jobs, j, &retry);
     if (rc == -1) {
         rep->retry_after = retry;
-        return srv_fail(e, 503, "", "the queue is full (%d waiting); retry after %d s", req->app->cfg->queue, retry);
+        return srv_fail(e, 503, "", "the queue is full (%d waiting); retry after %d s",
+                        req->app->cfg->queue, retry);
     }
     if (rc == -2) return srv_fail(e, 503, "", "the server is shutting down");
     while (!srv_jobs_wait(req->app->jobs, j, 100))
         if (srv_http_client_gone(req)) srv_jobs_cancel(req->app->jobs, j);
     snprintf(rep->timing, sizeof rep->timing, "queue;dur=%.1f, load;dur=%.1f, gen;dur=%.1f",
-             (j->t_start > 0 ? j->t_start - j->t_submit : 0) * 1e3, j->load_s * 1e3, j->gen_s * 1e3);
+             (j->t_start > 0 ? j->t_start - j->t_submit : 0) * 1e3, j->load_s * 1e3,
+             j->gen_s * 1e3);
     return true;
 }
 
 /* ---- the request cycle ----------------------------------------------------------------------- */
 
-static enum MHD_Result send_reply(struct MHD_Connection *conn, const srv_config *cfg, srv_reply *rep) {
+static enum MHD_Result send_reply(struct MHD_Connection *conn, const srv_config *cfg,
+                                  srv_reply *rep) {
     struct MHD_Response *r = MHD_create_response_from_buffer(
         rep->len, rep->body, rep->is_static ? MHD_RESPMEM_PERSISTENT : MHD_RESPMEM_MUST_FREE);
     if (!r) {
@@ -172,9 +189,11 @@ static const route *find_route(const char *method, const char *url, bool *wrong_
     *wrong_method = false;
     for (int i = 0; i < N_ROUTES; i++) {
         const route *rt = &routes[i];
-        bool match = rt->prefix ? !strncmp(url, rt->path, strlen(rt->path)) : !strcmp(url, rt->path);
+        bool match =
+            rt->prefix ? !strncmp(url, rt->path, strlen(rt->path)) : !strcmp(url, rt->path);
         if (!match) continue;
-        if (!strcmp(method, rt->method) || (!strcmp(method, "HEAD") && !strcmp(rt->method, "GET"))) return rt;
+        if (!strcmp(method, rt->method) || (!strcmp(method, "HEAD") && !strcmp(rt->method, "GET")))
+            return rt;
         *wrong_method = true;
     }
     return NULL;
@@ -197,8 +216,10 @@ static enum MHD_Result fail_now(conn_state *st, const srv_config *cfg, bool open
     srv_fail(&e, status, "", fmt, arg);
     if (status == 401) e.code = "invalid_api_key";
     srv_reply rep = {0};
-    if (openai) srv_reply_openai_error(&rep, &e);
-    else srv_reply_a1111_error(&rep, &e);
+    if (openai)
+        srv_reply_openai_error(&rep, &e);
+    else
+        srv_reply_a1111_error(&rep, &e);
     return send_reply(st->req.conn, cfg, &rep);
 }
 
@@ -218,9 +239,10 @@ static bool append(conn_state *st, const char *data, size_t n, size_t max) {
 }
 
 /* Multipart fields: files "image" (or "image[]", the first) and "mask", the rest as text. */
-static enum MHD_Result form_field(void *cls, enum MHD_ValueKind kind, const char *key, const char *filename,
-                                  const char *content_type, const char *encoding, const char *data,
-                                  uint64_t off, size_t size) {
+static enum MHD_Result form_field(void *cls, enum MHD_ValueKind kind, const char *key,
+                                  const char *filename, const char *content_type,
+                                  const char *encoding, const char *data, uint64_t off,
+                                  size_t size) {
     (void)kind, (void)content_type, (void)encoding;
     conn_state *st = cls;
     srv_http_req *r = &st->req;
@@ -228,8 +250,10 @@ static enum MHD_Result form_field(void *cls, enum MHD_ValueKind kind, const char
     size_t max = r->app->cfg->max_body;
     uint8_t **buf = NULL;
     size_t *len = NULL;
-    if (!strcmp(key, "image") || !strcmp(key, "image[]")) buf = &r->image, len = &r->image_len;
-    else if (!strcmp(key, "mask")) buf = &r->mask, len = &r->mask_len;
+    if (!strcmp(key, "image") || !strcmp(key, "image[]"))
+        buf = &r->image, len = &r->image_len;
+    else if (!strcmp(key, "mask"))
+        buf = &r->mask, len = &r->mask_len;
     if (buf) {
         if (off == 0 && *len) return MHD_YES; /* a second image[]: only the first is used */
         uint8_t *b = realloc(*buf, *len + size + 1);
@@ -271,11 +295,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         st->t0 = srv_now();
         if (!strcmp(method, "OPTIONS")) { /* CORS preflight */
             srv_reply rep = {.status = 204};
-            struct MHD_Response *r = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+            struct MHD_Response *r =
+                MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
             if (cfg->cors) {
                 MHD_add_response_header(r, "Access-Control-Allow-Origin", cfg->cors);
                 MHD_add_response_header(r, "Access-Control-Allow-Methods", "GET, POST, OPTIONS");
-                MHD_add_response_header(r, "Access-Control-Allow-Headers", "Authorization, Content-Type");
+                MHD_add_response_header(r, "Access-Control-Allow-Headers",
+                                        "Authorization, Content-Type");
                 MHD_add_response_header(r, "Access-Control-Max-Age", "600");
                 MHD_add_response_header(r, "Vary", "Origin");
             }
@@ -288,7 +314,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
          * fetches the url without headers works. Every other route needs the key. */
         bool open = rt && (rt->fn == srv_web_page || rt->fn == srv_openai_file);
         if (cfg->api_key && !open && !key_ok(conn, cfg->api_key))
-            return fail_now(st, cfg, openai, 401, "%s", "missing or wrong API key (Authorization: Bearer KEY)");
+            return fail_now(st, cfg, openai, 401, "%s",
+                            "missing or wrong API key (Authorization: Bearer KEY)");
         const char *clen = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
         /* Too large: read and drop the body, then answer 413 (a reply sent before the body is
          * read makes MHD close the socket under a client still writing, which then sees a reset
@@ -298,10 +325,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (declared / 16 > cfg->max_body) {
             char mb[24];
             snprintf(mb, sizeof mb, "%zu", cfg->max_body >> 20);
-            return fail_now(st, cfg, openai, 413, "the body is larger than the server's limit of %s MB (--max-body-mb)", mb);
+            return fail_now(st, cfg, openai, 413,
+                            "the body is larger than the server's limit of %s MB (--max-body-mb)",
+                            mb);
         }
         const char *ctype = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Type");
-        if (rt && rt->fn == srv_openai_edits && ctype && !strncasecmp(ctype, "multipart/form-data", 19))
+        if (rt && rt->fn == srv_openai_edits && ctype &&
+            !strncasecmp(ctype, "multipart/form-data", 19))
             st->pp = MHD_create_post_processor(conn, 64 * 1024, form_field, st);
         return MHD_YES;
     }
@@ -311,8 +341,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
              * which some clients send (the openai npm client adds a CRLF). A form that is really
              * malformed lacks its fields, and the handler names the missing one. */
             st->len += *upload_size;
-            if (st->len > cfg->max_body) st->too_large = true;
-            else if (!st->too_large) MHD_post_process(st->pp, upload, *upload_size);
+            if (st->len > cfg->max_body)
+                st->too_large = true;
+            else if (!st->too_large)
+                MHD_post_process(st->pp, upload, *upload_size);
         } else if (!st->too_large && !append(st, upload, *upload_size, cfg->max_body)) {
             st->too_large = true;
         }
@@ -324,16 +356,20 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (st->too_large) {
         char mb[24];
         snprintf(mb, sizeof mb, "%zu", cfg->max_body >> 20);
-        srv_fail(&e, 413, "", "the body is larger than the server's limit of %s MB (--max-body-mb)", mb);
+        srv_fail(&e, 413, "", "the body is larger than the server's limit of %s MB (--max-body-mb)",
+                 mb);
     } else if (!rt) {
-        srv_fail(&e, wrong_method ? 405 : 404, "", "%s %s: %s", method, url, wrong_method ? "method not allowed" : "no such endpoint");
+        srv_fail(&e, wrong_method ? 405 : 404, "", "%s %s: %s", method, url,
+                 wrong_method ? "method not allowed" : "no such endpoint");
     } else {
         st->req.body = st->buf ? st->buf : "", st->req.body_len = st->buf ? st->len : 0;
         rt->fn(&st->req, &rep);
     }
     if (e.status) {
-        if (openai) srv_reply_openai_error(&rep, &e);
-        else srv_reply_a1111_error(&rep, &e);
+        if (openai)
+            srv_reply_openai_error(&rep, &e);
+        else
+            srv_reply_a1111_error(&rep, &e);
     }
     double ms = (srv_now() - st->t0) * 1e3;
     if (rep.timing[0]) { /* the whole request as the server saw it, body upload included */
@@ -358,7 +394,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 
 bool srv_http_start(srv_app *app, char *err, size_t err_size) {
     const srv_config *cfg = app->cfg;
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
+    struct addrinfo hints = {
+        .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
     struct addrinfo *ai;
     char port[16];
     snprintf(port, sizeof port, "%d", cfg->port);
@@ -367,17 +404,17 @@ bool srv_http_start(srv_app *app, char *err, size_t err_size) {
         snprintf(err, err_size, "--listen %s: %s", cfg->listen, gai_strerror(gai));
         return false;
     }
-    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
+    unsigned flags =
+        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
     if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
-    app->daemon = MHD_start_daemon(flags, (uint16_t)cfg->port, NULL, NULL, on_request, app,
-                                   MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-                                   MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
-                                   MHD_OPTION_CONNECTION_TIMEOUT, 120u,
-                                   MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
-                                   MHD_OPTION_END);
+    app->daemon = MHD_start_daemon(
+        flags, (uint16_t)cfg->port, NULL, NULL, on_request, app, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
+        120u, MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!app->daemon) {
-        snprintf(err, err_size, "cannot listen on %s port %d (in use, or not an address of this machine)",
+        snprintf(err, err_size,
+                 "cannot listen on %s port %d (in use, or not an address of this machine)",
                  cfg->listen, cfg->port);
         return false;
     }

@@ -31,8 +31,8 @@ void srv_images_cleanup(void) {
 }
 
 static void tmp_path(char *buf, size_t size, const char *ext) {
-    snprintf(buf, size, "%s/%u-%u.%s", tmp_dir, (unsigned)getpid(), atomic_fetch_add(&tmp_counter, 1),
-             ext);
+    snprintf(buf, size, "%s/%u-%u.%s", tmp_dir, (unsigned)getpid(),
+             atomic_fetch_add(&tmp_counter, 1), ext);
 }
 
 static sd_status slurp(const char *path, uint8_t **out, size_t *out_len) {

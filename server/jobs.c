@@ -91,7 +91,8 @@ static void run_job(srv_jobs *q, srv_job *j) {
     srv_request *r = &j->req;
     if (!r->model) r->model = srv_models_current(q->models);
     j->model = strdup(r->model);
-    sd_pipeline *p = srv_models_acquire(q->models, r->model, r->loras, r->n_loras, &j->load_s, &j->error);
+    sd_pipeline *p =
+        srv_models_acquire(q->models, r->model, r->loras, r->n_loras, &j->load_s, &j->error);
     if (!p) return;
     pthread_mutex_lock(&q->lock);
     q->pipe = p;
@@ -126,13 +127,17 @@ static void run_job(srv_jobs *q, srv_job *j) {
             bool stopping = q->stopping;
             pthread_mutex_unlock(&q->lock);
             j->interrupted = atomic_load(&q->interrupt) && !atomic_load(&j->cancel);
-            if (stopping) srv_fail(&j->error, 503, "", "the server is shutting down");
-            else if (!j->interrupted) srv_fail(&j->error, 499, "", "cancelled: the client disconnected");
+            if (stopping)
+                srv_fail(&j->error, 503, "", "the server is shutting down");
+            else if (!j->interrupted)
+                srv_fail(&j->error, 499, "", "cancelled: the client disconnected");
             break;
         }
         if (st != SD_OK) {
             /* Settings the model refuses (a size, a scheduler): the client's to fix. */
-            srv_fail(&j->error, st == SD_ERR_ARG || st == SD_ERR_UNSUPPORTED || st == SD_ERR_CONFIG ? 400 : 500,
+            srv_fail(&j->error,
+                     st == SD_ERR_ARG || st == SD_ERR_UNSUPPORTED || st == SD_ERR_CONFIG ? 400
+                                                                                         : 500,
                      "", "%s", sd_last_error());
             return;
         }
@@ -143,7 +148,8 @@ static void run_job(srv_jobs *q, srv_job *j) {
         }
         j->steps = res.used.steps, j->guidance = res.used.guidance;
         j->width = res.images[0].width, j->height = res.images[0].height;
-        char *text = cli_parameters_text(&res.used, r->sampler_label ? r->sampler_label : res.scheduler_class,
+        char *text = cli_parameters_text(&res.used,
+                                         r->sampler_label ? r->sampler_label : res.scheduler_class,
                                          j->width, j->height, r->model);
         for (int i = 0; i < res.n_images; i++) {
             j->images[j->n_images] = res.images[i];
@@ -240,8 +246,10 @@ int srv_jobs_submit(srv_jobs *q, srv_job *j, int *retry_after) {
     } else {
         j->t_submit = srv_now();
         j->next = NULL;
-        if (q->tail) q->tail->next = j;
-        else q->head = j;
+        if (q->tail)
+            q->tail->next = j;
+        else
+            q->head = j;
         q->tail = j;
         q->queued++;
         pthread_cond_signal(&q->wake);
@@ -291,6 +299,7 @@ void srv_jobs_progress(srv_jobs *q, srv_progress *out) {
     memset(out, 0, sizeof *out);
     pthread_mutex_lock(&q->lock);
     out->busy = q->running != NULL;
+    out->job = !out->busy ? "" : q->running->req.init.width ? "img2img" : "txt2img";
     out->queued = q->queued;
     if (out->busy) {
         out->job_count = q->job_count, out->job_no = q->job_no;
@@ -300,8 +309,10 @@ void srv_jobs_progress(srv_jobs *q, srv_progress *out) {
             out->progress = (q->job_no + (double)q->step / q->steps) / q->job_count;
         double elapsed = srv_now() - q->job_start;
         if (out->progress > 0) out->eta = elapsed / out->progress - elapsed;
-        if (q->preview.width && sd_image_alloc(&out->preview, q->preview.width, q->preview.height) == SD_OK)
-            memcpy(out->preview.rgb, q->preview.rgb, (size_t)q->preview.width * q->preview.height * 3);
+        if (q->preview.width &&
+            sd_image_alloc(&out->preview, q->preview.width, q->preview.height) == SD_OK)
+            memcpy(out->preview.rgb, q->preview.rgb,
+                   (size_t)q->preview.width * q->preview.height * 3);
     }
     pthread_mutex_unlock(&q->lock);
 }

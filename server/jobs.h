@@ -19,15 +19,15 @@
 typedef struct srv_job {
     srv_request req;
     /* Filled by the worker. */
-    char *model;           /* the model used */
-    sd_image *images;      /* batch * n_iter images (fewer when interrupted) */
-    long long *seeds;      /* each image's seed */
-    char **infotexts;      /* each image's A1111 parameters text (malloc'd) */
+    char *model;      /* the model used */
+    sd_image *images; /* batch * n_iter images (fewer when interrupted) */
+    long long *seeds; /* each image's seed */
+    char **infotexts; /* each image's A1111 parameters text (malloc'd) */
     int n_images;
-    long long seed;        /* the first seed (a random one resolved) */
+    long long seed; /* the first seed (a random one resolved) */
     int steps, width, height;
     double guidance;
-    bool interrupted;      /* POST /sdapi/v1/interrupt stopped it */
+    bool interrupted; /* POST /sdapi/v1/interrupt stopped it */
     bool ok;
     srv_error error;
     double t_submit, t_start, t_end, load_s, gen_s; /* seconds (monotonic clock) */
@@ -39,12 +39,13 @@ typedef struct srv_job {
 
 typedef struct {
     bool busy;
-    int job_count, job_no;        /* iterations of the running request, the current one */
-    int step, steps;              /* sampling_step, sampling_steps */
-    double progress, eta;         /* 0..1; seconds left */
+    const char *job;              /* "txt2img" or "img2img" (static); "" when idle */
+    int job_count, job_no; /* iterations of the running request, the current one */
+    int step, steps;       /* sampling_step, sampling_steps */
+    double progress, eta;  /* 0..1; seconds left */
     bool interrupted;
-    int queued;                   /* jobs waiting */
-    sd_image preview;             /* latest step's latent preview (empty when none); caller frees */
+    int queued;       /* jobs waiting */
+    sd_image preview; /* latest step's latent preview (empty when none); caller frees */
 } srv_progress;
 
 typedef struct srv_jobs srv_jobs;

@@ -18,10 +18,10 @@ typedef struct {
 
 struct srv_models {
     const srv_config *cfg;
-    char *dir;         /* real path of --models, or NULL */
-    char *single;      /* --model PATH when there is no --models */
+    char *dir;    /* real path of --models, or NULL */
+    char *single; /* --model PATH when there is no --models */
     pthread_mutex_t lock;
-    char *current;     /* default model name */
+    char *current; /* default model name */
     resident *res;
     int n_res;
     unsigned long clock;
@@ -91,13 +91,17 @@ bool srv_models_open(srv_models **out, const srv_config *cfg, char *err, size_t 
     const char *cur = NULL;
     char **names = NULL;
     int n = srv_models_list(m, &names);
-    if (cfg->model) cur = m->dir ? cfg->model : base_name(cfg->model);
-    else if (n > 0) cur = names[0];
+    if (cfg->model)
+        cur = m->dir ? cfg->model : base_name(cfg->model);
+    else if (n > 0)
+        cur = names[0];
     srv_error e;
     char *path = NULL;
     if (!cur || !srv_models_resolve(m, cur, &path, &e)) {
-        if (!cur) snprintf(err, err_size, "no model: pass --model PATH, or --models DIR holding one");
-        else snprintf(err, err_size, "--model %s: %s", cur, e.message);
+        if (!cur)
+            snprintf(err, err_size, "no model: pass --model PATH, or --models DIR holding one");
+        else
+            snprintf(err, err_size, "--model %s: %s", cur, e.message);
         srv_models_list_free(names, n);
         srv_models_close(m);
         return false;
@@ -159,10 +163,12 @@ void srv_models_list_free(char **names, int n) {
 bool srv_models_resolve(srv_models *m, const char *name, char **path, srv_error *e) {
     *path = NULL;
     if (!srv_model_name_ok(name))
-        return srv_fail(e, 400, "model", "model name '%.80s' is not a plain name inside the models folder", name);
+        return srv_fail(e, 400, "model",
+                        "model name '%.80s' is not a plain name inside the models folder", name);
     if (!m->dir) {
         if (strcmp(name, base_name(m->single)))
-            return srv_fail(e, 404, "model", "no model '%.80s' (GET /sdapi/v1/sd-models lists them)", name);
+            return srv_fail(e, 404, "model",
+                            "no model '%.80s' (GET /sdapi/v1/sd-models lists them)", name);
         *path = strdup(m->single);
         return true;
     }
@@ -174,7 +180,9 @@ bool srv_models_resolve(srv_models *m, const char *name, char **path, srv_error 
     }
     if (!*path) {
         e->code = "model_not_found";
-        srv_fail(e, 404, "model", "no model '%.80s' in the models folder (GET /sdapi/v1/sd-models lists them)", name);
+        srv_fail(e, 404, "model",
+                 "no model '%.80s' in the models folder (GET /sdapi/v1/sd-models lists them)",
+                 name);
         e->code = "model_not_found";
         return false;
     }

@@ -70,7 +70,8 @@ static bool get_number(const cJSON *o, const char *key, bool form_text, double *
     } else if (form_text && cJSON_IsString(v) && *v->valuestring) {
         char *end;
         *out = strtod(v->valuestring, &end);
-        if (*end) return srv_fail(e, 400, key, "'%s' must be a number, not '%.40s'", key, v->valuestring);
+        if (*end)
+            return srv_fail(e, 400, key, "'%s' must be a number, not '%.40s'", key, v->valuestring);
     } else {
         return srv_fail(e, 400, key, "'%s' must be a number", key);
     }
@@ -106,12 +107,14 @@ static bool get_double(const cJSON *o, const char *key, bool form_text, double l
     bool present;
     if (!get_number(o, key, form_text, &d, &present, e)) return false;
     if (!present) return true;
-    if (d < lo || d > hi) return srv_fail(e, 400, key, "'%s' %g is out of range %g..%g", key, d, lo, hi);
+    if (d < lo || d > hi)
+        return srv_fail(e, 400, key, "'%s' %g is out of range %g..%g", key, d, lo, hi);
     *out = d;
     return true;
 }
 
-bool srv_request_image(const char *field, const char *b64, size_t len, sd_image *out, srv_error *e) {
+bool srv_request_image(const char *field, const char *b64, size_t len, sd_image *out,
+                       srv_error *e) {
     uint8_t *bytes;
     size_t n;
     if (!srv_base64_decode(b64, len, &bytes, &n))
@@ -119,8 +122,8 @@ bool srv_request_image(const char *field, const char *b64, size_t len, sd_image 
     sd_status st = srv_image_decode(bytes, n, out);
     free(bytes);
     if (st != SD_OK)
-        return srv_fail(e, 400, field, "'%s' is not a PNG or JPEG image the server can read: %s", field,
-                        sd_last_error());
+        return srv_fail(e, 400, field, "'%s' is not a PNG or JPEG image the server can read: %s",
+                        field, sd_last_error());
     return true;
 }
 
@@ -129,11 +132,13 @@ static bool sampler(srv_request *r, const char *name, const char *schedule, cons
     char err[200];
     if (!srv_sampler_map(name, schedule, &r->scheduler, err, sizeof err))
         return srv_fail(e, 400, param, "%s", err);
-    if (name && *name && !(r->sampler_label = strdup(name))) return srv_fail(e, 500, param, "out of memory");
+    if (name && *name && !(r->sampler_label = strdup(name)))
+        return srv_fail(e, 500, param, "out of memory");
     return true;
 }
 
-static bool check_count(const srv_request *r, const srv_limits *lim, const char *param, srv_error *e) {
+static bool check_count(const srv_request *r, const srv_limits *lim, const char *param,
+                        srv_error *e) {
     if ((long long)r->batch * r->n_iter > lim->max_n)
         return srv_fail(e, 400, param, "%d images asked, at most %d per request (--max-n)",
                         r->batch * r->n_iter, lim->max_n);
@@ -156,7 +161,8 @@ static bool common_a1111(const cJSON *b, const srv_limits *lim, srv_request *r, 
     if (!prompt) return srv_fail(e, 400, "prompt", "'prompt' is missing");
     if (!(r->prompt = strdup(prompt))) return srv_fail(e, 500, "prompt", "out of memory");
     if (!dup_string(b, "negative_prompt", &r->negative_prompt, e)) return false;
-    if (r->negative_prompt && !*r->negative_prompt) free(r->negative_prompt), r->negative_prompt = NULL;
+    if (r->negative_prompt && !*r->negative_prompt)
+        free(r->negative_prompt), r->negative_prompt = NULL;
     if (!get_int(b, "seed", false, -1, 0xffffffffffffLL, &r->seed, e)) return false;
     if (!get_int32(b, "steps", false, 1, lim->max_steps, &r->steps, e)) return false;
     if (!get_int32(b, "width", false, 8, lim->max_width, &r->width, e)) return false;
@@ -172,7 +178,8 @@ static bool common_a1111(const cJSON *b, const srv_limits *lim, srv_request *r, 
     if (!sampler(r, name, schedule, name ? "sampler_name" : "scheduler", e)) return false;
     const cJSON *ov = cJSON_GetObjectItemCaseSensitive(b, "override_settings");
     if (ov && !cJSON_IsNull(ov)) {
-        if (!cJSON_IsObject(ov)) return srv_fail(e, 400, "override_settings", "'override_settings' must be an object");
+        if (!cJSON_IsObject(ov))
+            return srv_fail(e, 400, "override_settings", "'override_settings' must be an object");
         const char *ckpt;
         if (!get_string(ov, "sd_model_checkpoint", &ckpt, e)) return false;
         if (!take_model(r, ckpt, "sd_model_checkpoint", e)) return false;
@@ -186,7 +193,8 @@ bool srv_request_from_a1111(const cJSON *b, bool img2img, const srv_limits *lim,
     if (!common_a1111(b, lim, r, e)) return false;
     if (!img2img) return true;
     if (!get_double(b, "denoising_strength", false, 0, 1, &r->strength, e)) return false;
-    if (r->strength == 0) return srv_fail(e, 400, "denoising_strength", "'denoising_strength' must be above 0");
+    if (r->strength == 0)
+        return srv_fail(e, 400, "denoising_strength", "'denoising_strength' must be above 0");
     const cJSON *imgs = cJSON_GetObjectItemCaseSensitive(b, "init_images");
     if (!cJSON_IsArray(imgs) || cJSON_GetArraySize(imgs) < 1 || !cJSON_IsString(imgs->child))
         return srv_fail(e, 400, "init_images", "'init_images' must be an array of base64 images");
@@ -222,18 +230,21 @@ bool srv_request_from_openai(const cJSON *b, bool form_text, const srv_limits *l
     if (!get_int32(b, "n", form_text, 1, lim->max_n, &r->batch, e)) return false;
     if (!get_string(b, "size", &size, e)) return false;
     if (!srv_parse_size(size, &r->width, &r->height))
-        return srv_fail(e, 400, "size", "'size' must be WIDTHxHEIGHT (e.g. 512x512) or auto, not '%.40s'", size);
+        return srv_fail(e, 400, "size",
+                        "'size' must be WIDTHxHEIGHT (e.g. 512x512) or auto, not '%.40s'", size);
     if (size && strcmp(size, "auto") &&
         (r->width < 8 || r->width > lim->max_width || r->height < 8 || r->height > lim->max_height))
         return srv_fail(e, 400, "size", "size %s is out of range 8x8..%dx%d", size, lim->max_width,
                         lim->max_height);
     if (!get_string(b, "response_format", &fmt, e)) return false;
     if (fmt && strcmp(fmt, "b64_json") && strcmp(fmt, "url"))
-        return srv_fail(e, 400, "response_format", "'response_format' must be b64_json or url, not '%.40s'", fmt);
+        return srv_fail(e, 400, "response_format",
+                        "'response_format' must be b64_json or url, not '%.40s'", fmt);
     r->url = fmt && !strcmp(fmt, "url");
     if (!get_string(b, "output_format", &out_fmt, e)) return false;
     if (out_fmt && strcmp(out_fmt, "png") && strcmp(out_fmt, "jpeg") && strcmp(out_fmt, "jpg"))
-        return srv_fail(e, 400, "output_format", "'output_format' must be png or jpeg, not '%.40s'", out_fmt);
+        return srv_fail(e, 400, "output_format", "'output_format' must be png or jpeg, not '%.40s'",
+                        out_fmt);
     r->jpeg = out_fmt && strcmp(out_fmt, "png");
     if (!get_int32(b, "output_compression", form_text, 1, 100, &r->quality, e)) return false;
     /* Extensions for what the OpenAI API lacks. */

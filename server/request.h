@@ -12,9 +12,9 @@
 #include "config.h"
 
 typedef struct {
-    int status;         /* HTTP status: 400, 401, 404, 413, 503, ... */
-    const char *code;   /* OpenAI's error code, e.g. "invalid_value"; NULL: none */
-    char param[48];     /* the field at fault ("" when none) */
+    int status;       /* HTTP status: 400, 401, 404, 413, 503, ... */
+    const char *code; /* OpenAI's error code, e.g. "invalid_value"; NULL: none */
+    char param[48];   /* the field at fault ("" when none) */
     char message[512];
 } srv_error;
 
@@ -23,22 +23,22 @@ bool srv_fail(srv_error *e, int status, const char *param, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
 typedef struct {
-    char *prompt;           /* without its <lora:...> tags once srv_request_take_loras ran */
-    char *negative_prompt;  /* NULL: none */
-    char *model;            /* model name as asked; NULL: the current default */
-    const char *scheduler;  /* static scheduler name (srv_sampler_map); NULL: the model's */
-    char *sampler_label;    /* the sampler as the client named it, for the parameters text */
-    int width, height;      /* 0: the model's default */
-    int steps;              /* 0: the model's default */
-    double guidance;        /* NAN: the model's default */
-    double strength;        /* NAN: the default */
-    long long seed;         /* -1: random */
-    int batch, n_iter;      /* images = batch * n_iter; each iteration uses seed + i */
-    sd_image init, mask;    /* empty (width 0) when absent */
-    bool jpeg;              /* OpenAI output_format jpeg */
-    int quality;            /* JPEG quality */
-    bool url;               /* OpenAI response_format url */
-    sd_lora *loras;         /* from the prompt's tags */
+    char *prompt;          /* without its <lora:...> tags once srv_request_take_loras ran */
+    char *negative_prompt; /* NULL: none */
+    char *model;           /* model name as asked; NULL: the current default */
+    const char *scheduler; /* static scheduler name (srv_sampler_map); NULL: the model's */
+    char *sampler_label;   /* the sampler as the client named it, for the parameters text */
+    int width, height;     /* 0: the model's default */
+    int steps;             /* 0: the model's default */
+    double guidance;       /* NAN: the model's default */
+    double strength;       /* NAN: the default */
+    long long seed;        /* -1: random */
+    int batch, n_iter;     /* images = batch * n_iter; each iteration uses seed + i */
+    sd_image init, mask;   /* empty (width 0) when absent */
+    bool jpeg;             /* OpenAI output_format jpeg */
+    int quality;           /* JPEG quality */
+    bool url;              /* OpenAI response_format url */
+    sd_lora *loras;        /* from the prompt's tags */
     int n_loras;
 } srv_request;
 
@@ -46,8 +46,8 @@ void srv_request_init(srv_request *r);
 void srv_request_free(srv_request *r);
 
 /* POST /sdapi/v1/txt2img and img2img (img2img: init_images required). */
-bool srv_request_from_a1111(const cJSON *body, bool img2img, const srv_limits *lim,
-                            srv_request *r, srv_error *e);
+bool srv_request_from_a1111(const cJSON *body, bool img2img, const srv_limits *lim, srv_request *r,
+                            srv_error *e);
 /* POST /v1/images/generations; also /v1/images/edits, whose form fields main converts to JSON
  * strings (numbers given as text are accepted there: form_text) and whose images come apart. */
 bool srv_request_from_openai(const cJSON *body, bool form_text, const srv_limits *lim,

@@ -28,16 +28,24 @@ static const srv_sampler samplers[] = {
 
 static const char *const schedules[][2] = {{"automatic", "Automatic"}, {"karras", "Karras"}};
 
-int srv_sampler_count(void) { return N_SAMPLERS; }
-const srv_sampler *srv_sampler_get(int i) { return i >= 0 && i < N_SAMPLERS ? &samplers[i] : NULL; }
-int srv_schedule_count(void) { return 2; }
+int srv_sampler_count(void) {
+    return N_SAMPLERS;
+}
+const srv_sampler *srv_sampler_get(int i) {
+    return i >= 0 && i < N_SAMPLERS ? &samplers[i] : NULL;
+}
+int srv_schedule_count(void) {
+    return 2;
+}
 const char *srv_schedule_get(int i, const char **label) {
     if (i < 0 || i >= 2) return NULL;
     if (label) *label = schedules[i][1];
     return schedules[i][0];
 }
 
-static bool is_karras(const char *schedule) { return !strcasecmp(schedule, "Karras"); }
+static bool is_karras(const char *schedule) {
+    return !strcasecmp(schedule, "Karras");
+}
 
 bool srv_sampler_map(const char *sampler, const char *schedule, const char **alias, char *err,
                      size_t err_size) {
@@ -83,7 +91,8 @@ bool srv_sampler_map(const char *sampler, const char *schedule, const char **ali
         for (int i = 0; i < N_SAMPLERS; i++)
             if (!strcasecmp(samplers[i].alias, sampler) ||
                 (samplers[i].karras && !strcasecmp(samplers[i].karras, sampler))) {
-                *alias = strcasecmp(samplers[i].alias, sampler) ? samplers[i].karras : samplers[i].alias;
+                *alias =
+                    strcasecmp(samplers[i].alias, sampler) ? samplers[i].karras : samplers[i].alias;
                 return true;
             }
     }

@@ -8,9 +8,9 @@
 #include <stddef.h>
 
 typedef struct {
-    const char *name;    /* A1111's name, e.g. "DPM++ 2M" */
-    const char *alias;   /* this engine's scheduler alias, e.g. "dpm++2m" */
-    const char *karras;  /* the alias with Karras sigmas, or NULL when the engine has none */
+    const char *name;   /* A1111's name, e.g. "DPM++ 2M" */
+    const char *alias;  /* this engine's scheduler alias, e.g. "dpm++2m" */
+    const char *karras; /* the alias with Karras sigmas, or NULL when the engine has none */
 } srv_sampler;
 
 /* The samplers offered (GET /sdapi/v1/samplers): i in [0, srv_sampler_count()). */

@@ -23,7 +23,8 @@
 static void test_base64(void) {
     /* RFC 4648 section 10 */
     static const char *const plain[] = {"", "f", "fo", "foo", "foob", "fooba", "foobar"};
-    static const char *const coded[] = {"", "Zg==", "Zm8=", "Zm9v", "Zm9vYg==", "Zm9vYmE=", "Zm9vYmFy"};
+    static const char *const coded[] = {"",         "Zg==",     "Zm8=",    "Zm9v",
+                                        "Zm9vYg==", "Zm9vYmE=", "Zm9vYmFy"};
     for (int i = 0; i < 7; i++) {
         char *e = srv_base64_encode((const uint8_t *)plain[i], strlen(plain[i]));
         CHECK(e && !strcmp(e, coded[i]), "encode '%s' -> '%s', want '%s'", plain[i], e, coded[i]);
@@ -55,9 +56,11 @@ static void check_map(const char *sampler, const char *schedule, const char *wan
     const char *alias;
     char err[200] = "";
     bool ok = srv_sampler_map(sampler, schedule, &alias, err, sizeof err);
-    CHECK(ok && (want ? alias && !strcmp(alias, want) : !alias), "sampler '%s' + '%s' -> %s (%s), want %s",
-          sampler, schedule, ok ? (alias ? alias : "(model's)") : "error", err, want ? want : "(model's)");
-    if (ok && alias) CHECK(sd_scheduler_check(alias, NULL) == SD_OK, "'%s' is a scheduler of the engine", alias);
+    CHECK(ok && (want ? alias && !strcmp(alias, want) : !alias),
+          "sampler '%s' + '%s' -> %s (%s), want %s", sampler, schedule,
+          ok ? (alias ? alias : "(model's)") : "error", err, want ? want : "(model's)");
+    if (ok && alias)
+        CHECK(sd_scheduler_check(alias, NULL) == SD_OK, "'%s' is a scheduler of the engine", alias);
 }
 
 static void check_map_fails(const char *sampler, const char *schedule, const char *named) {
@@ -91,8 +94,11 @@ static void test_samplers(void) {
     check_map_fails("Euler", "Exponential", "Exponential");
     for (int i = 0; i < srv_sampler_count(); i++) {
         const srv_sampler *s = srv_sampler_get(i);
-        CHECK(sd_scheduler_check(s->alias, NULL) == SD_OK, "listed sampler %s -> %s exists", s->name, s->alias);
-        if (s->karras) CHECK(sd_scheduler_check(s->karras, NULL) == SD_OK, "%s Karras -> %s exists", s->name, s->karras);
+        CHECK(sd_scheduler_check(s->alias, NULL) == SD_OK, "listed sampler %s -> %s exists",
+              s->name, s->alias);
+        if (s->karras)
+            CHECK(sd_scheduler_check(s->karras, NULL) == SD_OK, "%s Karras -> %s exists", s->name,
+                  s->karras);
     }
 }
 
@@ -103,8 +109,9 @@ static void touch(const char *path) {
 
 static void test_models(void) {
     CHECK(srv_model_name_ok("sd15") && srv_model_name_ok("v1-5.safetensors"), "plain names pass");
-    CHECK(!srv_model_name_ok("../sd15") && !srv_model_name_ok("/etc") && !srv_model_name_ok("a/b") &&
-              !srv_model_name_ok("..") && !srv_model_name_ok(".hidden") && !srv_model_name_ok(""),
+    CHECK(!srv_model_name_ok("../sd15") && !srv_model_name_ok("/etc") &&
+              !srv_model_name_ok("a/b") && !srv_model_name_ok("..") &&
+              !srv_model_name_ok(".hidden") && !srv_model_name_ok(""),
           "names that could leave the folder are refused");
     const char *dir = test_output_dir("server_models");
     const char *inside = test_path(dir, "inside"), *out = test_path(dir, "out");
@@ -122,15 +129,20 @@ static void test_models(void) {
     if (!ok) return;
     char **names;
     int n = srv_models_list(m, &names);
-    CHECK(n == 2 && !strcmp(names[0], "inside") && !strcmp(names[1], "single.safetensors"),
-          "listed: a diffusers folder and a .safetensors file, not the link out nor other files (%d)", n);
+    CHECK(
+        n == 2 && !strcmp(names[0], "inside") && !strcmp(names[1], "single.safetensors"),
+        "listed: a diffusers folder and a .safetensors file, not the link out nor other files (%d)",
+        n);
     srv_models_list_free(names, n);
     srv_error e = {0};
     char *path = NULL;
-    CHECK(!srv_models_resolve(m, "out", &path, &e) && e.status == 404, "a symbolic link out of the folder: %d %s", e.status, e.message);
-    CHECK(!srv_models_resolve(m, "../server_models/inside", &path, &e) && e.status == 400 && strstr(e.message, "../"),
+    CHECK(!srv_models_resolve(m, "out", &path, &e) && e.status == 404,
+          "a symbolic link out of the folder: %d %s", e.status, e.message);
+    CHECK(!srv_models_resolve(m, "../server_models/inside", &path, &e) && e.status == 400 &&
+              strstr(e.message, "../"),
           "'..' in a name: %d %s", e.status, e.message);
-    CHECK(!srv_models_resolve(m, "nothing", &path, &e) && e.status == 404 && strstr(e.message, "nothing"),
+    CHECK(!srv_models_resolve(m, "nothing", &path, &e) && e.status == 404 &&
+              strstr(e.message, "nothing"),
           "an unknown name: %d %s", e.status, e.message);
     CHECK(srv_models_resolve(m, "single", &path, &e) && path && strstr(path, "single.safetensors"),
           "a file by its name without the extension");
@@ -150,7 +162,8 @@ static bool make_model(const char *dir, const char *name) {
     static const char *const parts[] = {"unet", "vae", "text_encoder", "tokenizer", "scheduler"};
     char *index = NULL;
     FILE *fp = fopen(test_path(m, "model_index.json"), "w");
-    bool ok = fp && cli_read_file(fixture("sd15-tiny/pipeline/model_index.json"), &index) == SD_OK &&
+    bool ok = fp &&
+              cli_read_file(fixture("sd15-tiny/pipeline/model_index.json"), &index) == SD_OK &&
               fputs(index, fp) >= 0;
     if (fp) ok = fclose(fp) == 0 && ok;
     free(index);
@@ -160,7 +173,8 @@ static bool make_model(const char *dir, const char *name) {
 
 static sd_pipeline *acquire(srv_models *m, const char *name, const srv_request *r, double *loaded) {
     srv_error e = {0};
-    sd_pipeline *p = srv_models_acquire(m, name, r ? r->loras : NULL, r ? r->n_loras : 0, loaded, &e);
+    sd_pipeline *p =
+        srv_models_acquire(m, name, r ? r->loras : NULL, r ? r->n_loras : 0, loaded, &e);
     CHECK(p, "acquire %s: %s", name, e.message);
     return p;
 }
@@ -184,11 +198,14 @@ static void test_resident(void) {
     const char *dir = test_output_dir("server_resident"), *loras = test_output_dir("server_loras");
     CHECK(make_model(dir, "a") && make_model(dir, "b"), "model folders in %s", dir);
     static ref_lora style;
-    ref_lora_pick(&style, fixture("sd15-tiny/pipeline"), "unet", "diffusion_pytorch_model.safetensors",
+    ref_lora_pick(&style, fixture("sd15-tiny/pipeline"), "unet",
+                  "diffusion_pytorch_model.safetensors",
                   (const char *const[]){"attn1.to_", "attn2.to_", NULL}, false, 4, 4.0f, true, 21);
-    CHECK(ref_lora_write(&style, test_path(loras, "style.safetensors"), REF_KOHYA, false), "write a LoRA");
+    CHECK(ref_lora_write(&style, test_path(loras, "style.safetensors"), REF_KOHYA, false),
+          "write a LoRA");
     ref_lora_free(&style);
-    srv_config cfg = {.models_dir = dir, .model = "a", .max_models = 1, .lora_dir = loras, .threads = 2};
+    srv_config cfg = {
+        .models_dir = dir, .model = "a", .max_models = 1, .lora_dir = loras, .threads = 2};
     srv_models *m;
     char err[300];
     if (!srv_models_open(&m, &cfg, err, sizeof err)) {
@@ -247,11 +264,12 @@ static void check_bad(bool openai, const char *body, int status, const char *par
 }
 
 static void test_requests(void) {
-    cJSON *j = cJSON_Parse("{\"prompt\": \"a cat\", \"negative_prompt\": \"dog\", \"seed\": 42, "
-                           "\"steps\": 8, \"cfg_scale\": 6.5, \"width\": 128, \"height\": 64, "
-                           "\"sampler_name\": \"DPM++ 2M\", \"scheduler\": \"Karras\", \"batch_size\": 2, "
-                           "\"n_iter\": 2, \"override_settings\": {\"sd_model_checkpoint\": \"sd15 [abc123]\"}, "
-                           "\"send_images\": true}");
+    cJSON *j = cJSON_Parse(
+        "{\"prompt\": \"a cat\", \"negative_prompt\": \"dog\", \"seed\": 42, "
+        "\"steps\": 8, \"cfg_scale\": 6.5, \"width\": 128, \"height\": 64, "
+        "\"sampler_name\": \"DPM++ 2M\", \"scheduler\": \"Karras\", \"batch_size\": 2, "
+        "\"n_iter\": 2, \"override_settings\": {\"sd_model_checkpoint\": \"sd15 [abc123]\"}, "
+        "\"send_images\": true}");
     srv_request r;
     srv_request_init(&r);
     srv_error e = {0};
@@ -259,8 +277,9 @@ static void test_requests(void) {
     CHECK(ok, "a full A1111 request: %s", e.message);
     if (ok)
         CHECK(!strcmp(r.prompt, "a cat") && !strcmp(r.negative_prompt, "dog") && r.seed == 42 &&
-                  r.steps == 8 && r.guidance == 6.5 && r.width == 128 && r.height == 64 && r.batch == 2 &&
-                  r.n_iter == 2 && !strcmp(r.scheduler, "dpm++2m_karras") && !strcmp(r.model, "sd15"),
+                  r.steps == 8 && r.guidance == 6.5 && r.width == 128 && r.height == 64 &&
+                  r.batch == 2 && r.n_iter == 2 && !strcmp(r.scheduler, "dpm++2m_karras") &&
+                  !strcmp(r.model, "sd15"),
               "fields taken");
     srv_request_free(&r);
     cJSON_Delete(j);
@@ -271,13 +290,15 @@ static void test_requests(void) {
           "absent fields are the model's defaults");
     srv_request_free(&r);
     cJSON_Delete(j);
-    j = cJSON_Parse("{\"prompt\": \"a cat\", \"n\": 2, \"size\": \"128x64\", \"response_format\": \"url\", "
-                    "\"seed\": 7, \"steps\": 5, \"guidance_scale\": 3, \"scheduler\": \"euler\", "
-                    "\"output_format\": \"jpeg\", \"model\": \"m\"}");
+    j = cJSON_Parse(
+        "{\"prompt\": \"a cat\", \"n\": 2, \"size\": \"128x64\", \"response_format\": \"url\", "
+        "\"seed\": 7, \"steps\": 5, \"guidance_scale\": 3, \"scheduler\": \"euler\", "
+        "\"output_format\": \"jpeg\", \"model\": \"m\"}");
     srv_request_init(&r);
     ok = srv_request_from_openai(j, false, &limits, &r, &e);
-    CHECK(ok && r.batch == 2 && r.width == 128 && r.height == 64 && r.url && r.jpeg && r.seed == 7 &&
-              r.steps == 5 && r.guidance == 3 && !strcmp(r.scheduler, "euler") && !strcmp(r.model, "m"),
+    CHECK(ok && r.batch == 2 && r.width == 128 && r.height == 64 && r.url && r.jpeg &&
+              r.seed == 7 && r.steps == 5 && r.guidance == 3 && !strcmp(r.scheduler, "euler") &&
+              !strcmp(r.model, "m"),
           "a full OpenAI request: %s", e.message);
     srv_request_free(&r);
     cJSON_Delete(j);
@@ -315,7 +336,8 @@ static void test_requests(void) {
     /* img2img: the init image decodes through the library; garbage is a 400 naming the field. */
     j = cJSON_Parse("{\"prompt\": \"x\", \"init_images\": [\"AAAA\"]}");
     srv_request_init(&r);
-    CHECK(!srv_request_from_a1111(j, true, &limits, &r, &e) && e.status == 400 && !strcmp(e.param, "init_images"),
+    CHECK(!srv_request_from_a1111(j, true, &limits, &r, &e) && e.status == 400 &&
+              !strcmp(e.param, "init_images"),
           "an init image that is no image: %d %s", e.status, e.message);
     srv_request_free(&r);
     cJSON_Delete(j);
@@ -328,7 +350,8 @@ static void test_requests(void) {
 
     srv_request_init(&r);
     r.prompt = strdup("a <lora:x:0.5> cat");
-    CHECK(!srv_request_take_loras(&r, NULL, &e) && e.status == 400 && strstr(e.message, "--lora-dir"),
+    CHECK(!srv_request_take_loras(&r, NULL, &e) && e.status == 400 &&
+              strstr(e.message, "--lora-dir"),
           "a LoRA tag without --lora-dir: %s", e.message);
     srv_request_free(&r);
 }
@@ -340,7 +363,8 @@ static void test_png_text(void) {
     size_t len = 0;
     CHECK_OK(srv_image_encode(&img, false, 90, "a cat\nSteps: 4, Sampler: Euler", &png, &len));
     char *text = png ? srv_png_text(png, len, "parameters") : NULL;
-    CHECK(text && !strcmp(text, "a cat\nSteps: 4, Sampler: Euler"), "parameters read back: %s", text);
+    CHECK(text && !strcmp(text, "a cat\nSteps: 4, Sampler: Euler"), "parameters read back: %s",
+          text);
     free(text);
     CHECK(png && !srv_png_text(png, len, "Comment"), "no such chunk");
     CHECK(png && !srv_png_text(png, 40, "parameters"), "a truncated PNG gives nothing");

@@ -124,6 +124,9 @@ try {
     settings.prompt]);
   const ref = decodePng(fs.readFileSync(path.join(tmp, 'gen.png')));
   check(mine.w === 64 && mine.h === 64 && mine.rgb.equals(ref.rgb), 'openai images.generate equals gen pixel for pixel');
+  const page = await request('GET', '/', { key: null });
+  check(page.status === 200 && page.buf.equals(fs.readFileSync(path.join(root, 'server/web/index.html'))) &&
+    /^text\/html/.test(page.headers['content-type']), 'GET / serves server/web/index.html byte for byte, without a key');
   const models_ = await client.models.list();
   check(models_.data.some((m) => m.id === 'pipeline'), 'GET /v1/models lists the model');
   const urlRes = await client.images.generate({ prompt: 'a red fox', size: '64x64', steps: 2, seed: 1, response_format: 'url' });
@@ -284,6 +287,31 @@ try {
     idle = p.json && p.json.state.job_count === 0;
   }
   check(idle, 'a disconnected client\'s job is cancelled');
+} catch (e) {
+  check(false, 'exception: ' + (e.stack || e));
+}
+
+// ---- safe by default: no key off loopback refuses to start; CORS only when asked ----
+try {
+  const modelArgs = ['--models', models, '--model', 'pipeline', '-q'];
+  let refused = null;
+  try { execFileSync(path.join(binDir, 'sd-server'), ['--listen', '0.0.0.0', '--port', '0', ...modelArgs], { stdio: 'pipe' }); }
+  catch (e) { refused = e; }
+  check(refused && refused.status === 2 && /--api-key/.test(refused.stderr), 'a non-loopback address without --api-key refuses to start');
+  const noCors = await request('GET', '/v1/models', { headers: { Origin: 'http://example.test' } });
+  check(noCors.status === 200 && !('access-control-allow-origin' in noCors.headers), 'no CORS header unless --cors');
+  const cors = await startServer(['--port', '0', '--cors', 'http://example.test', ...modelArgs]);
+  const saved = base;
+  base = cors.url;
+  const pre = await request('OPTIONS', '/v1/images/generations', { key: null, headers: { Origin: 'http://example.test',
+    'Access-Control-Request-Method': 'POST', 'Access-Control-Request-Headers': 'authorization, content-type' } });
+  const get = await request('GET', '/sdapi/v1/samplers', { headers: { Origin: 'http://example.test' } });
+  check(pre.status === 204 && pre.headers['access-control-allow-origin'] === 'http://example.test' &&
+    /Authorization/.test(pre.headers['access-control-allow-headers']) && /POST/.test(pre.headers['access-control-allow-methods']),
+    '--cors answers the preflight: ' + JSON.stringify(pre.headers));
+  check(get.status === 200 && get.headers['access-control-allow-origin'] === 'http://example.test', '--cors marks replies');
+  base = saved;
+  cors.child.kill('SIGTERM');
 } catch (e) {
   check(false, 'exception: ' + (e.stack || e));
 }
