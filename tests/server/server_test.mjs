@@ -105,6 +105,8 @@ const rssKb = (pid) => +fs.readFileSync(`/proc/${pid}/status`, 'utf8').match(/Vm
 const fdCount = (pid) => fs.readdirSync(`/proc/${pid}/fd`).length;
 const b64png = (s) => decodePng(Buffer.from(s, 'base64'));
 
+// An AddressSanitizer build (make test-asan): its timings and RSS say nothing about the server's.
+const asan = fs.readFileSync(path.join(binDir, 'sd-server')).includes('__asan_init');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sd-server-test-'));
 const srv = await startServer(['--port', '0', '--models', models, '--model', 'pipeline', '--api-key', KEY,
   '--queue', '2', '--max-body-mb', '1', '--max-steps', '60', '-q']);
@@ -189,7 +191,8 @@ try {
     `client wall median ${wall[3].toFixed(2)} ms (min ${wall[0].toFixed(2)})`);
   // The fastest of 7: the server's own cost. The median moves with whatever else the machine runs
   // (other builds on 2 shared cores took it from 0.6 to 16 ms while the fastest stayed under 1).
-  check(over[0] < 5, 'the server adds under 5 ms per request: ' + over.map((x) => x.toFixed(2)).join(','));
+  if (asan) console.log('overhead check skipped: an AddressSanitizer build');
+  else check(over[0] < 5, 'the server adds under 5 ms per request: ' + over.map((x) => x.toFixed(2)).join(','));
 
   // ---- progress rises with a preview; interrupt stops a 50-step run early ----
   const long = request('POST', '/sdapi/v1/txt2img', { body: { prompt: 'a castle', seed: 5, steps: 50, width: 256, height: 256 } });
@@ -268,7 +271,6 @@ try {
   console.log(`load: ${statuses.filter((s) => s === 200).length} x 200, ${statuses.filter((s) => s === 503).length} x 503; RSS ${rss0} -> ${rss1} kB; fds ${fd0} -> ${fd1}`);
   // Under AddressSanitizer (make test-asan) freed memory waits in its quarantine by design, so
   // RSS says nothing there; LeakSanitizer at the SIGTERM exit below checks for leaks instead.
-  const asan = fs.readFileSync(path.join(binDir, 'sd-server')).includes('__asan_init');
   if (asan) console.log('RSS check skipped: an AddressSanitizer build (its leak check runs at exit)');
   else check(Math.abs(rss1 - rss0) <= 0.05 * rss0, `RSS back within 5% of its baseline: ${rss0} -> ${rss1} kB`);
   check(fd1 <= fd0, `no descriptor leak: ${fd0} -> ${fd1}`);
