@@ -163,7 +163,10 @@ int cfg_int_list(sd_cfg *c, const char *key, int *out, int max) {
     }
     int n = 0;
     for (const cJSON *it = v->child; it; it = it->next, n++) {
-        if (!cJSON_IsNumber(it) || it->valuedouble != floor(it->valuedouble)) {
+        /* Bounded as cfg_int's: converting 1e10 to int is undefined behaviour (found by the
+         * config fuzz harness, tests/fuzz/regress/config/). */
+        if (!cJSON_IsNumber(it) || it->valuedouble != floor(it->valuedouble) ||
+            fabs(it->valuedouble) > 2e9) {
             cfg_fail(c, key, "a list of integers");
             return -1;
         }

@@ -55,6 +55,9 @@ static void test_safetensors_numel(void) {
         "{\"huge\":{\"dtype\":\"F32\",\"shape\":[1000000,1000000],\"data_offsets\":[0,4000000000000]}}",
         "{\"huge\":{\"dtype\":\"F32\",\"shape\":[1000000,1000000],\"data_offsets\":[0,8]}}",
         "{\"huge\":{\"dtype\":\"F32\",\"shape\":[4611686018427387904,4],\"data_offsets\":[0,0]}}",
+        /* Found by fuzzing: shapes beyond int64 (undefined behaviour when converted). */
+        "{\"huge\":{\"dtype\":\"F32\",\"shape\":[1e400],\"data_offsets\":[0,8]}}",
+        "{\"huge\":{\"dtype\":\"F32\",\"shape\":[3e119,1],\"data_offsets\":[0,8]}}",
     };
     for (size_t i = 0; i < sizeof headers / sizeof headers[0]; i++) {
         size_t h = strlen(headers[i]);
