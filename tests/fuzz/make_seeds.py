@@ -51,6 +51,12 @@ put("safetensors", "dtypes", safetensors([
 put("safetensors", "one", safetensors([("w", "F32", [1, 3], f32(3))]))
 put("safetensors", "embedding", open(f"{FIX}/extra/a1111_refs_files/mytrig.safetensors", "rb").read())
 
+# Embeddings: the byte before the file picks the tiny SD 1.5 (even) or SDXL (odd) pipeline.
+put("embedding", "sd15_a1111", b"\0" + safetensors([("emb_params", "F32", [2, 16], f32(32))]))
+put("embedding", "sd15_diffusers", b"\0" + safetensors([("<cat-toy>", "F32", [16], f32(16))]))
+xl = open(f"{FIX}/extra/a1111_refs_files/xlemb.safetensors", "rb").read()
+put("embedding", "sdxl", b"\1" + xl)
+
 # Single-file checkpoints: the keys the family detection reads, with tiny shapes.
 U = "model.diffusion_model."
 put("single_file", "sd15", safetensors([
