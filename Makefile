@@ -25,6 +25,9 @@
 #                   through pkg-config (shared and static), runs it, checks the header and the
 #                   exported symbols, uninstalls (tests/check_install.sh)
 #   make check-version  the Makefile's version is include/sd.h's SD_VERSION
+#   make fuzz       builds the libFuzzer harnesses of tests/fuzz/ with clang (build-fuzz/) and runs
+#                   each for FUZZ_SECONDS (default 20) from its committed corpus; any crash, leak,
+#                   sanitizer report or timeout fails it. New inputs go to build-fuzz/corpus/
 #   make clean
 CC ?= gcc
 BUILD ?= build
@@ -134,6 +137,7 @@ BENCH_DTYPE ?= f32
 BENCH_MODEL := $(SD_BENCH_CACHE)/sd15-$(BENCH_DTYPE)
 BENCH_ARGS ?=
 
+.PHONY: fuzz fuzz-build
 .PHONY: all lib build-tests build-bench test test-asan test-isa test-clang test-full clean \
     bench-kernels bench bench-memory check-version print-version install uninstall check-install
 all: lib $(BINS) $(SERVER_BIN)
@@ -211,6 +215,16 @@ $(BUILD)/tests/test_single_file $(BUILD)/tests/test_components $(BUILD)/tests/te
 # The SD3 single-file test writes Stability's layout with its own writer (tests/sd3_writer.c).
 $(BUILD)/tests/test_sd3_file: $(BUILD)/tests/sd3_writer.o $(BUILD)/tests/ldm_writer.o
 
+# The fuzz harnesses replayed in the normal build (tests/test_fuzz_regress.c): each harness
+# compiled with its libFuzzer entry point renamed fuzz_entry_<name>, so they link together.
+FUZZ_ENTRY_OBJ := $(patsubst tests/fuzz/fuzz_%.c,$(BUILD)/tests/fuzz/entry_%.o,$(filter-out tests/fuzz/fuzz_util.c,$(wildcard tests/fuzz/fuzz_*.c)))
+$(BUILD)/tests/fuzz/entry_%.o: tests/fuzz/fuzz_%.c $(FLAGS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -DLLVMFuzzerTestOneInput=fuzz_entry_$* -c $< -o $@
+$(BUILD)/tests/test_fuzz_regress: $(BUILD)/tests/test_fuzz_regress.o $(TEST_COMMON) $(FUZZ_ENTRY_OBJ) \
+    $(BUILD)/tests/fuzz/fuzz_util.o $(SERVER_LIB) $(CLI_LIB) $(LIB)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
 $(BENCH_KERNELS): $(BUILD)/bench/kernels.o $(BUILD)/bench/model.o $(BUILD)/bench/peak.o $(LIB)
 	$(CC) $(LDFLAGS) $^ $(BENCH_LDLIBS) -o $@
 
@@ -265,6 +279,42 @@ test-asan:
 	$(MAKE) BUILD=build-asan BINDIR=build-asan/bin OPT="-O1 -g" \
 	    SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer" test
 
+# libFuzzer harnesses (tests/fuzz/fuzz_*.c): the library and server objects are built by clang
+# with coverage instrumentation and ASan + UBSan (-fsanitize=fuzzer-no-link), each harness linked
+# with libFuzzer's main. The committed corpus is only read; what a run finds lands in
+# build-fuzz/corpus/<harness>/ (copy an input worth keeping into tests/fuzz/corpus/ by hand).
+FUZZ_SECONDS ?= 20
+FUZZ_BUILD := build-fuzz
+FUZZ_SAN := -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined \
+    -fno-omit-frame-pointer
+FUZZ_NAMES := $(patsubst tests/fuzz/fuzz_%.c,%,$(filter-out tests/fuzz/fuzz_util.c,$(wildcard tests/fuzz/fuzz_*.c)))
+FUZZ_BINS := $(FUZZ_NAMES:%=$(BUILD)/fuzz/%)
+FUZZ_UTIL_OBJ := $(BUILD)/tests/fuzz/fuzz_util.o
+$(FUZZ_UTIL_OBJ): CPPFLAGS += -DFUZZ_ROOT='"$(abspath .)"'
+# Each harness's flags: -timeout per input, a memory cap that a decompression bomb would cross.
+FUZZ_FLAGS ?= -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=1024 -print_final_stats=1
+
+$(BUILD)/fuzz/%: $(BUILD)/tests/fuzz/fuzz_%.o $(FUZZ_UTIL_OBJ) $(SERVER_LIB) $(CLI_LIB) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -fsanitize=fuzzer $^ $(LDLIBS) -o $@
+
+fuzz-build:
+	$(MAKE) CC=clang BUILD=$(FUZZ_BUILD) BINDIR=$(FUZZ_BUILD)/bin OPT="-O1 -g" SAN="$(FUZZ_SAN)" \
+	    $(FUZZ_NAMES:%=$(FUZZ_BUILD)/fuzz/%)
+
+fuzz: fuzz-build
+	@failed=""; for h in $(FUZZ_NAMES); do \
+	    echo "=== fuzz $$h ($(FUZZ_SECONDS) s)"; mkdir -p $(FUZZ_BUILD)/corpus/$$h; \
+	    dict=""; [ -f tests/fuzz/$$h.dict ] && dict="-dict=tests/fuzz/$$h.dict"; \
+	    $(FUZZ_BUILD)/fuzz/$$h $(FUZZ_FLAGS) $$dict -max_total_time=$(FUZZ_SECONDS) \
+	        -artifact_prefix=$(FUZZ_BUILD)/$$h- $(FUZZ_BUILD)/corpus/$$h tests/fuzz/corpus/$$h \
+	        > $(FUZZ_BUILD)/$$h.log 2>&1; rc=$$?; \
+	    grep -E '^(#[0-9]+.*DONE|stat::number_of_executed_units|stat::peak_rss_mb)' $(FUZZ_BUILD)/$$h.log; \
+	    if [ $$rc -ne 0 ]; then tail -n 40 $(FUZZ_BUILD)/$$h.log; failed="$$failed $$h"; fi; \
+	done; \
+	if [ -n "$$failed" ]; then echo "fuzz FAILED:$$failed (logs and inputs in $(FUZZ_BUILD)/)"; exit 1; fi; \
+	echo "fuzz: all $(words $(FUZZ_NAMES)) harnesses ran $(FUZZ_SECONDS) s clean"
+
 # sd.pc carries PREFIX's paths (not DESTDIR's): generated at install time, so it always matches
 # the PREFIX / LIBDIR / INCLUDEDIR of this install.
 INSTALLED_TOOLS := $(notdir $(BINS) $(SERVER_BIN))
@@ -297,9 +347,10 @@ print-version:
 	@echo $(SD_VERSION)
 
 clean:
-	rm -rf build build-asan build-clang bin
+	rm -rf build build-asan build-clang build-fuzz bin
 
 -include $(BUILD)/bench/kernels.d $(BUILD)/bench/model.d $(BUILD)/bench/peak.d $(BENCH_SD_OBJ:.o=.d) \
     $(BUILD)/bench/make_model.d $(BUILD)/bench/rss_bench.d
 -include $(LIB_OBJ:.o=.d) $(TESTS:=.d) $(FULLS:=.d) $(TEST_COMMON:.o=.d) $(CLI_SRC:cli/%.c=$(BUILD)/cli/%.d) \
-    $(CLI_COMMON_OBJ:.o=.d) $(SERVER_OBJ:.o=.d) $(BUILD)/server/main.d
+    $(CLI_COMMON_OBJ:.o=.d) $(SERVER_OBJ:.o=.d) $(BUILD)/server/main.d \
+    $(FUZZ_ENTRY_OBJ:.o=.d) $(BUILD)/tests/fuzz/fuzz_util.d

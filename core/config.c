@@ -38,6 +38,26 @@ static char *replace_nonstandard_numbers(const char *text) {
     return out;
 }
 
+/* Whether arrays/objects nest deeper than cJSON parses (CJSON_NESTING_LIMIT, where it stops
+ * rather than recursing on): only to tell that apart from a syntax error in the message. */
+static bool nested_too_deep(const char *text) {
+    int depth = 0;
+    bool in_string = false;
+    for (const char *p = text; *p; p++) {
+        if (in_string) {
+            if (*p == '\\' && p[1]) p++;
+            else if (*p == '"') in_string = false;
+        } else if (*p == '"') {
+            in_string = true;
+        } else if (*p == '[' || *p == '{') {
+            if (++depth > CJSON_NESTING_LIMIT) return true;
+        } else if (*p == ']' || *p == '}') {
+            depth--;
+        }
+    }
+    return false;
+}
+
 sd_status sd_json_parse(const char *text, const char *name, cJSON **out) {
     const char *end = NULL;
     char *fixed = replace_nonstandard_numbers(text);
@@ -46,6 +66,9 @@ sd_status sd_json_parse(const char *text, const char *name, cJSON **out) {
     if (end) end = text + (end - fixed); /* approximate position in the original for the message */
     free(fixed);
     if (*out) return SD_OK;
+    if (nested_too_deep(text))
+        return sd_set_error(SD_ERR_FORMAT, "%s: JSON nested deeper than %d levels; refused", name,
+                            CJSON_NESTING_LIMIT);
     /* cJSON reports where it stopped: turn it into a line number for the message. */
     int line = 1;
     const char *stop = end ? end : text;
@@ -140,7 +163,10 @@ int cfg_int_list(sd_cfg *c, const char *key, int *out, int max) {
     }
     int n = 0;
     for (const cJSON *it = v->child; it; it = it->next, n++) {
-        if (!cJSON_IsNumber(it) || it->valuedouble != floor(it->valuedouble)) {
+        /* Bounded as cfg_int's: converting 1e10 to int is undefined behaviour (found by the
+         * config fuzz harness, tests/fuzz/regress/config/). */
+        if (!cJSON_IsNumber(it) || it->valuedouble != floor(it->valuedouble) ||
+            fabs(it->valuedouble) > 2e9) {
             cfg_fail(c, key, "a list of integers");
             return -1;
         }

@@ -84,6 +84,9 @@ static sd_status image_png_find_text(png_structp png, png_infop info, image_png_
     return SD_OK;
 }
 
+/* The largest chunk, or decompressed text, a PNG may make libpng allocate. */
+#define IMAGE_PNG_CHUNK_MAX (16u << 20)
+
 /* Runs libpng over the file; a longjmp lands here with c->msg set. */
 static sd_status image_png_run_decode(png_structp png, png_infop info, image_png_ctx *c,
                                       sd_image *out, int *orientation, const char *text_key,
@@ -91,6 +94,10 @@ static sd_status image_png_run_decode(png_structp png, png_infop info, image_png
     if (setjmp(png_jmpbuf(png))) return c->status != SD_OK ? c->status : SD_ERR_FORMAT;
     png_set_read_fn(png, c, image_png_read_fn);
     png_set_user_limits(png, IMAGE_MAX_SIDE, IMAGE_MAX_SIDE);
+    /* libpng allocates an ancillary chunk (text, eXIf, ICC profile) by the length its header
+     * claims, and a decompressed zTXt/iTXt/iCCP up to this limit: the distribution's libpng sets
+     * none, so a 100-byte file claiming a 1 GB iTXt chunk allocated 1 GB (found by fuzzing). */
+    png_set_chunk_malloc_max(png, IMAGE_PNG_CHUNK_MAX);
     png_read_info(png, info);
     png_uint_32 w, h;
     int depth, ctype;
@@ -136,8 +143,46 @@ static sd_status image_png_run_decode(png_structp png, png_infop info, image_png
     return SD_OK;
 }
 
+static uint32_t be32(const uint8_t *p) {
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* PNG's CRC-32 (the zlib one; libsd does not link zlib itself), for one short chunk. */
+static uint32_t image_png_crc(const uint8_t *p, size_t n) {
+    uint32_t c = 0xFFFFFFFFu;
+    for (size_t i = 0; i < n; i++) {
+        c ^= p[i];
+        for (int k = 0; k < 8; k++) c = (c >> 1) ^ (0xEDB88320u & (0u - (c & 1)));
+    }
+    return ~c;
+}
+
+/* Every chunk must fit in the file: libpng 1.6.39 allocates an ancillary chunk (iTXt, eXIf, ...)
+ * by the length its header claims before reading it, so a 100-byte file claiming a 1 GB iTXt
+ * made it allocate 1 GB (found by fuzzing). With the file whole in memory, no chunk can hold more
+ * than what is left of it. */
+static sd_status image_png_check_chunks(const char *path, const uint8_t *data, size_t len) {
+    for (size_t at = 8; at + 8 <= len;) {
+        const uint32_t n = be32(data + at);
+        if (n > len - at - 8 || len - at - 8 - n < 4)
+            return sd_set_error(SD_ERR_FORMAT, "%s: not a valid PNG: truncated: chunk '%.4s' at "
+                                "byte %zu claims %u bytes, %zu are left", path,
+                                (const char *)data + at + 4, at, n, len - at - 8);
+        if (!memcmp(data + at + 4, "IEND", 4)) break;
+        at += 12 + (size_t)n;
+    }
+    return SD_OK;
+}
+
 sd_status image_png_decode(const char *path, const uint8_t *data, size_t len, sd_image *out,
                            int *orientation, const char *text_key, char **text_value) {
+    /* The size in IHDR (always the first chunk, at byte 16) is checked before libpng runs: its
+     * own limit (png_set_user_limits below) refuses a decompression bomb only as "Invalid IHDR
+     * data", which does not say what was wrong. A chunk whose CRC is wrong is left to libpng,
+     * which says so. */
+    if (len >= 33 && !memcmp(data + 12, "IHDR", 4) && image_png_crc(data + 12, 17) == be32(data + 29))
+        SD_TRY(image_check_size(path, be32(data + 16), be32(data + 20)));
+    SD_TRY(image_png_check_chunks(path, data, len));
     image_png_ctx c = {.path = path, .data = data, .len = len};
     png_structp png =
         png_create_read_struct(PNG_LIBPNG_VER_STRING, &c, image_png_on_error, image_png_on_warning);

@@ -83,8 +83,10 @@ static sd_status parse_entry(const char *path, const cJSON *item, st_tensor *t,
     uint64_t numel = 1;
     for (int i = 0; i < t->ndim; i++) {
         const cJSON *d = cJSON_GetArrayItem(js, i);
-        if (!cJSON_IsNumber(d) || d->valuedouble < 0 || d->valuedouble != (double)(int64_t)d->valuedouble ||
-            d->valuedouble > (double)data_size + 1)
+        /* The range first: converting 1e400 (inf) or 1e19 to int64 is undefined behaviour
+         * (found by fuzzing). */
+        if (!cJSON_IsNumber(d) || !(d->valuedouble >= 0) || d->valuedouble > (double)data_size + 1 ||
+            d->valuedouble != (double)(int64_t)d->valuedouble)
             return sd_set_error(SD_ERR_FORMAT, "%s: tensor '%s': bad shape entry %d", path, name, i);
         t->shape[i] = (int64_t)d->valuedouble;
         if (t->shape[i] != 0 && numel > data_size) numel = data_size + 1; /* saturate, mismatch below */

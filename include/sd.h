@@ -149,6 +149,10 @@ SD_API sd_status sd_image_write(const char *path, const sd_image *img, const cha
  * decompression-bomb limit of pixels. */
 #define SD_IMAGE_MAX_SIDE 65535
 #define SD_IMAGE_MAX_PIXELS 178956970LL
+/* The longest prompt (bytes of UTF-8) the tokenizers and A1111's prompt parser accept; a longer
+ * one is refused before any work (its emphasis parsing grows faster than linearly, and 64 KiB is
+ * already some 15000 CLIP tokens, 200 of A1111's chunks). */
+#define SD_PROMPT_MAX_BYTES 65536
 
 /* A black width x height image (sides 1..SD_IMAGE_MAX_SIDE, at most SD_IMAGE_MAX_PIXELS). */
 SD_API sd_status sd_image_alloc(sd_image *img, int width, int height);

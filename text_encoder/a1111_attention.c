@@ -22,6 +22,7 @@
 
 #include "../core/fileutil.h"
 #include "a1111_prompt.h"
+#include "unicode.h"
 
 typedef struct {
     a1111_piece *v;
@@ -194,6 +195,8 @@ static sd_status merge(pieces *p) {
 }
 
 sd_status a1111_parse_attention(const char *text, a1111_piece **out, int *n) {
+    *out = NULL, *n = 0;
+    SD_TRY(unicode_check_prompt_length(text, "prompt"));
     pieces p = {0};
     stack round = {0}, square = {0};
     sd_status st = parse(text, &p, &round, &square);

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "a1111_prompt.h"
+#include "unicode.h"
 
 typedef enum { N_TEXT, N_EMPH, N_SCHED, N_ALT } node_kind;
 
@@ -335,6 +336,7 @@ static bool text_at(const parser *P, const node *n, int steps, int t, buf *b) {
 
 sd_status a1111_schedule(const char *prompt, int steps, a1111_sched_entry **out, int *n_out) {
     *out = NULL, *n_out = 0;
+    SD_TRY(unicode_check_prompt_length(prompt, "prompt"));
     if (steps < 1) steps = 1;
     parser P = {prompt, strlen(prompt), false};
     bool refused = false;

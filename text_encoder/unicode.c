@@ -250,9 +250,18 @@ size_t unicode_nfc(const uint32_t *in, size_t n, uint32_t *out) {
     return kept;
 }
 
+sd_status unicode_check_prompt_length(const char *text, const char *who) {
+    /* strnlen: a 10 MB prompt costs no more than a 64 KiB one to refuse. */
+    if (strnlen(text, SD_PROMPT_MAX_BYTES + 1) > SD_PROMPT_MAX_BYTES)
+        return sd_set_error(SD_ERR_ARG, "%s: the prompt is longer than %d bytes "
+                            "(SD_PROMPT_MAX_BYTES); refused", who, SD_PROMPT_MAX_BYTES);
+    return SD_OK;
+}
+
 sd_status unicode_decode_prompt(const char *text, const char *who, uint32_t **cps, long *n) {
     *cps = NULL, *n = 0;
     if (!text) return sd_set_error(SD_ERR_ARG, "%s: prompt is NULL", who);
+    SD_TRY(unicode_check_prompt_length(text, who));
     size_t len = strlen(text), bad_at = 0;
     uint32_t *out = malloc((len + 1) * sizeof *out);
     if (!out) return sd_set_error(SD_ERR_NOMEM, "%s: out of memory for a %zu-byte prompt", who, len);

@@ -17,6 +17,8 @@ const char *unicode_version(void);
  * s[0..len) into out, which has room for len code points. Returns the number of code points; on
  * bad input returns -1 and sets *bad_at to the byte offset of the offending sequence. */
 long unicode_utf8_decode(const char *s, size_t len, uint32_t *out, size_t *bad_at);
+/* SD_ARG naming `who` when text is longer than SD_PROMPT_MAX_BYTES (reads at most that many). */
+sd_status unicode_check_prompt_length(const char *text, const char *who);
 /* A tokenizer's prompt as code points: *cps malloc'd (the caller frees it), *n of them. Errors
  * (NULL prompt, out of memory, invalid UTF-8 with the offending byte and offset) name `who`. */
 sd_status unicode_decode_prompt(const char *text, const char *who, uint32_t **cps, long *n);
