@@ -210,6 +210,8 @@ async function run(srv, browser) {
 
   fs.mkdirSync(path.dirname(screenshot), { recursive: true });
   await sleep(400); // the progress bar's last transition
+  // from the top: a full-page capture of a scrolled page draws the sticky header mid-page
+  await page.evaluate(() => window.scrollTo(0, 0));
   await page.screenshot({ path: screenshot, fullPage: true });
 
   // ---- 2. a long run: the progress bar moves, Interrupt stops it well before its end
