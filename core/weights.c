@@ -141,6 +141,17 @@ void weights_close(sd_weights *w) {
     memset(w, 0, sizeof *w);
 }
 
+bool weights_releasable(const sd_weights *w, const st_tensor *t) {
+    const uint8_t *d = t->data;
+    for (int i = 0; i < w->n_owned; i++)
+        if (d == w->owned[i]) return false; /* owned copies start their buffer */
+    return true;
+}
+
+void weights_release_tensor(const sd_weights *w, const st_tensor *t) {
+    if (weights_releasable(w, t)) st_release_pages(t->data, t->nbytes);
+}
+
 const st_tensor *weights_find(const sd_weights *w, const char *name) {
     for (int i = 0; i < w->n_files; i++) {
         const st_tensor *t = st_find(&w->files[i], name);
@@ -171,7 +182,7 @@ sd_status weights_read_f32(const sd_weights *w, const char *name, int ndim, cons
         }
         if (st == SD_OK) weights_round_f32(w, *out, (size_t)st_numel(t));
         /* The copy is what the model uses: keep one copy resident, not two. */
-        st_release_pages(t->data, t->nbytes);
+        weights_release_tensor(w, t);
         return st;
     }
     return sd_set_error(SD_ERR_TENSOR, "%s: tensor '%s' not found", w->dir, name);

@@ -115,6 +115,13 @@ void weights_release(const sd_weights *w);
 
 /* NULL when absent (no error is recorded: callers decide whether absence is an error). */
 const st_tensor *weights_find(const sd_weights *w, const char *name);
+
+/* Whether `t`'s data is a file mapping whose pages may be given back (st_release_pages): false
+ * for the set's own heap copies (weights_open_renamed's transposed / swapped tensors), which
+ * MADV_DONTNEED would zero instead of dropping. */
+bool weights_releasable(const sd_weights *w, const st_tensor *t);
+/* st_release_pages on `t`'s data when weights_releasable, else nothing. */
+void weights_release_tensor(const sd_weights *w, const st_tensor *t);
 /* The file holding `name` (for messages); NULL when absent. */
 const char *weights_file_of(const sd_weights *w, const char *name);
 

@@ -65,12 +65,12 @@ static sd_status choose_source(const sd_weights *w, const char *name, int ndim,
         ws->stored = true;
         ws->data = t->data;
         ws->type = t->dtype == ST_F16 ? KERN_F16 : t->dtype == ST_BF16 ? KERN_BF16 : KERN_F32;
-        ws->release = w->policy.low_memory;
+        ws->release = w->policy.low_memory && weights_releasable(w, t);
         return SD_OK;
     }
     uint16_t *conv = NULL;
     SD_TRY(weights_convert_16(t, want, name, &conv));
-    st_release_pages(t->data, t->nbytes); /* the converted copy replaces them */
+    weights_release_tensor(w, t); /* the converted copy replaces them */
     ws->stored = true;
     ws->data = ws->own = conv;
     ws->type = want == ST_F16 ? KERN_F16 : KERN_BF16;

@@ -55,6 +55,17 @@ static void emit(writer *w, const char *bfl, const char *const *hf, int n, int s
     memcpy(e->shape, t[0]->shape, sizeof e->shape);
     e->shape[0] = rows;
     if (w->opt->shrink && !strcmp(bfl, w->opt->shrink)) e->shape[0] = rows / 2;
+    if (w->opt->f32 && e->dtype != ST_F32) { /* exact widening of the stored values */
+        st_tensor src = {.dtype = e->dtype, .ndim = e->ndim, .data = buf};
+        memcpy(src.shape, e->shape, sizeof src.shape);
+        src.shape[0] = rows;
+        float *wide = malloc((size_t)st_numel(&src) * sizeof *wide + 1);
+        if (wide) st_to_f32(&src, wide);
+        free(buf);
+        buf = (uint8_t *)wide;
+        if (!buf) w->st = sd_set_error(SD_ERR_NOMEM, "bfl_writer: out of memory");
+        e->dtype = ST_F32;
+    }
     char name[300];
     snprintf(name, sizeof name, "%s%s", w->opt->prefix ? w->opt->prefix : "", bfl);
     w->names[w->n] = strdup(name);

@@ -16,6 +16,7 @@ typedef struct {
     const char *drop;      /* leave out the BFL keys starting with this */
     const char *extra;     /* add a copy of img_in.bias under this BFL name */
     const char *shrink;    /* write this BFL tensor with half its rows */
+    int f32;               /* widen every tensor to float32 (an fp32 release) */
 } bflw_options;
 
 /* `transformer_dir` holds config.json and diffusion_pytorch_model.safetensors. */

@@ -73,6 +73,10 @@ static void test_same_image(void) {
     const bflw_options plain = {0}, comfy = {.prefix = "model.diffusion_model."};
     CHECK_OK(bflw_write(transformer_dir(), tmp("flux1-tiny.safetensors"), &plain));
     CHECK_OK(bflw_write(transformer_dir(), tmp("flux1-tiny-comfy.safetensors"), &comfy));
+    /* fp32, as the full release: its stored weights (swapped adaLN halves: the loader's own heap
+     * copy) are paged out by --low-memory, which must not give back a heap copy's pages. */
+    const bflw_options wide = {.f32 = 1};
+    CHECK_OK(bflw_write(transformer_dir(), tmp("flux1-tiny-f32.safetensors"), &wide));
     const bflw_options short_prefix = {.prefix = "diffusion_model."};
     CHECK_OK(bflw_write(transformer_dir(), tmp("flux1-tiny-dm.safetensors"), &short_prefix));
     CHECK(dtype_of(tmp("flux1-tiny.safetensors"), "single_blocks.0.linear1.weight") == ST_BF16,
@@ -87,6 +91,8 @@ static void test_same_image(void) {
         {tmp("flux1-tiny-comfy.safetensors"), false},
         {tmp("flux1-tiny-dm.safetensors"), false},
         {tmp("flux1-tiny.safetensors"), true},
+        {tmp("flux1-tiny-f32.safetensors"), false},
+        {tmp("flux1-tiny-f32.safetensors"), true},
         {diffusers, false},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
