@@ -320,7 +320,13 @@ try {
 
 // ---- SIGTERM: the running job stops, the server exits 0 ----
 const running = request('POST', '/sdapi/v1/txt2img', { body: { prompt: 'a castle', steps: 50, width: 256, height: 256 } });
-await sleep(300);
+// SIGTERM once the job is running (a fixed sleep raced a loaded machine: the request was not yet
+// queued, and a connection the server never answered came back as status 0)
+for (let i = 0; i < 300; i++) {
+  await sleep(30);
+  const p = await request('GET', '/sdapi/v1/progress?skip_current_image=true');
+  if (p.json && p.json.state.sampling_step > 0) break;
+}
 const exited = new Promise((r) => srv.child.on('exit', (code) => r(code)));
 srv.child.kill('SIGTERM');
 const t0 = Date.now();
