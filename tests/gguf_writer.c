@@ -230,48 +230,51 @@ bool gw_convert(const char *src, const char *gguf_path, const char *ref_path, in
     st_entry *e = calloc((size_t)f.n_tensors, sizeof *e);
     bool ok = t && e;
     if (counts) memset(counts, 0, 4 * sizeof *counts);
+    int m = 0; /* tensors written: integer ones (position_ids buffers) are left out */
     for (int i = 0; ok && i < f.n_tensors; i++) {
         const st_tensor *s = &f.tensors[i];
+        if (!st_is_float(s->dtype)) continue;
         const int64_t n = st_numel(s), ne0 = s->ndim ? s->shape[s->ndim - 1] : 1;
         float *x = malloc((size_t)n * sizeof *x), *y = malloc((size_t)n * sizeof *y);
         uint8_t *q = malloc((size_t)n * 4);
-        if (!x || !y || !q || !st_is_float(s->dtype) || s->ndim > 4) {
+        if (!x || !y || !q || s->ndim > 4) {
             free(x), free(y), free(q);
             ok = false;
             break;
         }
         st_to_f32(s, x);
-        t[i].name = s->name;
-        t[i].ndim = s->ndim ? s->ndim : 1;
-        t[i].ne[0] = 1;
-        for (int d = 0; d < s->ndim; d++) t[i].ne[d] = s->shape[s->ndim - 1 - d];
-        t[i].offset = -1;
+        t[m].name = s->name;
+        t[m].ndim = s->ndim ? s->ndim : 1;
+        t[m].ne[0] = 1;
+        for (int d = 0; d < s->ndim; d++) t[m].ne[d] = s->shape[s->ndim - 1 - d];
+        t[m].offset = -1;
         int kind;
         if (s->ndim >= 2 && ne0 % 256 == 0) {
             gw_quantize_q4_k(x, q, n), gw_decode_q4_k(q, y, n);
-            t[i].type = GW_Q4_K, t[i].nbytes = (size_t)n / 256 * 144, kind = 0;
+            t[m].type = GW_Q4_K, t[m].nbytes = (size_t)n / 256 * 144, kind = 0;
         } else if (s->ndim >= 2 && ne0 % 32 == 0) {
             gw_quantize_q8_0(x, q, n), gw_decode_q8_0(q, y, n);
-            t[i].type = GW_Q8_0, t[i].nbytes = (size_t)n / 32 * 34, kind = 1;
+            t[m].type = GW_Q8_0, t[m].nbytes = (size_t)n / 32 * 34, kind = 1;
         } else if (s->ndim >= 2) {
             for (int64_t k = 0; k < n; k++) {
                 const uint16_t h = f16(x[k]);
                 q[2 * k] = (uint8_t)h, q[2 * k + 1] = (uint8_t)(h >> 8);
                 y[k] = from_f16(q + 2 * k);
             }
-            t[i].type = GW_F16, t[i].nbytes = (size_t)n * 2, kind = 2;
+            t[m].type = GW_F16, t[m].nbytes = (size_t)n * 2, kind = 2;
         } else {
             memcpy(q, x, (size_t)n * 4), memcpy(y, x, (size_t)n * 4);
-            t[i].type = GW_F32, t[i].nbytes = (size_t)n * 4, kind = 3;
+            t[m].type = GW_F32, t[m].nbytes = (size_t)n * 4, kind = 3;
         }
         if (counts) counts[kind]++;
-        t[i].data = q;
-        e[i] = (st_entry){s->name, ST_F32, s->ndim, {0}, y};
-        memcpy(e[i].shape, s->shape, sizeof e[i].shape);
+        t[m].data = q;
+        e[m] = (st_entry){s->name, ST_F32, s->ndim, {0}, y};
+        memcpy(e[m].shape, s->shape, sizeof e[m].shape);
+        m++;
         free(x);
     }
-    if (ok) ok = gw_write(gguf_path, t, f.n_tensors, 0) && save_ref(ref_path, e, f.n_tensors);
-    for (int i = 0; t && e && i < f.n_tensors; i++) {
+    if (ok) ok = gw_write(gguf_path, t, m, 0) && save_ref(ref_path, e, m);
+    for (int i = 0; t && e && i < m; i++) {
         free((void *)t[i].data);
         free((void *)e[i].data);
     }
