@@ -78,8 +78,8 @@ static sd_status read_kv(cursor *c, const char *path, gguf_kv *kv) {
     SD_TRY(take_string(c, path, "a metadata key", &kv->key));
     uint64_t t;
     if (!take_u(c, 4, &t))
-        return sd_set_error(SD_ERR_FORMAT, "%s: metadata '%s': the file ends in its type (truncated?)",
-                            path, kv->key);
+        return sd_set_error(SD_ERR_FORMAT, "%s: metadata '%s': the file ends in its type "
+                            "(truncated?)", path, kv->key);
     const bool array = t == GGUF_VAL_ARRAY;
     uint64_t et = t, n = 1;
     if (array && !(take_u(c, 4, &et) && take_u(c, 8, &n)))
@@ -101,12 +101,16 @@ static sd_status read_kv(cursor *c, const char *path, gguf_kv *kv) {
     return SD_OK;
 }
 
+static sd_status info_truncated(const char *path, const char *name) {
+    return sd_set_error(SD_ERR_FORMAT, "%s: tensor '%s': the file ends in its info (truncated?)",
+                        path, name);
+}
+
 static sd_status read_tensor_info(cursor *c, const char *path, gguf_tensor *t) {
     SD_TRY(take_string(c, path, "a tensor name", &t->name));
     uint64_t nd, type, offset;
     if (!take_u(c, 4, &nd))
-        return sd_set_error(SD_ERR_FORMAT, "%s: tensor '%s': the file ends in its info (truncated?)",
-                            path, t->name);
+        return info_truncated(path, t->name);
     if (nd < 1 || nd > GGUF_MAX_DIMS)
         return sd_set_error(SD_ERR_FORMAT, "%s: tensor '%s': %llu dimensions (1 to %d allowed)",
                             path, t->name, (unsigned long long)nd, GGUF_MAX_DIMS);
@@ -114,23 +118,21 @@ static sd_status read_tensor_info(cursor *c, const char *path, gguf_tensor *t) {
     for (int i = 0; i < t->ndim; i++) {
         uint64_t ne;
         if (!take_u(c, 8, &ne))
-            return sd_set_error(SD_ERR_FORMAT, "%s: tensor '%s': the file ends in its info "
-                                "(truncated?)", path, t->name);
+            return info_truncated(path, t->name);
         if (ne > (uint64_t)INT64_MAX)
             return sd_set_error(SD_ERR_FORMAT, "%s: tensor '%s': dimension %d is %llu", path,
                                 t->name, i, (unsigned long long)ne);
         t->ne[i] = (int64_t)ne;
     }
     if (!take_u(c, 4, &type) || !take_u(c, 8, &offset))
-        return sd_set_error(SD_ERR_FORMAT, "%s: tensor '%s': the file ends in its info (truncated?)",
-                            path, t->name);
+        return info_truncated(path, t->name);
     t->type = (uint32_t)type;
     int elems, bytes;
     if (type > UINT32_MAX || !gguf_type_block(t->type, &elems, &bytes)) {
         const char *name = type <= UINT32_MAX ? gguf_type_name(t->type) : NULL;
-        return sd_set_error(SD_ERR_UNSUPPORTED, "%s: tensor '%s': %s type id %llu%s%s%s (read: F32, "
-                            "F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K)", path, t->name,
-                            name ? "unsupported" : "unknown", (unsigned long long)type,
+        return sd_set_error(SD_ERR_UNSUPPORTED, "%s: tensor '%s': %s type id %llu%s%s%s (read: "
+                            "F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K)", path,
+                            t->name, name ? "unsupported" : "unknown", (unsigned long long)type,
                             name ? " (" : "", name ? name : "", name ? ")" : "");
     }
     if (t->ne[0] % elems)
@@ -138,8 +140,9 @@ static sd_status read_tensor_info(cursor *c, const char *path, gguf_tensor *t) {
                             "multiple of the %s block size %d", path, t->name,
                             (long long)t->ne[0], gguf_type_name(t->type), elems);
     /* Size in bytes, every product checked: rows of blocks, then the other dims. */
-    uint64_t size = (uint64_t)(t->ne[0] / elems) * (uint64_t)bytes;
-    if (t->ne[0] / elems && size / (uint64_t)(t->ne[0] / elems) != (uint64_t)bytes) size = UINT64_MAX;
+    const uint64_t row_blocks = (uint64_t)(t->ne[0] / elems);
+    uint64_t size = row_blocks * (uint64_t)bytes;
+    if (row_blocks && size / row_blocks != (uint64_t)bytes) size = UINT64_MAX;
     for (int i = 1; i < t->ndim && size != UINT64_MAX; i++) {
         const uint64_t ne = (uint64_t)t->ne[i];
         size = ne && size > UINT64_MAX / ne ? UINT64_MAX : size * ne;
@@ -203,6 +206,26 @@ static sd_status place(gguf_file *f, size_t data) {
     return st;
 }
 
+static int cmp_key(const void *a, const void *b) {
+    return strcmp((*(const gguf_kv *const *)a)->key, (*(const gguf_kv *const *)b)->key);
+}
+
+/* By sorting (a file may hold millions of entries; pairwise comparison would not end). */
+static sd_status refuse_duplicate_keys(const gguf_file *f) {
+    if (f->n_kv < 2) return SD_OK;
+    const gguf_kv **by = malloc((size_t)f->n_kv * sizeof *by);
+    if (!by) return sd_set_error(SD_ERR_NOMEM, "%s: out of memory", f->path);
+    for (int i = 0; i < f->n_kv; i++) by[i] = &f->kv[i];
+    qsort(by, (size_t)f->n_kv, sizeof *by, cmp_key);
+    sd_status st = SD_OK;
+    for (int i = 1; i < f->n_kv && st == SD_OK; i++)
+        if (!strcmp(by[i]->key, by[i - 1]->key))
+            st = sd_set_error(SD_ERR_FORMAT, "%s: metadata key '%s' appears twice", f->path,
+                              by[i]->key);
+    free(by);
+    return st;
+}
+
 static sd_status parse(gguf_file *f) {
     cursor c = {f->map, 0, f->map_size};
     const uint8_t *magic = take(&c, 4);
@@ -237,11 +260,8 @@ static sd_status parse(gguf_file *f) {
     for (uint64_t i = 0; i < n_kv; i++) {
         f->n_kv++;
         SD_TRY(read_kv(&c, f->path, &f->kv[i]));
-        for (uint64_t j = 0; j < i; j++)
-            if (!strcmp(f->kv[j].key, f->kv[i].key))
-                return sd_set_error(SD_ERR_FORMAT, "%s: metadata key '%s' appears twice", f->path,
-                                    f->kv[i].key);
     }
+    SD_TRY(refuse_duplicate_keys(f));
     f->alignment = GGUF_DEFAULT_ALIGNMENT;
     const gguf_kv *al = gguf_find_kv(f, "general.alignment");
     if (al) {

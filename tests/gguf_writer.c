@@ -186,7 +186,8 @@ void gw_quantize_q4_k(const float *x, uint8_t *out, int64_t n) {
             }
         }
         const uint16_t hd = f16(max_scale / 63.0f), hm = f16(max_min / 63.0f);
-        out[0] = (uint8_t)hd, out[1] = (uint8_t)(hd >> 8), out[2] = (uint8_t)hm, out[3] = (uint8_t)(hm >> 8);
+        out[0] = (uint8_t)hd, out[1] = (uint8_t)(hd >> 8);
+        out[2] = (uint8_t)hm, out[3] = (uint8_t)(hm >> 8);
         for (int j = 0; j < 8; j++) {
             int s, m;
             unpack_k4(j, sc, &s, &m);

@@ -39,7 +39,8 @@ static void test_blocks(void) {
         for (int j = 0; j < 32; j++) b[2 + j] = (uint8_t)(int8_t)(j - 16);
         check_block("Q8_0", GGUF_TYPE_Q8_0, b, 32, (int[]){0, 16, 31}, (float[]){-8, 0, 7.5f}, 3);
     }
-    { /* Q4_0: d = 2; qs[0] = 0x00: y0 = y16 = (0-8)*2; qs[1] = 0xF3: y1 = (3-8)*2, y17 = (15-8)*2 */
+    { /* Q4_0: d = 2; qs[0] = 0x00: y0 = y16 = (0-8)*2; qs[1] = 0xF3: y1 = (3-8)*2,
+       * y17 = (15-8)*2; 0x88 elsewhere: 0 */
         memset(b, 0x88, sizeof b), set16(b, 0x4000);
         b[2] = 0x00, b[3] = 0xF3;
         check_block("Q4_0", GGUF_TYPE_Q4_0, b, 32, (int[]){0, 16, 1, 17, 5},
@@ -54,12 +55,14 @@ static void test_blocks(void) {
        * qs[0] = 0x21: y0 = (1|16)-16 = 1, y16 = (2|16)-16 = 2; qs[1] = 0: y1 = y17 = -16 */
         memset(b, 0, sizeof b), set16(b, 0x3C00);
         b[2] = 0x01, b[4] = 0x01, b[6] = 0x21;
-        check_block("Q5_0", GGUF_TYPE_Q5_0, b, 32, (int[]){0, 16, 1, 17}, (float[]){1, 2, -16, -16}, 4);
+        check_block("Q5_0", GGUF_TYPE_Q5_0, b, 32, (int[]){0, 16, 1, 17},
+                    (float[]){1, 2, -16, -16}, 4);
     }
     { /* Q5_1: d = 0.5, m = 0.25; qh bit 1 set; qs[1] = 0x03: y1 = 19*.5+.25, y17 = .25 */
         memset(b, 0, sizeof b), set16(b, 0x3800), set16(b + 2, 0x3400);
         b[4] = 0x02, b[8 + 1] = 0x03;
-        check_block("Q5_1", GGUF_TYPE_Q5_1, b, 32, (int[]){1, 17, 0}, (float[]){9.75f, 0.25f, 0.25f}, 3);
+        check_block("Q5_1", GGUF_TYPE_Q5_1, b, 32, (int[]){1, 17, 0},
+                    (float[]){9.75f, 0.25f, 0.25f}, 3);
     }
     { /* Q2_K: d = 1, dmin = 0.5 (bytes 80, 82). scales[0] = 0x21 (scale 1, min 2), [1] = 0x13
        * (3, 1), [2] = 0x05 (5, 0), [8] = 0x0F (15, 0). qs[0] = 0xE4 (2-bit fields 0,1,2,3),
@@ -104,7 +107,8 @@ static void test_blocks(void) {
         uint8_t k[176];
         memcpy(k, b, sizeof k);
         k[16] = 0x07, k[48] = 0x7A;
-        check_block("Q5_K", GGUF_TYPE_Q5_K, k, 256, (int[]){0, 32, 64, 1}, (float[]){77, 115, 0, -1}, 4);
+        check_block("Q5_K", GGUF_TYPE_Q5_K, k, 256, (int[]){0, 32, 64, 1},
+                    (float[]){77, 115, 0, -1}, 4);
     }
     { /* Q6_K: ql 0..127, qh 128..191, scales 192..207, d = 0.5 at 208. scales 0, 2, 4, 6 =
        * 2, -3, 1, 4. ql[0] = 0x21, ql[32] = 0x05, qh[0] = 0xE4 (2-bit fields 0, 1, 2, 3).
@@ -235,6 +239,18 @@ static void patch(const char *path, long at, const void *bytes, size_t n) {
     fclose(f);
 }
 
+/* The offset of the first `s` in the file (0 when absent: the check then fails). */
+static long find(const char *path, const char *s) {
+    static char buf[4096];
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    const size_t n = fread(buf, 1, sizeof buf, f);
+    fclose(f);
+    for (size_t i = 0; i + strlen(s) <= n; i++)
+        if (!memcmp(buf + i, s, strlen(s))) return (long)i;
+    return 0;
+}
+
 static long file_size(const char *path) {
     FILE *f = fopen(path, "rb");
     if (!f) return 0;
@@ -266,14 +282,16 @@ static void test_errors(void) {
     memcpy(u, t, sizeof u);
     u[2].type = 99;
     gw_write(tmp("unknown.gguf"), u, n, 0);
-    expect_error("unknown type", tmp("unknown.gguf"), SD_ERR_UNSUPPORTED, "'h': unknown type id 99");
+    expect_error("unknown type", tmp("unknown.gguf"), SD_ERR_UNSUPPORTED,
+                 "'h': unknown type id 99");
     u[2].type = 16;
     gw_write(tmp("iq.gguf"), u, n, 0);
     expect_error("unsupported type", tmp("iq.gguf"), SD_ERR_UNSUPPORTED, "IQ2_XXS");
     memcpy(u, t, sizeof u);
     u[0].ne[0] = 48, u[0].ne[1] = 4; /* 192 values, but rows of 48: not whole Q8_0 blocks */
     gw_write(tmp("rows.gguf"), u, n, 0);
-    expect_error("row not whole blocks", tmp("rows.gguf"), SD_ERR_FORMAT, "'w': row length ne[0] = 48");
+    expect_error("row not whole blocks", tmp("rows.gguf"), SD_ERR_FORMAT,
+                 "'w': row length ne[0] = 48");
     memcpy(u, t, sizeof u);
     u[2].name = "w";
     gw_write(tmp("dup.gguf"), u, n, 0);
@@ -287,6 +305,10 @@ static void test_errors(void) {
     gw_write(tmp("count.gguf"), t, n, 0);
     patch(tmp("count.gguf"), 8, (const uint8_t[]){0, 0, 0, 0, 0, 0, 0, 1}, 8);
     expect_error("huge tensor count", tmp("count.gguf"), SD_ERR_FORMAT, "do not fit");
+    gw_write(tmp("dupkey.gguf"), t, n, 0);
+    patch(tmp("dupkey.gguf"), find(tmp("dupkey.gguf"), "test.i64"), "test.u32", 8);
+    expect_error("duplicate metadata keys", tmp("dupkey.gguf"), SD_ERR_FORMAT,
+                 "'test.u32' appears twice");
     /* st_open hands a GGUF's errors through */
     st_file f;
     CHECK(st_open(&f, tmp("dup.gguf")) == SD_ERR_FORMAT && strstr(sd_last_error(), "appears twice"),

@@ -6,7 +6,8 @@
  * for bit, the run with that fp32 file (the reader dequantizes exactly): sd15-tiny's UNet in
  * diffusers names and in the original layout under model.diffusion_model. (as
  * stable-diffusion.cpp's files name it), and flux-tiny's transformer in Black Forest Labs' names
- * (as city96's FLUX GGUF files are); the UNets also with --low-memory. A GGUF of another model is refused naming the file. */
+ * (as city96's FLUX GGUF files are); the UNets also with --low-memory. A GGUF of another model
+ * is refused naming the file. */
 #include <stdlib.h>
 #include <string.h>
 
