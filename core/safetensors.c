@@ -1,4 +1,5 @@
 #include "safetensors.h"
+#include "gguf.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -181,6 +182,11 @@ sd_status st_open(st_file *f, const char *path) {
         }
     }
     close(fd);
+    if (st == SD_OK && gguf_is_gguf(f->map, f->map_size)) {
+        /* A GGUF file: read by its own reader, dequantized to float32 (gguf.h). */
+        st_close(f);
+        return gguf_open_st(f, path);
+    }
     if (st == SD_OK) {
         const uint8_t *p = f->map;
         uint64_t hlen = 0;

@@ -1,0 +1,286 @@
+/* Test-only GGUF writer (gguf_writer.h). The quantizers follow ggml-quants.c's reference
+ * functions step by step (their results only need to be valid blocks, but realistic ones); the
+ * decoders are written from the block layouts, not shared with core/. */
+#include "gguf_writer.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../core/safetensors.h"
+
+static void put(FILE *f, uint64_t v, int n) {
+    for (int i = 0; i < n; i++) fputc((int)(v >> (8 * i) & 0xFF), f);
+}
+static void put_str(FILE *f, const char *s) {
+    put(f, strlen(s), 8);
+    fwrite(s, 1, strlen(s), f);
+}
+
+bool gw_write(const char *path, const gw_tensor *t, int n, uint32_t alignment) {
+    FILE *f = fopen(path, "wb");
+    if (!f) return false;
+    const uint32_t align = alignment ? alignment : 32;
+    fwrite("GGUF", 1, 4, f);
+    put(f, 3, 4);
+    put(f, (uint64_t)n, 8);
+    put(f, alignment ? 7 : 6, 8);
+    put_str(f, "general.architecture"), put(f, 8, 4), put_str(f, "test");
+    put_str(f, "test.names"), put(f, 9, 4), put(f, 8, 4), put(f, 2, 8);
+    put_str(f, "a"), put_str(f, "bc");
+    put_str(f, "test.u32"), put(f, 4, 4), put(f, 123456, 4);
+    put_str(f, "test.i64"), put(f, 11, 4), put(f, (uint64_t)-5, 8);
+    put_str(f, "test.f32"), put(f, 6, 4), put(f, 0x3FC00000, 4); /* 1.5f */
+    put_str(f, "test.flag"), put(f, 7, 4), put(f, 1, 1);
+    if (alignment) put_str(f, "general.alignment"), put(f, 4, 4), put(f, alignment, 4);
+    uint64_t off = 0;
+    for (int i = 0; i < n; i++) {
+        put_str(f, t[i].name);
+        put(f, (uint64_t)t[i].ndim, 4);
+        for (int d = 0; d < t[i].ndim; d++) put(f, (uint64_t)t[i].ne[d], 8);
+        put(f, t[i].type, 4);
+        put(f, t[i].offset >= 0 ? (uint64_t)t[i].offset : off, 8);
+        off = (off + t[i].nbytes + align - 1) / align * align;
+    }
+    long pos = ftell(f);
+    while (pos % align) fputc(0, f), pos++;
+    for (int i = 0; i < n; i++) {
+        fwrite(t[i].data, 1, t[i].nbytes, f);
+        for (size_t k = t[i].nbytes; k % align; k++) fputc(0, f);
+    }
+    return fclose(f) == 0;
+}
+
+/* ggml's nearest_int: round half to even through the float's mantissa (|x| < 2^22). */
+static int nearest(float x) {
+    return (int)lrintf(x);
+}
+
+static uint16_t f16(float x) { return st_f32_to_f16(x); }
+
+/* The decoders' half -> float, from the IEEE layout (not core's st_f16_to_f32). */
+static float from_f16(const uint8_t *b) {
+    const int h = b[0] | b[1] << 8, e = h >> 10 & 31, m = h & 1023;
+    const float v = e == 0 ? ldexpf((float)m, -24) : ldexpf((float)(m | 1024), e - 25);
+    return h & 0x8000 ? -v : v;
+}
+
+void gw_quantize_q8_0(const float *x, uint8_t *out, int64_t n) {
+    for (int64_t i = 0; i < n; i += 32, out += 34) {
+        float amax = 0.0f;
+        for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[i + j]));
+        const float d = amax / 127, id = d ? 1.0f / d : 0.0f;
+        const uint16_t h = f16(d);
+        out[0] = (uint8_t)h, out[1] = (uint8_t)(h >> 8);
+        for (int j = 0; j < 32; j++) out[2 + j] = (uint8_t)(int8_t)roundf(x[i + j] * id);
+    }
+}
+
+void gw_decode_q8_0(const uint8_t *b, float *y, int64_t n) {
+    for (int64_t i = 0; i < n; i += 32, b += 34) {
+        const float d = from_f16(b);
+        for (int j = 0; j < 32; j++) y[i + j] = (float)(int8_t)b[2 + j] * d;
+    }
+}
+
+/* ggml's make_qkx2_quants: a scale and min for n values in [0, nmax], refined over nstep
+ * trial scales by weighted least squares. */
+static float qkx2(int n, int nmax, const float *x, const float *w, uint8_t *L, float *the_min,
+                  uint8_t *Laux, float rmin, float rdelta, int nstep) {
+    float min = x[0], max = x[0], sum_w = w[0], sum_x = sum_w * x[0];
+    for (int i = 1; i < n; i++) {
+        if (x[i] < min) min = x[i];
+        if (x[i] > max) max = x[i];
+        sum_w += w[i];
+        sum_x += w[i] * x[i];
+    }
+    if (min > 0) min = 0;
+    if (max == min) {
+        memset(L, 0, (size_t)n);
+        *the_min = -min;
+        return 0.0f;
+    }
+    float iscale = nmax / (max - min), scale = 1 / iscale, best = 0;
+    for (int i = 0; i < n; i++) {
+        const int l = nearest(iscale * (x[i] - min));
+        L[i] = (uint8_t)(l < 0 ? 0 : l > nmax ? nmax : l);
+        const float diff = scale * L[i] + min - x[i];
+        best += w[i] * (diff * diff);
+    }
+    for (int is = 0; is <= nstep; is++) {
+        iscale = (rmin + rdelta * is + nmax) / (max - min);
+        float sum_l = 0, sum_l2 = 0, sum_xl = 0;
+        for (int i = 0; i < n; i++) {
+            int l = nearest(iscale * (x[i] - min));
+            l = l < 0 ? 0 : l > nmax ? nmax : l;
+            Laux[i] = (uint8_t)l;
+            sum_l += w[i] * l;
+            sum_l2 += w[i] * l * l;
+            sum_xl += w[i] * l * x[i];
+        }
+        const float D = sum_w * sum_l2 - sum_l * sum_l;
+        if (D > 0) {
+            float this_scale = (sum_w * sum_xl - sum_x * sum_l) / D;
+            float this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
+            if (this_min > 0) {
+                this_min = 0;
+                this_scale = sum_xl / sum_l2;
+            }
+            float mad = 0;
+            for (int i = 0; i < n; i++) {
+                const float diff = this_scale * Laux[i] + this_min - x[i];
+                mad += w[i] * (diff * diff);
+            }
+            if (mad < best) {
+                memcpy(L, Laux, (size_t)n);
+                best = mad;
+                scale = this_scale;
+                min = this_min;
+            }
+        }
+    }
+    *the_min = -min;
+    return scale;
+}
+
+/* The 6-bit scale and min of sub-block j from the 12 packed bytes. */
+static void unpack_k4(int j, const uint8_t *q, int *sc, int *m) {
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *sc = (q[j + 4] & 15) | (q[j - 4] >> 6) << 4;
+        *m = (q[j + 4] >> 4) | (q[j] >> 6) << 4;
+    }
+}
+
+void gw_quantize_q4_k(const float *x, uint8_t *out, int64_t n) {
+    for (int64_t i = 0; i < n; i += 256, x += 256, out += 144) {
+        uint8_t L[256], Laux[32];
+        float w[32], mins[8], scales[8], max_scale = 0, max_min = 0;
+        for (int j = 0; j < 8; j++) {
+            float sum_x2 = 0;
+            for (int l = 0; l < 32; l++) sum_x2 += x[32 * j + l] * x[32 * j + l];
+            const float av_x = sqrtf(sum_x2 / 32);
+            for (int l = 0; l < 32; l++) w[l] = av_x + fabsf(x[32 * j + l]);
+            scales[j] = qkx2(32, 15, x + 32 * j, w, L + 32 * j, &mins[j], Laux, -1.0f, 0.1f, 20);
+            if (scales[j] > max_scale) max_scale = scales[j];
+            if (mins[j] > max_min) max_min = mins[j];
+        }
+        const float inv_scale = max_scale > 0 ? 63.0f / max_scale : 0.0f;
+        const float inv_min = max_min > 0 ? 63.0f / max_min : 0.0f;
+        uint8_t *sc = out + 4;
+        memset(sc, 0, 12);
+        for (int j = 0; j < 8; j++) {
+            int ls = nearest(inv_scale * scales[j]), lm = nearest(inv_min * mins[j]);
+            ls = ls > 63 ? 63 : ls;
+            lm = lm > 63 ? 63 : lm;
+            if (j < 4) {
+                sc[j] = (uint8_t)ls;
+                sc[j + 4] = (uint8_t)lm;
+            } else {
+                sc[j + 4] = (uint8_t)((ls & 15) | (lm & 15) << 4);
+                sc[j - 4] |= (uint8_t)((ls >> 4) << 6);
+                sc[j] |= (uint8_t)((lm >> 4) << 6);
+            }
+        }
+        const uint16_t hd = f16(max_scale / 63.0f), hm = f16(max_min / 63.0f);
+        out[0] = (uint8_t)hd, out[1] = (uint8_t)(hd >> 8);
+        out[2] = (uint8_t)hm, out[3] = (uint8_t)(hm >> 8);
+        for (int j = 0; j < 8; j++) {
+            int s, m;
+            unpack_k4(j, sc, &s, &m);
+            const float d = from_f16(out) * s;
+            if (!d) continue;
+            const float dm = from_f16(out + 2) * m;
+            for (int l = 0; l < 32; l++) {
+                const int v = nearest((x[32 * j + l] + dm) / d);
+                L[32 * j + l] = (uint8_t)(v < 0 ? 0 : v > 15 ? 15 : v);
+            }
+        }
+        for (int j = 0; j < 4; j++)
+            for (int l = 0; l < 32; l++)
+                out[16 + 32 * j + l] = (uint8_t)(L[64 * j + l] | L[64 * j + 32 + l] << 4);
+    }
+}
+
+void gw_decode_q4_k(const uint8_t *b, float *y, int64_t n) {
+    for (int64_t i = 0; i < n; i += 256, b += 144) {
+        const float d = from_f16(b), dmin = from_f16(b + 2);
+        for (int k = 0; k < 256; k++) {
+            const int sub = k / 32, pair = k / 64, l = k % 32;
+            const uint8_t byte = b[16 + 32 * pair + l];
+            const int q = sub % 2 ? byte >> 4 : byte & 15;
+            int s, m;
+            unpack_k4(sub, b + 4, &s, &m);
+            const float ds = d * s, mm = dmin * m; /* as ggml: scale and min first */
+            y[i + k] = ds * q - mm;
+        }
+    }
+}
+
+static bool save_ref(const char *path, st_entry *e, int n) {
+    return st_write(path, e, n, NULL, 0) == SD_OK;
+}
+
+bool gw_convert(const char *src, const char *gguf_path, const char *ref_path, int counts[4]) {
+    st_file f;
+    if (st_open(&f, src) != SD_OK) return false;
+    gw_tensor *t = calloc((size_t)f.n_tensors, sizeof *t);
+    st_entry *e = calloc((size_t)f.n_tensors, sizeof *e);
+    bool ok = t && e;
+    if (counts) memset(counts, 0, 4 * sizeof *counts);
+    int m = 0; /* tensors written: integer ones (position_ids buffers) are left out */
+    for (int i = 0; ok && i < f.n_tensors; i++) {
+        const st_tensor *s = &f.tensors[i];
+        if (!st_is_float(s->dtype)) continue;
+        const int64_t n = st_numel(s), ne0 = s->ndim ? s->shape[s->ndim - 1] : 1;
+        float *x = malloc((size_t)n * sizeof *x), *y = malloc((size_t)n * sizeof *y);
+        uint8_t *q = malloc((size_t)n * 4);
+        if (!x || !y || !q || s->ndim > 4) {
+            free(x), free(y), free(q);
+            ok = false;
+            break;
+        }
+        st_to_f32(s, x);
+        t[m].name = s->name;
+        t[m].ndim = s->ndim ? s->ndim : 1;
+        t[m].ne[0] = 1;
+        for (int d = 0; d < s->ndim; d++) t[m].ne[d] = s->shape[s->ndim - 1 - d];
+        t[m].offset = -1;
+        int kind;
+        if (s->ndim >= 2 && ne0 % 256 == 0) {
+            gw_quantize_q4_k(x, q, n), gw_decode_q4_k(q, y, n);
+            t[m].type = GW_Q4_K, t[m].nbytes = (size_t)n / 256 * 144, kind = 0;
+        } else if (s->ndim >= 2 && ne0 % 32 == 0) {
+            gw_quantize_q8_0(x, q, n), gw_decode_q8_0(q, y, n);
+            t[m].type = GW_Q8_0, t[m].nbytes = (size_t)n / 32 * 34, kind = 1;
+        } else if (s->ndim >= 2) {
+            for (int64_t k = 0; k < n; k++) {
+                const uint16_t h = f16(x[k]);
+                q[2 * k] = (uint8_t)h, q[2 * k + 1] = (uint8_t)(h >> 8);
+                y[k] = from_f16(q + 2 * k);
+            }
+            t[m].type = GW_F16, t[m].nbytes = (size_t)n * 2, kind = 2;
+        } else {
+            memcpy(q, x, (size_t)n * 4), memcpy(y, x, (size_t)n * 4);
+            t[m].type = GW_F32, t[m].nbytes = (size_t)n * 4, kind = 3;
+        }
+        if (counts) counts[kind]++;
+        t[m].data = q;
+        e[m] = (st_entry){s->name, ST_F32, s->ndim, {0}, y};
+        memcpy(e[m].shape, s->shape, sizeof e[m].shape);
+        m++;
+        free(x);
+    }
+    if (ok) ok = gw_write(gguf_path, t, m, 0) && save_ref(ref_path, e, m);
+    for (int i = 0; t && e && i < m; i++) {
+        free((void *)t[i].data);
+        free((void *)e[i].data);
+    }
+    free(t);
+    free(e);
+    st_close(&f);
+    return ok;
+}
