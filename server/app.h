@@ -3,6 +3,7 @@
 #ifndef SRV_APP_H
 #define SRV_APP_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -25,6 +26,9 @@ typedef struct {
     srv_files *files;
     struct MHD_Daemon *daemon;
     int port;
+    /* Requests between their first call and their completion (sent or aborted): shutdown waits
+     * for them, so a job stopped by SIGTERM still gets its 503 on the wire. */
+    atomic_int active;
 } srv_app;
 
 /* An HTTP request as the handlers see it: the whole body, read within --max-body-mb. */

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include "api.h"
 
@@ -291,6 +292,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (!st) { /* first call: headers only */
         if (!(st = calloc(1, sizeof *st))) return MHD_NO;
         *con_cls = st;
+        atomic_fetch_add(&app->active, 1); /* until on_completed */
         st->req.app = app, st->req.conn = conn, st->req.method = method, st->req.url = url;
         st->t0 = srv_now();
         if (!strcmp(method, "OPTIONS")) { /* CORS preflight */
@@ -382,9 +384,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe) {
-    (void)cls, (void)conn, (void)toe;
+    (void)conn, (void)toe;
+    srv_app *app = cls;
     conn_state *st = *con_cls;
     if (!st) return;
+    atomic_fetch_sub(&app->active, 1);
     if (st->pp) MHD_destroy_post_processor(st->pp);
     cJSON_Delete(st->req.form);
     free(st->req.image), free(st->req.mask), free(st->buf);
@@ -405,12 +409,13 @@ bool srv_http_start(srv_app *app, char *err, size_t err_size) {
         return false;
     }
     unsigned flags =
-        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
+        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG |
+        MHD_USE_ITC; /* MHD_quiesce_daemon at shutdown */
     if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
     app->daemon = MHD_start_daemon(
         flags, (uint16_t)cfg->port, NULL, NULL, on_request, app, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
-        120u, MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_END);
+        120u, MHD_OPTION_NOTIFY_COMPLETED, on_completed, app, MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!app->daemon) {
         snprintf(err, err_size,
@@ -424,6 +429,15 @@ bool srv_http_start(srv_app *app, char *err, size_t err_size) {
 }
 
 void srv_http_stop(srv_app *app) {
-    if (app->daemon) MHD_stop_daemon(app->daemon);
+    if (!app->daemon) return;
+    /* Stop accepting, then let the requests in flight send their answers (the stopped job's 503)
+     * before the connections are closed: MHD_stop_daemon shuts every socket at once. Bounded, so
+     * a client stalling mid-body cannot hold the exit. */
+    MHD_quiesce_daemon(app->daemon);
+    for (int i = 0; i < 300 && atomic_load(&app->active) > 0; i++) {
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    MHD_stop_daemon(app->daemon);
     app->daemon = NULL;
 }
