@@ -34,6 +34,23 @@ def safetensors(tensors, metadata=None):
     return struct.pack("<Q", len(h)) + h + blob
 
 
+def gguf(tensors, alignment=32):
+    """tensors: [(name, ggml type id, dims innermost first, bytes)] -> a GGUF v3 file (read through
+    st_open, which hands GGUF files to core/gguf_st.c)."""
+    def string(t):
+        b = t.encode()
+        return struct.pack("<Q", len(b)) + b
+    out = b"GGUF" + struct.pack("<IQQ", 3, len(tensors), 1)
+    out += string("general.alignment") + struct.pack("<II", 4, alignment)  # UINT32
+    blob = b""
+    for name, typ, dims, data in tensors:
+        out += string(name) + struct.pack("<I", len(dims)) + b"".join(struct.pack("<Q", d) for d in dims)
+        out += struct.pack("<IQ", typ, len(blob))
+        blob += data + b"\0" * (-len(data) % alignment)
+    out += b"\0" * (-len(out) % alignment)
+    return out + blob
+
+
 def f16(n):
     return b"\x00\x3c" * n
 
@@ -49,6 +66,14 @@ put("safetensors", "dtypes", safetensors([
     ("f.i32", "I32", [], b"\x01\0\0\0"), ("g.u8", "U8", [0], b""), ("h.bool", "BOOL", [1], b"\x01"),
     ("i.i8", "I8", [2], b"\x01\x02"), ("j.i16", "I16", [1], b"\x01\x00")], {"format": "pt"}))
 put("safetensors", "one", safetensors([("w", "F32", [1, 3], f32(3))]))
+# GGUF through the same entry point: Q8_0 (block of 32: f16 scale + 32 int8), Q4_K (256: d, dmin,
+# 12 scale bytes, 128 nibble bytes), F16 and F32.
+put("safetensors", "gguf", gguf([
+    ("q8", 8, [32, 2], (b"\x00\x3c" + bytes(range(32))) * 2),
+    ("q4k", 12, [256, 1], b"\x00\x3c\x00\x38" + bytes(range(12)) + bytes(range(128))),
+    ("h", 1, [4], f16(4)),
+    ("f", 0, [3], f32(3)),
+]))
 put("safetensors", "embedding", open(f"{FIX}/extra/a1111_refs_files/mytrig.safetensors", "rb").read())
 
 # Embeddings: the byte before the file picks the tiny SD 1.5 (even) or SDXL (odd) pipeline.
