@@ -65,8 +65,11 @@ sd_status gguf_open_st(st_file *f, const char *path) {
             s->shape[d] = t->ne[t->ndim - 1 - d]; /* torch's order: outermost first */
             n *= t->ne[d];
         }
-        float *out = (float *)((uint8_t *)f->map + at);
-        gguf_dequantize(t->type, t->data, out, n);
+        /* An empty tensor has no bytes in the mapping (which is NULL when every tensor is empty):
+         * its data points at a static zero-length stand-in, never NULL + 0. */
+        static float empty[1];
+        float *out = n ? (float *)((uint8_t *)f->map + at) : empty;
+        if (n) gguf_dequantize(t->type, t->data, out, n);
         s->data = out;
         s->nbytes = (size_t)n * sizeof(float);
         at += s->nbytes;
