@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "api.h"
 
@@ -433,11 +434,13 @@ void srv_http_stop(srv_app *app) {
     /* Stop accepting, then let the requests in flight send their answers (the stopped job's 503)
      * before the connections are closed: MHD_stop_daemon shuts every socket at once. Bounded, so
      * a client stalling mid-body cannot hold the exit. */
-    MHD_quiesce_daemon(app->daemon);
+    const MHD_socket listen_fd = MHD_quiesce_daemon(app->daemon);
     for (int i = 0; i < 300 && atomic_load(&app->active) > 0; i++) {
         struct timespec ts = {0, 10 * 1000 * 1000};
         nanosleep(&ts, NULL);
     }
     MHD_stop_daemon(app->daemon);
+    /* The listening socket is ours after quiescing; MHD's threads may use it until they stop. */
+    if (listen_fd != MHD_INVALID_SOCKET) close(listen_fd);
     app->daemon = NULL;
 }
