@@ -4,6 +4,8 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -113,4 +115,29 @@ void sd_writer_abort(sd_file_writer *w) {
     if (w->fp) fclose(w->fp);
     if (w->tmp_path) remove(w->tmp_path);
     writer_release(w);
+}
+
+sd_status sd_map_file(const char *path, size_t min_size, const char *kind, void **map,
+                      size_t *size) {
+    *map = NULL, *size = 0;
+    const int fd = open(path, O_RDONLY);
+    if (fd < 0) return sd_set_error(SD_ERR_IO, "%s: %s", path, strerror(errno));
+    struct stat sb;
+    sd_status st = SD_OK;
+    if (fstat(fd, &sb) != 0) st = sd_set_error(SD_ERR_IO, "%s: %s", path, strerror(errno));
+    else if (!S_ISREG(sb.st_mode)) st = sd_set_error(SD_ERR_IO, "%s: not a regular file", path);
+    else if ((size_t)sb.st_size < min_size)
+        st = sd_set_error(SD_ERR_FORMAT, "%s: %lld bytes is too short for a %s file", path,
+                          (long long)sb.st_size, kind);
+    if (st == SD_OK) {
+        void *m = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (m == MAP_FAILED) {
+            st = sd_set_error(SD_ERR_IO, "%s: mmap: %s", path, strerror(errno));
+        } else {
+            *map = m;
+            *size = (size_t)sb.st_size;
+        }
+    }
+    close(fd);
+    return st;
 }

@@ -12,6 +12,12 @@
 sd_status sd_read_file(const char *path, char **out, size_t *len);
 
 int sd_file_exists(const char *path); /* a regular file */
+
+/* Maps a regular file read-only (private) whole: *map and *size on SD_OK. A file shorter than
+ * min_size is an SD_ERR_FORMAT saying it is too short for a `kind` file ("safetensors", "GGUF");
+ * errors name the path. Unmap with munmap(*map, *size). */
+sd_status sd_map_file(const char *path, size_t min_size, const char *kind, void **map,
+                      size_t *size);
 int sd_dir_exists(const char *path);
 
 /* snprintf into a malloc'd string; NULL when out of memory. */

@@ -1,15 +1,14 @@
 /* GGUF reader (gguf.h): the header, metadata and tensor infos parsed from the mapping with a
  * bounds-checked cursor; every count, length, dim, type and offset checked before it is used. */
 #include "gguf.h"
+#include "fileutil.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include "gguf_quant.h"
 
@@ -287,28 +286,7 @@ sd_status gguf_open(gguf_file *f, const char *path) {
     memset(f, 0, sizeof *f);
     f->path = strdup(path);
     if (!f->path) return sd_set_error(SD_ERR_NOMEM, "%s: out of memory", path);
-    const int fd = open(path, O_RDONLY);
-    if (fd < 0) {
-        const sd_status st = sd_set_error(SD_ERR_IO, "%s: %s", path, strerror(errno));
-        gguf_close(f);
-        return st;
-    }
-    struct stat sb;
-    sd_status st = SD_OK;
-    if (fstat(fd, &sb) != 0) st = sd_set_error(SD_ERR_IO, "%s: %s", path, strerror(errno));
-    else if (!S_ISREG(sb.st_mode)) st = sd_set_error(SD_ERR_IO, "%s: not a regular file", path);
-    else if (sb.st_size < 24)
-        st = sd_set_error(SD_ERR_FORMAT, "%s: %lld bytes is too short for a GGUF file", path,
-                          (long long)sb.st_size);
-    if (st == SD_OK) {
-        f->map_size = (size_t)sb.st_size;
-        f->map = mmap(NULL, f->map_size, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (f->map == MAP_FAILED) {
-            f->map = NULL;
-            st = sd_set_error(SD_ERR_IO, "%s: mmap: %s", path, strerror(errno));
-        }
-    }
-    close(fd);
+    sd_status st = sd_map_file(path, 24, "GGUF", &f->map, &f->map_size);
     if (st == SD_OK) st = parse(f);
     if (st != SD_OK) gguf_close(f);
     return st;

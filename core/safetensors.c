@@ -3,7 +3,6 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -160,28 +159,7 @@ sd_status st_open(st_file *f, const char *path) {
     memset(f, 0, sizeof *f);
     f->path = strdup(path);
     if (!f->path) return sd_set_error(SD_ERR_NOMEM, "%s: out of memory", path);
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) {
-        sd_status st = sd_set_error(SD_ERR_IO, "%s: %s", path, strerror(errno));
-        st_close(f);
-        return st;
-    }
-    struct stat sb;
-    sd_status st = SD_OK;
-    if (fstat(fd, &sb) != 0) st = sd_set_error(SD_ERR_IO, "%s: %s", path, strerror(errno));
-    else if (!S_ISREG(sb.st_mode)) st = sd_set_error(SD_ERR_IO, "%s: not a regular file", path);
-    else if (sb.st_size < 8)
-        st = sd_set_error(SD_ERR_FORMAT, "%s: %lld bytes is too short for a safetensors file", path,
-                          (long long)sb.st_size);
-    if (st == SD_OK) {
-        f->map_size = (size_t)sb.st_size;
-        f->map = mmap(NULL, f->map_size, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (f->map == MAP_FAILED) {
-            f->map = NULL;
-            st = sd_set_error(SD_ERR_IO, "%s: mmap: %s", path, strerror(errno));
-        }
-    }
-    close(fd);
+    sd_status st = sd_map_file(path, 8, "safetensors", &f->map, &f->map_size);
     if (st == SD_OK && gguf_is_gguf(f->map, f->map_size)) {
         /* A GGUF file: read by its own reader, dequantized to float32 (gguf.h). */
         st_close(f);
