@@ -38,14 +38,15 @@ static char *replace_nonstandard_numbers(const char *text) {
     return out;
 }
 
-/* Whether arrays/objects nest deeper than cJSON parses (CJSON_NESTING_LIMIT, where it stops
- * rather than recursing on): only to tell that apart from a syntax error in the message. */
-static bool nested_too_deep(const char *text) {
+/* Scans at most len bytes (stopping at a NUL) counting bracket depth outside strings: only to tell
+ * cJSON's nesting limit (CJSON_NESTING_LIMIT, where it stops rather than recursing on) apart from a
+ * syntax error in the message. */
+bool sd_json_nested_too_deep(const char *text, size_t len) {
     int depth = 0;
     bool in_string = false;
-    for (const char *p = text; *p; p++) {
+    for (const char *p = text, *e = text + len; p < e && *p; p++) {
         if (in_string) {
-            if (*p == '\\' && p[1]) p++;
+            if (*p == '\\' && p + 1 < e && p[1]) p++;
             else if (*p == '"') in_string = false;
         } else if (*p == '"') {
             in_string = true;
@@ -66,7 +67,7 @@ sd_status sd_json_parse(const char *text, const char *name, cJSON **out) {
     if (end) end = text + (end - fixed); /* approximate position in the original for the message */
     free(fixed);
     if (*out) return SD_OK;
-    if (nested_too_deep(text))
+    if (sd_json_nested_too_deep(text, strlen(text)))
         return sd_set_error(SD_ERR_FORMAT, "%s: JSON nested deeper than %d levels; refused", name,
                             CJSON_NESTING_LIMIT);
     /* cJSON reports where it stopped: turn it into a line number for the message. */

@@ -36,6 +36,9 @@ sd_status cfg_status(const sd_cfg *c);
 
 /* Parses JSON text with the same error reporting (name is used in messages). */
 sd_status sd_json_parse(const char *text, const char *name, cJSON **out);
+/* Whether text (len bytes, or up to a NUL) nests arrays/objects deeper than cJSON parses
+ * (CJSON_NESTING_LIMIT): for messages that tell this apart from a syntax error. */
+bool sd_json_nested_too_deep(const char *text, size_t len);
 
 bool cfg_has(const sd_cfg *c, const char *key); /* present and not null */
 int cfg_int(sd_cfg *c, const char *key, int def);

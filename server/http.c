@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../core/config.h"
 #include "api.h"
 
 typedef struct {
@@ -119,7 +120,11 @@ cJSON *srv_body_json(const srv_http_req *req, srv_error *e) {
     cJSON *j = cJSON_ParseWithLengthOpts(req->body, req->body_len, &end, false);
     if (!j) {
         size_t at = end ? (size_t)(end - req->body) : 0;
-        srv_fail(e, 400, "", "malformed JSON body near byte %zu of %zu", at, req->body_len);
+        if (sd_json_nested_too_deep(req->body, req->body_len))
+            srv_fail(e, 400, "", "JSON body nested deeper than %d levels; refused",
+                     CJSON_NESTING_LIMIT);
+        else
+            srv_fail(e, 400, "", "malformed JSON body near byte %zu of %zu", at, req->body_len);
         return NULL;
     }
     if (!cJSON_IsObject(j)) {

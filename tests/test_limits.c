@@ -177,6 +177,16 @@ static void test_deep_json(void) {
     cJSON *j = NULL;
     check_refused(sd_json_parse(text, "deep.json", &j), SD_ERR_FORMAT, "nested deeper",
                   "JSON nested 10^5 deep");
+    /* The scan sd-server's body parser uses: bounded by the length (a body is not NUL-terminated),
+     * so the same brackets cut short of the limit are not "too deep". */
+    CHECK(sd_json_nested_too_deep(text, 2 * depth), "10^5 brackets: too deep");
+    CHECK(!sd_json_nested_too_deep(text, 1000), "1000 brackets: within the limit");
+    char *quoted = malloc(depth + 8);
+    quoted[0] = '[', quoted[1] = '"';
+    memset(quoted + 2, '[', depth);
+    strcpy(quoted + 2 + depth, "\"]");
+    CHECK(!sd_json_nested_too_deep(quoted, depth + 4), "brackets inside a string do not count");
+    free(quoted);
     /* As a config file, an object of arrays. */
     text[0] = '{';
     memcpy(text + 1, "\"a\":", 4);

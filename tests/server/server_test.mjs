@@ -245,6 +245,10 @@ try {
     const shape = !url.startsWith('/v1/') || (r.json && r.json.error && 'type' in r.json.error && 'param' in r.json.error && 'code' in r.json.error);
     check(r.status === status && msg && shape, `${what}: ${r.status} (want ${status}) ${msg}`);
   }
+  const deep = await request('POST', '/sdapi/v1/txt2img',
+    { body: '['.repeat(100000) + ']'.repeat(100000), headers: { 'Content-Type': 'application/json' } });
+  check(deep.status === 400 && deep.json && /nested deeper/.test(deep.json.detail),
+    'JSON nested 10^5 deep: 400 saying so: ' + deep.status + ' ' + (deep.json && deep.json.detail));
   const still = await request('POST', '/sdapi/v1/txt2img', { body: { prompt: 'a cat', steps: 1, width: 64, height: 64 } });
   check(still.status === 200, 'the server keeps serving after the bad requests');
 
@@ -279,16 +283,19 @@ try {
   const gone = http.request(base + '/sdapi/v1/txt2img', { method: 'POST', agent: false,
     headers: { Authorization: 'Bearer ' + KEY, 'Content-Type': 'application/json' } });
   gone.on('error', () => {});
-  gone.end(JSON.stringify({ prompt: 'a castle', seed: 5, steps: 50, width: 256, height: 256 }));
+  gone.end(JSON.stringify({ prompt: 'a castle', seed: 5, steps: 60, width: 256, height: 256 }));
   await sleep(300);
   gone.destroy();
-  let idle = false;
-  for (let i = 0; i < 50 && !idle; i++) {
+  // Cancelled, not finished: the job goes idle well before its 60th step. Up to 15 s, so a
+  // machine slowed by other work still passes; a job that ran on to the end shows a late step.
+  let idle = false, lastStep = 0;
+  for (let i = 0; i < 300 && !idle; i++) {
     await sleep(50);
     const p = await request('GET', '/sdapi/v1/progress?skip_current_image=true');
     idle = p.json && p.json.state.job_count === 0;
+    if (p.json && !idle) lastStep = p.json.state.sampling_step;
   }
-  check(idle, 'a disconnected client\'s job is cancelled');
+  check(idle && lastStep < 40, `a disconnected client's job is cancelled (idle ${idle}, last step seen ${lastStep} of 60)`);
 } catch (e) {
   check(false, 'exception: ' + (e.stack || e));
 }
