@@ -139,17 +139,8 @@ sd_status pl_single_check(sd_pipeline *p) {
                                 ldm_family_name(p->ckpt->family), weighted[i]);
         sd_log(SD_LOG_INFO, "%s: %s weights from %s", p->ckpt->path, weighted[i], p->mi.dir);
     }
-    /* The bundled SD3 configs hold no T5 tokenizer (its vocabulary is megabytes). */
-    if (!p->load.config_dir && model_index_get(&p->mi, "tokenizer_3")) {
-        char *dir = pl_component_dir(p, "tokenizer_3");
-        const bool there = dir && sd_dir_exists(dir);
-        free(dir);
-        if (!there)
-            return sd_set_error(SD_ERR_CONFIG, "%s: the %s checkpoint's T5 needs its tokenizer, "
-                                "which the bundled configs (%s) do not hold: pass --config DIR "
-                                "of the model's diffusers folder (with tokenizer_3/)",
-                                p->ckpt->path, ldm_family_name(p->ckpt->family), p->mi.dir);
-    }
+    /* A T5 (in the file or --text-encoder-3) needs no --config: the bundled SD3 folders' tokenizer_3
+     * links to configs/t5-tokenizer. */
     return note_replaced(p);
 }
 

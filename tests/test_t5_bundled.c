@@ -156,8 +156,26 @@ static void test_gz_errors(void) {
     free(gz);
 }
 
+/* Every bundled folder whose model has a T5 reaches the same tokenizer through its link. */
+static void test_links(void) {
+    static const char *const dirs[] = {"sd3-medium/tokenizer_3", "sd35-medium/tokenizer_3",
+                                       "sd35-large/tokenizer_3", "flux1-dev/tokenizer_2",
+                                       "flux1-schnell/tokenizer_2"};
+    for (size_t i = 0; i < sizeof dirs / sizeof *dirs; i++) {
+        char path[1200];
+        snprintf(path, sizeof path, "%s/%s", sd_configs_dir() ? sd_configs_dir() : "configs",
+                 dirs[i]);
+        t5_tokenizer *tok = NULL;
+        CHECK_OK(t5_tokenizer_load(&tok, path));
+        CHECK(tok && t5_tokenizer_vocab_size(tok) == 32100, "%s: %d pieces, want 32100", dirs[i],
+              tok ? t5_tokenizer_vocab_size(tok) : -1);
+        t5_tokenizer_free(tok);
+    }
+}
+
 int main(void) {
     test_refs();
+    test_links();
     test_gz_errors();
     return test_summary();
 }
