@@ -207,7 +207,7 @@ $(BUILD)/tests/test_server: $(BUILD)/tests/test_server.o $(TEST_COMMON) $(SERVER
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) $(SERVER_LDLIBS) -o $@
 
 # So does the FLUX transformer-file test (tests/bfl_writer.c; an SD file as a wrong input).
-$(BUILD)/tests/test_flux_bfl: $(BUILD)/tests/bfl_writer.o $(BUILD)/tests/ldm_writer.o
+$(BUILD)/tests/test_flux_bfl $(BUILD)/tests/test_flux_files: $(BUILD)/tests/bfl_writer.o $(BUILD)/tests/ldm_writer.o
 # The FLUX LoRA and LoRA-switch tests apply LoRAs to a BFL transformer file too (the switch
 # test to a single-file SD checkpoint as well).
 $(BUILD)/tests/test_lora_flux $(BUILD)/tests/test_lora_switch: $(BUILD)/tests/bfl_writer.o

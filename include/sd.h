@@ -303,8 +303,11 @@ SD_API sd_status sd_prompt_extract_loras(const char *prompt, const char *lora_di
 SD_API void sd_loras_free(sd_lora *loras, int n);
 
 /* Loads the pipeline that model_index.json describes (the family decides the components), or a
- * single .safetensors checkpoint in the original (LDM / A1111) layout: SD 1.x, SD 2.x, SDXL,
- * detected from its tensors, with the bundled configs (or params->config_dir's).
+ * single .safetensors checkpoint in the original (LDM / A1111) layout: SD 1.x, SD 2.x, SDXL, SD3,
+ * detected from its tensors, with the bundled configs (or params->config_dir's), or a FLUX.1
+ * transformer file in Black Forest Labs' layout (dev or schnell by its guidance_in tensors),
+ * whose VAE and text encoders then come from vae_file, text_encoder_file and
+ * text_encoder_2_file (ae, clip_l, t5xxl) or params->config_dir's folder.
  * params NULL: the defaults. */
 SD_API sd_status sd_pipeline_load(sd_pipeline **out, const char *model_dir,
                                   const sd_load_params *params);
