@@ -269,7 +269,8 @@ typedef struct {
     /* A FLUX.1 folder's transformer weights from this one .safetensors file instead (Black Forest
      * Labs' flux1-dev.safetensors / flux1-schnell.safetensors as released, with or without
      * ComfyUI's model.diffusion_model. prefix, or a diffusers-layout file); the folder's config
-     * says the architecture and the file must match it. NULL: the folder's. */
+     * says the architecture and the file must match it. NULL: the folder's. A BFL file with
+     * sd_pipeline_load's model_dir NULL is the model itself (as given as model_dir). */
     const char *transformer_file;
     /* Components' weights from files of their own instead of the folder's or the checkpoint's
      * (README, "Single-file checkpoints"): a .safetensors file in diffusers' or the original

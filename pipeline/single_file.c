@@ -69,6 +69,17 @@ sd_status pl_single_configs(const sd_pipeline *p, const char *path, const char *
 
 sd_status pl_single_open(sd_pipeline *p, const char *path, char **config_dir) {
     *config_dir = NULL;
+    if (!path && p->load.transformer_file) {
+        /* No model: a FLUX.1 transformer file is one by itself. */
+        path = p->load.transformer_file;
+        bfl_flux_probe flux;
+        bfl_flux_probe_file(path, &flux);
+        if (!flux.flux)
+            return sd_set_error(SD_ERR_ARG, "%s: no model folder given, and this transformer "
+                                "file is not a FLUX.1 transformer in Black Forest Labs' layout "
+                                "(no double_blocks.*)", path);
+        return pl_flux_file_open(p, path, flux.dev, config_dir);
+    }
     if (sd_dir_exists(path) || !sd_file_exists(path)) return SD_OK; /* a folder (or an error later) */
     /* A FLUX.1 transformer in Black Forest Labs' layout is not an LDM checkpoint: its own path. */
     bfl_flux_probe flux;

@@ -235,6 +235,17 @@ static void test_missing_flags(void) {
                 (const char *const[]){"--vae FILE", "--text-encoder FILE", "clip_l",
                                       "--text-encoder-2 FILE", "t5xxl", NULL},
                 "a transformer file alone names every flag missing");
+    /* No model_dir: the transformer file is the model. */
+    sd_load_params lp0;
+    sd_load_params_init(&lp0);
+    lp0.config_dir = folder();
+    lp0.transformer_file = tmp("flux1-dev.safetensors");
+    CHECK_OK(sd_pipeline_load(&p, NULL, &lp0));
+    CHECK(p && sd_pipeline_checkpoint_info(p) &&
+          strstr(sd_pipeline_checkpoint_info(p), "FLUX.1 [dev]"),
+          "model_dir NULL with a transformer file loads it as the model");
+    sd_pipeline_free(p);
+    p = NULL;
     /* -m one FLUX file and --transformer another. */
     sd_load_params lp;
     sd_load_params_init(&lp);
