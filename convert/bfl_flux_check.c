@@ -81,8 +81,8 @@ sd_status bfl_flux_check_config(bfl_flux_file *f, const st_file *sf, const char 
         return disagree(f, config_json, "double block count", "double_blocks.N", "num_layers",
                         f->n_double, f->num_layers);
     if (f->n_single != f->num_single_layers)
-        return disagree(f, config_json, "single block count", "single_blocks.N", "num_single_layers",
-                        f->n_single, f->num_single_layers);
+        return disagree(f, config_json, "single block count", "single_blocks.N",
+                        "num_single_layers", f->n_single, f->num_single_layers);
     if (f->dim != heads * head_dim)
         return disagree(f, config_json, "hidden size", "img_in.weight",
                         "num_attention_heads x attention_head_dim", (long)f->dim, heads * head_dim);

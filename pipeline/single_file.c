@@ -158,8 +158,8 @@ sd_status pl_single_check(sd_pipeline *p) {
                                 ldm_family_name(p->ckpt->family), weighted[i]);
         sd_log(SD_LOG_INFO, "%s: %s weights from %s", p->ckpt->path, weighted[i], p->mi.dir);
     }
-    /* A T5 (in the file or --text-encoder-3) needs no --config: the bundled SD3 folders' tokenizer_3
-     * links to configs/t5-tokenizer. */
+    /* A T5 (in the file or --text-encoder-3) needs no --config: the bundled SD3 folders'
+     * tokenizer_3 links to configs/t5-tokenizer. */
     return pl_single_note_replaced(p);
 }
 

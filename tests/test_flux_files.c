@@ -98,7 +98,8 @@ static void test_same_image(void) {
         const char *info = sd_pipeline_checkpoint_info(p);
         CHECK(info && strstr(info, "FLUX.1 [dev] (guidance_in.* present), 1 double and 2 single "
                                    "blocks") && strstr(info, folder()),
-              "case %zu: the checkpoint info says what was detected: %s", i, info ? info : "(none)");
+              "case %zu: the checkpoint info says what was detected: %s", i,
+              info ? info : "(none)");
         if (cases[i].vae)
             CHECK(info && strstr(info, "; vae from ") && strstr(info, "ae.safetensors"),
                   "case %zu: the info names the VAE file: %s", i, info ? info : "(none)");
@@ -273,7 +274,8 @@ static void test_gen_cli(void) {
     CHECK(rc == 1 && strstr(tool_output, "--vae FILE"),
           "gen -m flux1-dev.safetensors alone names the flags (rc %d): %s", rc, tool_output);
     rc = tool_run("gen", "--help", NULL);
-    CHECK(rc == 0 && strstr(tool_output, "flux1-dev.safetensors --vae ae.safetensors"),
+    CHECK(rc == 0 && strstr(tool_output, "gen -m flux1-dev.safetensors --vae ae.safetensors") &&
+              strstr(tool_output, "--text-encoder-2 t5xxl_fp16.safetensors"),
           "gen --help shows the FLUX files example");
 }
 
