@@ -40,7 +40,9 @@ CPPFLAGS += -D_GNU_SOURCE -I/usr/include/cjson
 CFLAGS += -std=c11 $(OPT) $(SAN) -fopenmp -ffp-contract=off -Wall -Wextra -MMD -MP
 LDFLAGS += $(SAN) -fopenmp
 # What the library itself needs (libsd.so records them); the tools and tests link the same.
-LDLIBS += -lcjson -lpng -ljpeg -lm
+# zlib: the bundled T5 tokenizer's tokenizer.json.gz (text_encoder/t5_tokenizer_load.c); libpng
+# depends on it already, so every machine that builds this has it (libpng-dev pulls zlib1g-dev).
+LDLIBS += -lcjson -lpng -ljpeg -lz -lm
 
 # The one place the version lives: the shared library's file name and soname, sd.pc's Version.
 # include/sd.h's SD_VERSION must say the same (make check-version, run by make test).
@@ -205,7 +207,7 @@ $(BUILD)/tests/test_server: $(BUILD)/tests/test_server.o $(TEST_COMMON) $(SERVER
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) $(SERVER_LDLIBS) -o $@
 
 # So does the FLUX transformer-file test (tests/bfl_writer.c; an SD file as a wrong input).
-$(BUILD)/tests/test_flux_bfl: $(BUILD)/tests/bfl_writer.o $(BUILD)/tests/ldm_writer.o
+$(BUILD)/tests/test_flux_bfl $(BUILD)/tests/test_flux_files: $(BUILD)/tests/bfl_writer.o $(BUILD)/tests/ldm_writer.o
 # The FLUX LoRA and LoRA-switch tests apply LoRAs to a BFL transformer file too (the switch
 # test to a single-file SD checkpoint as well).
 $(BUILD)/tests/test_lora_flux $(BUILD)/tests/test_lora_switch: $(BUILD)/tests/bfl_writer.o

@@ -28,6 +28,10 @@ static void usage(FILE *fp) {
                 "  -q, --quiet              no progress line and no messages (errors still print)\n"
                 "  -h, --help               this text\n"
                 "      --version            the version, and where the bundled configs are\n\n"
+                "FLUX.1 from Black Forest Labs' files, with no diffusers folder:\n"
+                "  gen -m flux1-dev.safetensors --vae ae.safetensors \\\n"
+                "      --text-encoder clip_l.safetensors --text-encoder-2 t5xxl_fp16.safetensors \\\n"
+                "      \"a lighthouse at dawn\"\n\n"
                 "PNG files carry the settings in a 'parameters' text chunk, in the format A1111 and\n"
                 "ComfyUI read (prompt, negative prompt, steps, sampler, CFG scale, seed, size, model).\n"
                 "Options may come before or after PROMPT; '--' ends them (for a prompt starting with\n"
@@ -117,6 +121,11 @@ int main(int argc, char **argv) {
     if (o.gen.scheduler && !strcmp(o.gen.scheduler, "help")) {
         list_schedulers();
         return 0;
+    }
+    if (!o.model && o.transformer_file) {
+        /* A FLUX.1 transformer file alone is a model too (sd_pipeline_load takes it as one). */
+        o.model = o.transformer_file;
+        o.transformer_file = NULL;
     }
     if (!o.model) {
         fputs(no_model_message, stderr);

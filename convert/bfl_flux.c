@@ -249,6 +249,7 @@ sd_status bfl_flux_open(bfl_flux_file *f, const char *path, const char *config_j
         f->dim = in->shape[0];
         f->dtype = in->dtype == ST_F16 ? "fp16" : in->dtype == ST_BF16 ? "bf16" : "fp32";
         st = check_keys(f, &sf);
+        if (st == SD_OK && f->bfl) st = bfl_flux_check_config(f, &sf, config_json);
     }
     st_close(&sf);
     if (st != SD_OK) bfl_flux_close(f);

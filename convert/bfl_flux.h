@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "../core/safetensors.h"
 #include "../core/weights.h"
 
 typedef struct bfl_flux_file_ {
@@ -24,13 +25,32 @@ typedef struct bfl_flux_file_ {
     bool guidance_embeds;
     int64_t params;
     const char *dtype;      /* "fp32", "fp16", "bf16": img_in's */
+    int n_double, n_single; /* BFL layout: the blocks the file holds (bfl_flux_check_config) */
+    bool has_guidance;      /* guidance_in.* present: FLUX.1 [dev] */
 } bfl_flux_file;
 
-/* Reads the file's header, decides its layout and checks every key against it and against the
- * block counts of `config_json` (the folder's transformer/config.json): errors name the file and
- * the first unexpected key. Refuses pickled files by name. */
+/* What a file given alone (-m FILE) holds, from its header: a BFL FLUX.1 transformer
+ * (double_blocks.N.*, bare or under a prefix bfl_flux_open takes) and then which model:
+ * guidance_in.* present is FLUX.1 [dev], absent [schnell]. A file st_open cannot read is reported
+ * as not FLUX, with no error recorded (the checkpoint reader then says what is wrong). */
+typedef struct {
+    bool flux, dev;
+} bfl_flux_probe;
+void bfl_flux_probe_file(const char *path, bfl_flux_probe *out);
+
+/* Reads the file's header, decides its layout and checks every key against it and against
+ * `config_json` (the folder's transformer/config.json: block counts, and for BFL files the
+ * widths and guidance embedding, bfl_flux_check_config): errors name the file and the first
+ * unexpected key, or the tensor and config key that disagree. Refuses pickled files by name. */
 sd_status bfl_flux_open(bfl_flux_file *f, const char *path, const char *config_json);
 void bfl_flux_close(bfl_flux_file *f);
+
+/* Part of bfl_flux_open for BFL-layout files (convert/bfl_flux_check.c): the file's depth
+ * (double_blocks / single_blocks counted), hidden size (img_in's rows), input, text and pooled
+ * widths (img_in, txt_in, vector_in columns) and guidance embedding must be those of
+ * `config_json`; the error names the tensor and the config key, and sets n_double, n_single and
+ * has_guidance. */
+sd_status bfl_flux_check_config(bfl_flux_file *f, const st_file *sf, const char *config_json);
 
 static inline const weights_source *bfl_flux_source(const bfl_flux_file *f) { return &f->base; }
 

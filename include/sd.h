@@ -269,7 +269,8 @@ typedef struct {
     /* A FLUX.1 folder's transformer weights from this one .safetensors file instead (Black Forest
      * Labs' flux1-dev.safetensors / flux1-schnell.safetensors as released, with or without
      * ComfyUI's model.diffusion_model. prefix, or a diffusers-layout file); the folder's config
-     * says the architecture and the file must match it. NULL: the folder's. */
+     * says the architecture and the file must match it. NULL: the folder's. A BFL file with
+     * sd_pipeline_load's model_dir NULL is the model itself (as given as model_dir). */
     const char *transformer_file;
     /* Components' weights from files of their own instead of the folder's or the checkpoint's
      * (README, "Single-file checkpoints"): a .safetensors file in diffusers' or the original
@@ -303,8 +304,11 @@ SD_API sd_status sd_prompt_extract_loras(const char *prompt, const char *lora_di
 SD_API void sd_loras_free(sd_lora *loras, int n);
 
 /* Loads the pipeline that model_index.json describes (the family decides the components), or a
- * single .safetensors checkpoint in the original (LDM / A1111) layout: SD 1.x, SD 2.x, SDXL,
- * detected from its tensors, with the bundled configs (or params->config_dir's).
+ * single .safetensors checkpoint in the original (LDM / A1111) layout: SD 1.x, SD 2.x, SDXL, SD3,
+ * detected from its tensors, with the bundled configs (or params->config_dir's), or a FLUX.1
+ * transformer file in Black Forest Labs' layout (dev or schnell by its guidance_in tensors),
+ * whose VAE and text encoders then come from vae_file, text_encoder_file and
+ * text_encoder_2_file (ae, clip_l, t5xxl) or params->config_dir's folder.
  * params NULL: the defaults. */
 SD_API sd_status sd_pipeline_load(sd_pipeline **out, const char *model_dir,
                                   const sd_load_params *params);

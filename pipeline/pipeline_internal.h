@@ -57,6 +57,7 @@ struct sd_pipeline {
     struct ldm_checkpoint_ *ckpt;         /* loaded from a single file (pipeline/single_file.c) */
     char *ckpt_info;                      /* sd_pipeline_checkpoint_info's text */
     struct bfl_flux_file_ *transformer_file; /* load.transformer_file (transformer_file.c) */
+    bool flux_file_only;                  /* the model is that file alone: no folder given */
     struct component_file_ *comp_files[PL_N_COMPONENT_FILES]; /* pipeline/component_files.c */
     pl_embedding *embeddings; /* textual inversion (pipeline/embeddings.c) */
     int n_embeddings;
@@ -107,6 +108,12 @@ void pl_component_files_free(sd_pipeline *p);
  * prediction (or the file's v_pred marker) into the scheduler config. */
 sd_status pl_single_open(sd_pipeline *p, const char *path, char **config_dir);
 sd_status pl_single_check(sd_pipeline *p);
+/* *config_dir (malloc'd) for a `family` file at `path`: sd_load_params.config_dir when given,
+ * else the bundled configs/<bundled>; errors name the file and what was detected. */
+sd_status pl_single_configs(const sd_pipeline *p, const char *path, const char *family,
+                            const char *bundled, char **config_dir);
+/* p->ckpt_info gains "; <component> from <file>" for each component file given. */
+sd_status pl_single_note_replaced(sd_pipeline *p);
 const struct weights_source *pl_single_source(const sd_pipeline *p, const char *name);
 sd_status pl_apply_prediction(sd_pipeline *p);
 /* p->unet from `dir` (unet_load), but for a single file the tensors decide in_channels over the
@@ -118,6 +125,14 @@ void pl_single_free(sd_pipeline *p);
 /* load.transformer_file (pipeline/transformer_file.c): opened after model_index.json (a FLUX.1
  * folder's, whose transformer config it must agree with); the source of "transformer" then. */
 sd_status pl_transformer_file_open(sd_pipeline *p);
+/* A FLUX.1 transformer file in BFL's layout given as the model itself (pl_single_open found
+ * double_blocks.*; `dev`: guidance_in.* present): it becomes load.transformer_file, the folder is
+ * the bundled configs/flux1-dev or flux1-schnell (or config_dir), *config_dir as
+ * pl_single_open's. pl_flux_file_check (from pl_single_check): the VAE and both text encoders
+ * must come from files of their own (vae_file, text_encoder_file, text_encoder_2_file) or the
+ * config_dir folder; one error lists every option missing. */
+sd_status pl_flux_file_open(sd_pipeline *p, const char *path, bool dev, char **config_dir);
+sd_status pl_flux_file_check(sd_pipeline *p);
 const struct weights_source *pl_transformer_file_source(const sd_pipeline *p, const char *name);
 void pl_transformer_file_free(sd_pipeline *p);
 

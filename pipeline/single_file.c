@@ -1,6 +1,7 @@
-/* Loading a pipeline from one original-layout .safetensors checkpoint (SD 1.x, 2.x, SDXL): the
- * file gives the weights (convert/ldm_source.h renames them to diffusers' names for the unchanged
- * loaders), a diffusers folder gives everything else: model_index.json, the component configs,
+/* Loading a pipeline from one original-layout .safetensors checkpoint (SD 1.x, 2.x, SDXL, SD3; a
+ * FLUX.1 transformer file alone goes on to pipeline/transformer_file.c): the file gives the
+ * weights (convert/ldm_source.h renames them to diffusers' names for the unchanged loaders), a
+ * diffusers folder gives everything else: model_index.json, the component configs,
  * the scheduler config and the tokenizers. That folder is one of the configs bundled with the
  * program (configs/, picked by what was detected; pipeline/configs_dir.c finds it) or the
  * caller's (sd_load_params.config_dir). */
@@ -8,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../convert/bfl_flux.h"
 #include "../convert/component_file.h"
 #include "../convert/ldm_source.h"
 #include "../core/fileutil.h"
@@ -43,9 +45,46 @@ static sd_status sd3_info(sd_pipeline *p, const char *path, const char *config_d
     return SD_OK;
 }
 
+sd_status pl_single_configs(const sd_pipeline *p, const char *path, const char *family,
+                            const char *bundled, char **config_dir) {
+    *config_dir = NULL;
+    if (p->load.config_dir) {
+        *config_dir = strdup(p->load.config_dir);
+        return *config_dir ? SD_OK : sd_set_error(SD_ERR_NOMEM, "out of memory");
+    }
+    const char *root = sd_configs_dir(); /* sd_set_configs_dir's, installed, built */
+    if (!root)
+        return sd_set_error(SD_ERR_IO, "%s: %s detected but no bundled configs folder was found "
+                            "(sd_set_configs_dir, gen's $SD_CONFIGS_DIR, or "
+                            "<prefix>/share/sd/configs): pass --config DIR", path, family);
+    *config_dir = sd_path_join(root, bundled);
+    if (!*config_dir) return sd_set_error(SD_ERR_NOMEM, "out of memory");
+    if (sd_dir_exists(*config_dir)) return SD_OK;
+    const sd_status st = sd_set_error(SD_ERR_IO, "%s: %s detected but its bundled configs (%s) "
+                                      "are missing: pass --config DIR", path, family, *config_dir);
+    free(*config_dir);
+    *config_dir = NULL;
+    return st;
+}
+
 sd_status pl_single_open(sd_pipeline *p, const char *path, char **config_dir) {
     *config_dir = NULL;
+    if (!path && p->load.transformer_file) {
+        /* No model: a FLUX.1 transformer file is one by itself. */
+        path = p->load.transformer_file;
+        bfl_flux_probe flux;
+        bfl_flux_probe_file(path, &flux);
+        if (!flux.flux)
+            return sd_set_error(SD_ERR_ARG, "%s: no model folder given, and this transformer "
+                                "file is not a FLUX.1 transformer in Black Forest Labs' layout "
+                                "(no double_blocks.*)", path);
+        return pl_flux_file_open(p, path, flux.dev, config_dir);
+    }
     if (sd_dir_exists(path) || !sd_file_exists(path)) return SD_OK; /* a folder (or an error later) */
+    /* A FLUX.1 transformer in Black Forest Labs' layout is not an LDM checkpoint: its own path. */
+    bfl_flux_probe flux;
+    bfl_flux_probe_file(path, &flux);
+    if (flux.flux) return pl_flux_file_open(p, path, flux.dev, config_dir);
     ldm_checkpoint *c = calloc(1, sizeof *c);
     if (!c) return sd_set_error(SD_ERR_NOMEM, "out of memory");
     sd_status st = ldm_checkpoint_open(c, path);
@@ -60,33 +99,13 @@ sd_status pl_single_open(sd_pipeline *p, const char *path, char **config_dir) {
     const bool inpaint = !ldm_family_is_sd3(c->family) && c->in_channels == 9;
     const bool v = asked == SD_PREDICTION_V ||
                    (asked == SD_PREDICTION_AUTO && (c->v_pred || (c->family == LDM_SD2 && !inpaint)));
-    if (p->load.config_dir) {
-        *config_dir = strdup(p->load.config_dir);
-    } else {
-        /* An inpainting UNet (9 channels: latents, mask, masked image) takes its family's
-         * config with the file's in_channels (pl_unet_load); other widths are unknown. */
-        if (!ldm_family_is_sd3(c->family) && c->in_channels != 4 && !inpaint)
-            return sd_set_error(SD_ERR_UNSUPPORTED, "%s: a %d-channel %s UNet; no config for it "
-                                "is bundled: pass --config DIR (sd_load_params.config_dir) of its "
-                                "diffusers folder", path, c->in_channels,
-                                ldm_family_name(c->family));
-        const char *root = sd_configs_dir(); /* sd_set_configs_dir's, installed, built */
-        if (!root)
-            return sd_set_error(SD_ERR_IO, "%s: %s detected but no bundled configs folder was "
-                                "found (sd_set_configs_dir, gen's $SD_CONFIGS_DIR, or "
-                                "<prefix>/share/sd/configs): pass --config DIR", path,
-                                ldm_family_name(c->family));
-        *config_dir = sd_path_join(root, bundled_name(c, v));
-        if (*config_dir && !sd_dir_exists(*config_dir)) {
-            st = sd_set_error(SD_ERR_IO, "%s: %s detected but its bundled configs (%s) are "
-                              "missing: pass --config DIR", path, ldm_family_name(c->family),
-                              *config_dir);
-            free(*config_dir);
-            *config_dir = NULL;
-            return st;
-        }
-    }
-    if (!*config_dir) return sd_set_error(SD_ERR_NOMEM, "out of memory");
+    /* An inpainting UNet (9 channels: latents, mask, masked image) takes its family's config
+     * with the file's in_channels (pl_unet_load); other widths are unknown. */
+    if (!p->load.config_dir && !ldm_family_is_sd3(c->family) && c->in_channels != 4 && !inpaint)
+        return sd_set_error(SD_ERR_UNSUPPORTED, "%s: a %d-channel %s UNet; no config for it is "
+                            "bundled: pass --config DIR (sd_load_params.config_dir) of its "
+                            "diffusers folder", path, c->in_channels, ldm_family_name(c->family));
+    SD_TRY(pl_single_configs(p, path, ldm_family_name(c->family), bundled_name(c, v), config_dir));
     if (ldm_family_is_sd3(c->family)) return sd3_info(p, path, *config_dir);
     const char *pred = asked == SD_PREDICTION_AUTO && !c->v_pred && p->load.config_dir
                            ? "prediction as its scheduler config says" : v ? "v-prediction" : "epsilon";
@@ -110,8 +129,7 @@ static void drop_t5(sd_pipeline *p) {
            "running without it (its embeddings are zeros)", p->ckpt->path);
 }
 
-/* sd_pipeline_checkpoint_info's text gains the components that files of their own replace. */
-static sd_status note_replaced(sd_pipeline *p) {
+sd_status pl_single_note_replaced(sd_pipeline *p) {
     for (int i = 0; i < PL_N_COMPONENT_FILES; i++) {
         const struct component_file_ *f = p->comp_files[i];
         if (!f) continue;
@@ -124,6 +142,7 @@ static sd_status note_replaced(sd_pipeline *p) {
 }
 
 sd_status pl_single_check(sd_pipeline *p) {
+    if (p->flux_file_only) return pl_flux_file_check(p);
     if (!p->ckpt) return SD_OK;
     static const char *const weighted[] = {"unet", "transformer", "vae", "text_encoder",
                                            "text_encoder_2", "text_encoder_3"};
@@ -139,18 +158,9 @@ sd_status pl_single_check(sd_pipeline *p) {
                                 ldm_family_name(p->ckpt->family), weighted[i]);
         sd_log(SD_LOG_INFO, "%s: %s weights from %s", p->ckpt->path, weighted[i], p->mi.dir);
     }
-    /* The bundled SD3 configs hold no T5 tokenizer (its vocabulary is megabytes). */
-    if (!p->load.config_dir && model_index_get(&p->mi, "tokenizer_3")) {
-        char *dir = pl_component_dir(p, "tokenizer_3");
-        const bool there = dir && sd_dir_exists(dir);
-        free(dir);
-        if (!there)
-            return sd_set_error(SD_ERR_CONFIG, "%s: the %s checkpoint's T5 needs its tokenizer, "
-                                "which the bundled configs (%s) do not hold: pass --config DIR "
-                                "of the model's diffusers folder (with tokenizer_3/)",
-                                p->ckpt->path, ldm_family_name(p->ckpt->family), p->mi.dir);
-    }
-    return note_replaced(p);
+    /* A T5 (in the file or --text-encoder-3) needs no --config: the bundled SD3 folders'
+     * tokenizer_3 links to configs/t5-tokenizer. */
+    return pl_single_note_replaced(p);
 }
 
 const weights_source *pl_single_source(const sd_pipeline *p, const char *name) {

@@ -4,8 +4,9 @@
  * give the SAME image, bit for bit, as the plain folder (same weights, same arithmetic): bare and
  * under ComfyUI's model.diffusion_model. prefix (or diffusion_model.), with --low-memory, and as a diffusers-layout
  * file. The fixture is bf16 and the file keeps it (the fused tensors' row views read bf16). Also
- * the errors: a missing block, an unexpected key, a block beyond the config's count, a shape
- * mismatch, a pickled file, an SD checkpoint given as the transformer, a non-FLUX folder. */
+ * the errors: a missing block, fewer blocks than the config's, an unexpected key, a block beyond
+ * the config's count, a shape mismatch, a pickled file, an SD checkpoint given as the
+ * transformer, a non-FLUX folder. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -120,10 +121,17 @@ static void check_error(const char *model, const char *file, sd_status want, con
 }
 
 static void test_errors(void) {
-    const bflw_options drop = {.drop = "single_blocks.1."};
+    const bflw_options drop = {.drop = "single_blocks.0."};
     CHECK_OK(bflw_write(transformer_dir(), tmp("missing.safetensors"), &drop));
     check_error(folder(), tmp("missing.safetensors"), SD_ERR_TENSOR,
-                "single_transformer_blocks.1.", "a missing single block");
+                "single_transformer_blocks.0.", "a missing single block");
+    /* The last block missing: fewer blocks than the config's, named before any is loaded. */
+    const bflw_options drop_last = {.drop = "single_blocks.1."};
+    CHECK_OK(bflw_write(transformer_dir(), tmp("shallow.safetensors"), &drop_last));
+    check_error(folder(), tmp("shallow.safetensors"), SD_ERR_CONFIG,
+                "single block count is 1 (tensor 'single_blocks.N'), but", "a shallower file");
+    check_error(folder(), tmp("shallow.safetensors"), SD_ERR_CONFIG, "num_single_layers 2",
+                "a shallower file names the config key");
     const bflw_options extra = {.extra = "double_blocks.0.img_attn.bogus.weight"};
     CHECK_OK(bflw_write(transformer_dir(), tmp("extra.safetensors"), &extra));
     check_error(folder(), tmp("extra.safetensors"), SD_ERR_FORMAT,
