@@ -80,7 +80,8 @@ static sd_status choose_tiles(const sd_vae *v, const sd_vae_decode_params *dp, b
     *limit = 0;
     if (dp->tile >= 0) SD_TRY(vae_auto_tile_limit(dp->tile_limit_mb, limit));
     if (dp->tile == 0) { /* by size, as sd_generate decides it */
-        *tile = encode ? vae_auto_tile_encode(v->m, h, w, *limit) : vae_auto_tile(v->m, h, w, *limit);
+        *tile = encode ? vae_auto_tile_encode(v->m, h, w, *limit)
+                       : vae_auto_tile(v->m, h, w, *limit);
         *overlap = *tile / 4;
     }
     if (*tile > 0 && *overlap >= *tile)

@@ -122,8 +122,9 @@ sd_status pl_i2i_encode(vae *v, const sd_gen_params *g, const float *image, int 
     if (st == SD_OK && tile >= 0) st = vae_auto_tile_limit(g->vae_tile_limit_mb, &limit);
     if (st == SD_OK && tile == 0) tile = vae_auto_tile_encode(v, height, width, limit);
     if (st == SD_OK)
-        st = tile > 0 ? vae_encode_tiled(v, image, 1, height, width, tile, tile / 4, limit, mean, logvar)
-                      : vae_encode(v, image, 1, height, width, mean, logvar);
+        st = tile > 0
+                 ? vae_encode_tiled(v, image, 1, height, width, tile, tile / 4, limit, mean, logvar)
+                 : vae_encode(v, image, 1, height, width, mean, logvar);
     if (st == SD_OK) {
         rng_randn(rng, draw, n); /* torch.randn of the posterior's NCHW shape */
         layout_nchw_to_nhwc(draw, out, 1, c, h, w);

@@ -64,7 +64,8 @@ static void compare(vae *m, const float *img, int n, int H, int W, int tile, int
         const double rm = rel_err(tm, mean, nl, &dm), rl = rel_err(tl, lv, nl, &dl);
         const bool ok = rm < 1e-5 && rl < 1e-5;
         printf("%s %s: image %dx%d x%d, tile %d overlap %d, %s: mean rel L2 %.2g (max %.2g), "
-               "logvar rel L2 %.2g (max %.2g)\n", ok ? "ok  " : "FAIL", what, W, H, n, tile, overlap,
+               "logvar rel L2 %.2g (max %.2g)\n",
+               ok ? "ok  " : "FAIL", what, W, H, n, tile, overlap,
                pass ? "stored" : "nothing stored", rm, dm, rl, dl);
         CHECK(ok, "%s: tiled encode off by %g / %g", what, rm, rl);
     }
@@ -86,14 +87,17 @@ static void test_encode(void) {
     float a[11 * 13 * 4], b[11 * 13 * 4], la[11 * 13 * 4], lb[11 * 13 * 4];
     CHECK_OK(vae_encode(m, img, 1, 88, 104, a, la));
     CHECK_OK(vae_encode_tiled(m, img, 1, 88, 104, 13, 4, 0, b, lb));
-    CHECK(!memcmp(a, b, sizeof a) && !memcmp(la, lb, sizeof la), "a tile as large as the latent encodes untiled");
+    CHECK(!memcmp(a, b, sizeof a) && !memcmp(la, lb, sizeof la),
+          "a tile as large as the latent encodes untiled");
     /* Impossible tilings and sizes are refused, naming the argument. */
     sd_status st = vae_encode_tiled(m, img, 1, 88, 104, 0, 0, 0, b, lb);
     CHECK(st == SD_ERR_ARG && strstr(sd_last_error(), "tile 0"), "tile 0: %s", sd_last_error());
     st = vae_encode_tiled(m, img, 1, 88, 104, 6, 6, 0, b, lb);
-    CHECK(st == SD_ERR_ARG && strstr(sd_last_error(), "overlap 6"), "overlap = tile: %s", sd_last_error());
+    CHECK(st == SD_ERR_ARG && strstr(sd_last_error(), "overlap 6"), "overlap = tile: %s",
+          sd_last_error());
     st = vae_encode_tiled(m, img, 1, 86, 104, 6, 1, 0, b, lb);
-    CHECK(st == SD_ERR_ARG && strstr(sd_last_error(), "multiples of 8"), "side 86: %s", sd_last_error());
+    CHECK(st == SD_ERR_ARG && strstr(sd_last_error(), "multiples of 8"), "side 86: %s",
+          sd_last_error());
     free(img);
     vae_free(m);
 
@@ -139,10 +143,12 @@ static void test_margins(void) {
                  * of the error): too close to float reordering to require. */
                 const bool whole_decoder = dec && p.n_seg == 1;
                 CHECK(delta == 0 ? r < 1e-6 : whole_decoder || r > 1e-6,
-                      "%s, %d segments, margin %+d: rel L2 %g", dec ? "decoder" : "encoder", p.n_seg, delta, r);
+                      "%s, %d segments, margin %+d: rel L2 %g", dec ? "decoder" : "encoder",
+                      p.n_seg, delta, r);
             }
             n.margin_delta = 0;
-            CHECK(!stored || p.n_seg > 1, "an unlimited budget stores activations (%d segments)", p.n_seg);
+            CHECK(!stored || p.n_seg > 1, "an unlimited budget stores activations (%d segments)",
+                  p.n_seg);
             CHECK(!stored || vt_plan_cost(&n, &p, h, w, 8, 2) < vt_plan_cost(&n, &one, h, w, 8, 2),
                   "storing activations costs fewer multiply-adds");
         }
@@ -162,7 +168,8 @@ static void test_auto(void) {
     CHECK(t20 < untiled, "tiles take less scratch");
     CHECK(vae_auto_tile_encode(m, H, W, untiled) == 0, "auto: untiled when it fits exactly");
     const int tile = vae_auto_tile_encode(m, H, W, t20);
-    CHECK(tile >= VAE_MIN_AUTO_TILE && tile <= 20 && vae_encode_scratch_bytes(m, H, W, tile, tile / 4) <= t20,
+    CHECK(tile >= VAE_MIN_AUTO_TILE && tile <= 20 &&
+              vae_encode_scratch_bytes(m, H, W, tile, tile / 4) <= t20,
           "auto under tiles of 20's scratch: %d", tile);
     vae_free(m);
     vae *d = NULL;
@@ -185,7 +192,8 @@ static void test_pipeline(void) {
     }
     sd_image init = {.width = side, .height = side};
     init.rgb = malloc((size_t)side * side * 3);
-    for (int i = 0; i < side * side * 3; i++) init.rgb[i] = (uint8_t)((i * 7 + (i / (side * 3)) * 3) & 255);
+    for (int i = 0; i < side * side * 3; i++)
+        init.rgb[i] = (uint8_t)((i * 7 + (i / (side * 3)) * 3) & 255);
     sd_gen_params g;
     sd_gen_params_init(&g);
     g.prompt = "a red cube";
@@ -208,7 +216,8 @@ static void test_pipeline(void) {
             differ += d > 0;
             if (d > maxd) maxd = d;
         }
-        printf("img2img, VAE in tiles of 8 vs off: %zu of %zu values differ, max %d\n", differ, n, maxd);
+        printf("img2img, VAE in tiles of 8 vs off: %zu of %zu values differ, max %d\n", differ, n,
+               maxd);
         CHECK(maxd <= 1 && differ * 1000 <= n, "tiled img2img image %d levels off", maxd);
     }
     sd_result_free(&off), sd_result_free(&tiled);

@@ -100,7 +100,8 @@ static void forward_high(const vae_encoder *e, vae_act *a, const float *x, int *
 void vae_encoder_forward_low(const vae_encoder *e, vae_act *a, int h, int w) {
     for (int i = 0; i < e->n_levels; i++) {
         const vae_level *l = &e->levels[i];
-        for (int j = 0; !l->has_sample && j < l->n_res; j++) vae_resnet_forward(&l->res[j], a, h, w);
+        for (int j = 0; !l->has_sample && j < l->n_res; j++)
+            vae_resnet_forward(&l->res[j], a, h, w);
     }
     vae_mid_block_forward(&e->mid, a, h, w);
     const size_t n = (size_t)h * w * e->norm_out.c, on = (size_t)h * w * e->conv_out.s.cout;
@@ -116,9 +117,9 @@ size_t vae_encoder_low_region_floats(const vae_encoder *e, const vae_config *cfg
     size_t need = vae_round(hw * top);
     for (int i = 0; i < e->n_levels; i++) {
         const vae_level *lv = &e->levels[i];
-        const int cin = i > 0 ? cfg->block_out_channels[i - 1] : cfg->block_out_channels[0];
+        const int c = cfg->block_out_channels[i], cin = cfg->block_out_channels[i > 0 ? i - 1 : 0];
         for (int j = 0; !lv->has_sample && j < lv->n_res; j++)
-            grow(&need, vae_resnet_floats(j ? cfg->block_out_channels[i] : cin, cfg->block_out_channels[i], hw));
+            grow(&need, vae_resnet_floats(j ? c : cin, c, hw));
     }
     grow(&need, vae_mid_block_floats(&e->mid, top, hw));
     const size_t moments = vae_round(hw * 2 * cfg->latent_channels);

@@ -78,14 +78,19 @@ static sd_status encode_low(vae *m, const float *low, int h, int w, float *mean,
 sd_status vae_encode_tiled(vae *m, const float *image, int n, int h, int w, int tile, int overlap,
                            size_t limit_bytes, float *mean, float *logvar) {
     if (!m->has_encoder)
-        return sd_set_error(SD_ERR_ARG, "vae tiled encode: this vae was loaded without its encoder");
+        return sd_set_error(SD_ERR_ARG,
+                            "vae tiled encode: this vae was loaded without its encoder");
     if (tile < 1 || overlap < 0 || overlap >= tile)
-        return sd_set_error(SD_ERR_ARG, "vae tiled encode: tile %d with overlap %d (need tile >= 1 "
-                            "and 0 <= overlap < tile)", tile, overlap);
+        return sd_set_error(SD_ERR_ARG,
+                            "vae tiled encode: tile %d with overlap %d (need tile >= 1 "
+                            "and 0 <= overlap < tile)",
+                            tile, overlap);
     const int f = vae_scale_factor(m), lh = h / f, lw = w / f;
     if (n < 1 || h < f || w < f || h % f || w % f || (long)h * w > INT_MAX / 4)
-        return sd_set_error(SD_ERR_ARG, "vae tiled encode: image size %d x %d x %d (sides need to "
-                            "be multiples of %d)", n, w, h, f);
+        return sd_set_error(SD_ERR_ARG,
+                            "vae tiled encode: image size %d x %d x %d (sides need to "
+                            "be multiples of %d)",
+                            n, w, h, f);
     if (tile >= lh && tile >= lw) return vae_encode(m, image, n, h, w, mean, logvar);
     const vae_config *cfg = &m->cfg;
     vt_net net;
@@ -103,7 +108,8 @@ sd_status vae_encode_tiled(vae *m, const float *image, int n, int h, int w, int 
         st = vae_take_region(m, &probe, lr > pc ? lr : pc, "tiled encode");
         sd_arena_reset(&m->arena);
     }
-    const size_t in = (size_t)h * w * cfg->in_channels, out = (size_t)lh * lw * cfg->latent_channels;
+    const size_t in = (size_t)h * w * cfg->in_channels,
+                 out = (size_t)lh * lw * cfg->latent_channels;
     for (int b = 0; b < n && st == SD_OK; b++) {
         st = vt_run(m, &net, &plan, lh, lw, tile, overlap, image + b * in, low, "tiled encode");
         if (st == SD_OK) st = encode_low(m, low, lh, lw, mean + b * out, logvar + b * out);

@@ -86,9 +86,9 @@ static int pick_tile(const vae *m, int h, int w, size_t untiled, size_t limit, t
 static void log_choice(const char *what, size_t untiled, size_t limit, int tile, size_t tiled,
                        double times) {
     if (tile)
-        sd_log(SD_LOG_INFO, "%s tile auto: untiled scratch %zu MB, limit %zu MB: tiles of %d latent "
-               "pixels, overlap %d (scratch %zu MB; the tiled layers' work %.1f times untiled)", what,
-               untiled >> 20, limit >> 20, tile, tile / 4, tiled >> 20, times);
+        sd_log(SD_LOG_INFO, "%s tile auto: untiled scratch %zu MB, limit %zu MB: tiles of %d "
+               "latent pixels, overlap %d (scratch %zu MB; the tiled layers' work %.1f times "
+               "untiled)", what, untiled >> 20, limit >> 20, tile, tile / 4, tiled >> 20, times);
     else
         sd_log(SD_LOG_INFO, "%s tile auto: untiled scratch %zu MB, limit %zu MB: untiled", what,
                untiled >> 20, limit >> 20);
@@ -98,7 +98,8 @@ int vae_auto_tile(const vae *m, int h, int w, size_t limit_bytes) {
     const size_t untiled = vae_decode_scratch_bytes(m, h, w, 0, 0);
     const int tile = pick_tile(m, h, w, untiled, limit_bytes, vt_decode_bytes);
     double cost = 0;
-    const size_t tiled = tile ? vt_decode_bytes(m, h, w, tile, tile / 4, limit_bytes, NULL, &cost) : 0;
+    const size_t tiled =
+        tile ? vt_decode_bytes(m, h, w, tile, tile / 4, limit_bytes, NULL, &cost) : 0;
     vt_net n;
     vt_decoder_net(m, &n);
     log_choice("decode", untiled, limit_bytes, tile, tiled, cost / vt_net_cost(&n, h, w));
@@ -111,7 +112,8 @@ int vae_auto_tile_encode(const vae *m, int h, int w, size_t limit_bytes) {
     const size_t untiled = vae_encode_scratch_bytes(m, h, w, 0, 0);
     const int tile = pick_tile(m, lh, lw, untiled, limit_bytes, vt_encode_bytes);
     double cost = 0;
-    const size_t tiled = tile ? vt_encode_bytes(m, lh, lw, tile, tile / 4, limit_bytes, NULL, &cost) : 0;
+    const size_t tiled =
+        tile ? vt_encode_bytes(m, lh, lw, tile, tile / 4, limit_bytes, NULL, &cost) : 0;
     vt_net n;
     vt_encoder_net(m, &n);
     log_choice("encode", untiled, limit_bytes, tile, tiled, cost / vt_net_cost(&n, lh, lw));

@@ -54,7 +54,8 @@ size_t vt_decode_bytes(const vae *m, int h, int w, int tile, int band, size_t li
     for (int pass = 0; pass < 2; pass++) {
         /* First the plan storing nothing, then the cheapest one within what it leaves of limit. */
         const vt_sizes z = vt_run_sizes(&n, &p, h, w, tile, band);
-        const size_t region = vae_region_bytes(low_region > z.region_floats ? low_region : z.region_floats);
+        const size_t region =
+            vae_region_bytes(low_region > z.region_floats ? low_region : z.region_floats);
         const size_t bytes = region + low + z.own_bytes + z.stored_bytes;
         if (pass == 1 || limit <= bytes) {
             if (plan) *plan = p;
@@ -87,8 +88,10 @@ static sd_status decode_low(vae *m, const float *z, int h, int w, float *low) {
 sd_status vae_decode_tiled(vae *m, const float *z, int n, int h, int w, int tile, int overlap,
                            size_t limit_bytes, float *image) {
     if (tile < 1 || overlap < 0 || overlap >= tile)
-        return sd_set_error(SD_ERR_ARG, "vae tiled decode: tile %d with overlap %d (need tile >= 1 "
-                            "and 0 <= overlap < tile)", tile, overlap);
+        return sd_set_error(SD_ERR_ARG,
+                            "vae tiled decode: tile %d with overlap %d (need tile >= 1 "
+                            "and 0 <= overlap < tile)",
+                            tile, overlap);
     const long f = vae_scale_factor(m);
     if (n < 1 || h < 1 || w < 1 || (long)h * f * w * f > INT_MAX / 4)
         return sd_set_error(SD_ERR_ARG, "vae tiled decode: impossible size %d x %d x %d", n, h, w);
@@ -115,7 +118,8 @@ sd_status vae_decode_tiled(vae *m, const float *z, int n, int h, int w, int tile
     for (int b = 0; b < n && st == SD_OK; b++) {
         st = decode_low(m, z + (size_t)b * h * w * cfg->latent_channels, h, w, low);
         if (st == SD_OK)
-            st = vt_run(m, &net, &plan, h, w, tile, overlap, low, image + b * pixels, "tiled decode");
+            st = vt_run(m, &net, &plan, h, w, tile, overlap, low, image + b * pixels,
+                        "tiled decode");
     }
     free(low);
     return st;

@@ -85,7 +85,8 @@ sd_status vt_run(vae *m, const vt_net *n, const vt_plan *p, int h, int w, int ti
                  const float *in, float *out, const char *what);
 
 /* The tiled parts as layer lists: the decoder's after its first up block's resnets (ending in
- * conv_norm_out + conv_out), the encoder's down blocks that end in a downsampler (conv_in first). */
+ * conv_norm_out + conv_out), the encoder's down blocks that end in a downsampler (conv_in first).
+ */
 void vt_decoder_net(const vae *m, vt_net *n);
 void vt_encoder_net(const vae *m, vt_net *n);
 /* Scratch bytes of a tiled decode / encode of an h x w latent with the plan chosen under `limit`

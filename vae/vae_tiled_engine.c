@@ -50,7 +50,8 @@ static void axis_weights(const axis *a, int k, int band, int f, float *wt) {
         float v = 1.0f;
         if (k > 0) {
             const float edge = (float)(a->lo[k] * f);
-            const float r = half > 0 ? (x - edge + half) / (2.0f * half) : (x >= edge ? 1.0f : 0.0f);
+            const float r =
+                half > 0 ? (x - edge + half) / (2.0f * half) : (x >= edge ? 1.0f : 0.0f);
             if (r < v) v = r;
         }
         if (k + 1 < a->n) {
@@ -68,10 +69,10 @@ typedef struct {
     int groups;
     int slot; /* the next norm of the current piece */
     int stop; /* the slot this pass gathers; the piece stops there. -1: none (an output pass) */
-    float *mean, *rstd;  /* [slots][groups], gathered for slots before `stop` */
-    double *sum, *sumsq; /* [groups], the slot being gathered */
-    double count;        /* values per group gathered */
-    double *rows;        /* per-row partial sums [rows][2 * channels] */
+    float *mean, *rstd;   /* [slots][groups], gathered for slots before `stop` */
+    double *sum, *sumsq;  /* [groups], the slot being gathered */
+    double count;         /* values per group gathered */
+    double *rows;         /* per-row partial sums [rows][2 * channels] */
     float *scale, *shift; /* [channels] of the norm being applied */
     size_t rows_cap;
     int piece_h;                        /* the current piece's latent rows */
@@ -90,7 +91,8 @@ static void gather(gn_stats *s, const nn_norm *g, const float *x, int h, int w) 
         memset(acc, 0, (size_t)2 * c * sizeof *acc);
         for (int q = x0; q < x1; q++) {
             const float *px = x + ((size_t)r * w + q) * c;
-            for (int ch = 0; ch < c; ch++) acc[ch] += px[ch], acc[c + ch] += (double)px[ch] * px[ch];
+            for (int ch = 0; ch < c; ch++)
+                acc[ch] += px[ch], acc[c + ch] += (double)px[ch] * px[ch];
         }
     }
     for (int r = y0; r < y1; r++) {
@@ -267,7 +269,8 @@ static sd_status run_segment(engine *e, int i, int j, int tile, const float *in,
         for (int gi = 0; gi < s->groups; gi++) {
             const double mean = s->sum[gi] / s->count, var = s->sumsq[gi] / s->count - mean * mean;
             s->mean[(size_t)s->stop * s->groups + gi] = (float)mean;
-            s->rstd[(size_t)s->stop * s->groups + gi] = (float)(1.0 / sqrt((var > 0 ? var : 0) + VAE_NORM_EPS));
+            s->rstd[(size_t)s->stop * s->groups + gi] =
+                (float)(1.0 / sqrt((var > 0 ? var : 0) + VAE_NORM_EPS));
         }
     }
     s->stop = -1;
@@ -296,7 +299,8 @@ sd_status vt_run(vae *m, const vt_net *n, const vt_plan *p, int h, int w, int ti
     e.wsum = malloc(pixels * sizeof *e.wsum);
     e.wy = malloc((size_t)piece * so * sizeof *e.wy);
     e.wx = malloc((size_t)piece * so * sizeof *e.wx);
-    if (last->kind == VT_NORM_CONV) e.piece_out = malloc((size_t)ph * so * pw * so * co * sizeof *e.piece_out);
+    if (last->kind == VT_NORM_CONV)
+        e.piece_out = malloc((size_t)ph * so * pw * so * co * sizeof *e.piece_out);
     s->mean = malloc(((size_t)slots * s->groups + 1) * sizeof *s->mean);
     s->rstd = malloc(((size_t)slots * s->groups + 1) * sizeof *s->rstd);
     s->sum = malloc((size_t)s->groups * sizeof *s->sum);
@@ -325,9 +329,11 @@ sd_status vt_run(vae *m, const vt_net *n, const vt_plan *p, int h, int w, int ti
                 const vt_op *o = &n->ops[j - 1];
                 dst = malloc((size_t)h * o->s_out * w * o->s_out * o->cout * sizeof *dst);
                 if (!dst) {
-                    st = sd_set_error(SD_ERR_NOMEM, "vae %s: out of memory for %zu MB of stored "
-                                      "activations (a lower tile limit stores fewer)", what,
-                                      (size_t)h * o->s_out * w * o->s_out * o->cout * sizeof *dst >> 20);
+                    st = sd_set_error(
+                        SD_ERR_NOMEM,
+                        "vae %s: out of memory for %zu MB of stored "
+                        "activations (a lower tile limit stores fewer)",
+                        what, (size_t)h * o->s_out * w * o->s_out * o->cout * sizeof *dst >> 20);
                     break;
                 }
             }
@@ -343,6 +349,7 @@ sd_status vt_run(vae *m, const vt_net *n, const vt_plan *p, int h, int w, int ti
         for (size_t q = 0; q < pixels; q++)
             for (int c = 0; c < co; c++) out[q * co + c] /= e.wsum[q];
     free(e.wsum), free(e.wy), free(e.wx), free(e.piece_out);
-    free(s->mean), free(s->rstd), free(s->sum), free(s->sumsq), free(s->scale), free(s->shift), free(s->rows);
+    free(s->mean), free(s->rstd), free(s->sum), free(s->sumsq), free(s->scale), free(s->shift),
+        free(s->rows);
     return st;
 }

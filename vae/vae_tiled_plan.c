@@ -20,24 +20,39 @@ static vt_op *add(vt_net *n) {
 
 void vt_add_resnet(vt_net *n, const vae_resnet *r, int s) {
     vt_op *o = add(n);
-    *o = (vt_op){.kind = VT_RESNET, .res = r, .cin = r->cin, .cout = r->cout, .s_in = s, .s_out = s};
+    *o =
+        (vt_op){.kind = VT_RESNET, .res = r, .cin = r->cin, .cout = r->cout, .s_in = s, .s_out = s};
 }
 
 void vt_add_conv(vt_net *n, const nn_conv2d *c, int s_in, int s_out) {
     vt_op *o = add(n);
-    *o = (vt_op){.kind = VT_CONV, .conv = c, .cin = c->s.cin, .cout = c->s.cout, .s_in = s_in, .s_out = s_out};
+    *o = (vt_op){.kind = VT_CONV,
+                 .conv = c,
+                 .cin = c->s.cin,
+                 .cout = c->s.cout,
+                 .s_in = s_in,
+                 .s_out = s_out};
 }
 
 void vt_add_upconv(vt_net *n, const nn_conv2d *c, int s_in) {
     vt_op *o = add(n);
-    *o = (vt_op){.kind = VT_UPCONV, .conv = c, .cin = c->s.cin, .cout = c->s.cout, .s_in = s_in,
+    *o = (vt_op){.kind = VT_UPCONV,
+                 .conv = c,
+                 .cin = c->s.cin,
+                 .cout = c->s.cout,
+                 .s_in = s_in,
                  .s_out = 2 * s_in};
 }
 
 void vt_add_norm_conv(vt_net *n, const nn_norm *g, const nn_conv2d *c, int s) {
     vt_op *o = add(n);
-    *o = (vt_op){.kind = VT_NORM_CONV, .norm = g, .conv = c, .cin = c->s.cin, .cout = c->s.cout,
-                 .s_in = s, .s_out = s};
+    *o = (vt_op){.kind = VT_NORM_CONV,
+                 .norm = g,
+                 .conv = c,
+                 .cin = c->s.cin,
+                 .cout = c->s.cout,
+                 .s_in = s,
+                 .s_out = s};
 }
 
 /* A conv's effect on the pixels a piece's own edges make wrong (its zero padding stands in for
@@ -70,7 +85,9 @@ int vt_margin(const vt_net *n, int i, int j) {
             l *= 2, r *= 2;
             conv_edges(&o->conv->s, &l, &r);
             break;
-        default: conv_edges(&o->conv->s, &l, &r); break;
+        default:
+            conv_edges(&o->conv->s, &l, &r);
+            break;
         }
     }
     /* The margin that keeps them out of the tile, in whole latent pixels. */
@@ -82,12 +99,16 @@ int vt_margin(const vt_net *n, int i, int j) {
 static double op_macs(const vt_op *o) {
     const double s2 = (double)o->s_out * o->s_out, ci = o->cin, co = o->cout;
     switch (o->kind) {
-    case VT_RESNET: return s2 * (ci * co * 9 + co * co * 9 + (ci != co ? ci * co : 0));
-    default: return s2 * ci * co * o->conv->s.kh * o->conv->s.kw;
+    case VT_RESNET:
+        return s2 * (ci * co * 9 + co * co * 9 + (ci != co ? ci * co : 0));
+    default:
+        return s2 * ci * co * o->conv->s.kh * o->conv->s.kw;
     }
 }
 
-static int op_norms(const vt_op *o) { return o->kind == VT_RESNET ? 2 : o->kind == VT_NORM_CONV; }
+static int op_norms(const vt_op *o) {
+    return o->kind == VT_RESNET ? 2 : o->kind == VT_NORM_CONV;
+}
 
 static double op_macs_before(const vt_op *o, int q) {
     if (o->kind != VT_RESNET) return 0;
@@ -105,7 +126,8 @@ static double pieces_area(int h, int w, int tile, int margin) {
         const int n = (len[a] + tile - 1) / tile;
         for (int k = 0; k < n; k++) {
             const int lo = (int)((long)k * len[a] / n), hi = (int)((long)(k + 1) * len[a] / n);
-            sum[a] += (hi + margin < len[a] ? hi + margin : len[a]) - (lo > margin ? lo - margin : 0);
+            sum[a] +=
+                (hi + margin < len[a] ? hi + margin : len[a]) - (lo > margin ? lo - margin : 0);
         }
     }
     return sum[0] * sum[1];
@@ -114,10 +136,12 @@ static double pieces_area(int h, int w, int tile, int margin) {
 /* One segment's run: its statistics passes over the pieces with its own margin, then its output
  * pass (the last one's wider by half the blending band). */
 static double segment_cost(const vt_net *n, int i, int j, int h, int w, int tile, int band) {
-    const int margin = vt_margin(n, i, j), out_margin = margin + (j == n->n_ops ? (band + 1) / 2 : 0);
+    const int margin = vt_margin(n, i, j),
+              out_margin = margin + (j == n->n_ops ? (band + 1) / 2 : 0);
     double stats = 0, prefix = 0;
     for (int k = i; k < j; k++) {
-        for (int q = 0; q < op_norms(&n->ops[k]); q++) stats += prefix + op_macs_before(&n->ops[k], q);
+        for (int q = 0; q < op_norms(&n->ops[k]); q++)
+            stats += prefix + op_macs_before(&n->ops[k], q);
         prefix += op_macs(&n->ops[k]);
     }
     return stats * pieces_area(h, w, tile, margin) + prefix * pieces_area(h, w, tile, out_margin);
@@ -155,7 +179,8 @@ void vt_plan_choose(const vt_net *n, int h, int w, int tile, int band, size_t bu
 
 double vt_plan_cost(const vt_net *n, const vt_plan *p, int h, int w, int tile, int band) {
     double c = 0;
-    for (int k = 0; k < p->n_seg; k++) c += segment_cost(n, p->cut[k], p->cut[k + 1], h, w, tile, band);
+    for (int k = 0; k < p->n_seg; k++)
+        c += segment_cost(n, p->cut[k], p->cut[k + 1], h, w, tile, band);
     return c;
 }
 
@@ -176,11 +201,19 @@ static size_t segment_region(const vt_net *n, int i, int j, int ph, int pw) {
         const size_t ho = (size_t)ph * o->s_out, wo = (size_t)pw * o->s_out;
         size_t v;
         switch (o->kind) {
-        case VT_RESNET: v = vae_resnet_floats(o->cin, o->cout, hi * wi); break;
-        case VT_UPCONV: v = vae_upsample_floats(o->cin, (int)hi, (int)wi); break;
-        case VT_NORM_CONV: v = 2 * vae_round(hi * wi * o->cin); break;
+        case VT_RESNET:
+            v = vae_resnet_floats(o->cin, o->cout, hi * wi);
+            break;
+        case VT_UPCONV:
+            v = vae_upsample_floats(o->cin, (int)hi, (int)wi);
+            break;
+        case VT_NORM_CONV:
+            v = 2 * vae_round(hi * wi * o->cin);
+            break;
         case VT_CONV:
-        default: v = vae_round(hi * wi * o->cin) + vae_round(ho * wo * o->cout); break;
+        default:
+            v = vae_round(hi * wi * o->cin) + vae_round(ho * wo * o->cout);
+            break;
         }
         if (v > need) need = v;
     }
@@ -201,7 +234,8 @@ vt_sizes vt_run_sizes(const vt_net *n, const vt_plan *p, int h, int w, int tile,
     for (int s = 0; s < p->n_seg; s++) {
         const int i = p->cut[s], j = p->cut[s + 1];
         const int margin = vt_margin(n, i, j) + (j == n->n_ops ? (band + 1) / 2 : 0);
-        const int ph = vae_tile_max_piece(h, tile, margin), pw = vae_tile_max_piece(w, tile, margin);
+        const int ph = vae_tile_max_piece(h, tile, margin),
+                  pw = vae_tile_max_piece(w, tile, margin);
         const size_t r = segment_region(n, i, j, ph, pw);
         if (r > z.region_floats) z.region_floats = r;
         if (j == n->n_ops) piece_px = (size_t)ph * pw;
