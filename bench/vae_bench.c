@@ -1,23 +1,30 @@
-/* Times vae_decode / vae_encode on random weights of a given AutoencoderKL shape.
+/* Times vae_decode / vae_encode, untiled or tiled, on random weights of a given AutoencoderKL
+ * shape, and prints the scratch the library computes for the run and the process's peak RSS.
  *
  *   make build/libsd.a && gcc -std=c11 -O2 -fopenmp -D_GNU_SOURCE -I/usr/include/cjson \
  *       bench/vae_bench.c build/libsd.a -lopenblas -lcjson -lpng -ljpeg -lm -o build/vae_bench
  *   build/vae_bench sd15 64 64      # SD1.5 channels [128, 256, 512, 512], 64x64 latent -> 512x512
  *   build/vae_bench tiny 64 64      # the fixtures' [8, 16, 16, 16]
+ *   build/vae_bench sd15 256 256 1 86 2560 dec   # 2048x2048 decode in tiles of 86 latent pixels
+ *                                                # (overlap 21) storing up to 2560 MB; tile 0:
+ *                                                # untiled, -1: the automatic choice; dec, enc
+ *                                                # or both (default)
  *
  * The weights (uniform, scaled by 1/sqrt(fan_in); norms near 1) are written once to
- * bench/cache/vae-<name>/ and reused. Numbers are meaningless; only the time and memory matter. */
+ * bench/cache/vae-<name>/ and reused. Numbers are meaningless; only the time and memory matter.
+ * Run one measurement per process: the peak RSS is the process's. */
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 
 #include "../core/fileutil.h"
 #include "../core/safetensors.h"
-#include "../vae/vae_internal.h"
+#include "../vae/vae_tiled.h"
 
 typedef struct {
     st_entry *e;
@@ -149,10 +156,19 @@ static double now(void) {
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+static double peak_mb(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss / 1024.0;
+}
+
 int main(int argc, char **argv) {
     const char *kind = argc > 1 ? argv[1] : "tiny";
     const int h = argc > 2 ? atoi(argv[2]) : 64, w = argc > 3 ? atoi(argv[3]) : 64;
     const int reps = argc > 4 ? atoi(argv[4]) : 1;
+    int tile = argc > 5 ? atoi(argv[5]) : 0;
+    const size_t limit = (size_t)(argc > 6 ? atol(argv[6]) : VAE_AUTO_TILE_LIMIT_MB) << 20;
+    const char *what = argc > 7 ? argv[7] : "both";
     static const int sd15[4] = {128, 256, 512, 512}, tiny[4] = {8, 16, 16, 16};
     const int is_sd = !strcmp(kind, "sd15");
     char dir[256];
@@ -161,21 +177,42 @@ int main(int argc, char **argv) {
     vae *m;
     if (vae_load(&m, dir, NULL) != SD_OK) return fprintf(stderr, "%s\n", sd_last_error()), 1;
     const int f = vae_scale_factor(m);
+    printf("%s, latent %dx%d, loaded: peak RSS %.0f MB\n", kind, w, h, peak_mb());
     float *z = malloc((size_t)h * w * 4 * sizeof *z), *img = malloc((size_t)h * f * w * f * 3 * sizeof *img);
     for (size_t i = 0; i < (size_t)h * w * 4; i++) z[i] = (float)((i * 2654435761u) % 1000) / 500.0f - 1.0f;
-    for (int r = 0; r < reps; r++) {
-        double t0 = now();
-        if (vae_decode(m, z, 1, h, w, img) != SD_OK) return fprintf(stderr, "%s\n", sd_last_error()), 1;
-        double t1 = now();
-        printf("%s decode %dx%d latent -> %dx%d: %.3f s, arena %.0f MB\n", kind, w, h, w * f, h * f,
-               t1 - t0, m->arena.high_water / 1048576.0);
+    for (size_t i = 0; i < (size_t)h * f * w * f * 3; i++) img[i] = (float)((i * 2654435761u) % 1000) / 500.0f - 1.0f;
+    const bool dec = strcmp(what, "enc") != 0, enc = strcmp(what, "dec") != 0;
+    for (int r = 0; dec && r < reps; r++) {
+        const int t = tile < 0 ? vae_auto_tile(m, h, w, limit) : tile;
+        double cost = 0;
+        size_t bytes = t ? vt_decode_bytes(m, h, w, t, t / 4, limit, NULL, &cost) : vae_decode_scratch_bytes(m, h, w, 0, 0);
+        vt_net net;
+        vt_decoder_net(m, &net);
+        const double t0 = now();
+        sd_status st = t ? vae_decode_tiled(m, z, 1, h, w, t, t / 4, limit, img) : vae_decode(m, z, 1, h, w, img);
+        if (st != SD_OK) return fprintf(stderr, "%s\n", sd_last_error()), 1;
+        printf("%s decode %dx%d latent -> %dx%d, tile %d: %.3f s (%.3g us per pixel), scratch %zu MB "
+               "(tiled part %.2f x its untiled multiply-adds), peak RSS %.0f MB\n", kind, w, h, w * f,
+               h * f, t, now() - t0, (now() - t0) * 1e6 / ((double)h * f * w * f), bytes >> 20,
+               t ? cost / vt_net_cost(&net, h, w) : 1.0, peak_mb());
     }
-    float *mean = malloc((size_t)h * w * 4 * sizeof *mean), *lv = malloc((size_t)h * w * 4 * sizeof *lv);
-    double t0 = now();
-    if (vae_encode(m, img, 1, h * f, w * f, mean, lv) != SD_OK) return fprintf(stderr, "%s\n", sd_last_error()), 1;
-    printf("%s encode %dx%d image: %.3f s, arena %.0f MB\n", kind, w * f, h * f, now() - t0,
-           m->arena.high_water / 1048576.0);
-    free(z), free(img), free(mean), free(lv);
+    if (enc) {
+        float *mean = malloc((size_t)h * w * 4 * sizeof *mean), *lv = malloc((size_t)h * w * 4 * sizeof *lv);
+        const int t = tile < 0 ? vae_auto_tile_encode(m, h * f, w * f, limit) : tile;
+        double cost = 0;
+        size_t bytes = t ? vt_encode_bytes(m, h, w, t, t / 4, limit, NULL, &cost) : vae_encode_scratch_bytes(m, h * f, w * f, 0, 0);
+        vt_net net;
+        vt_encoder_net(m, &net);
+        const double t0 = now();
+        sd_status st = t ? vae_encode_tiled(m, img, 1, h * f, w * f, t, t / 4, limit, mean, lv)
+                         : vae_encode(m, img, 1, h * f, w * f, mean, lv);
+        if (st != SD_OK) return fprintf(stderr, "%s\n", sd_last_error()), 1;
+        printf("%s encode %dx%d image, tile %d: %.3f s, scratch %zu MB (tiled part %.2f x its "
+               "untiled multiply-adds), peak RSS %.0f MB\n", kind, w * f, h * f, t, now() - t0,
+               bytes >> 20, t ? cost / vt_net_cost(&net, h, w) : 1.0, peak_mb());
+        free(mean), free(lv);
+    }
+    free(z), free(img);
     vae_free(m);
     return 0;
 }

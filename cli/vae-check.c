@@ -43,11 +43,12 @@ static void usage(FILE *fp) {
             "      --min-psnr X       exit 1 when the PSNR is under X dB: the reference comparison's, or\n"
             "                         the round trip's without --reference (default 30 with --reference,\n"
             "                         no limit for a round trip)\n"
-            "      --tile N|auto      decode in tiles of N x N latent pixels (8N image pixels for SD), for\n"
-            "                         images too large to decode at once; within one level of the\n"
-            "                         untiled decode, several times slower (0: untiled, the default);\n"
-            "                         auto: tiled only when the untiled decode's scratch is over\n"
-            "                         $SD_VAE_TILE_LIMIT_MB (default 2560), as gen --vae-tile auto\n"
+            "      --tile N|auto      decode (and --image: encode) in tiles of N x N latent pixels (8N\n"
+            "                         image pixels for SD), for images too large to run at once; within\n"
+            "                         one level of the untiled decode, slower (0: untiled, the default);\n"
+            "                         auto: tiled only when the untiled pass's scratch is over\n"
+            "                         $SD_VAE_TILE_LIMIT_MB (default 2560), as gen --vae-tile auto. Tiles\n"
+            "                         store whole-image activations up to that limit to go faster\n"
             "      --tile-overlap N   blending band between tiles in latent pixels (default N/4)\n"
             "  -t, --threads N        threads (default: all cores)\n"
             "  -q, --quiet            no messages on stderr besides errors\n"
@@ -159,8 +160,8 @@ static sd_status read_latents(const char *spec, sd_latents *out) {
     return st;
 }
 
-/* Decodes z into n = z->n images (the options' tiling; raw latents with --raw). */
-static sd_status decode(sd_vae *v, const options *o, const sd_latents *z, sd_image *imgs) {
+/* The options' tiling (of the decode and the encode); raw latents with --raw. */
+static sd_vae_decode_params tiling(const options *o) {
     sd_vae_decode_params dp;
     sd_vae_decode_params_init(&dp);
     dp.raw = o->raw;
@@ -168,6 +169,12 @@ static sd_status decode(sd_vae *v, const options *o, const sd_latents *z, sd_ima
     dp.tile = o->tile == TILE_AUTO ? 0 : o->tile == 0 ? -1 : o->tile;
     dp.tile_overlap = o->tile > 0 ? o->overlap : -1;
     dp.tile_limit_mb = o->tile_limit_mb;
+    return dp;
+}
+
+/* Decodes z into n = z->n images. */
+static sd_status decode(sd_vae *v, const options *o, const sd_latents *z, sd_image *imgs) {
+    const sd_vae_decode_params dp = tiling(o);
     return sd_vae_decode(v, z, &dp, imgs);
 }
 
@@ -200,7 +207,9 @@ static sd_status write_images(const options *o, const sd_image *imgs, int n) {
  * encoder's output unchanged. */
 static sd_status round_trip(sd_vae *v, const options *o, const sd_image *in, sd_image *recon) {
     sd_latents z;
-    sd_status st = sd_vae_encode(v, in, true, &z);
+    sd_vae_decode_params ep = tiling(o);
+    ep.raw = true;
+    sd_status st = sd_vae_encode_opt(v, in, &ep, &z);
     if (st != SD_OK) return cli_fail(st, "%s: %s", o->image, sd_last_error());
     options raw = *o;
     raw.raw = true;

@@ -398,11 +398,11 @@ typedef struct {
      * [batch][C][H/8][W/8], before scaling by init_noise_sigma. NULL: drawn from `seed`. Flux
      * takes them unpacked (16 channels), not packed as its diffusers argument. */
     const float *latents;
-    /* VAE decode tiles in latent pixels (8x that in image pixels for SD): 0 decides by size (tiled
-     * only when an untiled decode would need more scratch memory than vae_tile_limit_mb), -1 never
-     * tiles. */
+    /* VAE decode (and image-to-image encode) tiles in latent pixels (8x that in image pixels for
+     * SD): 0 decides by size (tiled only when the untiled pass would need more scratch memory than
+     * vae_tile_limit_mb), -1 never tiles. */
     int vae_tile;
-    int vae_tile_limit_mb;       /* the limit of vae_tile 0, in MB; 0: 2560 */
+    int vae_tile_limit_mb;       /* the limit of vae_tile 0 (and what tiles may store), in MB; 0: 2560 */
     sd_event_fn on_event;
     void *user;
     /* How the prompts are read; default SD_PROMPT_PLAIN. A1111's syntax takes no prompt_2 /
@@ -496,6 +496,11 @@ SD_API sd_status sd_vae_decode(sd_vae *v, const sd_latents *z, const sd_vae_deco
  * (*out allocated: sd_latents_free): raw as the encoder gives it, or scaled as a pipeline holds
  * latents (times scaling_factor, after subtracting shift_factor). */
 SD_API sd_status sd_vae_encode(sd_vae *v, const sd_image *img, bool raw, sd_latents *out);
+/* The same with params' raw, tile, tile_overlap and tile_limit_mb, in the senses sd_vae_decode
+ * gives them (tile 0: tiled by size, as sd_vae_encode does; a tiled encode equals the untiled one
+ * up to float rounding). params NULL: the defaults. */
+SD_API sd_status sd_vae_encode_opt(sd_vae *v, const sd_image *img,
+                                   const sd_vae_decode_params *params, sd_latents *out);
 
 #ifdef __cplusplus
 }

@@ -71,15 +71,17 @@ void sd_vae_free(sd_vae *v) {
 int sd_vae_scale_factor(const sd_vae *v) { return vae_scale_factor(v->m); }
 int sd_vae_latent_channels(const sd_vae *v) { return vae_get_config(v->m)->latent_channels; }
 
-/* The tile and overlap a decode of an h x w latent uses under the parameters (0: untiled). */
-static sd_status choose_tiles(const sd_vae *v, const sd_vae_decode_params *dp, int h, int w,
-                              int *tile, int *overlap) {
+/* The tile and overlap a decode (latent h x w) or an encode (image h x w) uses under the
+ * parameters (0: untiled), and the limit tiles may store up to. */
+static sd_status choose_tiles(const sd_vae *v, const sd_vae_decode_params *dp, bool encode, int h,
+                              int w, int *tile, int *overlap, size_t *limit) {
     *tile = dp->tile > 0 ? dp->tile : 0;
     *overlap = dp->tile_overlap >= 0 ? dp->tile_overlap : *tile / 4;
+    *limit = 0;
+    if (dp->tile >= 0) SD_TRY(vae_auto_tile_limit(dp->tile_limit_mb, limit));
     if (dp->tile == 0) { /* by size, as sd_generate decides it */
-        size_t limit;
-        SD_TRY(vae_auto_tile_limit(dp->tile_limit_mb, &limit));
-        *tile = vae_auto_tile(v->m, h, w, limit);
+        *tile = encode ? vae_auto_tile_encode(v->m, h, w, *limit)
+                       : vae_auto_tile(v->m, h, w, *limit);
         *overlap = *tile / 4;
     }
     if (*tile > 0 && *overlap >= *tile)
@@ -106,7 +108,8 @@ sd_status sd_vae_decode(sd_vae *v, const sd_latents *z, const sd_vae_decode_para
         return sd_set_error(SD_ERR_UNSUPPORTED, "the VAE has %d output channels; images need 3",
                             vc->out_channels);
     int tile, overlap;
-    SD_TRY(choose_tiles(v, &dp, z->h, z->w, &tile, &overlap));
+    size_t limit;
+    SD_TRY(choose_tiles(v, &dp, false, z->h, z->w, &tile, &overlap, &limit));
     const int f = vae_scale_factor(v->m), W = z->w * f, H = z->h * f;
     const size_t nl = (size_t)z->n * z->c * z->h * z->w;
     float *nhwc = malloc(nl * sizeof *nhwc), *x = malloc((size_t)z->n * W * H * 3 * sizeof *x);
@@ -116,7 +119,7 @@ sd_status sd_vae_decode(sd_vae *v, const sd_latents *z, const sd_vae_decode_para
         layout_nchw_to_nhwc(z->data, nhwc, z->n, z->c, z->h, z->w);
         if (!dp.raw) vae_unscale_latents(v->m, nhwc, nhwc, nl);
         const int threads = sd_threads_begin(v->threads);
-        st = tile ? vae_decode_tiled(v->m, nhwc, z->n, z->h, z->w, tile, overlap, x)
+        st = tile ? vae_decode_tiled(v->m, nhwc, z->n, z->h, z->w, tile, overlap, limit, x)
                   : vae_decode(v->m, nhwc, z->n, z->h, z->w, x);
         sd_threads_end(threads);
     }
@@ -131,12 +134,28 @@ sd_status sd_vae_decode(sd_vae *v, const sd_latents *z, const sd_vae_decode_para
 }
 
 sd_status sd_vae_encode(sd_vae *v, const sd_image *img, bool raw, sd_latents *out) {
+    sd_vae_decode_params p;
+    sd_vae_decode_params_init(&p);
+    p.raw = raw;
+    return sd_vae_encode_opt(v, img, &p, out);
+}
+
+sd_status sd_vae_encode_opt(sd_vae *v, const sd_image *img, const sd_vae_decode_params *params,
+                            sd_latents *out) {
     memset(out, 0, sizeof *out);
+    sd_vae_decode_params dp;
+    sd_vae_decode_params_init(&dp);
+    if (params)
+        SD_TRY(api_copy_params(&dp, sizeof dp, params, SD_VAE_DECODE_PARAMS_FIRST_SIZE,
+                               "sd_vae_decode_params"));
     const int f = vae_scale_factor(v->m), W = img->width, H = img->height;
     const int c = vae_get_config(v->m)->latent_channels, h = H / f, w = W / f;
     if (!img->rgb || W < f || H < f || W % f || H % f)
         return sd_set_error(SD_ERR_ARG, "VAE encode: image %dx%d is not a multiple of %d on each "
                             "side", W, H, f);
+    int tile, overlap;
+    size_t limit;
+    SD_TRY(choose_tiles(v, &dp, true, H, W, &tile, &overlap, &limit));
     const size_t nl = (size_t)h * w * c;
     float *x = malloc((size_t)W * H * 3 * sizeof *x), *mean = malloc(nl * sizeof *mean);
     float *logvar = malloc(nl * sizeof *logvar);
@@ -146,11 +165,12 @@ sd_status sd_vae_encode(sd_vae *v, const sd_image *img, bool raw, sd_latents *ou
     if (st == SD_OK) {
         image_to_float(img->rgb, W, H, x);
         const int threads = sd_threads_begin(v->threads);
-        st = vae_encode(v->m, x, 1, H, W, mean, logvar);
+        st = tile ? vae_encode_tiled(v->m, x, 1, H, W, tile, overlap, limit, mean, logvar)
+                  : vae_encode(v->m, x, 1, H, W, mean, logvar);
         sd_threads_end(threads);
     }
     if (st == SD_OK) {
-        if (!raw) vae_scale_latents(v->m, mean, mean, nl);
+        if (!dp.raw) vae_scale_latents(v->m, mean, mean, nl);
         layout_nhwc_to_nchw(mean, out->data, 1, h, w, c);
         out->n = 1, out->c = c, out->h = h, out->w = w;
     } else {

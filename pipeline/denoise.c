@@ -184,10 +184,10 @@ sd_status pl_decode(sd_pipeline *p, const sd_gen_params *g, float *latents, int 
          * when the untiled decode's scratch is over the limit (vae_auto_tile). */
         int tile = g->vae_tile;
         size_t limit = 0;
-        if (tile == 0) st = vae_auto_tile_limit(g->vae_tile_limit_mb, &limit);
+        if (tile >= 0) st = vae_auto_tile_limit(g->vae_tile_limit_mb, &limit); /* tiles store up to it */
         if (st == SD_OK && tile == 0) tile = vae_auto_tile(p->vae, h, w, limit);
         if (st == SD_OK)
-            st = tile > 0 ? vae_decode_tiled(p->vae, latents, batch, h, w, tile, tile / 4, decoded)
+            st = tile > 0 ? vae_decode_tiled(p->vae, latents, batch, h, w, tile, tile / 4, limit, decoded)
                           : vae_decode(p->vae, latents, batch, h, w, decoded);
     }
     for (int b = 0; b < batch && st == SD_OK; b++) {

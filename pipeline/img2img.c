@@ -106,7 +106,8 @@ sd_status pl_i2i_mask_pixels(const sd_image *mask, int width, int height, float 
     return SD_OK;
 }
 
-sd_status pl_i2i_encode(vae *v, const float *image, int width, int height, sd_rng *rng, float *out) {
+sd_status pl_i2i_encode(vae *v, const sd_gen_params *g, const float *image, int width, int height,
+                        sd_rng *rng, float *out) {
     const int f = vae_scale_factor(v), c = vae_get_config(v)->latent_channels;
     const int h = height / f, w = width / f;
     const size_t n = (size_t)h * w * c;
@@ -114,7 +115,16 @@ sd_status pl_i2i_encode(vae *v, const float *image, int width, int height, sd_rn
     float *draw = malloc(n * sizeof *draw);
     sd_status st = mean && logvar && draw ? SD_OK
                                           : sd_set_error(SD_ERR_NOMEM, "out of memory encoding an image");
-    if (st == SD_OK) st = vae_encode(v, image, 1, height, width, mean, logvar);
+    /* --vae-tile: N tiles of N latent pixels, off (-1) whole, auto (0) tiled only when the
+     * untiled encode's scratch is over the limit (vae_auto_tile_encode). */
+    int tile = g->vae_tile;
+    size_t limit = 0;
+    if (st == SD_OK && tile >= 0) st = vae_auto_tile_limit(g->vae_tile_limit_mb, &limit);
+    if (st == SD_OK && tile == 0) tile = vae_auto_tile_encode(v, height, width, limit);
+    if (st == SD_OK)
+        st = tile > 0
+                 ? vae_encode_tiled(v, image, 1, height, width, tile, tile / 4, limit, mean, logvar)
+                 : vae_encode(v, image, 1, height, width, mean, logvar);
     if (st == SD_OK) {
         rng_randn(rng, draw, n); /* torch.randn of the posterior's NCHW shape */
         layout_nchw_to_nhwc(draw, out, 1, c, h, w);
@@ -148,7 +158,7 @@ static sd_status prepare_mask(pl_i2i *st, sd_pipeline *p, const sd_gen_params *g
                 const float keep = mask[i] < 0.5f ? 1.0f : 0.0f; /* image * (mask < 0.5) */
                 for (int k = 0; k < 3; k++) image[3 * i + k] *= keep;
             }
-            st_ = pl_i2i_encode(p->vae, image, width, height, &ns->rng, st->masked);
+            st_ = pl_i2i_encode(p->vae, g, image, width, height, &ns->rng, st->masked);
         } else {
             /* A 4-channel UNet never sees the masked image's latents, but diffusers encodes them
              * all the same, drawing their sample from the generator: draw it too, so that a
@@ -186,7 +196,7 @@ sd_status pl_i2i_prepare(pl_i2i *st, sd_pipeline *p, const sd_gen_params *g, sd_
     /* img2img and noised starts need the image's latents; inpainting blends need them too. */
     const bool noised_start = !st->inpaint || (!g->latents && !strength_max);
     if (r == SD_OK && (noised_start || (st->inpaint && !inpaint_model)))
-        r = pl_i2i_encode(p->vae, image, width, height, &ns->rng, st->image_latents);
+        r = pl_i2i_encode(p->vae, g, image, width, height, &ns->rng, st->image_latents);
     if (r == SD_OK) {
         /* Given latents replace the drawn noise (inpainting: diffusers' latents= argument). */
         if (g->latents) layout_nchw_to_nhwc(g->latents, st->noise, st->batch, st->c, st->h, st->w);

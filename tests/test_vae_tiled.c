@@ -6,6 +6,7 @@
  * fast; the issue's example, 64x48 latents in tiles of 16 overlapping by 4, measured the same way
  * gives 16 (noise) and 17 (encoded picture) of 589824 values one level apart, none further. */
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -53,7 +54,11 @@ static float *compare(vae *m, const float *z, int n, int h, int w, int tile, int
     float *want = malloc(npix * sizeof *want), *got = malloc(npix * sizeof *got);
     uint8_t *a = malloc(npix), *b = malloc(npix);
     CHECK_OK(vae_decode(m, z, n, h, w, want));
-    sd_status st = vae_decode_tiled(m, z, n, h, w, tile, overlap, got);
+    /* With nothing stored (every statistics pass from the latent's resolution), then with every
+     * activation the plan wants stored (passes from the last stored one). */
+    for (int pass = 0; pass < 2; pass++) {
+    const size_t limit = pass ? (size_t)1 << 40 : 0;
+    sd_status st = vae_decode_tiled(m, z, n, h, w, tile, overlap, limit, got);
     CHECK(st == SD_OK, "%s: %s", what, sd_last_error());
     if (st == SD_OK) {
         image_from_float(want, (int)(npix / 3), 1, a);
@@ -68,10 +73,11 @@ static float *compare(vae *m, const float *z, int n, int h, int w, int tile, int
             if (fabs(got[i] - want[i]) > maxf) maxf = fabs(got[i] - want[i]);
         }
         const int ok = maxd <= 1 && differ * 1000 <= npix;
-        printf("%s %s: latent %dx%d x%d, tile %d overlap %d: %zu of %zu values differ, max %d "
+        printf("%s %s: latent %dx%d x%d, tile %d overlap %d, %s: %zu of %zu values differ, max %d "
                "level(s); max float difference %.3g\n", ok ? "ok  " : "FAIL", what, w, h, n, tile,
-               overlap, differ, npix, maxd, maxf);
+               overlap, pass ? "stored" : "nothing stored", differ, npix, maxd, maxf);
         CHECK(ok, "%s: tiled decode %d levels off", what, maxd);
+    }
     }
     free(want), free(a), free(b);
     return got;
@@ -89,7 +95,7 @@ static void test_sd15(void) {
     const size_t npix = (size_t)16 * 8 * 16 * 8 * 3;
     float *a = malloc(npix * sizeof *a), *b = malloc(npix * sizeof *b);
     CHECK_OK(vae_decode(m, z, 1, 16, 16, a));
-    CHECK_OK(vae_decode_tiled(m, z, 1, 16, 16, 16, 4, b));
+    CHECK_OK(vae_decode_tiled(m, z, 1, 16, 16, 16, 4, 0, b));
     CHECK(!memcmp(a, b, npix * sizeof *a), "a tile as large as the latent decodes untiled");
     free(z);
 
@@ -109,9 +115,9 @@ static void test_sd15(void) {
 
     /* The thread count changes nothing (two tiles side by side). */
     sd_set_threads(1);
-    CHECK_OK(vae_decode_tiled(m, z, 1, 8, 13, 7, 2, a));
+    CHECK_OK(vae_decode_tiled(m, z, 1, 8, 13, 7, 2, (size_t)1 << 40, a));
     sd_set_threads(2);
-    CHECK_OK(vae_decode_tiled(m, z, 1, 8, 13, 7, 2, b));
+    CHECK_OK(vae_decode_tiled(m, z, 1, 8, 13, 7, 2, (size_t)1 << 40, b));
     sd_set_threads(0);
     CHECK(!memcmp(a, b, (size_t)8 * 8 * 13 * 8 * 3 * sizeof *a),
           "tiled decode: 1 and 2 threads give the same floats");
@@ -119,11 +125,11 @@ static void test_sd15(void) {
 
     /* Impossible tilings are refused, naming the argument. */
     float dummy[4];
-    sd_status st = vae_decode_tiled(m, z, 1, h, w, 0, 0, dummy);
+    sd_status st = vae_decode_tiled(m, z, 1, h, w, 0, 0, 0, dummy);
     CHECK(st == SD_ERR_ARG && strstr(sd_last_error(), "tile 0"), "tile 0: %s", sd_last_error());
-    st = vae_decode_tiled(m, z, 1, h, w, 6, 6, dummy);
+    st = vae_decode_tiled(m, z, 1, h, w, 6, 6, 0, dummy);
     CHECK(st == SD_ERR_ARG && strstr(sd_last_error(), "overlap 6"), "overlap = tile: %s", sd_last_error());
-    st = vae_decode_tiled(m, z, 1, h, w, 6, -1, dummy);
+    st = vae_decode_tiled(m, z, 1, h, w, 6, -1, 0, dummy);
     CHECK(st == SD_ERR_ARG, "negative overlap: %s", sd_last_error());
     free(z);
     vae_free(m);
@@ -153,10 +159,21 @@ static void test_auto(void) {
     CHECK(vae_auto_tile(m, h, w, (size_t)1 << 40) == 0, "auto: untiled under a large limit");
     int tile = vae_auto_tile(m, h, w, untiled - 1);
     CHECK(tile == 20, "auto with the limit just under the untiled scratch: 2 x 2 tiles, not %d", tile);
-    tile = vae_auto_tile(m, h, w, t20 - 1);
-    CHECK(tile >= VAE_MIN_AUTO_TILE && tile < 20, "auto under tiles of 20's scratch: %d", tile);
-    const int small = vae_auto_tile(m, h, w, 1);
-    CHECK(small == VAE_MIN_AUTO_TILE, "auto under an impossible limit: the smallest tile, %d", small);
+    /* The least scratch any tile takes (the whole-latent part sets a floor), then limits under
+     * tiles of 20's: a smaller tile that fits, or when none does (the impossible limit 1 always),
+     * one within a tenth of the least. */
+    size_t least = SIZE_MAX;
+    for (int t = VAE_MIN_AUTO_TILE; t < 40; t++) {
+        const size_t b = vae_decode_scratch_bytes(m, h, w, t, t / 4);
+        if (b < least) least = b;
+    }
+    const size_t limits[2] = {t20 - 1, 1};
+    for (int k = 0; k < 2; k++) {
+        tile = vae_auto_tile(m, h, w, limits[k]);
+        const size_t b = vae_decode_scratch_bytes(m, h, w, tile, tile / 4);
+        CHECK(tile >= VAE_MIN_AUTO_TILE && (b <= limits[k] || (least > limits[k] && b <= least + least / 10)),
+              "auto under %zu bytes: tile %d takes %zu (the least %zu)", limits[k], tile, b, least);
+    }
 
     /* The limit parameter (sd_gen_params.vae_tile_limit_mb): 0 is the default, MB otherwise. */
     size_t lim = 0;

@@ -239,14 +239,7 @@ sd_status vae_encode(vae *m, const float *image, int n, int h, int w, float *mea
         if (m->has_quant) vae_conv_forward(&m->quant_conv, &a, h / f, w / f);
         /* DiagonalGaussianDistribution: the first L channels are the mean, the next L the log
          * variance, clamped to [-30, 20]. */
-        const float *mom = a.x;
-        float *mi = mean + (size_t)i * hw * l, *li = logvar + (size_t)i * hw * l;
-        for (int p = 0; p < hw; p++)
-            for (int k = 0; k < l; k++) {
-                mi[(size_t)p * l + k] = mom[(size_t)p * 2 * l + k];
-                const float v = mom[(size_t)p * 2 * l + l + k];
-                li[(size_t)p * l + k] = v < -30.0f ? -30.0f : v > 20.0f ? 20.0f : v;
-            }
+        vae_moments_split(a.x, (size_t)hw, l, mean + (size_t)i * hw * l, logvar + (size_t)i * hw * l);
     }
     sd_arena_reset(&m->arena);
     return SD_OK;

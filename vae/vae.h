@@ -57,23 +57,25 @@ sd_status vae_decode(vae *m, const float *z, int n, int h, int w, float *image);
  * the latent is cut into square tiles of at most `tile` latent pixels (8 * tile image pixels for
  * SD), each decoded with a margin of context, and neighbours are blended linearly across a band
  * of `overlap` latent pixels centred on their boundary. The result stays within one 8-bit level
- * of vae_decode's (not diffusers' tiled_decode, which changes the image: vae_tiled.c says why and
- * what it costs, several times the time of an untiled decode). tile >= both sides decodes
- * untiled. Needs tile >= 1 and 0 <= overlap < tile. */
+ * of vae_decode's (not diffusers' tiled_decode, which changes the image: vae_tiled.c says why).
+ * Its time depends on limit_bytes: the whole-image activations it may store between layers, as
+ * long as its scratch stays within that limit, spare it reruns of the layers (vae_tiled.h); 0
+ * stores none (the least memory, about ten times an untiled decode for SD). tile >= both sides
+ * decodes untiled. Needs tile >= 1 and 0 <= overlap < tile. */
 sd_status vae_decode_tiled(vae *m, const float *z, int n, int h, int w, int tile, int overlap,
-                           float *image);
+                           size_t limit_bytes, float *image);
 
 /* Bytes of scratch a decode of one h x w latent touches beyond the weights, the latents and the
  * output image (a batch reuses it image after image): untiled for tile <= 0 (or a tile covering
- * the latent), else vae_decode_tiled's with that tile and overlap. Computed from the sizes the
- * decode itself allocates. */
+ * the latent), else vae_decode_tiled's with that tile and overlap storing nothing (the least it
+ * can take: under a limit L it takes at most the larger of this and L). Computed from the sizes
+ * the decode itself allocates. */
 size_t vae_decode_scratch_bytes(const vae *m, int h, int w, int tile, int overlap);
 
-/* The same for vae_encode of one h x w image (image pixels), which has no tiled form: 1.6 GB at
- * 1024x1024, 3.5 GB at 1536x1536, 6.2 GB at 2048x2048 for SD's encoder (about three quarters of
- * the untiled decode's: img2img and inpainting at such sizes need that on top of the model). 0
- * for a model loaded without its encoder. */
-size_t vae_encode_scratch_bytes(const vae *m, int h, int w);
+/* The same for an encode of one h x w image (image pixels; tile and overlap in latent pixels, as
+ * vae_encode_tiled takes them): untiled (tile <= 0) 1.6 GB at 1024x1024, 3.5 GB at 1536x1536,
+ * 6.2 GB at 2048x2048 for SD's encoder. 0 for a model loaded without its encoder. */
+size_t vae_encode_scratch_bytes(const vae *m, int h, int w, int tile, int overlap);
 
 /* The smallest tile the automatic choice goes down to, in latent pixels. */
 #define VAE_MIN_AUTO_TILE 16
@@ -85,8 +87,10 @@ size_t vae_encode_scratch_bytes(const vae *m, int h, int w);
  * about 0.8 GB at 2048x2048. */
 #define VAE_AUTO_TILE_LIMIT_MB 2560
 /* The decode --vae-tile auto makes: 0 (untiled) when the untiled decode's scratch fits within
- * limit_bytes, else the largest tile (latent pixels; overlap tile / 4) whose scratch fits, going
- * down to VAE_MIN_AUTO_TILE when none does. The choice is logged (SD_LOG_INFO). */
+ * limit_bytes, else, among the tiles (latent pixels; overlap tile / 4) whose scratch fits, the
+ * one whose run under that limit counts the fewest multiply-adds (smaller tiles leave room for
+ * stored activations, larger ones decode fewer margins), going down to VAE_MIN_AUTO_TILE when
+ * none fits. The choice is logged (SD_LOG_INFO). */
 int vae_auto_tile(const vae *m, int h, int w, size_t limit_bytes);
 /* The limit in bytes for a limit of limit_mb MB (sd_gen_params.vae_tile_limit_mb): 0 is
  * VAE_AUTO_TILE_LIMIT_MB; a negative one is an error. */
@@ -96,5 +100,16 @@ sd_status vae_auto_tile_limit(int limit_mb, size_t *bytes);
  * [n][h/8][w/8][latent_channels] (logvar clamped to [-30, 20] as DiagonalGaussianDistribution
  * does), through quant_conv when the model has one. */
 sd_status vae_encode(vae *m, const float *image, int n, int h, int w, float *mean, float *logvar);
+
+/* The same encode produced tile by tile (the mirror of vae_decode_tiled, same arguments; tile and
+ * overlap in latent pixels): the layers above the latent's resolution run per tile with a margin
+ * and the whole image's group-norm statistics, the rest on the whole latent. The result equals
+ * vae_encode's up to the order of float sums (vae_encoder_tiled.c). A tile covering the latent
+ * encodes untiled. */
+sd_status vae_encode_tiled(vae *m, const float *image, int n, int h, int w, int tile, int overlap,
+                           size_t limit_bytes, float *mean, float *logvar);
+/* The tile vae_auto_tile picks, for an encode of an h x w image (image pixels): 0 (untiled) when
+ * the untiled encode's scratch fits within limit_bytes. Logged as the decode's. */
+int vae_auto_tile_encode(const vae *m, int h, int w, size_t limit_bytes);
 
 #endif

@@ -80,20 +80,28 @@ size_t vae_encoder_region_floats(const vae_encoder *e, const vae_config *cfg, in
     return need;
 }
 
-void vae_encoder_forward(const vae_encoder *e, vae_act *a, const float *x, int h, int w) {
+/* The levels that downsample (conv_in first): x (outside the region) -> the current activation,
+ * *h and *w becoming the latent's size. */
+static void forward_high(const vae_encoder *e, vae_act *a, const float *x, int *h, int *w) {
     /* The input lies outside the region: conv_in writes the region's first activation. */
-    const size_t n0 = (size_t)h * w * e->conv_in.s.cout;
+    const size_t n0 = (size_t)*h * *w * e->conv_in.s.cout;
     float *out = vae_act_far(a, n0);
-    nn_conv2d_forward(&e->conv_in, x, 1, h, w, out, a->scratch);
+    nn_conv2d_forward(&e->conv_in, x, 1, *h, *w, out, a->scratch);
     vae_act_set(a, out, n0);
+    for (int i = 0; i < e->n_levels && e->levels[i].has_sample; i++) {
+        const vae_level *l = &e->levels[i];
+        for (int j = 0; j < l->n_res; j++) vae_resnet_forward(&l->res[j], a, *h, *w);
+        vae_conv_forward(&l->sample, a, *h, *w);
+        *h = conv2d_out_h(&l->sample.s, *h);
+        *w = conv2d_out_w(&l->sample.s, *w);
+    }
+}
+
+void vae_encoder_forward_low(const vae_encoder *e, vae_act *a, int h, int w) {
     for (int i = 0; i < e->n_levels; i++) {
         const vae_level *l = &e->levels[i];
-        for (int j = 0; j < l->n_res; j++) vae_resnet_forward(&l->res[j], a, h, w);
-        if (l->has_sample) {
-            vae_conv_forward(&l->sample, a, h, w);
-            h = conv2d_out_h(&l->sample.s, h);
-            w = conv2d_out_w(&l->sample.s, w);
-        }
+        for (int j = 0; !l->has_sample && j < l->n_res; j++)
+            vae_resnet_forward(&l->res[j], a, h, w);
     }
     vae_mid_block_forward(&e->mid, a, h, w);
     const size_t n = (size_t)h * w * e->norm_out.c, on = (size_t)h * w * e->conv_out.s.cout;
@@ -101,4 +109,35 @@ void vae_encoder_forward(const vae_encoder *e, vae_act *a, const float *x, int h
     nn_group_norm_forward(&e->norm_out, a->x, t, 1, h * w, true);
     nn_conv2d_forward(&e->conv_out, t, 1, h, w, mom, a->scratch);
     vae_act_set(a, mom, on);
+}
+
+size_t vae_encoder_low_region_floats(const vae_encoder *e, const vae_config *cfg, int h, int w) {
+    const size_t hw = (size_t)h * w;
+    const int top = cfg->block_out_channels[cfg->n_blocks - 1];
+    size_t need = vae_round(hw * top);
+    for (int i = 0; i < e->n_levels; i++) {
+        const vae_level *lv = &e->levels[i];
+        const int c = cfg->block_out_channels[i], cin = cfg->block_out_channels[i > 0 ? i - 1 : 0];
+        for (int j = 0; !lv->has_sample && j < lv->n_res; j++)
+            grow(&need, vae_resnet_floats(j ? c : cin, c, hw));
+    }
+    grow(&need, vae_mid_block_floats(&e->mid, top, hw));
+    const size_t moments = vae_round(hw * 2 * cfg->latent_channels);
+    grow(&need, 2 * vae_round(hw * top) + moments); /* conv_norm_out beside its input, conv_out */
+    grow(&need, 2 * moments);                       /* quant_conv */
+    return need;
+}
+
+void vae_encoder_forward(const vae_encoder *e, vae_act *a, const float *x, int h, int w) {
+    forward_high(e, a, x, &h, &w);
+    vae_encoder_forward_low(e, a, h, w);
+}
+
+void vae_moments_split(const float *mom, size_t hw, int l, float *mean, float *logvar) {
+    for (size_t p = 0; p < hw; p++)
+        for (int k = 0; k < l; k++) {
+            mean[p * l + k] = mom[p * 2 * l + k];
+            const float v = mom[p * 2 * l + l + k];
+            logvar[p * l + k] = v < -30.0f ? -30.0f : v > 20.0f ? 20.0f : v;
+        }
 }

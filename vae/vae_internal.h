@@ -178,9 +178,6 @@ void vae_decoder_forward_low(const vae_decoder *d, vae_act *a, const float *z, i
 /* Region floats of that first part. */
 size_t vae_decoder_low_region_floats(const vae_decoder *d, const vae_config *cfg, int h, int w);
 
-/* How far, in latent pixels, the tiled part of the decoder (everything after the first up
- * block's resnets) reaches beyond a pixel: each 3x3 convolution one pixel at its resolution. */
-int vae_decoder_context_pixels(const vae_decoder *d);
 /* The largest piece (tile plus margin each side, within the image) when a side of len latent
  * pixels is cut into equal tiles of at most `tile`. */
 int vae_tile_max_piece(int len, int tile, int margin);
@@ -191,5 +188,13 @@ size_t vae_encoder_region_floats(const vae_encoder *e, const vae_config *cfg, in
 /* One image: x [h][w][in_channels] (outside the region) -> the conv_out moments
  * [h/8][w/8][2L] (before quant_conv) as the current activation of `a`. */
 void vae_encoder_forward(const vae_encoder *e, vae_act *a, const float *x, int h, int w);
+/* Its last part alone: everything at the latent's resolution (the last down block's resnets, the
+ * mid block, conv_norm_out, conv_out), from the current activation [h][w][block_out_channels[last]]
+ * (latent pixels). The tiled encode (vae_encoder_tiled.c) runs it whole and tiles the rest. */
+void vae_encoder_forward_low(const vae_encoder *e, vae_act *a, int h, int w);
+size_t vae_encoder_low_region_floats(const vae_encoder *e, const vae_config *cfg, int h, int w);
+/* DiagonalGaussianDistribution: moments [hw][2l] -> the mean (first l channels) and the log
+ * variance (next l), clamped to [-30, 20]. */
+void vae_moments_split(const float *mom, size_t hw, int l, float *mean, float *logvar);
 
 #endif

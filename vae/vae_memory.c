@@ -1,33 +1,23 @@
-/* What a decode costs in memory, and the automatic choice between the untiled decode and the
- * tiled one (vae_tiled.c), made from those costs.
+/* What a decode or an encode costs in memory, and the automatic choice between the untiled pass
+ * and the tiled one (vae_tiled.c, vae_encoder_tiled.c), made from those costs.
  *
  * The figures are computed from the same functions that size the buffers (the region of
- * vae_internal.h's memory plan, the arena's kernel slack, the tiled decode's own buffers), so
- * they are what the decode touches, not a guess. Weights, the latents and the output image are
- * left out: the caller holds them whichever way it decodes.
+ * vae_internal.h's memory plan, the arena's kernel slack, the tiled engine's own buffers and
+ * stored activations), so they are what the pass touches, not a guess. Weights, the latents and
+ * the image are left out: the caller holds them whichever way it runs.
  *
- * The choice: untiled whenever its scratch fits the limit, since tiling costs several times the
- * time (vae_tiled.c); otherwise the largest tile whose scratch fits. Tiles are tried by their
- * count along the longer side (1, 2, 3 ... tiles), because the tiled decode cuts each side into
- * equal tiles anyway: tile = ceil(side / count) wastes nothing, and fewer tiles mean fewer
- * margins decoded twice. */
+ * The choice: untiled whenever its scratch fits the limit, since tiling costs time; otherwise,
+ * among the tiles whose least scratch fits, the one whose plan under the limit (vae_tiled.h)
+ * counts the fewest multiply-adds: small tiles leave room for stored activations that spare the
+ * statistics passes their reruns, large ones decode fewer margins twice. Tiles are tried by their
+ * count along the longer side (2, 3 ... tiles), because the tiled pass cuts each side into equal
+ * tiles anyway: tile = ceil(side / count) wastes nothing. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 
 #include "../core/log.h"
-#include "vae_internal.h"
-
-int vae_decoder_context_pixels(const vae_decoder *d) {
-    double r = 0;
-    for (int i = 0; i < d->n_levels; i++) {
-        const double px = 1.0 / (double)(1 << i);
-        if (i > 0) r += 2 * d->levels[i].n_res * px;
-        if (d->levels[i].has_sample) r += px / 2; /* the upsampler's conv, at twice the resolution */
-    }
-    r += 1.0 / (double)(1 << (d->n_levels - 1)); /* conv_out */
-    return (int)ceil(r);
-}
+#include "vae_tiled.h"
 
 int vae_tile_max_piece(int len, int tile, int margin) {
     const int n = (len + tile - 1) / tile;
@@ -40,61 +30,93 @@ int vae_tile_max_piece(int len, int tile, int margin) {
     return max;
 }
 
-static size_t max_size(size_t a, size_t b) { return a > b ? a : b; }
-
 size_t vae_decode_scratch_bytes(const vae *m, int h, int w, int tile, int overlap) {
-    const vae_config *c = &m->cfg;
-    const vae_decoder *d = &m->dec;
     if (h < 1 || w < 1) return 0;
     if (tile <= 0 || (tile >= h && tile >= w))
-        return vae_region_bytes(vae_decoder_region_floats(d, c, h, w));
-    if (overlap < 0) overlap = 0;
-    const int margin = vae_decoder_context_pixels(d) + (overlap + 1) / 2;
-    const int ph = vae_tile_max_piece(h, tile, margin), pw = vae_tile_max_piece(w, tile, margin);
-    const size_t f = (size_t)vae_scale_factor(m), top = (size_t)c->block_out_channels[c->n_blocks - 1];
-    size_t maxc = 0;
-    for (int i = 0; i < c->n_blocks; i++) maxc = max_size(maxc, (size_t)c->block_out_channels[i]);
-    /* The whole-latent first part and the pieces use the arena one after the other; the tiled
-     * decode sizes it once for the larger of the two. */
-    const size_t region = max_size(vae_decoder_low_region_floats(d, c, h, w),
-                                   vae_decoder_region_floats(d, c, ph, pw));
-    const size_t own = (size_t)h * w * top * sizeof(float)                       /* first part's output */
-                       + (size_t)h * w * f * f * sizeof(float)                   /* blend weight sums */
-                       + (size_t)ph * f * pw * f * c->out_channels * sizeof(float) /* a piece's pixels */
-                       + (size_t)ph * f * 2 * maxc * sizeof(double);             /* statistics rows */
-    return vae_region_bytes(region) + own;
+        return vae_region_bytes(vae_decoder_region_floats(&m->dec, &m->cfg, h, w));
+    return vt_decode_bytes(m, h, w, tile, overlap < 0 ? 0 : overlap, 0, NULL, NULL);
 }
 
-size_t vae_encode_scratch_bytes(const vae *m, int h, int w) {
-    if (!m->has_encoder || h < 1 || w < 1) return 0;
-    return vae_region_bytes(vae_encoder_region_floats(&m->enc, &m->cfg, h, w));
+size_t vae_encode_scratch_bytes(const vae *m, int h, int w, int tile, int overlap) {
+    const int f = vae_scale_factor(m), lh = h / f, lw = w / f;
+    if (!m->has_encoder || lh < 1 || lw < 1) return 0;
+    if (tile <= 0 || (tile >= lh && tile >= lw))
+        return vae_region_bytes(vae_encoder_region_floats(&m->enc, &m->cfg, h, w));
+    return vt_encode_bytes(m, lh, lw, tile, overlap < 0 ? 0 : overlap, 0, NULL, NULL);
 }
 
-static int pick_tile(const vae *m, int h, int w, size_t limit_bytes) {
-    if (vae_decode_scratch_bytes(m, h, w, 0, 0) <= limit_bytes) return 0;
+/* Scratch and multiply-adds of a tiled run (tile, tile / 4) of an h x w latent under the limit. */
+typedef size_t (*tiled_bytes)(const vae *, int, int, int, int, size_t, vt_plan *, double *);
+
+/* Among the tiles (by their count along the longer side) whose least scratch is within `fit`,
+ * the one whose run under `limit` counts the fewest multiply-adds; 0 when none fits. */
+static int cheapest(const vae *m, int h, int w, size_t fit, size_t limit, tiled_bytes bytes,
+                    size_t *least) {
     const int side = h > w ? h : w;
-    int tile = side;
+    int tile = side, best = 0;
+    double best_cost = 0;
     for (int count = 2; tile > VAE_MIN_AUTO_TILE; count++) {
         tile = (side + count - 1) / count;
         if (tile < VAE_MIN_AUTO_TILE) tile = VAE_MIN_AUTO_TILE;
-        if (vae_decode_scratch_bytes(m, h, w, tile, tile / 4) <= limit_bytes) return tile;
+        const size_t lean = bytes(m, h, w, tile, tile / 4, 0, NULL, NULL);
+        if (lean < *least) *least = lean;
+        if (lean > fit) continue;
+        double cost;
+        bytes(m, h, w, tile, tile / 4, limit, NULL, &cost);
+        if (!best || cost < best_cost) best = tile, best_cost = cost;
     }
-    /* Nothing fits (the whole-latent part alone is over the limit): the smallest tile is the
-     * least memory there is. */
-    return tile;
+    return best;
+}
+
+/* 0 when the untiled scratch fits; else the cheapest tile whose least scratch fits. */
+static int pick_tile(const vae *m, int h, int w, size_t untiled, size_t limit, tiled_bytes bytes) {
+    if (untiled <= limit) return 0;
+    size_t least = SIZE_MAX;
+    const int tile = cheapest(m, h, w, limit, limit, bytes, &least);
+    if (tile) return tile;
+    /* Nothing fits: the whole-latent part alone is over the limit (4096x4096 for SD: 3.1 GB).
+     * Small tiles then save little (that part dominates) for many margins run twice (38 times
+     * the work in tiles of 16 against 14 times in tiles of 103): the cheapest within a tenth of
+     * the least scratch. */
+    return cheapest(m, h, w, least + least / 10, limit, bytes, &least);
+}
+
+/* Says the choice, since a tiled run takes longer: the caller sees why, and how much longer (the
+ * tiled layers' multiply-adds against one untiled pass over them). */
+static void log_choice(const char *what, size_t untiled, size_t limit, int tile, size_t tiled,
+                       double times) {
+    if (tile)
+        sd_log(SD_LOG_INFO, "%s tile auto: untiled scratch %zu MB, limit %zu MB: tiles of %d "
+               "latent pixels, overlap %d (scratch %zu MB; the tiled layers' work %.1f times "
+               "untiled)", what, untiled >> 20, limit >> 20, tile, tile / 4, tiled >> 20, times);
+    else
+        sd_log(SD_LOG_INFO, "%s tile auto: untiled scratch %zu MB, limit %zu MB: untiled", what,
+               untiled >> 20, limit >> 20);
 }
 
 int vae_auto_tile(const vae *m, int h, int w, size_t limit_bytes) {
-    const int tile = pick_tile(m, h, w, limit_bytes);
-    /* Said, since a tiled decode takes several times as long: the caller sees why. */
-    const size_t untiled_mb = vae_decode_scratch_bytes(m, h, w, 0, 0) >> 20;
-    if (tile)
-        sd_log(SD_LOG_INFO, "tile auto: untiled scratch %zu MB, limit %zu MB: tiles of %d latent "
-               "pixels, overlap %d (scratch %zu MB)", untiled_mb, limit_bytes >> 20, tile, tile / 4,
-               vae_decode_scratch_bytes(m, h, w, tile, tile / 4) >> 20);
-    else
-        sd_log(SD_LOG_INFO, "tile auto: untiled scratch %zu MB, limit %zu MB: untiled", untiled_mb,
-               limit_bytes >> 20);
+    const size_t untiled = vae_decode_scratch_bytes(m, h, w, 0, 0);
+    const int tile = pick_tile(m, h, w, untiled, limit_bytes, vt_decode_bytes);
+    double cost = 0;
+    const size_t tiled =
+        tile ? vt_decode_bytes(m, h, w, tile, tile / 4, limit_bytes, NULL, &cost) : 0;
+    vt_net n;
+    vt_decoder_net(m, &n);
+    log_choice("decode", untiled, limit_bytes, tile, tiled, cost / vt_net_cost(&n, h, w));
+    return tile;
+}
+
+int vae_auto_tile_encode(const vae *m, int h, int w, size_t limit_bytes) {
+    const int f = vae_scale_factor(m), lh = h / f, lw = w / f;
+    if (!m->has_encoder || lh < 1 || lw < 1) return 0;
+    const size_t untiled = vae_encode_scratch_bytes(m, h, w, 0, 0);
+    const int tile = pick_tile(m, lh, lw, untiled, limit_bytes, vt_encode_bytes);
+    double cost = 0;
+    const size_t tiled =
+        tile ? vt_encode_bytes(m, lh, lw, tile, tile / 4, limit_bytes, NULL, &cost) : 0;
+    vt_net n;
+    vt_encoder_net(m, &n);
+    log_choice("encode", untiled, limit_bytes, tile, tiled, cost / vt_net_cost(&n, lh, lw));
     return tile;
 }
 
