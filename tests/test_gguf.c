@@ -205,17 +205,26 @@ static void test_file(void) {
     st_file f;
     CHECK_OK(st_open(&f, tmp("ok.gguf")));
     const st_tensor *w = st_find(&f, "w"), *b = st_find(&f, "b"), *h = st_find(&f, "h");
-    CHECK(w && w->dtype == ST_F32 && w->ndim == 2 && w->shape[0] == 3 && w->shape[1] == 64,
-          "w as [3][64] float32");
-    CHECK(h && h->ndim == 3 && h->shape[0] == 2, "h as [2][2][2]");
-    CHECK(b && !memcmp(b->data, bx, sizeof bx), "b as stored");
-    float hv[8] = {1, 2, 0.5f, -1, 0, 0.25f, 3, -2}, wy[192];
-    CHECK(h && !memcmp(h->data, hv, sizeof hv), "h widened");
+    /* Every tensor stays as stored, in the file's mapping; st_to_f32 dequantizes. */
+    CHECK(w && w->dtype == ST_Q8_0 && w->ndim == 2 && w->shape[0] == 3 && w->shape[1] == 64 &&
+          w->nbytes == sizeof wq && !memcmp(w->data, wq, sizeof wq), "w as [3][64] Q8_0 blocks");
+    CHECK(h && h->dtype == ST_F16 && h->ndim == 3 && h->shape[0] == 2 &&
+          !memcmp(h->data, hx, sizeof hx), "h as [2][2][2] F16");
+    CHECK(b && b->dtype == ST_F32 && !memcmp(b->data, bx, sizeof bx), "b as stored");
+    CHECK(st_dtype_bytes(ST_Q8_0, 64) == 68 && st_dtype_block(ST_Q4_K) == 256 &&
+          st_dtype_bytes(ST_Q4_K, 512) == 288 && !strcmp(st_dtype_name(ST_Q5_K), "Q5_K") &&
+          st_is_float(ST_Q8_0) && !st_is_float(ST_I8), "block dtypes' sizes and names");
+    float hv[8] = {1, 2, 0.5f, -1, 0, 0.25f, 3, -2}, hy[8], wy[192], wz[192];
+    if (h) st_to_f32(h, hy);
+    CHECK(h && !memcmp(hy, hv, sizeof hv), "h widened");
     gw_decode_q8_0(wq, wy, 192);
-    CHECK(w && !memcmp(w->data, wy, sizeof wy), "w dequantized");
-    if (w) { /* low-memory mode gives pages back; the shared mapping reads them back unchanged */
+    if (w) st_to_f32(w, wz);
+    CHECK(w && !memcmp(wz, wy, sizeof wy), "w dequantized");
+    if (w) { /* low-memory mode gives pages back; the file mapping reads them back unchanged */
         st_release_pages(f.map, f.map_size);
-        CHECK(!memcmp(w->data, wy, sizeof wy), "w after st_release_pages");
+        st_to_f32(w, wz);
+        CHECK(!memcmp(w->data, wq, sizeof wq) && !memcmp(wz, wy, sizeof wy),
+              "w after st_release_pages");
     }
     st_close(&f);
 }
