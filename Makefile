@@ -15,7 +15,8 @@
 #                   BENCH_ARGS="--threads 2 --runs 5" passes options to build/bench/sd_bench;
 #                   then bench-memory's whole-run rows (BENCH_MEM_ROWS)
 #   make bench-memory  peak RSS of whole runs through bin/gen and bin/vae-check (fp16 SD 1.5 and
-#                   SDXL models written once to $(SD_BENCH_CACHE)); BENCH_MEM_ARGS passes options
+#                   SDXL models written once to $(SD_BENCH_CACHE), and a Q8_0 GGUF of the SD 1.5
+#                   UNet by build/bench/make_gguf); BENCH_MEM_ARGS passes options
 #   make install    PREFIX=/usr/local DESTDIR= : lib/libsd.so.$(SD_VERSION) and its links,
 #                   lib/libsd.a, include/sd.h, lib/pkgconfig/sd.pc, the tools in bin/, the
 #                   bundled configs in share/sd/configs (symbolic links kept);
@@ -125,14 +126,15 @@ BENCH_KERNELS := $(BUILD)/bench/kernels
 BENCH_SD := $(BUILD)/bench/sd_bench
 BENCH_SD_OBJ := $(patsubst %,$(BUILD)/bench/%.o,sd_bench flops sysinfo peak)
 BENCH_MAKE_MODEL := $(BUILD)/bench/make_model
+BENCH_MAKE_GGUF := $(BUILD)/bench/make_gguf
 # Peak RSS of the tools run as child processes (bench/rss_bench.c).
 BENCH_RSS := $(BUILD)/bench/rss_bench
 BENCH_RSS_OBJ := $(patsubst %,$(BUILD)/bench/%.o,rss_bench sysinfo)
-BENCHES := $(BENCH_KERNELS) $(BENCH_SD) $(BENCH_MAKE_MODEL) $(BENCH_RSS)
+BENCHES := $(BENCH_KERNELS) $(BENCH_SD) $(BENCH_MAKE_MODEL) $(BENCH_RSS) $(BENCH_MAKE_GGUF)
 BENCH_MEM_ARGS ?=
 # make bench's memory rows: the whole-run ones. The 2048x2048 tiled VAE decode takes most of an
 # hour on 2 cores, so it runs only under make bench-memory.
-BENCH_MEM_ROWS ?= sd15-512,sd15-512-3step,sd15-512-lowmem,sdxl-1024,sdxl-1024-lowmem
+BENCH_MEM_ROWS ?= sd15-512,sd15-512-3step,sd15-512-lowmem,sd15-512-q8_0,sdxl-1024,sdxl-1024-lowmem
 BENCH_WRAP := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=aligned_alloc,--wrap=posix_memalign
 SD_BENCH_CACHE ?= bench/cache
 BENCH_DTYPE ?= f32
@@ -230,7 +232,7 @@ $(BUILD)/tests/test_fuzz_regress: $(BUILD)/tests/test_fuzz_regress.o $(TEST_COMM
     $(BUILD)/tests/fuzz/fuzz_util.o $(SERVER_LIB) $(CLI_LIB) $(LIB)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
-$(BENCH_KERNELS): $(BUILD)/bench/kernels.o $(BUILD)/bench/model.o $(BUILD)/bench/peak.o $(LIB)
+$(BENCH_KERNELS): $(BUILD)/bench/kernels.o $(BUILD)/bench/model.o $(BUILD)/bench/peak.o $(BUILD)/bench/gguf.o $(LIB)
 	$(CC) $(LDFLAGS) $^ $(BENCH_LDLIBS) -o $@
 
 bench-kernels: $(BENCH_KERNELS)
@@ -238,6 +240,10 @@ bench-kernels: $(BENCH_KERNELS)
 
 $(BENCH_SD): $(BENCH_SD_OBJ) $(LIB)
 	$(CC) $(LDFLAGS) $(BENCH_WRAP) $^ $(BENCH_LDLIBS) -o $@
+
+# GGUF files of the benchmark models (bench/make_gguf.c, through the tests' GGUF writer).
+$(BENCH_MAKE_GGUF): $(BUILD)/bench/make_gguf.o $(BUILD)/tests/gguf_writer.o $(LIB)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
 $(BENCH_MAKE_MODEL): $(BUILD)/bench/make_model.o $(LIB)
 	$(CC) $(LDFLAGS) $^ $(BENCH_LDLIBS) -o $@
@@ -252,9 +258,11 @@ bench: $(BENCH_SD) $(BENCH_MAKE_MODEL)
 	$(MAKE) --no-print-directory bench-memory BENCH_MEM_ARGS="--only $(BENCH_MEM_ROWS) $(BENCH_MEM_ARGS)"
 
 
-bench-memory: $(BENCH_RSS) $(BENCH_MAKE_MODEL) $(BINDIR)/gen $(BINDIR)/vae-check
+bench-memory: $(BENCH_RSS) $(BENCH_MAKE_MODEL) $(BENCH_MAKE_GGUF) $(BINDIR)/gen $(BINDIR)/vae-check
 	@mkdir -p $(SD_BENCH_CACHE)
 	$(BENCH_MAKE_MODEL) bench/models/sd15 $(SD_BENCH_CACHE)/sd15-f16 --dtype f16
+	test -f $(SD_BENCH_CACHE)/sd15-unet-q8_0.gguf || $(BENCH_MAKE_GGUF) \
+	    $(SD_BENCH_CACHE)/sd15-f16/unet/diffusion_pytorch_model.safetensors $(SD_BENCH_CACHE)/sd15-unet-q8_0.gguf
 	$(BENCH_MAKE_MODEL) bench/models/sdxl $(SD_BENCH_CACHE)/sdxl-f16 --dtype f16
 	$(BENCH_RSS) --cache $(SD_BENCH_CACHE) --bin $(BINDIR) $(BENCH_MEM_ARGS)
 
@@ -354,7 +362,8 @@ print-version:
 clean:
 	rm -rf build build-asan build-clang build-fuzz bin
 
--include $(BUILD)/bench/kernels.d $(BUILD)/bench/model.d $(BUILD)/bench/peak.d $(BENCH_SD_OBJ:.o=.d) \
+-include $(BUILD)/bench/kernels.d $(BUILD)/bench/model.d $(BUILD)/bench/peak.d $(BUILD)/bench/gguf.d \
+    $(BUILD)/bench/make_gguf.d $(BENCH_SD_OBJ:.o=.d) \
     $(BUILD)/bench/make_model.d $(BUILD)/bench/rss_bench.d
 -include $(LIB_OBJ:.o=.d) $(TESTS:=.d) $(FULLS:=.d) $(TEST_COMMON:.o=.d) $(CLI_SRC:cli/%.c=$(BUILD)/cli/%.d) \
     $(CLI_COMMON_OBJ:.o=.d) $(SERVER_OBJ:.o=.d) $(BUILD)/server/main.d \

@@ -16,5 +16,7 @@ double bench_best_time(void (*fn)(void *), void *ctx, int reps);
  * each distinct layer timed at its real shape and multiplied by how often it occurs. */
 void bench_model_unet(void);
 void bench_model_vae(void);
+/* The stored-weight GEMM with GGUF blocks (Q8_0, Q4_K) against float32 (bench/gguf.c). */
+void bench_gguf(void);
 
 #endif

@@ -4,7 +4,8 @@
  *
  *   make bench-kernels                      everything
  *   build/bench/kernels gemm conv           only some groups (gemm, blas, conv, attn, norm, act,
- *                                           unet, vae: whole-model estimates)
+ *                                           unet, vae: whole-model estimates; gguf: quantized
+ *                                           GGUF weights, bench/gguf.c)
  *   SD_KERNEL_ISA=avx2 build/bench/kernels  a lower instruction set
  *
  * Each figure is the best of several runs (other processes only ever slow a run down). On a busy
@@ -339,5 +340,6 @@ int main(int argc, char **argv) {
     if (wanted(argc, argv, "act")) bench_elementwise();
     if (wanted(argc, argv, "unet")) bench_model_unet();
     if (wanted(argc, argv, "vae")) bench_model_vae();
+    if (wanted(argc, argv, "gguf")) bench_gguf();
     return 0;
 }

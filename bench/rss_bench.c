@@ -51,6 +51,10 @@ static const row_spec ROWS[] = {
     {"sd15-512", "SD 1.5 fp16 release, 512x512, 2 steps, whole run", 1600, true},
     {"sd15-512-3step", "the same, 3 steps (RSS must not grow per step)", 0, true},
     {"sd15-512-lowmem", "SD 1.5 fp16 release, 512x512, 2 steps, --low-memory", 1600, true},
+    /* Issue 20's goal: 450 MB for the whole run with a Q8_0 UNet (make_gguf's file of the fp16
+     * UNet: Linear weights Q8_0, 3x3 convolutions F16 as the converters leave them). */
+    {"sd15-512-q8_0", "SD 1.5, Q8_0 UNet GGUF (--unet), 512x512, 2 steps", 450, true},
+    {"sd15-512-q8_0-lowmem", "the same, --low-memory", 450, true},
     {"sdxl-1024", "SDXL fp16 release, 1024x1024, 1 step, whole run", 7680, true},
     {"sdxl-1024-lowmem", "SDXL fp16 release, 1024x1024, 1 step, --low-memory", 7680, true},
     {"vae-2048", "SD 1.5 VAE decode 2048x2048 (--tile auto)", 4096, true},
@@ -196,6 +200,10 @@ static int row_argv(const options *o, const row_spec *r, char *argv[32], char bu
         argv[n++] = "-H", argv[n++] = sdxl ? "1024" : "512";
         argv[n++] = "--steps", argv[n++] = sdxl ? "1" : strstr(r->name, "3step") ? "3" : "2";
         if (strstr(r->name, "lowmem")) argv[n++] = "--low-memory";
+        if (strstr(r->name, "q8_0")) {
+            snprintf(buf[5], 512, "%s/sd15-unet-q8_0.gguf", o->cache);
+            argv[n++] = "--unet", argv[n++] = buf[5];
+        }
     }
     argv[n] = NULL;
     return n;

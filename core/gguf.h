@@ -71,9 +71,9 @@ bool gguf_kv_int(const gguf_kv *kv, int64_t *out);
 bool gguf_kv_string(const gguf_kv *kv, char *buf, size_t cap);
 
 /* The file's tensors as a safetensors-like st_file (st_open calls it for a GGUF file), so that
- * every loader takes a GGUF wherever it takes a safetensors file: each tensor dequantized to
- * float32 (gguf_quant.h) into one anonymous shared mapping, its shape in torch's order (ne
- * reversed). The GGUF mapping is closed afterwards. */
+ * every loader takes a GGUF wherever it takes a safetensors file: each tensor where the file has
+ * it, as F32, F16, BF16 or its block type (ST_Q8_0, ...; st_to_f32 dequantizes them), its shape
+ * in torch's order (ne reversed). The st_file keeps the GGUF's mapping. */
 sd_status gguf_open_st(st_file *f, const char *path);
 
 #endif

@@ -145,8 +145,7 @@ static void q3_k(const uint8_t *b, float *y) {
     }
 }
 
-/* The 6-bit scale and min of sub-block j of a Q4_K / Q5_K block (ggml's get_scale_min_k4). */
-static void scale_min_k4(int j, const uint8_t *q, uint8_t *d, uint8_t *m) {
+void gguf_scale_min_k4(int j, const uint8_t *q, uint8_t *d, uint8_t *m) {
     if (j < 4) {
         *d = q[j] & 63;
         *m = q[j + 4] & 63;
@@ -164,9 +163,9 @@ static void q45_k(const uint8_t *b, float *y, bool five) {
     uint8_t u1 = 1, u2 = 2;
     for (int j = 0, is = 0; j < QK_K; j += 64, is += 2) {
         uint8_t sc, m;
-        scale_min_k4(is, scales, &sc, &m);
+        gguf_scale_min_k4(is, scales, &sc, &m);
         const float d1 = d * sc, m1 = min * m;
-        scale_min_k4(is + 1, scales, &sc, &m);
+        gguf_scale_min_k4(is + 1, scales, &sc, &m);
         const float d2 = d * sc, m2 = min * m;
         for (int l = 0; l < 32; l++)
             *y++ = d1 * ((ql[l] & 0x0F) + (qh && (qh[l] & u1) ? 16 : 0)) - m1;
@@ -224,4 +223,31 @@ void gguf_dequantize(uint32_t type, const void *blocks, float *out, int64_t n) {
         default: break;
         }
     }
+}
+
+/* The block types in st_dtype's order (ST_Q4_0 ... ST_Q6_K). */
+static const uint32_t st_blocks[] = {
+    GGUF_TYPE_Q4_0, GGUF_TYPE_Q4_1, GGUF_TYPE_Q5_0, GGUF_TYPE_Q5_1, GGUF_TYPE_Q8_0,
+    GGUF_TYPE_Q2_K, GGUF_TYPE_Q3_K, GGUF_TYPE_Q4_K, GGUF_TYPE_Q5_K, GGUF_TYPE_Q6_K,
+};
+_Static_assert(sizeof st_blocks / sizeof *st_blocks == ST_Q6_K - ST_Q4_0 + 1,
+               "one st_dtype per block type");
+
+bool gguf_st_dtype(uint32_t type, st_dtype *out) {
+    switch (type) {
+    case GGUF_TYPE_F32: *out = ST_F32; return true;
+    case GGUF_TYPE_F16: *out = ST_F16; return true;
+    case GGUF_TYPE_BF16: *out = ST_BF16; return true;
+    default: break;
+    }
+    for (int i = 0; i <= ST_Q6_K - ST_Q4_0; i++)
+        if (st_blocks[i] == type) {
+            *out = (st_dtype)(ST_Q4_0 + i);
+            return true;
+        }
+    return false;
+}
+
+uint32_t gguf_type_of_st(st_dtype dtype) {
+    return st_is_quantized(dtype) ? st_blocks[dtype - ST_Q4_0] : GGUF_TYPE_F32;
 }

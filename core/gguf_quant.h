@@ -10,6 +10,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "safetensors.h"
+
 /* ggml_type ids (ggml.h): the ones read here. */
 enum {
     GGUF_TYPE_F32 = 0,
@@ -35,5 +37,15 @@ bool gguf_type_block(uint32_t type, int *elems, int *bytes);
 const char *gguf_type_name(uint32_t type);
 /* Dequantizes n values (a whole number of blocks) of a type gguf_type_block accepts. */
 void gguf_dequantize(uint32_t type, const void *blocks, float *out, int64_t n);
+
+/* The 6-bit scale and min of sub-block j (0..7) of a Q4_K / Q5_K block, from its 12 scale
+ * bytes `q` (ggml's get_scale_min_k4); shared with the packers' fast dequantizers. */
+void gguf_scale_min_k4(int j, const uint8_t *q, uint8_t *d, uint8_t *m);
+
+/* The st_dtype a tensor of a type gguf_type_block accepts is seen as (F32, F16, BF16 or a
+ * block type); false for the others. */
+bool gguf_st_dtype(uint32_t type, st_dtype *out);
+/* The ggml type of a block st_dtype (st_is_quantized); GGUF_TYPE_F32 for any other. */
+uint32_t gguf_type_of_st(st_dtype dtype);
 
 #endif

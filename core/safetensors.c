@@ -1,5 +1,6 @@
 #include "safetensors.h"
 #include "gguf.h"
+#include "gguf_quant.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -29,6 +30,7 @@ enum { N_DTYPES = sizeof dtype_table / sizeof dtype_table[0] };
 const char *st_dtype_name(st_dtype dtype) {
     for (int i = 0; i < N_DTYPES; i++)
         if (dtype_table[i].dtype == dtype) return dtype_table[i].name;
+    if (st_is_quantized(dtype)) return gguf_type_name(gguf_type_of_st(dtype));
     return "?";
 }
 
@@ -38,7 +40,24 @@ size_t st_dtype_size(st_dtype dtype) {
     return 0;
 }
 
-int st_is_float(st_dtype d) { return d == ST_F32 || d == ST_F16 || d == ST_BF16 || d == ST_F64; }
+bool st_is_quantized(st_dtype d) { return d >= ST_Q4_0 && d <= ST_Q6_K; }
+
+int st_dtype_block(st_dtype d) {
+    int elems = 1, bytes;
+    if (st_is_quantized(d)) gguf_type_block(gguf_type_of_st(d), &elems, &bytes);
+    return elems;
+}
+
+size_t st_dtype_bytes(st_dtype d, int64_t n) {
+    int elems, bytes;
+    if (st_is_quantized(d) && gguf_type_block(gguf_type_of_st(d), &elems, &bytes))
+        return (size_t)(n / elems) * (size_t)bytes;
+    return (size_t)n * st_dtype_size(d);
+}
+
+int st_is_float(st_dtype d) {
+    return d == ST_F32 || d == ST_F16 || d == ST_BF16 || d == ST_F64 || st_is_quantized(d);
+}
 
 int64_t st_numel(const st_tensor *t) {
     int64_t n = 1;
@@ -161,7 +180,7 @@ sd_status st_open(st_file *f, const char *path) {
     if (!f->path) return sd_set_error(SD_ERR_NOMEM, "%s: out of memory", path);
     sd_status st = sd_map_file(path, 8, "safetensors", &f->map, &f->map_size);
     if (st == SD_OK && gguf_is_gguf(f->map, f->map_size)) {
-        /* A GGUF file: read by its own reader, dequantized to float32 (gguf.h). */
+        /* A GGUF file: read by its own reader, its tensors as stored (gguf.h). */
         st_close(f);
         return gguf_open_st(f, path);
     }
@@ -275,7 +294,10 @@ void st_to_f32(const st_tensor *t, float *out) {
             out[i] = t->dtype == ST_F16 ? st_f16_to_f32(h) : st_bf16_to_f32(h);
         }
         break;
-    default: memset(out, 0, (size_t)n * sizeof *out); break; /* callers check st_is_float first */
+    default:
+        if (st_is_quantized(t->dtype)) gguf_dequantize(gguf_type_of_st(t->dtype), p, out, n);
+        else memset(out, 0, (size_t)n * sizeof *out); /* callers check st_is_float first */
+        break;
     }
 }
 

@@ -16,7 +16,12 @@
 
 #define ST_MAX_DIMS 8
 
-typedef enum { ST_F32, ST_F16, ST_BF16, ST_F64, ST_I64, ST_I32, ST_I16, ST_I8, ST_U8, ST_BOOL } st_dtype;
+typedef enum {
+    ST_F32, ST_F16, ST_BF16, ST_F64, ST_I64, ST_I32, ST_I16, ST_I8, ST_U8, ST_BOOL,
+    /* ggml's block types, only in GGUF files (gguf.h): runs of 32 (or 256 for the K types)
+     * values sharing fp16 scales, kept as stored and dequantized where read (gguf_quant.h). */
+    ST_Q4_0, ST_Q4_1, ST_Q5_0, ST_Q5_1, ST_Q8_0, ST_Q2_K, ST_Q3_K, ST_Q4_K, ST_Q5_K, ST_Q6_K
+} st_dtype;
 
 typedef struct {
     char *name;
@@ -42,11 +47,18 @@ const st_tensor *st_find(const st_file *f, const char *name);
 /* Whether any tensor's name starts with `prefix` (a binary search over the sorted names). */
 bool st_has_prefix(const st_file *f, const char *prefix);
 const char *st_dtype_name(st_dtype dtype);
+/* Bytes per element; 0 for the block types, whose sizes st_dtype_bytes gives. */
 size_t st_dtype_size(st_dtype dtype);
+/* Values per block: 1, or 32 / 256 for the block types. */
+int st_dtype_block(st_dtype dtype);
+/* Bytes of n consecutive values (a row, a run of rows; n a whole number of blocks). */
+size_t st_dtype_bytes(st_dtype dtype, int64_t n);
+bool st_is_quantized(st_dtype dtype);
 int64_t st_numel(const st_tensor *t);
-int st_is_float(st_dtype dtype); /* F32, F16, BF16 or F64 */
+/* What st_to_f32 reads: F32, F16, BF16, F64, or a block type (dequantized exactly). */
+int st_is_float(st_dtype dtype);
 
-/* Converts a floating tensor (F32/F16/BF16/F64) to float32, n = st_numel(t) elements. */
+/* Converts a floating tensor (st_is_float) to float32, n = st_numel(t) elements. */
 void st_to_f32(const st_tensor *t, float *out);
 
 /* Checks that t has exactly the given shape; the error names the tensor and `file`. */

@@ -65,8 +65,8 @@ sd_status weights_convert_16(const st_tensor *t, st_dtype to, const char *name, 
         st_tensor part = *t;
         part.ndim = 1;
         part.shape[0] = (int64_t)len;
-        part.nbytes = len * st_dtype_size(t->dtype);
-        part.data = (const uint8_t *)t->data + i * st_dtype_size(t->dtype);
+        part.nbytes = st_dtype_bytes(t->dtype, (int64_t)len); /* ROW: whole GGUF blocks */
+        part.data = (const uint8_t *)t->data + st_dtype_bytes(t->dtype, (int64_t)i);
         st_to_f32(&part, buf);
         for (size_t j = 0; j < len; j++)
             dst[i + j] = to == ST_F16 ? st_f32_to_f16(buf[j]) : st_f32_to_bf16(buf[j]);

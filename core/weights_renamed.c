@@ -27,6 +27,23 @@ static sd_status cut(sd_weights *w, const char *path, const st_tensor *t, const 
                      st_tensor *out) {
     *out = *t;
     out->name = NULL;
+    /* GGUF blocks run along the last dimension: rows of a matrix are whole blocks and cut as
+     * bytes, but a transpose, or a cut of a vector, would split them: such a tensor is
+     * dequantized into a float32 copy (exact) and cut as one. */
+    const bool cuts = r->transpose || r->n_parts > 1 || r->rows > 0 || r->swap_halves;
+    st_tensor widened;
+    if (st_is_quantized(t->dtype) && cuts && (r->transpose || t->ndim < 2)) {
+        float *copy = malloc(st_numel(t) ? (size_t)st_numel(t) * sizeof *copy : 1);
+        if (!copy) return sd_set_error(SD_ERR_NOMEM, "out of memory dequantizing '%s'", t->name);
+        st_to_f32(t, copy);
+        SD_TRY(keep_owned(w, copy));
+        out->dtype = ST_F32;
+        out->data = copy;
+        out->nbytes = (size_t)st_numel(t) * sizeof *copy;
+        widened = *out;
+        widened.name = t->name;
+        t = &widened;
+    }
     if (r->identity) {
         const int64_t d = t->ndim ? t->shape[0] : 0;
         float *eye = calloc(d > 0 ? (size_t)(d * d) : 1, sizeof *eye);

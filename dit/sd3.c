@@ -233,15 +233,15 @@ static void position_embedding(const sd3_model *m, int gh, int gw, float *pos) {
         dit_sincos_pos_embed_2d(dim, max, max, top, left, gh, gw, base, 1.0, pos);
         return;
     }
-    const size_t es = st_dtype_size(m->pos_stored->dtype);
+    const st_dtype dt = m->pos_stored->dtype; /* bytes by st_dtype_bytes: GGUF blocks too */
     st_tensor run =
         *m->pos_stored; /* a view of gw consecutive tokens, converted one run at a time */
     run.ndim = 1;
     run.shape[0] = (int64_t)gw * dim;
-    run.nbytes = (size_t)gw * dim * es;
+    run.nbytes = st_dtype_bytes(dt, (int64_t)gw * dim);
     for (int i = 0; i < gh; i++) {
         run.data = (const unsigned char *)m->pos_stored->data +
-                   ((size_t)(top + i) * max + left) * dim * es;
+                   st_dtype_bytes(dt, ((int64_t)(top + i) * max + left) * dim);
         st_to_f32(&run, pos + (size_t)i * gw * dim);
         weights_round_f32(&m->w, pos + (size_t)i * gw * dim, (size_t)gw * dim); /* --weights-dtype */
     }

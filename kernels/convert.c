@@ -3,6 +3,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "../core/gguf_quant.h"
 #include "../core/safetensors.h"
 #include "cpu.h"
 #include "target.h"
@@ -94,10 +95,34 @@ void kern_bf16_to_f32(const void *src, float *dst, size_t n) {
     kern_bf16_to_f32_ref(src, dst, n);
 }
 
+unsigned kern_ggml_type(kern_dtype t) {
+    static const uint32_t types[] = {
+        GGUF_TYPE_Q4_0, GGUF_TYPE_Q4_1, GGUF_TYPE_Q5_0, GGUF_TYPE_Q5_1, GGUF_TYPE_Q8_0,
+        GGUF_TYPE_Q2_K, GGUF_TYPE_Q3_K, GGUF_TYPE_Q4_K, GGUF_TYPE_Q5_K, GGUF_TYPE_Q6_K,
+    };
+    _Static_assert(sizeof types / sizeof *types == KERN_Q6_K - KERN_Q4_0 + 1, "a type per block");
+    return t >= KERN_Q4_0 && t <= KERN_Q6_K ? types[t - KERN_Q4_0] : GGUF_TYPE_F32;
+}
+
+/* Values and bytes per block, in kern_dtype's order: the packers ask per row, so a table here
+ * rather than gguf_type_block's search (checked against it by tests/test_gguf_gemm.c). */
+static const struct {
+    int elems, bytes;
+} blocks[] = {{1, 4},   {1, 2},   {1, 2},   {32, 18},  {32, 20},  {32, 22},  {32, 24},
+              {32, 34}, {256, 84}, {256, 110}, {256, 144}, {256, 176}, {256, 210}};
+_Static_assert(sizeof blocks / sizeof *blocks == KERN_Q6_K + 1, "a size per kern_dtype");
+
+int kern_dtype_block(kern_dtype t) { return blocks[t].elems; }
+
+size_t kern_dtype_bytes(kern_dtype t, size_t n) {
+    return n / (size_t)blocks[t].elems * (size_t)blocks[t].bytes;
+}
+
 void kern_to_f32(kern_dtype t, const void *src, float *dst, size_t n) {
     switch (t) {
+    case KERN_F32: memcpy(dst, src, n * sizeof *dst); break;
     case KERN_F16: kern_f16_to_f32(src, dst, n); break;
     case KERN_BF16: kern_bf16_to_f32(src, dst, n); break;
-    default: memcpy(dst, src, n * sizeof *dst); break;
+    default: kern_dequantize(t, src, dst, n); break;
     }
 }

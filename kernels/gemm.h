@@ -31,12 +31,14 @@ void gemm_pack_b_nt(int n, int k, const float *b, int ldb, float *packed);
 void gemm_nt_packed(int m, int n, int k, const float *a, int lda, const float *packed, float *c,
                     int ldc, const float *bias, int accumulate);
 
-/* B kept in the dtype it is stored in (f32, f16 or bf16), as [n][k] rows in up to
- * GEMM_B_MAX_PARTS separate arrays stacked along n (a fused Q/K/V projection whose parts stay
- * where the file has them): part i holds rows[i] rows of k contiguous values, possibly unaligned.
+/* B kept in the dtype it is stored in (f32, f16, bf16 or a GGUF block type), as [n][k] rows in
+ * up to GEMM_B_MAX_PARTS separate arrays stacked along n (a fused Q/K/V projection whose parts
+ * stay where the file has them): part i holds rows[i] rows of k contiguous values, possibly
+ * unaligned (for a block type, k is a whole number of blocks: each row is its own blocks).
  * gemm_nt_stored converts while packing, per call, into the engine's per-thread packing buffer
  * (grown once to the largest B it sees, at most 16 MB, then reused: no allocation in later calls)
- * and gives exactly the numbers gemm_nt gives with the same weights widened to float32. */
+ * and gives exactly the numbers gemm_nt gives with the same weights widened (dequantized) to
+ * float32. */
 enum { GEMM_B_MAX_PARTS = 4 };
 typedef struct {
     kern_dtype type;

@@ -44,16 +44,39 @@ typedef struct {
     bool release;
 } weight_source;
 
+/* The kernels' name for a dtype the stored path takes; false for the others. */
+static bool kern_type_of(st_dtype d, kern_dtype *out) {
+    static const struct {
+        st_dtype st;
+        kern_dtype kern;
+    } map[] = {
+        {ST_F32, KERN_F32},   {ST_F16, KERN_F16},   {ST_BF16, KERN_BF16}, {ST_Q4_0, KERN_Q4_0},
+        {ST_Q4_1, KERN_Q4_1}, {ST_Q5_0, KERN_Q5_0}, {ST_Q5_1, KERN_Q5_1}, {ST_Q8_0, KERN_Q8_0},
+        {ST_Q2_K, KERN_Q2_K}, {ST_Q3_K, KERN_Q3_K}, {ST_Q4_K, KERN_Q4_K}, {ST_Q5_K, KERN_Q5_K},
+        {ST_Q6_K, KERN_Q6_K},
+    };
+    for (size_t i = 0; i < sizeof map / sizeof *map; i++)
+        if (map[i].st == d) {
+            *out = map[i].kern;
+            return true;
+        }
+    return false;
+}
+
 /* packed_at_load: the layer packs its weight at load whatever it is stored as (a convolution
- * under bf16 packing): the float32 read path feeds that packing. */
+ * under bf16 packing): the float32 read path feeds that packing. blocks_ok: the layer's kernel
+ * takes GGUF blocks (gemm_nt_stored does, the convolutions do not: a quantized convolution
+ * weight is dequantized at load into a float32 copy). */
 static sd_status choose_source(const sd_weights *w, const char *name, int ndim,
-                               const int64_t *shape, bool packed_at_load, weight_source *ws) {
+                               const int64_t *shape, bool packed_at_load, bool blocks_ok,
+                               weight_source *ws) {
     memset(ws, 0, sizeof *ws);
     if (packed_at_load) return SD_OK;
     /* A weight with LoRA deltas is held as a merged float32 copy (read through the float path). */
     if (lora_set_has(w->policy.lora, w->policy.lora_component, name)) return SD_OK;
     const st_tensor *t = w->keep_stored ? weights_find(w, name) : NULL;
-    if (!t || (t->dtype != ST_F32 && t->dtype != ST_F16 && t->dtype != ST_BF16))
+    kern_dtype kt;
+    if (!t || !kern_type_of(t->dtype, &kt) || (st_is_quantized(t->dtype) && !blocks_ok))
         return SD_OK; /* the float32 path reports absence and bad dtypes */
     SD_TRY(st_check_shape(t, weights_file_of(w, name), ndim, shape));
     const st_dtype want = w->policy.dtype == WEIGHTS_TO_F16    ? ST_F16
@@ -64,7 +87,7 @@ static sd_status choose_source(const sd_weights *w, const char *name, int ndim,
         if (t->dtype == ST_F32 && !w->policy.low_memory) return SD_OK;
         ws->stored = true;
         ws->data = t->data;
-        ws->type = t->dtype == ST_F16 ? KERN_F16 : t->dtype == ST_BF16 ? KERN_BF16 : KERN_F32;
+        ws->type = kt;
         ws->release = w->policy.low_memory && weights_releasable(w, t);
         return SD_OK;
     }
@@ -93,7 +116,7 @@ sd_status nn_linear_load(nn_linear *l, const sd_weights *w, int in, int out, boo
     const int64_t ws[2] = {out, in}, bs[1] = {out};
     snprintf(name, sizeof name, "%s.weight", prefix);
     weight_source src;
-    sd_status st = choose_source(w, name, 2, ws, false, &src);
+    sd_status st = choose_source(w, name, 2, ws, false, true, &src);
     if (st == SD_OK && src.stored) {
         l->src = (gemm_b_stored){src.type, 1, {src.data}, {out}};
         l->own[0] = src.own;
@@ -189,7 +212,7 @@ static sd_status widen_stored(nn_linear *l) {
         const size_t n = (size_t)l->src.rows[i] * l->in;
         kern_to_f32(l->src.type, l->src.part[i], w + row * l->in, n);
         if (l->own[i]) free(l->own[i]);
-        else st_release_pages(l->src.part[i], n * kern_dtype_size(l->src.type));
+        else st_release_pages(l->src.part[i], kern_dtype_bytes(l->src.type, n));
         row += (size_t)l->src.rows[i];
     }
     memset(&l->src, 0, sizeof l->src);
@@ -245,7 +268,7 @@ void nn_linear_run(const nn_linear *l, const float *x, int lda, long x_bs, float
         for (int i = 0; i < l->src.n_parts; i++)
             if (!l->own[i])
                 st_release_pages(l->src.part[i],
-                                 (size_t)l->src.rows[i] * l->in * kern_dtype_size(l->src.type));
+                                 kern_dtype_bytes(l->src.type, (size_t)l->src.rows[i] * l->in));
 }
 
 void nn_linear_forward(const nn_linear *l, const float *x, float *y, int m) {
@@ -282,7 +305,7 @@ sd_status nn_conv2d_load(nn_conv2d *c, const sd_weights *w, int cin, int cout, i
     float *oihw = NULL;
     weight_source src;
     sd_status st = choose_source(w, name, as_linear ? 2 : 4, as_linear ? shape2 : shape4,
-                                 packs_bf16(w), &src);
+                                 packs_bf16(w), false, &src);
     if (st == SD_OK && src.stored) {
         /* [cout][cin] and [cout][cin][1][1] are the same bytes. */
         c->src = src.data;

@@ -6,7 +6,9 @@
  *   the layout the kernel wants, made once at load (the mapped source pages are given back);
  * - with keep_stored, an F16/BF16 weight stays where the file has it (a pointer into the
  *   mapping, no float32 copy) and is widened while being packed, per forward call; the numbers
- *   are those of the float32 path with the widened weights, bit for bit;
+ *   are those of the float32 path with the widened weights, bit for bit; so does a Linear
+ *   weight in a GGUF block type (Q8_0, Q4_K, ...), dequantized while packed (a convolution's is
+ *   dequantized at load into a float32 copy: the convolution kernels take no blocks);
  * - policy.dtype F16/BF16 converts the weight at load into a buffer of that dtype, then as above;
  * - policy.low_memory keeps every weight where it is stored (float32 too), packs it per call and
  *   gives its mapped pages back after each forward;

@@ -225,6 +225,11 @@ static bool save_ref(const char *path, st_entry *e, int n) {
 }
 
 bool gw_convert(const char *src, const char *gguf_path, const char *ref_path, int counts[4]) {
+    return gw_convert_as(src, gguf_path, ref_path, true, counts);
+}
+
+bool gw_convert_as(const char *src, const char *gguf_path, const char *ref_path, bool q4_k,
+                   int counts[4]) {
     st_file f;
     if (st_open(&f, src) != SD_OK) return false;
     gw_tensor *t = calloc((size_t)f.n_tensors, sizeof *t);
@@ -238,6 +243,7 @@ bool gw_convert(const char *src, const char *gguf_path, const char *ref_path, in
         const int64_t n = st_numel(s), ne0 = s->ndim ? s->shape[s->ndim - 1] : 1;
         float *x = malloc((size_t)n * sizeof *x), *y = malloc((size_t)n * sizeof *y);
         uint8_t *q = malloc((size_t)n * 4);
+        const bool keep_y = ref_path != NULL; /* else y is scratch, freed below */
         if (!x || !y || !q || s->ndim > 4) {
             free(x), free(y), free(q);
             ok = false;
@@ -250,7 +256,7 @@ bool gw_convert(const char *src, const char *gguf_path, const char *ref_path, in
         for (int d = 0; d < s->ndim; d++) t[m].ne[d] = s->shape[s->ndim - 1 - d];
         t[m].offset = -1;
         int kind;
-        if (s->ndim >= 2 && ne0 % 256 == 0) {
+        if (q4_k && s->ndim >= 2 && ne0 % 256 == 0) {
             gw_quantize_q4_k(x, q, n), gw_decode_q4_k(q, y, n);
             t[m].type = GW_Q4_K, t[m].nbytes = (size_t)n / 256 * 144, kind = 0;
         } else if (s->ndim >= 2 && ne0 % 32 == 0) {
@@ -269,12 +275,13 @@ bool gw_convert(const char *src, const char *gguf_path, const char *ref_path, in
         }
         if (counts) counts[kind]++;
         t[m].data = q;
-        e[m] = (st_entry){s->name, ST_F32, s->ndim, {0}, y};
+        e[m] = (st_entry){s->name, ST_F32, s->ndim, {0}, keep_y ? y : NULL};
         memcpy(e[m].shape, s->shape, sizeof e[m].shape);
         m++;
         free(x);
+        if (!keep_y) free(y);
     }
-    if (ok) ok = gw_write(gguf_path, t, m, 0) && save_ref(ref_path, e, m);
+    if (ok) ok = gw_write(gguf_path, t, m, 0) && (!ref_path || save_ref(ref_path, e, m));
     for (int i = 0; t && e && i < m; i++) {
         free((void *)t[i].data);
         free((void *)e[i].data);

@@ -40,5 +40,9 @@ void gw_decode_q4_k(const uint8_t *b, float *y, int64_t n);
  * safetensors file of the values those blocks stand for. Counts of each type go to counts[4]
  * (Q4_K, Q8_0, F16, F32) when not NULL. */
 bool gw_convert(const char *src, const char *gguf_path, const char *ref_path, int counts[4]);
+/* The same with Q4_K left out when !q4_k (a "Q8_0 file": every matrix whose rows are a
+ * multiple of 32 as Q8_0), and no reference file when ref_path is NULL. */
+bool gw_convert_as(const char *src, const char *gguf_path, const char *ref_path, bool q4_k,
+                   int counts[4]);
 
 #endif

@@ -8,10 +8,12 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "../core/gguf.h"
 #include "../core/gguf_quant.h"
+#include "../nn/layers.h"
 #include "gguf_writer.h"
 #include "test.h"
 
@@ -205,17 +207,26 @@ static void test_file(void) {
     st_file f;
     CHECK_OK(st_open(&f, tmp("ok.gguf")));
     const st_tensor *w = st_find(&f, "w"), *b = st_find(&f, "b"), *h = st_find(&f, "h");
-    CHECK(w && w->dtype == ST_F32 && w->ndim == 2 && w->shape[0] == 3 && w->shape[1] == 64,
-          "w as [3][64] float32");
-    CHECK(h && h->ndim == 3 && h->shape[0] == 2, "h as [2][2][2]");
-    CHECK(b && !memcmp(b->data, bx, sizeof bx), "b as stored");
-    float hv[8] = {1, 2, 0.5f, -1, 0, 0.25f, 3, -2}, wy[192];
-    CHECK(h && !memcmp(h->data, hv, sizeof hv), "h widened");
+    /* Every tensor stays as stored, in the file's mapping; st_to_f32 dequantizes. */
+    CHECK(w && w->dtype == ST_Q8_0 && w->ndim == 2 && w->shape[0] == 3 && w->shape[1] == 64 &&
+          w->nbytes == sizeof wq && !memcmp(w->data, wq, sizeof wq), "w as [3][64] Q8_0 blocks");
+    CHECK(h && h->dtype == ST_F16 && h->ndim == 3 && h->shape[0] == 2 &&
+          !memcmp(h->data, hx, sizeof hx), "h as [2][2][2] F16");
+    CHECK(b && b->dtype == ST_F32 && !memcmp(b->data, bx, sizeof bx), "b as stored");
+    CHECK(st_dtype_bytes(ST_Q8_0, 64) == 68 && st_dtype_block(ST_Q4_K) == 256 &&
+          st_dtype_bytes(ST_Q4_K, 512) == 288 && !strcmp(st_dtype_name(ST_Q5_K), "Q5_K") &&
+          st_is_float(ST_Q8_0) && !st_is_float(ST_I8), "block dtypes' sizes and names");
+    float hv[8] = {1, 2, 0.5f, -1, 0, 0.25f, 3, -2}, hy[8], wy[192], wz[192];
+    if (h) st_to_f32(h, hy);
+    CHECK(h && !memcmp(hy, hv, sizeof hv), "h widened");
     gw_decode_q8_0(wq, wy, 192);
-    CHECK(w && !memcmp(w->data, wy, sizeof wy), "w dequantized");
-    if (w) { /* low-memory mode gives pages back; the shared mapping reads them back unchanged */
+    if (w) st_to_f32(w, wz);
+    CHECK(w && !memcmp(wz, wy, sizeof wy), "w dequantized");
+    if (w) { /* low-memory mode gives pages back; the file mapping reads them back unchanged */
         st_release_pages(f.map, f.map_size);
-        CHECK(!memcmp(w->data, wy, sizeof wy), "w after st_release_pages");
+        st_to_f32(w, wz);
+        CHECK(!memcmp(w->data, wq, sizeof wq) && !memcmp(wz, wy, sizeof wy),
+              "w after st_release_pages");
     }
     st_close(&f);
 }
@@ -315,11 +326,57 @@ static void test_errors(void) {
           "st_open of a bad GGUF: %s", sd_last_error());
 }
 
+/* The layers over a GGUF set (a component folder whose weights file is a GGUF: "lin.weight"
+ * Q8_0 [3][64], "lin.bias" F32 [3]): a Linear layer keeps the Q8_0 blocks where the mapping has
+ * them (low-memory too, which gives their pages back), a 1x1 convolution of the same weight falls
+ * back to a float32 copy, and the Linear computes what the float32 path gives with the
+ * dequantized weight. */
+static void test_layers(void) {
+    char dir[700], path[800];
+    snprintf(dir, sizeof dir, "%s", tmp("component"));
+    mkdir(dir, 0755);
+    snprintf(path, sizeof path, "%s/diffusion_pytorch_model.safetensors", dir);
+    const float bias[3] = {0.5f, -1, 0.25f};
+    const gw_tensor t[2] = {{"lin.weight", GW_Q8_0, 2, {64, 3}, wq, sizeof wq, -1},
+                            {"lin.bias", GW_F32, 1, {3}, bias, sizeof bias, -1}};
+    CHECK(gw_write(path, t, 2, 0), "write %s", path);
+    float x[2 * 64], wy[192], want[6], got[6];
+    fill_random(x, 128, 5);
+    gw_decode_q8_0(wq, wy, 192);
+    gemm_nt(2, 3, 64, x, 64, wy, 64, want, 3, bias, 0);
+    for (int low = 0; low < 2; low++) {
+        const weights_policy policy = {.low_memory = low};
+        sd_weights w;
+        CHECK_OK(weights_open(&w, dir, NULL, &policy));
+        w.keep_stored = true;
+        const st_tensor *wt = weights_find(&w, "lin.weight");
+        nn_linear l;
+        CHECK_OK(nn_linear_load(&l, &w, 64, 3, true, "lin"));
+        CHECK(wt && l.src.n_parts == 1 && l.src.type == KERN_Q8_0 && l.src.part[0] == wt->data &&
+              !l.own[0] && l.release == (low == 1), "Linear 'lin'%s: its Q8_0 blocks as stored",
+              low ? " (low memory)" : "");
+        CHECK_OK(nn_linear_pack(&l)); /* stays stored */
+        CHECK(l.src.n_parts == 1 && !l.packed, "packing leaves the blocks stored");
+        for (int rep = 0; rep < 2; rep++) { /* again after the pages went back */
+            nn_linear_forward(&l, x, got, 2);
+            CHECK(!memcmp(got, want, sizeof want), "Linear 'lin' from blocks == dequantized%s%s",
+                  low ? " (low memory)" : "", rep ? ", second call" : "");
+        }
+        nn_linear_free(&l);
+        nn_conv2d c;
+        CHECK_OK(nn_conv2d_load(&c, &w, 64, 3, 1, 1, 0, "lin"));
+        CHECK(!c.src && c.w, "1x1 conv 'lin': a float32 copy (convolutions take no blocks)");
+        nn_conv2d_free(&c);
+        weights_close(&w);
+    }
+}
+
 int main(void) {
     snprintf(tmpdir, sizeof tmpdir, "%s", test_output_dir("gguf"));
     test_blocks();
     test_quantizers();
     test_file();
+    test_layers();
     test_errors();
     return test_summary();
 }

@@ -298,7 +298,7 @@ static void linear_residual(const nn_linear *l, const float *x, float *y, int ro
 static void embed(const clip_text *m, const int32_t *ids, const float *const *rows, int batch,
                   int len, float *x) {
     const int h = m->cfg.hidden_size;
-    const size_t row_bytes = (size_t)h * st_dtype_size(m->tok_emb->dtype);
+    const size_t row_bytes = st_dtype_bytes(m->tok_emb->dtype, h); /* GGUF blocks too */
     st_tensor row = *m->tok_emb; /* a one-row view, so st_to_f32 converts just that row */
     row.ndim = 1;
     row.shape[0] = h;

@@ -297,7 +297,7 @@ static void linear_residual(const nn_linear *l, const float *x, float *y, int ro
 /* x[rows][d_model] = token_embedding[id]. */
 static void embed(const t5_encoder *m, const int32_t *ids, int rows, float *x) {
     const int d = m->cfg.d_model;
-    const size_t row_bytes = (size_t)d * st_dtype_size(m->tok_emb->dtype);
+    const size_t row_bytes = st_dtype_bytes(m->tok_emb->dtype, d); /* GGUF blocks too */
     st_tensor row = *m->tok_emb; /* a one-row view, so st_to_f32 converts just that row */
     row.ndim = 1;
     row.shape[0] = d;
