@@ -11,11 +11,17 @@ records them through diffusers itself and may later replace them): OUTDIR/taesd-
 OUTDIR/taesd3-tiny (diffusers folders: config.json + diffusion_pytorch_model.safetensors),
 OUTDIR/tiny_vae_refs.safetensors (per model: `.latent` randn (1, C, 8, 12) and `.decoded`,
 `.image` in [-1, 1] (1, 3, 48, 40) and `.encoded`; NCHW float32) and OUTDIR/tiny_vae_refs.json.
-The sd15_taesd pipeline run only diffusers can record; this script leaves it out.
+The sd15_taesd pipeline run only diffusers can record; this script leaves it out, and records
+instead `sd15_euler_taesd.image`: the final latents diffusers recorded for sd15-tiny's `euler`
+run (tests/fixtures/sd15-tiny/expected/euler.safetensors, latents_steps[-1]; the VAE plays no part
+in a text-to-image trajectory) decoded by taesd-tiny as StableDiffusionPipeline decodes them
+(latents / scaling_factor, then (x / 2 + 0.5).clamp(0, 1), NHWC), the image `gen --vae-tiny`
+must give for that run.
 
 Needs torch and numpy only (Debian's python3-torch); the safetensors files are written by hand
 (8-byte little-endian header length, JSON header, raw little-endian data)."""
 import json
+import os
 import struct
 import sys
 
@@ -89,6 +95,17 @@ class Tiny(nn.Module):
                                cfg["decoder_block_out_channels"])
 
 
+def load_safetensors(path, name):
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        t = header[name]
+        assert t["dtype"] == "F32", t
+        b, e = t["data_offsets"]
+        f.seek(8 + n + b)
+        return torch.from_numpy(np.frombuffer(f.read(e - b), dtype="<f4").copy()).reshape(t["shape"])
+
+
 def save_safetensors(path, tensors):
     header, blobs, off = {"__metadata__": {"format": "pt"}}, [], 0
     for name, t in tensors.items():
@@ -137,7 +154,6 @@ def fit_output(vae, lat):
 
 
 def main(out):
-    import os
     T, META = {}, {}
     for name, cfg in CONFIGS.items():
         torch.manual_seed(0)
@@ -161,6 +177,14 @@ def main(out):
                           encoded_range=[enc.min().item(), enc.max().item()],
                           recorded_by="tools/reference/tiny_vae_torch.py (plain torch %s)" % torch.__version__)
         print(name, META[name]["decoded_range"], META[name]["encoded_range"], flush=True)
+        if name == "taesd-tiny":
+            run = os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../tests/fixtures/"
+                               "sd15-tiny/expected/euler.safetensors")
+            final = load_safetensors(run, "latents_steps")[-1]
+            x = vae.decoder(final / cfg["scaling_factor"])
+            T["sd15_euler_taesd.image"] = (x / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).contiguous()
+            META["sd15_euler_taesd"] = dict(model="sd15-tiny", run="euler", vae="taesd-tiny",
+                                            latents="expected/euler.safetensors latents_steps[-1]")
     save_safetensors(f"{out}/tiny_vae_refs.safetensors", T)
     with open(f"{out}/tiny_vae_refs.json", "w") as f:
         json.dump(META, f, indent=1)

@@ -1,0 +1,222 @@
+/* The tiny autoencoder in the pipeline (sd_load_params.vae_tiny_dir, gen --vae-tiny) and step
+ * previews (sd_preview_image, gen --preview):
+ * - sd15-tiny's recorded `euler` run with taesd-tiny gives the image that an independent torch
+ *   port of AutoencoderTiny decodes from diffusers' recorded final latents
+ *   (extra/tiny_vae_refs.safetensors `sd15_euler_taesd.image`, tools/reference/tiny_vae_torch.py);
+ * - gen --vae-tiny writes the decode of its own --save-latents through vae_tiny, and its last
+ *   --preview is that image;
+ * - the preview without a tiny VAE is the latent-to-RGB map; errors name the settings. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../core/image.h"
+#include "../core/layout.h"
+#include "../vae/vae_tiny.h"
+#include "test.h"
+#include "tool_run.h"
+
+static const char *REFS = "extra/tiny_vae_refs.safetensors";
+
+/* fixture() in one of 4 rotating buffers: several in one call (fixture's own buffer is shared). */
+static const char *fx(const char *rel) {
+    static char buf[4][512];
+    static int k;
+    k = (k + 1) % 4;
+    snprintf(buf[k], sizeof buf[k], "%s", fixture(rel));
+    return buf[k];
+}
+
+typedef struct {
+    sd_pipeline *p;
+    sd_image last_preview; /* sd_preview_image of the last step */
+    int steps;
+} catcher;
+
+static int on_event(void *user, const sd_event *ev) {
+    catcher *c = user;
+    if (ev->kind != SD_EVENT_STEP) return 0;
+    c->steps++;
+    sd_image_free(&c->last_preview);
+    if (sd_preview_image(c->p, &ev->tensor, &c->last_preview) != SD_OK) return 1;
+    return 0;
+}
+
+static sd_pipeline *load(const char *model, const char *tiny) {
+    sd_load_params lp;
+    sd_load_params_init(&lp);
+    lp.vae_tiny_dir = tiny ? fx(tiny) : NULL;
+    sd_pipeline *p = NULL;
+    CHECK_OK(sd_pipeline_load(&p, fx(model), &lp));
+    return p;
+}
+
+/* The recorded euler run through taesd-tiny: final latents as recorded (the VAE plays no part in
+ * the trajectory), pixels as the torch port decodes them; the last step's preview is the image. */
+static void check_euler_run(void) {
+    sd_pipeline *p = load("sd15-tiny/pipeline", "extra/taesd-tiny");
+    fixture_run fr;
+    if (!p || !fixture_run_load(&fr, "sd15-tiny", "euler")) return;
+    catcher c = {p, {0}, 0};
+    fr.g.on_event = on_event;
+    fr.g.user = &c;
+    sd_result r;
+    CHECK_OK(sd_generate(p, &fr.g, &r));
+    int64_t ls[5], is[4];
+    float *steps = fixture_tensor("sd15-tiny/expected/euler.safetensors", "latents_steps", ls, NULL);
+    float *want = fixture_tensor(REFS, "sd15_euler_taesd.image", is, NULL);
+    if (r.n_images == 1 && steps && want) {
+        const size_t n = (size_t)ls[2] * ls[3] * ls[4];
+        check_rel("sd15 euler with taesd: final latents", r.latents, steps + (ls[0] - 1) * n, n, 1e-4);
+        CHECK(r.images[0].width == 128 && r.images[0].height == 128, "image %dx%d",
+              r.images[0].width, r.images[0].height);
+        fixture_check_pixels("sd15 euler decoded by taesd-tiny", &r, want, 1);
+        CHECK(c.steps == 8 && c.last_preview.width == 128 && c.last_preview.height == 128 &&
+                  !memcmp(c.last_preview.rgb, r.images[0].rgb, (size_t)128 * 128 * 3),
+              "last preview (%d steps, %dx%d) is the final image", c.steps, c.last_preview.width,
+              c.last_preview.height);
+        sd_result_free(&r);
+    }
+    free(steps), free(want);
+    sd_image_free(&c.last_preview);
+    fixture_run_free(&fr);
+    sd_pipeline_free(p);
+}
+
+/* Image to image with the tiny VAE: it encodes too, deterministically (nothing drawn), so two runs
+ * agree and differ from the big VAE's. */
+static void check_img2img(void) {
+    sd_pipeline *p = load("sd15-tiny/pipeline", "extra/taesd-tiny");
+    if (!p) return;
+    sd_image init;
+    CHECK_OK(image_alloc(&init, 64, 48));
+    for (size_t i = 0; i < (size_t)64 * 48 * 3; i++) init.rgb[i] = (uint8_t)(i * 37 % 251);
+    sd_gen_params g;
+    sd_gen_params_init(&g);
+    g.prompt = "a red boat";
+    g.steps = 4;
+    g.seed = 3;
+    g.init_image = &init;
+    sd_result a, b;
+    CHECK_OK(sd_generate(p, &g, &a));
+    CHECK_OK(sd_generate(p, &g, &b));
+    if (a.n_images == 1 && b.n_images == 1) {
+        CHECK(a.images[0].width == 64 && a.images[0].height == 48, "img2img size %dx%d",
+              a.images[0].width, a.images[0].height);
+        CHECK(!memcmp(a.images[0].rgb, b.images[0].rgb, (size_t)64 * 48 * 3), "img2img repeats");
+        sd_result_free(&a), sd_result_free(&b);
+    }
+    sd_image_free(&init);
+    sd_pipeline_free(p);
+}
+
+/* Without a tiny VAE the preview is sd_latents_preview's latent-sized map. */
+static void check_cheap_preview(void) {
+    sd_pipeline *p = load("sd15-tiny/pipeline", NULL);
+    if (!p) return;
+    float lat[2 * 3 * 4];
+    fill_random(lat, sizeof lat / sizeof *lat, 5);
+    const sd_tensor t = {lat, 1, 2, 3, 4};
+    sd_image a, b;
+    CHECK_OK(sd_preview_image(p, &t, &a));
+    CHECK_OK(sd_latents_preview(p, &t, &b));
+    CHECK(a.width == 3 && a.height == 2 && b.width == 3 && !memcmp(a.rgb, b.rgb, 18),
+          "cheap preview %dx%d", a.width, a.height);
+    sd_image_free(&a), sd_image_free(&b);
+    sd_pipeline_free(p);
+    /* With the tiny VAE: full size, and the wrong channel count is refused. */
+    p = load("sd15-tiny/pipeline", "extra/taesd-tiny");
+    if (!p) return;
+    CHECK_OK(sd_preview_image(p, &t, &a));
+    CHECK(a.width == 24 && a.height == 16, "tiny preview %dx%d", a.width, a.height);
+    sd_image_free(&a);
+    const sd_tensor bad = {lat, 1, 2, 2, 6};
+    CHECK(sd_preview_image(p, &bad, &a) == SD_ERR_ARG && strstr(sd_last_error(), "6 channels"),
+          "6-channel preview: %s", sd_last_error());
+    sd_pipeline_free(p);
+}
+
+static void check_errors(void) {
+    sd_load_params lp;
+    sd_load_params_init(&lp);
+    sd_pipeline *p = NULL;
+    lp.vae_tiny_dir = fx("extra/taesd3-tiny"); /* 16 channels for a 4-channel UNet */
+    CHECK(sd_pipeline_load(&p, fx("sd15-tiny/pipeline"), &lp) == SD_ERR_CONFIG &&
+              strstr(sd_last_error(), "16 latent channels"), "taesd3 on sd15: %s", sd_last_error());
+    lp.vae_tiny_dir = fx("extra/taesd-tiny");
+    lp.vae_file = fx("sd15-tiny/pipeline/vae/diffusion_pytorch_model.safetensors");
+    CHECK(sd_pipeline_load(&p, fx("sd15-tiny/pipeline"), &lp) == SD_ERR_ARG &&
+              strstr(sd_last_error(), "vae_tiny_dir") && strstr(sd_last_error(), "vae_file"),
+          "tiny and vae_file: %s", sd_last_error());
+    lp.vae_file = NULL;
+    lp.vae_tiny_dir = fx("sd15-tiny/pipeline/vae"); /* an AutoencoderKL */
+    CHECK(sd_pipeline_load(&p, fx("sd15-tiny/pipeline"), &lp) == SD_ERR_CONFIG &&
+              strstr(sd_last_error(), "AutoencoderKL"), "KL as tiny: %s", sd_last_error());
+    CHECK(!p, "no pipeline after failures");
+}
+
+static bool read_image(const char *path, sd_image *img) {
+    const sd_status st = sd_image_read(path, img);
+    CHECK(st == SD_OK, "read %s: %s", path, sd_last_error());
+    return st == SD_OK;
+}
+
+/* gen --vae-tiny --save-latents --preview: the image is vae_tiny's decode of the saved latents
+ * (scaling 1.0), the preview after the last step is the image, and no temporary file is left. */
+static void check_gen(void) {
+    char dir[] = "/tmp/sd_tiny_gen_XXXXXX";
+    if (!mkdtemp(dir)) return;
+    const char *out = test_path(dir, "out.png"), *lat = test_path(dir, "lat.safetensors");
+    const char *pv = test_path(dir, "preview.png");
+    const int rc = tool_run("gen", "-m", fx("sd15-tiny/pipeline"), "--vae-tiny",
+                            fx("extra/taesd-tiny"), "-s", "11", "--steps", "4", "-W", "64",
+                            "-H", "48", "-q", "-o", out, "--save-latents", lat, "--preview", pv,
+                            "--preview-every", "3", "a lighthouse", NULL);
+    CHECK(rc == 0, "gen --vae-tiny: exit %d: %s", rc, tool_output);
+    sd_latents l = {0};
+    sd_image img = {0}, prev = {0};
+    vae_tiny *m = NULL;
+    if (rc == 0 && read_image(out, &img) && read_image(pv, &prev) &&
+        sd_latents_read(lat, NULL, &l) == SD_OK &&
+        vae_tiny_load(&m, fx("extra/taesd-tiny"), false, NULL) == SD_OK) {
+        const size_t n = (size_t)l.c * l.h * l.w, px = (size_t)64 * 48;
+        float *z = malloc(n * sizeof *z), *dec = malloc(px * 3 * sizeof *dec);
+        uint8_t *rgb = malloc(px * 3);
+        layout_nchw_to_nhwc(l.data, z, 1, l.c, l.h, l.w);
+        vae_tiny_unscale_latents(m, false, z, z, n);
+        CHECK_OK(vae_tiny_decode(m, z, 1, l.h, l.w, dec));
+        image_from_float(dec, 64, 48, rgb);
+        CHECK(img.width == 64 && img.height == 48 && !memcmp(rgb, img.rgb, px * 3),
+              "gen --vae-tiny image is the tiny decode of its latents");
+        CHECK(prev.width == 64 && prev.height == 48 && !memcmp(prev.rgb, img.rgb, px * 3),
+              "last preview is the image");
+        free(z), free(dec), free(rgb);
+    }
+    vae_tiny_free(m);
+    sd_latents_free(&l);
+    sd_image_free(&img), sd_image_free(&prev);
+    /* Nothing but the three files: previews go through a temporary name and a rename. */
+    char cmd[160];
+    snprintf(cmd, sizeof cmd, "test $(ls -A '%s' | wc -l) -eq 3", dir);
+    CHECK(system(cmd) == 0, "files left in %s besides out, latents and preview", dir);
+    /* --preview-every without --preview, and a preview that cannot be written. */
+    CHECK(tool_run("gen", "-m", fx("sd15-tiny/pipeline"), "--preview-every", "2", "x", NULL) == 2 &&
+              strstr(tool_output, "--preview FILE"), "--preview-every alone: %s", tool_output);
+    const int bad = tool_run("gen", "-m", fx("sd15-tiny/pipeline"), "--steps", "1", "-W", "64",
+                             "-H", "64", "-q", "-o", out, "--preview", "/nonexistent/p.png", "x", NULL);
+    CHECK(bad == 1 && strstr(tool_output, "--preview /nonexistent/p.png"), "unwritable preview: %d %s",
+          bad, tool_output);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    CHECK(system(cmd) == 0, "%s", cmd);
+}
+
+int main(void) {
+    check_euler_run();
+    check_img2img();
+    check_cheap_preview();
+    check_errors();
+    check_gen();
+    return test_summary();
+}
