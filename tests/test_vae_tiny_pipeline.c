@@ -12,8 +12,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../core/config.h"
 #include "../core/image.h"
 #include "../core/layout.h"
+#include "../core/safetensors.h"
 #include "../vae/vae_tiny.h"
 #include "test.h"
 #include "tool_run.h"
@@ -51,6 +53,51 @@ static sd_pipeline *load(const char *model, const char *tiny) {
     sd_pipeline *p = NULL;
     CHECK_OK(sd_pipeline_load(&p, fx(model), &lp));
     return p;
+}
+
+/* Whether the references hold tensor `name`: tiny_vae_torch.py (here) records sd15_euler_taesd,
+ * diffusers' tiny_vae_refs.py (on a machine with diffusers) sd15_taesd, each with its own weights
+ * in taesd-tiny; whichever wrote the files is checked. */
+static bool refs_have(const char *name) {
+    st_file f;
+    if (st_open(&f, fx(REFS)) != SD_OK) return false;
+    const bool has = st_find(&f, name) != NULL;
+    st_close(&f);
+    return has;
+}
+
+/* diffusers' StableDiffusionPipeline run with vae=taesd-tiny (tiny_vae_refs.py): the call in
+ * tiny_vae_refs.json, final latents and pixels. */
+static void check_diffusers_run(void) {
+    sd_cfg c;
+    CHECK_OK(cfg_open(&c, fx("extra/tiny_vae_refs.json")));
+    const cJSON *run = c.root ? cJSON_GetObjectItem(c.root, "sd15_taesd") : NULL;
+    sd_pipeline *p = run ? load("sd15-tiny/pipeline", "extra/taesd-tiny") : NULL;
+    CHECK(p, "sd15_taesd in tiny_vae_refs.json");
+    if (p) {
+        sd_gen_params g;
+        sd_gen_params_init(&g);
+        g.prompt = cJSON_GetObjectItem(run, "prompt")->valuestring;
+        g.negative_prompt = cJSON_GetObjectItem(run, "negative_prompt")->valuestring;
+        g.steps = cJSON_GetObjectItem(run, "num_inference_steps")->valueint;
+        g.guidance = cJSON_GetObjectItem(run, "guidance_scale")->valuedouble;
+        g.width = cJSON_GetObjectItem(run, "width")->valueint;
+        g.height = cJSON_GetObjectItem(run, "height")->valueint;
+        g.seed = (uint64_t)cJSON_GetObjectItem(run, "seed")->valuedouble;
+        sd_result r;
+        CHECK_OK(sd_generate(p, &g, &r));
+        int64_t ls[4];
+        float *lat = fixture_tensor(REFS, "sd15_taesd.latents", ls, NULL);
+        float *img = fixture_tensor(REFS, "sd15_taesd.image", NULL, NULL);
+        if (r.n_images == 1 && lat && img) {
+            check_rel("sd15_taesd final latents", r.latents, lat, (size_t)ls[1] * ls[2] * ls[3], 1e-4);
+            fixture_check_pixels("sd15_taesd (diffusers, vae=AutoencoderTiny)", &r, img, 1);
+            sd_result_free(&r);
+        }
+        free(lat), free(img);
+        sd_pipeline_free(p);
+    }
+    cfg_close(&c);
 }
 
 /* The recorded euler run through taesd-tiny: final latents as recorded (the VAE plays no part in
@@ -213,7 +260,10 @@ static void check_gen(void) {
 }
 
 int main(void) {
-    check_euler_run();
+    const bool torch_refs = refs_have("sd15_euler_taesd.image"), diffusers_refs = refs_have("sd15_taesd.image");
+    CHECK(torch_refs || diffusers_refs, "%s holds a pipeline reference", REFS);
+    if (torch_refs) check_euler_run();
+    if (diffusers_refs) check_diffusers_run();
     check_img2img();
     check_cheap_preview();
     check_errors();

@@ -258,7 +258,12 @@ typedef struct {
     sd_arena *scratch;
 } tiny_bufs;
 
+/* Element-wise passes go over up to 64 MB at 512x512: split across the threads like the
+ * convolutions (below this many floats a parallel region costs more than it saves). */
+enum { PARALLEL_MIN = 1 << 20 };
+
 static void relu(float *x, size_t n) {
+#pragma omp parallel for schedule(static) if (n >= PARALLEL_MIN)
     for (size_t i = 0; i < n; i++) x[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
@@ -279,6 +284,7 @@ static void block_forward(const tiny_block *blk, tiny_bufs *b, int h, int w) {
     nn_conv2d_forward(&blk->conv[2], b->t[1], 1, h, w, b->t[0], b->scratch);
     float *y = b->t[0];
     const float *x = b->cur;
+#pragma omp parallel for schedule(static) if (n >= PARALLEL_MIN)
     for (size_t i = 0; i < n; i++) {
         const float v = y[i] + x[i];
         y[i] = v > 0.0f ? v : 0.0f;
@@ -292,6 +298,7 @@ static void stage_blocks(const tiny_stage *s, tiny_bufs *b, int h, int w) {
 
 /* Nearest 2x (nn.Upsample(scale_factor=2, mode="nearest")): each pixel becomes a 2x2 square. */
 static void upsample2(const float *x, int h, int w, int c, float *y) {
+#pragma omp parallel for schedule(static) if ((size_t)h * w * c >= PARALLEL_MIN / 4)
     for (int i = 0; i < 2 * h; i++)
         for (int j = 0; j < 2 * w; j++)
             memcpy(y + ((size_t)i * 2 * w + j) * c, x + ((size_t)(i / 2) * w + j / 2) * c,
@@ -316,9 +323,9 @@ static sd_status take_bufs(vae_tiny *m, tiny_bufs *b, size_t cap, const char *wh
     return SD_OK;
 }
 
-static sd_status check_size(int n, int h, int w, int f, int channels, const char *what) {
-    if (n < 1 || h < 1 || w < 1 || (long)h * f * w * f > INT_MAX / 4 ||
-        (double)h * f * w * f * channels > (double)INT_MAX * 16)
+/* Pixel counts must fit the int arithmetic of the kernels (as vae.c's check). */
+static sd_status check_size(int n, int h, int w, int f, const char *what) {
+    if (n < 1 || h < 1 || w < 1 || (long)h * f * w * f > INT_MAX / 4)
         return sd_set_error(SD_ERR_ARG, "tiny vae %s: impossible size %d x %d x %d", what, n, h, w);
     return SD_OK;
 }
@@ -326,7 +333,7 @@ static sd_status check_size(int n, int h, int w, int f, int channels, const char
 sd_status vae_tiny_decode(vae_tiny *m, const float *z, int n, int h, int w, float *image) {
     const vae_tiny_config *c = &m->cfg;
     const int f = vae_tiny_scale_factor(m), C = c->dec_channels[0], L = c->latent_channels;
-    SD_TRY(check_size(n, h, w, f, C, "decode"));
+    SD_TRY(check_size(n, h, w, f, "decode"));
     const size_t full = (size_t)h * f * w * f;
     tiny_bufs b;
     SD_TRY(take_bufs(m, &b, full * (size_t)(C > L ? C : L), "decode"));
@@ -352,6 +359,7 @@ sd_status vae_tiny_decode(vae_tiny *m, const float *z, int n, int h, int w, floa
             } else {
                 float *y = image + i * out_n;
                 nn_conv2d_forward(&st->conv, b.cur, 1, hh, ww, y, b.scratch);
+#pragma omp parallel for schedule(static) if (out_n >= PARALLEL_MIN)
                 for (size_t k = 0; k < out_n; k++) y[k] = y[k] * 2.0f - 1.0f; /* x.mul(2).sub(1) */
             }
         }
@@ -368,7 +376,7 @@ sd_status vae_tiny_encode(vae_tiny *m, const float *image, int n, int h, int w, 
     if (h < f || w < f || h % f || w % f)
         return sd_set_error(SD_ERR_ARG, "tiny vae encode: image size %d x %d is not a multiple of %d",
                             w, h, f);
-    SD_TRY(check_size(n, h / f, w / f, f, C, "encode"));
+    SD_TRY(check_size(n, h / f, w / f, f, "encode"));
     const size_t full = (size_t)h * w;
     tiny_bufs b;
     SD_TRY(take_bufs(m, &b, full * (size_t)(C > c->in_channels ? C : c->in_channels), "encode"));
