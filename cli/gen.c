@@ -146,7 +146,8 @@ static int parse_extra(void *ctx, const char *name, const char *value, const cha
     char *end;
     const long n = strtol(value, &end, 10);
     if (end == value || *end || n < 1 || n > 100000) {
-        snprintf(buf, sizeof buf, "--preview-every: '%.60s' is not a step count (1 or more)", value);
+        snprintf(buf, sizeof buf, "--preview-every: '%.60s' is not a step count (1 or more)",
+                 value);
         *err = buf;
         return -2;
     }

@@ -287,8 +287,8 @@ typedef struct {
     const char *text_encoder_3_file;
     /* A tiny autoencoder (diffusers' AutoencoderTiny: madebyollin's taesd, taesdxl, taesd3, taef1
      * in diffusers layout, config.json + diffusion_pytorch_model.safetensors) used instead of the
-     * model's AutoencoderKL, as a diffusers pipeline given vae=AutoencoderTiny.from_pretrained(dir):
-     * it decodes the final latents (divided by ITS scaling_factor, plus ITS shift_factor for SD3
+     * model's AutoencoderKL, as a diffusers pipeline given
+     * vae=AutoencoderTiny.from_pretrained(dir): it decodes the final latents (divided by ITS scaling_factor, plus ITS shift_factor for SD3
      * and FLUX.1) and encodes init images (its latents are deterministic: no posterior sample is
      * drawn from the generator, as in diffusers), and sd_preview_image decodes step previews with
      * it. The model's VAE is then not loaded at all; vae_tile does not apply. Its latent channels
@@ -452,10 +452,11 @@ SD_API sd_status sd_latents_preview(const sd_pipeline *p, const sd_tensor *laten
 
 /* The picture forming during a run, for SD_EVENT_STEP latents (as sd_latents_preview takes them):
  * with a tiny autoencoder loaded (sd_load_params.vae_tiny_dir), the first batch item decoded
- * through it at full image size (taesd: about 0.1 s for 512x512 on 2 cores); without one,
- * sd_latents_preview's image (1/8 of the sides). *out is allocated (sd_image_free). Meant for the
- * event callback of the pipeline's own sd_generate (the tiny VAE's scratch is the one the final
- * decode uses): not concurrently with another sd_generate or preview on the same pipeline. */
+ * through it at full image size (taesd at 512x512: 141 GFLOP, under a second on one core);
+ * without one, sd_latents_preview's image (1/8 of the sides). *out is allocated (sd_image_free).
+ * Meant for the event callback of the pipeline's own sd_generate (the tiny VAE's scratch is the
+ * one the final decode uses): not concurrently with another sd_generate or preview on the same
+ * pipeline. */
 SD_API sd_status sd_preview_image(sd_pipeline *p, const sd_tensor *latents, sd_image *out);
 
 /* Prints nothing: returns the padded token ids per tokenizer folder of the pipeline as a JSON

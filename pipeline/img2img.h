@@ -85,7 +85,8 @@ sd_status pl_i2i_mask_pixels(const sd_image *mask, int width, int height, float 
 
 /* The VAE's latents for an image [h][w][3] in [-1, 1]: mean + exp(0.5 * logvar) * randn (drawn
  * from rng in NCHW order, as torch draws it), scaled for the denoiser. out [h/f][w/f][c]. With a
- * tiny VAE in place of the model's (p->tiny_decodes) its deterministic latents, scaled, and nothing drawn. */
+ * tiny VAE in place of the model's (p->tiny_decodes): its deterministic latents, scaled; nothing
+ * is drawn. */
 sd_status pl_i2i_encode(sd_pipeline *p, const float *image, int width, int height, sd_rng *rng,
                         float *out);
 

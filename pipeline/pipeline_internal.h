@@ -135,8 +135,8 @@ void pl_release_vae(sd_pipeline *p);
 
 /* The tiny autoencoder in place of the model's VAE (pipeline/tiny_vae.c). pl_tiny_vae_load: from
  * load.vae_tiny_dir (the model's vae component must still be listed), after p->vae when it only
- * decodes previews (load.vae_tiny_previews_only), instead of it otherwise. pl_tiny_vae_decode: final
- * latents (pipeline scale, NHWC, overwritten) -> images [batch][H][W][3] in about [-1, 1].
+ * decodes previews (load.vae_tiny_previews_only), instead of it otherwise. pl_tiny_vae_decode:
+ * final latents (pipeline scale, NHWC, overwritten) -> images [batch][H][W][3] in about [-1, 1].
  * pl_tiny_vae_encode: one image in [-1, 1] -> latents in pipeline scale, no draw from the
  * generator (AutoencoderTiny's encode has no posterior to sample). */
 sd_status pl_tiny_vae_load(sd_pipeline *p);

@@ -26,7 +26,8 @@ static bool family_shifts(const sd_pipeline *p) {
 sd_status pl_tiny_vae_load(sd_pipeline *p) {
     const bool replaces = !p->load.vae_tiny_previews_only;
     if (replaces && p->load.vae_file)
-        return sd_set_error(SD_ERR_ARG, "vae_tiny_dir (--vae-tiny) and vae_file (--vae) both given: "
+        return sd_set_error(SD_ERR_ARG,
+                            "vae_tiny_dir (--vae-tiny) and vae_file (--vae) both given: "
                             "the tiny autoencoder replaces the model's VAE");
     /* The tiny VAE's own folder: no single-file source, no LoRA (its layers have other names). */
     weights_policy policy = pl_load_policy(p, "vae");
@@ -38,7 +39,8 @@ sd_status pl_tiny_vae_load(sd_pipeline *p) {
     if (!replaces) { /* beside the model's VAE: it must decode the same latents to the same size */
         if (c->latent_channels != p->vae_latent_channels ||
             vae_tiny_scale_factor(p->vae_tiny) != p->vae_scale_factor)
-            return sd_set_error(SD_ERR_CONFIG, "%s: a tiny VAE of %d latent channels and scale "
+            return sd_set_error(SD_ERR_CONFIG,
+                                "%s: a tiny VAE of %d latent channels and scale "
                                 "factor %d does not fit the model's VAE (%d, %d)",
                                 p->load.vae_tiny_dir, c->latent_channels,
                                 vae_tiny_scale_factor(p->vae_tiny), p->vae_latent_channels,
@@ -46,25 +48,30 @@ sd_status pl_tiny_vae_load(sd_pipeline *p) {
         return SD_OK;
     }
     if (c->n_enc != c->n_dec)
-        return sd_set_error(SD_ERR_CONFIG, "%s/config.json: the encoder has %d stages and the "
-                            "decoder %d: their scale factors differ", p->load.vae_tiny_dir,
-                            c->n_enc, c->n_dec);
+        return sd_set_error(SD_ERR_CONFIG,
+                            "%s/config.json: the encoder has %d stages and the "
+                            "decoder %d: their scale factors differ",
+                            p->load.vae_tiny_dir, c->n_enc, c->n_dec);
     if (c->in_channels != 3 || c->out_channels != 3)
-        return sd_set_error(SD_ERR_CONFIG, "%s/config.json: in_channels %d and out_channels %d; "
-                            "images have 3", p->load.vae_tiny_dir, c->in_channels, c->out_channels);
+        return sd_set_error(SD_ERR_CONFIG,
+                            "%s/config.json: in_channels %d and out_channels %d; "
+                            "images have 3",
+                            p->load.vae_tiny_dir, c->in_channels, c->out_channels);
     p->vae_scale_factor = vae_tiny_scale_factor(p->vae_tiny);
     p->vae_latent_channels = c->latent_channels;
     p->tiny_decodes = true;
     return SD_OK;
 }
 
-sd_status pl_tiny_vae_decode(sd_pipeline *p, float *latents, int batch, int h, int w, float *image) {
+sd_status pl_tiny_vae_decode(sd_pipeline *p, float *latents, int batch, int h, int w,
+                             float *image) {
     const size_t n = (size_t)batch * h * w * p->vae_latent_channels;
     vae_tiny_unscale_latents(p->vae_tiny, family_shifts(p), latents, latents, n);
     return vae_tiny_decode(p->vae_tiny, latents, batch, h, w, image);
 }
 
-sd_status pl_tiny_vae_encode(sd_pipeline *p, const float *image, int width, int height, float *out) {
+sd_status pl_tiny_vae_encode(sd_pipeline *p, const float *image, int width, int height,
+                             float *out) {
     const int f = p->vae_scale_factor;
     const size_t n = (size_t)(height / f) * (width / f) * p->vae_latent_channels;
     SD_TRY(vae_tiny_encode(p->vae_tiny, image, 1, height, width, out));

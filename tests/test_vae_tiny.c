@@ -46,7 +46,8 @@ static void check_model(const char *name, int latent_c) {
         const int h = (int)ls[2], w = (int)ls[3];
         CHECK(ls[1] == latent_c && ds[2] == 8 * h && ds[3] == 8 * w, "%s shapes", name);
         const size_t nl = (size_t)latent_c * h * w, nd = (size_t)3 * ds[2] * ds[3];
-        float *z = malloc(nl * sizeof *z), *out = malloc(nd * sizeof *out), *nchw = malloc(nd * sizeof *nchw);
+        float *z = malloc(nl * sizeof *z), *out = malloc(nd * sizeof *out),
+              *nchw = malloc(nd * sizeof *nchw);
         nchw_to_nhwc(lat, z, 1, latent_c, h, w);
         CHECK_OK(vae_tiny_decode(m, z, 1, h, w, out));
         nhwc_to_nchw(out, nchw, 1, (int)ds[2], (int)ds[3], 3);
@@ -60,7 +61,8 @@ static void check_model(const char *name, int latent_c) {
 
         const int ih = (int)is[2], iw = (int)is[3];
         const size_t ni = (size_t)3 * ih * iw, ne = (size_t)latent_c * es[2] * es[3];
-        float *x = malloc(ni * sizeof *x), *e = malloc(ne * sizeof *e), *en = malloc(ne * sizeof *en);
+        float *x = malloc(ni * sizeof *x), *e = malloc(ne * sizeof *e),
+              *en = malloc(ne * sizeof *en);
         nchw_to_nhwc(img, x, 1, 3, ih, iw);
         CHECK_OK(vae_tiny_encode(m, x, 1, ih, iw, e));
         nhwc_to_nchw(e, en, 1, ih / 8, iw / 8, latent_c);
@@ -74,7 +76,8 @@ static void check_model(const char *name, int latent_c) {
         CHECK_OK(vae_tiny_decode(m, z, 1, h, w, again));
         CHECK(!memcmp(again, out, nd * sizeof *out), "%s: decode after release differs", name);
         /* Not a multiple of 8: refused, naming the size. */
-        CHECK(vae_tiny_encode(m, x, 1, ih - 4, iw, e) == SD_ERR_ARG && strstr(sd_last_error(), "44"),
+        CHECK(vae_tiny_encode(m, x, 1, ih - 4, iw, e) == SD_ERR_ARG &&
+                  strstr(sd_last_error(), "44"),
               "%s: encode of 40x44: %s", name, sd_last_error());
         free(z), free(out), free(nchw), free(x), free(e), free(en), free(again);
     }
@@ -122,26 +125,31 @@ static void check_errors(void) {
     snprintf(cfg, sizeof cfg, "%s/config.json", dir);
     snprintf(wts, sizeof wts, "%s/diffusion_pytorch_model.safetensors", dir);
     char cmd[512];
-    snprintf(cmd, sizeof cmd, "cp '%s' '%s'", fixture("extra/taesd-tiny/diffusion_pytorch_model.safetensors"), wts);
+    snprintf(cmd, sizeof cmd, "cp '%s' '%s'",
+             fixture("extra/taesd-tiny/diffusion_pytorch_model.safetensors"), wts);
     CHECK(system(cmd) == 0, "%s", cmd);
     static const struct {
         const char *json, *want;
     } cases[] = {
         {"{\"_class_name\": \"AutoencoderKL\"}", "'_class_name' is 'AutoencoderKL'"},
         {"{\"act_fn\": \"silu\", \"decoder_block_out_channels\": [8,8,8,8], "
-         "\"encoder_block_out_channels\": [8,8,8,8]}", "'act_fn'"},
+         "\"encoder_block_out_channels\": [8,8,8,8]}",
+         "'act_fn'"},
         {"{\"decoder_block_out_channels\": [8,8,4,8], \"encoder_block_out_channels\": [8,8,8,8]}",
          "'decoder_block_out_channels' entry 2"},
         {"{\"decoder_block_out_channels\": [8,8,8], \"encoder_block_out_channels\": [8,8,8,8]}",
          "'num_decoder_blocks' has 4 entries"},
         {"{\"scaling_factor\": 0, \"decoder_block_out_channels\": [8,8,8,8], "
-         "\"encoder_block_out_channels\": [8,8,8,8]}", "'scaling_factor'"},
+         "\"encoder_block_out_channels\": [8,8,8,8]}",
+         "'scaling_factor'"},
         /* 16 channels against a 4-channel model's weights: the first tensor named. */
         {"{\"latent_channels\": 16, \"decoder_block_out_channels\": [8,8,8,8], "
-         "\"encoder_block_out_channels\": [8,8,8,8]}", "decoder.layers.0.weight"},
+         "\"encoder_block_out_channels\": [8,8,8,8]}",
+         "decoder.layers.0.weight"},
         /* One block more than the weights have. */
         {"{\"num_decoder_blocks\": [3,3,3,2], \"decoder_block_out_channels\": [8,8,8,8], "
-         "\"encoder_block_out_channels\": [8,8,8,8]}", "decoder.layers.18.conv.0.weight"},
+         "\"encoder_block_out_channels\": [8,8,8,8]}",
+         "decoder.layers.18.conv.0.weight"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         write_file(cfg, cases[i].json);

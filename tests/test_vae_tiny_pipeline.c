@@ -90,7 +90,8 @@ static void check_diffusers_run(void) {
         float *lat = fixture_tensor(REFS, "sd15_taesd.latents", ls, NULL);
         float *img = fixture_tensor(REFS, "sd15_taesd.image", NULL, NULL);
         if (r.n_images == 1 && lat && img) {
-            check_rel("sd15_taesd final latents", r.latents, lat, (size_t)ls[1] * ls[2] * ls[3], 1e-4);
+            check_rel("sd15_taesd final latents", r.latents, lat, (size_t)ls[1] * ls[2] * ls[3],
+                      1e-4);
             fixture_check_pixels("sd15_taesd (diffusers, vae=AutoencoderTiny)", &r, img, 1);
             sd_result_free(&r);
         }
@@ -112,11 +113,13 @@ static void check_euler_run(void) {
     sd_result r;
     CHECK_OK(sd_generate(p, &fr.g, &r));
     int64_t ls[5], is[4];
-    float *steps = fixture_tensor("sd15-tiny/expected/euler.safetensors", "latents_steps", ls, NULL);
+    float *steps =
+        fixture_tensor("sd15-tiny/expected/euler.safetensors", "latents_steps", ls, NULL);
     float *want = fixture_tensor(REFS, "sd15_euler_taesd.image", is, NULL);
     if (r.n_images == 1 && steps && want) {
         const size_t n = (size_t)ls[2] * ls[3] * ls[4];
-        check_rel("sd15 euler with taesd: final latents", r.latents, steps + (ls[0] - 1) * n, n, 1e-4);
+        check_rel("sd15 euler with taesd: final latents", r.latents, steps + (ls[0] - 1) * n, n,
+                  1e-4);
         CHECK(r.images[0].width == 128 && r.images[0].height == 128, "image %dx%d",
               r.images[0].width, r.images[0].height);
         fixture_check_pixels("sd15 euler decoded by taesd-tiny", &r, want, 1);
@@ -191,7 +194,8 @@ static void check_errors(void) {
     sd_pipeline *p = NULL;
     lp.vae_tiny_dir = fx("extra/taesd3-tiny"); /* 16 channels for a 4-channel UNet */
     CHECK(sd_pipeline_load(&p, fx("sd15-tiny/pipeline"), &lp) == SD_ERR_CONFIG &&
-              strstr(sd_last_error(), "16 latent channels"), "taesd3 on sd15: %s", sd_last_error());
+              strstr(sd_last_error(), "16 latent channels"),
+          "taesd3 on sd15: %s", sd_last_error());
     lp.vae_tiny_dir = fx("extra/taesd-tiny");
     lp.vae_file = fx("sd15-tiny/pipeline/vae/diffusion_pytorch_model.safetensors");
     CHECK(sd_pipeline_load(&p, fx("sd15-tiny/pipeline"), &lp) == SD_ERR_ARG &&
@@ -200,7 +204,8 @@ static void check_errors(void) {
     lp.vae_file = NULL;
     lp.vae_tiny_dir = fx("sd15-tiny/pipeline/vae"); /* an AutoencoderKL */
     CHECK(sd_pipeline_load(&p, fx("sd15-tiny/pipeline"), &lp) == SD_ERR_CONFIG &&
-              strstr(sd_last_error(), "AutoencoderKL"), "KL as tiny: %s", sd_last_error());
+              strstr(sd_last_error(), "AutoencoderKL"),
+          "KL as tiny: %s", sd_last_error());
     CHECK(!p, "no pipeline after failures");
 }
 
@@ -217,10 +222,10 @@ static void check_gen(void) {
     if (!mkdtemp(dir)) return;
     const char *out = test_path(dir, "out.png"), *lat = test_path(dir, "lat.safetensors");
     const char *pv = test_path(dir, "preview.png");
-    const int rc = tool_run("gen", "-m", fx("sd15-tiny/pipeline"), "--vae-tiny",
-                            fx("extra/taesd-tiny"), "-s", "11", "--steps", "4", "-W", "64",
-                            "-H", "48", "-q", "-o", out, "--save-latents", lat, "--preview", pv,
-                            "--preview-every", "3", "a lighthouse", NULL);
+    const int rc =
+        tool_run("gen", "-m", fx("sd15-tiny/pipeline"), "--vae-tiny", fx("extra/taesd-tiny"), "-s",
+                 "11", "--steps", "4", "-W", "64", "-H", "48", "-q", "-o", out, "--save-latents",
+                 lat, "--preview", pv, "--preview-every", "3", "a lighthouse", NULL);
     CHECK(rc == 0, "gen --vae-tiny: exit %d: %s", rc, tool_output);
     sd_latents l = {0};
     sd_image img = {0}, prev = {0};
@@ -250,17 +255,20 @@ static void check_gen(void) {
     CHECK(system(cmd) == 0, "files left in %s besides out, latents and preview", dir);
     /* --preview-every without --preview, and a preview that cannot be written. */
     CHECK(tool_run("gen", "-m", fx("sd15-tiny/pipeline"), "--preview-every", "2", "x", NULL) == 2 &&
-              strstr(tool_output, "--preview FILE"), "--preview-every alone: %s", tool_output);
-    const int bad = tool_run("gen", "-m", fx("sd15-tiny/pipeline"), "--steps", "1", "-W", "64",
-                             "-H", "64", "-q", "-o", out, "--preview", "/nonexistent/p.png", "x", NULL);
-    CHECK(bad == 1 && strstr(tool_output, "--preview /nonexistent/p.png"), "unwritable preview: %d %s",
-          bad, tool_output);
+              strstr(tool_output, "--preview FILE"),
+          "--preview-every alone: %s", tool_output);
+    const int bad =
+        tool_run("gen", "-m", fx("sd15-tiny/pipeline"), "--steps", "1", "-W", "64", "-H", "64",
+                 "-q", "-o", out, "--preview", "/nonexistent/p.png", "x", NULL);
+    CHECK(bad == 1 && strstr(tool_output, "--preview /nonexistent/p.png"),
+          "unwritable preview: %d %s", bad, tool_output);
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     CHECK(system(cmd) == 0, "%s", cmd);
 }
 
 int main(void) {
-    const bool torch_refs = refs_have("sd15_euler_taesd.image"), diffusers_refs = refs_have("sd15_taesd.image");
+    const bool torch_refs = refs_have("sd15_euler_taesd.image"),
+               diffusers_refs = refs_have("sd15_taesd.image");
     CHECK(torch_refs || diffusers_refs, "%s holds a pipeline reference", REFS);
     if (torch_refs) check_euler_run();
     if (diffusers_refs) check_diffusers_run();

@@ -32,7 +32,7 @@ typedef struct {
 } tiny_block;
 
 typedef struct {
-    nn_conv2d conv;   /* encoder: the stage's first conv; decoder: its last */
+    nn_conv2d conv; /* encoder: the stage's first conv; decoder: its last */
     int n_blocks;
     tiny_block *blocks;
 } tiny_stage;
@@ -70,7 +70,8 @@ static sd_status read_stages(sd_cfg *c, const char *ch_key, const char *n_key, c
                             n_key, m, ch_key, n);
     for (int i = 0; i < n; i++) {
         if (ch[i] < 1 || ch[i] > 65536 || ch[i] != ch[0])
-            return sd_set_error(SD_ERR_CONFIG, "%s: '%s' entry %d is %d; every entry must be the "
+            return sd_set_error(SD_ERR_CONFIG,
+                                "%s: '%s' entry %d is %d; every entry must be the "
                                 "same positive count (each stage feeds the next unchanged)",
                                 c->path, ch_key, i, ch[i]);
         if (nb[i] < 0 || nb[i] > 1024)
@@ -96,7 +97,8 @@ static sd_status read_config(vae_tiny_config *v, const char *path) {
     const int up_f = cfg_int(&c, "upsampling_scaling_factor", 2);
     sd_status st = cfg_status(&c);
     if (st == SD_OK && strcmp(cls, "AutoencoderTiny") != 0)
-        st = sd_set_error(SD_ERR_CONFIG, "%s: '_class_name' is '%s', not 'AutoencoderTiny'", path, cls);
+        st = sd_set_error(SD_ERR_CONFIG, "%s: '_class_name' is '%s', not 'AutoencoderTiny'", path,
+                          cls);
     if (st == SD_OK)
         st = read_stages(&c, "encoder_block_out_channels", "num_encoder_blocks", enc_def,
                          v->enc_channels, v->enc_blocks, &v->n_enc);
@@ -111,13 +113,18 @@ static sd_status read_config(vae_tiny_config *v, const char *path) {
     if (st == SD_OK && !isfinite(v->shift_factor))
         st = sd_set_error(SD_ERR_CONFIG, "%s: 'shift_factor' is %g", path, v->shift_factor);
     if (st == SD_OK && strcmp(act, "relu") != 0)
-        st = sd_set_error(SD_ERR_UNSUPPORTED, "%s: 'act_fn' is '%s'; only 'relu' is supported", path, act);
+        st = sd_set_error(SD_ERR_UNSUPPORTED, "%s: 'act_fn' is '%s'; only 'relu' is supported",
+                          path, act);
     if (st == SD_OK && strcmp(up, "nearest") != 0)
-        st = sd_set_error(SD_ERR_UNSUPPORTED, "%s: 'upsample_fn' is '%s'; only 'nearest' is "
-                          "supported", path, up);
+        st = sd_set_error(SD_ERR_UNSUPPORTED,
+                          "%s: 'upsample_fn' is '%s'; only 'nearest' is "
+                          "supported",
+                          path, up);
     if (st == SD_OK && up_f != 2)
-        st = sd_set_error(SD_ERR_UNSUPPORTED, "%s: 'upsampling_scaling_factor' is %d; only 2 is "
-                          "supported", path, up_f);
+        st = sd_set_error(SD_ERR_UNSUPPORTED,
+                          "%s: 'upsampling_scaling_factor' is %d; only 2 is "
+                          "supported",
+                          path, up_f);
     cfg_close(&c);
     return st;
 }
@@ -125,7 +132,8 @@ static sd_status read_config(vae_tiny_config *v, const char *path) {
 static sd_status load_blocks(tiny_stage *s, const sd_weights *w, int n, int c, const char *part,
                              int *idx) {
     s->blocks = calloc((size_t)n + 1, sizeof *s->blocks);
-    if (!s->blocks) return sd_set_error(SD_ERR_NOMEM, "%s: out of memory for %s.layers", w->dir, part);
+    if (!s->blocks)
+        return sd_set_error(SD_ERR_NOMEM, "%s: out of memory for %s.layers", w->dir, part);
     for (int b = 0; b < n; b++, (*idx)++) {
         for (int k = 0; k < 3; k++)
             SD_TRY(nn_conv2d_load(&s->blocks[b].conv[k], w, c, c, 3, 1, 1, "%s.layers.%d.conv.%d",
@@ -144,11 +152,13 @@ static sd_status load_encoder(vae_tiny *m) {
             SD_TRY(nn_conv2d_load(&m->enc[i].conv, &m->w, c->in_channels, C, 3, 1, 1,
                                   "encoder.layers.%d", idx));
         else
-            SD_TRY(nn_conv2d_load_nobias(&m->enc[i].conv, &m->w, C, C, 3, 2, 1, "encoder.layers.%d", idx));
+            SD_TRY(nn_conv2d_load_nobias(&m->enc[i].conv, &m->w, C, C, 3, 2, 1, "encoder.layers.%d",
+                                         idx));
         idx++;
         SD_TRY(load_blocks(&m->enc[i], &m->w, c->enc_blocks[i], C, "encoder", &idx));
     }
-    return nn_conv2d_load(&m->enc_out, &m->w, C, c->latent_channels, 3, 1, 1, "encoder.layers.%d", idx);
+    return nn_conv2d_load(&m->enc_out, &m->w, C, c->latent_channels, 3, 1, 1, "encoder.layers.%d",
+                          idx);
 }
 
 static sd_status load_decoder(vae_tiny *m) {
@@ -164,7 +174,8 @@ static sd_status load_decoder(vae_tiny *m) {
             SD_TRY(nn_conv2d_load(&m->dec[i].conv, &m->w, C, c->out_channels, 3, 1, 1,
                                   "decoder.layers.%d", idx));
         else
-            SD_TRY(nn_conv2d_load_nobias(&m->dec[i].conv, &m->w, C, C, 3, 1, 1, "decoder.layers.%d", idx));
+            SD_TRY(nn_conv2d_load_nobias(&m->dec[i].conv, &m->w, C, C, 3, 1, 1, "decoder.layers.%d",
+                                         idx));
         idx++;
     }
     return SD_OK;
@@ -227,9 +238,15 @@ void vae_tiny_release(vae_tiny *m) {
     weights_release(&m->w);
 }
 
-const vae_tiny_config *vae_tiny_get_config(const vae_tiny *m) { return &m->cfg; }
-bool vae_tiny_has_encoder(const vae_tiny *m) { return m->has_encoder; }
-int vae_tiny_scale_factor(const vae_tiny *m) { return 1 << (m->cfg.n_dec - 1); }
+const vae_tiny_config *vae_tiny_get_config(const vae_tiny *m) {
+    return &m->cfg;
+}
+bool vae_tiny_has_encoder(const vae_tiny *m) {
+    return m->has_encoder;
+}
+int vae_tiny_scale_factor(const vae_tiny *m) {
+    return 1 << (m->cfg.n_dec - 1);
+}
 
 void vae_tiny_unscale_latents(const vae_tiny *m, bool add_shift, const float *in, float *out,
                               size_t n) {
@@ -249,7 +266,8 @@ void vae_tiny_scale_latents(const vae_tiny *m, bool sub_shift, const float *in, 
         for (size_t i = 0; i < n; i++) out[i] = sf * in[i];
 }
 
-/* ---- forward ---------------------------------------------------------------------------------- */
+/* ---- forward ----------------------------------------------------------------------------------
+ */
 
 /* Three activation buffers of `cap` floats each, rotated so that no layer writes over its input:
  * cur holds the activation, t[0] and t[1] are free. */
@@ -314,11 +332,14 @@ static sd_status take_bufs(vae_tiny *m, tiny_bufs *b, size_t cap, const char *wh
         float *p = sd_arena_floats(&m->arena, cap);
         if (!p) {
             sd_arena_reset(&m->arena);
-            return sd_set_error(SD_ERR_NOMEM, "tiny vae %s: out of memory for %zu MB of activations",
-                                what, 3 * cap * sizeof(float) >> 20);
+            return sd_set_error(SD_ERR_NOMEM,
+                                "tiny vae %s: out of memory for %zu MB of activations", what,
+                                3 * cap * sizeof(float) >> 20);
         }
-        if (i == 0) b->cur = p;
-        else b->t[i - 1] = p;
+        if (i == 0)
+            b->cur = p;
+        else
+            b->t[i - 1] = p;
     }
     return SD_OK;
 }
@@ -374,8 +395,8 @@ sd_status vae_tiny_encode(vae_tiny *m, const float *image, int n, int h, int w, 
     const vae_tiny_config *c = &m->cfg;
     const int f = 1 << (c->n_enc - 1), C = c->enc_channels[0], L = c->latent_channels;
     if (h < f || w < f || h % f || w % f)
-        return sd_set_error(SD_ERR_ARG, "tiny vae encode: image size %d x %d is not a multiple of %d",
-                            w, h, f);
+        return sd_set_error(SD_ERR_ARG,
+                            "tiny vae encode: image size %d x %d is not a multiple of %d", w, h, f);
     SD_TRY(check_size(n, h / f, w / f, f, "encode"));
     const size_t full = (size_t)h * w;
     tiny_bufs b;
