@@ -135,6 +135,51 @@ static void check_euler_run(void) {
     sd_pipeline_free(p);
 }
 
+/* SD3 and FLUX.1 add the tiny config's shift_factor before decoding (taesd3-tiny: 0.0609; SD / SDXL
+ * never do): the image is vae_tiny's decode of (latents / 1.5305 + 0.0609), not of latents
+ * / 1.5305. Low memory gives the same image. */
+static void check_shifted(const char *model, int size) {
+    sd_gen_params g;
+    sd_gen_params_init(&g);
+    g.prompt = "a red boat";
+    g.steps = 2;
+    g.seed = 9;
+    g.width = g.height = size;
+    sd_result r = {0}, low = {0};
+    vae_tiny *m = NULL;
+    for (int lowmem = 0; lowmem < 2; lowmem++) {
+        sd_load_params lp;
+        sd_load_params_init(&lp);
+        lp.vae_tiny_dir = fx("extra/taesd3-tiny");
+        lp.low_memory = lowmem;
+        sd_pipeline *p = NULL;
+        CHECK_OK(sd_pipeline_load(&p, fx(model), &lp));
+        if (p) CHECK_OK(sd_generate(p, &g, lowmem ? &low : &r));
+        sd_pipeline_free(p);
+    }
+    if (r.n_images == 1 && low.n_images == 1 &&
+        vae_tiny_load(&m, fx("extra/taesd3-tiny"), false, NULL) == SD_OK) {
+        const int c = r.latent_shape[1], h = r.latent_shape[2], w = r.latent_shape[3];
+        const size_t n = (size_t)c * h * w, px = (size_t)size * size;
+        float *z = malloc(n * sizeof *z), *dec = malloc(px * 3 * sizeof *dec);
+        uint8_t *rgb = malloc(px * 3);
+        for (int shift = 1; shift >= 0; shift--) {
+            layout_nchw_to_nhwc(r.latents, z, 1, c, h, w);
+            vae_tiny_unscale_latents(m, shift, z, z, n);
+            CHECK_OK(vae_tiny_decode(m, z, 1, h, w, dec));
+            image_from_float(dec, size, size, rgb);
+            const bool same = !memcmp(rgb, r.images[0].rgb, px * 3);
+            CHECK(same == (shift == 1), "%s: the image is the tiny decode %s the shift", model,
+                  shift ? "with" : "without");
+        }
+        CHECK(!memcmp(low.images[0].rgb, r.images[0].rgb, px * 3), "%s: --low-memory image differs",
+              model);
+        free(z), free(dec), free(rgb);
+    }
+    vae_tiny_free(m);
+    sd_result_free(&r), sd_result_free(&low);
+}
+
 /* Image to image with the tiny VAE: it encodes too, deterministically (nothing drawn), so two runs
  * agree and differ from the big VAE's. */
 static void check_img2img(void) {
@@ -272,6 +317,8 @@ int main(void) {
     CHECK(torch_refs || diffusers_refs, "%s holds a pipeline reference", REFS);
     if (torch_refs) check_euler_run();
     if (diffusers_refs) check_diffusers_run();
+    check_shifted("sd3-tiny/pipeline", 64);
+    check_shifted("flux-tiny/pipeline", 64);
     check_img2img();
     check_cheap_preview();
     check_errors();
