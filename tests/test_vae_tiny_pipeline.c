@@ -6,6 +6,7 @@
  * - gen --vae-tiny writes the decode of its own --save-latents through vae_tiny, and its last
  *   --preview is that image;
  * - the preview without a tiny VAE is the latent-to-RGB map; errors name the settings. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,7 +16,9 @@
 #include "../core/config.h"
 #include "../core/image.h"
 #include "../core/layout.h"
+#include "../core/rng.h"
 #include "../core/safetensors.h"
+#include "../pipeline/img2img.h"
 #include "../vae/vae_tiny.h"
 #include "test.h"
 #include "tool_run.h"
@@ -180,6 +183,78 @@ static void check_shifted(const char *model, int size) {
     sd_result_free(&r), sd_result_free(&low);
 }
 
+typedef struct {
+    float *first_input; /* the first denoiser input's cond half... any half: both are the same */
+    size_t n;
+} input_catcher;
+
+static int on_input(void *user, const sd_event *ev) {
+    input_catcher *c = user;
+    if (ev->kind == SD_EVENT_MODEL_INPUT && !c->first_input) {
+        c->n = (size_t)ev->tensor.h * ev->tensor.w * ev->tensor.c;
+        c->first_input = malloc(c->n * sizeof(float));
+        if (c->first_input) memcpy(c->first_input, ev->tensor.data, c->n * sizeof(float));
+    }
+    return 0;
+}
+
+/* Image to image encodes with the tiny VAE and draws nothing for it, as diffusers'
+ * retrieve_latents with AutoencoderTiny: the first denoiser input is a * encode(image) *
+ * scaling_factor + b * noise, the noise being the generator's FIRST draw (with the big VAE the
+ * posterior sample comes first). a and b (the scheduler's) are fitted; the rest must vanish. */
+static void check_img2img_noise(void) {
+    sd_pipeline *p = load("sd15-tiny/pipeline", "extra/taesd-tiny");
+    vae_tiny *m = NULL;
+    if (!p || vae_tiny_load(&m, fx("extra/taesd-tiny"), true, NULL) != SD_OK) return;
+    enum { W = 64, H = 48, C = 4 };
+    sd_image init;
+    CHECK_OK(image_alloc(&init, W, H));
+    for (size_t i = 0; i < (size_t)W * H * 3; i++) init.rgb[i] = (uint8_t)(i * 53 % 241);
+    sd_gen_params g;
+    sd_gen_params_init(&g);
+    g.prompt = "a red boat";
+    g.steps = 4;
+    g.seed = 21;
+    g.init_image = &init;
+    input_catcher c = {0};
+    g.on_event = on_input;
+    g.user = &c;
+    sd_result r;
+    CHECK_OK(sd_generate(p, &g, &r));
+    const size_t n = (size_t)(W / 8) * (H / 8) * C;
+    float px[W * H * 3], enc[n], draw[n], noise[n];
+    CHECK_OK(pl_i2i_image_pixels(&init, W, H, px));
+    CHECK_OK(vae_tiny_encode(m, px, 1, H, W, enc)); /* scaling_factor 1.0 */
+    sd_rng rng;
+    rng_seed(&rng, g.seed);
+    rng_randn(&rng, draw, n); /* NCHW, as torch draws */
+    layout_nchw_to_nhwc(draw, noise, 1, C, H / 8, W / 8);
+    if (c.first_input && c.n == n) {
+        /* Least squares for x = a * enc + b * noise. */
+        double ee = 0, en = 0, nn = 0, xe = 0, xn = 0, xx = 0;
+        for (size_t i = 0; i < n; i++) {
+            const double e = enc[i], z = noise[i], x = c.first_input[i];
+            ee += e * e, en += e * z, nn += z * z, xe += x * e, xn += x * z, xx += x * x;
+        }
+        const double det = ee * nn - en * en, a = (xe * nn - xn * en) / det,
+                     b = (xn * ee - xe * en) / det;
+        double res = 0;
+        for (size_t i = 0; i < n; i++) {
+            const double d = c.first_input[i] - a * enc[i] - b * noise[i];
+            res += d * d;
+        }
+        CHECK(a > 0.1 && b > 0.1 && sqrt(res / xx) < 1e-5,
+              "img2img start = %.4f * tiny encode + %.4f * first noise draw, residual %.2e", a, b,
+              sqrt(res / xx));
+    }
+    CHECK(c.first_input != NULL, "img2img: no model input event");
+    if (r.n_images == 1) sd_result_free(&r);
+    free(c.first_input);
+    sd_image_free(&init);
+    vae_tiny_free(m);
+    sd_pipeline_free(p);
+}
+
 /* Image to image with the tiny VAE: it encodes too, deterministically (nothing drawn), so two runs
  * agree and differ from the big VAE's. */
 static void check_img2img(void) {
@@ -320,6 +395,7 @@ int main(void) {
     check_shifted("sd3-tiny/pipeline", 64);
     check_shifted("flux-tiny/pipeline", 64);
     check_img2img();
+    check_img2img_noise();
     check_cheap_preview();
     check_errors();
     check_gen();
