@@ -63,7 +63,6 @@ typedef struct {
     const char *preview;   /* --preview FILE, or NULL */
     int preview_every;     /* --preview-every N */
     int quality;
-    int preview_failed;    /* a preview that could not be written stops the run */
 } progress;
 
 static double now_s(void) {
@@ -80,9 +79,9 @@ static int write_preview(progress *pr, const sd_event *ev) {
     sd_image img;
     if (sd_preview_image(pr->p, &ev->tensor, &img) != SD_OK ||
         sd_image_write(pr->preview, &img, NULL, 0, pr->quality) != SD_OK) {
-        /* Kept as gen's error: the cancellation sd_generate reports would hide it. */
+        /* Kept as gen's error (main prints it): the cancellation sd_generate reports would hide
+         * it. A preview that cannot be written stops the run. */
         cli_fail(SD_ERR_IO, "--preview %s: %s", pr->preview, sd_last_error());
-        pr->preview_failed = 1;
         return 1;
     }
     sd_image_free(&img);
@@ -241,7 +240,7 @@ int main(int argc, char **argv) {
         return rc;
     }
     progress pr = {now_s(), isatty(2) && !o.quiet, p, extra.preview,
-                   extra.preview_every ? extra.preview_every : 1, o.quality, 0};
+                   extra.preview_every ? extra.preview_every : 1, o.quality};
     if (pr.tty || pr.preview) {
         o.gen.on_event = on_event;
         o.gen.user = &pr;
