@@ -13,6 +13,7 @@
 #   make bench-kernels  kernel micro-benchmark (GFLOP/s and % of the measured FMA peak); not a test
 #   make bench      whole SD 1.5 model at 512x512 (random weights written once to $(SD_BENCH_CACHE));
 #                   BENCH_ARGS="--threads 2 --runs 5" passes options to build/bench/sd_bench;
+#                   the tiny autoencoder at 512x512 (build/bench/tiny_vae_bench);
 #                   then bench-memory's whole-run rows (BENCH_MEM_ROWS)
 #   make bench-memory  peak RSS of whole runs through bin/gen and bin/vae-check (fp16 SD 1.5 and
 #                   SDXL models written once to $(SD_BENCH_CACHE), and a Q8_0 GGUF of the SD 1.5
@@ -130,7 +131,9 @@ BENCH_MAKE_GGUF := $(BUILD)/bench/make_gguf
 # Peak RSS of the tools run as child processes (bench/rss_bench.c).
 BENCH_RSS := $(BUILD)/bench/rss_bench
 BENCH_RSS_OBJ := $(patsubst %,$(BUILD)/bench/%.o,rss_bench sysinfo)
-BENCHES := $(BENCH_KERNELS) $(BENCH_SD) $(BENCH_MAKE_MODEL) $(BENCH_RSS) $(BENCH_MAKE_GGUF)
+# The tiny autoencoder's decode and encode at 512x512 (bench/tiny_vae_bench.c).
+BENCH_TINY := $(BUILD)/bench/tiny_vae_bench
+BENCHES := $(BENCH_KERNELS) $(BENCH_SD) $(BENCH_MAKE_MODEL) $(BENCH_RSS) $(BENCH_MAKE_GGUF) $(BENCH_TINY)
 BENCH_MEM_ARGS ?=
 # make bench's memory rows: the whole-run ones. The 2048x2048 tiled VAE decode takes most of an
 # hour on 2 cores, so it runs only under make bench-memory.
@@ -251,10 +254,14 @@ $(BENCH_MAKE_MODEL): $(BUILD)/bench/make_model.o $(LIB)
 $(BENCH_RSS): $(BENCH_RSS_OBJ) $(LIB)
 	$(CC) $(LDFLAGS) $(BENCH_WRAP) $^ $(BENCH_LDLIBS) -o $@
 
-bench: $(BENCH_SD) $(BENCH_MAKE_MODEL)
+$(BENCH_TINY): $(BUILD)/bench/tiny_vae_bench.o $(LIB)
+	$(CC) $(LDFLAGS) $^ $(BENCH_LDLIBS) -o $@
+
+bench: $(BENCH_SD) $(BENCH_MAKE_MODEL) $(BENCH_TINY)
 	@mkdir -p $(SD_BENCH_CACHE)
 	$(BENCH_MAKE_MODEL) bench/models/sd15 $(BENCH_MODEL) --dtype $(BENCH_DTYPE)
 	$(BENCH_SD) $(BENCH_MODEL) $(BENCH_ARGS)
+	$(BENCH_TINY) --cache $(SD_BENCH_CACHE)
 	$(MAKE) --no-print-directory bench-memory BENCH_MEM_ARGS="--only $(BENCH_MEM_ROWS) $(BENCH_MEM_ARGS)"
 
 
@@ -364,7 +371,7 @@ clean:
 
 -include $(BUILD)/bench/kernels.d $(BUILD)/bench/model.d $(BUILD)/bench/peak.d $(BUILD)/bench/gguf.d \
     $(BUILD)/bench/make_gguf.d $(BENCH_SD_OBJ:.o=.d) \
-    $(BUILD)/bench/make_model.d $(BUILD)/bench/rss_bench.d
+    $(BUILD)/bench/make_model.d $(BUILD)/bench/rss_bench.d $(BUILD)/bench/tiny_vae_bench.d
 -include $(LIB_OBJ:.o=.d) $(TESTS:=.d) $(FULLS:=.d) $(TEST_COMMON:.o=.d) $(CLI_SRC:cli/%.c=$(BUILD)/cli/%.d) \
     $(CLI_COMMON_OBJ:.o=.d) $(SERVER_OBJ:.o=.d) $(BUILD)/server/main.d \
     $(FUZZ_ENTRY_OBJ:.o=.d) $(BUILD)/tests/fuzz/fuzz_util.d

@@ -24,6 +24,10 @@ static void usage(FILE *fp) {
                 "      --quality N          JPEG quality 1..100 (default 90)\n"
                 "      --save-latents FILE  also write the final latents (NCHW safetensors, tensor\n"
                 "                           'latents', as diffusers has them before the VAE)\n"
+                "      --preview FILE       write the picture forming during the run to FILE (.png or\n"
+                "                           .jpg; replaced atomically): through --vae-tiny's decoder\n"
+                "                           when given, else a cheap latent-to-RGB map at 1/8 size\n"
+                "      --preview-every N    write it every N steps (default 1)\n"
                 "      --print-tokens       print the padded token ids of PROMPT per tokenizer, exit\n"
                 "  -q, --quiet              no progress line and no messages (errors still print)\n"
                 "  -h, --help               this text\n"
@@ -58,7 +62,11 @@ static void list_schedulers(void) {
 
 typedef struct {
     double start;
-    int tty;
+    int tty;               /* print the progress line */
+    sd_pipeline *p;
+    const char *preview;   /* --preview FILE, or NULL */
+    int preview_every;     /* --preview-every N */
+    int quality;
 } progress;
 
 static double now_s(void) {
@@ -67,8 +75,27 @@ static double now_s(void) {
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+/* The picture so far (sd_preview_image: the tiny VAE's decode, else the latent-to-RGB map),
+ * written through sd_image_write's temporary file and rename, so a viewer never reads half a
+ * file. Every N steps, and always after the last. */
+static int write_preview(progress *pr, const sd_event *ev) {
+    if ((ev->index + 1) % pr->preview_every != 0 && ev->index + 1 != ev->total) return 0;
+    sd_image img;
+    if (sd_preview_image(pr->p, &ev->tensor, &img) != SD_OK ||
+        sd_image_write(pr->preview, &img, NULL, 0, pr->quality) != SD_OK) {
+        /* Kept as gen's error (main prints it): the cancellation sd_generate reports would hide
+         * it. A preview that cannot be written stops the run. */
+        cli_fail(SD_ERR_IO, "--preview %s: %s", pr->preview, sd_last_error());
+        return 1;
+    }
+    sd_image_free(&img);
+    return 0;
+}
+
 static int on_event(void *user, const sd_event *ev) {
     progress *pr = user;
+    if (ev->kind == SD_EVENT_STEP && pr->preview && write_preview(pr, ev)) return 1;
+    if (!pr->tty) return 0;
     if (ev->kind == SD_EVENT_STEP) {
         double el = now_s() - pr->start;
         fprintf(stderr, "\rstep %d/%d  %.1f s  (%.2f s/step)   ", ev->index + 1, ev->total, el,
@@ -98,10 +125,44 @@ static int save_latents(const char *path, const sd_result *r) {
     return 0;
 }
 
+typedef struct {
+    const char *preview;
+    int preview_every; /* 0: not given */
+} gen_extra;
+
+/* gen's own options, beside the shared ones (cli_parse's extra hook). */
+static int parse_extra(void *ctx, const char *name, const char *value, const char **err) {
+    gen_extra *x = ctx;
+    const bool preview = !strncmp(name, "--preview", 9) && (name[9] == 0 || name[9] == '=');
+    const bool every = !strncmp(name, "--preview-every", 15) && (name[15] == 0 || name[15] == '=');
+    if (!preview && !every) return -1;
+    static char buf[160];
+    if (!value) {
+        snprintf(buf, sizeof buf, "%s needs a value", preview ? "--preview" : "--preview-every");
+        *err = buf;
+        return -2;
+    }
+    if (preview) {
+        x->preview = value;
+        return 1;
+    }
+    char *end;
+    const long n = strtol(value, &end, 10);
+    if (end == value || *end || n < 1 || n > 100000) {
+        snprintf(buf, sizeof buf, "--preview-every: '%.60s' is not a step count (1 or more)",
+                 value);
+        *err = buf;
+        return -2;
+    }
+    x->preview_every = (int)n;
+    return 1;
+}
+
 int main(int argc, char **argv) {
     cli_options o;
     const char *err = NULL;
-    if (!cli_parse(&o, argc, argv, NULL, NULL, &err)) {
+    gen_extra extra = {0};
+    if (!cli_parse(&o, argc, argv, parse_extra, &extra, &err)) {
         fprintf(stderr, "gen: %s\n", err);
         return 2;
     }
@@ -133,6 +194,10 @@ int main(int argc, char **argv) {
     }
     if (!o.gen.prompt) {
         fprintf(stderr, "gen: no prompt given (usage: gen [options] \"PROMPT\"; see --help)\n");
+        return 2;
+    }
+    if (extra.preview_every && !extra.preview) {
+        fprintf(stderr, "gen: --preview-every needs --preview FILE (where to write the preview)\n");
         return 2;
     }
     const char *typed = o.gen.prompt; /* with its <lora:...> tags, for the PNG parameters */
@@ -183,8 +248,9 @@ int main(int argc, char **argv) {
         cli_options_free(&o);
         return rc;
     }
-    progress pr = {now_s(), isatty(2)};
-    if (pr.tty && !o.quiet) {
+    progress pr = {now_s(), isatty(2) && !o.quiet, p, extra.preview,
+                   extra.preview_every ? extra.preview_every : 1, o.quality};
+    if (pr.tty || pr.preview) {
         o.gen.on_event = on_event;
         o.gen.user = &pr;
     }

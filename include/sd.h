@@ -210,7 +210,7 @@ typedef enum {
     SD_EVENT_MODEL_INPUT,     /* tensor: the denoiser's input at call `index` (uncond half first) */
     SD_EVENT_MODEL_OUTPUT,    /* tensor: the denoiser's raw output at call `index` */
     SD_EVENT_STEP,            /* tensor: the latents after scheduler step `index` (previews:
-                               * sd_latents_preview) */
+                               * sd_preview_image, sd_latents_preview) */
     SD_EVENT_DECODE,          /* before the VAE decode (tensor: the final latents) */
     SD_EVENT_POOLED_EMBEDS,   /* tensor: pooled prompt embedding [1][1][dim] (Flux: CLIP's) */
 } sd_event_kind;
@@ -286,6 +286,19 @@ typedef struct {
      * an SD3 checkpoint's text_encoders.t5xxl.transformer. prefix. (FLUX's T5 is its
      * text_encoder_2: text_encoder_2_file takes such a file there.) NULL: none. */
     const char *text_encoder_3_file;
+    /* A tiny autoencoder (diffusers' AutoencoderTiny: madebyollin's taesd, taesdxl, taesd3, taef1
+     * in diffusers layout, config.json + diffusion_pytorch_model.safetensors) used instead of the
+     * model's AutoencoderKL, as a diffusers pipeline given
+     * vae=AutoencoderTiny.from_pretrained(dir): it decodes the final latents (divided by ITS scaling_factor, plus ITS shift_factor for SD3
+     * and FLUX.1) and encodes init images (its latents are deterministic: no posterior sample is
+     * drawn from the generator, as in diffusers), and sd_preview_image decodes step previews with
+     * it. The model's VAE is then not loaded at all; vae_tile does not apply. Its latent channels
+     * must be the model's. Not with vae_file (unless vae_tiny_previews_only). NULL: none. */
+    const char *vae_tiny_dir;
+    /* With vae_tiny_dir: the tiny VAE (its decoder only) decodes sd_preview_image's previews and
+     * nothing else; the model's VAE is loaded and decodes and encodes as without it (A1111's
+     * TAESD live previews; sd-server --vae-tiny). */
+    bool vae_tiny_previews_only;
 } sd_load_params;
 
 /* The defaults, with struct_size = size (use sd_load_params_init, which passes the caller's). */
@@ -440,6 +453,15 @@ SD_API void sd_result_free(sd_result *r);
  * (ComfyUI's and A1111's), one pixel per latent pixel (h x w, 1/8 of the image's sides). *out is
  * allocated (sd_image_free). SD_ERR_ARG when the channel count is not the family's. */
 SD_API sd_status sd_latents_preview(const sd_pipeline *p, const sd_tensor *latents, sd_image *out);
+
+/* The picture forming during a run, for SD_EVENT_STEP latents (as sd_latents_preview takes them):
+ * with a tiny autoencoder loaded (sd_load_params.vae_tiny_dir), the first batch item decoded
+ * through it at full image size (taesd at 512x512: 141 GFLOP, under a second on one core);
+ * without one, sd_latents_preview's image (1/8 of the sides). *out is allocated (sd_image_free).
+ * Meant for the event callback of the pipeline's own sd_generate (the tiny VAE's scratch is the
+ * one the final decode uses): not concurrently with another sd_generate or preview on the same
+ * pipeline. */
+SD_API sd_status sd_preview_image(sd_pipeline *p, const sd_tensor *latents, sd_image *out);
 
 /* Prints nothing: returns the padded token ids per tokenizer folder of the pipeline as a JSON
  * object text (malloc'd; free()), e.g. {"tokenizer": [49406, ...]}; a T5 tokenizer is padded to

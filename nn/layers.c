@@ -288,13 +288,10 @@ void nn_linear_free(nn_linear *l) {
     memset(l, 0, sizeof *l);
 }
 
-sd_status nn_conv2d_load(nn_conv2d *c, const sd_weights *w, int cin, int cout, int k, int stride,
-                         int pad, const char *fmt, ...) {
+static sd_status conv2d_load(nn_conv2d *c, const sd_weights *w, int cin, int cout, int k,
+                             int stride, int pad, bool bias, const char *fmt, va_list ap) {
     char prefix[NAME_MAX_LEN], name[NAME_MAX_LEN + 8];
-    va_list ap;
-    va_start(ap, fmt);
     vsnprintf(prefix, sizeof prefix, fmt, ap);
-    va_end(ap);
     memset(c, 0, sizeof *c);
     c->s = (conv2d_shape){cin, cout, k, k, stride, pad, pad, pad, pad};
     snprintf(name, sizeof name, "%s.weight", prefix);
@@ -332,8 +329,26 @@ sd_status nn_conv2d_load(nn_conv2d *c, const sd_weights *w, int cin, int cout, i
     }
     free(oihw);
     const int64_t bs[1] = {cout};
-    if (st == SD_OK) st = read_named(w, prefix, ".bias", 1, bs, &c->b);
+    if (st == SD_OK && bias) st = read_named(w, prefix, ".bias", 1, bs, &c->b);
     if (st != SD_OK) nn_conv2d_free(c);
+    return st;
+}
+
+sd_status nn_conv2d_load(nn_conv2d *c, const sd_weights *w, int cin, int cout, int k, int stride,
+                         int pad, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    const sd_status st = conv2d_load(c, w, cin, cout, k, stride, pad, true, fmt, ap);
+    va_end(ap);
+    return st;
+}
+
+sd_status nn_conv2d_load_nobias(nn_conv2d *c, const sd_weights *w, int cin, int cout, int k,
+                                int stride, int pad, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    const sd_status st = conv2d_load(c, w, cin, cout, k, stride, pad, false, fmt, ap);
+    va_end(ap);
     return st;
 }
 

@@ -94,6 +94,11 @@ typedef struct {
  * reverse, both seen in conversions). */
 sd_status nn_conv2d_load(nn_conv2d *c, const sd_weights *w, int cin, int cout, int k, int stride,
                          int pad, const char *fmt, ...) __attribute__((format(printf, 8, 9)));
+/* The same for a convolution without bias (nn.Conv2d(..., bias=False): AutoencoderTiny's
+ * downsampling and inner decoder convs): no "<prefix>.bias" is read. */
+sd_status nn_conv2d_load_nobias(nn_conv2d *c, const sd_weights *w, int cin, int cout, int k,
+                                int stride, int pad, const char *fmt, ...)
+    __attribute__((format(printf, 8, 9)));
 /* x: [n][h][wd][cin] -> y: [n][oh][ow][cout]. */
 void nn_conv2d_forward(const nn_conv2d *c, const float *x, int n, int h, int wd, float *y,
                        sd_arena *scratch);

@@ -179,6 +179,10 @@ sd_status pl_decode(sd_pipeline *p, const sd_gen_params *g, float *latents, int 
         out->latent_shape[0] = batch, out->latent_shape[1] = c;
         out->latent_shape[2] = h, out->latent_shape[3] = w;
         layout_nhwc_to_nchw(latents, out->latents, batch, h, w, c); /* as diffusers holds them */
+    }
+    if (st == SD_OK && p->tiny_decodes) {
+        st = pl_tiny_vae_decode(p, latents, batch, h, w, decoded); /* no tiling: see sd.h */
+    } else if (st == SD_OK) {
         vae_unscale_latents(p->vae, latents, latents, n);
         /* --vae-tile N: tiles of N latent pixels; off (-1) decodes whole; auto (0) tiles only
          * when the untiled decode's scratch is over the limit (vae_auto_tile). */

@@ -56,7 +56,7 @@ static sd_status check_run(pl_run *r) {
     const pl_generator *gen = r->gen;
     sd_pipeline *p = r->p;
     SD_TRY(pl_check_options(r));
-    r->c = vae_get_config(p->vae)->latent_channels;
+    r->c = p->vae_latent_channels;
     r->model_channels = gen->model_channels ? gen->model_channels(p) : r->c;
     r->width = r->g.width, r->height = r->g.height;
     if (gen->image_to_image)

@@ -78,7 +78,7 @@ sd_status sd_load_flux(sd_pipeline *p) {
     SD_TRY(load_component(p, "transformer", tr, load_transformer));
     /* The shapes the components must agree on, named here rather than deep in a forward pass. */
     const flux_config *fc = flux_get_config(p->flux);
-    const int latent_c = vae_get_config(p->vae)->latent_channels;
+    const int latent_c = p->vae_latent_channels;
     const int clip_dim = clip_text_get_config(p->text_encoder)->hidden_size;
     const int t5_dim = t5_encoder_get_config(p->t5)->d_model;
     if (fc->in_channels != 4 * latent_c || fc->out_channels != fc->in_channels)

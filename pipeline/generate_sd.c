@@ -63,14 +63,14 @@ sd_status sd_load_sd(sd_pipeline *p) {
     }
     if (st == SD_ERR_NOMEM) return sd_set_error(SD_ERR_NOMEM, "out of memory");
     if (st != SD_OK) return st;
-    const vae_config *vc = vae_get_config(p->vae);
+    const int lat = p->vae_latent_channels; /* the tiny VAE's when it replaces the model's */
     const unet_config *uc = unet_get_config(p->unet);
-    if (uc->in_channels != vc->latent_channels && uc->in_channels != 2 * vc->latent_channels + 1)
+    if (uc->in_channels != lat && uc->in_channels != 2 * lat + 1)
         return sd_set_error(SD_ERR_CONFIG, "%s: unet in_channels %d does not fit the vae's %d "
-                            "latent channels", p->mi.dir, uc->in_channels, vc->latent_channels);
-    if (uc->out_channels != vc->latent_channels)
+                            "latent channels", p->mi.dir, uc->in_channels, lat);
+    if (uc->out_channels != lat)
         return sd_set_error(SD_ERR_CONFIG, "%s: unet out_channels %d differs from the vae's %d "
-                            "latent channels", p->mi.dir, uc->out_channels, vc->latent_channels);
+                            "latent channels", p->mi.dir, uc->out_channels, lat);
     if (uc->cross_attention_dim != clip_text_get_config(p->text_encoder)->hidden_size)
         return sd_set_error(SD_ERR_CONFIG, "%s: unet cross_attention_dim %d differs from the text "
                             "encoder's hidden_size %d", p->mi.dir, uc->cross_attention_dim,

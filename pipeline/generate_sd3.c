@@ -68,7 +68,7 @@ sd_status sd_load_sd3(sd_pipeline *p) {
     SD_TRY(load_component(p, "transformer", tr, load_transformer, &p->sd3));
 
     const sd3_config *tc = sd3_get_config(p->sd3);
-    const int lat = vae_get_config(p->vae)->latent_channels;
+    const int lat = p->vae_latent_channels;
     if (tc->in_channels != lat || tc->out_channels != lat)
         return sd_set_error(SD_ERR_CONFIG, "%s: transformer in/out_channels %d/%d do not match the "
                             "vae's %d latent channels", p->mi.dir, tc->in_channels,

@@ -101,19 +101,19 @@ static sd_status read_settings(sd_pipeline *p) {
  * made once here with a message that names the keys. */
 static sd_status check_dims(const sd_pipeline *p) {
     const unet_config *uc = unet_get_config(p->unet);
-    const vae_config *vc = vae_get_config(p->vae);
+    const int lat = p->vae_latent_channels; /* the tiny VAE's when it replaces the model's */
     sdxl_encoder e[2] = {{0}};
     const int n = sdxl_encoders(p, e), dim = sdxl_embed_dim(p), pooled = sdxl_pooled_dim(p);
     if (!uc->text_time)
         return sd_set_error(SD_ERR_CONFIG, "%s/unet/config.json: an SDXL UNet needs "
                             "addition_embed_type 'text_time'", p->mi.dir);
     /* 2c + 1: an inpainting UNet (latents, mask, masked-image latents). */
-    if (uc->in_channels != vc->latent_channels && uc->in_channels != 2 * vc->latent_channels + 1)
+    if (uc->in_channels != lat && uc->in_channels != 2 * lat + 1)
         return sd_set_error(SD_ERR_CONFIG, "%s: unet in_channels %d does not fit the vae's %d "
-                            "latent channels", p->mi.dir, uc->in_channels, vc->latent_channels);
-    if (uc->out_channels != vc->latent_channels)
+                            "latent channels", p->mi.dir, uc->in_channels, lat);
+    if (uc->out_channels != lat)
         return sd_set_error(SD_ERR_CONFIG, "%s: unet out_channels %d differs from the vae's %d "
-                            "latent channels", p->mi.dir, uc->out_channels, vc->latent_channels);
+                            "latent channels", p->mi.dir, uc->out_channels, lat);
     if (uc->cross_attention_dim != dim)
         return sd_set_error(SD_ERR_CONFIG, "%s: unet cross_attention_dim %d differs from the text "
                             "encoders' hidden sizes together (%d)", p->mi.dir,

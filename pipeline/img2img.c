@@ -106,8 +106,10 @@ sd_status pl_i2i_mask_pixels(const sd_image *mask, int width, int height, float 
     return SD_OK;
 }
 
-sd_status pl_i2i_encode(vae *v, const sd_gen_params *g, const float *image, int width, int height,
-                        sd_rng *rng, float *out) {
+sd_status pl_i2i_encode(sd_pipeline *p, const sd_gen_params *g, const float *image, int width,
+                        int height, sd_rng *rng, float *out) {
+    if (p->tiny_decodes) return pl_tiny_vae_encode(p, image, width, height, out);
+    vae *v = p->vae;
     const int f = vae_scale_factor(v), c = vae_get_config(v)->latent_channels;
     const int h = height / f, w = width / f;
     const size_t n = (size_t)h * w * c;
@@ -158,12 +160,13 @@ static sd_status prepare_mask(pl_i2i *st, sd_pipeline *p, const sd_gen_params *g
                 const float keep = mask[i] < 0.5f ? 1.0f : 0.0f; /* image * (mask < 0.5) */
                 for (int k = 0; k < 3; k++) image[3 * i + k] *= keep;
             }
-            st_ = pl_i2i_encode(p->vae, g, image, width, height, &ns->rng, st->masked);
+            st_ = pl_i2i_encode(p, g, image, width, height, &ns->rng, st->masked);
         } else {
             /* A 4-channel UNet never sees the masked image's latents, but diffusers encodes them
              * all the same, drawing their sample from the generator: draw it too, so that a
-             * scheduler's later noise comes from the same place in the stream. */
-            rng_randn(&ns->rng, st->masked, n1);
+             * scheduler's later noise comes from the same place in the stream. (The tiny VAE's
+             * encode draws nothing.) */
+            if (!p->tiny_decodes) rng_randn(&ns->rng, st->masked, n1);
         }
     }
     free(mask);
@@ -175,7 +178,7 @@ sd_status pl_i2i_prepare(pl_i2i *st, sd_pipeline *p, const sd_gen_params *g, sd_
     memset(st, 0, sizeof *st);
     const int f = p->vae_scale_factor;
     st->batch = g->batch, st->h = height / f, st->w = width / f;
-    st->c = vae_get_config(p->vae)->latent_channels;
+    st->c = p->vae_latent_channels;
     st->model_channels = model_channels;
     st->inpaint = g->mask_image != NULL;
     st->strength = g->strength;
@@ -196,7 +199,7 @@ sd_status pl_i2i_prepare(pl_i2i *st, sd_pipeline *p, const sd_gen_params *g, sd_
     /* img2img and noised starts need the image's latents; inpainting blends need them too. */
     const bool noised_start = !st->inpaint || (!g->latents && !strength_max);
     if (r == SD_OK && (noised_start || (st->inpaint && !inpaint_model)))
-        r = pl_i2i_encode(p->vae, g, image, width, height, &ns->rng, st->image_latents);
+        r = pl_i2i_encode(p, g, image, width, height, &ns->rng, st->image_latents);
     if (r == SD_OK) {
         /* Given latents replace the drawn noise (inpainting: diffusers' latents= argument). */
         if (g->latents) layout_nchw_to_nhwc(g->latents, st->noise, st->batch, st->c, st->h, st->w);

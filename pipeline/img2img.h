@@ -85,8 +85,9 @@ sd_status pl_i2i_mask_pixels(const sd_image *mask, int width, int height, float 
 
 /* The VAE's latents for an image [h][w][3] in [-1, 1]: mean + exp(0.5 * logvar) * randn (drawn
  * from rng in NCHW order, as torch draws it), scaled for the denoiser. out [h/f][w/f][c]. Tiled
- * as g's vae_tile and vae_tile_limit_mb say (as the decode). */
-sd_status pl_i2i_encode(vae *v, const sd_gen_params *g, const float *image, int width, int height,
-                        sd_rng *rng, float *out);
+ * as g's vae_tile and vae_tile_limit_mb say (as the decode). With a tiny VAE in place of the
+ * model's (p->tiny_decodes): its deterministic latents, scaled; nothing is drawn. */
+sd_status pl_i2i_encode(sd_pipeline *p, const sd_gen_params *g, const float *image, int width,
+                        int height, sd_rng *rng, float *out);
 
 #endif

@@ -139,12 +139,15 @@ void pl_release_denoiser(sd_pipeline *p) {
 }
 
 void pl_release_vae(sd_pipeline *p) {
-    if (p->load.low_memory) vae_release(p->vae);
+    if (!p->load.low_memory) return;
+    if (p->vae) vae_release(p->vae);
+    if (p->vae_tiny) vae_tiny_release(p->vae_tiny);
 }
 
 static sd_status load_vae(sd_pipeline *p) {
     static const char *const classes[] = {"AutoencoderKL", NULL};
     SD_TRY(pl_expect_component(p, "vae", classes));
+    if (p->load.vae_tiny_dir && !p->load.vae_tiny_previews_only) return pl_tiny_vae_load(p);
     char *dir = pl_component_dir(p, "vae");
     if (!dir) return sd_set_error(SD_ERR_NOMEM, "out of memory");
     const weights_policy policy = pl_load_policy(p, "vae");
@@ -152,7 +155,8 @@ static sd_status load_vae(sd_pipeline *p) {
     free(dir);
     if (st != SD_OK) return st;
     p->vae_scale_factor = vae_scale_factor(p->vae);
-    return SD_OK;
+    p->vae_latent_channels = vae_get_config(p->vae)->latent_channels;
+    return p->load.vae_tiny_dir ? pl_tiny_vae_load(p) : SD_OK; /* previews only */
 }
 
 static sd_status pick_family(sd_pipeline *p) {
@@ -288,6 +292,7 @@ void sd_pipeline_free(sd_pipeline *p) {
     if (p->sd3) sd3_free(p->sd3);
     if (p->flux) flux_free(p->flux);
     if (p->vae) vae_free(p->vae);
+    vae_tiny_free(p->vae_tiny);
     lora_set_free(p->lora);
     cJSON_Delete(p->scheduler_config);
     pl_cache_clear(p);

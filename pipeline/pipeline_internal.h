@@ -16,6 +16,7 @@
 #include "../text_encoder/t5_tokenizer.h"
 #include "../unet/unet.h"
 #include "../vae/vae.h"
+#include "../vae/vae_tiny.h"
 #include "model_index.h"
 
 typedef struct sd_family_ops sd_family_ops;
@@ -45,7 +46,10 @@ struct sd_pipeline {
     unet *unet;
     sd3_model *sd3;
     flux_model *flux;
-    vae *vae;
+    vae *vae;           /* NULL when vae_tiny replaces it (load.vae_tiny_dir) */
+    vae_tiny *vae_tiny; /* AutoencoderTiny (pipeline/tiny_vae.c), or NULL */
+    bool tiny_decodes;  /* vae_tiny replaces vae (false: it only decodes previews) */
+    int vae_latent_channels; /* of whichever VAE is loaded */
     lora_set *lora; /* load.loras opened (core/lora.h): merged at load, kept for the layers' sets */
     cJSON *scheduler_config; /* scheduler/scheduler_config.json */
     int vae_scale_factor;    /* 2^(len(vae.block_out_channels) - 1) */
@@ -143,6 +147,16 @@ void pl_transformer_file_free(sd_pipeline *p);
 void pl_release_text_encoders(sd_pipeline *p);
 void pl_release_denoiser(sd_pipeline *p);
 void pl_release_vae(sd_pipeline *p);
+
+/* The tiny autoencoder in place of the model's VAE (pipeline/tiny_vae.c). pl_tiny_vae_load: from
+ * load.vae_tiny_dir (the model's vae component must still be listed), after p->vae when it only
+ * decodes previews (load.vae_tiny_previews_only), instead of it otherwise. pl_tiny_vae_decode:
+ * final latents (pipeline scale, NHWC, overwritten) -> images [batch][H][W][3] in about [-1, 1].
+ * pl_tiny_vae_encode: one image in [-1, 1] -> latents in pipeline scale, no draw from the
+ * generator (AutoencoderTiny's encode has no posterior to sample). */
+sd_status pl_tiny_vae_load(sd_pipeline *p);
+sd_status pl_tiny_vae_decode(sd_pipeline *p, float *latents, int batch, int h, int w, float *image);
+sd_status pl_tiny_vae_encode(sd_pipeline *p, const float *image, int width, int height, float *out);
 
 /* Loads component `name` through `load(out, dir)` after checking model_index.json lists it with
  * one of `classes` (NULL-terminated); the error names what was found instead. */

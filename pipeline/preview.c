@@ -7,7 +7,11 @@
  *
  * The latents are the denoiser's (scaled by the VAE's scaling_factor, shifted for SD3/Flux), as
  * SD_EVENT_STEP carries them and as ComfyUI samples in them (its process_in). Cheap: C
- * multiply-adds per channel and pixel, no allocation beyond the image. */
+ * multiply-adds per channel and pixel, no allocation beyond the image.
+ *
+ * sd_preview_image decodes them through the tiny VAE instead when the pipeline has one (full
+ * size, the final decode's own path), else gives this projection. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "../core/image.h"
@@ -86,4 +90,28 @@ sd_status sd_latents_preview(const sd_pipeline *p, const sd_tensor *latents, sd_
         }
     }
     return SD_OK;
+}
+
+/* With a tiny VAE, the step latents decoded through it: the same unscaling and decoder as the
+ * final image (pl_tiny_vae_decode), on a copy of the first batch item. */
+sd_status sd_preview_image(sd_pipeline *p, const sd_tensor *latents, sd_image *out) {
+    if (!p->vae_tiny) return sd_latents_preview(p, latents, out);
+    memset(out, 0, sizeof *out);
+    if (!latents || !latents->data || latents->batch < 1 || latents->h < 1 || latents->w < 1)
+        return sd_set_error(SD_ERR_ARG, "preview: empty latents");
+    if (latents->c != p->vae_latent_channels)
+        return sd_set_error(SD_ERR_ARG, "preview: %d channels; the tiny VAE takes %d", latents->c,
+                            p->vae_latent_channels);
+    const int f = p->vae_scale_factor, h = latents->h, w = latents->w;
+    const size_t n = (size_t)h * w * latents->c, px = (size_t)h * f * w * f;
+    float *z = malloc(n * sizeof *z), *img = malloc(px * 3 * sizeof *img);
+    sd_status st = z && img ? SD_OK : sd_set_error(SD_ERR_NOMEM, "preview: out of memory");
+    if (st == SD_OK) {
+        memcpy(z, latents->data, n * sizeof *z); /* batch item 0 */
+        st = pl_tiny_vae_decode(p, z, 1, h, w, img);
+    }
+    if (st == SD_OK) st = image_alloc(out, w * f, h * f);
+    if (st == SD_OK) image_from_float(img, w * f, h * f, out->rgb);
+    free(z), free(img);
+    return st;
 }

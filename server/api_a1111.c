@@ -108,10 +108,10 @@ void srv_a1111_img2img(srv_http_req *req, srv_reply *rep) {
 }
 
 void srv_a1111_progress(srv_http_req *req, srv_reply *rep) {
-    srv_progress p;
-    srv_jobs_progress(req->app->jobs, &p);
     const char *skip =
         MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, "skip_current_image");
+    srv_progress p;
+    srv_jobs_progress(req->app->jobs, &p, !(skip && !strcmp(skip, "true")));
     cJSON *o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "progress", p.progress);
     cJSON_AddNumberToObject(o, "eta_relative", p.eta);

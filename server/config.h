@@ -27,6 +27,7 @@ typedef struct {
     const char *embeddings_dir; /* --embeddings-dir DIR: added to every model loaded */
     int threads;            /* --threads N (0: all cores) */
     bool low_memory;        /* --low-memory */
+    const char *vae_tiny;   /* --vae-tiny DIR: AutoencoderTiny for progress previews only */
     int max_files;          /* --max-files N: images kept for response_format url */
     bool quiet;             /* --quiet: no request log */
     int vae_tile_limit_mb;  /* $SD_VAE_TILE_LIMIT_MB, as gen (0: the library's default) */

@@ -68,7 +68,8 @@ bool srv_jobs_wait(srv_jobs *q, srv_job *j, int timeout_ms);
 void srv_jobs_cancel(srv_jobs *q, srv_job *j);
 /* Stops the running job at its next step (A1111 interrupt). */
 void srv_jobs_interrupt(srv_jobs *q);
-void srv_jobs_progress(srv_jobs *q, srv_progress *out);
+/* with_image: copy the preview too (and, with --vae-tiny, ask the worker for a fresh one). */
+void srv_jobs_progress(srv_jobs *q, srv_progress *out, bool with_image);
 
 double srv_now(void);
 

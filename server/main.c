@@ -52,12 +52,16 @@ static void usage(FILE *fp) {
         "      --max-files N         images kept for response_format url (default 64)\n"
         "  -t, --threads N           threads of each generation (default: all cores)\n"
         "      --low-memory          as gen --low-memory\n"
+        "      --vae-tiny DIR        progress previews (current_image) decoded by this\n"
+        "                            AutoencoderTiny folder (taesd, taesdxl, taesd3, taef1: the\n"
+        "                            one for the models' family); images still by their VAE\n"
         "  -q, --quiet               no request log on stderr\n"
         "  -h, --help, --version\n");
 }
 
 enum {
     O_LISTEN = 256,
+    O_VAE_TINY,
     O_PORT,
     O_KEY,
     O_INSECURE,
@@ -99,6 +103,7 @@ static const struct option long_opts[] = {{"listen", 1, 0, O_LISTEN},
                                           {"max-files", 1, 0, O_FILES},
                                           {"threads", 1, 0, 't'},
                                           {"low-memory", 0, 0, O_LOWMEM},
+                                          {"vae-tiny", 1, 0, O_VAE_TINY},
                                           {"quiet", 0, 0, 'q'},
                                           {"help", 0, 0, 'h'},
                                           {"version", 0, 0, O_VERSION},
@@ -194,6 +199,9 @@ static int parse(int argc, char **argv, srv_config *c) {
             break;
         case O_LOWMEM:
             c->low_memory = true;
+            break;
+        case O_VAE_TINY:
+            c->vae_tiny = optarg;
             break;
         case 'q':
             c->quiet = true;

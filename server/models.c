@@ -240,6 +240,8 @@ static bool load_into(srv_models *m, resident *r, const char *path, const sd_lor
     sd_load_params_init(&lp);
     lp.threads = m->cfg->threads;
     lp.low_memory = m->cfg->low_memory;
+    lp.vae_tiny_dir = m->cfg->vae_tiny; /* previews only: images stay the model VAE's */
+    lp.vae_tiny_previews_only = true;
     lp.loras = loras, lp.n_loras = n;
     if (sd_pipeline_load(&r->p, path, &lp) != SD_OK) {
         r->p = NULL;

@@ -9,10 +9,19 @@
 #include "test.h"
 #include "tool_run.h"
 
-/* Whether cli_parse knows --name (with a value after it when it takes one). */
+/* gen's own options (cli/gen.c parses them beside cli_parse's): probed by running gen. */
+static const char *const gen_only[] = {"preview", "preview-every"};
+
+/* Whether cli_parse (or gen, for its own options) knows --name (with a value after it when it
+ * takes one). */
 static int known(const char *name) {
     char opt[80];
     snprintf(opt, sizeof opt, "--%s", name);
+    for (size_t i = 0; i < sizeof gen_only / sizeof *gen_only; i++)
+        if (!strcmp(name, gen_only[i])) {
+            tool_run("gen", opt, "1", NULL);
+            return !strstr(tool_output, "unknown option");
+        }
     char *argv[] = {"gen", opt, "1", NULL};
     cli_options o;
     const char *err = NULL;
@@ -43,7 +52,7 @@ int main(void) {
         "scheduler", "scheduler-opt", "guidance-rescale", "eta", "batch", "clip-skip", "threads",
         "save-latents", "quality", "print-tokens", "prompt-2", "negative-2", "original-size",
         "crop", "target-size", "max-sequence-length", "init-image", "mask", "strength", "help",
-        "version", "quiet"};
+        "version", "quiet", "vae-tiny", "preview", "preview-every"};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) {
         char opt[80];
         snprintf(opt, sizeof opt, "--%s ", all[i]);

@@ -61,7 +61,7 @@ typedef enum {
     O_PROMPT2, O_NEG2, O_ORIG_SIZE, O_CROP, O_TARGET_SIZE, O_MAX_SEQ, O_INIT, O_MASK, O_STRENGTH,
     O_PROMPT3, O_NEG3, O_WEIGHTS_DTYPE, O_PRECISION, O_VAE_TILE, O_CONFIG, O_PREDICTION,
     O_TRANSFORMER, O_LORA, O_LORA_DIR, O_VAE_FILE, O_UNET_FILE, O_TE_FILE, O_TE2_FILE, O_TE3_FILE,
-    O_PROMPT_SYNTAX, O_EMBEDDING, O_EMBEDDINGS_DIR,
+    O_PROMPT_SYNTAX, O_EMBEDDING, O_EMBEDDINGS_DIR, O_VAE_TINY,
     /* flags */
     O_PRINT_TOKENS, O_HELP, O_VERSION, O_QUIET, O_LOW_MEMORY,
 } opt_id;
@@ -98,7 +98,7 @@ static const struct {
     {"text-encoder", 0, O_TE_FILE, true},  {"text-encoder-2", 0, O_TE2_FILE, true},
     {"text-encoder-3", 0, O_TE3_FILE, true},
     {"prompt-syntax", 0, O_PROMPT_SYNTAX, true}, {"embedding", 0, O_EMBEDDING, true},
-    {"embeddings-dir", 0, O_EMBEDDINGS_DIR, true},
+    {"embeddings-dir", 0, O_EMBEDDINGS_DIR, true}, {"vae-tiny", 0, O_VAE_TINY, true},
 };
 enum { N_OPTS = sizeof table / sizeof table[0] };
 
@@ -244,6 +244,7 @@ static bool apply(cli_options *o, opt_id id, const char *name, const char *v, co
     case O_CONFIG: o->config_dir = v; return true;
     case O_TRANSFORMER: o->transformer_file = v; return true;
     case O_VAE_FILE: o->vae_file = v; return true;
+    case O_VAE_TINY: o->vae_tiny_dir = v; return true;
     case O_UNET_FILE: o->unet_file = v; return true;
     case O_TE_FILE: o->text_encoder_file = v; return true;
     case O_TE2_FILE: o->text_encoder_2_file = v; return true;
@@ -421,6 +422,9 @@ const char *cli_gen_options_help(void) {
            "      --vae FILE           the VAE's weights from this .safetensors file (diffusers or\n"
            "                           original layout, e.g. vae-ft-mse-840000-ema-pruned), over a\n"
            "                           folder or a single file; the config stays the model's\n"
+           "      --vae-tiny DIR       decode (and encode init images) with this AutoencoderTiny\n"
+           "                           folder (taesd, taesdxl, taesd3, taef1) instead of the\n"
+           "                           model's VAE: far faster, a little less detail\n"
            "      --unet FILE          the denoiser's weights likewise (SD3's transformer too, in\n"
            "                           diffusers names)\n"
            "      --text-encoder FILE  the first text encoder's weights likewise (e.g. clip_l)\n"
@@ -501,6 +505,7 @@ void cli_load_params(const cli_options *o, sd_load_params *lp) {
     lp->text_encoder_file = o->text_encoder_file;
     lp->text_encoder_2_file = o->text_encoder_2_file;
     lp->text_encoder_3_file = o->text_encoder_3_file;
+    lp->vae_tiny_dir = o->vae_tiny_dir;
 }
 
 char *cli_indexed_path(const char *path, int i, int n) {

@@ -27,6 +27,7 @@ typedef struct {
     /* --vae, --unet (--transformer), --text-encoder, --text-encoder-2, --text-encoder-3: a
      * component's weights from a file of its own */
     const char *vae_file, *unet_file, *text_encoder_file, *text_encoder_2_file, *text_encoder_3_file;
+    const char *vae_tiny_dir; /* --vae-tiny DIR: AutoencoderTiny in place of the model's VAE */
     const char *lora_dir;     /* --lora-dir: where <lora:NAME:SCALE> prompt tags are looked up */
     int n_loras;              /* --lora FILE[:SCALE] given, then the prompt's tags */
     sd_lora loras[CLI_MAX_LORAS];

@@ -342,6 +342,28 @@ const last = await running;
 check(code === 0 && Date.now() - t0 < 5000, 'SIGTERM: the server exits 0 promptly (' + code + ')' +
   (code ? ': ' + srv.stderr().slice(-2000) : ''));
 check(last.status === 503, 'the running job is answered 503 at shutdown: ' + last.status);
+
+// ---- --vae-tiny: the progress preview is the tiny VAE's full-size decode ----
+const tiny = await startServer(['--port', '0', '--models', models, '--model', 'pipeline', '-q',
+  '--vae-tiny', path.join(root, 'tests/fixtures/extra/taesd-tiny')]);
+base = tiny.url;
+const tinyRun = request('POST', '/sdapi/v1/txt2img', { body: { prompt: 'a castle', seed: 5, steps: 50, width: 256, height: 192 } });
+let tinyPv = null;
+for (let i = 0; i < 300 && !tinyPv; i++) {
+  await sleep(30);
+  const p = await request('GET', '/sdapi/v1/progress');
+  if (p.json && p.json.current_image) tinyPv = p.json.current_image;
+}
+let tpv = null;
+try { tpv = b64png(tinyPv); } catch { /* checked below */ }
+check(tpv && tpv.w === 256 && tpv.h === 192, '--vae-tiny: the progress preview is a 256x192 decode' +
+  (tpv ? ` (${tpv.w}x${tpv.h})` : ''));
+await request('POST', '/sdapi/v1/interrupt');
+const tinyDone = await tinyRun;
+check(tinyDone.status === 200, '--vae-tiny server interrupted: ' + tinyDone.status);
+const tinyExit = new Promise((r) => tiny.child.on('exit', (c) => r(c)));
+tiny.child.kill('SIGTERM');
+check(await Promise.race([tinyExit, sleep(10000).then(() => 'timeout')]) === 0, '--vae-tiny server exits 0');
 fs.rmSync(tmp, { recursive: true, force: true });
 console.log(`${passed} passed, ${failed} failed`);
 process.exit(failed ? 1 : 0);
