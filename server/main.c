@@ -51,7 +51,10 @@ static void usage(FILE *fp) {
         "      --max-n N             most images per request (default 8)\n"
         "      --max-files N         images kept for response_format url (default 64)\n"
         "  -t, --threads N           threads of each generation (default: all cores)\n"
-        "      --low-memory          as gen --low-memory\n"
+        "      --keep-resident       weights and scratch stay resident between requests (the\n"
+        "                            default here: a server re-paging every image pays it per\n"
+        "                            request)\n"
+        "      --low-memory          page weights per layer, as gen does by default\n"
         "  -q, --quiet               no request log on stderr\n"
         "  -h, --help, --version\n");
 }
@@ -76,6 +79,7 @@ enum {
     O_MAXN,
     O_FILES,
     O_LOWMEM,
+    O_KEEP,
     O_VERSION
 };
 
@@ -99,6 +103,7 @@ static const struct option long_opts[] = {{"listen", 1, 0, O_LISTEN},
                                           {"max-files", 1, 0, O_FILES},
                                           {"threads", 1, 0, 't'},
                                           {"low-memory", 0, 0, O_LOWMEM},
+                                          {"keep-resident", 0, 0, O_KEEP},
                                           {"quiet", 0, 0, 'q'},
                                           {"help", 0, 0, 'h'},
                                           {"version", 0, 0, O_VERSION},
@@ -195,6 +200,9 @@ static int parse(int argc, char **argv, srv_config *c) {
         case O_LOWMEM:
             c->low_memory = true;
             break;
+        case O_KEEP:
+            c->keep_resident = true;
+            break;
         case 'q':
             c->quiet = true;
             break;
@@ -209,6 +217,11 @@ static int parse(int argc, char **argv, srv_config *c) {
             return 2;
         }
         if (!ok) return 2;
+    }
+    if (c->low_memory && c->keep_resident) {
+        fprintf(stderr, "sd-server: --low-memory and --keep-resident contradict each other "
+                        "(paging on and off): give one\n");
+        return 2;
     }
     if (optind < argc) {
         fprintf(stderr, "sd-server: unexpected argument '%s' (see --help)\n", argv[optind]);

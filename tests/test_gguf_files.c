@@ -24,6 +24,7 @@ static sd_status generate(const char *model, const char *unet, const char *trans
     sd_load_params lp;
     sd_load_params_init(&lp);
     lp.low_memory = low_memory;
+    lp.keep_resident = !low_memory;
     lp.unet_file = unet;
     lp.transformer_file = transformer;
     sd_pipeline *p = NULL;
