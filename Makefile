@@ -15,9 +15,10 @@
 #                   BENCH_ARGS="--threads 2 --runs 5" passes options to build/bench/sd_bench;
 #                   the tiny autoencoder at 512x512 (build/bench/tiny_vae_bench);
 #                   then bench-memory's whole-run rows (BENCH_MEM_ROWS)
-#   make bench-memory  peak RSS of whole runs through bin/gen and bin/vae-check (fp16 SD 1.5 and
-#                   SDXL models written once to $(SD_BENCH_CACHE), and a Q8_0 GGUF of the SD 1.5
-#                   UNet by build/bench/make_gguf); BENCH_MEM_ARGS passes options
+#   make bench-memory  peak RSS of whole runs through bin/gen and bin/vae-check against issue 19's
+#                   goals (fp16 SD 1.5, SDXL, SD3-medium models written once to $(SD_BENCH_CACHE);
+#                   FLUX.1-schnell's 34 GB only when BENCH_MEM_ARGS names flux-1024), and a Q8_0
+#                   GGUF of the SD 1.5 UNet by build/bench/make_gguf; BENCH_MEM_ARGS passes options
 #   make install    PREFIX=/usr/local DESTDIR= : lib/libsd.so.$(SD_VERSION) and its links,
 #                   lib/libsd.a, include/sd.h, lib/pkgconfig/sd.pc, the tools in bin/, the
 #                   bundled configs in share/sd/configs (symbolic links kept);
@@ -135,9 +136,10 @@ BENCH_RSS_OBJ := $(patsubst %,$(BUILD)/bench/%.o,rss_bench sysinfo)
 BENCH_TINY := $(BUILD)/bench/tiny_vae_bench
 BENCHES := $(BENCH_KERNELS) $(BENCH_SD) $(BENCH_MAKE_MODEL) $(BENCH_RSS) $(BENCH_MAKE_GGUF) $(BENCH_TINY)
 BENCH_MEM_ARGS ?=
-# make bench's memory rows: the whole-run ones. The 2048x2048 tiled VAE decode takes most of an
-# hour on 2 cores, so it runs only under make bench-memory.
-BENCH_MEM_ROWS ?= sd15-512,sd15-512-3step,sd15-512-lowmem,sd15-512-q8_0,sdxl-1024,sdxl-1024-lowmem
+# make bench's memory rows: the SD 1.5 and SDXL whole runs. The 2048x2048 tiled VAE decode takes
+# most of an hour on 2 cores and SD3-medium about ten minutes, so they run only under make
+# bench-memory.
+BENCH_MEM_ROWS ?= sd15-512,sd15-512-3step,sd15-512-resident,sd15-512-q8_0,sdxl-1024,sdxl-1024-resident
 BENCH_WRAP := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=aligned_alloc,--wrap=posix_memalign
 SD_BENCH_CACHE ?= bench/cache
 BENCH_DTYPE ?= f32
@@ -271,6 +273,9 @@ bench-memory: $(BENCH_RSS) $(BENCH_MAKE_MODEL) $(BENCH_MAKE_GGUF) $(BINDIR)/gen 
 	test -f $(SD_BENCH_CACHE)/sd15-unet-q8_0.gguf || $(BENCH_MAKE_GGUF) \
 	    $(SD_BENCH_CACHE)/sd15-f16/unet/diffusion_pytorch_model.safetensors $(SD_BENCH_CACHE)/sd15-unet-q8_0.gguf
 	$(BENCH_MAKE_MODEL) bench/models/sdxl $(SD_BENCH_CACHE)/sdxl-f16 --dtype f16
+	$(BENCH_MAKE_MODEL) bench/models/sd3-medium $(SD_BENCH_CACHE)/sd3m-f16 --dtype f16
+	$(if $(findstring flux,$(BENCH_MEM_ARGS)),$(BENCH_MAKE_MODEL) bench/models/flux1-schnell \
+	    $(SD_BENCH_CACHE)/flux-schnell-bf16 --dtype bf16)
 	$(BENCH_RSS) --cache $(SD_BENCH_CACHE) --bin $(BINDIR) $(BENCH_MEM_ARGS)
 
 # SD_VERSION as the preprocessor expands it, so the check holds however sd.h spells the macro.

@@ -253,8 +253,11 @@ typedef struct {
     int threads;                    /* threads of every call on this pipeline; 0: all cores */
     sd_weights_dtype weights_dtype; /* default STORED */
     sd_precision precision;         /* default FP32 */
-    bool low_memory;                /* text encoders released before denoising, the VAE loaded
-                                     * after it, weights paged in per layer */
+    /* Paging (README, "Memory"): weights kept in their file mappings and paged in per layer,
+     * the text encoders' and the denoiser's scratch and pages given back between uses. Since
+     * issue 19 it is the default of every family where it costs under 2% of a run; low_memory
+     * forces it on for every family, keep_resident (the last member) off. */
+    bool low_memory;
     /* Single-file checkpoints (sd_pipeline_load given a .safetensors file in the original LDM
      * layout): a diffusers folder whose configs and tokenizers are used instead of the bundled
      * ones (its weights only for components the file lacks), as from_single_file(config=...). */
@@ -299,6 +302,10 @@ typedef struct {
      * nothing else; the model's VAE is loaded and decodes and encodes as without it (A1111's
      * TAESD live previews; sd-server --vae-tiny). */
     bool vae_tiny_previews_only;
+    /* Weights stay resident once read and scratch is kept between uses (no re-paging): what a
+     * server generating many images wants, at the cost of the model's full size in memory. The
+     * default (false) pages where it is cheap (see low_memory); setting both is an error. */
+    bool keep_resident;
 } sd_load_params;
 
 /* The defaults, with struct_size = size (use sd_load_params_init, which passes the caller's). */
@@ -343,6 +350,9 @@ SD_API const char *sd_pipeline_checkpoint_info(const sd_pipeline *p);
  * BF16 or AUTO was asked and FP32 is used, *note (when not NULL) says why (e.g. the CPU lacks
  * avx512_bf16; also logged at load); otherwise NULL. */
 SD_API sd_precision sd_pipeline_precision(const sd_pipeline *p, const char **note);
+/* Whether the pipeline pages its weights per layer (sd_load_params.low_memory, or the family's
+ * default when keep_resident is not set): what sd_pipeline_load resolved. */
+SD_API bool sd_pipeline_paging(const sd_pipeline *p);
 
 SD_API sd_family sd_pipeline_family(const sd_pipeline *p);
 SD_API const char *sd_pipeline_class(const sd_pipeline *p); /* model_index.json's _class_name */

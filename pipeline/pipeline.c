@@ -68,6 +68,33 @@ static void resolve_precision(sd_pipeline *p) {
     p->precision = SD_PRECISION_BF16;
 }
 
+/* Issue 19: what --low-memory does is the default wherever it costs under 2% of a run's time,
+ * measured per family with full-size random weights (README, "Memory": the table). Paging
+ * re-faults each layer's weights from the page cache per call (about 0.12-0.16 CPU s per GB):
+ * 1.2-1.6% of an SD 1.5 512x512 step, about 0.5% of an SDXL or SD3-medium 1024x1024 step, about
+ * 0.6% of a FLUX.1 one (estimated). A family over the line would return false here. */
+static bool family_pages_by_default(sd_family family) {
+    switch (family) {
+    case SD_FAMILY_SD:
+    case SD_FAMILY_SDXL:
+    case SD_FAMILY_SD3:
+    case SD_FAMILY_FLUX:
+        return true;
+    }
+    return false;
+}
+
+static sd_status resolve_paging(sd_pipeline *p) {
+    if (p->load.low_memory && p->load.keep_resident)
+        return sd_set_error(SD_ERR_ARG, "%s: low_memory and keep_resident are both set (paging "
+                            "forced on and off): set one", p->mi.dir);
+    p->paging = p->load.low_memory ||
+                (!p->load.keep_resident && family_pages_by_default(p->mi.family));
+    return SD_OK;
+}
+
+bool sd_pipeline_paging(const sd_pipeline *p) { return p->paging; }
+
 sd_precision sd_pipeline_precision(const sd_pipeline *p, const char **note) {
     if (note) *note = p->precision_note;
     return p->precision;
@@ -116,7 +143,7 @@ weights_policy pl_load_policy(const sd_pipeline *p, const char *name) {
         .dtype = p->load.weights_dtype == SD_WEIGHTS_F16    ? WEIGHTS_TO_F16
                  : p->load.weights_dtype == SD_WEIGHTS_BF16 ? WEIGHTS_TO_BF16
                                                             : WEIGHTS_AS_STORED,
-        .low_memory = p->load.low_memory,
+        .low_memory = p->paging,
         .precision = bf16 ? WEIGHTS_PRECISION_BF16 : WEIGHTS_PRECISION_FP32,
         .source = pl_single_source(p, name),
         .lora = p->lora,
@@ -125,21 +152,21 @@ weights_policy pl_load_policy(const sd_pipeline *p, const char *name) {
 }
 
 void pl_release_text_encoders(sd_pipeline *p) {
-    if (!p->load.low_memory) return;
+    if (!p->paging) return;
     clip_text_release(p->text_encoder);
     clip_text_release(p->text_encoder_2);
     t5_encoder_release(p->t5);
 }
 
 void pl_release_denoiser(sd_pipeline *p) {
-    if (!p->load.low_memory) return;
+    if (!p->paging) return;
     unet_release(p->unet);
     sd3_release(p->sd3);
     flux_release(p->flux);
 }
 
 void pl_release_vae(sd_pipeline *p) {
-    if (!p->load.low_memory) return;
+    if (!p->paging) return;
     if (p->vae) vae_release(p->vae);
     if (p->vae_tiny) vae_tiny_release(p->vae_tiny);
 }
@@ -249,6 +276,7 @@ static sd_status load(sd_pipeline **out, const char *model_dir, const sd_load_pa
     if (st == SD_OK) st = model_index_load(&p->mi, config_dir ? config_dir : model_dir);
     free(config_dir);
     if (st == SD_OK) st = pick_family(p);
+    if (st == SD_OK) st = resolve_paging(p);
     if (st == SD_OK) st = pl_component_files_open(p);
     if (st == SD_OK) st = pl_single_check(p);
     if (st == SD_OK) st = pl_transformer_file_open(p);

@@ -37,6 +37,8 @@ struct sd_pipeline {
     model_index mi;
     const sd_family_ops *ops;
     sd_load_params load;                     /* as given to sd_pipeline_load */
+    bool paging; /* low-memory mode: load.low_memory, or the family's default unless
+                  * load.keep_resident (pipeline.c, resolve_paging) */
     sd_precision precision;                  /* what load.precision resolved to (FP32 or BF16) */
     const char *precision_note;              /* why BF16 was not used where asked (or NULL) */
     clip_tokenizer *tokenizer, *tokenizer_2; /* CLIP tokenizers (SDXL/SD3 have two) */
@@ -140,7 +142,7 @@ sd_status pl_flux_file_check(sd_pipeline *p);
 const struct weights_source *pl_transformer_file_source(const sd_pipeline *p, const char *name);
 void pl_transformer_file_free(sd_pipeline *p);
 
-/* Low-memory mode (p->load.low_memory; no-ops otherwise): give back what a component holds
+/* Low-memory mode (p->paging; no-ops otherwise): give back what a component holds
  * between uses: scratch memory and resident weight pages. The text encoders after the prompts are
  * encoded (they fault back in if a later prompt misses the cache), the denoiser after the loop,
  * the VAE after encoding an init image and after decoding. Results are unchanged. */

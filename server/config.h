@@ -26,7 +26,8 @@ typedef struct {
     const char *lora_dir;   /* --lora-dir DIR */
     const char *embeddings_dir; /* --embeddings-dir DIR: added to every model loaded */
     int threads;            /* --threads N (0: all cores) */
-    bool low_memory;        /* --low-memory */
+    bool low_memory;        /* --low-memory: paging on */
+    bool keep_resident;     /* --keep-resident: the default, said explicitly */
     const char *vae_tiny;   /* --vae-tiny DIR: AutoencoderTiny for progress previews only */
     int max_files;          /* --max-files N: images kept for response_format url */
     bool quiet;             /* --quiet: no request log */

@@ -51,7 +51,10 @@ static void usage(FILE *fp) {
         "      --max-n N             most images per request (default 8)\n"
         "      --max-files N         images kept for response_format url (default 64)\n"
         "  -t, --threads N           threads of each generation (default: all cores)\n"
-        "      --low-memory          as gen --low-memory\n"
+        "      --keep-resident       weights and scratch stay resident between requests (the\n"
+        "                            default here: a server re-paging every image pays it per\n"
+        "                            request)\n"
+        "      --low-memory          page weights per layer, as gen does by default\n"
         "      --vae-tiny DIR        progress previews (current_image) decoded by this\n"
         "                            AutoencoderTiny folder (taesd, taesdxl, taesd3, taef1: the\n"
         "                            one for the models' family); images still by their VAE\n"
@@ -80,6 +83,7 @@ enum {
     O_MAXN,
     O_FILES,
     O_LOWMEM,
+    O_KEEP,
     O_VERSION
 };
 
@@ -104,6 +108,7 @@ static const struct option long_opts[] = {{"listen", 1, 0, O_LISTEN},
                                           {"threads", 1, 0, 't'},
                                           {"low-memory", 0, 0, O_LOWMEM},
                                           {"vae-tiny", 1, 0, O_VAE_TINY},
+                                          {"keep-resident", 0, 0, O_KEEP},
                                           {"quiet", 0, 0, 'q'},
                                           {"help", 0, 0, 'h'},
                                           {"version", 0, 0, O_VERSION},
@@ -203,6 +208,9 @@ static int parse(int argc, char **argv, srv_config *c) {
         case O_VAE_TINY:
             c->vae_tiny = optarg;
             break;
+        case O_KEEP:
+            c->keep_resident = true;
+            break;
         case 'q':
             c->quiet = true;
             break;
@@ -217,6 +225,11 @@ static int parse(int argc, char **argv, srv_config *c) {
             return 2;
         }
         if (!ok) return 2;
+    }
+    if (c->low_memory && c->keep_resident) {
+        fprintf(stderr, "sd-server: --low-memory and --keep-resident contradict each other "
+                        "(paging on and off): give one\n");
+        return 2;
     }
     if (optind < argc) {
         fprintf(stderr, "sd-server: unexpected argument '%s' (see --help)\n", argv[optind]);

@@ -239,7 +239,10 @@ static bool load_into(srv_models *m, resident *r, const char *path, const sd_lor
     sd_load_params lp;
     sd_load_params_init(&lp);
     lp.threads = m->cfg->threads;
+    /* Resident unless --low-memory: unlike gen, a server generates image after image, and
+     * paging would re-read every layer and re-fault scratch per request (README, "Memory"). */
     lp.low_memory = m->cfg->low_memory;
+    lp.keep_resident = !m->cfg->low_memory;
     lp.vae_tiny_dir = m->cfg->vae_tiny; /* previews only: images stay the model VAE's */
     lp.vae_tiny_previews_only = true;
     lp.loras = loras, lp.n_loras = n;

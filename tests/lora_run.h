@@ -87,7 +87,7 @@ LORA_RUN_FN bool run_generate(sd_pipeline *p, run_out *out) {
 
 /* Loads `model` (its transformer from `transformer_file` when set) with the LoRAs and generates a
  * few steps; false (error recorded) on failure.
- * mode: 0 default, 1 --low-memory, 2 --weights-dtype f16. */
+ * mode: 0 --keep-resident, 1 --low-memory, 2 --weights-dtype f16 (resident). */
 LORA_RUN_FN bool run_file(const char *model, const char *transformer_file, const sd_lora *loras,
                      int n, int mode, run_out *out) {
     memset(out, 0, sizeof *out);
@@ -95,6 +95,7 @@ LORA_RUN_FN bool run_file(const char *model, const char *transformer_file, const
     sd_load_params_init(&lp);
     lp.transformer_file = transformer_file;
     lp.low_memory = mode == 1;
+    lp.keep_resident = mode != 1;
     if (mode == 2) lp.weights_dtype = SD_WEIGHTS_F16;
     lp.loras = loras;
     lp.n_loras = n;

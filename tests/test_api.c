@@ -96,6 +96,42 @@ static void test_struct_size(void) {
     sd_pipeline_free(p);
 }
 
+/* Paging (issue 19): on by default for SD 1.x (README, "Memory"), forced on by low_memory, off by
+ * keep_resident, and the two together are refused naming both. Also for a caller built against
+ * the first release's header, whose struct ends before keep_resident: the default applies. */
+static void test_paging_flags(void) {
+    const char *model = fixture("sd15-tiny/pipeline");
+    struct {
+        bool low, keep;
+        size_t size; /* 0: the whole struct */
+        bool paging;
+        const char *what;
+    } cases[] = {{false, false, 0, true, "default"},
+                 {true, false, 0, true, "low_memory"},
+                 {false, true, 0, false, "keep_resident"},
+                 {false, false, offsetof(sd_load_params, low_memory) + sizeof(bool), true,
+                  "the first release's struct, defaults"}};
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        sd_load_params lp;
+        sd_load_params_init_size(&lp, cases[i].size ? cases[i].size : sizeof lp);
+        lp.low_memory = cases[i].low;
+        if (!cases[i].size) lp.keep_resident = cases[i].keep;
+        sd_pipeline *p = NULL;
+        CHECK_OK(sd_pipeline_load(&p, model, &lp));
+        CHECK(p && sd_pipeline_paging(p) == cases[i].paging, "%s: paging %s", cases[i].what,
+              p && sd_pipeline_paging(p) ? "on" : "off");
+        sd_pipeline_free(p);
+    }
+    sd_load_params lp;
+    sd_load_params_init(&lp);
+    lp.low_memory = lp.keep_resident = true;
+    sd_pipeline *p = NULL;
+    const sd_status st = sd_pipeline_load(&p, model, &lp);
+    CHECK(st == SD_ERR_ARG && !p && strstr(sd_last_error(), "low_memory") &&
+              strstr(sd_last_error(), "keep_resident"),
+          "both low_memory and keep_resident: %s %s", sd_status_string(st), sd_last_error());
+}
+
 /* Messages the log callback received. */
 typedef struct {
     int n;
@@ -270,6 +306,7 @@ int main(void) {
     snprintf(tmpdir, sizeof tmpdir, "%s", test_output_dir("api"));
     test_status_and_version();
     test_struct_size();
+    test_paging_flags();
     test_log_and_isa();
     test_schedulers();
     test_files();

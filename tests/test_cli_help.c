@@ -52,7 +52,8 @@ int main(void) {
         "scheduler", "scheduler-opt", "guidance-rescale", "eta", "batch", "clip-skip", "threads",
         "save-latents", "quality", "print-tokens", "prompt-2", "negative-2", "original-size",
         "crop", "target-size", "max-sequence-length", "init-image", "mask", "strength", "help",
-        "version", "quiet", "vae-tiny", "preview", "preview-every"};
+        "version", "quiet", "vae-tiny", "preview", "preview-every", "low-memory",
+        "keep-resident"};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) {
         char opt[80];
         snprintf(opt, sizeof opt, "--%s ", all[i]);
@@ -60,6 +61,22 @@ int main(void) {
         CHECK(strstr(help, opt) != NULL, "gen --help does not describe --%s", all[i]);
     }
     CHECK(!known("no-such-option"), "the probe tells unknown options apart");
+    /* Paging on and off at once is a command-line error naming both (issue 19). */
+    {
+        char *argv[] = {"gen", "--low-memory", "--keep-resident", "x", NULL};
+        cli_options o;
+        const char *err = NULL;
+        const bool ok = cli_parse(&o, 4, argv, NULL, NULL, &err);
+        CHECK(!ok && err && strstr(err, "--low-memory") && strstr(err, "--keep-resident"),
+              "--low-memory with --keep-resident: %s", ok ? "accepted" : err);
+        cli_options_free(&o);
+        char *one[] = {"gen", "--keep-resident", "x", NULL};
+        sd_load_params lp;
+        CHECK(cli_parse(&o, 3, one, NULL, NULL, &err), "--keep-resident parses: %s", err);
+        cli_load_params(&o, &lp);
+        CHECK(lp.keep_resident && !lp.low_memory, "--keep-resident sets keep_resident only");
+        cli_options_free(&o);
+    }
     printf("gen --help names %d options, all accepted; all %zu known options described\n", named,
            sizeof all / sizeof *all);
     CHECK(strstr(help, "parameters") != NULL, "gen --help says PNGs carry the parameters");

@@ -25,6 +25,7 @@ static sd_status generate(const char *model, const char *transformer, bool low_m
     sd_load_params_init(&lp);
     lp.transformer_file = transformer;
     lp.low_memory = low_memory;
+    lp.keep_resident = !low_memory;
     sd_pipeline *p = NULL;
     SD_TRY(sd_pipeline_load(&p, model, &lp));
     sd_gen_params g;

@@ -527,6 +527,7 @@ static void check_low_memory_release(void) {
         sd_load_params lp;
         sd_load_params_init(&lp);
         lp.low_memory = low;
+        lp.keep_resident = !low;
         sd_pipeline *p = NULL;
         CHECK_OK(sd_pipeline_load(&p, fixture(MODEL), &lp));
         if (!p) continue;

@@ -8,7 +8,8 @@
  * The variants are written into a temporary folder from the fixtures with core/safetensors'
  * writer: "r16" / "rb16" (F32, values rounded), "f16" / "bf16" (the rounded values stored as
  * 16-bit). Also checked: --weights-dtype f16|bf16 on the float32 release equals the rounded one,
- * and --low-memory (weights paged in per layer) changes nothing. */
+ * and paging (weights paged in per layer: --low-memory, and the default of the families that page
+ * by default) against --keep-resident changes nothing. */
 #include <dirent.h>
 #include <errno.h>
 #include <stdlib.h>
@@ -104,6 +105,16 @@ typedef struct {
     size_t bytes;
 } outcome;
 
+/* How a run holds its weights: sd_load_params.keep_resident, .low_memory, or neither (the
+ * family's default, issue 19). */
+typedef enum { MEM_RESIDENT, MEM_LOW, MEM_DEFAULT } mem_mode;
+
+/* The families that page by default (README, "Memory": where paging costs under 2% of a run),
+ * written out here so that a change of the library's choice is a decision, not an accident. */
+static bool pages_by_default(sd_family f) {
+    return f == SD_FAMILY_SD || f == SD_FAMILY_SDXL || f == SD_FAMILY_SD3 || f == SD_FAMILY_FLUX;
+}
+
 static void outcome_free(outcome *o) {
     free(o->latents);
     free(o->rgb);
@@ -112,17 +123,21 @@ static void outcome_free(outcome *o) {
 
 /* `gens` generations on one pipeline, the second with another prompt (so that a low-memory
  * pipeline must bring its text encoders back). */
-static bool generate_prec(const char *dir, sd_weights_dtype wd, bool low, sd_precision prec,
+static bool generate_prec(const char *dir, sd_weights_dtype wd, mem_mode mem, sd_precision prec,
                           int gens, const sd_gen_params *g, const char *prompt_2, outcome o[2]) {
     sd_load_params lp;
     sd_load_params_init(&lp);
     lp.weights_dtype = wd;
-    lp.low_memory = low;
+    lp.low_memory = mem == MEM_LOW;
+    lp.keep_resident = mem == MEM_RESIDENT;
     lp.precision = prec;
     sd_pipeline *p = NULL;
     memset(o, 0, 2 * sizeof *o);
     CHECK_OK(sd_pipeline_load(&p, dir, &lp));
     if (!p) return false;
+    const bool paging = mem == MEM_LOW || (mem == MEM_DEFAULT && pages_by_default(sd_pipeline_family(p)));
+    CHECK(sd_pipeline_paging(p) == paging, "%s: paging %s, expected %s (mode %d)", dir,
+          sd_pipeline_paging(p) ? "on" : "off", paging ? "on" : "off", (int)mem);
     bool ok = true;
     for (int k = 0; k < gens && ok; k++) {
         sd_gen_params gk = *g;
@@ -145,9 +160,9 @@ static bool generate_prec(const char *dir, sd_weights_dtype wd, bool low, sd_pre
     return ok;
 }
 
-static bool generate(const char *dir, sd_weights_dtype wd, bool low, int gens,
+static bool generate(const char *dir, sd_weights_dtype wd, mem_mode mem, int gens,
                      const sd_gen_params *g, const char *prompt_2, outcome o[2]) {
-    return generate_prec(dir, wd, low, SD_PRECISION_FP32, gens, g, prompt_2, o);
+    return generate_prec(dir, wd, mem, SD_PRECISION_FP32, gens, g, prompt_2, o);
 }
 
 static void expect_same(const char *what, const outcome *got, const outcome *want) {
@@ -174,16 +189,19 @@ static void run_model(const char *model, const char *tmp, const sd_gen_params *g
     }
     outcome ref[2], r16[2], rb16[2], got[2];
     char what[256];
-    if (!generate(dirs[0], SD_WEIGHTS_STORED, false, 2, g, p2, ref)) return;
-    if (generate(dirs[0], SD_WEIGHTS_STORED, true, 2, g, p2, got)) {
-        snprintf(what, sizeof what, "%s float32, --low-memory", model);
-        expect_same(what, got, ref);
+    if (!generate(dirs[0], SD_WEIGHTS_STORED, MEM_RESIDENT, 2, g, p2, ref)) return;
+    for (int mem = MEM_LOW; mem <= MEM_DEFAULT; mem++) {
+        if (generate(dirs[0], SD_WEIGHTS_STORED, (mem_mode)mem, 2, g, p2, got)) {
+            snprintf(what, sizeof what, "%s float32, %s vs --keep-resident", model,
+                     mem == MEM_LOW ? "--low-memory" : "default");
+            expect_same(what, got, ref);
+        }
+        for (int k = 0; k < 2; k++) outcome_free(&got[k]);
     }
-    for (int k = 0; k < 2; k++) outcome_free(&got[k]);
     for (int bf = 0; bf < 2; bf++) {
         outcome *want = bf ? rb16 : r16;
         const char *dt = bf ? "bf16" : "f16";
-        if (!generate(dirs[1 + bf], SD_WEIGHTS_STORED, false, 2, g, p2, want)) continue;
+        if (!generate(dirs[1 + bf], SD_WEIGHTS_STORED, MEM_RESIDENT, 2, g, p2, want)) continue;
         /* Rounding must change something, or the comparisons below prove nothing. */
         CHECK(memcmp(want[0].latents, ref[0].latents, ref[0].n * sizeof(float)),
               "%s rounded to %s gives the float32 latents: the variant is not rounded", model, dt);
@@ -191,13 +209,15 @@ static void run_model(const char *model, const char *tmp, const sd_gen_params *g
         struct {
             int dir;
             sd_weights_dtype wd;
-            bool low;
+            mem_mode mem;
             const char *label;
-        } cases[] = {{3 + bf, SD_WEIGHTS_STORED, false, "stored"},
-                     {0, bf ? SD_WEIGHTS_BF16 : SD_WEIGHTS_F16, bf, bf ? "float32 release, --weights-dtype --low-memory" : "float32 release, --weights-dtype"},
-                     {3, SD_WEIGHTS_STORED, true, "stored, --low-memory"}};
-        for (size_t c = 0; c < sizeof cases / sizeof *cases - (size_t)bf; c++) {
-            if (generate(dirs[cases[c].dir], cases[c].wd, cases[c].low, cases[c].low ? 2 : 1, g, p2, got)) {
+        } cases[] = {{3 + bf, SD_WEIGHTS_STORED, MEM_RESIDENT, "stored, --keep-resident"},
+                     {0, bf ? SD_WEIGHTS_BF16 : SD_WEIGHTS_F16, bf ? MEM_LOW : MEM_RESIDENT, bf ? "float32 release, --weights-dtype --low-memory" : "float32 release, --weights-dtype --keep-resident"},
+                     {3, SD_WEIGHTS_STORED, MEM_LOW, "stored, --low-memory"},
+                     {3, SD_WEIGHTS_STORED, MEM_DEFAULT, "stored, default"}};
+        for (size_t c = 0; c < sizeof cases / sizeof *cases - 2 * (size_t)bf; c++) {
+            const int gens = cases[c].mem != MEM_RESIDENT ? 2 : 1;
+            if (generate(dirs[cases[c].dir], cases[c].wd, cases[c].mem, gens, g, p2, got)) {
                 snprintf(what, sizeof what, "%s %s (%s) vs pre-rounded float32", model, dt, cases[c].label);
                 expect_same(what, got, want);
             }
@@ -209,7 +229,7 @@ static void run_model(const char *model, const char *tmp, const sd_gen_params *g
      * run fp32 on the stored weights: an f16 release (also with --low-memory) must equal its
      * pre-rounded float32 twin there too. */
     outcome bw[2];
-    if (generate_prec(dirs[1], SD_WEIGHTS_STORED, false, SD_PRECISION_BF16, 1, g, p2, bw)) {
+    if (generate_prec(dirs[1], SD_WEIGHTS_STORED, MEM_RESIDENT, SD_PRECISION_BF16, 1, g, p2, bw)) {
         /* bf16 runs where the CPU has it; elsewhere the pipeline falls back to fp32 exactly.
          * FLUX's latents stay fp32 (its transformer packs nothing): only its VAE changes. */
         const bool differs = memcmp(bw[0].latents, r16[0].latents, bw[0].n * sizeof(float)) ||
@@ -218,9 +238,10 @@ static void run_model(const char *model, const char *tmp, const sd_gen_params *g
               "on a CPU %s avx512_bf16", model, differs ? "changes" : "keeps",
               kern_bf16_active() ? "with" : "without");
         for (int low = 0; low < 2; low++) {
-            if (generate_prec(dirs[3], SD_WEIGHTS_STORED, low, SD_PRECISION_BF16, 1, g, p2, got)) {
+            if (generate_prec(dirs[3], SD_WEIGHTS_STORED, low ? MEM_LOW : MEM_RESIDENT,
+                              SD_PRECISION_BF16, 1, g, p2, got)) {
                 snprintf(what, sizeof what, "%s f16 stored, --precision bf16%s vs pre-rounded float32",
-                         model, low ? " --low-memory" : "");
+                         model, low ? " --low-memory" : " --keep-resident");
                 expect_same(what, got, bw);
             }
             for (int k = 0; k < 2; k++) outcome_free(&got[k]);

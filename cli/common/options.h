@@ -20,7 +20,8 @@ typedef struct {
     int threads;              /* --threads; 0: all cores */
     sd_weights_dtype weights_dtype; /* --weights-dtype */
     sd_precision precision;   /* --precision */
-    bool low_memory;          /* --low-memory */
+    bool low_memory;          /* --low-memory: paging forced on (the default where cheap) */
+    bool keep_resident;       /* --keep-resident: paging off */
     const char *config_dir;   /* --config */
     const char *transformer_file; /* --transformer */
     sd_prediction prediction; /* --prediction */

@@ -307,6 +307,11 @@ try {
   try { execFileSync(path.join(binDir, 'sd-server'), ['--listen', '0.0.0.0', '--port', '0', ...modelArgs], { stdio: 'pipe' }); }
   catch (e) { refused = e; }
   check(refused && refused.status === 2 && /--api-key/.test(refused.stderr), 'a non-loopback address without --api-key refuses to start');
+  let both = null; // paging on and off at once (issue 19): a command-line error naming both
+  try { execFileSync(path.join(binDir, 'sd-server'), ['--port', '0', '--low-memory', '--keep-resident', ...modelArgs], { stdio: 'pipe' }); }
+  catch (e) { both = e; }
+  check(both && both.status === 2 && /--low-memory/.test(both.stderr) && /--keep-resident/.test(both.stderr),
+    '--low-memory with --keep-resident refuses to start');
   const noCors = await request('GET', '/v1/models', { headers: { Origin: 'http://example.test' } });
   check(noCors.status === 200 && !('access-control-allow-origin' in noCors.headers), 'no CORS header unless --cors');
   const cors = await startServer(['--port', '0', '--cors', 'http://example.test', ...modelArgs]);
