@@ -155,6 +155,7 @@ static void check_shifted(const char *model, int size) {
         sd_load_params_init(&lp);
         lp.vae_tiny_dir = fx("extra/taesd3-tiny");
         lp.low_memory = lowmem;
+        lp.keep_resident = !lowmem; /* paging is the default: compare against resident */
         sd_pipeline *p = NULL;
         CHECK_OK(sd_pipeline_load(&p, fx(model), &lp));
         if (p) CHECK_OK(sd_generate(p, &g, lowmem ? &low : &r));
