@@ -164,9 +164,8 @@ static void check_same(const char *model, ldmw_flavour flavour, const char *comp
 /* A changed component from its file gives another image: the one of a folder holding it. */
 static void check_changed(const char *model, const char *component, const char *tensor,
                           const sd_image *plain, sd_image *changed_out) {
-    char file[900], dir[900];
-    snprintf(file, sizeof file, "%s", tmp(component));
-    strcat(file, "-changed.safetensors");
+    char file[900], dir[1000]; /* dir = file + "-folder": room for it, so no truncation */
+    snprintf(file, sizeof file, "%s-changed.safetensors", tmp(component));
     snprintf(dir, sizeof dir, "%s-folder", file);
     write_changed(model, component, tensor, 0, file);
     folder_with(model, component, file, dir);
