@@ -94,30 +94,28 @@ static void log_choice(const char *what, size_t untiled, size_t limit, int tile,
                untiled >> 20, limit >> 20);
 }
 
-int vae_auto_tile(const vae *m, int h, int w, size_t limit_bytes) {
-    const size_t untiled = vae_decode_scratch_bytes(m, h, w, 0, 0);
-    const int tile = pick_tile(m, h, w, untiled, limit_bytes, vt_decode_bytes);
+/* The automatic choice for one direction (h, w in latent pixels), logged with its expected work. */
+static int auto_choice(const vae *m, int h, int w, size_t untiled, size_t limit_bytes,
+                       tiled_bytes bytes, void (*net)(const vae *, vt_net *), const char *what) {
+    const int tile = pick_tile(m, h, w, untiled, limit_bytes, bytes);
     double cost = 0;
-    const size_t tiled =
-        tile ? vt_decode_bytes(m, h, w, tile, tile / 4, limit_bytes, NULL, &cost) : 0;
+    const size_t tiled = tile ? bytes(m, h, w, tile, tile / 4, limit_bytes, NULL, &cost) : 0;
     vt_net n;
-    vt_decoder_net(m, &n);
-    log_choice("decode", untiled, limit_bytes, tile, tiled, cost / vt_net_cost(&n, h, w));
+    net(m, &n);
+    log_choice(what, untiled, limit_bytes, tile, tiled, cost / vt_net_cost(&n, h, w));
     return tile;
+}
+
+int vae_auto_tile(const vae *m, int h, int w, size_t limit_bytes) {
+    return auto_choice(m, h, w, vae_decode_scratch_bytes(m, h, w, 0, 0), limit_bytes,
+                       vt_decode_bytes, vt_decoder_net, "decode");
 }
 
 int vae_auto_tile_encode(const vae *m, int h, int w, size_t limit_bytes) {
     const int f = vae_scale_factor(m), lh = h / f, lw = w / f;
     if (!m->has_encoder || lh < 1 || lw < 1) return 0;
-    const size_t untiled = vae_encode_scratch_bytes(m, h, w, 0, 0);
-    const int tile = pick_tile(m, lh, lw, untiled, limit_bytes, vt_encode_bytes);
-    double cost = 0;
-    const size_t tiled =
-        tile ? vt_encode_bytes(m, lh, lw, tile, tile / 4, limit_bytes, NULL, &cost) : 0;
-    vt_net n;
-    vt_encoder_net(m, &n);
-    log_choice("encode", untiled, limit_bytes, tile, tiled, cost / vt_net_cost(&n, lh, lw));
-    return tile;
+    return auto_choice(m, lh, lw, vae_encode_scratch_bytes(m, h, w, 0, 0), limit_bytes,
+                       vt_encode_bytes, vt_encoder_net, "encode");
 }
 
 sd_status vae_auto_tile_limit(int limit_mb, size_t *bytes) {
