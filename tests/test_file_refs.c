@@ -20,80 +20,13 @@
 #include "../core/fileutil.h"
 #include "../core/safetensors.h"
 #include "ldm_writer.h"
+#include "manifest.h"
 #include "../include/sd.h"
 #include "test.h"
 
 #define RUNS "extra/file_runs.safetensors"
 
 static char tmpdir[600];
-
-/* CRC-32 (IEEE, reflected, as zlib.crc32): the manifests' checksum of each tensor's bytes. */
-static uint32_t crc32_bytes(const uint8_t *p, size_t n) {
-    static uint32_t table[256];
-    if (!table[1])
-        for (uint32_t i = 0; i < 256; i++) {
-            uint32_t c = i;
-            for (int k = 0; k < 8; k++) c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-            table[i] = c;
-        }
-    uint32_t c = 0xFFFFFFFFu;
-    for (size_t i = 0; i < n; i++) c = table[(c ^ p[i]) & 0xFF] ^ (c >> 8);
-    return c ^ 0xFFFFFFFFu;
-}
-
-/* torch's names, as the manifests spell them. */
-static const char *dtype_name(st_dtype d) {
-    switch (d) {
-    case ST_F32: return "float32";
-    case ST_F16: return "float16";
-    case ST_BF16: return "bfloat16";
-    case ST_F64: return "float64";
-    case ST_I64: return "int64";
-    case ST_I32: return "int32";
-    default: return "?";
-    }
-}
-
-static cJSON *read_json(const char *rel) {
-    char *text = NULL;
-    size_t n = 0;
-    if (sd_read_file(fixture(rel), &text, &n) != SD_OK) return NULL;
-    cJSON *j = cJSON_Parse(text);
-    free(text);
-    return j;
-}
-
-/* Our writer's file against the manifest of the file diffusers' script wrote. */
-static void check_manifest(const char *model, const cJSON *want, const char *path) {
-    st_file f;
-    const sd_status opened = st_open(&f, path);
-    CHECK_OK(opened);
-    if (opened != SD_OK) return;
-    int n_want = cJSON_GetArraySize(want), mismatched = 0;
-    CHECK(f.n_tensors == n_want, "%s: %d tensors written, diffusers' script writes %d", model,
-          f.n_tensors, n_want);
-    const cJSON *e;
-    cJSON_ArrayForEach(e, want) {
-        const char *name = cJSON_GetObjectItem(e, "name")->valuestring;
-        const st_tensor *t = st_find(&f, name);
-        if (!t) {
-            if (mismatched++ < 5) printf("     %s: tensor '%s' of diffusers' file not written\n", model, name);
-            continue;
-        }
-        const cJSON *shape = cJSON_GetObjectItem(e, "shape");
-        bool same = !strcmp(dtype_name(t->dtype), cJSON_GetObjectItem(e, "dtype")->valuestring) &&
-                    t->ndim == cJSON_GetArraySize(shape);
-        for (int d = 0; same && d < t->ndim; d++)
-            same = t->shape[d] == (int64_t)cJSON_GetArrayItem(shape, d)->valuedouble;
-        const uint32_t crc = crc32_bytes(t->data, t->nbytes);
-        same = same && crc == (uint32_t)cJSON_GetObjectItem(e, "crc32")->valuedouble;
-        if (!same && mismatched++ < 5)
-            printf("     %s: tensor '%s' differs from diffusers' file (dtype, shape or bytes)\n", model, name);
-    }
-    CHECK(mismatched == 0, "%s: %d tensors differ from the file diffusers' script writes", model,
-          mismatched);
-    st_close(&f);
-}
 
 static void gen_params(sd_gen_params *g, const cJSON *run) {
     sd_gen_params_init(g);
@@ -141,7 +74,7 @@ static void check_run(const char *name, const cJSON *run, const char *model, con
 }
 
 static void test_single_files(const cJSON *runs) {
-    cJSON *manifests = read_json("extra/single_files.json");
+    cJSON *manifests = manifest_read_json("extra/single_files.json");
     CHECK(manifests != NULL, "extra/single_files.json readable");
     if (!manifests) return;
     static const struct {
@@ -159,7 +92,7 @@ static void test_single_files(const cJSON *runs) {
         const sd_status written = ldmw_write(folder, file, cases[i].flavour, &opt);
         CHECK(written == SD_OK, "%s: write %s: %s", cases[i].model, file, sd_last_error());
         if (written != SD_OK) continue;
-        check_manifest(cases[i].model, cJSON_GetObjectItem(manifests, cases[i].model), file);
+        manifest_check(cases[i].model, cJSON_GetObjectItem(manifests, cases[i].model), file);
         snprintf(run, sizeof run, "single.%s", cases[i].model);
         const cJSON *r = cJSON_GetObjectItem(runs, run);
         CHECK(r != NULL, "%s recorded", run);
@@ -200,7 +133,7 @@ static void test_loras(const cJSON *runs) {
 
 int main(void) {
     snprintf(tmpdir, sizeof tmpdir, "%s", test_output_dir("file_refs"));
-    cJSON *runs = read_json("extra/file_runs.json");
+    cJSON *runs = manifest_read_json("extra/file_runs.json");
     CHECK(runs != NULL, "extra/file_runs.json readable");
     if (runs) {
         test_single_files(runs);

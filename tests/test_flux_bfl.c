@@ -13,6 +13,7 @@
 #include "../core/safetensors.h"
 #include "bfl_writer.h"
 #include "ldm_writer.h"
+#include "manifest.h"
 #include "tool_run.h"
 
 static char tmpdir[600];
@@ -74,6 +75,8 @@ static void test_same_image(void) {
     CHECK_OK(generate(folder(), NULL, false, &want));
     const bflw_options plain = {0}, comfy = {.prefix = "model.diffusion_model."};
     CHECK_OK(bflw_write(transformer_dir(), tmp("flux1-tiny.safetensors"), &plain));
+    /* The file diffusers' FluxTransformer2DModel.from_single_file was recorded reading. */
+    manifest_check_dit_file("flux1-tiny.safetensors", tmp("flux1-tiny.safetensors"));
     CHECK_OK(bflw_write(transformer_dir(), tmp("flux1-tiny-comfy.safetensors"), &comfy));
     /* fp32, as the full release: its stored weights (swapped adaLN halves: the loader's own heap
      * copy) are paged out by --low-memory, which must not give back a heap copy's pages. */

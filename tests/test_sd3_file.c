@@ -15,6 +15,7 @@
 
 #include "../convert/ldm_source.h"
 #include "../core/safetensors.h"
+#include "manifest.h"
 #include "sd3_writer.h"
 #include "tool_run.h"
 
@@ -60,6 +61,8 @@ static void check_family(const char *model, int with_t5, const char *file, const
     char folder[700];
     snprintf(folder, sizeof folder, "%s", fixture(model));
     CHECK_OK(sd3w_write(folder, tmp(file), with_t5, NULL, tmpdir));
+    /* The file is the one diffusers' from_single_file was recorded reading (without T5 only). */
+    if (!with_t5) manifest_check_dit_file(file, tmp(file));
     char ref_dir[700];
     snprintf(ref_dir, sizeof ref_dir, "%s", tmp(ref));
     CHECK_OK(sd3w_reference_folder(folder, ref_dir));

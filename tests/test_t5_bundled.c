@@ -1,8 +1,7 @@
 /* The bundled T5 tokenizer (configs/t5-tokenizer: FLUX.1-dev's tokenizer_2, t5-v1_1-xxl's 32100
  * pieces, tokenizer.json stored as tokenizer.json.gz) loaded through t5_tokenizer_load as SD3 and
- * FLUX single files use it, against ids recorded by an independent implementation
- * (tests/fixtures/extra/t5_vocab_refs.json: Hugging Face's JavaScript port until
- * tools/reference/t5_vocab_refs.py, transformers itself, replaces it): every prompt's full ids
+ * FLUX single files use it, against the ids transformers gives
+ * (tests/fixtures/extra/t5_vocab_refs.json, tools/reference/t5_vocab_refs.py): every prompt's full ids
  * and its padded77. Also the .gz reading: a plain tokenizer.json wins over the .gz, a corrupt
  * and a truncated .gz are errors naming the file. Prints the load time of the 32k vocabulary. */
 #include <cjson/cJSON.h>

@@ -53,7 +53,26 @@ FILES = [
      [(FluxTransformer2DModel, "transformer")]),
 ]
 
+def flux_converter_for_any_width():
+    """diffusers' convert_flux_transformer_checkpoint_to_diffusers fixes inner_dim = 3072 (FLUX.1's
+    width), so it cannot convert flux-tiny's BFL file. Run diffusers' own function with that one
+    line changed to read the width from the file (img_in's output rows); every other line is
+    diffusers' code, as loaded from the source."""
+    import inspect
+
+    from diffusers.loaders import single_file_model, single_file_utils
+
+    src = inspect.getsource(single_file_utils.convert_flux_transformer_checkpoint_to_diffusers)
+    assert src.count("inner_dim = 3072") == 1, "diffusers' FLUX converter changed: revisit this patch"
+    src = src.replace("inner_dim = 3072", 'inner_dim = checkpoint["img_in.weight"].shape[0]')
+    scope = dict(vars(single_file_utils))
+    exec(compile(src, single_file_utils.__file__, "exec"), scope)
+    fn = scope["convert_flux_transformer_checkpoint_to_diffusers"]
+    single_file_model.SINGLE_FILE_LOADABLE_CLASSES["FluxTransformer2DModel"]["checkpoint_mapping_fn"] = fn
+
+
 if __name__ == "__main__":
+    flux_converter_for_any_width()
     out = {}
     for name, path, model, parts in FILES:
         out[name] = dict(model=model, tensors=manifest(path),
