@@ -31,6 +31,9 @@ static int sd3_clip_l(const ldm_part *p, const char *key, weights_rename out[WEI
     (void)p;
     return sd3_clip_l_name(key, out);
 }
+static int sd3_mmdit(const ldm_part *p, const char *key, weights_rename out[WEIGHTS_RENAME_MAX]) {
+    return sd3_mmdit_name(key, p->levels, out);
+}
 static int ldm_openclip(const ldm_part *p, const char *key, weights_rename out[3]) {
     /* SDXL's second encoder projects; SD 2.x's CLIPTextModel does not */
     return ldm_openclip_name(key, !strcmp(p->component, "text_encoder_2"), out);
@@ -86,6 +89,13 @@ static const layout layouts[] = {
      * transformers' names as the t5xxl files hold them (ComfyUI's too: the same names). */
     {"t5", "text_encoders.t5xxl.transformer.", "text_encoders.t5xxl.transformer.", -1, as_is},
     {"t5", "encoder.block.", "", -1, as_is},
+    /* SD3 / SD3.5's SD3Transformer2DModel (layout key "sd3_transformer"): Stability's MMDiT as
+     * in a whole SD3 file (model.diffusion_model.joint_blocks...) or bare (ComfyUI's
+     * diffusion_models files), else diffusers' names. */
+    {"sd3_transformer", "model.diffusion_model.joint_blocks.", "model.diffusion_model.", LDM_MMDIT,
+     sd3_mmdit},
+    {"sd3_transformer", "joint_blocks.", "", LDM_MMDIT, sd3_mmdit},
+    {"sd3_transformer", "transformer_blocks.", "", -1, as_is},
 };
 
 /* What a file's keys look like, for the message when they are not the asked component's. */
@@ -97,6 +107,7 @@ static const char *looks_like(const st_file *f) {
         {"text_model.", "a CLIP text encoder"}, {"transformer.resblocks.", "an OpenCLIP text encoder"},
         {"cond_stage_model.", "a text encoder"}, {"conditioner.", "a text encoder"},
         {"transformer_blocks.", "a diffusion transformer"}, {"double_blocks.", "a FLUX transformer"},
+        {"joint_blocks.", "an SD3 transformer (MMDiT)"},
         {"encoder.block.", "a T5 encoder"}, {"lora_", "a LoRA"},
     };
     for (size_t i = 0; i < sizeof guess / sizeof *guess; i++)
@@ -124,6 +135,8 @@ static void measure(ldm_part *p, const st_file *f) {
         if (strncmp(k, p->prefix, l)) continue;
         k += l;
         if (p->kind == LDM_VAE && sscanf(k, "decoder.up.%d.", &n) == 1 && n + 1 > p->levels)
+            p->levels = n + 1;
+        if (p->kind == LDM_MMDIT && sscanf(k, "joint_blocks.%d.", &n) == 1 && n + 1 > p->levels)
             p->levels = n + 1;
         if (p->kind == LDM_UNET && sscanf(k, "input_blocks.%d.%63s", &n, tail) == 2) {
             if (n > max_input) max_input = n;
@@ -180,7 +193,8 @@ static sd_status refuse_pickle(const char *path, const char *option) {
 static sd_status pick_layout(component_file *c, const st_file *f, const char *component,
                              const char *cls) {
     const bool with_proj = cls && !strcmp(cls, "CLIPTextModelWithProjection");
-    const char *kind = cls && !strcmp(cls, "T5EncoderModel") ? "t5"
+    const char *kind = cls && !strcmp(cls, "T5EncoderModel")           ? "t5"
+                       : cls && !strcmp(cls, "SD3Transformer2DModel")     ? "sd3_transformer"
                        : with_proj && !strcmp(component, "text_encoder") ? "sd3_clip_l"
                                                                           : component;
     const layout *hit = NULL;

@@ -277,6 +277,7 @@ static sd_status load(sd_pipeline **out, const char *model_dir, const sd_load_pa
     free(config_dir);
     if (st == SD_OK) st = pick_family(p);
     if (st == SD_OK) st = resolve_paging(p);
+    if (st == SD_OK) st = pl_transformer_file_route(p);
     if (st == SD_OK) st = pl_component_files_open(p);
     if (st == SD_OK) st = pl_single_check(p);
     if (st == SD_OK) st = pl_transformer_file_open(p);

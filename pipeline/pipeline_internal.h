@@ -131,6 +131,10 @@ void pl_single_free(sd_pipeline *p);
 /* load.transformer_file (pipeline/transformer_file.c): opened after model_index.json (a FLUX.1
  * folder's, whose transformer config it must agree with); the source of "transformer" then. */
 sd_status pl_transformer_file_open(sd_pipeline *p);
+/* Before the component files: load.transformer_file of a non-FLUX transformer pipeline (SD3)
+ * becomes load.unet_file, the denoiser's file whichever flag named it; a UNet pipeline's is
+ * refused, naming --unet. */
+sd_status pl_transformer_file_route(sd_pipeline *p);
 /* A FLUX.1 transformer file in BFL's layout given as the model itself (pl_single_open found
  * double_blocks.*; `dev`: guidance_in.* present): it becomes load.transformer_file, the folder is
  * the bundled configs/flux1-dev or flux1-schnell (or config_dir), *config_dir as

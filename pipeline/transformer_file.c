@@ -15,13 +15,30 @@
 #include "../core/log.h"
 #include "pipeline_internal.h"
 
+sd_status pl_transformer_file_route(sd_pipeline *p) {
+    const char *path = p->load.transformer_file;
+    if (!path || p->mi.family == SD_FAMILY_FLUX) return SD_OK;
+    /* SD3's denoiser is a transformer too: its file (diffusers names or Stability's MMDiT
+     * layout) is read as any other component file, through unet_file's path. */
+    if (!model_index_get(&p->mi, "transformer"))
+        return sd_set_error(SD_ERR_ARG, "%s: transformer_file (--transformer): %s is a %s, whose "
+                            "denoiser is a UNet (its file: --unet FILE, sd_load_params.unet_file)",
+                            path, p->mi.dir, p->mi.class_name);
+    if (p->load.unet_file && strcmp(p->load.unet_file, path))
+        return sd_set_error(SD_ERR_ARG, "transformer_file (--transformer) %s and unet_file (--unet) "
+                            "%s both name the denoiser of %s: pass one of them", path,
+                            p->load.unet_file, p->mi.dir);
+    p->load.unet_file = path;
+    p->load.transformer_file = NULL;
+    return SD_OK;
+}
+
 sd_status pl_transformer_file_open(sd_pipeline *p) {
     const char *path = p->load.transformer_file;
     if (!path) return SD_OK;
     if (p->mi.family != SD_FAMILY_FLUX || !model_index_get(&p->mi, "transformer"))
-        return sd_set_error(SD_ERR_ARG, "%s: a transformer file is for FLUX.1 folders; %s is a "
-                            "%s (another denoiser's file: --unet FILE, sd_load_params.unet_file)",
-                            path, p->mi.dir, p->mi.class_name);
+        return sd_set_error(SD_ERR_ARG, "%s: a FLUX.1 transformer file, but %s is a %s", path,
+                            p->mi.dir, p->mi.class_name);
     if (!sd_file_exists(path)) return sd_set_error(SD_ERR_IO, "%s: no such file", path);
     char *dir = pl_component_dir(p, "transformer");
     char *config = dir ? sd_path_join(dir, "config.json") : NULL;

@@ -157,7 +157,9 @@ static void test_errors(void) {
     check_error(folder(), tmp("sd15.safetensors"), SD_ERR_FORMAT, "not a FLUX.1 transformer",
                 "an SD checkpoint as the transformer");
     check_error(fixture("sd15-tiny/pipeline"), tmp("flux1-tiny.safetensors"), SD_ERR_ARG,
-                "for FLUX.1 folders", "a transformer file for an SD folder");
+                "whose denoiser is a UNet", "a transformer file for an SD folder");
+    check_error(fixture("sd3-tiny/pipeline"), tmp("flux1-tiny.safetensors"), SD_ERR_FORMAT,
+                "holds a FLUX transformer", "a FLUX transformer file for an SD3 folder");
 }
 
 static void test_gen_cli(void) {

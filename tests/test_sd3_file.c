@@ -23,8 +23,8 @@ static char tmpdir[600];
 
 static const char *tmp(const char *name) { return test_path(tmpdir, name); }
 
-/* Component files of their own (NULL: none): text_encoder_file, _2, _3. */
-static const char *te_file, *te2_file, *te3_file;
+/* Component files of their own (NULL: none): text_encoder_file, _2, _3, the denoiser's. */
+static const char *te_file, *te2_file, *te3_file, *unet_file, *transformer_file;
 
 static sd_status generate(const char *model, const char *config, sd_result *r, char *info,
                           size_t info_size) {
@@ -34,6 +34,8 @@ static sd_status generate(const char *model, const char *config, sd_result *r, c
     lp.text_encoder_file = te_file;
     lp.text_encoder_2_file = te2_file;
     lp.text_encoder_3_file = te3_file;
+    lp.unet_file = unet_file;
+    lp.transformer_file = transformer_file;
     sd_pipeline *p = NULL;
     SD_TRY(sd_pipeline_load(&p, model, &lp));
     if (info) snprintf(info, info_size, "%s", sd_pipeline_checkpoint_info(p) ? sd_pipeline_checkpoint_info(p) : "");
@@ -378,6 +380,83 @@ static void test_bundled_sd3_configs(void) {
     }
 }
 
+/* The tensors of `from` under `prefix` into `to`, with the prefix kept or cut: the transformer
+ * alone, as ComfyUI's diffusion_models files hold it. */
+static sd_status extract(const char *from, const char *prefix, bool keep_prefix, const char *to) {
+    st_file f;
+    SD_TRY(st_open(&f, from));
+    st_entry *e = calloc((size_t)f.n_tensors, sizeof *e);
+    int n = 0;
+    const size_t l = strlen(prefix);
+    for (int i = 0; e && i < f.n_tensors; i++) {
+        const st_tensor *t = &f.tensors[i];
+        if (strncmp(t->name, prefix, l)) continue;
+        e[n] = (st_entry){.name = keep_prefix ? t->name : t->name + l, .dtype = t->dtype,
+                          .ndim = t->ndim, .data = t->data};
+        memcpy(e[n].shape, t->shape, sizeof e[n].shape);
+        n++;
+    }
+    const sd_status st = e ? st_write(to, e, n, NULL, 0) : SD_ERR_NOMEM;
+    free(e);
+    st_close(&f);
+    return st;
+}
+
+/* SD3 / SD3.5 transformers in a file of their own, in Stability's layout (prefixed as in the
+ * whole file, or bare) through --transformer or --unet: the folder's image, bit for bit (the
+ * whole file's transformer is the folder's: dit_file_refs.json). */
+static void test_transformer_files(void) {
+    static const struct {
+        const char *whole, *model;
+    } cases[] = {{"sd3.safetensors", "sd3-tiny/pipeline"}, {"sd35.safetensors", "sd35-tiny/pipeline"}};
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char folder[700], prefixed[700], bare[700];
+        snprintf(folder, sizeof folder, "%s", fixture(cases[i].model));
+        snprintf(prefixed, sizeof prefixed, "%s", tmp("mmdit-prefixed.safetensors"));
+        snprintf(bare, sizeof bare, "%s", tmp("mmdit-bare.safetensors"));
+        CHECK_OK(extract(tmp(cases[i].whole), "model.diffusion_model.", true, prefixed));
+        CHECK_OK(extract(tmp(cases[i].whole), "model.diffusion_model.", false, bare));
+        sd_result want;
+        memset(&want, 0, sizeof want);
+        CHECK_OK(generate(folder, NULL, &want, NULL, 0));
+        const char *files[] = {prefixed, bare};
+        for (int f = 0; f < 2; f++)
+            for (int flag = 0; flag < 2; flag++) {
+                sd_result got;
+                memset(&got, 0, sizeof got);
+                unet_file = flag ? files[f] : NULL;
+                transformer_file = flag ? NULL : files[f];
+                const sd_status st = generate(folder, NULL, &got, NULL, 0);
+                CHECK(st == SD_OK && same_result(&want, &got),
+                      "%s: the MMDiT %s through %s gives the folder's image (%s)", cases[i].model,
+                      f ? "bare" : "under model.diffusion_model.", flag ? "--unet" : "--transformer",
+                      st == SD_OK ? "ran" : sd_last_error());
+                sd_result_free(&got);
+            }
+        sd_result_free(&want);
+    }
+    /* Both flags naming different files, and --transformer on a UNet pipeline: errors that say so. */
+    sd_result r;
+    memset(&r, 0, sizeof r);
+    unet_file = tmp("mmdit-bare.safetensors");
+    transformer_file = tmp("mmdit-prefixed.safetensors");
+    sd_status st = generate(fixture("sd3-tiny/pipeline"), NULL, &r, NULL, 0);
+    CHECK(st == SD_ERR_ARG && strstr(sd_last_error(), "pass one of them"),
+          "--unet and --transformer both: %s", sd_last_error());
+    unet_file = NULL;
+    st = generate(fixture("sd15-tiny/pipeline"), NULL, &r, NULL, 0);
+    CHECK(st == SD_ERR_ARG && strstr(sd_last_error(), "--unet FILE"),
+          "--transformer on SD 1.5: %s", sd_last_error());
+    /* An SD3 transformer file as the VAE: named for what it holds. */
+    transformer_file = NULL;
+    const char *vae_only[] = {"-m", fixture("sd3-tiny/pipeline"), "--vae", tmp("mmdit-bare.safetensors"),
+                              "-o", tmp("x.png"), "a cat", NULL};
+    const int rc = tool_run_args("gen", vae_only);
+    CHECK(rc != 0 && strstr(tool_output, "an SD3 transformer (MMDiT)"),
+          "an MMDiT file as --vae is named (rc %d): %s", rc, tool_output);
+    sd_result_free(&r);
+}
+
 static void test_gen_cli(void) {
     char file[700], ref[700];
     snprintf(file, sizeof file, "%s", tmp("sd3.safetensors"));
@@ -400,5 +479,6 @@ int main(void) {
     test_sd3_clip_files();
     test_flux_t5();
     test_gen_cli();
+    test_transformer_files();
     return test_summary();
 }
