@@ -6,6 +6,9 @@
 # .safetensors file people download, then bin/gen runs both, the file with no --config (the
 # bundled configs decide), and the two images must have the same pixels. Needs python3 with torch and
 # safetensors, and `make all` and build/bench/make_model built. Prints what gen detected.
+# Where Debian's python3-torch is all there is (no safetensors package): the scripts need only
+# its load_file/save_file, which tools/reference/safetensors_shim provides:
+#   PATH=/usr/bin:$PATH PYTHONPATH=tools/reference/safetensors_shim DIFFUSERS=... sh $0 WORK
 set -eu
 WORK=$1
 shift
