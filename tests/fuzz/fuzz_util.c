@@ -1,6 +1,8 @@
 /* Helpers of tests/fuzz/fuzz.h. */
 #include "fuzz.h"
 
+#include "../../server/images.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,6 +58,18 @@ void fuzz_split(const uint8_t *data, size_t size, int n, const uint8_t **part, s
         len[i] = end - at;
         at = end < size ? end + 1 : size;
     }
+}
+
+void fuzz_server_init(void) {
+    static int done;
+    if (done) return;
+    char err[600];
+    if (!srv_images_init(err, sizeof err)) {
+        fprintf(stderr, "%s\n", err);
+        abort();
+    }
+    atexit(srv_images_cleanup);
+    done = 1;
 }
 
 const char *fuzz_root(void) {

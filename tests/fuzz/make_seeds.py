@@ -232,3 +232,47 @@ with tempfile.TemporaryDirectory() as tmp:
     for name, args in [("rgb", "8 8 0 0 0"), ("grey", "9 7 1 0 0"), ("progressive", "16 8 0 1 0"),
                        ("exif6", "4 2 0 0 6")]:
         subprocess.run([f"{tmp}/w", f"{ROOT}/jpeg/{name}.jpg", *args.split()], check=True)
+
+# sd-server multipart bodies (POST /v1/images/edits): Content-Type, NUL, body. As curl -F and the
+# openai npm client write them: CRLF, a quoted or bare boundary, files with their own headers.
+PNG1 = png(1, 1, 8, 2, [b"\x80\x40\x20"])
+
+
+def form(boundary, fields, epilogue=b""):
+    out = b""
+    for name, value, filename in fields:
+        disp = f'Content-Disposition: form-data; name="{name}"'
+        if filename:
+            disp += f'; filename="{filename}"\r\nContent-Type: image/png'
+        out += f"--{boundary}\r\n{disp}\r\n\r\n".encode() + value + b"\r\n"
+    return out + f"--{boundary}--\r\n".encode() + epilogue
+
+
+B = "------------------------d74496d66958873e"
+put("multipart", "curl", f"multipart/form-data; boundary={B}\0".encode() + form(B, [
+    ("prompt", b"a dog", None), ("n", b"1", None), ("size", b"64x64", None), ("seed", b"3", None),
+    ("image", PNG1, "init.png"), ("mask", PNG1, "mask.png")]))
+B = "----formdata-undici-037172983431"
+put("multipart", "openai_npm", f'multipart/form-data; boundary="{B}"\0'.encode() + form(B, [
+    ("image[]", PNG1, "a.png"), ("image[]", PNG1, "b.png"), ("prompt", b"x", None),
+    ("response_format", b"b64_json", None), ("output_format", b"jpeg", None),
+    ("strength", b"0.6", None)], b"\r\n"))
+put("multipart", "empty", b"multipart/form-data; boundary=b\0--b--")
+
+# sd-server handlers: a byte picking the endpoint (fuzz_handlers.c's order), the Content-Type (or
+# the file id), NUL, the body.
+png_b64 = __import__("base64").b64encode(png(1, 1, 8, 2, [b"\0\0\0"], chunk(
+    b"tEXt", b"parameters\0a cat\nNegative prompt: ugly\nSteps: 20, Sampler: Euler a, Seed: 7"))).decode()
+put("handlers", "txt2img", b"\0application/json\0" + json.dumps({
+    "prompt": "a cat <lora:x:0.5>", "steps": 2, "width": 64, "height": 64, "seed": 1,
+    "override_settings": {"sd_model_checkpoint": "m"}}).encode())
+put("handlers", "img2img", b"\1application/json\0" + json.dumps({
+    "prompt": "x", "init_images": ["data:image/png;base64," + png_b64], "denoising_strength": 0.5}).encode())
+put("handlers", "options", b"\2application/json\0" + json.dumps({"sd_model_checkpoint": "m [abc123]"}).encode())
+put("handlers", "png_info", b"\3application/json\0" + json.dumps({"image": png_b64}).encode())
+put("handlers", "generations", b"\4application/json\0" + json.dumps({
+    "prompt": "a cat", "model": "m", "n": 1, "size": "64x64", "response_format": "url"}).encode())
+B = "XyZ"
+put("handlers", "edits", b"\5multipart/form-data; boundary=XyZ\0" + form(B, [
+    ("prompt", b"a dog", None), ("model", b"m", None), ("image", PNG1, "i.png")]))
+put("handlers", "file", b"\6" + b"0123456789abcdef0123456789abcdef.png\0")
