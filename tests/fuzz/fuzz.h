@@ -14,7 +14,8 @@
  * fuzz_entry_<name>; a harness missing here is reported there. */
 #define FUZZ_HARNESSES(X)                                                                          \
     X(a1111) X(clip_prompt) X(clip_vocab) X(config) X(jpeg) X(lora) X(png) X(request)              \
-    X(safetensors) X(single_file) X(t5_json) X(t5_prompt) X(embedding) X(multipart) X(handlers)
+    X(safetensors) X(single_file) X(t5_json) X(t5_prompt) X(embedding) X(multipart) X(handlers)    \
+    X(gguf)
 
 /* The harness entry point every fuzz_*.c defines (libFuzzer's signature). */
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
