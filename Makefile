@@ -223,6 +223,7 @@ $(BUILD)/tests/test_lora_flux $(BUILD)/tests/test_lora_switch: $(BUILD)/tests/bf
 $(BUILD)/tests/test_lora_switch: $(BUILD)/tests/ldm_writer.o
 # The GGUF tests write their files with tests/gguf_writer.c (and FLUX's in BFL names).
 $(BUILD)/tests/test_gguf: $(BUILD)/tests/gguf_writer.o
+$(BUILD)/tests/test_limits: $(BUILD)/tests/gguf_writer.o
 $(BUILD)/tests/test_gguf_files: $(BUILD)/tests/gguf_writer.o $(BUILD)/tests/bfl_writer.o $(BUILD)/tests/ldm_writer.o
 # The single-file and component tests write their checkpoints with an independent converter (tests/ldm_writer.c).
 $(BUILD)/tests/test_single_file $(BUILD)/tests/test_components $(BUILD)/tests/test_file_refs: $(BUILD)/tests/ldm_writer.o

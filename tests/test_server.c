@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "../cli/common/util.h"
+#include "../server/app.h"
 #include "../server/base64.h"
 #include "../server/images.h"
 #include "../server/models.h"
@@ -460,6 +461,47 @@ static void test_png_text(void) {
     sd_image_free(&img);
 }
 
+/* Issue 22's limits on sd-server's bodies: a 10 MB prompt (either API, prompt or negative prompt)
+ * is a 400 naming the field before it is queued, a prompt of exactly SD_PROMPT_MAX_BYTES passes;
+ * a JSON body nested 10^5 deep is a 400 saying so (srv_body_json, what every JSON handler calls). */
+static void test_body_limits(void) {
+    const size_t big = 10u << 20;
+    char *body = malloc(big + 64);
+    const char *const keys[] = {"prompt", "negative_prompt"};
+    for (int api = 0; api < 2; api++) {
+        for (int k = 0; k < 2; k++) {
+            int at = sprintf(body, k ? "{\"prompt\": \"a\", \"%s\": \"" : "{\"%s\": \"", keys[k]);
+            memset(body + at, 'a', big);
+            strcpy(body + at + big, "\"}");
+            check_bad(api == 1, body, 400, keys[k]);
+            /* the limit itself */
+            strcpy(body + at + SD_PROMPT_MAX_BYTES, "\"}");
+            cJSON *j = cJSON_Parse(body);
+            srv_request r;
+            srv_request_init(&r);
+            srv_error e = {0};
+            bool ok = j && (api ? srv_request_from_openai(j, false, &limits, &r, &e)
+                                : srv_request_from_a1111(j, false, &limits, &r, &e));
+            CHECK(ok, "a %s of %d bytes: %s", keys[k], SD_PROMPT_MAX_BYTES, e.message);
+            srv_request_free(&r);
+            cJSON_Delete(j);
+        }
+    }
+    const size_t depth = 100000;
+    body[0] = '{';
+    memcpy(body + 1, "\"a\":", 4);
+    memset(body + 5, '[', depth);
+    memset(body + 5 + depth, ']', depth);
+    strcpy(body + 5 + 2 * depth, "}");
+    srv_http_req req = {.body = body, .body_len = strlen(body)};
+    srv_error e = {0};
+    cJSON *j = srv_body_json(&req, &e);
+    CHECK(!j && e.status == 400 && strstr(e.message, "nested deeper"),
+          "a body nested 10^5 deep: %d %s", e.status, e.message);
+    cJSON_Delete(j);
+    free(body);
+}
+
 /* Multipart bodies as clients write them (curl -F, the openai npm client's FormData: CRLF line
  * ends, a quoted or bare boundary, a CRLF after the closing one), and the malformed ones. */
 static bool form_of(const char *ct, const char *body, srv_form *f, srv_error *e) {
@@ -594,6 +636,7 @@ int main(void) {
     test_requests();
     test_png_text();
     test_form();
+    test_body_limits();
     srv_images_cleanup();
     return test_summary();
 }
