@@ -1,5 +1,6 @@
 /* libmicrohttpd glue: the daemon, routing, the body (limit, JSON; multipart is split by the
- * handler, multipart.c), the API key, CORS, replies, and waiting for a job while watching the client.
+ * handler, multipart.c), the API key, CORS, replies, and waiting for a job while watching the
+ * client.
  *
  * Thread per connection: a handler may wait minutes for its job, and doing so on its own thread
  * keeps the code straight-line; --max-connections bounds the threads. */

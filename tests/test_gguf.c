@@ -394,9 +394,10 @@ static void test_corpus(void) {
     char path[256];
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         snprintf(path, sizeof path, "%s%s", dir, bad[i].file);
-        expect_error(bad[i].file, path, strstr(bad[i].file, "type") || strstr(bad[i].file, "endian")
-                                            ? SD_ERR_UNSUPPORTED
-                                            : SD_ERR_FORMAT,
+        expect_error(bad[i].file, path,
+                     strstr(bad[i].file, "type") || strstr(bad[i].file, "endian")
+                         ? SD_ERR_UNSUPPORTED
+                         : SD_ERR_FORMAT,
                      bad[i].needle);
     }
     static const char *const types[][2] = {

@@ -1,9 +1,10 @@
 /* Resource limits enforced before work (issue 22): hostile inputs that claim enormous sizes are
  * refused with an error naming what was too large, and refusing them costs almost no memory
- * (the peak RSS of this process may grow only a few MB over the whole test):
- *   a safetensors header and a GGUF tensor info claiming 10^12 elements, PNG and JPEG headers claiming 100000x100000 or
- *   65000x65000 pixels, a PNG text chunk claiming 1 GB, a 10 MB prompt (every tokenizer and A1111's parser), JSON nested 10^5
- *   levels deep (configs, tokenizer files, safetensors headers). */
+ * (the peak RSS of this process may grow only a few MB over the whole test): a safetensors header
+ * and a GGUF tensor info claiming 10^12 elements, PNG and JPEG headers claiming 100000x100000 or
+ * 65000x65000 pixels, a PNG text chunk claiming 1 GB, a 10 MB prompt (every tokenizer and
+ * A1111's parser), JSON nested 10^5 levels deep (configs, tokenizer files, safetensors headers).
+ * sd-server's bodies: tests/test_server.c. */
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -79,8 +80,13 @@ static void test_gguf_numel(void) {
     static const uint8_t data[64];
     const uint32_t types[] = {GW_F32, GW_Q8_0};
     for (int i = 0; i < 2; i++) {
-        gw_tensor t = {.name = "huge", .type = types[i], .ndim = 2, .ne = {1000000, 1000000},
-                       .data = data, .nbytes = sizeof data, .offset = -1};
+        gw_tensor t = {.name = "huge",
+                       .type = types[i],
+                       .ndim = 2,
+                       .ne = {1000000, 1000000},
+                       .data = data,
+                       .nbytes = sizeof data,
+                       .offset = -1};
         const char *path = test_path(g_dir, "huge.gguf");
         CHECK(gw_write(path, &t, 1, 0), "%s: cannot write", path);
         st_file f;
@@ -246,8 +252,8 @@ int main(void) {
     const long grew = peak_rss_kb() - before;
     printf("peak RSS grew %ld KB refusing everything\n", grew);
     CHECK(grew < 96 * 1024, "peak RSS grew %ld KB", grew);
-    const char *const names[] = {"huge.safetensors", "huge.gguf", "bomb.png", "bomb.jpg", "config.json",
-                                 "deep.safetensors"};
+    const char *const names[] = {"huge.safetensors", "huge.gguf",   "bomb.png",
+                                 "bomb.jpg",         "config.json", "deep.safetensors"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) remove(test_path(g_dir, names[i]));
     rmdir(g_dir);
     return test_summary();

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "../cli/common/util.h"
+#include "../core/safetensors.h"
 #include "../server/app.h"
 #include "../server/base64.h"
 #include "../server/images.h"
@@ -15,7 +16,6 @@
 #include "../server/multipart.h"
 #include "../server/request.h"
 #include "../server/samplers.h"
-#include "../core/safetensors.h"
 #include "test.h"
 /* The LoRA writer of tests/test_lora.c; this test uses only part of it. */
 #pragma GCC diagnostic push
@@ -463,7 +463,7 @@ static void test_png_text(void) {
 
 /* Issue 22's limits on sd-server's bodies: a 10 MB prompt (either API, prompt or negative prompt)
  * is a 400 naming the field before it is queued, a prompt of exactly SD_PROMPT_MAX_BYTES passes;
- * a JSON body nested 10^5 deep is a 400 saying so (srv_body_json, what every JSON handler calls). */
+ * a JSON body nested 10^5 deep is a 400 saying so (srv_body_json: every JSON handler calls it). */
 static void test_body_limits(void) {
     const size_t big = 10u << 20;
     char *body = malloc(big + 64);
@@ -588,7 +588,8 @@ static void test_form(void) {
          "--b\r\nContent-Disposition: attachment; name=\"p\"\r\n\r\nx\r\n--b--", "not form-data",
          400},
         {"multipart/form-data; boundary=b",
-         "--b\r\nContent-Disposition: form-data; name=\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+         "--b\r\nContent-Disposition: form-data; "
+         "name=\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
          "aaaaaaaaaaaaaaaaaaaaaaa\"\r\n\r\nx\r\n--b--",
          "longer than 64", 400},
     };
@@ -600,7 +601,8 @@ static void test_form(void) {
         CHECK(!f.fields && !f.image && !f.mask, "bad form %zu leaves the form empty", i);
     }
     /* A NUL inside a text field (not inside a file), a text field over 1 MiB, too many parts. */
-    const char nul[] = "--b\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\na\0b\r\n--b--";
+    const char nul[] =
+        "--b\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\na\0b\r\n--b--";
     CHECK(!srv_form_parse("multipart/form-data; boundary=b", (const uint8_t *)nul, sizeof nul - 1,
                           &f, &e) &&
               strstr(e.message, "NUL") && !strcmp(e.param, "prompt"),

@@ -18,9 +18,12 @@ typedef struct {
 } endpoint;
 
 static const endpoint endpoints[] = {
-    {"/sdapi/v1/txt2img", srv_a1111_txt2img},   {"/sdapi/v1/img2img", srv_a1111_img2img},
-    {"/sdapi/v1/options", srv_a1111_options_post}, {"/sdapi/v1/png-info", srv_a1111_png_info},
-    {"/v1/images/generations", srv_openai_generations}, {"/v1/images/edits", srv_openai_edits},
+    {"/sdapi/v1/txt2img", srv_a1111_txt2img},
+    {"/sdapi/v1/img2img", srv_a1111_img2img},
+    {"/sdapi/v1/options", srv_a1111_options_post},
+    {"/sdapi/v1/png-info", srv_a1111_png_info},
+    {"/v1/images/generations", srv_openai_generations},
+    {"/v1/images/edits", srv_openai_edits},
     {"/v1/files/", srv_openai_file},
 };
 #define N_ENDPOINTS ((int)(sizeof endpoints / sizeof endpoints[0]))
@@ -38,15 +41,22 @@ static void app_init(void) {
     static char models[300], loras[300];
     snprintf(models, sizeof models, "%s/models", fuzz_dir());
     snprintf(loras, sizeof loras, "%s/loras", fuzz_dir());
-    if ((mkdir(models, 0700) && errno != EEXIST) || (mkdir(loras, 0700) && errno != EEXIST)) abort();
+    if ((mkdir(models, 0700) && errno != EEXIST) || (mkdir(loras, 0700) && errno != EEXIST))
+        abort();
     char m[320];
     snprintf(m, sizeof m, "%s/m.safetensors", models);
     FILE *f = fopen(m, "wb");
     if (!f) abort();
     fclose(f);
-    g_cfg = (srv_config){.listen = "127.0.0.1", .max_body = 64u << 20, .queue = 1,
-                         .max_connections = 4, .models_dir = models, .max_models = 1,
-                         .lora_dir = loras, .max_files = 4, .quiet = true,
+    g_cfg = (srv_config){.listen = "127.0.0.1",
+                         .max_body = 64u << 20,
+                         .queue = 1,
+                         .max_connections = 4,
+                         .models_dir = models,
+                         .max_models = 1,
+                         .lora_dir = loras,
+                         .max_files = 4,
+                         .quiet = true,
                          .limits = {2048, 2048, 150, 8}};
     char err[600];
     g_app.cfg = &g_cfg;
@@ -74,8 +84,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     char *head = fuzz_cstr(part[0], len[0]), *body = fuzz_cstr(part[1], len[1]);
     char url[256];
     snprintf(url, sizeof url, "%s%s", ep->url, ep->fn == srv_openai_file ? head : "");
-    srv_http_req req = {.app = &g_app, .method = "POST", .url = url, .content_type = head,
-                        .body = body, .body_len = len[1]};
+    srv_http_req req = {.app = &g_app,
+                        .method = "POST",
+                        .url = url,
+                        .content_type = head,
+                        .body = body,
+                        .body_len = len[1]};
     srv_reply rep = {0};
     ep->fn(&req, &rep);
     if (rep.status < 200 || rep.status > 599 || !rep.body) {

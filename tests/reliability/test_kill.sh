@@ -48,7 +48,8 @@ done
 # The seed-2 outputs must differ from the seed-1 ones, or "untouched" would prove nothing.
 # (report.json holds timings, so it is told apart by more than the seed anyway.)
 for f in $GEN_FILES $CMP_FILES; do
-    if ! cmp -s "$dir/old/$f" "$dir/new/$f"; then ok; else fail "$f: seeds 1 and 2 give one file"; fi
+    if ! cmp -s "$dir/old/$f" "$dir/new/$f"; then ok; else
+        fail "$f: seeds 1 and 2 give one file"; fi
 done
 
 same() { cmp -s "$1" "$2"; }
@@ -92,12 +93,14 @@ round() {
     what="$prog killed at $file:$point (starting $start)"
     if [ $rc -eq 137 ]; then ok; else fail "$what: exit status $rc, not SIGKILL's 137"; fi
     if [ "$start" = old ]; then
-        if same "$w/$file" "$dir/old/$file"; then ok; else fail "$what: $file is not the earlier one"; fi
+        if same "$w/$file" "$dir/old/$file"; then ok; else
+            fail "$what: $file is not the earlier one"; fi
     else
         if [ ! -e "$w/$file" ]; then ok; else fail "$what: $file exists"; fi
     fi
     tmp=$(ls "$w/$file".tmp-* 2>/dev/null | head -n 1)
-    if [ -n "$tmp" ]; then ok; else fail "$what: no temporary file left (the kill was not there)"; fi
+    if [ -n "$tmp" ]; then ok; else
+        fail "$what: no temporary file left (the kill was not there)"; fi
     if [ "$point" = commit ]; then
         # complete, as the new run would have written it
         if same "$tmp" "$dir/new/$file" || { varies "$file" && whole "$tmp"; }; then ok; else
