@@ -223,6 +223,7 @@ $(BUILD)/tests/test_lora_flux $(BUILD)/tests/test_lora_switch: $(BUILD)/tests/bf
 $(BUILD)/tests/test_lora_switch: $(BUILD)/tests/ldm_writer.o
 # The GGUF tests write their files with tests/gguf_writer.c (and FLUX's in BFL names).
 $(BUILD)/tests/test_gguf: $(BUILD)/tests/gguf_writer.o
+$(BUILD)/tests/test_limits: $(BUILD)/tests/gguf_writer.o
 $(BUILD)/tests/test_gguf_files: $(BUILD)/tests/gguf_writer.o $(BUILD)/tests/bfl_writer.o $(BUILD)/tests/ldm_writer.o
 # The single-file and component tests write their checkpoints with an independent converter (tests/ldm_writer.c).
 $(BUILD)/tests/test_single_file $(BUILD)/tests/test_components $(BUILD)/tests/test_file_refs: $(BUILD)/tests/ldm_writer.o
@@ -237,7 +238,7 @@ $(BUILD)/tests/fuzz/entry_%.o: tests/fuzz/fuzz_%.c $(FLAGS_STAMP)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -DLLVMFuzzerTestOneInput=fuzz_entry_$* -c $< -o $@
 $(BUILD)/tests/test_fuzz_regress: $(BUILD)/tests/test_fuzz_regress.o $(TEST_COMMON) $(FUZZ_ENTRY_OBJ) \
     $(BUILD)/tests/fuzz/fuzz_util.o $(SERVER_LIB) $(CLI_LIB) $(LIB)
-	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) $(SERVER_LDLIBS) -o $@
 
 $(BENCH_KERNELS): $(BUILD)/bench/kernels.o $(BUILD)/bench/model.o $(BUILD)/bench/peak.o $(BUILD)/bench/gguf.o $(LIB)
 	$(CC) $(LDFLAGS) $^ $(BENCH_LDLIBS) -o $@
@@ -323,7 +324,7 @@ FUZZ_FLAGS ?= -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=1024 -print_final_
 
 $(BUILD)/fuzz/%: $(BUILD)/tests/fuzz/fuzz_%.o $(FUZZ_UTIL_OBJ) $(SERVER_LIB) $(CLI_LIB) $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -fsanitize=fuzzer $^ $(LDLIBS) -o $@
+	$(CC) $(LDFLAGS) -fsanitize=fuzzer $^ $(LDLIBS) $(SERVER_LDLIBS) -o $@
 
 fuzz-build:
 	$(MAKE) CC=clang BUILD=$(FUZZ_BUILD) BINDIR=$(FUZZ_BUILD)/bin OPT="-O1 -g" SAN="$(FUZZ_SAN)" \

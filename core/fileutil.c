@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -66,6 +67,20 @@ char *sd_path_join(const char *dir, const char *name) {
     return sd_strfmt("%s%s%s", dir, n && dir[n - 1] == '/' ? "" : "/", name);
 }
 
+void sd_test_kill_point(const char *path, int *put_at, int *commit) {
+    *put_at = 0, *commit = 0;
+    const char *v = getenv("SD_TEST_KILL_WRITE"), *colon = v ? strchr(v, ':') : NULL;
+    if (!colon || colon == v) return;
+    const size_t n = (size_t)(colon - v), len = strlen(path);
+    if (len < n || memcmp(path + len - n, v, n)) return;
+    if (!strncmp(colon + 1, "put", 3)) {
+        *put_at = colon[4] == ':' ? atoi(colon + 5) : 1;
+        if (*put_at < 1) *put_at = 1;
+    } else if (!strcmp(colon + 1, "commit")) {
+        *commit = 1;
+    }
+}
+
 sd_status sd_writer_open(sd_file_writer *w, const char *path) {
     memset(w, 0, sizeof *w);
     w->path = strdup(path);
@@ -83,11 +98,16 @@ sd_status sd_writer_open(sd_file_writer *w, const char *path) {
         memset(w, 0, sizeof *w);
         return st;
     }
+    sd_test_kill_point(path, &w->kill_put, &w->kill_commit);
     return SD_OK;
 }
 
 void sd_writer_put(sd_file_writer *w, const void *data, size_t n) {
     if (!w->failed && n && fwrite(data, 1, n, w->fp) != n) w->failed = errno ? errno : EIO;
+    if (w->kill_put && n && --w->kill_put == 0) {
+        fflush(w->fp); /* the partial file on disk, as a kill would find it */
+        raise(SIGKILL);
+    }
 }
 
 static void writer_release(sd_file_writer *w) {
@@ -99,6 +119,7 @@ static void writer_release(sd_file_writer *w) {
 sd_status sd_writer_commit(sd_file_writer *w) {
     if (fflush(w->fp) != 0 && !w->failed) w->failed = errno ? errno : EIO;
     if (fclose(w->fp) != 0 && !w->failed) w->failed = errno ? errno : EIO;
+    if (w->kill_commit) raise(SIGKILL);
     sd_status st = SD_OK;
     if (w->failed) {
         st = sd_set_error(SD_ERR_IO, "%s: write failed: %s", w->path, strerror(w->failed));

@@ -30,7 +30,16 @@ typedef struct {
     char *path, *tmp_path;
     FILE *fp;
     int failed; /* a write failed: commit reports it and removes the temporary file */
+    int kill_put;    /* the test hook below: SIGKILL at this put (1-based; 0: never) */
+    int kill_commit; /* ... or before the rename */
 } sd_file_writer;
+
+/* Test hook for tests/reliability/test_kill.sh: with SD_TEST_KILL_WRITE="NAME:put[:K]" the
+ * process SIGKILLs itself in the writer of the first file whose path ends in NAME, just after its
+ * K-th write (default 1) reached the temporary file; "NAME:commit" once the temporary file is
+ * complete and closed, before the rename. A kill from outside landing at that point, made
+ * deterministic. *put_at / *commit get 0 when the variable does not name `path`. */
+void sd_test_kill_point(const char *path, int *put_at, int *commit);
 
 sd_status sd_writer_open(sd_file_writer *w, const char *path);
 void sd_writer_put(sd_file_writer *w, const void *data, size_t n);

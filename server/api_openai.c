@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include <microhttpd.h>
@@ -12,6 +13,7 @@
 #include "api.h"
 #include "base64.h"
 #include "images.h"
+#include "multipart.h"
 
 static void default_model_names(srv_request *r) {
     if (r->model && (!strncmp(r->model, "dall-e", 6) || !strncmp(r->model, "gpt-image", 9))) {
@@ -97,30 +99,39 @@ void srv_openai_generations(srv_http_req *req, srv_reply *rep) {
     srv_job_free(j);
 }
 
+static void edit(srv_http_req *req, srv_reply *rep, const srv_form *form, srv_job *j,
+                 srv_error *e) {
+    if (!form->image)
+        srv_fail(e, 400, "image", "'image' is missing");
+    else if (!form->fields)
+        srv_fail(e, 400, "prompt", "'prompt' is missing");
+    else if (!srv_request_from_openai(form->fields, true, &req->app->cfg->limits, &j->req, e))
+        return;
+    else if (srv_image_decode(form->image, form->image_len, &j->req.init) != SD_OK)
+        srv_fail(e, 400, "image", "'image' is not a PNG or JPEG the server can read: %s",
+                 sd_last_error());
+    else if (form->mask && srv_image_decode(form->mask, form->mask_len, &j->req.mask) != SD_OK)
+        srv_fail(e, 400, "mask", "'mask' is not a PNG or JPEG the server can read: %s",
+                 sd_last_error());
+    else
+        run(req, rep, j, e);
+}
+
 /* multipart/form-data: image (PNG/JPEG), optional mask (white = repaint, as A1111 and gen take
- * it), and the generation fields as text. */
+ * it), and the generation fields as text (multipart.c splits the body). */
 void srv_openai_edits(srv_http_req *req, srv_reply *rep) {
     srv_error e = {0};
+    srv_form form = {0};
     srv_job *j = srv_job_new();
+    const char *ct = req->content_type;
     if (!j)
         srv_fail(&e, 500, "", "out of memory");
-    else if (!req->form && !req->image)
+    else if (!ct || strncasecmp(ct, "multipart/form-data", 19))
         srv_fail(&e, 400, "", "the body must be multipart/form-data with 'image' and 'prompt'");
-    else if (!req->image)
-        srv_fail(&e, 400, "image", "'image' is missing");
-    else if (!req->form)
-        srv_fail(&e, 400, "prompt", "'prompt' is missing");
-    else if (srv_request_from_openai(req->form, true, &req->app->cfg->limits, &j->req, &e)) {
-        if (srv_image_decode(req->image, req->image_len, &j->req.init) != SD_OK)
-            srv_fail(&e, 400, "image", "'image' is not a PNG or JPEG the server can read: %s",
-                     sd_last_error());
-        else if (req->mask && srv_image_decode(req->mask, req->mask_len, &j->req.mask) != SD_OK)
-            srv_fail(&e, 400, "mask", "'mask' is not a PNG or JPEG the server can read: %s",
-                     sd_last_error());
-        else
-            run(req, rep, j, &e);
-    }
+    else if (srv_form_parse(ct, (const uint8_t *)req->body, req->body_len, &form, &e))
+        edit(req, rep, &form, j, &e);
     if (e.status) srv_reply_openai_error(rep, &e);
+    srv_form_free(&form);
     srv_job_free(j);
 }
 

@@ -36,13 +36,9 @@ typedef struct {
     srv_app *app;
     struct MHD_Connection *conn;
     const char *method, *url;
+    const char *content_type; /* the Content-Type header; NULL when absent */
     const char *body;
     size_t body_len;
-    /* multipart/form-data (POST /v1/images/edits): text fields as a JSON object of strings, file
-     * fields by name. */
-    cJSON *form;
-    uint8_t *image, *mask;
-    size_t image_len, mask_len;
 } srv_http_req;
 
 typedef struct {

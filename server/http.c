@@ -1,5 +1,6 @@
-/* libmicrohttpd glue: the daemon, routing, the body (limit, JSON, multipart through MHD's post
- * processor), the API key, CORS, replies, and waiting for a job while watching the client.
+/* libmicrohttpd glue: the daemon, routing, the body (limit, JSON; multipart is split by the
+ * handler, multipart.c), the API key, CORS, replies, and waiting for a job while watching the
+ * client.
  *
  * Thread per connection: a handler may wait minutes for its job, and doing so on its own thread
  * keeps the code straight-line; --max-connections bounds the threads. */
@@ -49,7 +50,6 @@ typedef struct {
     char *buf;
     size_t len, cap;
     bool too_large;
-    struct MHD_PostProcessor *pp;
     double t0;
 } conn_state;
 
@@ -245,46 +245,6 @@ static bool append(conn_state *st, const char *data, size_t n, size_t max) {
     return true;
 }
 
-/* Multipart fields: files "image" (or "image[]", the first) and "mask", the rest as text. */
-static enum MHD_Result form_field(void *cls, enum MHD_ValueKind kind, const char *key,
-                                  const char *filename, const char *content_type,
-                                  const char *encoding, const char *data, uint64_t off,
-                                  size_t size) {
-    (void)kind, (void)content_type, (void)encoding;
-    conn_state *st = cls;
-    srv_http_req *r = &st->req;
-    if (!key) return MHD_YES;
-    size_t max = r->app->cfg->max_body;
-    uint8_t **buf = NULL;
-    size_t *len = NULL;
-    if (!strcmp(key, "image") || !strcmp(key, "image[]"))
-        buf = &r->image, len = &r->image_len;
-    else if (!strcmp(key, "mask"))
-        buf = &r->mask, len = &r->mask_len;
-    if (buf) {
-        if (off == 0 && *len) return MHD_YES; /* a second image[]: only the first is used */
-        uint8_t *b = realloc(*buf, *len + size + 1);
-        if (!b || *len + size > max) return st->too_large = true, MHD_NO;
-        memcpy(b + *len, data, size);
-        *buf = b, *len += size;
-        return MHD_YES;
-    }
-    (void)filename;
-    if (!r->form) r->form = cJSON_CreateObject();
-    cJSON *prev = cJSON_GetObjectItemCaseSensitive(r->form, key);
-    size_t had = prev && cJSON_IsString(prev) ? strlen(prev->valuestring) : 0;
-    if (had + size > 1 << 20) return st->too_large = true, MHD_NO;
-    char *s = malloc(had + size + 1);
-    if (!s) return MHD_NO;
-    if (had) memcpy(s, prev->valuestring, had);
-    memcpy(s + had, data, size);
-    s[had + size] = 0;
-    if (prev) cJSON_DeleteItemFromObjectCaseSensitive(r->form, key);
-    cJSON_AddStringToObject(r->form, key, s);
-    free(s);
-    return MHD_YES;
-}
-
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version, const char *upload,
                                   size_t *upload_size, void **con_cls) {
@@ -337,23 +297,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                             "the body is larger than the server's limit of %s MB (--max-body-mb)",
                             mb);
         }
-        const char *ctype = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Type");
-        if (rt && rt->fn == srv_openai_edits && ctype &&
-            !strncasecmp(ctype, "multipart/form-data", 19))
-            st->pp = MHD_create_post_processor(conn, 64 * 1024, form_field, st);
+        /* MHD keeps the header's value for the connection's lifetime. */
+        st->req.content_type = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Type");
         return MHD_YES;
     }
     if (*upload_size) { /* a piece of the body */
-        if (st->pp) {
-            /* The result is not checked: MHD 0.9.75 refuses bytes after the closing boundary,
-             * which some clients send (the openai npm client adds a CRLF). A form that is really
-             * malformed lacks its fields, and the handler names the missing one. */
-            st->len += *upload_size;
-            if (st->len > cfg->max_body)
-                st->too_large = true;
-            else if (!st->too_large)
-                MHD_post_process(st->pp, upload, *upload_size);
-        } else if (!st->too_large && !append(st, upload, *upload_size, cfg->max_body)) {
+        if (!st->too_large && !append(st, upload, *upload_size, cfg->max_body)) {
             st->too_large = true;
         }
         *upload_size = 0;
@@ -395,9 +344,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     conn_state *st = *con_cls;
     if (!st) return;
     atomic_fetch_sub(&app->active, 1);
-    if (st->pp) MHD_destroy_post_processor(st->pp);
-    cJSON_Delete(st->req.form);
-    free(st->req.image), free(st->req.mask), free(st->buf);
+    free(st->buf);
     free(st);
     *con_cls = NULL;
 }

@@ -59,6 +59,15 @@ static bool dup_string(const cJSON *o, const char *key, char **out, srv_error *e
     return true;
 }
 
+/* A prompt longer than the tokenizers take is refused here, before the request waits in the
+ * queue only for its job to fail. */
+static bool prompt_fits(const char *key, const char *s, srv_error *e) {
+    size_t n = s ? strlen(s) : 0;
+    if (n <= SD_PROMPT_MAX_BYTES) return true;
+    return srv_fail(e, 400, key, "'%s' is %zu bytes, over the limit of %d (SD_PROMPT_MAX_BYTES)",
+                    key, n, SD_PROMPT_MAX_BYTES);
+}
+
 /* A number, or (form_text) a string holding one. *present false when absent. */
 static bool get_number(const cJSON *o, const char *key, bool form_text, double *out, bool *present,
                        srv_error *e) {
@@ -159,8 +168,10 @@ static bool common_a1111(const cJSON *b, const srv_limits *lim, srv_request *r, 
     const char *prompt;
     if (!get_string(b, "prompt", &prompt, e)) return false;
     if (!prompt) return srv_fail(e, 400, "prompt", "'prompt' is missing");
+    if (!prompt_fits("prompt", prompt, e)) return false;
     if (!(r->prompt = strdup(prompt))) return srv_fail(e, 500, "prompt", "out of memory");
     if (!dup_string(b, "negative_prompt", &r->negative_prompt, e)) return false;
+    if (!prompt_fits("negative_prompt", r->negative_prompt, e)) return false;
     if (r->negative_prompt && !*r->negative_prompt)
         free(r->negative_prompt), r->negative_prompt = NULL;
     if (!get_int(b, "seed", false, -1, 0xffffffffffffLL, &r->seed, e)) return false;
@@ -226,6 +237,7 @@ bool srv_request_from_openai(const cJSON *b, bool form_text, const srv_limits *l
     const char *prompt, *model, *size, *fmt, *out_fmt, *sched;
     if (!get_string(b, "prompt", &prompt, e)) return false;
     if (!prompt || !*prompt) return srv_fail(e, 400, "prompt", "'prompt' is missing");
+    if (!prompt_fits("prompt", prompt, e)) return false;
     if (!(r->prompt = strdup(prompt))) return srv_fail(e, 500, "prompt", "out of memory");
     if (!get_string(b, "model", &model, e) || !take_model(r, model, "model", e)) return false;
     if (!get_int32(b, "n", form_text, 1, lim->max_n, &r->batch, e)) return false;
@@ -250,6 +262,7 @@ bool srv_request_from_openai(const cJSON *b, bool form_text, const srv_limits *l
     if (!get_int32(b, "output_compression", form_text, 1, 100, &r->quality, e)) return false;
     /* Extensions for what the OpenAI API lacks. */
     if (!dup_string(b, "negative_prompt", &r->negative_prompt, e)) return false;
+    if (!prompt_fits("negative_prompt", r->negative_prompt, e)) return false;
     if (!get_int(b, "seed", form_text, -1, 0xffffffffffffLL, &r->seed, e)) return false;
     if (!get_int32(b, "steps", form_text, 1, lim->max_steps, &r->steps, e)) return false;
     if (!get_double(b, "guidance_scale", form_text, 0, 100, &r->guidance, e)) return false;

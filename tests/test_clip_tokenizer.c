@@ -303,6 +303,8 @@ static void test_bad_folders(void) {
     expect_load_error("bos_token without content", SD_ERR_CONFIG, "bos_token");
     write_config("{\"model_max_length\": 1e30}");
     expect_load_error("model_max_length 1e30", SD_ERR_CONFIG, "model_max_length");
+    write_config("{\"model_max_length\": Infinity}"); /* Python's json writes inf so */
+    expect_load_error("model_max_length Infinity", SD_ERR_CONFIG, "model_max_length");
     write_config("{\"model_max_length\": \"77\"}");
     expect_load_error("model_max_length as a string", SD_ERR_CONFIG, "model_max_length");
     write_config("{\"eos_token\": \"<|endoftext|>\"");

@@ -371,6 +371,67 @@ static void test_layers(void) {
     }
 }
 
+/* The fuzz corpus's GGUF files (tests/fuzz/corpus/gguf/, written by tests/fuzz/make_seeds.py, a
+ * writer independent of tests/gguf_writer.c): the good ones open with what was written, every
+ * bad_* one of issue 20's cases fails with an error naming the file and what is wrong. */
+static void test_corpus(void) {
+    static const char dir[] = "tests/fuzz/corpus/gguf/";
+    static const struct {
+        const char *file, *needle;
+    } bad[] = {
+        {"bad_unknown_type", "tensor 'w': unknown type id 99"},
+        {"bad_iq_type", "tensor 'w': unsupported type id 16 (IQ2_XXS)"},
+        {"bad_row_blocks", "tensor 'w': row length ne[0] = 48 is not a multiple of the Q8_0"},
+        {"bad_offset_past_end", "tensor 'q4_k': its 144 bytes at data offset 1048576 run past"},
+        {"bad_misaligned", "tensor 'q4_k': offset 40 is not a multiple of the alignment 32"},
+        {"bad_overlap", "tensors 'q4_k' and 'q8_0' overlap"},
+        {"bad_duplicate_names", "tensor 'w' appears twice"},
+        {"bad_duplicate_keys", "metadata key 'k' appears twice"},
+        {"bad_truncated", "tensor 'q4_k'"},
+        {"bad_big_endian", "big-endian"},
+        {"bad_huge_shape", "tensor 'w'"}, /* 2^60 values claimed: refused before any read */
+    };
+    char path[256];
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        snprintf(path, sizeof path, "%s%s", dir, bad[i].file);
+        expect_error(bad[i].file, path,
+                     strstr(bad[i].file, "type") || strstr(bad[i].file, "endian")
+                         ? SD_ERR_UNSUPPORTED
+                         : SD_ERR_FORMAT,
+                     bad[i].needle);
+    }
+    static const char *const types[][2] = {
+        {"q4_0", "Q4_0"}, {"q4_1", "Q4_1"}, {"q5_0", "Q5_0"}, {"q5_1", "Q5_1"}, {"q8_0", "Q8_0"},
+        {"q2_k", "Q2_K"}, {"q3_k", "Q3_K"}, {"q4_k", "Q4_K"}, {"q5_k", "Q5_K"}, {"q6_k", "Q6_K"}};
+    for (int i = 0; i < 10; i++) {
+        snprintf(path, sizeof path, "%s%s", dir, types[i][0]);
+        gguf_file g;
+        CHECK(gguf_open(&g, path) == SD_OK, "%s: %s", path, sd_last_error());
+        if (g.n_tensors != 1) continue;
+        const gguf_tensor *t = &g.tensors[0];
+        CHECK(!strcmp(gguf_type_name(t->type), types[i][1]) && t->ndim == 2 && t->ne[1] == 2,
+              "%s: a %s tensor of 2 rows", path, types[i][1]);
+        gguf_close(&g);
+    }
+    snprintf(path, sizeof path, "%sall_types", dir);
+    gguf_file g;
+    CHECK(gguf_open(&g, path) == SD_OK, "%s: %s", path, sd_last_error());
+    if (g.n_tensors == 0) return;
+    CHECK(g.n_tensors == 13 && g.n_kv == 15, "%s: 13 tensors, 15 entries", path);
+    int64_t v = 0;
+    char s[16] = "";
+    CHECK(gguf_kv_int(gguf_find_kv(&g, "t.i64"), &v) && v == -5, "t.i64 = %lld", (long long)v);
+    CHECK(gguf_kv_int(gguf_find_kv(&g, "t.u64"), &v) && v == (int64_t)1 << 40, "t.u64");
+    CHECK(gguf_kv_int(gguf_find_kv(&g, "t.i8"), &v) && v == -7, "t.i8");
+    CHECK(gguf_kv_string(gguf_find_kv(&g, "general.architecture"), s, sizeof s) &&
+              !strcmp(s, "flux"),
+          "general.architecture '%s'", s);
+    const gguf_kv *arr = gguf_find_kv(&g, "t.arr_str");
+    CHECK(arr && arr->type == GGUF_VAL_ARRAY && arr->elem_type == GGUF_VAL_STRING && arr->n == 2,
+          "t.arr_str: an array of 2 strings");
+    gguf_close(&g);
+}
+
 int main(void) {
     snprintf(tmpdir, sizeof tmpdir, "%s", test_output_dir("gguf"));
     test_blocks();
@@ -378,5 +439,6 @@ int main(void) {
     test_file();
     test_layers();
     test_errors();
+    test_corpus();
     return test_summary();
 }

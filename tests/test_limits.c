@@ -1,9 +1,10 @@
 /* Resource limits enforced before work (issue 22): hostile inputs that claim enormous sizes are
  * refused with an error naming what was too large, and refusing them costs almost no memory
- * (the peak RSS of this process may grow only a few MB over the whole test):
- *   a safetensors header claiming 10^12 elements, PNG and JPEG headers claiming 100000x100000 or
- *   65000x65000 pixels, a PNG text chunk claiming 1 GB, a 10 MB prompt (every tokenizer and A1111's parser), JSON nested 10^5
- *   levels deep (configs, tokenizer files, safetensors headers). */
+ * (the peak RSS of this process may grow only a few MB over the whole test): a safetensors header
+ * and a GGUF tensor info claiming 10^12 elements, PNG and JPEG headers claiming 100000x100000 or
+ * 65000x65000 pixels, a PNG text chunk claiming 1 GB, a 10 MB prompt (every tokenizer and
+ * A1111's parser), JSON nested 10^5 levels deep (configs, tokenizer files, safetensors headers).
+ * sd-server's bodies: tests/test_server.c. */
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -15,6 +16,7 @@
 #include "../text_encoder/a1111_prompt.h"
 #include "../text_encoder/clip_tokenizer.h"
 #include "../text_encoder/t5_tokenizer.h"
+#include "gguf_writer.h"
 #include "test.h"
 
 static char g_dir[] = "/tmp/sd-limits-XXXXXX";
@@ -69,6 +71,28 @@ static void test_safetensors_numel(void) {
         sd_status st = st_open(&f, path);
         if (st == SD_OK) st_close(&f);
         check_refused(st, SD_ERR_FORMAT, "huge", "safetensors claiming 10^12 elements");
+    }
+}
+
+/* The same claim in a GGUF: 10^12 values of F32 and of Q8_0 blocks (rows of 10^6, whole blocks of
+ * 32) over 64 bytes of data; refused from the tensor info, naming the tensor. */
+static void test_gguf_numel(void) {
+    static const uint8_t data[64];
+    const uint32_t types[] = {GW_F32, GW_Q8_0};
+    for (int i = 0; i < 2; i++) {
+        gw_tensor t = {.name = "huge",
+                       .type = types[i],
+                       .ndim = 2,
+                       .ne = {1000000, 1000000},
+                       .data = data,
+                       .nbytes = sizeof data,
+                       .offset = -1};
+        const char *path = test_path(g_dir, "huge.gguf");
+        CHECK(gw_write(path, &t, 1, 0), "%s: cannot write", path);
+        st_file f;
+        sd_status st = st_open(&f, path);
+        if (st == SD_OK) st_close(&f);
+        check_refused(st, SD_ERR_FORMAT, "tensor 'huge'", "GGUF claiming 10^12 elements");
     }
 }
 
@@ -217,6 +241,7 @@ int main(void) {
     }
     const long before = peak_rss_kb();
     test_safetensors_numel();
+    test_gguf_numel();
     test_png_bomb();
     test_png_chunk_bomb();
     test_jpeg_bomb();
@@ -227,8 +252,8 @@ int main(void) {
     const long grew = peak_rss_kb() - before;
     printf("peak RSS grew %ld KB refusing everything\n", grew);
     CHECK(grew < 96 * 1024, "peak RSS grew %ld KB", grew);
-    const char *const names[] = {"huge.safetensors", "bomb.png", "bomb.jpg", "config.json",
-                                 "deep.safetensors"};
+    const char *const names[] = {"huge.safetensors", "huge.gguf",   "bomb.png",
+                                 "bomb.jpg",         "config.json", "deep.safetensors"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) remove(test_path(g_dir, names[i]));
     rmdir(g_dir);
     return test_summary();

@@ -8,12 +8,14 @@
 #include <unistd.h>
 
 #include "../cli/common/util.h"
+#include "../core/safetensors.h"
+#include "../server/app.h"
 #include "../server/base64.h"
 #include "../server/images.h"
 #include "../server/models.h"
+#include "../server/multipart.h"
 #include "../server/request.h"
 #include "../server/samplers.h"
-#include "../core/safetensors.h"
 #include "test.h"
 /* The LoRA writer of tests/test_lora.c; this test uses only part of it. */
 #pragma GCC diagnostic push
@@ -459,6 +461,172 @@ static void test_png_text(void) {
     sd_image_free(&img);
 }
 
+/* Issue 22's limits on sd-server's bodies: a 10 MB prompt (either API, prompt or negative prompt)
+ * is a 400 naming the field before it is queued, a prompt of exactly SD_PROMPT_MAX_BYTES passes;
+ * a JSON body nested 10^5 deep is a 400 saying so (srv_body_json: every JSON handler calls it). */
+static void test_body_limits(void) {
+    const size_t big = 10u << 20;
+    char *body = malloc(big + 64);
+    const char *const keys[] = {"prompt", "negative_prompt"};
+    for (int api = 0; api < 2; api++) {
+        for (int k = 0; k < 2; k++) {
+            int at = sprintf(body, k ? "{\"prompt\": \"a\", \"%s\": \"" : "{\"%s\": \"", keys[k]);
+            memset(body + at, 'a', big);
+            strcpy(body + at + big, "\"}");
+            check_bad(api == 1, body, 400, keys[k]);
+            /* the limit itself */
+            strcpy(body + at + SD_PROMPT_MAX_BYTES, "\"}");
+            cJSON *j = cJSON_Parse(body);
+            srv_request r;
+            srv_request_init(&r);
+            srv_error e = {0};
+            bool ok = j && (api ? srv_request_from_openai(j, false, &limits, &r, &e)
+                                : srv_request_from_a1111(j, false, &limits, &r, &e));
+            CHECK(ok, "a %s of %d bytes: %s", keys[k], SD_PROMPT_MAX_BYTES, e.message);
+            srv_request_free(&r);
+            cJSON_Delete(j);
+        }
+    }
+    const size_t depth = 100000;
+    body[0] = '{';
+    memcpy(body + 1, "\"a\":", 4);
+    memset(body + 5, '[', depth);
+    memset(body + 5 + depth, ']', depth);
+    strcpy(body + 5 + 2 * depth, "}");
+    srv_http_req req = {.body = body, .body_len = strlen(body)};
+    srv_error e = {0};
+    cJSON *j = srv_body_json(&req, &e);
+    CHECK(!j && e.status == 400 && strstr(e.message, "nested deeper"),
+          "a body nested 10^5 deep: %d %s", e.status, e.message);
+    cJSON_Delete(j);
+    free(body);
+}
+
+/* Multipart bodies as clients write them (curl -F, the openai npm client's FormData: CRLF line
+ * ends, a quoted or bare boundary, a CRLF after the closing one), and the malformed ones. */
+static bool form_of(const char *ct, const char *body, srv_form *f, srv_error *e) {
+    memset(e, 0, sizeof *e);
+    return srv_form_parse(ct, (const uint8_t *)body, strlen(body), f, e);
+}
+
+static const char *field(const srv_form *f, const char *name) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(f->fields, name);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static void test_form(void) {
+    srv_form f;
+    srv_error e;
+    const char *curl = /* curl -F prompt='a dog' -F n=2 -F image=@x.png -F mask=@m.png */
+        "--------------------------d74496d66958873e\r\n"
+        "Content-Disposition: form-data; name=\"prompt\"\r\n\r\n"
+        "a dog\r\n"
+        "--------------------------d74496d66958873e\r\n"
+        "Content-Disposition: form-data; name=\"n\"\r\n\r\n"
+        "2\r\n"
+        "--------------------------d74496d66958873e\r\n"
+        "Content-Disposition: form-data; name=\"image\"; filename=\"x.png\"\r\n"
+        "Content-Type: image/png\r\n\r\n"
+        "PNG\r\nbytes\r\n-- not a boundary\r\n"
+        "--------------------------d74496d66958873e\r\n"
+        "content-disposition: form-data; name=mask; filename=\"m.png\"\r\n\r\n"
+        "M\r\n"
+        "--------------------------d74496d66958873e--\r\n";
+    const char *ct = "multipart/form-data; boundary=------------------------d74496d66958873e";
+    CHECK(form_of(ct, curl, &f, &e), "curl's form: %s", e.message);
+    CHECK(field(&f, "prompt") && !strcmp(field(&f, "prompt"), "a dog"), "prompt '%s'",
+          field(&f, "prompt"));
+    CHECK(field(&f, "n") && !strcmp(field(&f, "n"), "2"), "n");
+    static const char png[] = "PNG\r\nbytes\r\n-- not a boundary";
+    CHECK(f.image_len == sizeof png - 1 && !memcmp(f.image, png, sizeof png - 1),
+          "image: the bytes between the headers and the next boundary (%zu)", f.image_len);
+    CHECK(f.mask_len == 1 && f.mask[0] == 'M', "mask (bare name, lower-case header)");
+    CHECK(!field(&f, "image") && !field(&f, "mask"), "files are not text fields");
+    srv_form_free(&f);
+
+    /* Quoted boundary, a preamble, image[] twice (the first is used), a repeated text field (the
+     * last), padding after a boundary, an empty field, and an epilogue. */
+    const char *b2 = "preamble\r\n--XyZ\r\n"
+                     "Content-Disposition: form-data; name=\"image[]\"\r\n\r\nA\r\n--XyZ  \r\n"
+                     "Content-Disposition: form-data; name=\"image[]\"\r\n\r\nB\r\n--XyZ\r\n"
+                     "Content-Disposition: form-data; name=\"size\"\r\n\r\n1x1\r\n--XyZ\r\n"
+                     "Content-Disposition: form-data; name=\"size\"\r\n\r\n64x64\r\n--XyZ\r\n"
+                     "Content-Disposition: form-data; name=\"user\"\r\n\r\n\r\n--XyZ--\r\nepilogue";
+    CHECK(form_of("Multipart/Form-Data; charset=utf-8; boundary=\"XyZ\"", b2, &f, &e), "%s",
+          e.message);
+    CHECK(f.image_len == 1 && f.image[0] == 'A', "image[]: the first");
+    CHECK(field(&f, "size") && !strcmp(field(&f, "size"), "64x64"), "repeated field: the last");
+    CHECK(field(&f, "user") && !field(&f, "user")[0], "an empty field");
+    CHECK(!f.mask, "no mask");
+    srv_form_free(&f);
+
+    CHECK(form_of("multipart/form-data; boundary=b", "--b--", &f, &e) && !f.fields && !f.image,
+          "an empty form");
+    srv_form_free(&f);
+
+    /* Refused, each with its reason. */
+    static const struct {
+        const char *ct, *body, *want;
+        int status;
+    } bad[] = {
+        {"multipart/form-data", "--b--", "boundary", 400},
+        {"multipart/form-data; boundary=", "--b--", "boundary", 400},
+        {"multipart/form-data; boundary=\"b", "--b--", "boundary", 400},
+        {"application/json; boundary=b", "--b--", "multipart/form-data", 400},
+        {"multipart/form-data; boundary=b", "no boundary here", "no boundary", 400},
+        {"multipart/form-data; boundary=b", "", "no boundary", 400},
+        {"multipart/form-data; boundary=b",
+         "--b\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\nx", "runs to the end", 400},
+        {"multipart/form-data; boundary=b",
+         "--b\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\nx\r\n--b", "closing", 400},
+        {"multipart/form-data; boundary=b", "--b\r\nContent-Disposition: form-data; name=\"p\"",
+         "headers do not end", 400},
+        {"multipart/form-data; boundary=b", "--b\r\nContent-Type: text/plain\r\n\r\nx\r\n--b--",
+         "no Content-Disposition name", 400},
+        {"multipart/form-data; boundary=b", "--b\r\n\r\nx\r\n--b--", "no Content-Disposition", 400},
+        {"multipart/form-data; boundary=b",
+         "--b\r\nContent-Disposition: attachment; name=\"p\"\r\n\r\nx\r\n--b--", "not form-data",
+         400},
+        {"multipart/form-data; boundary=b",
+         "--b\r\nContent-Disposition: form-data; "
+         "name=\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+         "aaaaaaaaaaaaaaaaaaaaaaa\"\r\n\r\nx\r\n--b--",
+         "longer than 64", 400},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        bool ok = form_of(bad[i].ct, bad[i].body, &f, &e);
+        CHECK(!ok && e.status == bad[i].status && strstr(e.message, bad[i].want),
+              "bad form %zu: %s (%d), want '%s'", i, ok ? "accepted" : e.message, e.status,
+              bad[i].want);
+        CHECK(!f.fields && !f.image && !f.mask, "bad form %zu leaves the form empty", i);
+    }
+    /* A NUL inside a text field (not inside a file), a text field over 1 MiB, too many parts. */
+    const char nul[] =
+        "--b\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\na\0b\r\n--b--";
+    CHECK(!srv_form_parse("multipart/form-data; boundary=b", (const uint8_t *)nul, sizeof nul - 1,
+                          &f, &e) &&
+              strstr(e.message, "NUL") && !strcmp(e.param, "prompt"),
+          "a NUL byte in a text field: %s", e.message);
+    const char head[] = "--b\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\n";
+    size_t big = SRV_FORM_TEXT_MAX + 1, n = strlen(head) + big + 7;
+    char *body = malloc(n + 1);
+    memcpy(body, head, strlen(head));
+    memset(body + strlen(head), 'a', big);
+    memcpy(body + strlen(head) + big, "\r\n--b--", 8);
+    CHECK(!form_of("multipart/form-data; boundary=b", body, &f, &e) && e.status == 413,
+          "a text field over 1 MiB: 413 (%d %s)", e.status, e.message);
+    free(body);
+    const char part[] = "--b\r\nContent-Disposition: form-data; name=\"x\"\r\n\r\n\r\n";
+    n = (SRV_FORM_MAX_PARTS + 1) * strlen(part) + 6;
+    body = malloc(n);
+    body[0] = 0;
+    for (int i = 0; i <= SRV_FORM_MAX_PARTS; i++) strcat(body, part);
+    strcat(body, "--b--");
+    CHECK(!form_of("multipart/form-data; boundary=b", body, &f, &e) && strstr(e.message, "parts"),
+          "more than %d parts: %s", SRV_FORM_MAX_PARTS, e.message);
+    free(body);
+}
+
 int main(void) {
     char err[200];
     CHECK(srv_images_init(err, sizeof err), "%s", err);
@@ -469,6 +637,8 @@ int main(void) {
     test_embeddings_dir();
     test_requests();
     test_png_text();
+    test_form();
+    test_body_limits();
     srv_images_cleanup();
     return test_summary();
 }

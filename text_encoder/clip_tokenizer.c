@@ -395,7 +395,8 @@ static sd_status load_config(clip_tokenizer *t, const char *path, const char *ma
                           "%s: key 'model_max_length' is %g, expected an integer "
                           "in [2, 65536]",
                           path, max_len);
-    t->max_length = (int)max_len;
+    /* Only once in range: converting 1e30 or inf to int is undefined (found by fuzzing). */
+    if (st == SD_OK) t->max_length = (int)max_len;
     /* The BPE model's unknown token is looked up in vocab.json alone. */
     for (int k = 0; st == SD_OK && k < t->n_special; k++)
         if (t->special[k].id == unk_added)

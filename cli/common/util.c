@@ -1,6 +1,7 @@
 #include "util.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -89,6 +90,17 @@ sd_status cli_read_file(const char *path, char **out) {
     return SD_OK;
 }
 
+/* core/fileutil.h's test hook, SD_TEST_KILL_WRITE="NAME:put" or "NAME:commit", for the one file
+ * the CLI writes itself (sd-compare's report.json): "put" kills once half the bytes are on disk,
+ * "commit" once all are, before the rename. Returns 1 (put), 2 (commit) or 0. */
+static int test_kill_point(const char *path) {
+    const char *v = getenv("SD_TEST_KILL_WRITE"), *colon = v ? strchr(v, ':') : NULL;
+    if (!colon || colon == v) return 0;
+    const size_t n = (size_t)(colon - v), len = strlen(path);
+    if (len < n || memcmp(path + len - n, v, n)) return 0;
+    return !strncmp(colon + 1, "put", 3) ? 1 : !strcmp(colon + 1, "commit") ? 2 : 0;
+}
+
 sd_status cli_write_file(const char *path, const void *data, size_t len) {
     char *tmp = cli_strfmt("%s.tmp-%ld", path, (long)getpid());
     if (!tmp) return cli_fail(SD_ERR_NOMEM, "%s: out of memory", path);
@@ -97,9 +109,17 @@ sd_status cli_write_file(const char *path, const void *data, size_t len) {
     if (!fp) {
         st = cli_fail(SD_ERR_IO, "%s: %s", tmp, strerror(errno));
     } else {
+        const int kill_at = test_kill_point(path);
+        if (kill_at == 1) {
+            fwrite(data, 1, len / 2, fp);
+            fflush(fp);
+            raise(SIGKILL);
+        }
         const bool wrote = fwrite(data, 1, len, fp) == len;
         const int err = errno;
-        if (fclose(fp) != 0 || !wrote)
+        const bool closed = fclose(fp) == 0;
+        if (kill_at == 2) raise(SIGKILL);
+        if (!closed || !wrote)
             st = cli_fail(SD_ERR_IO, "%s: write failed: %s", path, strerror(wrote ? errno : err));
         else if (rename(tmp, path) != 0)
             st = cli_fail(SD_ERR_IO, "%s: %s", path, strerror(errno));

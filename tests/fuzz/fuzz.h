@@ -14,7 +14,8 @@
  * fuzz_entry_<name>; a harness missing here is reported there. */
 #define FUZZ_HARNESSES(X)                                                                          \
     X(a1111) X(clip_prompt) X(clip_vocab) X(config) X(jpeg) X(lora) X(png) X(request)              \
-    X(safetensors) X(single_file) X(t5_json) X(t5_prompt) X(embedding)
+    X(safetensors) X(single_file) X(t5_json) X(t5_prompt) X(embedding) X(multipart) X(handlers)    \
+    X(gguf)
 
 /* The harness entry point every fuzz_*.c defines (libFuzzer's signature). */
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -28,6 +29,9 @@ const char *fuzz_file(const char *name, const uint8_t *data, size_t size);
 char *fuzz_cstr(const uint8_t *data, size_t size);
 /* Splits data at its first n - 1 NUL bytes: part[i], len[i] (missing parts are empty). */
 void fuzz_split(const uint8_t *data, size_t size, int n, const uint8_t **part, size_t *len);
+/* sd-server's image temporary folder (srv_images_init), made once per process and removed at
+ * exit: the server harnesses decode images through it, as the server does. */
+void fuzz_server_init(void);
 /* The source tree (fixtures: the real CLIP vocabulary, the tiny T5 tokenizer). */
 const char *fuzz_root(void);
 

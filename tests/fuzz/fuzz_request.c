@@ -19,6 +19,7 @@ static void one(const cJSON *body, int api, bool flag) {
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    fuzz_server_init();
     char *text = fuzz_cstr(data, size);
     cJSON *body = NULL;
     if (sd_json_parse(text, "request", &body) == SD_OK) {

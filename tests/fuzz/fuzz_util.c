@@ -1,6 +1,8 @@
 /* Helpers of tests/fuzz/fuzz.h. */
 #include "fuzz.h"
 
+#include "../../server/images.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,15 +14,21 @@ static char g_path[512];
 static void remove_dir(void) {
     /* The harnesses write a handful of known names; remove whatever is there. */
     char cmd[300];
-    if (!g_dir[0] || strncmp(g_dir, "/tmp/sd-fuzz-", 13) != 0) return;
+    if (!g_dir[0] || !strstr(g_dir, "/sd-fuzz-")) return;
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", g_dir);
     if (system(cmd) != 0) return;
 }
 
 const char *fuzz_dir(void) {
     if (!g_dir[0]) {
-        snprintf(g_dir, sizeof(g_dir), "/tmp/sd-fuzz-XXXXXX");
-        if (!mkdtemp(g_dir)) abort();
+        /* In memory where there is a tmpfs: rewriting one file per input on a disk file system
+         * costs a flush each time (ext4 flushes a file truncated and rewritten when it is
+         * closed): 3000 GGUF inputs took 15 s in /tmp, under 1 s here. */
+        snprintf(g_dir, sizeof(g_dir), "/dev/shm/sd-fuzz-XXXXXX");
+        if (!mkdtemp(g_dir)) {
+            snprintf(g_dir, sizeof(g_dir), "/tmp/sd-fuzz-XXXXXX");
+            if (!mkdtemp(g_dir)) abort();
+        }
         atexit(remove_dir);
     }
     return g_dir;
@@ -56,6 +64,18 @@ void fuzz_split(const uint8_t *data, size_t size, int n, const uint8_t **part, s
         len[i] = end - at;
         at = end < size ? end + 1 : size;
     }
+}
+
+void fuzz_server_init(void) {
+    static int done;
+    if (done) return;
+    char err[600];
+    if (!srv_images_init(err, sizeof err)) {
+        fprintf(stderr, "%s\n", err);
+        abort();
+    }
+    atexit(srv_images_cleanup);
+    done = 1;
 }
 
 const char *fuzz_root(void) {

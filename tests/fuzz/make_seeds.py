@@ -232,3 +232,118 @@ with tempfile.TemporaryDirectory() as tmp:
     for name, args in [("rgb", "8 8 0 0 0"), ("grey", "9 7 1 0 0"), ("progressive", "16 8 0 1 0"),
                        ("exif6", "4 2 0 0 6")]:
         subprocess.run([f"{tmp}/w", f"{ROOT}/jpeg/{name}.jpg", *args.split()], check=True)
+
+# sd-server multipart bodies (POST /v1/images/edits): Content-Type, NUL, body. As curl -F and the
+# openai npm client write them: CRLF, a quoted or bare boundary, files with their own headers.
+PNG1 = png(1, 1, 8, 2, [b"\x80\x40\x20"])
+
+
+def form(boundary, fields, epilogue=b""):
+    out = b""
+    for name, value, filename in fields:
+        disp = f'Content-Disposition: form-data; name="{name}"'
+        if filename:
+            disp += f'; filename="{filename}"\r\nContent-Type: image/png'
+        out += f"--{boundary}\r\n{disp}\r\n\r\n".encode() + value + b"\r\n"
+    return out + f"--{boundary}--\r\n".encode() + epilogue
+
+
+B = "------------------------d74496d66958873e"
+put("multipart", "curl", f"multipart/form-data; boundary={B}\0".encode() + form(B, [
+    ("prompt", b"a dog", None), ("n", b"1", None), ("size", b"64x64", None), ("seed", b"3", None),
+    ("image", PNG1, "init.png"), ("mask", PNG1, "mask.png")]))
+B = "----formdata-undici-037172983431"
+put("multipart", "openai_npm", f'multipart/form-data; boundary="{B}"\0'.encode() + form(B, [
+    ("image[]", PNG1, "a.png"), ("image[]", PNG1, "b.png"), ("prompt", b"x", None),
+    ("response_format", b"b64_json", None), ("output_format", b"jpeg", None),
+    ("strength", b"0.6", None)], b"\r\n"))
+put("multipart", "empty", b"multipart/form-data; boundary=b\0--b--")
+
+# sd-server handlers: a byte picking the endpoint (fuzz_handlers.c's order), the Content-Type (or
+# the file id), NUL, the body.
+png_b64 = __import__("base64").b64encode(png(1, 1, 8, 2, [b"\0\0\0"], chunk(
+    b"tEXt", b"parameters\0a cat\nNegative prompt: ugly\nSteps: 20, Sampler: Euler a, Seed: 7"))).decode()
+put("handlers", "txt2img", b"\0application/json\0" + json.dumps({
+    "prompt": "a cat <lora:x:0.5>", "steps": 2, "width": 64, "height": 64, "seed": 1,
+    "override_settings": {"sd_model_checkpoint": "m"}}).encode())
+put("handlers", "img2img", b"\1application/json\0" + json.dumps({
+    "prompt": "x", "init_images": ["data:image/png;base64," + png_b64], "denoising_strength": 0.5}).encode())
+put("handlers", "options", b"\2application/json\0" + json.dumps({"sd_model_checkpoint": "m [abc123]"}).encode())
+put("handlers", "png_info", b"\3application/json\0" + json.dumps({"image": png_b64}).encode())
+put("handlers", "generations", b"\4application/json\0" + json.dumps({
+    "prompt": "a cat", "model": "m", "n": 1, "size": "64x64", "response_format": "url"}).encode())
+B = "XyZ"
+put("handlers", "edits", b"\5multipart/form-data; boundary=XyZ\0" + form(B, [
+    ("prompt", b"a dog", None), ("model", b"m", None), ("image", PNG1, "i.png")]))
+put("handlers", "file", b"\6" + b"0123456789abcdef0123456789abcdef.png\0")
+
+# GGUF files (tests/fuzz/fuzz_gguf.c): one tensor of every type the reader takes, metadata of
+# every value type, a v2 file; and issue 20's bad cases (each refused with a clear error, kept
+# here so the fuzzer starts from them and make test replays them).
+GG_BLOCK = {0: (1, 4), 1: (1, 2), 30: (1, 2), 2: (32, 18), 3: (32, 20), 6: (32, 22), 7: (32, 24),
+            8: (32, 34), 10: (256, 84), 11: (256, 110), 12: (256, 144), 13: (256, 176), 14: (256, 210)}
+GG_NAMES = {0: "f32", 1: "f16", 30: "bf16", 2: "q4_0", 3: "q4_1", 6: "q5_0", 7: "q5_1", 8: "q8_0",
+            10: "q2_k", 11: "q3_k", 12: "q4_k", 13: "q5_k", 14: "q6_k"}
+
+
+def gg_string(t):
+    b = t.encode()
+    return struct.pack("<Q", len(b)) + b
+
+
+def gg_bytes(n, salt):
+    """n deterministic bytes whose fp16 pairs stay finite (no 0x7c-0x7f / 0xfc-0xff high bytes)."""
+    return bytes(((i * 37 + salt * 11) % 251) & 0x7b for i in range(n))
+
+
+def gguf_file(tensors, kvs=(), version=3, alignment=32, offsets=None):
+    """tensors: [(name, type, dims innermost first, bytes)]; kvs: [(key, value type, value bytes)];
+    offsets: explicit data offsets (else packed, aligned)."""
+    kv = [("general.alignment", 4, struct.pack("<I", alignment))] + list(kvs)
+    out = b"GGUF" + struct.pack("<IQQ", version, len(tensors), len(kv))
+    for key, typ, val in kv:
+        out += gg_string(key) + struct.pack("<I", typ) + val
+    blob, offs = b"", []
+    for name, typ, dims, data in tensors:
+        offs.append(len(blob))
+        blob += data + b"\0" * (-len(data) % alignment)
+    for i, (name, typ, dims, data) in enumerate(tensors):
+        off = offsets[i] if offsets else offs[i]
+        out += gg_string(name) + struct.pack("<I", len(dims)) + b"".join(struct.pack("<Q", d) for d in dims)
+        out += struct.pack("<IQ", typ, off)
+    out += b"\0" * (-len(out) % alignment)
+    return out + blob
+
+
+def gg_tensor(typ, rows=1, name=None):
+    elems, nbytes = GG_BLOCK[typ]
+    per_row = 32 if elems == 1 else elems
+    return (name or GG_NAMES[typ], typ, [per_row, rows], gg_bytes(per_row // elems * nbytes * rows, typ))
+
+
+GG_KVS = [("general.architecture", 8, gg_string("flux")), ("t.u8", 0, b"\x07"), ("t.i8", 1, b"\xf9"),
+          ("t.u16", 2, b"\x01\x02"), ("t.i16", 3, b"\xff\xff"), ("t.u32", 4, b"\x01\0\0\0"),
+          ("t.i32", 5, b"\xff\xff\xff\xff"), ("t.f32", 6, struct.pack("<f", 0.5)), ("t.bool", 7, b"\x01"),
+          ("t.u64", 10, struct.pack("<Q", 1 << 40)), ("t.i64", 11, struct.pack("<q", -5)),
+          ("t.f64", 12, struct.pack("<d", 2.5)),
+          ("t.arr_i32", 9, struct.pack("<IQ", 5, 3) + struct.pack("<3i", 1, 2, 3)),
+          ("t.arr_str", 9, struct.pack("<IQ", 8, 2) + gg_string("a") + gg_string("bc"))]
+# Every type, one row each, with every kind of metadata.
+put("gguf", "all_types", gguf_file([gg_tensor(t) for t in GG_BLOCK], GG_KVS))
+# Each quantized block type alone, two rows (a 2-D weight as the Linear layers read it).
+for t in (2, 3, 6, 7, 8, 10, 11, 12, 13, 14):
+    put("gguf", GG_NAMES[t], gguf_file([gg_tensor(t, rows=2, name="lin.weight")]))
+put("gguf", "v2", gguf_file([gg_tensor(8), gg_tensor(0)], version=2))
+put("gguf", "align64", gguf_file([gg_tensor(8), gg_tensor(1)], alignment=64))
+# The bad cases of issue 20.
+put("gguf", "bad_unknown_type", gguf_file([("w", 99, [32, 1], gg_bytes(34, 1))]))
+put("gguf", "bad_iq_type", gguf_file([("w", 16, [256, 1], gg_bytes(66, 1))]))
+put("gguf", "bad_row_blocks", gguf_file([("w", 8, [48, 2], gg_bytes(34 * 3, 1))]))  # 96 values, rows of 48
+put("gguf", "bad_offset_past_end", gguf_file([gg_tensor(8), gg_tensor(12)], offsets=[0, 1 << 20]))
+put("gguf", "bad_misaligned", gguf_file([gg_tensor(8), gg_tensor(12)], offsets=[0, 40]))
+put("gguf", "bad_overlap", gguf_file([gg_tensor(8), gg_tensor(12)], offsets=[0, 0]))
+put("gguf", "bad_duplicate_names", gguf_file([gg_tensor(8, name="w"), gg_tensor(1, name="w")]))
+put("gguf", "bad_duplicate_keys", gguf_file([gg_tensor(8)], [("k", 4, b"\1\0\0\0"), ("k", 4, b"\2\0\0\0")]))
+put("gguf", "bad_truncated", gguf_file([gg_tensor(8), gg_tensor(12)])[:-40])
+put("gguf", "bad_big_endian", b"GGUF\0\0\0\3" + gguf_file([gg_tensor(8)])[8:])
+put("gguf", "bad_huge_shape", gguf_file([("w", 8, [1 << 40, 1 << 20], gg_bytes(34, 1))]))

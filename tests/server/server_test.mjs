@@ -152,7 +152,7 @@ try {
   const i2i = await request('POST', '/sdapi/v1/img2img', { body: { prompt: 'a dog', seed: 3, steps: 4,
     init_images: ['data:image/png;base64,' + t2i.json.images[0]], denoising_strength: 0.5 } });
   check(i2i.status === 200 && b64png(i2i.json.images[0]).w === 64, 'A1111 img2img: ' + i2i.status + ' ' + (i2i.json && i2i.json.detail));
-  // OpenAI edits: multipart through MHD's post processor; image-to-image equals gen --init-image.
+  // OpenAI edits: multipart split by server/multipart.c; image-to-image equals gen --init-image.
   const initPng = Buffer.from(t2i.json.images[0], 'base64');
   fs.writeFileSync(path.join(tmp, 'init.png'), initPng);
   const edit = await client.images.edit({ image: await toFile(initPng, 'init.png', { type: 'image/png' }),
