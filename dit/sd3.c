@@ -243,7 +243,7 @@ static void position_embedding(const sd3_model *m, int gh, int gw, float *pos) {
         run.data = (const unsigned char *)m->pos_stored->data +
                    st_dtype_bytes(dt, ((int64_t)(top + i) * max + left) * dim);
         st_to_f32(&run, pos + (size_t)i * gw * dim);
-        weights_round_f32(&m->w, pos + (size_t)i * gw * dim, (size_t)gw * dim); /* --weights-dtype */
+        weights_round_f32(&m->w, dt, pos + (size_t)i * gw * dim, (size_t)gw * dim); /* --weights-dtype */
     }
 }
 

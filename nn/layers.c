@@ -79,8 +79,24 @@ static sd_status choose_source(const sd_weights *w, const char *name, int ndim,
     if (!t || !kern_type_of(t->dtype, &kt) || (st_is_quantized(t->dtype) && !blocks_ok))
         return SD_OK; /* the float32 path reports absence and bad dtypes */
     SD_TRY(st_check_shape(t, weights_file_of(w, name), ndim, shape));
+    const bool quant = weights_dtype_quantizes(w->policy.dtype);
+    if (quant && blocks_ok && !st_is_quantized(t->dtype)) {
+        /* --weights-dtype q*: a Linear weight in blocks unless it is one of those kept. */
+        const st_dtype q = weights_quant_st_dtype(w->policy.dtype);
+        if (!weights_quant_kept(name, shape[ndim - 1], q)) {
+            void *blocks = NULL;
+            SD_TRY(weights_quantize(t, q, name, &blocks));
+            weights_release_tensor(w, t); /* the blocks replace them */
+            ws->stored = true;
+            ws->data = ws->own = blocks;
+            kern_type_of(q, &ws->type);
+            return SD_OK;
+        }
+    }
+    /* Under a Q policy the rest is held at 16 bits: an F32 weight as F16, others as stored. */
     const st_dtype want = w->policy.dtype == WEIGHTS_TO_F16    ? ST_F16
                           : w->policy.dtype == WEIGHTS_TO_BF16 ? ST_BF16
+                          : quant && t->dtype == ST_F32        ? ST_F16
                                                                : t->dtype;
     if (want == t->dtype) {
         /* A float32 weight is fastest packed once at load, unless memory says otherwise. */

@@ -1,6 +1,6 @@
 /* Test-only GGUF writer: raw files (any type id, shape, offset, for the error tests) and
  * conversions of a safetensors file into a GGUF whose tensors are quantized with ggml's
- * reference quantizers (quantize_row_q8_0_ref, quantize_row_q4_K_ref), beside an fp32
+ * reference quantizers (core/gguf_quantize.c: quantize_row_q8_0_ref, quantize_row_q4_K_ref), beside an fp32
  * safetensors file holding the same blocks dequantized by this file's own decoder, written
  * independently of core/gguf*.c so that a shared misreading cannot pass unnoticed. */
 #ifndef SD_TEST_GGUF_WRITER_H
@@ -28,9 +28,8 @@ typedef struct {
  * the tensor infos, and the data, each tensor at the next multiple of the alignment (32 if 0). */
 bool gw_write(const char *path, const gw_tensor *t, int n, uint32_t alignment);
 
-/* Block quantizers (ggml's reference formulas) and this file's own decoders for them. */
-void gw_quantize_q8_0(const float *x, uint8_t *out, int64_t n);
-void gw_quantize_q4_k(const float *x, uint8_t *out, int64_t n);
+/* This file's own decoders of Q8_0 / Q4_K blocks (the quantizer is the library's
+ * gguf_quantize_row, ggml's reference formulas). */
 void gw_decode_q8_0(const uint8_t *b, float *y, int64_t n);
 void gw_decode_q4_k(const uint8_t *b, float *y, int64_t n);
 

@@ -311,7 +311,7 @@ static void embed(const clip_text *m, const int32_t *ids, const float *const *ro
             if (!given && id >= m->cfg.vocab_size) given = m->added + (size_t)(id - m->cfg.vocab_size) * h;
             if (given) { /* a textual-inversion vector, in the token table's precision */
                 memcpy(xr, given, (size_t)h * sizeof *xr);
-                weights_round_f32(&m->w, xr, (size_t)h);
+                weights_round_f32(&m->w, m->tok_emb->dtype, xr, (size_t)h);
                 const float *pr = m->pos_emb + (size_t)i * h;
                 for (int c = 0; c < h; c++) xr[c] += pr[c];
                 continue;
@@ -319,7 +319,7 @@ static void embed(const clip_text *m, const int32_t *ids, const float *const *ro
             row.data = (const unsigned char *)m->tok_emb->data +
                        (size_t)ids[(size_t)b * len + i] * row_bytes;
             st_to_f32(&row, xr);
-            weights_round_f32(&m->w, xr, (size_t)h); /* as converted at load (--weights-dtype) */
+            weights_round_f32(&m->w, m->tok_emb->dtype, xr, (size_t)h); /* as converted at load (--weights-dtype) */
             const float *pr = m->pos_emb + (size_t)i * h;
             for (int c = 0; c < h; c++) xr[c] += pr[c];
         }

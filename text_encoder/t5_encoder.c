@@ -305,7 +305,7 @@ static void embed(const t5_encoder *m, const int32_t *ids, int rows, float *x) {
     for (int r = 0; r < rows; r++) {
         row.data = (const unsigned char *)m->tok_emb->data + (size_t)ids[r] * row_bytes;
         st_to_f32(&row, x + (size_t)r * d);
-        weights_round_f32(&m->w, x + (size_t)r * d, (size_t)d); /* as converted at load */
+        weights_round_f32(&m->w, m->tok_emb->dtype, x + (size_t)r * d, (size_t)d); /* as converted at load */
     }
 }
 
