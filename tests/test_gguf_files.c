@@ -19,10 +19,14 @@
 static char tmpdir[600];
 static const char *tmp(const char *name) { return test_path(tmpdir, name); }
 
+/* The folder whose configs a whole-model file (-m FILE) runs with (NULL: the bundled ones). */
+static const char *config_for_files;
+
 static sd_status generate(const char *model, const char *unet, const char *transformer,
                           bool low_memory, sd_image *out) {
     sd_load_params lp;
     sd_load_params_init(&lp);
+    lp.config_dir = config_for_files;
     lp.low_memory = low_memory;
     lp.keep_resident = !low_memory;
     lp.unet_file = unet;
@@ -78,6 +82,52 @@ static void check_same(const char *what, const char *model, const char *src, boo
     }
 }
 
+/* A whole-model GGUF as stable-diffusion.cpp converts a checkpoint (every tensor under its
+ * original-layout name: model.diffusion_model.*, first_stage_model.*, cond_stage_model.* or
+ * conditioner.embedders.*), given as -m: the same detection and configs as the .safetensors
+ * single file, and the run equals, bit for bit, the run of the single file holding the
+ * dequantized values. */
+static void check_whole(const char *what, const char *folder, ldmw_flavour flavour) {
+    char single[700], gguf[700], ref[700];
+    snprintf(single, sizeof single, "%s", tmp("whole.safetensors"));
+    snprintf(gguf, sizeof gguf, "%s", tmp("whole.gguf"));
+    snprintf(ref, sizeof ref, "%s", tmp("whole_ref.safetensors"));
+    const ldmw_options opt = {0};
+    CHECK_OK(ldmw_write(folder, single, flavour, &opt));
+    int counts[4];
+    CHECK(gw_convert_as(single, gguf, ref, false, counts), "%s: convert %s", what, single);
+    printf("%s: %d Q8_0, %d F16, %d F32 tensors\n", what, counts[1], counts[2], counts[3]);
+    CHECK(counts[1] > 0, "%s: no Q8_0 tensor", what);
+    config_for_files = folder;
+    for (int low = 0; low < 2; low++) {
+        sd_image a = {0}, b = {0};
+        CHECK_OK(generate(gguf, NULL, NULL, low, &a));
+        CHECK_OK(generate(ref, NULL, NULL, low, &b));
+        const bool same = a.rgb && b.rgb && a.width == b.width && a.height == b.height &&
+                          !memcmp(a.rgb, b.rgb, (size_t)a.width * a.height * 3);
+        CHECK(same, "%s%s: the GGUF's image differs from the dequantized single file's", what,
+              low ? " (paged)" : "");
+        if (same)
+            printf("ok %s%s: -m FILE.gguf equals the dequantized single file\n", what,
+                   low ? " (paged)" : "");
+        free(a.rgb);
+        free(b.rgb);
+    }
+    /* The family is detected from the GGUF's keys as from the .safetensors file's. */
+    sd_load_params lp;
+    sd_load_params_init(&lp);
+    lp.config_dir = folder;
+    sd_pipeline *pg = NULL, *ps = NULL;
+    CHECK_OK(sd_pipeline_load(&pg, gguf, &lp));
+    CHECK_OK(sd_pipeline_load(&ps, single, &lp));
+    if (pg && ps)
+        CHECK(sd_pipeline_family(pg) == sd_pipeline_family(ps), "%s: family %d from the GGUF, %d "
+              "from the single file", what, (int)sd_pipeline_family(pg), (int)sd_pipeline_family(ps));
+    sd_pipeline_free(pg);
+    sd_pipeline_free(ps);
+    config_for_files = NULL;
+}
+
 int main(void) {
     snprintf(tmpdir, sizeof tmpdir, "%s", test_output_dir("gguf_files"));
     char model[700], src[760];
@@ -102,5 +152,10 @@ int main(void) {
     const bflw_options faithful = {0};
     CHECK_OK(bflw_write(tdir, tmp("flux1-tiny.safetensors"), &faithful));
     check_same("flux transformer, BFL names", flux, tmp("flux1-tiny.safetensors"), true, true);
+
+    check_whole("sd15 whole model (cond_stage_model.transformer.*)", model, LDMW_SD1);
+    char sdxl[700];
+    snprintf(sdxl, sizeof sdxl, "%s", fixture("sdxl-tiny/pipeline"));
+    check_whole("sdxl whole model (conditioner.embedders.*)", sdxl, LDMW_SDXL);
     return test_summary();
 }
