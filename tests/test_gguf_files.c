@@ -154,6 +154,38 @@ int main(void) {
     check_same("flux transformer, BFL names", flux, tmp("flux1-tiny.safetensors"), true, true);
 
     check_whole("sd15 whole model (cond_stage_model.transformer.*)", model, LDMW_SD1);
+    /* stable-diffusion.cpp's own names for SDXL's CLIP-G and SD 2.x's OpenCLIP: refused by name. */
+    static const float zeros[4 * 1024] = {0};
+    const gw_tensor sdcpp_xl[] = {
+        {"model.diffusion_model.input_blocks.0.0.weight", GW_F32, 4, {3, 3, 4, 8}, zeros, 4 * 288, -1},
+        {"cond_stage_model.transformer.text_model.final_layer_norm.weight", GW_F32, 1, {8}, zeros, 32, -1},
+        {"cond_stage_model.1.transformer.text_model.final_layer_norm.weight", GW_F32, 1, {8}, zeros, 32, -1},
+    };
+    const gw_tensor sdcpp_sd2[] = {
+        {"model.diffusion_model.input_blocks.0.0.weight", GW_F32, 4, {3, 3, 4, 8}, zeros, 4 * 288, -1},
+        {"model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight", GW_F32, 2,
+         {1024, 2}, zeros, 4 * 2048, -1},
+        {"cond_stage_model.transformer.text_model.final_layer_norm.weight", GW_F32, 1, {8}, zeros, 32, -1},
+    };
+    const struct {
+        const char *file, *want;
+        const gw_tensor *t;
+        int n;
+    } sdcpp[] = {{"sdcpp-xl.gguf", "cond_stage_model.1.transformer", sdcpp_xl, 3},
+                 {"sdcpp-sd2.gguf", "cond_stage_model.transformer.*", sdcpp_sd2, 3}};
+    for (int i = 0; i < 2; i++) {
+        CHECK(gw_write(tmp(sdcpp[i].file), sdcpp[i].t, sdcpp[i].n, 0), "writing %s", sdcpp[i].file);
+        sd_load_params lp;
+        sd_load_params_init(&lp);
+        lp.config_dir = model;
+        sd_pipeline *p = NULL;
+        const sd_status st = sd_pipeline_load(&p, tmp(sdcpp[i].file), &lp);
+        CHECK(st != SD_OK && strstr(sd_last_error(), sdcpp[i].file) &&
+                  strstr(sd_last_error(), sdcpp[i].want),
+              "%s: %s", sdcpp[i].file, st == SD_OK ? "loaded" : sd_last_error());
+        printf("ok %s\n", sd_last_error());
+        sd_pipeline_free(p);
+    }
     char sdxl[700];
     snprintf(sdxl, sizeof sdxl, "%s", fixture("sdxl-tiny/pipeline"));
     check_whole("sdxl whole model (conditioner.embedders.*)", sdxl, LDMW_SDXL);
