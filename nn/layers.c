@@ -66,7 +66,8 @@ static bool kern_type_of(st_dtype d, kern_dtype *out) {
 /* packed_at_load: the layer packs its weight at load whatever it is stored as (a convolution
  * under bf16 packing): the float32 read path feeds that packing. blocks_ok: the layer's kernel
  * takes GGUF blocks (gemm_nt_stored does, the convolutions do not: a quantized convolution
- * weight is dequantized at load into a float32 copy). */
+ * weight is dequantized at load into a float32 copy, as is a weight whose rows are not whole
+ * blocks, city96's reshaped tensors). */
 static sd_status choose_source(const sd_weights *w, const char *name, int ndim,
                                const int64_t *shape, bool packed_at_load, bool blocks_ok,
                                weight_source *ws) {
@@ -76,7 +77,8 @@ static sd_status choose_source(const sd_weights *w, const char *name, int ndim,
     if (lora_set_has(w->policy.lora, w->policy.lora_component, name)) return SD_OK;
     const st_tensor *t = w->keep_stored ? weights_find(w, name) : NULL;
     kern_dtype kt;
-    if (!t || !kern_type_of(t->dtype, &kt) || (st_is_quantized(t->dtype) && !blocks_ok))
+    if (!t || !kern_type_of(t->dtype, &kt) ||
+        (st_is_quantized(t->dtype) && (!blocks_ok || !st_rows_whole_blocks(t))))
         return SD_OK; /* the float32 path reports absence and bad dtypes */
     SD_TRY(st_check_shape(t, weights_file_of(w, name), ndim, shape));
     const bool quant = weights_dtype_quantizes(w->policy.dtype);

@@ -26,7 +26,9 @@ bool gw_write(const char *path, const gw_tensor *t, int n, uint32_t alignment) {
     fwrite("GGUF", 1, 4, f);
     put(f, 3, 4);
     put(f, (uint64_t)n, 8);
-    put(f, alignment ? 7 : 6, 8);
+    int n_orig = 0;
+    for (int i = 0; i < n; i++) n_orig += t[i].orig_ndim > 0;
+    put(f, (uint64_t)(alignment ? 7 : 6) + (uint64_t)n_orig, 8);
     put_str(f, "general.architecture"), put(f, 8, 4), put_str(f, "test");
     put_str(f, "test.names"), put(f, 9, 4), put(f, 8, 4), put(f, 2, 8);
     put_str(f, "a"), put_str(f, "bc");
@@ -35,6 +37,13 @@ bool gw_write(const char *path, const gw_tensor *t, int n, uint32_t alignment) {
     put_str(f, "test.f32"), put(f, 6, 4), put(f, 0x3FC00000, 4); /* 1.5f */
     put_str(f, "test.flag"), put(f, 7, 4), put(f, 1, 1);
     if (alignment) put_str(f, "general.alignment"), put(f, 4, 4), put(f, alignment, 4);
+    for (int i = 0; i < n; i++) {
+        if (t[i].orig_ndim <= 0) continue;
+        char key[300];
+        snprintf(key, sizeof key, "comfy.gguf.orig_shape.%s", t[i].name);
+        put_str(f, key), put(f, 9, 4), put(f, 5, 4), put(f, (uint64_t)t[i].orig_ndim, 8);
+        for (int d = 0; d < t[i].orig_ndim; d++) put(f, (uint64_t)t[i].orig_shape[d], 4);
+    }
     uint64_t off = 0;
     for (int i = 0; i < n; i++) {
         put_str(f, t[i].name);
@@ -103,8 +112,22 @@ bool gw_convert(const char *src, const char *gguf_path, const char *ref_path, in
     return gw_convert_as(src, gguf_path, ref_path, true, counts);
 }
 
+static bool convert(const char *src, const char *gguf_path, const char *ref_path, bool q4_k,
+                    bool reshape, int counts[4], int *reshaped);
+
 bool gw_convert_as(const char *src, const char *gguf_path, const char *ref_path, bool q4_k,
                    int counts[4]) {
+    return convert(src, gguf_path, ref_path, q4_k, false, counts, NULL);
+}
+
+bool gw_convert_reshaped(const char *src, const char *gguf_path, const char *ref_path,
+                         int counts[4], int *reshaped) {
+    return convert(src, gguf_path, ref_path, true, true, counts, reshaped);
+}
+
+static bool convert(const char *src, const char *gguf_path, const char *ref_path, bool q4_k,
+                    bool reshape, int counts[4], int *reshaped) {
+    if (reshaped) *reshaped = 0;
     st_file f;
     if (st_open(&f, src) != SD_OK) return false;
     gw_tensor *t = calloc((size_t)f.n_tensors, sizeof *t);
@@ -131,10 +154,16 @@ bool gw_convert_as(const char *src, const char *gguf_path, const char *ref_path,
         for (int d = 0; d < s->ndim; d++) t[m].ne[d] = s->shape[s->ndim - 1 - d];
         t[m].offset = -1;
         int kind;
-        if (q4_k && s->ndim >= 2 && ne0 % 256 == 0) {
+        if (reshape && s->ndim >= 2 && n % 256 == 0 && ne0 % 256 != 0) {
+            t[m].orig_ndim = s->ndim;
+            memcpy(t[m].orig_shape, s->shape, sizeof(int64_t) * (size_t)s->ndim);
+            t[m].ndim = 2, t[m].ne[0] = 256, t[m].ne[1] = n / 256;
+            if (reshaped) ++*reshaped;
+        }
+        if (q4_k && s->ndim >= 2 && t[m].ne[0] % 256 == 0) {
             gguf_quantize_row(GW_Q4_K, x, q, n), gw_decode_q4_k(q, y, n);
             t[m].type = GW_Q4_K, t[m].nbytes = (size_t)n / 256 * 144, kind = 0;
-        } else if (s->ndim >= 2 && ne0 % 32 == 0) {
+        } else if (s->ndim >= 2 && t[m].ne[0] % 32 == 0) {
             gguf_quantize_row(GW_Q8_0, x, q, n), gw_decode_q8_0(q, y, n);
             t[m].type = GW_Q8_0, t[m].nbytes = (size_t)n / 32 * 34, kind = 1;
         } else if (s->ndim >= 2) {

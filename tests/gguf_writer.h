@@ -21,6 +21,9 @@ typedef struct {
     const void *data;
     size_t nbytes;
     int64_t offset;    /* >= 0: written as this data offset instead of the computed one */
+    int orig_ndim;     /* > 0: comfy.gguf.orig_shape.<name> = orig_shape[0..orig_ndim) (INT32
+                        * array, torch order), as city96's converter writes for a reshaped tensor */
+    int64_t orig_shape[4];
 } gw_tensor;
 
 /* Writes a little-endian GGUF v3: a few metadata entries (general.architecture = "test", a
@@ -39,6 +42,12 @@ void gw_decode_q4_k(const uint8_t *b, float *y, int64_t n);
  * safetensors file of the values those blocks stand for. Counts of each type go to counts[4]
  * (Q4_K, Q8_0, F16, F32) when not NULL. */
 bool gw_convert(const char *src, const char *gguf_path, const char *ref_path, int counts[4]);
+/* city96's convert.py with shape_fix (its SD 1.x / SDXL templates): a tensor of 2 or more dims
+ * whose element count is a multiple of 256 but whose last dimension is not (a 3x3 convolution,
+ * a 320-wide Linear) is stored as rows of 256, quantized as Q4_K, with its shape in
+ * comfy.gguf.orig_shape.<name>; the rest as gw_convert. counts[4] also counts them in Q4_K. */
+bool gw_convert_reshaped(const char *src, const char *gguf_path, const char *ref_path,
+                         int counts[4], int *reshaped);
 /* The same with Q4_K left out when !q4_k (a "Q8_0 file": every matrix whose rows are a
  * multiple of 32 as Q8_0), and no reference file when ref_path is NULL. */
 bool gw_convert_as(const char *src, const char *gguf_path, const char *ref_path, bool q4_k,

@@ -169,9 +169,9 @@ static uint16_t hx[8] = {0x3C00, 0x4000, 0x3800, 0xBC00, 0, 0x3400, 0x4200, 0xC0
 static int sample(gw_tensor t[3]) {
     fill_random(wx, 192, 9);
     gguf_quantize_row(GW_Q8_0, wx, wq, 192);
-    t[0] = (gw_tensor){"w", GW_Q8_0, 2, {64, 3}, wq, sizeof wq, -1};
-    t[1] = (gw_tensor){"b", GW_F32, 1, {5}, bx, sizeof bx, -1};
-    t[2] = (gw_tensor){"h", GW_F16, 3, {2, 2, 2}, hx, sizeof hx, -1};
+    t[0] = (gw_tensor){"w", GW_Q8_0, 2, {64, 3}, wq, sizeof wq, -1, 0, {0}};
+    t[1] = (gw_tensor){"b", GW_F32, 1, {5}, bx, sizeof bx, -1, 0, {0}};
+    t[2] = (gw_tensor){"h", GW_F16, 3, {2, 2, 2}, hx, sizeof hx, -1, 0, {0}};
     return 3;
 }
 
@@ -338,8 +338,8 @@ static void test_layers(void) {
     mkdir(dir, 0755);
     snprintf(path, sizeof path, "%s/diffusion_pytorch_model.safetensors", dir);
     const float bias[3] = {0.5f, -1, 0.25f};
-    const gw_tensor t[2] = {{"lin.weight", GW_Q8_0, 2, {64, 3}, wq, sizeof wq, -1},
-                            {"lin.bias", GW_F32, 1, {3}, bias, sizeof bias, -1}};
+    const gw_tensor t[2] = {{"lin.weight", GW_Q8_0, 2, {64, 3}, wq, sizeof wq, -1, 0, {0}},
+                            {"lin.bias", GW_F32, 1, {3}, bias, sizeof bias, -1, 0, {0}}};
     CHECK(gw_write(path, t, 2, 0), "write %s", path);
     float x[2 * 64], wy[192], want[6], got[6];
     fill_random(x, 128, 5);

@@ -194,6 +194,11 @@ static sd_status load_weights(clip_text *m, const char *dir, int with_projection
                             weights_file_of(&m->w, tok_name), tok_name,
                             st_dtype_name(m->tok_emb->dtype));
     SD_TRY(st_check_shape(m->tok_emb, weights_file_of(&m->w, tok_name), 2, tok_shape));
+    if (!st_rows_whole_blocks(m->tok_emb))
+        return sd_set_error(SD_ERR_TENSOR, "%s: tensor '%s': rows of %lld values are not whole "
+                            "%s blocks (a reshaped GGUF tensor); a table is read row by row",
+                            weights_file_of(&m->w, tok_name), tok_name,
+                            (long long)m->tok_emb->shape[m->tok_emb->ndim - 1], st_dtype_name(m->tok_emb->dtype));
 
     const int64_t pos_shape[2] = {c->max_position_embeddings, c->hidden_size};
     SD_TRY(nn_read_tensor(&m->w, &m->pos_emb, 2, pos_shape,
