@@ -86,6 +86,13 @@ st_dtype weights_quant_st_dtype(weights_dtype d);
  * Q policy quantizing to `to` (a short reason: "embedding", "first/last layer", "row not a whole
  * number of blocks"); NULL when it is quantized. */
 const char *weights_quant_kept(const char *name, int64_t row, st_dtype to);
+/* A copy of n bytes (blocks quantized at load) in an unlinked temporary file mapped shared and
+ * read-only ($TMPDIR, else /tmp; core/weights_spill.c), so that a paged run can give its pages
+ * back as it does a file's; NULL when the file cannot be written (the caller keeps its buffer).
+ * Freed with weights_spill_free. */
+void *weights_spill(const void *data, size_t n);
+void weights_spill_free(void *map, size_t n);
+
 /* A float tensor (F32/F16/BF16, 2 or more dims, rows a whole number of blocks) quantized to the
  * block type `to` with ggml's reference quantizer, into a malloc'd buffer; errors name it. */
 sd_status weights_quantize(const st_tensor *t, st_dtype to, const char *name, void **out);

@@ -206,8 +206,12 @@ static void test_layers(const char *tmp) {
     float x[3 * IN], got[3 * OUT], want[3 * OUT], *deq = malloc(sizeof(float) * OUT * IN);
     uint8_t *blocks = malloc((size_t)OUT * IN * 2);
     fill_random(x, 3 * IN, 4);
-    for (size_t t = 0; t < sizeof types / sizeof *types; t++) {
-        weights_policy pol = {.dtype = types[t].policy};
+    for (size_t tp = 0; tp < 2 * sizeof types / sizeof *types; tp++) {
+        /* Each type resident, then paged: the blocks then live in a temporary file mapping
+         * (weights_spill) whose pages are given back after each forward. */
+        const size_t t = tp % (sizeof types / sizeof *types);
+        const bool paged = tp >= sizeof types / sizeof *types;
+        weights_policy pol = {.dtype = types[t].policy, .low_memory = paged};
         sd_weights sw;
         CHECK_OK(weights_open(&sw, dir, "model", &pol));
         sw.keep_stored = true;
@@ -220,6 +224,11 @@ static void test_layers(const char *tmp) {
             CHECK_OK(nn_linear_load(&l, &sw, IN, OUT, k == 0, "blocks.0.attn.to_%c", k ? 'k' : 'q'));
             CHECK(l.src.n_parts == 1 && l.src.type == (kern_dtype)(KERN_Q4_0 + (types[t].st - ST_Q4_0)),
                   "%s: to_%c is not held as %s blocks", types[t].name, k ? 'k' : 'q', types[t].name);
+            CHECK((l.own_map[0] > 0) == paged && l.release == paged && l.own[0],
+                  "%s%s: to_%c's blocks %s a file mapping", types[t].name, paged ? " paged" : "",
+                  k ? 'k' : 'q', paged ? "not in" : "in");
+            /* Twice: the second forward faults the given-back pages in again. */
+            nn_linear_forward(&l, x, got, 3);
             for (int i = 0; i < OUT * IN; i++) deq[i] = k ? st_f16_to_f32(w16[i]) : w[i];
             gguf_quantize_row(types[t].type, deq, blocks, (int64_t)OUT * IN);
             gguf_dequantize(types[t].type, blocks, deq, (int64_t)OUT * IN);
@@ -229,7 +238,7 @@ static void test_layers(const char *tmp) {
             /* The reference: the same layer loaded from float32 values (dequantized weight, the
              * f16-rounded bias), packed the usual way. */
             char rdir[600];
-            snprintf(rdir, sizeof rdir, "%s/ref-%zu-%d", tmp, t, k);
+            snprintf(rdir, sizeof rdir, "%s/ref-%zu-%d", tmp, tp, k);
             const st_entry re[] = {{"l.weight", ST_F32, 2, {OUT, IN}, deq},
                                    {"l.bias", ST_F32, 1, {OUT}, bias16}};
             write_model(rdir, re, k ? 1 : 2);
@@ -243,8 +252,8 @@ static void test_layers(const char *tmp) {
             weights_close(&rw);
             remove_model(rdir);
             char what[96];
-            snprintf(what, sizeof what, "%s Linear (%s source) vs dequantized weight", types[t].name,
-                     k ? "F16" : "F32");
+            snprintf(what, sizeof what, "%s Linear (%s source%s) vs dequantized weight", types[t].name,
+                     k ? "F16" : "F32", paged ? ", paged" : "");
             CHECK(!memcmp(got, want, sizeof got), "%s: not identical", what);
             if (!memcmp(got, want, sizeof got)) printf("ok %s: identical\n", what);
             nn_linear_free(&l);
