@@ -139,7 +139,7 @@ BENCH_MEM_ARGS ?=
 # make bench's memory rows: the SD 1.5 and SDXL whole runs. The 2048x2048 tiled VAE decode takes
 # most of an hour on 2 cores and SD3-medium about ten minutes, so they run only under make
 # bench-memory.
-BENCH_MEM_ROWS ?= sd15-512,sd15-512-3step,sd15-512-resident,sd15-512-q8_0,sdxl-1024,sdxl-1024-resident
+BENCH_MEM_ROWS ?= sd15-512,sd15-512-3step,sd15-512-resident,sd15-512-q8_0,sd15-512-wq8_0,sdxl-1024,sdxl-1024-resident
 BENCH_WRAP := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=aligned_alloc,--wrap=posix_memalign
 SD_BENCH_CACHE ?= bench/cache
 BENCH_DTYPE ?= f32

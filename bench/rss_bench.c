@@ -60,6 +60,10 @@ static const row_spec ROWS[] = {
      * UNet: Linear weights Q8_0, 3x3 convolutions F16 as the converters leave them). */
     {"sd15-512-q8_0", "SD 1.5, Q8_0 UNet GGUF (--unet), 512x512, 2 steps, default run", 450, true},
     {"sd15-512-q8_0-resident", "the same, --keep-resident", 0, true},
+    /* The fp16 release quantized at load (--weights-dtype q8_0: Linear weights Q8_0, anonymous
+     * memory, resident; convolutions stay F16 in the mapping and page). */
+    {"sd15-512-wq8_0", "SD 1.5 fp16 release, --weights-dtype q8_0, 512x512, 2 steps, default run",
+     450, true},
     {"sdxl-1024", "SDXL fp16 release, 1024x1024, 1 step, default run", 2560, true},
     {"sdxl-1024-resident", "SDXL fp16 release, 1024x1024, 1 step, --keep-resident", 0, true},
     {"sd3m-1024", "SD3-medium fp16 release without T5, 1024x1024, 1 step, default run", 5120, true},
@@ -212,7 +216,9 @@ static int row_argv(const options *o, const row_spec *r, char *argv[32], char bu
         argv[n++] = "-H", argv[n++] = sd15 ? "512" : "1024";
         argv[n++] = "--steps", argv[n++] = !sd15 ? "1" : strstr(r->name, "3step") ? "3" : "2";
         if (strstr(r->name, "resident")) argv[n++] = "--keep-resident";
-        if (strstr(r->name, "q8_0")) {
+        if (strstr(r->name, "-wq8_0")) {
+            argv[n++] = "--weights-dtype", argv[n++] = "q8_0";
+        } else if (strstr(r->name, "q8_0")) {
             snprintf(buf[5], 512, "%s/sd15-unet-q8_0.gguf", o->cache);
             argv[n++] = "--unet", argv[n++] = buf[5];
         }

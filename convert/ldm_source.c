@@ -134,6 +134,18 @@ sd_status ldm_checkpoint_open(ldm_checkpoint *c, const char *path) {
     if (st == SD_OK && !st_has_prefix(&f, "model.diffusion_model."))
         st = sd_set_error(SD_ERR_FORMAT, "%s: no UNet (model.diffusion_model.*) in the file; "
                           "first tensor '%s'", path, f.n_tensors ? f.tensors[0].name : "(none)");
+    /* stable-diffusion.cpp's convert renames the text encoders of SDXL (CLIP-G as
+     * cond_stage_model.1.transformer.*) and SD 2.x (OpenCLIP-H as cond_stage_model.transformer.*,
+     * which is SD 1.x's prefix: told apart by the UNet's cross-attention width) to its own
+     * names; read as SD 1.x they would fail later on a shape, so they are refused here. */
+    const st_tensor *sdcpp_g = NULL;
+    for (int i = 0; i < f.n_tensors && !sdcpp_g; i++)
+        if (!strncmp(f.tensors[i].name, "cond_stage_model.1.", 19)) sdcpp_g = &f.tensors[i];
+    if (st == SD_OK && sdcpp_g)
+        st = sd_set_error(SD_ERR_UNSUPPORTED, "%s: tensor '%s': stable-diffusion.cpp's own names "
+                          "for SDXL's second text encoder (cond_stage_model.1.*) are not read; "
+                          "use a checkpoint in the original layout (conditioner.embedders.*)",
+                          path, sdcpp_g->name);
     if (st == SD_OK && !(c->path = strdup(path))) st = sd_set_error(SD_ERR_NOMEM, "out of memory");
     if (st != SD_OK) {
         st_close(&f);
@@ -148,6 +160,14 @@ sd_status ldm_checkpoint_open(ldm_checkpoint *c, const char *path) {
     ldm_set_part(c, 0, "unet", "model.diffusion_model.", LDM_UNET);
     if (st_has_prefix(&f, "first_stage_model.")) ldm_set_part(c, 1, "vae", "first_stage_model.", LDM_VAE);
     measure(c, &f);
+    if (c->context_dim == 1024 && st_has_prefix(&f, "cond_stage_model.transformer.")) {
+        st_close(&f);
+        ldm_checkpoint_close(c);
+        return sd_set_error(SD_ERR_UNSUPPORTED, "%s: an SD 2.x UNet (cross-attention width 1024) "
+                            "with its text encoder as cond_stage_model.transformer.* "
+                            "(stable-diffusion.cpp's names) is not read; use a checkpoint in the "
+                            "original layout (cond_stage_model.model.*)", path);
+    }
     const bool label_emb = st_has_prefix(&f, "model.diffusion_model.label_emb.");
     if (st_has_prefix(&f, "conditioner.embedders.1.model.")) {
         c->family = LDM_SDXL;

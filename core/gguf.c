@@ -321,6 +321,17 @@ bool gguf_kv_int(const gguf_kv *kv, int64_t *out) {
     }
 }
 
+bool gguf_kv_int_at(const gguf_kv *kv, uint64_t i, int64_t *out) {
+    if (kv->type != GGUF_VAL_ARRAY || i >= kv->n) return false;
+    static const int sizes[] = {[GGUF_VAL_UINT8] = 1, [GGUF_VAL_INT8] = 1, [GGUF_VAL_UINT16] = 2,
+                                [GGUF_VAL_INT16] = 2, [GGUF_VAL_UINT32] = 4, [GGUF_VAL_INT32] = 4,
+                                [GGUF_VAL_BOOL] = 1, [GGUF_VAL_UINT64] = 8, [GGUF_VAL_INT64] = 8};
+    const gguf_value_type t = kv->elem_type;
+    if ((unsigned)t >= sizeof sizes / sizeof *sizes || !sizes[t]) return false;
+    const gguf_kv scalar = {.type = t, .n = 1, .value = kv->value + i * (uint64_t)sizes[t]};
+    return gguf_kv_int(&scalar, out);
+}
+
 bool gguf_kv_string(const gguf_kv *kv, char *buf, size_t cap) {
     if (kv->type != GGUF_VAL_STRING || !cap) return false;
     const uint64_t n = le(kv->value, 8);

@@ -67,13 +67,20 @@ void gguf_close(gguf_file *f);
 const gguf_kv *gguf_find_kv(const gguf_file *f, const char *key);
 /* An integer scalar (any of the 8 integer types, bool too) as int64; false for other types. */
 bool gguf_kv_int(const gguf_kv *kv, int64_t *out);
+/* Element i of an array of integers (any of the integer types) as int64; false for other
+ * arrays, other types, or i past the end. */
+bool gguf_kv_int_at(const gguf_kv *kv, uint64_t i, int64_t *out);
 /* A string scalar copied, NUL-terminated and truncated to cap bytes; false if not a string. */
 bool gguf_kv_string(const gguf_kv *kv, char *buf, size_t cap);
 
 /* The file's tensors as a safetensors-like st_file (st_open calls it for a GGUF file), so that
  * every loader takes a GGUF wherever it takes a safetensors file: each tensor where the file has
  * it, as F32, F16, BF16 or its block type (ST_Q8_0, ...; st_to_f32 dequantizes them), its shape
- * in torch's order (ne reversed). The st_file keeps the GGUF's mapping. */
+ * in torch's order (ne reversed). The st_file keeps the GGUF's mapping. A tensor with
+ * `comfy.gguf.orig_shape.<name>` metadata (city96's converter stores a tensor whose last
+ * dimension is not a whole number of 256-blocks as rows of 256 to quantize it, and its shape
+ * there, an array of integers in torch's order) takes that shape; its rows are then not whole
+ * blocks (st_rows_whole_blocks), so it is read through st_to_f32 whole. */
 sd_status gguf_open_st(st_file *f, const char *path);
 
 #endif

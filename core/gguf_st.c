@@ -8,6 +8,7 @@
  * fault them in again from the page cache, as for a safetensors file. */
 #include "gguf.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,6 +16,33 @@
 
 static int cmp_tensor(const void *a, const void *b) {
     return strcmp(((const st_tensor *)a)->name, ((const st_tensor *)b)->name);
+}
+
+/* city96's reshaped tensors: `comfy.gguf.orig_shape.<name>` gives <name> its shape back (1 to
+ * ST_MAX_DIMS positive integers whose product is the stored tensor's element count). A key
+ * naming no tensor is ignored, as ComfyUI-GGUF's loader ignores it. */
+static sd_status apply_orig_shape(st_file *f, const char *path, const gguf_kv *kv) {
+    static const char prefix[] = "comfy.gguf.orig_shape.";
+    if (strncmp(kv->key, prefix, sizeof prefix - 1)) return SD_OK;
+    const char *name = kv->key + sizeof prefix - 1;
+    st_tensor *t = (st_tensor *)st_find(f, name);
+    if (!t) return SD_OK;
+    int64_t shape[ST_MAX_DIMS], n = 1;
+    bool ok = kv->type == GGUF_VAL_ARRAY && kv->n >= 1 && kv->n <= ST_MAX_DIMS;
+    for (uint64_t d = 0; ok && d < kv->n; d++) {
+        ok = gguf_kv_int_at(kv, d, &shape[d]) && shape[d] > 0 && shape[d] <= INT64_MAX / n;
+        if (ok) n *= shape[d];
+    }
+    if (!ok)
+        return sd_set_error(SD_ERR_FORMAT, "%s: tensor '%s': metadata '%s' is not an array of 1 "
+                            "to %d positive integers", path, name, kv->key, ST_MAX_DIMS);
+    if (n != st_numel(t))
+        return sd_set_error(SD_ERR_FORMAT, "%s: tensor '%s': metadata '%s' gives %lld values, "
+                            "the tensor holds %lld", path, name, kv->key, (long long)n,
+                            (long long)st_numel(t));
+    t->ndim = (int)kv->n;
+    memcpy(t->shape, shape, sizeof shape[0] * kv->n);
+    return SD_OK;
 }
 
 sd_status gguf_open_st(st_file *f, const char *path) {
@@ -43,12 +71,14 @@ sd_status gguf_open_st(st_file *f, const char *path) {
         s->data = t->data;
         s->nbytes = t->nbytes;
     }
+    if (st == SD_OK) qsort(f->tensors, (size_t)f->n_tensors, sizeof *f->tensors, cmp_tensor);
+    for (int i = 0; i < g.n_kv && st == SD_OK; i++)
+        st = apply_orig_shape(f, path, &g.kv[i]);
     if (st == SD_OK) {
         /* The st_file owns the mapping from here on. */
         f->map = g.map;
         f->map_size = g.map_size;
         g.map = NULL;
-        qsort(f->tensors, (size_t)f->n_tensors, sizeof *f->tensors, cmp_tensor);
     }
     gguf_close(&g);
     if (st != SD_OK) st_close(f);

@@ -59,6 +59,11 @@ int st_is_float(st_dtype d) {
     return d == ST_F32 || d == ST_F16 || d == ST_BF16 || d == ST_F64 || st_is_quantized(d);
 }
 
+bool st_rows_whole_blocks(const st_tensor *t) {
+    const int64_t row = t->ndim ? t->shape[t->ndim - 1] : 1;
+    return row % st_dtype_block(t->dtype) == 0;
+}
+
 int64_t st_numel(const st_tensor *t) {
     int64_t n = 1;
     for (int i = 0; i < t->ndim; i++) n *= t->shape[i];

@@ -55,6 +55,10 @@ int st_dtype_block(st_dtype dtype);
 size_t st_dtype_bytes(st_dtype dtype, int64_t n);
 bool st_is_quantized(st_dtype dtype);
 int64_t st_numel(const st_tensor *t);
+/* Whether the tensor's rows (its last dimension) are whole blocks of its dtype, as every tensor
+ * but a GGUF tensor reshaped back by comfy.gguf.orig_shape metadata is: only such rows may be cut
+ * or read one at a time; any tensor can be read whole (st_to_f32). */
+bool st_rows_whole_blocks(const st_tensor *t);
 /* What st_to_f32 reads: F32, F16, BF16, F64, or a block type (dequantized exactly). */
 int st_is_float(st_dtype dtype);
 

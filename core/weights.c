@@ -85,9 +85,10 @@ void weights_release(const sd_weights *w) {
     }
 }
 
-void weights_round_f32(const sd_weights *w, float *x, size_t n) {
+void weights_round_f32(const sd_weights *w, st_dtype stored, float *x, size_t n) {
     if (!w->keep_stored) return; /* a model outside the scheme keeps its numbers */
-    if (w->policy.dtype == WEIGHTS_TO_F16)
+    if (w->policy.dtype == WEIGHTS_TO_F16 ||
+        (weights_dtype_quantizes(w->policy.dtype) && (stored == ST_F32 || stored == ST_F64)))
         for (size_t i = 0; i < n; i++) x[i] = st_f16_to_f32(st_f32_to_f16(x[i]));
     else if (w->policy.dtype == WEIGHTS_TO_BF16)
         for (size_t i = 0; i < n; i++) x[i] = st_bf16_to_f32(st_f32_to_bf16(x[i]));
@@ -180,7 +181,7 @@ sd_status weights_read_f32(const sd_weights *w, const char *name, int ndim, cons
             free(*out);
             *out = NULL;
         }
-        if (st == SD_OK) weights_round_f32(w, *out, (size_t)st_numel(t));
+        if (st == SD_OK) weights_round_f32(w, t->dtype, *out, (size_t)st_numel(t));
         /* The copy is what the model uses: keep one copy resident, not two. */
         weights_release_tensor(w, t);
         return st;

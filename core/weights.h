@@ -10,8 +10,14 @@
 
 #include <stdbool.h>
 
-/* How the layers (nn/layers.h) of a model hold their weights. */
-typedef enum { WEIGHTS_AS_STORED = 0, WEIGHTS_TO_F16 = 1, WEIGHTS_TO_BF16 = 2 } weights_dtype;
+/* How the layers (nn/layers.h) of a model hold their weights. The Q types quantize the Linear
+ * weights of a 16/32-bit release at load into ggml's blocks (core/weights_quant.c), except the
+ * ones weights_quant_kept names; everything else is held at 16 bits (an fp32 tensor as F16, a
+ * 16-bit one as stored; a GGUF block tensor stays as stored). */
+typedef enum {
+    WEIGHTS_AS_STORED = 0, WEIGHTS_TO_F16 = 1, WEIGHTS_TO_BF16 = 2,
+    WEIGHTS_TO_Q8_0, WEIGHTS_TO_Q4_0, WEIGHTS_TO_Q4_K, WEIGHTS_TO_Q5_K, WEIGHTS_TO_Q6_K
+} weights_dtype;
 /* The arithmetic of the layers that pack their weight once at load (nn_linear_pack, every
  * convolution): BF16 packs them as bf16 (2 bytes a weight; the forward calls then round
  * activations to bf16 and sum in fp32, kernels/gemm_bf16.h). Linear layers left unpacked (the
@@ -64,10 +70,32 @@ struct sd_weights {
     void **owned;
 };
 
-/* Rounds float32 values read from `w` to the dtype its policy converts weights to (nothing for
- * WEIGHTS_AS_STORED, or when the loader did not set keep_stored), so that every tensor of a model converted at load, not only the layers'
- * weights, holds what an f16/bf16 release of it would: biases, norms, embeddings. */
-void weights_round_f32(const sd_weights *w, float *x, size_t n);
+/* Rounds float32 values read from `w` (from a tensor stored as `stored`) to the dtype its policy
+ * converts weights to (nothing for WEIGHTS_AS_STORED, or when the loader did not set
+ * keep_stored), so that every tensor of a model converted at load, not only the layers'
+ * weights, holds what an f16/bf16 release of it would: biases, norms, embeddings. Under a Q
+ * policy those tensors are held at 16 bits: values from an F32 tensor are rounded to f16,
+ * others kept. */
+void weights_round_f32(const sd_weights *w, st_dtype stored, float *x, size_t n);
+
+/* Whether a policy dtype is one of the Q types; the block st_dtype it quantizes to (ST_Q8_0, ...;
+ * ST_F32 for the others). */
+bool weights_dtype_quantizes(weights_dtype d);
+st_dtype weights_quant_st_dtype(weights_dtype d);
+/* Why the Linear weight `name` (diffusers' names), rows of `row` values, stays at 16 bits under a
+ * Q policy quantizing to `to` (a short reason: "embedding", "first/last layer", "row not a whole
+ * number of blocks"); NULL when it is quantized. */
+const char *weights_quant_kept(const char *name, int64_t row, st_dtype to);
+/* A copy of n bytes (blocks quantized at load) in an unlinked temporary file mapped shared and
+ * read-only ($TMPDIR, else /tmp; core/weights_spill.c), so that a paged run can give its pages
+ * back as it does a file's; NULL when the file cannot be written (the caller keeps its buffer).
+ * Freed with weights_spill_free. */
+void *weights_spill(const void *data, size_t n);
+void weights_spill_free(void *map, size_t n);
+
+/* A float tensor (F32/F16/BF16, 2 or more dims, rows a whole number of blocks) quantized to the
+ * block type `to` with ggml's reference quantizer, into a malloc'd buffer; errors name it. */
+sd_status weights_quantize(const st_tensor *t, st_dtype to, const char *name, void **out);
 
 /* A float tensor (F32/F16/BF16) converted to F16 or BF16 (round to nearest even, as torch's
  * .to()), in a malloc'd buffer of st_numel(t) 16-bit values. */

@@ -28,11 +28,13 @@ static sd_status cut(sd_weights *w, const char *path, const st_tensor *t, const 
     *out = *t;
     out->name = NULL;
     /* GGUF blocks run along the last dimension: rows of a matrix are whole blocks and cut as
-     * bytes, but a transpose, or a cut of a vector, would split them: such a tensor is
+     * bytes, but a transpose, or a cut of a vector or of rows that are not whole blocks (a
+     * reshaped GGUF tensor), would split them: such a tensor is
      * dequantized into a float32 copy (exact) and cut as one. */
     const bool cuts = r->transpose || r->n_parts > 1 || r->rows > 0 || r->swap_halves;
     st_tensor widened;
-    if (st_is_quantized(t->dtype) && cuts && (r->transpose || t->ndim < 2)) {
+    if (st_is_quantized(t->dtype) && cuts &&
+        (r->transpose || t->ndim < 2 || !st_rows_whole_blocks(t))) {
         float *copy = malloc(st_numel(t) ? (size_t)st_numel(t) * sizeof *copy : 1);
         if (!copy) return sd_set_error(SD_ERR_NOMEM, "out of memory dequantizing '%s'", t->name);
         st_to_f32(t, copy);

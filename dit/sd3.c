@@ -154,6 +154,12 @@ static sd_status load_weights(sd3_model *m, const char *dir, const weights_polic
                                     weights_file_of(w, name), name,
                                     st_dtype_name(m->pos_stored->dtype));
             SD_TRY(st_check_shape(m->pos_stored, weights_file_of(w, name), 3, shape));
+            if (!st_rows_whole_blocks(m->pos_stored))
+                return sd_set_error(SD_ERR_TENSOR, "%s: tensor '%s': rows of %lld values are not whole "
+                                    "%s blocks (a reshaped GGUF tensor); a table is read row by row",
+                                    weights_file_of(w, name), name,
+                                    (long long)m->pos_stored->shape[m->pos_stored->ndim - 1],
+                                    st_dtype_name(m->pos_stored->dtype));
         }
     }
     SD_TRY(nn_linear_load(&m->t_lin1, w, 256, dim, true,
@@ -243,7 +249,7 @@ static void position_embedding(const sd3_model *m, int gh, int gw, float *pos) {
         run.data = (const unsigned char *)m->pos_stored->data +
                    st_dtype_bytes(dt, ((int64_t)(top + i) * max + left) * dim);
         st_to_f32(&run, pos + (size_t)i * gw * dim);
-        weights_round_f32(&m->w, pos + (size_t)i * gw * dim, (size_t)gw * dim); /* --weights-dtype */
+        weights_round_f32(&m->w, dt, pos + (size_t)i * gw * dim, (size_t)gw * dim); /* --weights-dtype */
     }
 }
 

@@ -231,8 +231,12 @@ typedef int (*sd_event_fn)(void *user, const sd_event *ev);
 
 /* How weights are held in memory. STORED keeps each tensor in the dtype of its file (fp16/bf16
  * releases stay 2 bytes a weight, converted while packing); F16/BF16 convert an fp32 release at
- * load. */
-typedef enum { SD_WEIGHTS_STORED = 0, SD_WEIGHTS_F16, SD_WEIGHTS_BF16 } sd_weights_dtype;
+ * load; Q8_0 ... Q6_K quantize a 16/32-bit release's Linear weights at load into ggml's blocks
+ * (the sensitive ones and everything else held at 16 bits: README, "GGUF files"). */
+typedef enum {
+    SD_WEIGHTS_STORED = 0, SD_WEIGHTS_F16, SD_WEIGHTS_BF16,
+    SD_WEIGHTS_Q8_0, SD_WEIGHTS_Q4_0, SD_WEIGHTS_Q4_K, SD_WEIGHTS_Q5_K, SD_WEIGHTS_Q6_K
+} sd_weights_dtype;
 
 /* Arithmetic of the GEMM/conv kernels. FP32 matches diffusers within the fixture tolerances;
  * BF16 (CPUs with AVX512_BF16) rounds operands to bf16 and accumulates in fp32: faster, looser.

@@ -41,8 +41,15 @@ typedef struct {
     const void *data; /* the weight as the layer will read it */
     kern_dtype type;
     void *own;        /* data, when converted at load */
+    size_t own_map;   /* > 0: own is a weights_spill mapping of this many bytes */
     bool release;
 } weight_source;
+
+/* Frees a buffer a layer converted its weight into: malloc'd, or a weights_spill mapping. */
+static void own_free(void *p, size_t map_bytes) {
+    if (map_bytes) weights_spill_free(p, map_bytes);
+    else free(p);
+}
 
 /* The kernels' name for a dtype the stored path takes; false for the others. */
 static bool kern_type_of(st_dtype d, kern_dtype *out) {
@@ -66,7 +73,8 @@ static bool kern_type_of(st_dtype d, kern_dtype *out) {
 /* packed_at_load: the layer packs its weight at load whatever it is stored as (a convolution
  * under bf16 packing): the float32 read path feeds that packing. blocks_ok: the layer's kernel
  * takes GGUF blocks (gemm_nt_stored does, the convolutions do not: a quantized convolution
- * weight is dequantized at load into a float32 copy). */
+ * weight is dequantized at load into a float32 copy, as is a weight whose rows are not whole
+ * blocks, city96's reshaped tensors). */
 static sd_status choose_source(const sd_weights *w, const char *name, int ndim,
                                const int64_t *shape, bool packed_at_load, bool blocks_ok,
                                weight_source *ws) {
@@ -76,11 +84,37 @@ static sd_status choose_source(const sd_weights *w, const char *name, int ndim,
     if (lora_set_has(w->policy.lora, w->policy.lora_component, name)) return SD_OK;
     const st_tensor *t = w->keep_stored ? weights_find(w, name) : NULL;
     kern_dtype kt;
-    if (!t || !kern_type_of(t->dtype, &kt) || (st_is_quantized(t->dtype) && !blocks_ok))
+    if (!t || !kern_type_of(t->dtype, &kt) ||
+        (st_is_quantized(t->dtype) && (!blocks_ok || !st_rows_whole_blocks(t))))
         return SD_OK; /* the float32 path reports absence and bad dtypes */
     SD_TRY(st_check_shape(t, weights_file_of(w, name), ndim, shape));
+    const bool quant = weights_dtype_quantizes(w->policy.dtype);
+    if (quant && blocks_ok && !st_is_quantized(t->dtype)) {
+        /* --weights-dtype q*: a Linear weight in blocks unless it is one of those kept. */
+        const st_dtype q = weights_quant_st_dtype(w->policy.dtype);
+        if (!weights_quant_kept(name, shape[ndim - 1], q)) {
+            void *blocks = NULL;
+            SD_TRY(weights_quantize(t, q, name, &blocks));
+            weights_release_tensor(w, t); /* the blocks replace them */
+            ws->stored = true;
+            ws->data = ws->own = blocks;
+            kern_type_of(q, &ws->type);
+            /* Paging: the blocks go to a file mapping, paged like the file weights. */
+            const size_t bytes = st_dtype_bytes(q, st_numel(t));
+            void *map = w->policy.low_memory ? weights_spill(blocks, bytes) : NULL;
+            if (map) {
+                free(blocks);
+                ws->data = ws->own = map;
+                ws->own_map = bytes;
+                ws->release = true;
+            }
+            return SD_OK;
+        }
+    }
+    /* Under a Q policy the rest is held at 16 bits: an F32 weight as F16, others as stored. */
     const st_dtype want = w->policy.dtype == WEIGHTS_TO_F16    ? ST_F16
                           : w->policy.dtype == WEIGHTS_TO_BF16 ? ST_BF16
+                          : quant && t->dtype == ST_F32        ? ST_F16
                                                                : t->dtype;
     if (want == t->dtype) {
         /* A float32 weight is fastest packed once at load, unless memory says otherwise. */
@@ -120,6 +154,7 @@ sd_status nn_linear_load(nn_linear *l, const sd_weights *w, int in, int out, boo
     if (st == SD_OK && src.stored) {
         l->src = (gemm_b_stored){src.type, 1, {src.data}, {out}};
         l->own[0] = src.own;
+        l->own_map[0] = src.own_map;
         l->release = src.release;
     } else if (st == SD_OK) {
         st = read_named(w, prefix, ".weight", 2, ws, &l->w);
@@ -162,9 +197,10 @@ sd_status nn_linear_stack(nn_linear *dst, nn_linear *parts, int n) {
                 break;
             }
             kern_to_f32(q->src.type, q->src.part[0], q->w, (size_t)q->out * q->in);
-            free(q->own[0]);
+            own_free(q->own[0], q->own_map[0]);
             memset(&q->src, 0, sizeof q->src);
             memset(q->own, 0, sizeof q->own);
+            memset(q->own_map, 0, sizeof q->own_map);
             plain++, stored--;
         }
     }
@@ -188,8 +224,10 @@ sd_status nn_linear_stack(nn_linear *dst, nn_linear *parts, int n) {
                 dst->src.part[i] = p->src.part[0];
                 dst->src.rows[i] = p->out;
                 dst->own[i] = p->own[0];
+                dst->own_map[i] = p->own_map[0];
                 dst->release = p->release;
                 p->own[0] = NULL; /* moved */
+                p->own_map[0] = 0;
             }
             row += (size_t)p->out;
         }
@@ -211,12 +249,13 @@ static sd_status widen_stored(nn_linear *l) {
     for (int i = 0; i < l->src.n_parts; i++) {
         const size_t n = (size_t)l->src.rows[i] * l->in;
         kern_to_f32(l->src.type, l->src.part[i], w + row * l->in, n);
-        if (l->own[i]) free(l->own[i]);
+        if (l->own[i]) own_free(l->own[i], l->own_map[i]);
         else st_release_pages(l->src.part[i], kern_dtype_bytes(l->src.type, n));
         row += (size_t)l->src.rows[i];
     }
     memset(&l->src, 0, sizeof l->src);
     memset(l->own, 0, sizeof l->own);
+    memset(l->own_map, 0, sizeof l->own_map);
     l->release = false;
     l->w = w;
     return SD_OK;
@@ -266,7 +305,7 @@ void nn_linear_run(const nn_linear *l, const float *x, int lda, long x_bs, float
     }
     if (l->src.n_parts && l->release)
         for (int i = 0; i < l->src.n_parts; i++)
-            if (!l->own[i])
+            if (!l->own[i] || l->own_map[i]) /* the mapping's or a spill file's pages */
                 st_release_pages(l->src.part[i],
                                  kern_dtype_bytes(l->src.type, (size_t)l->src.rows[i] * l->in));
 }
@@ -284,7 +323,7 @@ void nn_linear_free(nn_linear *l) {
     free(l->b);
     free(l->packed);
     free(l->packed_bf16);
-    for (int i = 0; i < GEMM_B_MAX_PARTS; i++) free(l->own[i]);
+    for (int i = 0; i < GEMM_B_MAX_PARTS; i++) own_free(l->own[i], l->own_map[i]);
     memset(l, 0, sizeof *l);
 }
 

@@ -10,6 +10,10 @@
  *   weight in a GGUF block type (Q8_0, Q4_K, ...), dequantized while packed (a convolution's is
  *   dequantized at load into a float32 copy: the convolution kernels take no blocks);
  * - policy.dtype F16/BF16 converts the weight at load into a buffer of that dtype, then as above;
+ * - policy.dtype Q8_0/Q4_0/Q4_K/Q5_K/Q6_K quantizes a Linear weight at load into ggml's blocks
+ *   (core/weights_quant.c), unless weights_quant_kept keeps it; a kept weight, and every
+ *   convolution, is held at 16 bits (an F32 one converted to F16, a 16-bit one as stored); with
+ *   low_memory the blocks are moved to a temporary file mapping (weights_spill) and paged;
  * - policy.low_memory keeps every weight where it is stored (float32 too), packs it per call and
  *   gives its mapped pages back after each forward;
  * - policy.precision BF16 packs the weights of the layers packed once at load (nn_linear_pack,
@@ -44,6 +48,8 @@ typedef struct {
      * the part points into the mapping. */
     gemm_b_stored src;
     void *own[GEMM_B_MAX_PARTS];
+    size_t own_map[GEMM_B_MAX_PARTS]; /* > 0: own[i] is a weights_spill file mapping of that
+                                       * many bytes (blocks quantized at load in a paged run) */
     bool release;   /* give the mapped parts' pages back after each forward */
     bool pack_bf16; /* nn_linear_pack packs as bf16 (the set's policy.precision) */
 } nn_linear;

@@ -135,14 +135,25 @@ static sd_status load_scheduler_config(sd_pipeline *p) {
     return SD_OK;
 }
 
+static weights_dtype weights_dtype_of(sd_weights_dtype d) {
+    switch (d) {
+    case SD_WEIGHTS_F16: return WEIGHTS_TO_F16;
+    case SD_WEIGHTS_BF16: return WEIGHTS_TO_BF16;
+    case SD_WEIGHTS_Q8_0: return WEIGHTS_TO_Q8_0;
+    case SD_WEIGHTS_Q4_0: return WEIGHTS_TO_Q4_0;
+    case SD_WEIGHTS_Q4_K: return WEIGHTS_TO_Q4_K;
+    case SD_WEIGHTS_Q5_K: return WEIGHTS_TO_Q5_K;
+    case SD_WEIGHTS_Q6_K: return WEIGHTS_TO_Q6_K;
+    default: return WEIGHTS_AS_STORED;
+    }
+}
+
 weights_policy pl_load_policy(const sd_pipeline *p, const char *name) {
     const bool denoiser_or_vae =
         !strcmp(name, "unet") || !strcmp(name, "transformer") || !strcmp(name, "vae");
     const bool bf16 = p->precision == SD_PRECISION_BF16 && denoiser_or_vae;
     return (weights_policy){
-        .dtype = p->load.weights_dtype == SD_WEIGHTS_F16    ? WEIGHTS_TO_F16
-                 : p->load.weights_dtype == SD_WEIGHTS_BF16 ? WEIGHTS_TO_BF16
-                                                            : WEIGHTS_AS_STORED,
+        .dtype = weights_dtype_of(p->load.weights_dtype),
         .low_memory = p->paging,
         .precision = bf16 ? WEIGHTS_PRECISION_BF16 : WEIGHTS_PRECISION_FP32,
         .source = pl_single_source(p, name),
@@ -268,8 +279,10 @@ static sd_status load(sd_pipeline **out, const char *model_dir, const sd_load_pa
     sd_status st = SD_OK;
     if (params->precision < SD_PRECISION_FP32 || params->precision > SD_PRECISION_AUTO)
         st = sd_set_error(SD_ERR_ARG, "%s: unknown precision %d", model_dir, (int)params->precision);
-    if (st == SD_OK && (unsigned)params->weights_dtype > SD_WEIGHTS_BF16)
-        st = sd_set_error(SD_ERR_ARG, "%s: weights dtype %d is not one of stored, f16, bf16",
+    if (st == SD_OK && (unsigned)params->weights_dtype > SD_WEIGHTS_Q6_K)
+        st = sd_set_error(SD_ERR_ARG,
+                          "%s: weights dtype %d is not one of stored, f16, bf16, q8_0, q4_0, "
+                          "q4_k, q5_k, q6_k",
                           model_dir, (int)params->weights_dtype);
     char *config_dir = NULL; /* a single-file checkpoint: the folder that describes it */
     if (st == SD_OK) st = pl_single_open(p, model_dir, &config_dir);

@@ -1,6 +1,6 @@
-/* Test-only GGUF writer (gguf_writer.h). The quantizers follow ggml-quants.c's reference
- * functions step by step (their results only need to be valid blocks, but realistic ones); the
- * decoders are written from the block layouts, not shared with core/. */
+/* Test-only GGUF writer (gguf_writer.h). The quantizers are the library's (core/gguf_quantize.c,
+ * ggml's reference functions, tested against hand-computed blocks in tests/test_gguf_quantize.c);
+ * the decoders are written from the block layouts, not shared with core/. */
 #include "gguf_writer.h"
 
 #include <math.h>
@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../core/gguf_quantize.h"
 #include "../core/safetensors.h"
 
 static void put(FILE *f, uint64_t v, int n) {
@@ -25,7 +26,9 @@ bool gw_write(const char *path, const gw_tensor *t, int n, uint32_t alignment) {
     fwrite("GGUF", 1, 4, f);
     put(f, 3, 4);
     put(f, (uint64_t)n, 8);
-    put(f, alignment ? 7 : 6, 8);
+    int n_orig = 0;
+    for (int i = 0; i < n; i++) n_orig += t[i].orig_ndim > 0;
+    put(f, (uint64_t)(alignment ? 7 : 6) + (uint64_t)n_orig, 8);
     put_str(f, "general.architecture"), put(f, 8, 4), put_str(f, "test");
     put_str(f, "test.names"), put(f, 9, 4), put(f, 8, 4), put(f, 2, 8);
     put_str(f, "a"), put_str(f, "bc");
@@ -34,6 +37,13 @@ bool gw_write(const char *path, const gw_tensor *t, int n, uint32_t alignment) {
     put_str(f, "test.f32"), put(f, 6, 4), put(f, 0x3FC00000, 4); /* 1.5f */
     put_str(f, "test.flag"), put(f, 7, 4), put(f, 1, 1);
     if (alignment) put_str(f, "general.alignment"), put(f, 4, 4), put(f, alignment, 4);
+    for (int i = 0; i < n; i++) {
+        if (t[i].orig_ndim <= 0) continue;
+        char key[300];
+        snprintf(key, sizeof key, "comfy.gguf.orig_shape.%s", t[i].name);
+        put_str(f, key), put(f, 9, 4), put(f, 5, 4), put(f, (uint64_t)t[i].orig_ndim, 8);
+        for (int d = 0; d < t[i].orig_ndim; d++) put(f, (uint64_t)t[i].orig_shape[d], 4);
+    }
     uint64_t off = 0;
     for (int i = 0; i < n; i++) {
         put_str(f, t[i].name);
@@ -52,11 +62,6 @@ bool gw_write(const char *path, const gw_tensor *t, int n, uint32_t alignment) {
     return fclose(f) == 0;
 }
 
-/* ggml's nearest_int: round half to even through the float's mantissa (|x| < 2^22). */
-static int nearest(float x) {
-    return (int)lrintf(x);
-}
-
 static uint16_t f16(float x) { return st_f32_to_f16(x); }
 
 /* The decoders' half -> float, from the IEEE layout (not core's st_f16_to_f32). */
@@ -66,82 +71,11 @@ static float from_f16(const uint8_t *b) {
     return h & 0x8000 ? -v : v;
 }
 
-void gw_quantize_q8_0(const float *x, uint8_t *out, int64_t n) {
-    for (int64_t i = 0; i < n; i += 32, out += 34) {
-        float amax = 0.0f;
-        for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[i + j]));
-        const float d = amax / 127, id = d ? 1.0f / d : 0.0f;
-        const uint16_t h = f16(d);
-        out[0] = (uint8_t)h, out[1] = (uint8_t)(h >> 8);
-        for (int j = 0; j < 32; j++) out[2 + j] = (uint8_t)(int8_t)roundf(x[i + j] * id);
-    }
-}
-
 void gw_decode_q8_0(const uint8_t *b, float *y, int64_t n) {
     for (int64_t i = 0; i < n; i += 32, b += 34) {
         const float d = from_f16(b);
         for (int j = 0; j < 32; j++) y[i + j] = (float)(int8_t)b[2 + j] * d;
     }
-}
-
-/* ggml's make_qkx2_quants: a scale and min for n values in [0, nmax], refined over nstep
- * trial scales by weighted least squares. */
-static float qkx2(int n, int nmax, const float *x, const float *w, uint8_t *L, float *the_min,
-                  uint8_t *Laux, float rmin, float rdelta, int nstep) {
-    float min = x[0], max = x[0], sum_w = w[0], sum_x = sum_w * x[0];
-    for (int i = 1; i < n; i++) {
-        if (x[i] < min) min = x[i];
-        if (x[i] > max) max = x[i];
-        sum_w += w[i];
-        sum_x += w[i] * x[i];
-    }
-    if (min > 0) min = 0;
-    if (max == min) {
-        memset(L, 0, (size_t)n);
-        *the_min = -min;
-        return 0.0f;
-    }
-    float iscale = nmax / (max - min), scale = 1 / iscale, best = 0;
-    for (int i = 0; i < n; i++) {
-        const int l = nearest(iscale * (x[i] - min));
-        L[i] = (uint8_t)(l < 0 ? 0 : l > nmax ? nmax : l);
-        const float diff = scale * L[i] + min - x[i];
-        best += w[i] * (diff * diff);
-    }
-    for (int is = 0; is <= nstep; is++) {
-        iscale = (rmin + rdelta * is + nmax) / (max - min);
-        float sum_l = 0, sum_l2 = 0, sum_xl = 0;
-        for (int i = 0; i < n; i++) {
-            int l = nearest(iscale * (x[i] - min));
-            l = l < 0 ? 0 : l > nmax ? nmax : l;
-            Laux[i] = (uint8_t)l;
-            sum_l += w[i] * l;
-            sum_l2 += w[i] * l * l;
-            sum_xl += w[i] * l * x[i];
-        }
-        const float D = sum_w * sum_l2 - sum_l * sum_l;
-        if (D > 0) {
-            float this_scale = (sum_w * sum_xl - sum_x * sum_l) / D;
-            float this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
-            if (this_min > 0) {
-                this_min = 0;
-                this_scale = sum_xl / sum_l2;
-            }
-            float mad = 0;
-            for (int i = 0; i < n; i++) {
-                const float diff = this_scale * Laux[i] + this_min - x[i];
-                mad += w[i] * (diff * diff);
-            }
-            if (mad < best) {
-                memcpy(L, Laux, (size_t)n);
-                best = mad;
-                scale = this_scale;
-                min = this_min;
-            }
-        }
-    }
-    *the_min = -min;
-    return scale;
 }
 
 /* The 6-bit scale and min of sub-block j from the 12 packed bytes. */
@@ -152,56 +86,6 @@ static void unpack_k4(int j, const uint8_t *q, int *sc, int *m) {
     } else {
         *sc = (q[j + 4] & 15) | (q[j - 4] >> 6) << 4;
         *m = (q[j + 4] >> 4) | (q[j] >> 6) << 4;
-    }
-}
-
-void gw_quantize_q4_k(const float *x, uint8_t *out, int64_t n) {
-    for (int64_t i = 0; i < n; i += 256, x += 256, out += 144) {
-        uint8_t L[256], Laux[32];
-        float w[32], mins[8], scales[8], max_scale = 0, max_min = 0;
-        for (int j = 0; j < 8; j++) {
-            float sum_x2 = 0;
-            for (int l = 0; l < 32; l++) sum_x2 += x[32 * j + l] * x[32 * j + l];
-            const float av_x = sqrtf(sum_x2 / 32);
-            for (int l = 0; l < 32; l++) w[l] = av_x + fabsf(x[32 * j + l]);
-            scales[j] = qkx2(32, 15, x + 32 * j, w, L + 32 * j, &mins[j], Laux, -1.0f, 0.1f, 20);
-            if (scales[j] > max_scale) max_scale = scales[j];
-            if (mins[j] > max_min) max_min = mins[j];
-        }
-        const float inv_scale = max_scale > 0 ? 63.0f / max_scale : 0.0f;
-        const float inv_min = max_min > 0 ? 63.0f / max_min : 0.0f;
-        uint8_t *sc = out + 4;
-        memset(sc, 0, 12);
-        for (int j = 0; j < 8; j++) {
-            int ls = nearest(inv_scale * scales[j]), lm = nearest(inv_min * mins[j]);
-            ls = ls > 63 ? 63 : ls;
-            lm = lm > 63 ? 63 : lm;
-            if (j < 4) {
-                sc[j] = (uint8_t)ls;
-                sc[j + 4] = (uint8_t)lm;
-            } else {
-                sc[j + 4] = (uint8_t)((ls & 15) | (lm & 15) << 4);
-                sc[j - 4] |= (uint8_t)((ls >> 4) << 6);
-                sc[j] |= (uint8_t)((lm >> 4) << 6);
-            }
-        }
-        const uint16_t hd = f16(max_scale / 63.0f), hm = f16(max_min / 63.0f);
-        out[0] = (uint8_t)hd, out[1] = (uint8_t)(hd >> 8);
-        out[2] = (uint8_t)hm, out[3] = (uint8_t)(hm >> 8);
-        for (int j = 0; j < 8; j++) {
-            int s, m;
-            unpack_k4(j, sc, &s, &m);
-            const float d = from_f16(out) * s;
-            if (!d) continue;
-            const float dm = from_f16(out + 2) * m;
-            for (int l = 0; l < 32; l++) {
-                const int v = nearest((x[32 * j + l] + dm) / d);
-                L[32 * j + l] = (uint8_t)(v < 0 ? 0 : v > 15 ? 15 : v);
-            }
-        }
-        for (int j = 0; j < 4; j++)
-            for (int l = 0; l < 32; l++)
-                out[16 + 32 * j + l] = (uint8_t)(L[64 * j + l] | L[64 * j + 32 + l] << 4);
     }
 }
 
@@ -228,8 +112,22 @@ bool gw_convert(const char *src, const char *gguf_path, const char *ref_path, in
     return gw_convert_as(src, gguf_path, ref_path, true, counts);
 }
 
+static bool convert(const char *src, const char *gguf_path, const char *ref_path, bool q4_k,
+                    bool reshape, int counts[4], int *reshaped);
+
 bool gw_convert_as(const char *src, const char *gguf_path, const char *ref_path, bool q4_k,
                    int counts[4]) {
+    return convert(src, gguf_path, ref_path, q4_k, false, counts, NULL);
+}
+
+bool gw_convert_reshaped(const char *src, const char *gguf_path, const char *ref_path,
+                         int counts[4], int *reshaped) {
+    return convert(src, gguf_path, ref_path, true, true, counts, reshaped);
+}
+
+static bool convert(const char *src, const char *gguf_path, const char *ref_path, bool q4_k,
+                    bool reshape, int counts[4], int *reshaped) {
+    if (reshaped) *reshaped = 0;
     st_file f;
     if (st_open(&f, src) != SD_OK) return false;
     gw_tensor *t = calloc((size_t)f.n_tensors, sizeof *t);
@@ -256,11 +154,17 @@ bool gw_convert_as(const char *src, const char *gguf_path, const char *ref_path,
         for (int d = 0; d < s->ndim; d++) t[m].ne[d] = s->shape[s->ndim - 1 - d];
         t[m].offset = -1;
         int kind;
-        if (q4_k && s->ndim >= 2 && ne0 % 256 == 0) {
-            gw_quantize_q4_k(x, q, n), gw_decode_q4_k(q, y, n);
+        if (reshape && s->ndim >= 2 && n % 256 == 0 && ne0 % 256 != 0) {
+            t[m].orig_ndim = s->ndim;
+            memcpy(t[m].orig_shape, s->shape, sizeof(int64_t) * (size_t)s->ndim);
+            t[m].ndim = 2, t[m].ne[0] = 256, t[m].ne[1] = n / 256;
+            if (reshaped) ++*reshaped;
+        }
+        if (q4_k && s->ndim >= 2 && t[m].ne[0] % 256 == 0) {
+            gguf_quantize_row(GW_Q4_K, x, q, n), gw_decode_q4_k(q, y, n);
             t[m].type = GW_Q4_K, t[m].nbytes = (size_t)n / 256 * 144, kind = 0;
-        } else if (s->ndim >= 2 && ne0 % 32 == 0) {
-            gw_quantize_q8_0(x, q, n), gw_decode_q8_0(q, y, n);
+        } else if (s->ndim >= 2 && t[m].ne[0] % 32 == 0) {
+            gguf_quantize_row(GW_Q8_0, x, q, n), gw_decode_q8_0(q, y, n);
             t[m].type = GW_Q8_0, t[m].nbytes = (size_t)n / 32 * 34, kind = 1;
         } else if (s->ndim >= 2) {
             for (int64_t k = 0; k < n; k++) {

@@ -1,6 +1,6 @@
 /* Test-only GGUF writer: raw files (any type id, shape, offset, for the error tests) and
  * conversions of a safetensors file into a GGUF whose tensors are quantized with ggml's
- * reference quantizers (quantize_row_q8_0_ref, quantize_row_q4_K_ref), beside an fp32
+ * reference quantizers (core/gguf_quantize.c: quantize_row_q8_0_ref, quantize_row_q4_K_ref), beside an fp32
  * safetensors file holding the same blocks dequantized by this file's own decoder, written
  * independently of core/gguf*.c so that a shared misreading cannot pass unnoticed. */
 #ifndef SD_TEST_GGUF_WRITER_H
@@ -21,6 +21,9 @@ typedef struct {
     const void *data;
     size_t nbytes;
     int64_t offset;    /* >= 0: written as this data offset instead of the computed one */
+    int orig_ndim;     /* > 0: comfy.gguf.orig_shape.<name> = orig_shape[0..orig_ndim) (INT32
+                        * array, torch order), as city96's converter writes for a reshaped tensor */
+    int64_t orig_shape[4];
 } gw_tensor;
 
 /* Writes a little-endian GGUF v3: a few metadata entries (general.architecture = "test", a
@@ -28,9 +31,8 @@ typedef struct {
  * the tensor infos, and the data, each tensor at the next multiple of the alignment (32 if 0). */
 bool gw_write(const char *path, const gw_tensor *t, int n, uint32_t alignment);
 
-/* Block quantizers (ggml's reference formulas) and this file's own decoders for them. */
-void gw_quantize_q8_0(const float *x, uint8_t *out, int64_t n);
-void gw_quantize_q4_k(const float *x, uint8_t *out, int64_t n);
+/* This file's own decoders of Q8_0 / Q4_K blocks (the quantizer is the library's
+ * gguf_quantize_row, ggml's reference formulas). */
 void gw_decode_q8_0(const uint8_t *b, float *y, int64_t n);
 void gw_decode_q4_k(const uint8_t *b, float *y, int64_t n);
 
@@ -40,6 +42,12 @@ void gw_decode_q4_k(const uint8_t *b, float *y, int64_t n);
  * safetensors file of the values those blocks stand for. Counts of each type go to counts[4]
  * (Q4_K, Q8_0, F16, F32) when not NULL. */
 bool gw_convert(const char *src, const char *gguf_path, const char *ref_path, int counts[4]);
+/* city96's convert.py with shape_fix (its SD 1.x / SDXL templates): a tensor of 2 or more dims
+ * whose element count is a multiple of 256 but whose last dimension is not (a 3x3 convolution,
+ * a 320-wide Linear) is stored as rows of 256, quantized as Q4_K, with its shape in
+ * comfy.gguf.orig_shape.<name>; the rest as gw_convert. counts[4] also counts them in Q4_K. */
+bool gw_convert_reshaped(const char *src, const char *gguf_path, const char *ref_path,
+                         int counts[4], int *reshaped);
 /* The same with Q4_K left out when !q4_k (a "Q8_0 file": every matrix whose rows are a
  * multiple of 32 as Q8_0), and no reference file when ref_path is NULL. */
 bool gw_convert_as(const char *src, const char *gguf_path, const char *ref_path, bool q4_k,

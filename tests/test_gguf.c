@@ -14,6 +14,7 @@
 #include "../core/gguf.h"
 #include "../core/gguf_quant.h"
 #include "../nn/layers.h"
+#include "../core/gguf_quantize.h"
 #include "gguf_writer.h"
 #include "test.h"
 
@@ -144,14 +145,14 @@ static void test_quantizers(void) {
     float x[512], a[512], r[512];
     uint8_t q[2 * 144];
     fill_random(x, 512, 3);
-    gw_quantize_q4_k(x, q, 512);
+    gguf_quantize_row(GW_Q4_K, x, q, 512);
     gw_decode_q4_k(q, a, 512);
     gguf_dequantize(GGUF_TYPE_Q4_K, q, r, 512);
     CHECK(!memcmp(a, r, sizeof a), "Q4_K: reader == the writer's own decoder");
     double err = 0;
     for (int i = 0; i < 512; i++) err = err > fabs(r[i] - x[i]) ? err : fabs(r[i] - x[i]);
     CHECK(err < 0.08, "Q4_K max error %g (4 bits over [-1, 1))", err);
-    gw_quantize_q8_0(x, q, 256);
+    gguf_quantize_row(GW_Q8_0, x, q, 256);
     gw_decode_q8_0(q, a, 256);
     gguf_dequantize(GGUF_TYPE_Q8_0, q, r, 256);
     CHECK(!memcmp(a, r, 256 * sizeof *a), "Q8_0: reader == the writer's own decoder");
@@ -167,10 +168,10 @@ static uint16_t hx[8] = {0x3C00, 0x4000, 0x3800, 0xBC00, 0, 0x3400, 0x4200, 0xC0
 
 static int sample(gw_tensor t[3]) {
     fill_random(wx, 192, 9);
-    gw_quantize_q8_0(wx, wq, 192);
-    t[0] = (gw_tensor){"w", GW_Q8_0, 2, {64, 3}, wq, sizeof wq, -1};
-    t[1] = (gw_tensor){"b", GW_F32, 1, {5}, bx, sizeof bx, -1};
-    t[2] = (gw_tensor){"h", GW_F16, 3, {2, 2, 2}, hx, sizeof hx, -1};
+    gguf_quantize_row(GW_Q8_0, wx, wq, 192);
+    t[0] = (gw_tensor){"w", GW_Q8_0, 2, {64, 3}, wq, sizeof wq, -1, 0, {0}};
+    t[1] = (gw_tensor){"b", GW_F32, 1, {5}, bx, sizeof bx, -1, 0, {0}};
+    t[2] = (gw_tensor){"h", GW_F16, 3, {2, 2, 2}, hx, sizeof hx, -1, 0, {0}};
     return 3;
 }
 
@@ -337,8 +338,8 @@ static void test_layers(void) {
     mkdir(dir, 0755);
     snprintf(path, sizeof path, "%s/diffusion_pytorch_model.safetensors", dir);
     const float bias[3] = {0.5f, -1, 0.25f};
-    const gw_tensor t[2] = {{"lin.weight", GW_Q8_0, 2, {64, 3}, wq, sizeof wq, -1},
-                            {"lin.bias", GW_F32, 1, {3}, bias, sizeof bias, -1}};
+    const gw_tensor t[2] = {{"lin.weight", GW_Q8_0, 2, {64, 3}, wq, sizeof wq, -1, 0, {0}},
+                            {"lin.bias", GW_F32, 1, {3}, bias, sizeof bias, -1, 0, {0}}};
     CHECK(gw_write(path, t, 2, 0), "write %s", path);
     float x[2 * 64], wy[192], want[6], got[6];
     fill_random(x, 128, 5);

@@ -194,6 +194,11 @@ static sd_status load_weights(clip_text *m, const char *dir, int with_projection
                             weights_file_of(&m->w, tok_name), tok_name,
                             st_dtype_name(m->tok_emb->dtype));
     SD_TRY(st_check_shape(m->tok_emb, weights_file_of(&m->w, tok_name), 2, tok_shape));
+    if (!st_rows_whole_blocks(m->tok_emb))
+        return sd_set_error(SD_ERR_TENSOR, "%s: tensor '%s': rows of %lld values are not whole "
+                            "%s blocks (a reshaped GGUF tensor); a table is read row by row",
+                            weights_file_of(&m->w, tok_name), tok_name,
+                            (long long)m->tok_emb->shape[m->tok_emb->ndim - 1], st_dtype_name(m->tok_emb->dtype));
 
     const int64_t pos_shape[2] = {c->max_position_embeddings, c->hidden_size};
     SD_TRY(nn_read_tensor(&m->w, &m->pos_emb, 2, pos_shape,
@@ -311,7 +316,7 @@ static void embed(const clip_text *m, const int32_t *ids, const float *const *ro
             if (!given && id >= m->cfg.vocab_size) given = m->added + (size_t)(id - m->cfg.vocab_size) * h;
             if (given) { /* a textual-inversion vector, in the token table's precision */
                 memcpy(xr, given, (size_t)h * sizeof *xr);
-                weights_round_f32(&m->w, xr, (size_t)h);
+                weights_round_f32(&m->w, m->tok_emb->dtype, xr, (size_t)h);
                 const float *pr = m->pos_emb + (size_t)i * h;
                 for (int c = 0; c < h; c++) xr[c] += pr[c];
                 continue;
@@ -319,7 +324,7 @@ static void embed(const clip_text *m, const int32_t *ids, const float *const *ro
             row.data = (const unsigned char *)m->tok_emb->data +
                        (size_t)ids[(size_t)b * len + i] * row_bytes;
             st_to_f32(&row, xr);
-            weights_round_f32(&m->w, xr, (size_t)h); /* as converted at load (--weights-dtype) */
+            weights_round_f32(&m->w, m->tok_emb->dtype, xr, (size_t)h); /* as converted at load (--weights-dtype) */
             const float *pr = m->pos_emb + (size_t)i * h;
             for (int c = 0; c < h; c++) xr[c] += pr[c];
         }

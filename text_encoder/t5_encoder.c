@@ -196,6 +196,11 @@ static sd_status load_weights(t5_encoder *m, const char *dir, const weights_poli
                             st_dtype_name(m->tok_emb->dtype));
     const int64_t tok_shape[2] = {c->vocab_size, c->d_model};
     SD_TRY(st_check_shape(m->tok_emb, weights_file_of(&m->w, tok_name), 2, tok_shape));
+    if (!st_rows_whole_blocks(m->tok_emb))
+        return sd_set_error(SD_ERR_TENSOR, "%s: tensor '%s': rows of %lld values are not whole "
+                            "%s blocks (a reshaped GGUF tensor); a table is read row by row",
+                            weights_file_of(&m->w, tok_name), tok_name,
+                            (long long)m->tok_emb->shape[m->tok_emb->ndim - 1], st_dtype_name(m->tok_emb->dtype));
     const int64_t bias_shape[2] = {c->num_buckets, c->num_heads};
     SD_TRY(nn_read_tensor(&m->w, &m->rel_bias, 2, bias_shape,
                           "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"));
@@ -305,7 +310,7 @@ static void embed(const t5_encoder *m, const int32_t *ids, int rows, float *x) {
     for (int r = 0; r < rows; r++) {
         row.data = (const unsigned char *)m->tok_emb->data + (size_t)ids[r] * row_bytes;
         st_to_f32(&row, x + (size_t)r * d);
-        weights_round_f32(&m->w, x + (size_t)r * d, (size_t)d); /* as converted at load */
+        weights_round_f32(&m->w, m->tok_emb->dtype, x + (size_t)r * d, (size_t)d); /* as converted at load */
     }
 }
 

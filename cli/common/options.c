@@ -229,8 +229,14 @@ static bool apply(cli_options *o, opt_id id, const char *name, const char *v, co
         if (!strcmp(v, "stored")) o->weights_dtype = SD_WEIGHTS_STORED;
         else if (!strcmp(v, "f16") || !strcmp(v, "fp16")) o->weights_dtype = SD_WEIGHTS_F16;
         else if (!strcmp(v, "bf16")) o->weights_dtype = SD_WEIGHTS_BF16;
+        else if (!strcmp(v, "q8_0")) o->weights_dtype = SD_WEIGHTS_Q8_0;
+        else if (!strcmp(v, "q4_0")) o->weights_dtype = SD_WEIGHTS_Q4_0;
+        else if (!strcmp(v, "q4_k")) o->weights_dtype = SD_WEIGHTS_Q4_K;
+        else if (!strcmp(v, "q5_k")) o->weights_dtype = SD_WEIGHTS_Q5_K;
+        else if (!strcmp(v, "q6_k")) o->weights_dtype = SD_WEIGHTS_Q6_K;
         else {
-            *err = errf("%s: '%s' should be stored, f16 or bf16", name, v);
+            *err = errf("%s: '%s' should be stored, f16, bf16, q8_0, q4_0, q4_k, q5_k or q6_k",
+                        name, v);
             return false;
         }
         return true;
@@ -470,7 +476,9 @@ const char *cli_gen_options_help(void) {
            "      --vae-tile N|auto|off  VAE decode and encode in tiles of N latent pixels; auto\n"
            "                           (default) tiles only images too large to do whole\n"
            "      --weights-dtype D    stored (default: as the files hold them), f16 or bf16\n"
-           "                           (an fp32 release converted at load: half the memory)\n"
+           "                           (an fp32 release converted at load: half the memory),\n"
+           "                           q8_0, q4_0, q4_k, q5_k or q6_k (Linear weights quantized\n"
+           "                           at load, the rest at 16 bits)\n"
            "      --precision P        fp32 (default), bf16 (AVX512_BF16 CPUs: faster, looser) or auto\n"
            "      --low-memory         page weights in per layer, give scratch and text encoders\n"
            "                           back between uses (the default of every family where it\n"

@@ -34,14 +34,18 @@ def safetensors(tensors, metadata=None):
     return struct.pack("<Q", len(h)) + h + blob
 
 
-def gguf(tensors, alignment=32):
+def gguf(tensors, alignment=32, shapes=()):
     """tensors: [(name, ggml type id, dims innermost first, bytes)] -> a GGUF v3 file (read through
-    st_open, which hands GGUF files to core/gguf_st.c)."""
+    st_open, which hands GGUF files to core/gguf_st.c). shapes: [(name, [dims in torch order])]
+    written as city96's comfy.gguf.orig_shape.<name> INT32 arrays."""
     def string(t):
         b = t.encode()
         return struct.pack("<Q", len(b)) + b
-    out = b"GGUF" + struct.pack("<IQQ", 3, len(tensors), 1)
+    out = b"GGUF" + struct.pack("<IQQ", 3, len(tensors), 1 + len(shapes))
     out += string("general.alignment") + struct.pack("<II", 4, alignment)  # UINT32
+    for name, dims in shapes:  # ARRAY of INT32
+        out += string("comfy.gguf.orig_shape." + name) + struct.pack("<IIQ", 9, 5, len(dims))
+        out += b"".join(struct.pack("<i", d) for d in dims)
     blob = b""
     for name, typ, dims, data in tensors:
         out += string(name) + struct.pack("<I", len(dims)) + b"".join(struct.pack("<Q", d) for d in dims)
@@ -74,6 +78,11 @@ put("safetensors", "gguf", gguf([
     ("h", 1, [4], f16(4)),
     ("f", 0, [3], f32(3)),
 ]))
+# city96's reshaped tensor: a Q4_K row of 256 that is a [4, 64] matrix (comfy.gguf.orig_shape).
+put("safetensors", "gguf_reshaped", gguf([
+    ("q4k", 12, [256, 1], b"\x00\x3c\x00\x38" + bytes(range(12)) + bytes(range(128))),
+    ("f", 0, [3], f32(3)),
+], shapes=[("q4k", [4, 64])]))
 put("safetensors", "embedding", open(f"{FIX}/extra/a1111_refs_files/mytrig.safetensors", "rb").read())
 
 # Embeddings: the byte before the file picks the tiny SD 1.5 (even) or SDXL (odd) pipeline.
