@@ -34,13 +34,25 @@ KERN_INLINE KERN_TARGET_AVX2 void store_row(const __m256i acc[4], float sar, con
 
 #define VNNI_FN KERN_INLINE KERN_TARGET_AVXVNNI
 
+/* acc += the 4-byte dot products of u8 a and s8 b per int32 lane; inline assembly under gcc for
+ * the reason given in gemm_int8_avx512.c (its intrinsic's accumulators are copied around each
+ * instruction). */
+VNNI_FN __m256i dpbusd(__m256i acc, __m256i a, __m256i b) {
+#if defined(__clang__)
+    return _mm256_dpbusd_avx_epi32(acc, a, b);
+#else
+    __asm__("%{vex%} vpdpbusd %2, %1, %0" : "+x"(acc) : "x"(a), "xm"(b));
+    return acc;
+#endif
+}
+
 VNNI_FN void vnni_tile(const int rows, int kc4, const uint32_t *a, const int8_t *b,
                        const int32_t *corr, const float *sa, const float *sw, float *c, long ldc,
                        int nr, const float *bias, int load_c) {
     __m256i acc[3][4];
     KERN_UNROLL
     for (int r = 0; r < rows; r++)
-        for (int v = 0; v < 4; v++) acc[r][v] = _mm256_loadu_si256((const __m256i *)(corr + 8 * v));
+        for (int v = 0; v < 4; v++) acc[r][v] = _mm256_setzero_si256();
     for (int g = 0; g < kc4; g++) {
         const int8_t *bg = b + g * 4 * GEMM_INT8_NR;
         KERN_UNROLL
@@ -48,10 +60,14 @@ VNNI_FN void vnni_tile(const int rows, int kc4, const uint32_t *a, const int8_t 
             const __m256i av = _mm256_set1_epi32((int)a[r * INT8_APITCH + g]);
             KERN_UNROLL
             for (int v = 0; v < 4; v++)
-                acc[r][v] = _mm256_dpbusd_avx_epi32(acc[r][v], av,
-                                                    _mm256_loadu_si256((const __m256i *)(bg + 32 * v)));
+                acc[r][v] = dpbusd(acc[r][v], av, _mm256_loadu_si256((const __m256i *)(bg + 32 * v)));
         }
     }
+    /* the correction after the loop: started from shared values, the accumulators get copied */
+    KERN_UNROLL
+    for (int r = 0; r < rows; r++)
+        for (int v = 0; v < 4; v++)
+            acc[r][v] = _mm256_add_epi32(acc[r][v], _mm256_loadu_si256((const __m256i *)(corr + 8 * v)));
     KERN_UNROLL
     for (int r = 0; r < rows; r++) store_row(acc[r], sa[r], sw, c + r * ldc, nr, bias, load_c);
 }
