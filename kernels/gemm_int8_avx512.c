@@ -32,12 +32,12 @@ VNNI_FN void tile(const int rows, int kc4, const uint32_t *a, const int8_t *b, c
     /* Zeroed, the correction added after the loop: started from one shared value, gcc copies and
      * spills the 28 accumulators around every vpdpbusd. */
     __m512i c0[MR], c1[MR];
-#pragma GCC unroll 14
+    KERN_UNROLL
     for (int r = 0; r < rows; r++) c0[r] = c1[r] = _mm512_setzero_si512();
     for (int g = 0; g < kc4; g++) {
         const __m512i b0 = _mm512_loadu_si512(b + g * 4 * GEMM_INT8_NR);
         const __m512i b1 = _mm512_loadu_si512(b + g * 4 * GEMM_INT8_NR + 64);
-#pragma GCC unroll 14
+    KERN_UNROLL
         for (int r = 0; r < rows; r++) {
             const __m512i av = _mm512_set1_epi32((int)a[r * INT8_APITCH + g]);
             c0[r] = dpbusd(c0[r], av, b0);
@@ -50,7 +50,7 @@ VNNI_FN void tile(const int rows, int kc4, const uint32_t *a, const int8_t *b, c
     const __m512i k0 = _mm512_loadu_si512(corr), k1 = _mm512_loadu_si512(corr + 16);
     __m512 bias0 = _mm512_setzero_ps(), bias1 = _mm512_setzero_ps();
     if (bias) bias0 = _mm512_maskz_loadu_ps(m0, bias), bias1 = _mm512_maskz_loadu_ps(m1, bias + 16);
-#pragma GCC unroll 14
+    KERN_UNROLL
     for (int r = 0; r < rows; r++) {
         float *cr = c + r * ldc;
         const __m512 s = _mm512_set1_ps(sa[r]);
