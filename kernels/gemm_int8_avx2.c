@@ -1,11 +1,13 @@
 /* int8 GEMM microkernels for the AVX2 level: 3 x 32 tiles (12 ymm int32 accumulators) with
- * AVX-VNNI's vpdpbusd where the CPU has it, and 2 x 32 tiles with vpmaddubsw elsewhere.
+ * AVX-VNNI's vpdpbusd where the CPU has it, and 2 x 32 tiles with vpmaddwd elsewhere.
  *
- * vpmaddubsw adds two u8 x s8 products into an int16 and saturates: 255 * 127 * 2 does not fit.
- * So each byte of A (qa + 128, 0..255) is split into its low 7 bits and its top bit: the low part
- * gives at most 2 * 127 * 127 = 32258 (no saturation), the top part 0 or 1 times B; vpmaddwd
- * widens both pair sums to int32 (times 1 and times 128). Every sum is then the exact integer the
- * other kernels compute, and the fp32 epilogue is the same sequence of operations. */
+ * Without VNNI: vpmaddubsw (u8 x s8, pairs summed into an int16) would saturate, since
+ * 255 * 127 * 2 does not fit in an int16; splitting A's bytes to avoid that costs two of them and
+ * two vpmaddwd per 32 products, no faster than fp32 FMAs. Instead both operands are widened to
+ * int16 (A's bytes qa + 128 zero-extended, B's sign-extended) and vpmaddwd multiplies 16 pairs
+ * into 8 exact int32 sums: 16 products per multiply instruction, twice an 8-wide FMA. Every sum
+ * is the exact integer the other kernels compute, and the fp32 epilogue is the same sequence of
+ * operations, so the bits are the same. */
 #include "gemm_int8_internal.h"
 #include "target.h"
 
@@ -84,36 +86,59 @@ KERN_TARGET_AVXVNNI static void vnni_kernel(int kc4, const uint32_t *a, const in
     }
 }
 
-/* ---- AVX2: vpmaddubsw on split bytes ---- */
+/* ---- AVX2: vpmaddwd on widened bytes ---- */
+
+/* One row's 8 columns from two accumulators of 4 columns each, whose int32 lanes hold a column's
+ * two pair sums side by side: vphaddd adds them (per 128-bit half), vpermq restores the order. */
+KERN_INLINE KERN_TARGET_AVX2 __m256i columns8(__m256i x, __m256i y) {
+    return _mm256_permute4x64_epi64(_mm256_hadd_epi32(x, y), 0xd8);
+}
+
+/* Half a panel (16 columns, from column 16 * h) for `rows` rows: B's 16 bytes of 4 columns x 4 k
+ * sign-extended to int16 (once per group for all rows), A's 4 bytes zero-extended and repeated,
+ * vpmaddwd: 2 products a lane, exact in int32. */
+KERN_INLINE KERN_TARGET_AVX2 void avx2_half(const int rows, int h, int kc4, const uint32_t *a,
+                                            const int8_t *b, __m256i out[2][4]) {
+    __m256i acc[2][4];
+    KERN_UNROLL
+    for (int r = 0; r < rows; r++)
+        KERN_UNROLL
+        for (int v = 0; v < 4; v++) acc[r][v] = _mm256_setzero_si256();
+    for (int g = 0; g < kc4; g++) {
+        const int8_t *bg = b + g * 4 * GEMM_INT8_NR + 64 * h;
+        __m256i bw[4];
+        KERN_UNROLL
+        for (int v = 0; v < 4; v++)
+            bw[v] = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(bg + 16 * v)));
+        KERN_UNROLL
+        for (int r = 0; r < rows; r++) {
+            const __m256i aw = _mm256_cvtepu8_epi16(_mm_set1_epi32((int)a[r * INT8_APITCH + g]));
+            KERN_UNROLL
+            for (int v = 0; v < 4; v++) acc[r][v] = _mm256_add_epi32(acc[r][v], _mm256_madd_epi16(aw, bw[v]));
+        }
+    }
+    KERN_UNROLL
+    for (int r = 0; r < rows; r++) {
+        out[r][2 * h] = columns8(acc[r][0], acc[r][1]);
+        out[r][2 * h + 1] = columns8(acc[r][2], acc[r][3]);
+    }
+}
 
 KERN_INLINE KERN_TARGET_AVX2 void avx2_tile(const int rows, int kc4, const uint32_t *a,
                                             const int8_t *b, const int32_t *corr, const float *sa,
                                             const float *sw, float *c, long ldc, int nr,
                                             const float *bias, int load_c) {
     __m256i acc[2][4];
-    const __m256i low7 = _mm256_set1_epi8(0x7f), bit0 = _mm256_set1_epi8(1);
-    const __m256i ones = _mm256_set1_epi16(1), w128 = _mm256_set1_epi16(128);
+    avx2_half(rows, 0, kc4, a, b, acc);
+    if (nr > 16) avx2_half(rows, 1, kc4, a, b, acc);
+    else
+        for (int r = 0; r < rows; r++) acc[r][2] = acc[r][3] = _mm256_setzero_si256();
     KERN_UNROLL
-    for (int r = 0; r < rows; r++)
-        for (int v = 0; v < 4; v++) acc[r][v] = _mm256_loadu_si256((const __m256i *)(corr + 8 * v));
-    for (int g = 0; g < kc4; g++) {
-        const int8_t *bg = b + g * 4 * GEMM_INT8_NR;
-        KERN_UNROLL
-        for (int r = 0; r < rows; r++) {
-            const __m256i av = _mm256_set1_epi32((int)a[r * INT8_APITCH + g]);
-            const __m256i lo = _mm256_and_si256(av, low7);
-            const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(av, 7), bit0);
-            KERN_UNROLL
-            for (int v = 0; v < 4; v++) {
-                const __m256i bv = _mm256_loadu_si256((const __m256i *)(bg + 32 * v));
-                const __m256i plo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, bv), ones);
-                const __m256i phi = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, bv), w128);
-                acc[r][v] = _mm256_add_epi32(acc[r][v], _mm256_add_epi32(plo, phi));
-            }
-        }
+    for (int r = 0; r < rows; r++) {
+        for (int v = 0; v < 4; v++)
+            acc[r][v] = _mm256_add_epi32(acc[r][v], _mm256_loadu_si256((const __m256i *)(corr + 8 * v)));
+        store_row(acc[r], sa[r], sw, c + r * ldc, nr, bias, load_c);
     }
-    KERN_UNROLL
-    for (int r = 0; r < rows; r++) store_row(acc[r], sa[r], sw, c + r * ldc, nr, bias, load_c);
 }
 
 KERN_TARGET_AVX2 static void avx2_kernel(int kc4, const uint32_t *a, const int8_t *b,
