@@ -95,8 +95,8 @@ KERN_INLINE KERN_TARGET_AVX2 __m256i columns8(__m256i x, __m256i y) {
 }
 
 /* Half a panel (16 columns, from column 16 * h) for `rows` rows: B's 16 bytes of 4 columns x 4 k
- * sign-extended to int16 (once per group for all rows), A's 4 bytes zero-extended and repeated,
- * vpmaddwd: 2 products a lane, exact in int32. */
+ * sign-extended to int16 (once per group for all rows), A's group of 4 int16 (quant_wide's tile)
+ * broadcast, vpmaddwd: 2 products a lane, exact in int32. */
 KERN_INLINE KERN_TARGET_AVX2 void avx2_half(const int rows, int h, int kc4, const uint32_t *a,
                                             const int8_t *b, __m256i out[2][4]) {
     __m256i acc[2][4];
@@ -112,7 +112,9 @@ KERN_INLINE KERN_TARGET_AVX2 void avx2_half(const int rows, int h, int kc4, cons
             bw[v] = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(bg + 16 * v)));
         KERN_UNROLL
         for (int r = 0; r < rows; r++) {
-            const __m256i aw = _mm256_cvtepu8_epi16(_mm_set1_epi32((int)a[r * INT8_APITCH + g]));
+            long long a4; /* the group's 4 int16 (the tile is quant_wide's) */
+            memcpy(&a4, a + r * 2 * INT8_APITCH + 2 * g, sizeof a4);
+            const __m256i aw = _mm256_set1_epi64x(a4);
             KERN_UNROLL
             for (int v = 0; v < 4; v++) acc[r][v] = _mm256_add_epi32(acc[r][v], _mm256_madd_epi16(aw, bw[v]));
         }
@@ -155,7 +157,8 @@ KERN_TARGET_AVX2 static void avx2_kernel(int kc4, const uint32_t *a, const int8_
 /* gemm_int8_quantize 8 floats at a time (as the AVX-512 quantizer): unsigned max of the |x|
  * bits, then x * inv rounded by vcvtps2dq (nearest even), clamped, + 128, and the low byte of
  * each lane gathered into 8 bytes. */
-KERN_TARGET_AVX2 static void quant(const float *src, int rows, int kc, uint32_t *dst, float *sa) {
+KERN_INLINE KERN_TARGET_AVX2 void quant_rows(const float *src, int rows, int kc, uint32_t *dst,
+                                             float *sa, const int wide) {
     const int padded = (kc + 3) & ~3;
     const __m256i absmask = _mm256_set1_epi32(0x7fffffff);
     const __m256i pick = _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
@@ -164,6 +167,7 @@ KERN_TARGET_AVX2 static void quant(const float *src, int rows, int kc, uint32_t 
     for (int r = 0; r < rows; r++) {
         const float *s = src + r * GEMM_APITCH;
         uint8_t *d = (uint8_t *)(dst + r * INT8_APITCH);
+        uint16_t *d16 = (uint16_t *)(dst + r * 2 * INT8_APITCH);
         __m256i mx = _mm256_setzero_si256();
         for (int q = 0; q < kc; q += 8) {
             const __m256i x = _mm256_castps_si256(_mm256_maskload_ps(s + q, lanes(kc - q)));
@@ -175,7 +179,10 @@ KERN_TARGET_AVX2 static void quant(const float *src, int rows, int kc, uint32_t 
         float inv;
         sa[r] = int8_scale((uint32_t)_mm_cvtsi128_si32(m4), &inv);
         if (inv == 0.0f) {
-            memset(d, 128, (size_t)padded);
+            if (wide)
+                for (int q = 0; q < padded; q++) d16[q] = 128;
+            else
+                memset(d, 128, (size_t)padded);
             continue;
         }
         const __m256 vinv = _mm256_set1_ps(inv);
@@ -185,11 +192,26 @@ KERN_TARGET_AVX2 static void quant(const float *src, int rows, int kc, uint32_t 
             const __m256 x = _mm256_maskload_ps(s + q, lanes(kc - q));
             __m256i v = _mm256_cvtps_epi32(_mm256_mul_ps(x, vinv));
             v = _mm256_add_epi32(_mm256_min_epi32(_mm256_max_epi32(v, lo), hi), off);
+            if (wide) {
+                const __m128i w = _mm_packus_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+                memcpy(d16 + q, &w, (size_t)(padded - q < 8 ? padded - q : 8) * 2);
+                continue;
+            }
             v = _mm256_permutevar8x32_epi32(_mm256_shuffle_epi8(v, pick), join);
             const long long bytes = _mm_cvtsi128_si64(_mm256_castsi256_si128(v));
             memcpy(d + q, &bytes, (size_t)(padded - q < 8 ? padded - q : 8));
         }
     }
+}
+
+KERN_TARGET_AVX2 static void quant(const float *src, int rows, int kc, uint32_t *dst, float *sa) {
+    quant_rows(src, rows, kc, dst, sa, 0);
+}
+
+/* For the vpmaddwd kernel: the same values as int16 (pitch 2 * INT8_APITCH uint32), so that a
+ * group of 4 is one 8-byte broadcast instead of a broadcast and a widening per row. */
+KERN_TARGET_AVX2 static void quant_wide(const float *src, int rows, int kc, uint32_t *dst, float *sa) {
+    quant_rows(src, rows, kc, dst, sa, 1);
 }
 
 const gemm_int8_kernel *gemm_int8_kernel_avxvnni(void) {
@@ -198,7 +220,7 @@ const gemm_int8_kernel *gemm_int8_kernel_avxvnni(void) {
 }
 
 const gemm_int8_kernel *gemm_int8_kernel_avx2(void) {
-    static const gemm_int8_kernel k = {2, avx2_kernel, quant};
+    static const gemm_int8_kernel k = {2, avx2_kernel, quant_wide};
     return &k;
 }
 

@@ -32,7 +32,10 @@ typedef void (*gemm_int8_ukernel_fn)(int kc4, const uint32_t *a, const int8_t *b
                                      const int32_t *corr, const float *sa, const float *sw,
                                      float *c, long ldc, int mr, int nr, const float *bias,
                                      int load_c);
-/* Quantizes rows x kc floats (pitch GEMM_APITCH) into bytes (pitch INT8_APITCH groups) and sa. */
+/* Quantizes rows x kc floats (pitch GEMM_APITCH) into bytes (pitch INT8_APITCH groups) and sa.
+ * The tile is private to a kernel and its quantizer: the AVX2 vpmaddwd kernel's holds the same
+ * values as int16 (pitch 2 * INT8_APITCH, its 2 rows well within the engine's buffer of
+ * INT8_MR_MAX * INT8_APITCH). */
 typedef void (*gemm_int8_quant_fn)(const float *src, int rows, int kc, uint32_t *dst, float *sa);
 
 typedef struct {
