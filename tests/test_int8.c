@@ -1,7 +1,8 @@
 /* The int8 kernels (--precision int8): quantization against hand-computed values, the GEMM and the
  * convolution bit-identical to their plain references (gemm_int8_nt_ref, conv2d_nhwc_int8_ref) on
  * every kernel (portable C, AVX2's vpmaddubsw, AVX-VNNI, AVX512-VNNI: those this CPU has) and at
- * 1 and 2 threads, on awkward shapes (k off every group of 4 and every block, sizes off every
+ * 1 and 2 threads, and through the layers (nn_linear, nn_conv2d) under an int8 policy, on
+ * awkward shapes (k off every group of 4 and every block, sizes off every
  * tile, padded rows, stride 2, asymmetric padding, 1x1) and awkward rows (zeros, tiny values,
  * outliers, infinities, NaNs).
  *
@@ -13,7 +14,10 @@
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "../core/safetensors.h"
+#include "../nn/layers.h"
 #include "../kernels/conv2d.h"
 #include "../kernels/cpu.h"
 #include "../kernels/gemm_int8.h"
@@ -40,11 +44,9 @@ static void test_quantize(void) {
     CHECK(gemm_int8_quantize(y, 3, 1, q) == 0.0f && !q[0] && !q[1] && !q[2], "tiny row is zeros");
     const float z[3] = {1.0f, INFINITY, 2.0f};
     CHECK(isnan(gemm_int8_quantize(z, 3, 1, q)) && !q[0] && !q[2], "infinite row: NaN scale");
-    const float w[2] = {6.0f, 2.0f}; /* a strided read: 6 and 3 */
-    const float w2[4] = {6.0f, 0.0f, 3.0f, 0.0f};
+    const float w2[4] = {6.0f, 0.0f, 3.0f, 0.0f}; /* a strided read: 6 and 3 */
     CHECK(gemm_int8_quantize(w2, 2, 2, q) == 6.0f / 127.0f && q[0] == 127 && q[1] == 64,
           "strided row: q = %d %d", q[0], q[1]);
-    (void)w;
 }
 
 typedef struct {
@@ -218,8 +220,86 @@ static void test_conv(void) {
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) conv_one(cases[i], 500 + 10 * i);
 }
 
+/* The layers under an int8 policy: a convolution and a Linear layer (fp32 and a stored BF16
+ * weight, widened before quantizing) hold int8 weights only and give the reference's bits. */
+static void test_layers(void) {
+    char dir[] = "/tmp/sd_test_int8_XXXXXX";
+    if (!mkdtemp(dir)) {
+        CHECK(0, "mkdtemp failed");
+        return;
+    }
+    const int cin = 37, cout = 45, k = 3, n = 2, h = 6, w = 5;
+    float *conv_w = kc_random((size_t)cout * cin * k * k, 11), *conv_b = kc_random(cout, 12);
+    float *lin_w = kc_random((size_t)cout * cin, 14), *lin_b = kc_random(cout, 15);
+    uint16_t *lin16 = malloc((size_t)cout * cin * sizeof *lin16);
+    float *lin16_w = malloc((size_t)cout * cin * sizeof *lin16_w);
+    for (int i = 0; i < cout * cin; i++) {
+        lin16[i] = st_f32_to_bf16(lin_w[i]);
+        lin16_w[i] = st_bf16_to_f32(lin16[i]);
+    }
+    st_entry e[] = {
+        {"conv.weight", ST_F32, 4, {cout, cin, k, k}, conv_w},
+        {"conv.bias", ST_F32, 1, {cout}, conv_b},
+        {"lin.weight", ST_F32, 2, {cout, cin}, lin_w},
+        {"lin.bias", ST_F32, 1, {cout}, lin_b},
+        {"lin16.weight", ST_BF16, 2, {cout, cin}, lin16},
+        {"lin16.bias", ST_F32, 1, {cout}, lin_b},
+    };
+    char path[128];
+    snprintf(path, sizeof path, "%s/diffusion_pytorch_model.safetensors", dir);
+    CHECK_OK(st_write(path, e, (int)(sizeof e / sizeof *e), NULL, 0));
+    const weights_policy int8 = {.precision = WEIGHTS_PRECISION_INT8};
+    sd_weights wq;
+    CHECK_OK(weights_open(&wq, dir, NULL, &int8));
+    wq.keep_stored = true; /* lin16 may stay in the mapping until packed */
+    float *x = kc_random((size_t)n * h * w * cin, 16);
+    const size_t ny = (size_t)n * h * w * cout;
+    float *got = malloc(ny * sizeof *got), *want = malloc(ny * sizeof *want);
+    float *ohwi = malloc((size_t)cout * cin * k * k * sizeof *ohwi);
+    conv2d_weight_from_oihw(conv_w, cout, cin, k, k, ohwi);
+    size_t at = 0;
+
+    nn_conv2d conv;
+    nn_linear lin;
+    CHECK_OK(nn_conv2d_load(&conv, &wq, cin, cout, k, 1, 1, "conv"));
+    CHECK_OK(nn_linear_load(&lin, &wq, cin, cout, true, "lin"));
+    CHECK_OK(nn_linear_pack(&lin));
+    CHECK(conv.w_int8 && !conv.w && !conv.w_bf16 && lin.packed_int8 && !lin.packed && !lin.w,
+          "int8-packing layers hold int8 weights only");
+    nn_conv2d_forward(&conv, x, n, h, w, got, NULL);
+    conv2d_nhwc_int8_ref(&conv.s, x, n, h, w, ohwi, conv_b, want);
+    CHECK(same_bits(got, want, ny, &at), "nn_conv2d packed as int8 vs conv2d_nhwc_int8_ref [%zu]", at);
+    conv2d_shape s = conv.s;
+    s.pad_t = 0, s.pad_b = 2; /* as the VAE's banded upsampler changes it */
+    const size_t ny2 = (size_t)n * conv2d_out_h(&s, h) * w * cout;
+    nn_conv2d_forward_shape(&conv, &s, x, n, h, w, got, NULL);
+    conv2d_nhwc_int8_ref(&s, x, n, h, w, ohwi, conv_b, want);
+    CHECK(same_bits(got, want, ny2, &at), "nn_conv2d_forward_shape packed as int8 [%zu]", at);
+    nn_linear_forward(&lin, x, got, n * h * w);
+    gemm_int8_nt_ref(n * h * w, cout, cin, x, cin, lin_w, cin, want, cout, lin_b, 0);
+    CHECK(same_bits(got, want, ny, &at), "nn_linear packed as int8 vs gemm_int8_nt_ref [%zu]", at);
+    nn_conv2d_free(&conv);
+    nn_linear_free(&lin);
+
+    CHECK_OK(nn_linear_load(&lin, &wq, cin, cout, true, "lin16"));
+    CHECK(lin.src.n_parts == 1 && !lin.w, "a BF16 weight stays in the mapping until packed");
+    CHECK_OK(nn_linear_pack(&lin));
+    CHECK(lin.packed_int8 && !lin.src.n_parts && !lin.w, "stored BF16 weight packed as int8");
+    nn_linear_forward(&lin, x, got, n * h * w);
+    gemm_int8_nt_ref(n * h * w, cout, cin, x, cin, lin16_w, cin, want, cout, lin_b, 0);
+    CHECK(same_bits(got, want, ny, &at), "stored BF16 nn_linear packed as int8 [%zu]", at);
+    nn_linear_free(&lin);
+
+    weights_close(&wq);
+    unlink(path);
+    rmdir(dir);
+    free(conv_w), free(conv_b), free(lin_w), free(lin_b), free(x), free(got), free(want), free(ohwi);
+    free(lin16), free(lin16_w);
+}
+
 int main(void) {
     test_quantize();
+    test_layers();
     test_gemm();
     test_conv();
     return test_summary();
