@@ -42,7 +42,7 @@ int kern_bf16_active(void);
 const char *kern_bf16_unavailable(void);
 
 /* int8 compute (--precision int8): vpdpbusd kernels where the CPU has them (AVX512-VNNI at the
- * AVX-512 level, AVX-VNNI at the AVX2 level); otherwise AVX2's vpmaddubsw kernel or portable C.
+ * AVX-512 level, AVX-VNNI at the AVX2 level); otherwise AVX2's vpmaddwd kernel or portable C.
  * Every kernel computes the same bits (gemm_int8.h). */
 int kern_int8_vnni512_supported(void);
 int kern_int8_avxvnni_supported(void);

@@ -45,7 +45,7 @@ typedef struct {
 } gemm_int8_kernel;
 
 const gemm_int8_kernel *gemm_int8_kernel_generic(void);
-const gemm_int8_kernel *gemm_int8_kernel_avx2(void);     /* AVX2 (vpmaddubsw route) */
+const gemm_int8_kernel *gemm_int8_kernel_avx2(void);     /* AVX2 (vpmaddwd on int16) */
 const gemm_int8_kernel *gemm_int8_kernel_avxvnni(void);  /* AVX2 + AVX-VNNI */
 const gemm_int8_kernel *gemm_int8_kernel_avx512(void);   /* AVX-512 BW + VNNI */
 /* The fastest the active level and the CPU allow. */

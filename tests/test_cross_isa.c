@@ -8,7 +8,7 @@
  * the vector width or of any tile, k spanning several GEMM k blocks, key counts that end inside a
  * block, activations at the saturation points of exp and at +-0 and tiny values; the int8 GEMM
  * and convolution (--precision int8) too, with an extra configuration on CPUs with a VNNI form
- * that runs the AVX2 vpmaddubsw kernel instead. Then sd15-tiny (text to image with CFG, in fp32
+ * that runs the AVX2 vpmaddwd kernel instead. Then sd15-tiny (text to image with CFG, in fp32
  * and in int8), sd3-tiny and flux-tiny through the public API: final latents and the
  * image's bytes, and where they differ the first stage that did (text encoders, denoiser call,
  * scheduler step, VAE).
@@ -781,7 +781,7 @@ int main(void) {
     /* On a CPU with FMA the portable level runs a copy compiled with it; the baseline copy, what a
      * CPU without FMA runs, must give the same bytes (fmaf is exact either way). */
     if (kern_fma_supported()) configs[n_configs++] = (config){KERN_ISA_GENERIC, 1, 1, 0};
-    /* On a CPU with AVX-VNNI the AVX2 level's vpmaddubsw int8 kernel would otherwise not run. */
+    /* On a CPU with AVX-VNNI the AVX2 level's vpmaddwd int8 kernel would otherwise not run. */
     if (kern_int8_avxvnni_supported())
         configs[n_configs++] = (config){KERN_ISA_AVX2, 2, 0, 1};
     printf("comparing %d configurations against %s\n", n_configs, config_name(&configs[0]));

@@ -1,6 +1,6 @@
 /* The int8 kernels (--precision int8): quantization against hand-computed values, the GEMM and the
  * convolution bit-identical to their plain references (gemm_int8_nt_ref, conv2d_nhwc_int8_ref) on
- * every kernel (portable C, AVX2's vpmaddubsw, AVX-VNNI, AVX512-VNNI: those this CPU has) and at
+ * every kernel (portable C, AVX2's vpmaddwd, AVX-VNNI, AVX512-VNNI: those this CPU has) and at
  * 1 and 2 threads, and through the layers (nn_linear, nn_conv2d) under an int8 policy, on
  * awkward shapes (k off every group of 4 and every block, sizes off every
  * tile, padded rows, stride 2, asymmetric padding, 1x1) and awkward rows (zeros, tiny values,
