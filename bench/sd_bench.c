@@ -13,6 +13,10 @@
  *                      avx512_bf16, else fp32): the fp32 sweep, then the UNet step and the VAE
  *                      decode again in bf16 at the --main thread count, with the speed-up and the
  *                      relative difference of their outputs from fp32 (keys *_bf16_*)
+ *     --int8 on|off    after the sweep (and before any bf16 phase), the UNet step again with
+ *                      the UNet packed as int8 (--precision int8, kernels/gemm_int8.h) at the
+ *                      --main thread count: keys unet_step_int8_s, unet_int8_speedup,
+ *                      unet_int8_rel_diff, int8_kernel (default on)
  *
  * It loads the tokenizer, text encoder, UNet and VAE decoder of a diffusers folder (make_model
  * writes one with random weights), measures this machine's FP32 FMA peak with bench/peak.c's
@@ -247,6 +251,35 @@ static sd_status run_bf16_phase(bench_ctx *c, const char *dir, int runs, const c
     return st;
 }
 
+/* The int8 phase: the UNet alone reloaded packed as int8 (the VAE stays fp32 under --precision
+ * int8), timed, its output compared with the fp32 one the sweep left in c; c->unet_out is put
+ * back afterwards so a bf16 phase compares with fp32 too. */
+static sd_status run_int8_phase(bench_ctx *c, const char *dir, int runs, timing *t, double *err) {
+    const size_t nu = (size_t)2 * c->lh * c->lw * 4;
+    float *u32 = malloc(nu * sizeof *u32);
+    char *pu = sd_path_join(dir, "unet");
+    sd_status st = u32 && pu ? SD_OK : sd_set_error(SD_ERR_NOMEM, "out of memory");
+    const timing none = {NAN, NAN, NAN, NAN, NAN, NAN, NAN};
+    *t = none;
+    *err = NAN;
+    if (st == SD_OK) {
+        memcpy(u32, c->unet_out, nu * sizeof *u32);
+        unet_free(c->unet);
+        c->unet = NULL;
+        const weights_policy int8 = {.precision = WEIGHTS_PRECISION_INT8};
+        st = unet_load(&c->unet, pu, &int8);
+    }
+    if (st == SD_OK) {
+        c->st = SD_OK;
+        *t = time_calls(run_unet, c, runs);
+        *err = rel_diff(c->unet_out, u32, nu);
+        st = c->st;
+        memcpy(c->unet_out, u32, nu * sizeof *u32);
+    }
+    free(u32), free(pu);
+    return st;
+}
+
 static void unload(bench_ctx *c) {
     clip_tokenizer_free(c->tok);
     clip_text_free(c->text);
@@ -291,7 +324,7 @@ static cJSON *timing_json(const timing *t) {
 
 int main(int argc, char **argv) {
     const char *dir = NULL, *results = "bench/results.jsonl", *thread_list = "1,2,all";
-    const char *parts = "text,unet,vae", *precision = NULL;
+    const char *parts = "text,unet,vae", *precision = NULL, *int8_opt = "on";
     int runs = 3, main_threads = 0, size = 0;
     /* The library reads no environment: the benchmark passes SD_KERNEL_ISA on, as the tools do. */
     if (getenv("SD_KERNEL_ISA") && sd_set_kernel_isa(getenv("SD_KERNEL_ISA")) != SD_OK) {
@@ -307,6 +340,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--results") && has) results = argv[++i];
         else if (!strcmp(argv[i], "--parts") && has) parts = argv[++i];
         else if (!strcmp(argv[i], "--precision") && has) precision = argv[++i];
+        else if (!strcmp(argv[i], "--int8") && has) int8_opt = argv[++i];
         else if (argv[i][0] != '-' && !dir) dir = argv[i];
         else {
             fprintf(stderr, "sd_bench: unexpected argument '%s' (see the header of bench/sd_bench.c)\n", argv[i]);
@@ -324,6 +358,11 @@ int main(int argc, char **argv) {
         return 2;
     }
     const bool sweep_bf16 = !strcmp(precision, "bf16"), phase_bf16 = !strcmp(precision, "both");
+    if (strcmp(int8_opt, "on") && strcmp(int8_opt, "off")) {
+        fprintf(stderr, "sd_bench: --int8 %s: expected on or off\n", int8_opt);
+        return 2;
+    }
+    const bool phase_int8 = !strcmp(int8_opt, "on") && !sweep_bf16;
     const int cores = omp_get_num_procs();
     if (main_threads <= 0) main_threads = cores < 2 ? cores : 2;
     int counts[MAX_SWEEP + 1];
@@ -455,6 +494,20 @@ int main(int argc, char **argv) {
     printf("precision: %s%s\n", sweep_bf16 ? "bf16 (UNet and VAE; text encoder fp32)" : "fp32",
            phase_bf16 ? ", then bf16 at the main thread count" : "");
     const double peak_rss = sysinfo_peak_rss_mb(); /* the sweep's, before any bf16 reload */
+    timing t_int8 = {NAN, NAN, NAN, NAN, NAN, NAN, NAN};
+    double int8_err = NAN;
+    if (phase_int8 && strstr(parts, "unet")) {
+        sd_set_threads(m->threads);
+        if (run_int8_phase(&c, dir, runs, &t_int8, &int8_err) != SD_OK) {
+            fprintf(stderr, "sd_bench: int8: %s\n", sd_last_error());
+            free(ref_unet), free(ref_image);
+            unload(&c);
+            return 1;
+        }
+        printf("int8 (%s kernel) at %d threads: UNet step %.2f s (%.2f-%.2f), %.2fx fp32, output "
+               "rel diff %.2g\n", kern_int8_kernel_name(), m->threads, t_int8.median, t_int8.min,
+               t_int8.max, m->unet.median / t_int8.median, int8_err);
+    }
     bf16_phase bp;
     memset(&bp, 0, sizeof bp);
     if (phase_bf16) {
@@ -509,6 +562,13 @@ int main(int argc, char **argv) {
         cJSON_AddNumberToObject(j, "vae_bf16_rel_diff", bp.vae_err);
         cJSON_AddItemToObject(j, "unet_bf16", timing_json(&bp.unet));
         cJSON_AddItemToObject(j, "vae_bf16", timing_json(&bp.vae));
+    }
+    if (phase_int8 && strstr(parts, "unet")) {
+        cJSON_AddStringToObject(j, "int8_kernel", kern_int8_kernel_name());
+        cJSON_AddNumberToObject(j, "unet_step_int8_s", round3(t_int8.median));
+        cJSON_AddNumberToObject(j, "unet_int8_speedup", round3(m->unet.median / t_int8.median));
+        cJSON_AddNumberToObject(j, "unet_int8_rel_diff", int8_err);
+        cJSON_AddItemToObject(j, "unet_int8", timing_json(&t_int8));
     }
     cJSON_AddItemToObject(j, "loadavg_start", cJSON_CreateDoubleArray(load0, 3));
     cJSON_AddItemToObject(j, "loadavg_end", cJSON_CreateDoubleArray(load1, 3));

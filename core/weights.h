@@ -22,7 +22,13 @@ typedef enum {
  * convolution): BF16 packs them as bf16 (2 bytes a weight; the forward calls then round
  * activations to bf16 and sum in fp32, kernels/gemm_bf16.h). Linear layers left unpacked (the
  * transformers') stay fp32 either way. */
-typedef enum { WEIGHTS_PRECISION_FP32 = 0, WEIGHTS_PRECISION_BF16 = 1 } weights_precision;
+/* INT8 packs them as int8 per output channel instead (1 byte a weight plus a scale; the forward
+ * calls quantize activations per row and sum in int32, kernels/gemm_int8.h). */
+typedef enum {
+    WEIGHTS_PRECISION_FP32 = 0,
+    WEIGHTS_PRECISION_BF16 = 1,
+    WEIGHTS_PRECISION_INT8 = 2
+} weights_precision;
 /* The load options of one model, given to its loader (unet_load, vae_load, ...) and by it to
  * weights_open; all-zero (or a NULL policy) is the default: weights as stored, no low-memory
  * mode, fp32 packing. */

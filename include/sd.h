@@ -240,8 +240,16 @@ typedef enum {
 
 /* Arithmetic of the GEMM/conv kernels. FP32 matches diffusers within the fixture tolerances;
  * BF16 (CPUs with AVX512_BF16) rounds operands to bf16 and accumulates in fp32: faster, looser.
- * AUTO picks BF16 where the CPU has it and the documented tolerance holds, else FP32. */
-typedef enum { SD_PRECISION_FP32 = 0, SD_PRECISION_BF16, SD_PRECISION_AUTO } sd_precision;
+ * AUTO picks BF16 where the CPU has it and the documented tolerance holds, else FP32 (never
+ * INT8). INT8 runs the denoiser's convolutions and packed Linear layers with int8 weights (per
+ * output channel) and int8 activations (per row), int32 sums: a speed option with a looser
+ * documented tolerance (README, "int8 compute"); fast with AVX2, fastest with VNNI. */
+typedef enum {
+    SD_PRECISION_FP32 = 0,
+    SD_PRECISION_BF16,
+    SD_PRECISION_AUTO,
+    SD_PRECISION_INT8
+} sd_precision;
 /* The denoiser's prediction type (scheduler prediction_type): AUTO leaves it to the model. */
 typedef enum { SD_PREDICTION_AUTO = 0, SD_PREDICTION_EPSILON, SD_PREDICTION_V } sd_prediction;
 

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "gemm_bf16_internal.h"
+#include "gemm_int8_internal.h"
 #include "gemm_internal.h"
 
 void conv2d_weight_from_oihw(const float *oihw, int cout, int cin, int kh, int kw, float *ohwi) {
@@ -214,6 +215,51 @@ void conv2d_nhwc_bf16_ref(const conv2d_shape *s, const float *x, int n, int h, i
                     }
                     y[(((long)b * oh + oy) * ow + ox) * s->cout + o] = acc + (bias ? bias[o] : 0.0f);
                 }
+}
+
+/* ---- int8 ---- */
+
+size_t conv2d_int8_packed_size(const conv2d_shape *s) {
+    return gemm_int8_packed_size(s->cout, s->kh * s->kw * s->cin);
+}
+
+void conv2d_pack_weights_oihw_int8(const conv2d_shape *s, const float *oihw, void *packed) {
+    const int k = s->kh * s->kw * s->cin;
+    gemm_int8_pack(s->cout, k, oihw, k, s->kh * s->kw, packed);
+}
+
+void conv2d_nhwc_packed_int8(const conv2d_shape *s, const float *x, int n, int h, int w,
+                             const void *packed, const float *bias, float *y) {
+    const int oh = conv2d_out_h(s, h), ow = conv2d_out_w(s, w), k = s->kh * s->kw * s->cin;
+    const int pointwise = s->kh == 1 && s->kw == 1 && s->stride == 1 && !s->pad_t && !s->pad_l &&
+                          !s->pad_b && !s->pad_r;
+    const patch_src patches = {s, x, h, w, oh, ow};
+    const pixel_src pixels = {x, s->cin};
+    gemm_int8_problem p = {n * oh * ow, s->cout, k, NULL, NULL, packed, y, s->cout, bias, 0};
+    if (pointwise) p.load_a = load_pixels, p.a_ctx = &pixels;
+    else p.load_a = load_patches, p.a_ctx = &patches;
+    gemm_int8_run(&p);
+}
+
+void conv2d_nhwc_int8_ref(const conv2d_shape *s, const float *x, int n, int h, int w,
+                          const float *weight, const float *bias, float *y) {
+    const int oh = conv2d_out_h(s, h), ow = conv2d_out_w(s, w), k = s->kh * s->kw * s->cin;
+    const long rows = (long)n * oh * ow;
+    float *a = malloc((size_t)(rows > 0 ? rows : 1) * (size_t)(k > 0 ? k : 1) * sizeof *a);
+    if (!a) abort();
+    const int cin = s->cin;
+    for (int b = 0; b < n; b++)
+        for (int oy = 0; oy < oh; oy++)
+            for (int ox = 0; ox < ow; ox++)
+                for (int kk = 0; kk < k; kk++) {
+                    const int tap = kk / cin, i = kk % cin;
+                    const int iy = oy * s->stride - s->pad_t + tap / s->kw;
+                    const int ix = ox * s->stride - s->pad_l + tap % s->kw;
+                    a[(((long)b * oh + oy) * ow + ox) * k + kk] =
+                        iy >= 0 && iy < h && ix >= 0 && ix < w ? x[(((long)b * h + iy) * w + ix) * cin + i] : 0.0f;
+                }
+    gemm_int8_nt_ref((int)rows, s->cout, k, a, k, weight, k, y, s->cout, bias, 0);
+    free(a);
 }
 
 /* ---- weights in their stored dtype, PyTorch layout [cout][cin][kh][kw] ---- */

@@ -75,4 +75,17 @@ void conv2d_nhwc_packed_bf16(const conv2d_shape *s, const float *x, int n, int h
 void conv2d_nhwc_bf16_ref(const conv2d_shape *s, const float *x, int n, int h, int w,
                           const float *weight, const float *bias, float *y);
 
+/* int8 compute (gemm_int8.h): weights quantized per output channel and packed once
+ * (conv2d_int8_packed_size bytes, 64-byte aligned storage), input patches quantized per row and
+ * k block while gathered, int32 sums. The same bits on every instruction set level and thread
+ * count as conv2d_nhwc_int8_ref. */
+size_t conv2d_int8_packed_size(const conv2d_shape *s);
+void conv2d_pack_weights_oihw_int8(const conv2d_shape *s, const float *oihw, void *packed);
+void conv2d_nhwc_packed_int8(const conv2d_shape *s, const float *x, int n, int h, int w,
+                             const void *packed, const float *bias, float *y);
+/* The definition: the patches gathered into rows (taps x cin, in that order) and multiplied by
+ * gemm_int8_nt_ref. [cout][kh][kw][cin] weights. */
+void conv2d_nhwc_int8_ref(const conv2d_shape *s, const float *x, int n, int h, int w,
+                          const float *weight, const float *bias, float *y);
+
 #endif

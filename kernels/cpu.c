@@ -87,3 +87,38 @@ const char *kern_bf16_unavailable(void) {
                "SD_KERNEL_ISA)";
     return NULL;
 }
+
+static atomic_int vnni_allowed = 1;
+
+int kern_int8_vnni_set_allowed(int allowed) { return atomic_exchange(&vnni_allowed, allowed != 0); }
+
+int kern_int8_vnni512_supported(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    return atomic_load_explicit(&vnni_allowed, memory_order_relaxed) && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vnni");
+#else
+    return 0;
+#endif
+}
+
+int kern_int8_avxvnni_supported(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    /* CPUID leaf 7 sub-leaf 1, EAX bit 4 (not every compiler's __builtin_cpu_supports knows
+     * "avxvnni"); the YMM state it needs is checked with AVX2. */
+    unsigned a, b, c, d;
+    __builtin_cpu_init();
+    return atomic_load_explicit(&vnni_allowed, memory_order_relaxed) &&
+           __builtin_cpu_supports("avx2") && __get_cpuid_count(7, 1, &a, &b, &c, &d) && (a >> 4 & 1);
+#else
+    return 0;
+#endif
+}
+
+const char *kern_int8_kernel_name(void) {
+    const kern_isa isa = kern_isa_active();
+    if (isa == KERN_ISA_AVX512 && kern_int8_vnni512_supported()) return "avx512-vnni";
+    if (isa >= KERN_ISA_AVX2 && kern_int8_avxvnni_supported()) return "avx-vnni";
+    if (isa >= KERN_ISA_AVX2) return "avx2";
+    return "generic";
+}

@@ -41,4 +41,15 @@ int kern_bf16_supported(void);
 int kern_bf16_active(void);
 const char *kern_bf16_unavailable(void);
 
+/* int8 compute (--precision int8): vpdpbusd kernels where the CPU has them (AVX512-VNNI at the
+ * AVX-512 level, AVX-VNNI at the AVX2 level); otherwise AVX2's vpmaddwd kernel or portable C.
+ * Every kernel computes the same bits (gemm_int8.h). */
+int kern_int8_vnni512_supported(void);
+int kern_int8_avxvnni_supported(void);
+/* The int8 kernel the active level runs: "avx512-vnni", "avx-vnni", "avx2" or "generic". */
+const char *kern_int8_kernel_name(void);
+/* Tests: with 0, neither VNNI form is reported, so the AVX2 and portable int8 kernels run as on a
+ * CPU without them. Returns the previous setting. */
+int kern_int8_vnni_set_allowed(int allowed);
+
 #endif

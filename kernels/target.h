@@ -17,6 +17,9 @@
 #define KERN_TARGET_AVX2_F16C __attribute__((target("avx2,fma,f16c")))
 #define KERN_TARGET_AVX512 __attribute__((target("avx2,fma,f16c,avx512f")))
 #define KERN_TARGET_AVX512_BF16 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512bf16")))
+/* int8 compute (gemm_int8.h): vpdpbusd in its EVEX (AVX512-VNNI) and VEX (AVX-VNNI) forms. */
+#define KERN_TARGET_AVX512_VNNI __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vnni")))
+#define KERN_TARGET_AVXVNNI __attribute__((target("avx2,fma,avxvnni")))
 #else
 #define KERN_X86 0
 #endif

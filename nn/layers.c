@@ -8,9 +8,14 @@
 #include "../core/bigalloc.h"
 #include "../kernels/gemm.h"
 #include "../kernels/gemm_bf16.h"
+#include "../kernels/gemm_int8.h"
 #include "../kernels/norm.h"
 
 enum { NAME_MAX_LEN = 256 };
+
+static bool packs_int8(const sd_weights *w) {
+    return w->policy.precision == WEIGHTS_PRECISION_INT8;
+}
 
 static bool packs_bf16(const sd_weights *w) {
     return w->policy.precision == WEIGHTS_PRECISION_BF16;
@@ -147,6 +152,7 @@ sd_status nn_linear_load(nn_linear *l, const sd_weights *w, int in, int out, boo
     /* Whether nn_linear_pack will be called is the model's choice: until then the weight is held
      * as the policy says, so that a layer left unpacked never needs a float32 copy. */
     l->pack_bf16 = packs_bf16(w);
+    l->pack_int8 = packs_int8(w);
     const int64_t ws[2] = {out, in}, bs[1] = {out};
     snprintf(name, sizeof name, "%s.weight", prefix);
     weight_source src;
@@ -208,6 +214,7 @@ sd_status nn_linear_stack(nn_linear *dst, nn_linear *parts, int n) {
         dst->in = in;
         dst->out = out;
         dst->pack_bf16 = parts[0].pack_bf16; /* parts of one set, one policy */
+        dst->pack_int8 = parts[0].pack_int8;
         if (plain) dst->w = malloc((size_t)out * in * sizeof *dst->w);
         if (with_bias) dst->b = malloc((size_t)out * sizeof *dst->b);
         if ((plain && !dst->w) || (with_bias && !dst->b))
@@ -262,9 +269,10 @@ static sd_status widen_stored(nn_linear *l) {
 }
 
 sd_status nn_linear_pack(nn_linear *l) {
-    if (l->packed || l->packed_bf16) return SD_OK;
-    if (l->src.n_parts && !l->pack_bf16) return SD_OK; /* stored weights are packed per call */
-    /* bf16 packing reads float32 values: 2 bytes a weight resident either way. */
+    if (l->packed || l->packed_bf16 || l->packed_int8) return SD_OK;
+    /* stored weights are packed per call */
+    if (l->src.n_parts && !l->pack_bf16 && !l->pack_int8) return SD_OK;
+    /* bf16 / int8 packing reads float32 values: 2 / 1 bytes a weight resident either way. */
     if (l->src.n_parts) SD_TRY(widen_stored(l));
     if (!l->w) return SD_OK;
     if (l->pack_bf16) {
@@ -273,6 +281,16 @@ sd_status nn_linear_pack(nn_linear *l) {
             return sd_set_error(SD_ERR_NOMEM, "out of memory packing a %d x %d Linear weight",
                                 l->out, l->in);
         gemm_bf16_pack_b_nt(l->out, l->in, l->w, l->in, l->packed_bf16);
+        free(l->w);
+        l->w = NULL;
+        return SD_OK;
+    }
+    if (l->pack_int8) {
+        l->packed_int8 = alloc64(gemm_int8_packed_size(l->out, l->in));
+        if (!l->packed_int8)
+            return sd_set_error(SD_ERR_NOMEM, "out of memory packing a %d x %d Linear weight",
+                                l->out, l->in);
+        gemm_int8_pack_b_nt(l->out, l->in, l->w, l->in, l->packed_int8);
         free(l->w);
         l->w = NULL;
         return SD_OK;
@@ -294,7 +312,9 @@ void nn_linear_run(const nn_linear *l, const float *x, int lda, long x_bs, float
     for (int b = 0; b < batch; b++) {
         const float *xb = x + b * x_bs;
         float *yb = y + b * y_bs;
-        if (l->packed_bf16)
+        if (l->packed_int8)
+            gemm_int8_nt_packed(rows, l->out, l->in, xb, lda, l->packed_int8, yb, ldy, l->b, acc);
+        else if (l->packed_bf16)
             gemm_bf16_nt_packed(rows, l->out, l->in, xb, lda, l->packed_bf16, yb, ldy, l->b, acc);
         else if (l->packed)
             gemm_nt_packed(rows, l->out, l->in, xb, lda, l->packed, yb, ldy, l->b, acc);
@@ -323,6 +343,7 @@ void nn_linear_free(nn_linear *l) {
     free(l->b);
     free(l->packed);
     free(l->packed_bf16);
+    free(l->packed_int8);
     for (int i = 0; i < GEMM_B_MAX_PARTS; i++) own_free(l->own[i], l->own_map[i]);
     memset(l, 0, sizeof *l);
 }
@@ -341,7 +362,7 @@ static sd_status conv2d_load(nn_conv2d *c, const sd_weights *w, int cin, int cou
     float *oihw = NULL;
     weight_source src;
     sd_status st = choose_source(w, name, as_linear ? 2 : 4, as_linear ? shape2 : shape4,
-                                 packs_bf16(w), false, &src);
+                                 packs_bf16(w) || packs_int8(w), false, &src);
     if (st == SD_OK && src.stored) {
         /* [cout][cin] and [cout][cin][1][1] are the same bytes. */
         c->src = src.data;
@@ -351,7 +372,13 @@ static sd_status conv2d_load(nn_conv2d *c, const sd_weights *w, int cin, int cou
     } else if (st == SD_OK) {
         st = read_named(w, prefix, ".weight", as_linear ? 2 : 4, as_linear ? shape2 : shape4, &oihw);
     }
-    if (st == SD_OK && !src.stored && packs_bf16(w)) {
+    if (st == SD_OK && !src.stored && packs_int8(w)) {
+        c->w_int8 = alloc64(conv2d_int8_packed_size(&c->s));
+        if (!c->w_int8)
+            st = sd_set_error(SD_ERR_NOMEM, "out of memory for '%s'", name);
+        else
+            conv2d_pack_weights_oihw_int8(&c->s, oihw, c->w_int8);
+    } else if (st == SD_OK && !src.stored && packs_bf16(w)) {
         c->w_bf16 = alloc64(conv2d_bf16_packed_size(&c->s) * sizeof *c->w_bf16);
         if (!c->w_bf16)
             st = sd_set_error(SD_ERR_NOMEM, "out of memory for '%s'", name);
@@ -393,6 +420,10 @@ sd_status nn_conv2d_load_nobias(nn_conv2d *c, const sd_weights *w, int cin, int 
 
 void nn_conv2d_forward_shape(const nn_conv2d *c, const conv2d_shape *s, const float *x, int n,
                              int h, int wd, float *y, sd_arena *scratch) {
+    if (c->w_int8) {
+        conv2d_nhwc_packed_int8(s, x, n, h, wd, c->w_int8, c->b, y);
+        return;
+    }
     if (c->w_bf16) {
         conv2d_nhwc_packed_bf16(s, x, n, h, wd, c->w_bf16, c->b, y, scratch);
         return;
@@ -414,6 +445,7 @@ void nn_conv2d_forward(const nn_conv2d *c, const float *x, int n, int h, int wd,
 void nn_conv2d_free(nn_conv2d *c) {
     free(c->w);
     free(c->w_bf16);
+    free(c->w_int8);
     free(c->b);
     free(c->own);
     memset(c, 0, sizeof *c);

@@ -17,7 +17,8 @@
  * - policy.low_memory keeps every weight where it is stored (float32 too), packs it per call and
  *   gives its mapped pages back after each forward;
  * - policy.precision BF16 packs the weights of the layers packed once at load (nn_linear_pack,
- *   every convolution) as bf16, wherever they were read from; unpacked Linear layers stay fp32.
+ *   every convolution) as bf16, wherever they were read from; unpacked Linear layers stay fp32;
+ *   INT8 packs the same layers as int8 per output channel (gemm_int8.h).
  * The policy is the one the set was opened with (weights_open): no global state, so models loaded
  * on different threads, or one after the other, choose independently.
  *
@@ -43,6 +44,7 @@ typedef struct {
     float *b;      /* [out] or NULL */
     float *packed; /* the weight in the GEMM engine's panel layout (nn_linear_pack), or NULL */
     uint16_t *packed_bf16; /* instead of packed under bf16 packing (gemm_bf16_pack_b_nt) */
+    void *packed_int8;     /* instead of packed under int8 packing (gemm_int8_pack_b_nt) */
     /* Stored weights (src.n_parts > 0): [out][in] rows as stored, in up to GEMM_B_MAX_PARTS
      * arrays (nn_linear_stack); own[i] is the buffer part i was converted into at load, NULL when
      * the part points into the mapping. */
@@ -52,6 +54,7 @@ typedef struct {
                                        * many bytes (blocks quantized at load in a paged run) */
     bool release;   /* give the mapped parts' pages back after each forward */
     bool pack_bf16; /* nn_linear_pack packs as bf16 (the set's policy.precision) */
+    bool pack_int8; /* nn_linear_pack packs as int8 (the set's policy.precision) */
 } nn_linear;
 
 sd_status nn_linear_load(nn_linear *l, const sd_weights *w, int in, int out, bool bias,
@@ -86,6 +89,7 @@ typedef struct {
                * NULL for stored weights */
     float *b; /* [cout] or NULL */
     uint16_t *w_bf16; /* instead of w under bf16 packing (conv2d_pack_weights_oihw_bf16) */
+    void *w_int8;     /* instead of w under int8 packing (conv2d_pack_weights_oihw_int8) */
     /* Stored weights: [cout][cin][kh][kw] as stored (the mapping, or `own` when converted at
      * load), packed per call. */
     const void *src;

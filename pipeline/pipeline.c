@@ -57,6 +57,26 @@ static void resolve_precision(sd_pipeline *p) {
     p->precision = SD_PRECISION_FP32;
     p->precision_note = NULL;
     if (p->load.precision == SD_PRECISION_FP32) return;
+    /* --precision int8: only by name (AUTO never takes it: its tolerance is looser than bf16's),
+     * and only for the UNet families, whose convolutions and Linear layers are packed once at
+     * load. The SD3 / FLUX transformers multiply unpacked fp32 weights (their only packed layers
+     * are the patch convolutions, the first layer, where int8 would cost the most accuracy). On
+     * any CPU: the AVX2 kernel is faster than fp32 too; the portable C one is slow. */
+    if (p->load.precision == SD_PRECISION_INT8) {
+        const sd_family f = p->ops->family;
+        if (f == SD_FAMILY_SD3 || f == SD_FAMILY_FLUX) {
+            p->precision_note = "int8 reaches only the UNet families (SD 1.x/2.x, SDXL); the SD3 "
+                                "and FLUX transformers run fp32";
+            sd_log(SD_LOG_WARN, "precision int8: running fp32 (%s)", p->precision_note);
+            return;
+        }
+        if (kern_isa_active() == KERN_ISA_GENERIC) {
+            p->precision_note = "no AVX2: the portable int8 kernel runs, slower than fp32";
+            sd_log(SD_LOG_WARN, "precision int8: %s", p->precision_note);
+        }
+        p->precision = SD_PRECISION_INT8;
+        return;
+    }
     if (!kern_bf16_active()) {
         p->precision_note = kern_bf16_unavailable();
         /* Asked for by name, the fallback is worth a warning; AUTO promised no more than this. */
@@ -152,10 +172,14 @@ weights_policy pl_load_policy(const sd_pipeline *p, const char *name) {
     const bool denoiser_or_vae =
         !strcmp(name, "unet") || !strcmp(name, "transformer") || !strcmp(name, "vae");
     const bool bf16 = p->precision == SD_PRECISION_BF16 && denoiser_or_vae;
+    /* int8: the UNet only (the VAE decodes once per image and is where pixel error shows). */
+    const bool int8 = p->precision == SD_PRECISION_INT8 && !strcmp(name, "unet");
     return (weights_policy){
         .dtype = weights_dtype_of(p->load.weights_dtype),
         .low_memory = p->paging,
-        .precision = bf16 ? WEIGHTS_PRECISION_BF16 : WEIGHTS_PRECISION_FP32,
+        .precision = bf16   ? WEIGHTS_PRECISION_BF16
+                     : int8 ? WEIGHTS_PRECISION_INT8
+                            : WEIGHTS_PRECISION_FP32,
         .source = pl_single_source(p, name),
         .lora = p->lora,
         .lora_component = name,
@@ -277,7 +301,7 @@ static sd_status load(sd_pipeline **out, const char *model_dir, const sd_load_pa
     atomic_init(&p->busy, false);
     p->load = *params;
     sd_status st = SD_OK;
-    if (params->precision < SD_PRECISION_FP32 || params->precision > SD_PRECISION_AUTO)
+    if (params->precision < SD_PRECISION_FP32 || params->precision > SD_PRECISION_INT8)
         st = sd_set_error(SD_ERR_ARG, "%s: unknown precision %d", model_dir, (int)params->precision);
     if (st == SD_OK && (unsigned)params->weights_dtype > SD_WEIGHTS_Q6_K)
         st = sd_set_error(SD_ERR_ARG,

@@ -39,8 +39,8 @@ struct sd_pipeline {
     sd_load_params load;                     /* as given to sd_pipeline_load */
     bool paging; /* low-memory mode: load.low_memory, or the family's default unless
                   * load.keep_resident (pipeline.c, resolve_paging) */
-    sd_precision precision;                  /* what load.precision resolved to (FP32 or BF16) */
-    const char *precision_note;              /* why BF16 was not used where asked (or NULL) */
+    sd_precision precision;                  /* what load.precision resolved to (FP32, BF16, INT8) */
+    const char *precision_note;              /* why BF16 / INT8 was not used where asked (or NULL) */
     clip_tokenizer *tokenizer, *tokenizer_2; /* CLIP tokenizers (SDXL/SD3 have two) */
     clip_text *text_encoder, *text_encoder_2;
     t5_tokenizer *t5_tokenizer;              /* SD3 tokenizer_3, Flux tokenizer_2 */
@@ -91,7 +91,8 @@ sd_status pl_open_loras(const sd_pipeline *p, const sd_lora *loras, int n, lora_
 /* How component `name` holds its weights (given to its loader): weights dtype and low memory from
  * p->load; bf16 packing where p->precision is BF16 for the denoiser ("unet", "transformer") and
  * the "vae", fp32 for the rest (text encoders run once per prompt and are cached: bf16 would cost
- * accuracy for no measurable time). Needs p->precision resolved. */
+ * accuracy for no measurable time); int8 packing where it is INT8 for the "unet" only. Needs
+ * p->precision resolved. */
 weights_policy pl_load_policy(const sd_pipeline *p, const char *name);
 
 /* Components' weights from files of their own (pipeline/component_files.c), sd_load_params'

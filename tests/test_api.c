@@ -179,6 +179,19 @@ static void test_log_and_isa(void) {
     CHECK(find(&rec, SD_LOG_INFO, "precision auto: running fp32"),
           "AUTO's fallback is information");
     sd_pipeline_free(p);
+    /* int8 runs at any level; without AVX2 the portable kernel does, with a warning. */
+    lp.precision = SD_PRECISION_INT8;
+    CHECK_OK(sd_pipeline_load(&p, fixture("sd15-tiny/pipeline"), &lp));
+    note = NULL;
+    CHECK(p && sd_pipeline_precision(p, &note) == SD_PRECISION_INT8 && note && strstr(note, "portable"),
+          "int8 at the generic level: %s", note ? note : "no note");
+    CHECK(find(&rec, SD_LOG_WARN, "precision int8: no AVX2"), "the slow int8 kernel is a warning");
+    sd_pipeline_free(p);
+    p = NULL;
+    lp.precision = (sd_precision)(SD_PRECISION_INT8 + 1);
+    CHECK(sd_pipeline_load(&p, fixture("sd15-tiny/pipeline"), &lp) == SD_ERR_ARG && !p &&
+              strstr(sd_last_error(), "unknown precision 4"),
+          "an unknown precision is refused naming it: %s", sd_last_error());
 
     /* No callback: nothing arrives. */
     const int before = rec.n;

@@ -6,8 +6,10 @@
  *
  * Kernels run on random inputs in shapes that reach their edges: sizes that are not multiples of
  * the vector width or of any tile, k spanning several GEMM k blocks, key counts that end inside a
- * block, activations at the saturation points of exp and at +-0 and tiny values. Then sd15-tiny
- * (text to image with CFG), sd3-tiny and flux-tiny through the public API: final latents and the
+ * block, activations at the saturation points of exp and at +-0 and tiny values; the int8 GEMM
+ * and convolution (--precision int8) too, with an extra configuration on CPUs with a VNNI form
+ * that runs the AVX2 vpmaddwd kernel instead. Then sd15-tiny (text to image with CFG, in fp32
+ * and in int8), sd3-tiny and flux-tiny through the public API: final latents and the
  * image's bytes, and where they differ the first stage that did (text encoders, denoiser call,
  * scheduler step, VAE).
  *
@@ -28,6 +30,7 @@
 #include "../kernels/convert.h"
 #include "../kernels/cpu.h"
 #include "../kernels/gemm.h"
+#include "../kernels/gemm_int8.h"
 #include "../kernels/norm.h"
 #include "test.h"
 
@@ -37,14 +40,16 @@ typedef struct {
     kern_isa isa;
     int threads;
     int no_fma; /* generic level: its baseline copy, fmaf through libm (as without FMA hardware) */
+    int no_vnni; /* int8 kernels as on a CPU without AVX-VNNI / AVX512-VNNI */
 } config;
 
-static config configs[2 * (KERN_ISA_AVX512 + 1) + 1];
+static config configs[2 * (KERN_ISA_AVX512 + 1) + 2];
 static int n_configs;
 
 static void set_config(const config *c) {
     kern_isa_set(c->isa);
     kern_fma_set_allowed(!c->no_fma);
+    kern_int8_vnni_set_allowed(!c->no_vnni);
     omp_set_num_threads(c->threads);
 }
 
@@ -52,8 +57,8 @@ static const char *config_name(const config *c) {
     static char buf[4][32];
     static int k;
     k = (k + 1) % 4;
-    snprintf(buf[k], sizeof buf[k], "%s%s/%dt", kern_isa_name(c->isa), c->no_fma ? "-nofma" : "",
-             c->threads);
+    snprintf(buf[k], sizeof buf[k], "%s%s%s/%dt", kern_isa_name(c->isa), c->no_fma ? "-nofma" : "",
+             c->no_vnni ? "-novnni" : "", c->threads);
     return buf[k];
 }
 
@@ -154,7 +159,7 @@ static uint16_t *to_16bit(const float *x, size_t n, kern_dtype t) {
 
 /* -- GEMM -- */
 
-typedef enum { G_NT, G_NN, G_NT_PACKED, G_NT_STORED } gemm_kind;
+typedef enum { G_NT, G_NN, G_NT_PACKED, G_NT_STORED, G_NT_INT8 } gemm_kind;
 
 typedef struct {
     gemm_kind kind;
@@ -185,12 +190,19 @@ static void run_gemm(const void *ctx, float *out) {
         gemm_nt_stored(g->m, g->n, g->k, g->a, g->lda, &g->stored, out, g->ldc, g->bias,
                        g->accumulate);
         break;
+    case G_NT_INT8: {
+        void *packed = aligned_alloc(64, (gemm_int8_packed_size(g->n, g->k) + 63) & ~(size_t)63);
+        gemm_int8_pack_b_nt(g->n, g->k, g->b, g->ldb, packed);
+        gemm_int8_nt_packed(g->m, g->n, g->k, g->a, g->lda, packed, out, g->ldc, g->bias, g->accumulate);
+        free(packed);
+        break;
+    }
     }
 }
 
 static void test_gemm(void) {
     static const char *const kind_name[] = {"gemm_nt", "gemm_nn", "gemm_nt_packed",
-                                            "gemm_nt_stored"};
+                                            "gemm_nt_stored", "gemm_int8_nt_packed"};
     /* m, n, k: rows that fill no tile evenly, k over two GEMM k blocks plus a remainder, and a
      * product large enough to be shared among threads */
     static const struct {
@@ -209,6 +221,9 @@ static void test_gemm(void) {
         {G_NT_STORED, 203, 333, 517, 0, 1, 1, KERN_BF16},
         {G_NT_STORED, 1100, 96, 300, 0, 0, 1, KERN_F16},
         {G_NT_STORED, 1100, 96, 300, 0, 0, 0, KERN_BF16},
+        {G_NT_INT8, 203, 333, 517, 0, 0, 1, KERN_F32},
+        {G_NT_INT8, 77, 96, 771, 3, 1, 1, KERN_F32},
+        {G_NT_INT8, 1, 70, 1000, 0, 0, 0, KERN_F32},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         gemm_case g = {.kind = cases[i].kind,
@@ -251,7 +266,7 @@ static void test_gemm(void) {
 
 /* -- convolution -- */
 
-typedef enum { C_ARENA, C_NO_SCRATCH, C_PACKED, C_STORED } conv_kind;
+typedef enum { C_ARENA, C_NO_SCRATCH, C_PACKED, C_STORED, C_INT8 } conv_kind;
 
 typedef struct {
     conv_kind kind;
@@ -284,13 +299,21 @@ static void run_conv(const void *ctx, float *out) {
     case C_STORED:
         conv2d_nhwc_stored(&c->s, c->x, c->n, c->h, c->w, c->w16, c->t, c->bias, out);
         break;
+    case C_INT8: {
+        void *packed = aligned_alloc(64, (conv2d_int8_packed_size(&c->s) + 63) & ~(size_t)63);
+        conv2d_pack_weights_oihw_int8(&c->s, c->oihw, packed);
+        conv2d_nhwc_packed_int8(&c->s, c->x, c->n, c->h, c->w, packed, c->bias, out);
+        free(packed);
+        break;
+    }
     }
     sd_arena_free(&arena);
 }
 
 static void test_conv(void) {
     static const char *const kind_name[] = {"conv2d_nhwc", "conv2d_nhwc (no scratch)",
-                                            "conv2d_nhwc_packed", "conv2d_nhwc_stored"};
+                                            "conv2d_nhwc_packed", "conv2d_nhwc_stored",
+                                            "conv2d_nhwc_packed_int8"};
     static const struct {
         conv_kind kind;
         int n, h, w, cin, cout, kh, stride, pad_t, pad_l, pad_b, pad_r;
@@ -310,6 +333,10 @@ static void test_conv(void) {
         {C_STORED, 2, 19, 23, 40, 70, 3, 1, 1, 1, 1, 1, KERN_F16},
         {C_STORED, 1, 24, 20, 120, 90, 1, 1, 0, 0, 0, 0, KERN_F16},
         {C_STORED, 2, 19, 23, 40, 70, 3, 1, 1, 1, 1, 1, KERN_BF16},
+        /* int8 (--precision int8) */
+        {C_INT8, 2, 19, 23, 40, 70, 3, 1, 1, 1, 1, 1, KERN_F32},
+        {C_INT8, 1, 32, 30, 24, 24, 3, 2, 0, 0, 1, 1, KERN_F32},
+        {C_INT8, 1, 24, 20, 120, 90, 1, 1, 0, 0, 0, 0, KERN_F32},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         conv_case c = {.kind = cases[i].kind,
@@ -640,6 +667,7 @@ typedef struct {
     const char *name, *model, *prompt, *negative, *scheduler;
     int size, steps;
     double guidance;
+    sd_precision precision;
 } pipeline_case;
 
 static bool generate(const pipeline_case *pc, int threads, run_record *out) {
@@ -647,7 +675,7 @@ static bool generate(const pipeline_case *pc, int threads, run_record *out) {
     sd_load_params lp;
     sd_load_params_init(&lp);
     lp.threads = threads;
-    lp.precision = SD_PRECISION_FP32;
+    lp.precision = pc->precision;
     sd_pipeline *p = NULL;
     sd_status st = sd_pipeline_load(&p, fixture(pc->model), &lp);
     CHECK(st == SD_OK, "%s: load: %s", pc->model, sd_last_error());
@@ -749,10 +777,13 @@ int main(void) {
     const kern_isa best = kern_isa_supported();
     const int saved_threads = omp_get_max_threads();
     for (int isa = best; isa >= KERN_ISA_GENERIC; isa--)
-        for (int t = 1; t <= 2; t++) configs[n_configs++] = (config){(kern_isa)isa, t, 0};
+        for (int t = 1; t <= 2; t++) configs[n_configs++] = (config){(kern_isa)isa, t, 0, 0};
     /* On a CPU with FMA the portable level runs a copy compiled with it; the baseline copy, what a
      * CPU without FMA runs, must give the same bytes (fmaf is exact either way). */
-    if (kern_fma_supported()) configs[n_configs++] = (config){KERN_ISA_GENERIC, 1, 1};
+    if (kern_fma_supported()) configs[n_configs++] = (config){KERN_ISA_GENERIC, 1, 1, 0};
+    /* On a CPU with AVX-VNNI the AVX2 level's vpmaddwd int8 kernel would otherwise not run. */
+    if (kern_int8_avxvnni_supported())
+        configs[n_configs++] = (config){KERN_ISA_AVX2, 2, 0, 1};
     printf("comparing %d configurations against %s\n", n_configs, config_name(&configs[0]));
 
     test_gemm();
@@ -765,16 +796,20 @@ int main(void) {
     static const pipeline_case pipelines[] = {
         {"sd15-tiny txt2img, CFG 7.5, Euler, 4 steps, 128x128", "sd15-tiny/pipeline",
          "a photo of an astronaut riding a horse on mars", "blurry", "EulerDiscreteScheduler", 128,
-         4, 7.5},
+         4, 7.5, SD_PRECISION_FP32},
+        {"sd15-tiny txt2img in int8, CFG 7.5, Euler, 4 steps, 128x128", "sd15-tiny/pipeline",
+         "a photo of an astronaut riding a horse on mars", "blurry", "EulerDiscreteScheduler", 128,
+         4, 7.5, SD_PRECISION_INT8},
         {"sd3-tiny, CFG 5, flow matching, 4 steps, 128x128", "sd3-tiny/pipeline",
-         "a photo of an astronaut riding a horse on mars", "", NULL, 128, 4, 5.0},
+         "a photo of an astronaut riding a horse on mars", "", NULL, 128, 4, 5.0, SD_PRECISION_FP32},
         {"flux-tiny, guidance 3.5, 4 steps, 128x128", "flux-tiny/pipeline",
-         "a photo of an astronaut riding a horse on mars", NULL, NULL, 128, 4, 3.5},
+         "a photo of an astronaut riding a horse on mars", NULL, NULL, 128, 4, 3.5, SD_PRECISION_FP32},
     };
     for (size_t i = 0; i < sizeof pipelines / sizeof *pipelines; i++) test_pipeline(&pipelines[i]);
 
     kern_isa_set(best);
     kern_fma_set_allowed(1);
+    kern_int8_vnni_set_allowed(1);
     omp_set_num_threads(saved_threads);
     return test_summary();
 }

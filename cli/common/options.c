@@ -244,8 +244,9 @@ static bool apply(cli_options *o, opt_id id, const char *name, const char *v, co
         if (!strcmp(v, "fp32") || !strcmp(v, "f32")) o->precision = SD_PRECISION_FP32;
         else if (!strcmp(v, "bf16")) o->precision = SD_PRECISION_BF16;
         else if (!strcmp(v, "auto")) o->precision = SD_PRECISION_AUTO;
+        else if (!strcmp(v, "int8")) o->precision = SD_PRECISION_INT8;
         else {
-            *err = errf("%s: '%s' should be fp32, bf16 or auto", name, v);
+            *err = errf("%s: '%s' should be fp32, bf16, auto or int8", name, v);
             return false;
         }
         return true;
@@ -479,7 +480,9 @@ const char *cli_gen_options_help(void) {
            "                           (an fp32 release converted at load: half the memory),\n"
            "                           q8_0, q4_0, q4_k, q5_k or q6_k (Linear weights quantized\n"
            "                           at load, the rest at 16 bits)\n"
-           "      --precision P        fp32 (default), bf16 (AVX512_BF16 CPUs: faster, looser) or auto\n"
+           "      --precision P        fp32 (default), bf16 (AVX512_BF16 CPUs: faster, looser),\n"
+           "                           auto (bf16 where it runs, else fp32) or int8 (the UNet's\n"
+           "                           layers in int8: faster, loosest; never chosen by auto)\n"
            "      --low-memory         page weights in per layer, give scratch and text encoders\n"
            "                           back between uses (the default of every family where it\n"
            "                           costs under 2% of the time; this forces it everywhere)\n"
