@@ -8,6 +8,10 @@
 #   make test-isa   the suite again at each instruction set level below this CPU's best
 #                   (SD_KERNEL_ISA=avx2, generic): every level must give the same results
 #   make test-clang the library, tools and suite built with clang (build-clang/)
+#   make cross-aarch64  the library, tools, tests and benchmarks for aarch64 Linux (build-aarch64/)
+#                   with aarch64-linux-gnu-gcc (AARCH64_CC) and Debian's arm64 -dev packages
+#   make test-aarch64  kernel, cross-ISA and tiny-pipeline tests and the regression goldens of
+#                   that build under qemu-aarch64 (one thread; AARCH64_TESTS picks the tests)
 #   make test-full  full-size model checks (tests/full_*.c; minutes, tens of GB of disk)
 #   make build-tests / build-bench   build the test / benchmark programs without running them
 #   make bench-kernels  kernel micro-benchmark (GFLOP/s and % of the measured FMA peak); not a test
@@ -46,6 +50,26 @@ LDFLAGS += $(SAN) -fopenmp
 # zlib: the bundled T5 tokenizer's tokenizer.json.gz (text_encoder/t5_tokenizer_load.c); libpng
 # depends on it already, so every machine that builds this has it (libpng-dev pulls zlib1g-dev).
 LDLIBS += -lcjson -lpng -ljpeg -lz -lm
+
+# macOS (written from Apple's and Homebrew's documentation; not built or run by this project's
+# CI): Apple's clang, with OpenMP from Homebrew's libomp (Apple's clang takes -fopenmp only
+# through -Xpreprocessor and does not know where libomp is), the libraries from Homebrew
+# (brew install libomp cjson libpng jpeg-turbo libmicrohttpd openblas), a shared library named
+# by -install_name instead of a soname. The library, tools and tests are meant to build; sd_bench
+# and rss_bench count allocations through GNU ld's --wrap, which Apple's linker lacks, so they do
+# not (bench/kernels does). bigalloc.c's MADV_HUGEPAGE is asked for only where defined; cpu.c needs no HWCAP there.
+ifeq ($(shell uname -s),Darwin)
+ifeq ($(origin CC),default)
+CC := clang
+endif
+BREW ?= $(shell brew --prefix 2>/dev/null)
+LIBOMP ?= $(shell brew --prefix libomp 2>/dev/null)
+CPPFLAGS += -I$(BREW)/include -I$(BREW)/include/cjson -I$(LIBOMP)/include
+CFLAGS := $(subst -fopenmp,-Xpreprocessor -fopenmp,$(CFLAGS))
+LDFLAGS := $(subst -fopenmp,,$(LDFLAGS)) -L$(BREW)/lib -L$(LIBOMP)/lib -L$(BREW)/opt/openblas/lib
+LDLIBS += -lomp
+DARWIN := 1
+endif
 
 # The one place the version lives: the shared library's file name and soname, sd.pc's Version.
 # include/sd.h's SD_VERSION must say the same (make check-version, run by make test).
@@ -94,6 +118,11 @@ OPENMP_LIBS ?= $(if $(findstring clang,$(shell $(CC) --version 2>/dev/null)),-fo
 # would otherwise surface only in the programs using it); not under sanitizers, whose runtimes
 # clang leaves to the executable.
 SHLIB_DEFS := $(if $(SAN),,-Wl,--no-undefined)
+SHLIB_NAME_FLAG = -Wl,-soname,$(SONAME)
+ifdef DARWIN
+SHLIB_DEFS := $(if $(SAN),,-Wl,-undefined,error)
+SHLIB_NAME_FLAG = -Wl,-install_name,@rpath/$(SONAME)
+endif
 
 CLI_SRC := $(wildcard cli/*.c)
 BINS := $(CLI_SRC:cli/%.c=$(BINDIR)/%)
@@ -110,6 +139,8 @@ SERVER_LIB := $(BUILD)/libsdserver.a
 SERVER_BIN := $(BINDIR)/sd-server
 SERVER_LDLIBS := -lmicrohttpd
 EMBED := $(BUILD)/tools/embed
+# tools/embed runs during the build, so a cross build compiles it for this machine.
+HOST_CC ?= $(CC)
 
 TEST_COMMON := $(BUILD)/tests/common.o
 TEST_SRC := $(wildcard tests/test_*.c)
@@ -174,7 +205,7 @@ $(LIB): $(LIB_OBJ)
 	rm -f $@ && ar rcs $@ $^
 
 $(SHLIB): $(LIB_OBJ)
-	$(CC) -shared -Wl,-soname,$(SONAME) $(SHLIB_DEFS) $(LDFLAGS) $^ $(LDLIBS) -o $@
+	$(CC) -shared $(SHLIB_NAME_FLAG) $(SHLIB_DEFS) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
 # libsd.so.0 is what programs load (the soname); libsd.so is what -lsd finds at link time.
 $(SHLIB_LINKS): $(SHLIB)
@@ -193,7 +224,7 @@ $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_COMMON) $(CLI_LIB) $(LIB)
 
 $(EMBED): tools/embed.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $< -o $@
+	$(HOST_CC) $(CFLAGS) $< -o $@
 
 $(BUILD)/server/embed/%.c: server/web/% $(EMBED)
 	@mkdir -p $(dir $@)
@@ -299,6 +330,46 @@ test-isa: all build-tests
 test-clang:
 	$(MAKE) CC=clang BUILD=build-clang BINDIR=build-clang/bin test
 
+# aarch64 from this x86 machine: cross-built with Debian's gcc-aarch64-linux-gnu against the arm64
+# -dev packages (multiarch), run under qemu-user. Emulated runs keep to one thread: creating a
+# thread under qemu-aarch64 never returns on these machines, so OMP_THREAD_LIMIT=1 caps every
+# OpenMP team (explicit num_threads included) and the tests and tools that start threads of their
+# own (test_threads, sd-server and its test) are not run. OPENBLAS_CORETYPE skips
+# OpenBLAS's CPU probe, which hangs under qemu (only the benchmarks link it). Tests that run the
+# tools as child processes cannot exec an aarch64 binary from qemu without binfmt, so the pipelines
+# and the regression goldens are checked by running the tools themselves, below.
+AARCH64_CC ?= aarch64-linux-gnu-gcc
+AARCH64_BUILD := build-aarch64
+QEMU_AARCH64 ?= qemu-aarch64 -L /usr/aarch64-linux-gnu
+AARCH64_ENV = OMP_NUM_THREADS=1 OMP_THREAD_LIMIT=1 OPENBLAS_CORETYPE=ARMV8 \
+    SD_TEST_PIPELINE_RUNS=$(AARCH64_PIPELINE_RUNS)
+# Kernel tests (every level this CPU runs: neon and generic), the cross-ISA comparison, and the
+# sd15-tiny and sd3-tiny pipelines against the diffusers fixtures, then the regression goldens
+# recorded on x86, which must hold byte for byte. Emulation is slow (half a minute per 128x128
+# run), so a few of test_pipeline's runs and of the goldens; an empty AARCH64_PIPELINE_RUNS or
+# AARCH64_REGRESS_ONLY runs them all (about 9 and 5 minutes).
+AARCH64_TESTS ?= test_kernels test_norm_act test_attention test_cross_isa test_pipeline \
+    test_pipeline_sd3
+AARCH64_PIPELINE_RUNS ?= sd15-tiny/euler,sd2v-tiny/dpmpp2m_v
+AARCH64_REGRESS_ONLY ?= sd15-euler-a sd15-unipc-wide sd2v-euler-zsnr
+.PHONY: cross-aarch64 test-aarch64
+cross-aarch64:
+	$(MAKE) CC=$(AARCH64_CC) HOST_CC=gcc BUILD=$(AARCH64_BUILD) BINDIR=$(AARCH64_BUILD)/bin all build-tests build-bench
+
+test-aarch64: cross-aarch64
+	@failed=""; for t in $(AARCH64_TESTS); do \
+	    echo "== $$t (qemu-aarch64)"; start=$$(date +%s); \
+	    $(AARCH64_ENV) SD_BIN_DIR=$(AARCH64_BUILD)/bin $(QEMU_AARCH64) $(AARCH64_BUILD)/tests/$$t \
+	        > $(AARCH64_BUILD)/tests/$$t.log 2>&1 || failed="$$failed $$t"; \
+	    grep '^FAIL' $(AARCH64_BUILD)/tests/$$t.log; tail -n 1 $(AARCH64_BUILD)/tests/$$t.log; echo "   $$(( $$(date +%s) - start )) s"; \
+	done; \
+	echo "== sd-regress check tests/regress/manifest.json (qemu-aarch64)"; start=$$(date +%s); \
+	$(AARCH64_ENV) $(QEMU_AARCH64) $(AARCH64_BUILD)/bin/sd-regress check tests/regress/manifest.json \
+	    $(foreach c,$(AARCH64_REGRESS_ONLY),--only $(c)) --threads 1 --out $(AARCH64_BUILD)/tests/regress-failures || failed="$$failed sd-regress"; \
+	echo "   $$(( $$(date +%s) - start )) s"; \
+	if [ -n "$$failed" ]; then echo "test-aarch64 FAILED:$$failed (logs in $(AARCH64_BUILD)/tests/)"; exit 1; fi; \
+	echo "test-aarch64: all passed under qemu-aarch64"
+
 test-full: $(FULLS)
 	@failed=0; for t in $(FULLS); do echo "== $$(basename $$t)"; $$t || failed=1; done; exit $$failed
 
@@ -375,7 +446,7 @@ print-version:
 	@echo $(SD_VERSION)
 
 clean:
-	rm -rf build build-asan build-clang build-fuzz bin
+	rm -rf build build-asan build-clang build-fuzz build-aarch64 bin
 
 -include $(BUILD)/bench/kernels.d $(BUILD)/bench/model.d $(BUILD)/bench/peak.d $(BUILD)/bench/gguf.d \
     $(BUILD)/bench/make_gguf.d $(BENCH_SD_OBJ:.o=.d) \

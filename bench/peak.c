@@ -8,6 +8,9 @@
 #if KERN_X86
 #include <immintrin.h>
 #endif
+#if KERN_ARM64
+#include <arm_neon.h>
+#endif
 
 /* 16 accumulators: more than FMA latency x FMA pipes on current x86 cores (4 x 2), so the loop
  * is bound by FMA throughput alone. The empty asm keeps the compiler from folding the chains. */
@@ -59,6 +62,31 @@ KERN_TARGET_AVX2 static float loop_avx2(long iters) {
 }
 #endif
 
+#if KERN_ARM64
+/* 16 of the 32 q registers: at least FMA latency x FMA pipes on current cores (Neoverse V1/V2,
+ * Apple's: 4 x 4). */
+static float loop_neon(long iters) {
+    const float32x4_t m = vdupq_n_f32(0.999999f), a = vdupq_n_f32(1e-6f);
+#define INIT(i) float32x4_t v##i = vdupq_n_f32((float)i);
+    ACC16(INIT)
+#undef INIT
+    for (long it = 0; it < iters; it++) {
+#define STEP(i) v##i = vfmaq_f32(a, v##i, m);
+        ACC16(STEP)
+#undef STEP
+        __asm__ volatile("" : "+w"(v0), "+w"(v1), "+w"(v2), "+w"(v3), "+w"(v4), "+w"(v5), "+w"(v6),
+                         "+w"(v7));
+        __asm__ volatile("" : "+w"(v8), "+w"(v9), "+w"(v10), "+w"(v11), "+w"(v12), "+w"(v13),
+                         "+w"(v14), "+w"(v15));
+    }
+    float32x4_t s = vdupq_n_f32(0.0f);
+#define SUM(i) s = vaddq_f32(s, v##i);
+    ACC16(SUM)
+#undef SUM
+    return vaddvq_f32(s);
+}
+#endif
+
 /* A vector register operand for the empty asm (SSE on x86, NEON on aarch64). */
 #if defined(__aarch64__)
 #define VREG(v) "+w"(v)
@@ -86,13 +114,21 @@ static float loop_generic(long iters) {
 
 /* flops of one loop iteration */
 static double iter_flops(kern_isa isa) {
-    return isa == KERN_ISA_AVX512 ? 16 * 32.0 : isa == KERN_ISA_AVX2 ? 12 * 16.0 : 12 * 8.0;
+#if KERN_ARM64
+    if (isa == KERN_ISA_NEON) return 16 * 8.0;
+#else
+    if (isa == KERN_ISA_AVX512) return 16 * 32.0;
+    if (isa == KERN_ISA_AVX2) return 12 * 16.0;
+#endif
+    return 12 * 8.0;
 }
 
 static float run(kern_isa isa, long iters) {
 #if KERN_X86
     if (isa == KERN_ISA_AVX512) return loop_avx512(iters);
     if (isa == KERN_ISA_AVX2) return loop_avx2(iters);
+#elif KERN_ARM64
+    if (isa == KERN_ISA_NEON) return loop_neon(iters);
 #endif
     return loop_generic(iters);
 }

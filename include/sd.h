@@ -109,13 +109,13 @@ SD_API void sd_set_log_callback(sd_log_fn fn, void *user);
 
 /* ---- Process-wide settings ------------------------------------------------------------------- */
 
-/* The instruction set level of the kernels for the whole process: "avx512", "avx2", "generic", or
- * NULL / "" / "best" for the best this CPU runs (the default). A level above the CPU's is lowered
- * to the best it has (logged). Every level computes the same bits; lower ones are for testing and
+/* The instruction set level of the kernels for the whole process: "avx512", "avx2" (x86), "neon"
+ * (aarch64), "generic", or NULL / "" / "best" for the best this CPU runs (the default). A level
+ * above the CPU's, or of another architecture, is lowered to the best it has (logged). Every level computes the same bits; lower ones are for testing and
  * measuring. Unknown names are SD_ERR_ARG. Call it before loading, not while other threads
  * compute. */
 SD_API sd_status sd_set_kernel_isa(const char *name);
-/* The level in use: "avx512", "avx2" or "generic". */
+/* The level in use: "avx512", "avx2", "neon" or "generic". */
 SD_API const char *sd_kernel_isa(void);
 
 /* Where single-file checkpoints find their bundled configs (README, "Single-file checkpoints"):

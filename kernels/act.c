@@ -12,8 +12,13 @@ static const act_kernels *kernels(void) {
 #if KERN_X86
     case KERN_ISA_AVX512: return act_kernels_avx512();
     case KERN_ISA_AVX2: return act_kernels_avx2();
-#endif
     default: return kern_fma_supported() ? act_kernels_generic_fma() : act_kernels_generic();
+#elif KERN_ARM64
+    case KERN_ISA_NEON: return act_kernels_neon();
+    default: return act_kernels_generic();
+#else
+    default: return act_kernels_generic();
+#endif
     }
 }
 

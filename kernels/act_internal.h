@@ -18,5 +18,6 @@ const act_kernels *act_kernels_generic(void);
 const act_kernels *act_kernels_generic_fma(void);
 const act_kernels *act_kernels_avx2(void);
 const act_kernels *act_kernels_avx512(void);
+const act_kernels *act_kernels_neon(void);
 
 #endif

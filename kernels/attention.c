@@ -14,8 +14,13 @@ const attn_kernel *attn_kernel_active(void) {
 #if KERN_X86
     case KERN_ISA_AVX512: return attn_kernel_avx512();
     case KERN_ISA_AVX2: return attn_kernel_avx2();
-#endif
     default: return kern_fma_supported() ? attn_kernel_generic_fma() : attn_kernel_generic();
+#elif KERN_ARM64
+    case KERN_ISA_NEON: return attn_kernel_neon();
+    default: return attn_kernel_generic();
+#else
+    default: return attn_kernel_generic();
+#endif
     }
 }
 

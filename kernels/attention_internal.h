@@ -52,6 +52,7 @@ const attn_kernel *attn_kernel_generic(void);
 const attn_kernel *attn_kernel_generic_fma(void);
 const attn_kernel *attn_kernel_avx2(void);
 const attn_kernel *attn_kernel_avx512(void);
+const attn_kernel *attn_kernel_neon(void);
 /* The one for the active instruction set level. */
 const attn_kernel *attn_kernel_active(void);
 

@@ -65,6 +65,36 @@ KERN_TARGET_AVX2 static void bf16_avx2(const void *src, float *dst, size_t n) {
 }
 #endif
 
+#if KERN_ARM64
+#include <arm_neon.h>
+
+/* fcvtl: every f16 number, subnormals and infinities included, widens exactly, as in the
+ * definition (st_f16_to_f32). Loads are byte loads reinterpreted (little-endian), since the source
+ * may be unaligned. */
+static void f16_neon(const void *src, float *dst, size_t n) {
+    const uint8_t *s = src;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const float16x8_t h = vreinterpretq_f16_u8(vld1q_u8(s + 2 * i));
+        vst1q_f32(dst + i, vcvt_f32_f16(vget_low_f16(h)));
+        vst1q_f32(dst + i + 4, vcvt_high_f32_f16(h));
+    }
+    kern_f16_to_f32_ref(s + 2 * i, dst + i, n - i);
+}
+
+/* bf16 is the top half of an f32: widen each 16-bit value shifted left by 16 (ushll). */
+static void bf16_neon(const void *src, float *dst, size_t n) {
+    const uint8_t *s = src;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const uint16x8_t h = vreinterpretq_u16_u8(vld1q_u8(s + 2 * i));
+        vst1q_f32(dst + i, vreinterpretq_f32_u32(vshll_n_u16(vget_low_u16(h), 16)));
+        vst1q_f32(dst + i + 4, vreinterpretq_f32_u32(vshll_high_n_u16(h, 16)));
+    }
+    kern_bf16_to_f32_ref(s + 2 * i, dst + i, n - i);
+}
+#endif
+
 void kern_f16_to_f32(const void *src, float *dst, size_t n) {
 #if KERN_X86
     const kern_isa isa = kern_isa_active();
@@ -74,6 +104,11 @@ void kern_f16_to_f32(const void *src, float *dst, size_t n) {
     }
     if (isa == KERN_ISA_AVX2 && kern_f16c_supported()) {
         f16_f16c(src, dst, n);
+        return;
+    }
+#elif KERN_ARM64
+    if (kern_isa_active() == KERN_ISA_NEON) {
+        f16_neon(src, dst, n);
         return;
     }
 #endif
@@ -89,6 +124,11 @@ void kern_bf16_to_f32(const void *src, float *dst, size_t n) {
     }
     if (isa == KERN_ISA_AVX2) {
         bf16_avx2(src, dst, n);
+        return;
+    }
+#elif KERN_ARM64
+    if (kern_isa_active() == KERN_ISA_NEON) {
+        bf16_neon(src, dst, n);
         return;
     }
 #endif

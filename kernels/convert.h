@@ -3,7 +3,7 @@
  * used through them gives the same numbers as the same weight stored as float32.
  *
  * The sources may be unaligned (tensors inside a safetensors mapping need not be). The fast paths
- * (AVX-512 vcvtph2ps, F16C under AVX2; bf16 is a 16-bit shift) follow kern_isa_active(); the
+ * (AVX-512 vcvtph2ps, F16C under AVX2, NEON fcvtl; bf16 is a 16-bit shift) follow kern_isa_active(); the
  * _ref versions are the plain definitions they are tested against. */
 #ifndef SD_CONVERT_H
 #define SD_CONVERT_H

@@ -3,8 +3,14 @@
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
 #endif
+#if defined(__aarch64__) && defined(__linux__)
+#include <asm/hwcap.h>
+#include <sys/auxv.h>
+#endif
 #include <stdatomic.h>
 #include <stddef.h>
+
+#include "target.h"
 
 /* -1 until first use; every thread computes the same value, so the first-use race is benign. */
 static atomic_int active_isa = -1;
@@ -15,6 +21,12 @@ kern_isa kern_isa_supported(void) {
     /* __builtin_cpu_supports also checks that the OS saves the wider registers (XCR0). */
     if (__builtin_cpu_supports("avx512f")) return KERN_ISA_AVX512;
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return KERN_ISA_AVX2;
+#elif defined(__aarch64__) && defined(__linux__)
+    /* ASIMD is architecturally mandatory for aarch64 Linux, but the kernel says so explicitly. */
+    if (getauxval(AT_HWCAP) & HWCAP_ASIMD) return KERN_ISA_NEON;
+#elif defined(__aarch64__)
+    /* Elsewhere (macOS) every aarch64 CPU has it and there is no HWCAP to ask. */
+    return KERN_ISA_NEON;
 #endif
     return KERN_ISA_GENERIC;
 }
@@ -38,8 +50,12 @@ kern_isa kern_isa_set(kern_isa isa) {
 
 const char *kern_isa_name(kern_isa isa) {
     switch (isa) {
+#if KERN_ARM64
+    case KERN_ISA_NEON: return "neon";
+#else
     case KERN_ISA_AVX512: return "avx512";
     case KERN_ISA_AVX2: return "avx2";
+#endif
     default: return "generic";
     }
 }
@@ -117,6 +133,7 @@ int kern_int8_avxvnni_supported(void) {
 
 const char *kern_int8_kernel_name(void) {
     const kern_isa isa = kern_isa_active();
+    if (!KERN_X86) return "generic"; /* NEON shares AVX2's level number; no int8 kernel of its own */
     if (isa == KERN_ISA_AVX512 && kern_int8_vnni512_supported()) return "avx512-vnni";
     if (isa >= KERN_ISA_AVX2 && kern_int8_avxvnni_supported()) return "avx-vnni";
     if (isa >= KERN_ISA_AVX2) return "avx2";

@@ -10,9 +10,18 @@
 #ifndef SD_CPU_H
 #define SD_CPU_H
 
-typedef enum { KERN_ISA_GENERIC = 0, KERN_ISA_AVX2 = 1, KERN_ISA_AVX512 = 2 } kern_isa;
+/* Levels are ranked within one architecture, generic lowest, so "every level from the best down"
+ * is a loop from kern_isa_supported() to KERN_ISA_GENERIC on any CPU. Rank 1 is AVX2 on x86 and
+ * NEON on aarch64 (the same number: a build has only one of them; kern_isa_name tells which). */
+typedef enum {
+    KERN_ISA_GENERIC = 0,
+    KERN_ISA_AVX2 = 1,   /* x86 */
+    KERN_ISA_AVX512 = 2, /* x86 */
+    KERN_ISA_NEON = 1,   /* aarch64 */
+} kern_isa;
 
-/* The best level this machine runs: AVX-512 needs avx512f, AVX2 needs avx2 and fma. */
+/* The best level this machine runs: AVX-512 needs avx512f, AVX2 needs avx2 and fma; NEON needs
+ * the kernel's HWCAP_ASIMD (every aarch64 Linux reports it). */
 kern_isa kern_isa_supported(void);
 /* The level the kernels use now (the supported one unless lowered). */
 kern_isa kern_isa_active(void);
@@ -21,7 +30,8 @@ kern_isa kern_isa_active(void);
 kern_isa kern_isa_set(kern_isa isa);
 const char *kern_isa_name(kern_isa isa);
 
-/* Whether the CPU has FMA instructions (x86: the fma flag). The generic level's C kernels then run
+/* Whether the CPU has FMA instructions that must be asked for (x86: the fma flag; 0 elsewhere,
+ * aarch64 included, whose baseline fmaf is one instruction). The generic level's C kernels then run
  * a copy compiled to use them for fmaf; without, fmaf is libm's (exact, about 15x slower). */
 int kern_fma_supported(void);
 /* Tests: with 0, kern_fma_supported() says no whatever the CPU has, so the portable level runs its

@@ -13,6 +13,9 @@ const gemm_kernel *gemm_kernel_for(kern_isa isa) {
     case KERN_ISA_AVX512: return gemm_kernel_avx512();
     case KERN_ISA_AVX2: return gemm_kernel_avx2();
     default: return kern_fma_supported() ? gemm_kernel_generic_fma() : gemm_kernel_generic();
+#elif KERN_ARM64
+    case KERN_ISA_NEON: return gemm_kernel_neon();
+    default: return gemm_kernel_generic();
 #else
     default: return gemm_kernel_generic();
 #endif

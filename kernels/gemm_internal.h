@@ -51,6 +51,7 @@ const gemm_kernel *gemm_kernel_generic(void);
 const gemm_kernel *gemm_kernel_generic_fma(void);
 const gemm_kernel *gemm_kernel_avx2(void);
 const gemm_kernel *gemm_kernel_avx512(void);
+const gemm_kernel *gemm_kernel_neon(void);
 
 /* Fills buf[r * GEMM_APITCH + q] = A[row0 + r][p0 + q] for r < rows, q < kc. */
 typedef void (*gemm_load_a_fn)(const void *ctx, int row0, int rows, int p0, int kc, float *buf);

@@ -12,8 +12,13 @@ static const norm_kernels *kernels(void) {
 #if KERN_X86
     case KERN_ISA_AVX512: return norm_kernels_avx512();
     case KERN_ISA_AVX2: return norm_kernels_avx2();
-#endif
     default: return kern_fma_supported() ? norm_kernels_generic_fma() : norm_kernels_generic();
+#elif KERN_ARM64
+    case KERN_ISA_NEON: return norm_kernels_neon();
+    default: return norm_kernels_generic();
+#else
+    default: return norm_kernels_generic();
+#endif
     }
 }
 

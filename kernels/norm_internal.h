@@ -43,5 +43,6 @@ const norm_kernels *norm_kernels_generic(void);
 const norm_kernels *norm_kernels_generic_fma(void);
 const norm_kernels *norm_kernels_avx2(void);
 const norm_kernels *norm_kernels_avx512(void);
+const norm_kernels *norm_kernels_neon(void);
 
 #endif

@@ -24,6 +24,14 @@
 #define KERN_X86 0
 #endif
 
+/* aarch64: NEON (Advanced SIMD, with fused multiply-add) is part of the baseline ISA, so its
+ * kernels need no target attribute; cpu.c still asks the OS (HWCAP_ASIMD) before using them. */
+#if defined(__aarch64__)
+#define KERN_ARM64 1
+#else
+#define KERN_ARM64 0
+#endif
+
 /* A helper inlined into its caller whatever the optimisation level: the SIMD register tiles live
  * in arrays that only stay in registers once every loop over them is unrolled. */
 #define KERN_INLINE static inline __attribute__((always_inline))

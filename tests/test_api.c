@@ -157,6 +157,19 @@ static int find(const log_record *r, sd_log_level level, const char *needle) {
 static void test_log_and_isa(void) {
     CHECK(sd_set_kernel_isa("avx3") == SD_ERR_ARG && strstr(sd_last_error(), "avx3"),
           "an unknown level is refused: %s", sd_last_error());
+    /* Another architecture's level is this CPU's best, never the same-numbered level of its own
+     * (avx2 and neon share a rank). */
+#if defined(__aarch64__)
+    const char *foreign[] = {"avx2", "avx512"};
+#else
+    const char *foreign[] = {"neon"};
+#endif
+    for (size_t i = 0; i < sizeof foreign / sizeof *foreign; i++) {
+        CHECK_OK(sd_set_kernel_isa("generic"));
+        CHECK_OK(sd_set_kernel_isa(foreign[i]));
+        CHECK(!strcmp(sd_kernel_isa(), kern_isa_name(kern_isa_supported())),
+              "SD_KERNEL_ISA=%s on this CPU gives its best level, not %s", foreign[i], sd_kernel_isa());
+    }
     CHECK_OK(sd_set_kernel_isa("generic"));
     CHECK(!strcmp(sd_kernel_isa(), "generic"), "level after setting generic: %s", sd_kernel_isa());
 

@@ -10,7 +10,11 @@
  * implementation that is not bit-identical to torch can follow such a run to 1e-4. For a run whose
  * error exceeds 1e-4 the test therefore measures that sensitivity (the same run from noise
  * perturbed by 1e-7 relative) and accepts at most 4x the divergence the run shows against itself;
- * a real defect (a wrong coefficient, a missing term) gives errors orders of magnitude above it. */
+ * a real defect (a wrong coefficient, a missing term) gives errors orders of magnitude above it.
+ *
+ * $SD_TEST_PIPELINE_RUNS (names "model/run" separated by spaces or commas, e.g.
+ * "sd15-tiny/euler sd15-tiny/dpmpp2m_karras") limits the test to those runs: make test-aarch64
+ * picks a few, since every run takes most of a minute under qemu. */
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdlib.h>
@@ -23,7 +27,26 @@
 #include "../include/sd.h"
 #include "test.h"
 
+static int runs_done;
+
+/* Whether $SD_TEST_PIPELINE_RUNS (unset: every run) names model/run. */
+static int wanted(const char *model, const char *run) {
+    const char *list = getenv("SD_TEST_PIPELINE_RUNS");
+    if (!list || !*list) return 1;
+    const size_t ml = strlen(model), rl = strlen(run);
+    for (const char *s = list; *s;) {
+        const size_t len = strcspn(s, " ,");
+        if (len == ml + 1 + rl && !strncmp(s, model, ml) && s[ml] == '/' && !strncmp(s + ml + 1, run, rl))
+            return 1;
+        s += len;
+        s += strspn(s, " ,");
+    }
+    return 0;
+}
+
 static void run_one(sd_pipeline *p, const char *model, const char *run) {
+    if (!wanted(model, run)) return;
+    runs_done++;
     char st_path[512], name[128];
     snprintf(st_path, sizeof st_path, "%s/expected/%s.safetensors", model, run);
     snprintf(name, sizeof name, "%.20s/%s", model, run);
@@ -43,13 +66,15 @@ static void extra_runs(sd_pipeline *p, const char *model) {
     for (const cJSON *run = c.root->child; run; run = run->next) {
         const cJSON *m = cJSON_GetObjectItem(run, "model");
         if (!cJSON_IsString(m) || strcmp(m->valuestring, model)) continue;
+        seen++;
+        if (!wanted(model, run->string)) continue;
+        runs_done++;
         char prefix[128];
         snprintf(prefix, sizeof prefix, "%s.", run->string);
         fixture_run fr;
         fixture_run_from_json(&fr, run);
         fixture_check_run(p, run->string, &fr, "extra/extra_runs.safetensors", prefix);
         fixture_run_free(&fr);
-        seen++;
     }
     CHECK(seen >= 1, "%d extra runs for %s", seen, model);
     cfg_close(&c);
@@ -80,5 +105,6 @@ int main(void) {
         extra_runs(p, "sd3t5-tiny");
         sd_pipeline_free(p);
     }
+    CHECK(runs_done > 0, "no run matches SD_TEST_PIPELINE_RUNS=%s", getenv("SD_TEST_PIPELINE_RUNS"));
     return test_summary();
 }
