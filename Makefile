@@ -246,6 +246,8 @@ $(BUILD)/tests/test_server: $(BUILD)/tests/test_server.o $(TEST_COMMON) $(SERVER
 
 # So does the FLUX transformer-file test (tests/bfl_writer.c; an SD file as a wrong input).
 $(BUILD)/tests/test_flux_bfl $(BUILD)/tests/test_flux_files: $(BUILD)/tests/bfl_writer.o $(BUILD)/tests/ldm_writer.o
+# Reduced-precision contracts over the recorded runs (tests/precision_runs.c).
+$(BUILD)/tests/test_pipeline_bf16 $(BUILD)/tests/test_pipeline_int8 $(BUILD)/tests/full_pipeline_bf16: $(BUILD)/tests/precision_runs.o
 # Files checked against recorded tensor manifests (tests/manifest.c).
 $(BUILD)/tests/test_flux_bfl $(BUILD)/tests/test_sd3_file $(BUILD)/tests/test_file_refs: $(BUILD)/tests/manifest.o
 # The FLUX LoRA and LoRA-switch tests apply LoRAs to a BFL transformer file too (the switch
