@@ -83,26 +83,20 @@ static int threads_for(const gemm_problem *p) {
     return omp_get_max_threads();
 }
 
-/* B packed for the whole k, panels [j0, j0 + panels) at `packed` (panel j0 + q at
- * packed + q * k * GEMM_NR); with `pack`, the team packs them there first. Each work item is a
- * block of C (row tiles x panels) carried through all of k, so that block, its rows of A and the
- * panels' current k block stay in cache, and threads never wait for each other. */
-static void run_packed(const plan *pl, float *packed, int j0, int panels, int pack) {
-    const gemm_problem *p = pl->p;
-    const int mr = pl->kern->mr, threads = threads_for(p);
-    /* At most 16 panels (512 columns) per item, split evenly, and about 64K floats of C. */
+gemm_split gemm_split_items(int tiles, int panels, int mr, int nr, int threads) {
+    /* At most 16 panels (512 fp32 columns) per item, split evenly, and about 64K floats of C. */
     int pgroups = (panels + 15) / 16, per_pg = (panels + pgroups - 1) / pgroups;
-    int per_rg = 65536 / (mr * per_pg * GEMM_NR);
+    int per_rg = 65536 / (mr * per_pg * nr);
     if (per_rg < 1) per_rg = 1;
-    if (per_rg > pl->tiles) per_rg = pl->tiles;
+    if (per_rg > tiles) per_rg = tiles;
     /* Enough items for the threads to balance. Narrower items make each row of A be gathered
      * once more, shorter ones each panel of B be streamed once more: split the side whose part
      * of an item is larger (weights when there are few rows, rows when there are many). */
     const long want = threads > 1 ? 4L * threads : 1;
     for (;;) {
-        const long items = (long)((pl->tiles + per_rg - 1) / per_rg) * pgroups;
+        const long items = (long)((tiles + per_rg - 1) / per_rg) * pgroups;
         if (items >= want || (per_rg == 1 && per_pg == 1)) break;
-        const long a_part = (long)per_rg * mr, b_part = (long)per_pg * GEMM_NR;
+        const long a_part = (long)per_rg * mr, b_part = (long)per_pg * nr;
         if ((b_part >= a_part && per_pg > 1) || per_rg == 1) {
             per_pg--; /* every step makes progress, so the loop ends */
             pgroups = (panels + per_pg - 1) / per_pg;
@@ -111,7 +105,18 @@ static void run_packed(const plan *pl, float *packed, int j0, int panels, int pa
             per_rg = (per_rg + 1) / 2;
         }
     }
-    const int rgroups = (pl->tiles + per_rg - 1) / per_rg;
+    return (gemm_split){per_rg, per_pg, (tiles + per_rg - 1) / per_rg, pgroups};
+}
+
+/* B packed for the whole k, panels [j0, j0 + panels) at `packed` (panel j0 + q at
+ * packed + q * k * GEMM_NR); with `pack`, the team packs them there first. Each work item is a
+ * block of C (row tiles x panels) carried through all of k, so that block, its rows of A and the
+ * panels' current k block stay in cache, and threads never wait for each other. */
+static void run_packed(const plan *pl, float *packed, int j0, int panels, int pack) {
+    const gemm_problem *p = pl->p;
+    const int mr = pl->kern->mr, threads = threads_for(p);
+    const gemm_split sp = gemm_split_items(pl->tiles, panels, mr, GEMM_NR, threads);
+    const int per_rg = sp.per_rg, per_pg = sp.per_pg, rgroups = sp.rgroups, pgroups = sp.pgroups;
     const long bstride = (long)p->k * GEMM_NR;
 #pragma omp parallel num_threads(threads) if (threads > 1)
     {

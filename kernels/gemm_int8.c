@@ -195,26 +195,9 @@ void gemm_int8_run(const gemm_int8_problem *p) {
     const int panels = int8_panels(p->n), mr = kern->mr;
     const int threads = omp_in_parallel() || (double)p->m * p->n * p->k < PARALLEL_MIN_WORK
                             ? 1 : omp_get_max_threads();
-    /* Work items as in gemm_bf16.c: blocks of C carried through all of k, at most 16 panels and
-     * about 64K floats of C, split until every thread has about four. */
-    int pgroups = (panels + 15) / 16, per_pg = (panels + pgroups - 1) / pgroups;
-    int per_rg = 65536 / (mr * per_pg * GEMM_INT8_NR);
-    if (per_rg < 1) per_rg = 1;
-    if (per_rg > pl.tiles) per_rg = pl.tiles;
-    const long want = threads > 1 ? 4L * threads : 1;
-    for (;;) {
-        const long items = (long)((pl.tiles + per_rg - 1) / per_rg) * pgroups;
-        if (items >= want || (per_rg == 1 && per_pg == 1)) break;
-        const long a_part = (long)per_rg * mr, b_part = (long)per_pg * GEMM_INT8_NR;
-        if ((b_part >= a_part && per_pg > 1) || per_rg == 1) {
-            per_pg--;
-            pgroups = (panels + per_pg - 1) / per_pg;
-            per_pg = (panels + pgroups - 1) / pgroups;
-        } else {
-            per_rg = (per_rg + 1) / 2;
-        }
-    }
-    const int rgroups = (pl.tiles + per_rg - 1) / per_rg;
+    /* Work items cut as the fp32 engine cuts them (gemm_split_items). */
+    const gemm_split sp = gemm_split_items(pl.tiles, panels, mr, GEMM_INT8_NR, threads);
+    const int per_rg = sp.per_rg, per_pg = sp.per_pg, rgroups = sp.rgroups, pgroups = sp.pgroups;
 #pragma omp parallel num_threads(threads) if (threads > 1)
     {
         float fbuf[GEMM_MR_MAX * GEMM_APITCH] __attribute__((aligned(64)));

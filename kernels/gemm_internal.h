@@ -80,6 +80,14 @@ typedef struct {
     int accumulate;    /* add to C instead of overwriting it */
 } gemm_problem;
 
+/* How a GEMM's C is cut into work items for `threads` threads (fp32, bf16 and int8 engines):
+ * blocks of `per_rg` row tiles (of mr rows) by `per_pg` panels (of nr columns), carried through
+ * all of k; rgroups x pgroups items. */
+typedef struct {
+    int per_rg, per_pg, rgroups, pgroups;
+} gemm_split;
+gemm_split gemm_split_items(int tiles, int panels, int mr, int nr, int threads);
+
 void gemm_run(const gemm_problem *p);
 /* The same product with B packed per work item: each item (a few row tiles x up to four panels)
  * packs its panels' current k block into its thread's block buffer just before using it, so a
