@@ -65,6 +65,10 @@ bool st_rows_whole_blocks(const st_tensor *t) {
 }
 
 int64_t st_numel(const st_tensor *t) {
+    /* The readers check that a tensor's values fit its bytes, but a shape with a 0 anywhere holds
+     * no values whatever its other dimensions, whose product may not fit in 64 bits. */
+    for (int i = 0; i < t->ndim; i++)
+        if (t->shape[i] == 0) return 0;
     int64_t n = 1;
     for (int i = 0; i < t->ndim; i++) n *= t->shape[i];
     return n;

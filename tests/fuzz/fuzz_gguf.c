@@ -22,8 +22,9 @@ static void read_all(const gguf_file *g) {
     }
     for (int i = 0; i < g->n_tensors; i++) {
         const gguf_tensor *t = &g->tensors[i];
-        int64_t n = 1;
-        for (int d = 0; d < t->ndim; d++) n *= t->ne[d];
+        int64_t n = 1; /* a 0 dimension first: the others' product may not fit (accepted files) */
+        for (int d = 0; d < t->ndim; d++) n = t->ne[d] == 0 ? 0 : n;
+        for (int d = 0; n && d < t->ndim; d++) n *= t->ne[d];
         if (n > MAX_VALUES) continue;
         float *out = malloc((size_t)n * sizeof(float) + 1);
         if (!out) abort();
