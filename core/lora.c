@@ -250,9 +250,10 @@ static sd_status add_file(lora_set *s, int f) {
             return sd_set_error(SD_ERR_TENSOR, "LoRA %s: '%s' has no matching %s tensor",
                                 file->path, module_name(m), m->down ? "up" : "down");
         const st_tensor *d = m->down, *u = m->up;
-        int64_t up_tail = 1;
-        for (int j = 2; j < u->ndim; j++) up_tail *= u->shape[j];
-        if (d->ndim < 2 || u->ndim < 2 || u->shape[1] != d->shape[0] || up_tail != 1)
+        bool up_tail_ones = true; /* up's dims past the second all 1 (a 1x1 conv's); compared,
+                                   * not multiplied: a 0 among huge dims would overflow a product */
+        for (int j = 2; j < u->ndim; j++) up_tail_ones = up_tail_ones && u->shape[j] == 1;
+        if (d->ndim < 2 || u->ndim < 2 || u->shape[1] != d->shape[0] || !up_tail_ones)
             return sd_set_error(SD_ERR_TENSOR, "LoRA %s: '%s' ([%lld x ...]) and '%s' ([%lld x "
                                 "%lld ...]) do not make a rank-r product", file->path, d->name,
                                 (long long)d->shape[0], u->name, (long long)u->shape[0],
